@@ -1,0 +1,117 @@
+"""A small Python API to emit micro-op programs (used by tests, samples and later passes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from pimc.isa.arch import Arch
+from pimc.isa.check import validate
+from pimc.isa.text import op_lines
+from pimc.isa.uop import (
+    NO_REP,
+    Init,
+    Nor,
+    Op,
+    Program,
+    Rep,
+    Search,
+    SearchKind,
+    Shift,
+    Span,
+    TensorIO,
+    Transfer,
+)
+
+Where = Span | int | None
+
+
+def as_span(value: Span | int) -> Span:
+    return Span.one(value) if isinstance(value, int) else value
+
+
+class ProgramBuilder:
+    """Collects ops; every op acts on `xbs` (default: all crossbars) and `rows` (default: all)."""
+
+    def __init__(self, crossbars: int = 1, arch: Arch | None = None, source: str = "") -> None:
+        self.arch = arch or Arch()
+        self.crossbars = crossbars
+        self.source = source
+        self.ops: list[Op] = []
+        self.inputs: list[TensorIO] = []
+        self.outputs: list[TensorIO] = []
+        self._src = ""
+
+    @contextmanager
+    def annotate(self, src: str) -> Iterator[None]:
+        """Attach `src` to every op emitted inside the block."""
+        saved, self._src = self._src, src
+        try:
+            yield
+        finally:
+            self._src = saved
+
+    def _common(self, xbs: Where, rows: Where, pred: bool) -> dict[str, object]:
+        return dict(
+            xbs=as_span(xbs) if xbs is not None else Span(0, self.crossbars),
+            rows=as_span(rows) if rows is not None else None,
+            pred=pred,
+            src=self._src,
+        )
+
+    def _emit(self, op: Op) -> Op:
+        self.ops.append(op)
+        return op
+
+    def init(self, cols: int | Sequence[int], value: int, *, xbs: Where = None,
+             rows: Where = None, pred: bool = False, rep: Rep = NO_REP) -> Op:
+        cols_t = (cols,) if isinstance(cols, int) else tuple(cols)
+        return self._emit(Init(cols=cols_t, value=value, rep=rep, **self._common(xbs, rows, pred)))
+
+    def nor(self, out: int, *ins: int, acc: bool = False, xbs: Where = None, rows: Where = None,
+            pred: bool = False, rep: Rep = NO_REP) -> Op:
+        return self._emit(Nor(out=out, ins=ins, acc=acc, rep=rep, **self._common(xbs, rows, pred)))
+
+    def search(self, cols: Sequence[int], key: int = 0, kind: SearchKind = SearchKind.EXACT, *,
+               xbs: Where = None, rows: Where = None, pred: bool = False) -> Op:
+        return self._emit(Search(cols=tuple(cols), kind=kind, key=key,
+                                 **self._common(xbs, rows, pred)))
+
+    def shift(self, src_cols: Sequence[int], dst_cols: Sequence[int], by: int, *,
+              xbs: Where = None, rows: Where = None, pred: bool = False) -> Op:
+        return self._emit(Shift(src_cols=tuple(src_cols), dst_cols=tuple(dst_cols), by=by,
+                                **self._common(xbs, rows, pred)))
+
+    def transfer(self, src_xbs: Span | int, dst_xbs: Span | int, src_cols: Sequence[int],
+                 dst_cols: Sequence[int] | int, *, dst_row: int | None = None,
+                 rows: Where = None, pred: bool = False) -> Op:
+        dst = (dst_cols,) if isinstance(dst_cols, int) else tuple(dst_cols)
+        return self._emit(Transfer(dst_xbs=as_span(dst_xbs), src_cols=tuple(src_cols),
+                                   dst_cols=dst, dst_row=dst_row,
+                                   **self._common(src_xbs, rows, pred)))
+
+    def _io(self, name: str, dtype: str, shape: Sequence[int], col: int, xbs: Where,
+            rows: Where, lanes: int) -> TensorIO:
+        return TensorIO(name, dtype, tuple(shape),
+                        as_span(xbs) if xbs is not None else Span(0, self.crossbars),
+                        as_span(rows) if rows is not None else Span(0, self.arch.rows),
+                        col, lanes)
+
+    def input(self, name: str, dtype: str, shape: Sequence[int], col: int, *, xbs: Where = None,
+              rows: Where = None, lanes: int = 1) -> TensorIO:
+        self.inputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes))
+        return self.inputs[-1]
+
+    def output(self, name: str, dtype: str, shape: Sequence[int], col: int, *, xbs: Where = None,
+               rows: Where = None, lanes: int = 1) -> TensorIO:
+        self.outputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes))
+        return self.outputs[-1]
+
+    def build(self) -> Program:
+        """The program, checked statically, with ops numbered as print_program would."""
+        prog = Program(arch=self.arch, crossbars=self.crossbars, ops=tuple(self.ops),
+                       inputs=tuple(self.inputs), outputs=tuple(self.outputs),
+                       source=self.source)
+        prog = Program(**{**prog.__dict__, "lines": op_lines(prog)})
+        validate(prog, "<builder>")
+        return prog

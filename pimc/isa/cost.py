@@ -1,0 +1,60 @@
+"""What one micro-op costs in cycles and time: the ISA's timing model (docs/isa.md).
+
+Cycles do not depend on data, so they are a function of the op and the architecture;
+energy depends on how many rows are active and on the bits written, so the runtime
+computes it while executing (see runtime.machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pimc.isa.arch import Arch, InitModel
+from pimc.isa.uop import Init, Nor, Op, Search, SearchKind, Shift, Transfer
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    cycles_bulk: int  # with bulk INIT (FloatPIM, MultPIM)
+    cycles_per_cell: int  # with one cycle per initialised column (AritPIM)
+    ns_per_cycle: float
+
+    def cycles(self, model: InitModel) -> int:
+        return self.cycles_bulk if model is InitModel.BULK else self.cycles_per_cell
+
+    def latency_ns(self, model: InitModel) -> float:
+        return self.cycles(model) * self.ns_per_cycle
+
+
+def init_phases(op: Init) -> int:
+    """A row-parallel write is a SET phase for the 1 bits and a RESET phase for the 0 bits."""
+    ones = bin(op.value).count("1")
+    return int(ones > 0) + int(ones < len(op.cols))
+
+
+def search_cycles(op: Search) -> int:
+    # Max/min search eliminates candidates one bit column at a time, MSB first.
+    return 1 if op.kind is SearchKind.EXACT else len(op.cols)
+
+
+def transfer_distance(op: Transfer) -> int:
+    """Hops over the inter-block switches (neighbours are 1 apart)."""
+    return max(abs(d - s) for s, d in zip(op.xbs.indices(), op.dst_xbs.indices(), strict=True))
+
+
+def timing(op: Op, arch: Arch) -> OpTiming:
+    if isinstance(op, Nor):
+        return OpTiming(1, 1, arch.t_nor_ns)
+    if isinstance(op, Init):
+        return OpTiming(init_phases(op), len(op.cols), arch.t_write_ns)
+    if isinstance(op, Search):
+        n = search_cycles(op)
+        return OpTiming(n, n, arch.t_search_ns)
+    if isinstance(op, Shift):
+        n = len(op.dst_cols)
+        return OpTiming(n, n, arch.t_shift_ns)
+    if isinstance(op, Transfer):
+        # FloatPIM Sec. 5.1: N+1 cycles for N bits between neighbouring blocks, pipelined.
+        n = len(op.src_cols) + transfer_distance(op)
+        return OpTiming(n, n, arch.t_transfer_ns)
+    raise TypeError(f"not a micro-op: {op!r}")

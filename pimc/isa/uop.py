@@ -1,0 +1,175 @@
+"""The micro-op ISA: one frozen record per operation, and the program that holds them.
+
+These records are the contract between the compiler (which builds them) and the runtime
+(which executes them); `pimc.isa.text` prints and parses them, `pimc.isa.check` checks
+them against an architecture. docs/isa.md specifies each op, its cycles and its energy.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pimc.isa.arch import Arch
+from pimc.isa.errors import PimError
+
+
+class Opcode(enum.Enum):
+    INIT = "INIT"
+    NOR = "NOR"
+    SEARCH = "SEARCH"
+    SHIFT = "SHIFT"
+    TRANSFER = "TRANSFER"
+
+
+class SearchKind(enum.Enum):
+    EXACT = "=="  # rows whose columns equal a key (content-addressable match)
+    MAX = "max"  # rows holding the largest unsigned value among the selected rows
+    MIN = "min"  # ... the smallest
+
+
+@dataclass(frozen=True)
+class Span:
+    """An arithmetic progression of crossbar or row indices: start:stop:step."""
+
+    start: int
+    stop: int
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        if self.step < 1 or self.start < 0 or self.stop <= self.start:
+            raise PimError(f"empty or malformed span {self.start}:{self.stop}:{self.step}")
+        n = (self.stop - self.start + self.step - 1) // self.step
+        object.__setattr__(self, "stop", self.start + (n - 1) * self.step + 1)
+        if n == 1:
+            object.__setattr__(self, "step", 1)
+
+    @classmethod
+    def one(cls, index: int) -> Span:
+        return cls(index, index + 1)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start + self.step - 1) // self.step
+
+    @property
+    def last(self) -> int:
+        return self.stop - 1
+
+    def indices(self) -> range:
+        return range(self.start, self.stop, self.step)
+
+    def as_slice(self) -> slice:
+        return slice(self.start, self.stop, self.step)
+
+
+@dataclass(frozen=True)
+class Rep:
+    """Repeat a gate over `count` partitions, `step` partitions apart, in one cycle."""
+
+    count: int = 1
+    step: int = 1
+
+
+NO_REP = Rep()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Op:
+    """Fields every micro-op has: where it acts and where it came from."""
+
+    opcode: ClassVar[Opcode]
+    xbs: Span  # crossbars the op acts on, in parallel
+    rows: Span | None = None  # selected rows; None means every row
+    pred: bool = False  # further limit to the rows of each crossbar's tag
+    src: str = ""  # source annotation: a DSL line, an ONNX node
+
+
+@dataclass(frozen=True, kw_only=True)
+class Init(Op):
+    """Row-parallel write of a constant: bit i of `value` goes to `cols[i]`."""
+
+    opcode: ClassVar[Opcode] = Opcode.INIT
+    cols: tuple[int, ...]
+    value: int
+    rep: Rep = NO_REP
+
+
+@dataclass(frozen=True, kw_only=True)
+class Nor(Op):
+    """MAGIC NOR: out <- out AND NOR(ins). `acc` marks a deliberate AND-accumulate."""
+
+    opcode: ClassVar[Opcode] = Opcode.NOR
+    out: int
+    ins: tuple[int, ...]
+    acc: bool = False
+    rep: Rep = NO_REP
+
+
+@dataclass(frozen=True, kw_only=True)
+class Search(Op):
+    """Content-addressable search over `cols`; the matching rows become the tag."""
+
+    opcode: ClassVar[Opcode] = Opcode.SEARCH
+    cols: tuple[int, ...]
+    kind: SearchKind = SearchKind.EXACT
+    key: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shift(Op):
+    """Barrel shifter: each selected row r gets src_cols of row r - by (0 from outside)."""
+
+    opcode: ClassVar[Opcode] = Opcode.SHIFT
+    src_cols: tuple[int, ...]
+    dst_cols: tuple[int, ...]
+    by: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transfer(Op):
+    """Copy columns of crossbars `xbs` into crossbars `dst_xbs` over the switches.
+
+    Plain form: the selected rows of `src_cols` land in the same rows of `dst_cols`.
+    Transposing form (`dst_row` set): source column k over the selected rows becomes
+    destination row dst_row + k, starting at column dst_cols[0] (FloatPIM's rotation).
+    """
+
+    opcode: ClassVar[Opcode] = Opcode.TRANSFER
+    dst_xbs: Span
+    src_cols: tuple[int, ...]
+    dst_cols: tuple[int, ...]
+    dst_row: int | None = None
+
+
+@dataclass(frozen=True)
+class TensorIO:
+    """A host tensor's placement: element e of the flattened tensor sits in lane e % lanes
+    of slot e // lanes; slots fill `rows` of the first crossbar of `xbs`, then the next.
+    Lane l occupies columns col + l*bits .. col + (l+1)*bits - 1, least significant first."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    xbs: Span
+    rows: Span
+    col: int
+    lanes: int = 1
+
+
+@dataclass(frozen=True)
+class Program:
+    """A whole micro-op program: header (architecture, I/O placement) and body."""
+
+    arch: Arch
+    crossbars: int
+    ops: tuple[Op, ...]
+    inputs: tuple[TensorIO, ...] = ()
+    outputs: tuple[TensorIO, ...] = ()
+    source: str = ""
+    version: int = 1
+    # Line of each op in the text it was parsed from (or would be printed to); not identity.
+    lines: tuple[int, ...] = field(default=(), compare=False)
+
+    def line_of(self, index: int) -> int:
+        return self.lines[index] if index < len(self.lines) else index + 1

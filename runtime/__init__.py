@@ -1,0 +1,9 @@
+"""The bit-level runtime: executes .uop programs on a simulated crossbar memory.
+
+It imports the shared ISA (pimc.isa) and nothing else from the compiler.
+"""
+
+from runtime.machine import Machine, run_program
+from runtime.stats import Stats
+
+__all__ = ["Machine", "Stats", "run_program"]

@@ -1,0 +1,119 @@
+"""Host I/O: writing input tensors into their placed cells and reading outputs back.
+
+Counted apart from compute (HostIO in stats): one row write per placed slot, energy by
+the bits written. Element e of a tensor is in lane e % lanes of slot e // lanes (TensorIO).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pimc.isa.dtypes import DType, Kind, parse_dtype
+from pimc.isa.errors import PimError
+from pimc.isa.uop import TensorIO
+from runtime.bitops import pack_rows, popcount, unpack_rows
+
+if TYPE_CHECKING:
+    from runtime.machine import Machine
+
+
+class HostPort:
+    def __init__(self, machine: Machine) -> None:
+        self.m = machine
+
+    def dtype(self, t: TensorIO) -> DType:
+        return parse_dtype(t.dtype)
+
+    def _slots(self, t: TensorIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Columns of the tensor, and each slot's crossbar and row."""
+        bits = self.dtype(t).bits
+        slots = np.arange(math.prod(t.shape) // t.lanes)
+        per = len(t.rows)
+        xb = t.xbs.start + (slots // per) * t.xbs.step
+        row = t.rows.start + (slots % per) * t.rows.step
+        return np.arange(t.col, t.col + t.lanes * bits), xb, row
+
+    def random_input(self, t: TensorIO, rng: np.random.Generator) -> np.ndarray:
+        """Uniformly random bit patterns of the tensor's dtype (deterministic per seed)."""
+        dt = self.dtype(t)
+        raw = rng.integers(0, 1 << dt.bits, size=t.shape, dtype=np.uint64, endpoint=False)
+        return dt.from_bits(raw.astype(dt.storage))
+
+    def load(self, given: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+        """Write every declared input (random where not given); return what was written."""
+        known = {t.name for t in self.m.prog.inputs}
+        extra = sorted(set(given) - known)
+        if extra:
+            raise PimError(f"{self.m.name}: inputs given that the program does not declare: "
+                           f"{', '.join(extra)} (it declares: {', '.join(sorted(known)) or 'none'})")
+        rng = np.random.default_rng(seed)
+        used: dict[str, np.ndarray] = {}
+        for t in self.m.prog.inputs:
+            values = given.get(t.name)
+            if values is None:
+                values = self.random_input(t, rng)
+            values = np.asarray(values)
+            dt = self.dtype(t)
+            if dt.kind is Kind.FLOAT and values.dtype == dt.storage:
+                values = values.view(dt.host)  # raw bit patterns, as pimc run -o writes bf16
+            elif values.dtype.kind not in "biuf":
+                raise PimError(f"{self.m.name}: input '{t.name}' holds {values.dtype}, "
+                               f"not numbers")
+            if tuple(values.shape) != t.shape:
+                raise PimError(f"{self.m.name}: input '{t.name}' has shape {values.shape}, "
+                               f"the program declares {t.shape}")
+            self.write(t, values)
+            used[t.name] = values
+        return used
+
+    def write(self, t: TensorIO, values: np.ndarray) -> None:
+        m, dt = self.m, self.dtype(t)
+        cols, xb, row = self._slots(t)
+        raw = dt.to_bits(values.reshape(-1)).astype(np.uint64).reshape(len(xb), t.lanes)
+        shifts = np.arange(dt.bits, dtype=np.uint64)
+        per_col = ((raw[:, :, None] >> shifts) & np.uint64(1)).astype(bool)
+        per_col = per_col.reshape(len(xb), len(cols)).T  # [cols, slots]
+        lo, hi = int(xb.min()), int(xb.max()) + 1
+        cells = np.zeros((len(cols), hi - lo, m.arch.rows), dtype=bool)
+        cells[:, xb - lo, row] = per_col
+        placed = np.zeros((hi - lo, m.arch.rows), dtype=bool)
+        placed[xb - lo, row] = True
+        data, mask = pack_rows(cells), pack_rows(placed)
+        xs = slice(lo, hi)
+        m.bits[cols, xs] = (m.bits[cols, xs] & ~mask) | data
+        m.written.update(cols, xs, mask, True)
+        m.armed.update(cols, xs, mask, False)
+        if m.writes is not None:
+            m.writes.add(cols, xs, None, mask)
+        ones = popcount(data)
+        h = m.stats.host
+        h.input_cells += len(cols) * len(xb)
+        h.input_row_writes += len(xb)
+        h.input_energy_fj += ones * m.arch.e_set_fj + (len(cols) * len(xb) - ones) * m.arch.e_reset_fj
+
+    def read(self, t: TensorIO) -> np.ndarray:
+        m, dt = self.m, self.dtype(t)
+        cols, xb, row = self._slots(t)
+        lo, hi = int(xb.min()), int(xb.max()) + 1
+        xs = slice(lo, hi)
+        if m.strict:
+            placed = np.zeros((hi - lo, m.arch.rows), dtype=bool)
+            placed[xb - lo, row] = True
+            mask = pack_rows(placed)
+            if not m.written.all_set(cols, xs, mask):
+                c, x, r = m.written.first_unset(cols, xs, mask)
+                raise PimError(f"{m.name}: output '{t.name}' reads c{cols[c]} of crossbar "
+                               f"{lo + x} row {r}, which was never written")
+        cells = unpack_rows(m.bits[cols, xs])[:, xb - lo, row]  # [cols, slots]
+        weights = np.uint64(1) << np.arange(dt.bits, dtype=np.uint64)
+        per_lane = cells.T.reshape(len(xb), t.lanes, dt.bits).astype(np.uint64)
+        raw = (per_lane * weights).sum(axis=-1, dtype=np.uint64)
+        m.stats.host.output_cells += len(cols) * len(xb)
+        m.stats.host.output_row_reads += len(xb)
+        return dt.from_bits(raw.reshape(-1).astype(dt.storage)).reshape(t.shape)
+
+    def read_outputs(self) -> dict[str, np.ndarray]:
+        return {t.name: self.read(t) for t in self.m.prog.outputs}

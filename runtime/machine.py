@@ -1,0 +1,298 @@
+"""The crossbar machine: bit-packed state, strict checks, and op-by-op cost accounting.
+
+State is uint64[column, crossbar, row-word]: one column of every selected crossbar is a
+contiguous block, so one op on many crossbars is one numpy call, not a Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pimc.isa.check import rep_columns, validate
+from pimc.isa.cost import OpTiming, timing
+from pimc.isa.errors import PimError
+from pimc.isa.uop import Init, Nor, Op, Program, Search, SearchKind, Shift, Span, Transfer
+from runtime.bitops import ALL, pack_rows, popcount, row_mask, shift_rows, unpack_rows
+from runtime.endurance import WriteCounter
+from runtime.flags import CellFlags
+from runtime.hostio import HostPort
+from runtime.stats import Stats
+
+
+@dataclass(frozen=True)
+class _Step:
+    """An op with everything that does not depend on data worked out once."""
+
+    op: Op
+    line: int
+    xs: slice
+    nx: int
+    rows: range | None  # None: every row
+    static_mask: np.ndarray | None  # the rows' mask, None for every row
+    timing: OpTiming
+    reps: int
+
+
+class Machine:
+    """Executes one program; `strict` turns on the MAGIC and read-before-write checks."""
+
+    def __init__(self, prog: Program, name: str = "<uop>", *, strict: bool = True,
+                 count_writes: bool = True) -> None:
+        validate(prog, name)
+        self.prog, self.name, self.strict = prog, name, strict
+        arch = prog.arch
+        self.arch = arch
+        self.words = arch.rows // 64
+        shape = (arch.cols, prog.crossbars, self.words)
+        self.bits = np.zeros(shape, dtype=np.uint64)
+        self.tag = np.zeros(shape[1:], dtype=np.uint64)
+        self.written = CellFlags(*shape)
+        self.armed = CellFlags(*shape)
+        self.writes = WriteCounter(arch.cols, prog.crossbars, arch.rows) if count_writes else None
+        self.stats = Stats(arch.init_model, arch.partitions)
+        self.host = HostPort(self)
+        self._masks: dict[range, np.ndarray] = {}
+        self._steps = [self._prepare(op, prog.line_of(i)) for i, op in enumerate(prog.ops)]
+        self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
+                      Shift: self._shift, Transfer: self._transfer}
+
+    # ------------------------------------------------------------------ preparation
+
+    def rows_mask(self, rows: range) -> np.ndarray:
+        mask = self._masks.get(rows)
+        if mask is None:
+            mask = self._masks[rows] = row_mask(self.arch.rows, rows)
+        return mask
+
+    def _prepare(self, op: Op, line: int) -> _Step:
+        rows = op.rows.indices() if op.rows is not None else None
+        if rows is not None and rows == range(self.arch.rows):
+            rows = None
+        return _Step(op, line, op.xbs.as_slice(), len(op.xbs), rows,
+                     self.rows_mask(rows) if rows is not None else None,
+                     timing(op, self.arch), getattr(getattr(op, "rep", None), "count", 1))
+
+    def fail(self, line: int, msg: str) -> PimError:
+        return PimError(f"{self.name}:{line}: {msg}")
+
+    # ------------------------------------------------------------------ execution
+
+    def run(self) -> Stats:
+        """Execute every op in order, then total the costs."""
+        for step in self._steps:
+            self._exec[type(step.op)](step)
+            self._account(step)
+        self._finish()
+        return self.stats
+
+    def _account(self, step: _Step) -> None:
+        s, t, kind = self.stats, step.timing, step.op.opcode.value
+        s.ops[kind] += 1
+        s.cycles[kind] += t.cycles(self.arch.init_model)
+        s.cycles_bulk += t.cycles_bulk
+        s.cycles_per_cell += t.cycles_per_cell
+        s.latency_ns += t.latency_ns(self.arch.init_model)
+
+    def _finish(self) -> None:
+        used_cols: set[int] = set()
+        used_xbs: set[int] = set()
+        for step in self._steps:
+            used_cols.update(_columns_of(self.arch, step.op))
+            used_xbs.update(step.op.xbs.indices())
+            if isinstance(step.op, Transfer):
+                used_xbs.update(step.op.dst_xbs.indices())
+        for t in (*self.prog.inputs, *self.prog.outputs):
+            used_cols.update(range(t.col, t.col + t.lanes * self.host.dtype(t).bits))
+            used_xbs.update(t.xbs.indices())
+        self.stats.columns_used, self.stats.crossbars_used = len(used_cols), len(used_xbs)
+        if self.writes is not None:
+            self.stats.endurance = self.writes.summary()
+
+    def mask_of(self, step: _Step, xs: slice | None = None) -> np.ndarray | None:
+        """Rows an op acts on: its row span, narrowed by each crossbar's tag if predicated."""
+        if not step.op.pred:
+            return step.static_mask
+        tag = self.tag[step.xs if xs is None else xs]
+        return tag if step.static_mask is None else tag & step.static_mask
+
+    def active_rows(self, step: _Step, mask: np.ndarray | None) -> int:
+        if mask is None:
+            return self.arch.rows * step.nx
+        if mask.ndim == 1:
+            return popcount(mask) * step.nx
+        return popcount(mask)
+
+    def check_written(self, step: _Step, cols: np.ndarray | int, xs: slice,
+                      mask: np.ndarray | None) -> None:
+        if self.strict and not self.written.all_set(cols, xs, mask):
+            cols_a = np.atleast_1d(cols)
+            c, x, r = self.written.first_unset(cols_a, xs, mask)
+            raise self.fail(step.line, f"reads c{cols_a[c]} of crossbar "
+                            f"{xs.start + x * (xs.step or 1)} row {r}, which was never written")
+
+    def note_write(self, step: _Step, cols: np.ndarray | int, xs: slice,
+                   mask: np.ndarray | None, rows: range | None) -> None:
+        """Book-keeping after writing data: written, no longer armed, one more write."""
+        self.written.update(cols, xs, mask, True)
+        self.armed.update(cols, xs, mask, False)
+        if self.writes is not None:
+            dense = mask if (mask is not None and step.op.pred) else None
+            self.writes.add(cols, xs, rows, dense)
+
+    def write_energy(self, data: np.ndarray, mask: np.ndarray | None, rows_active: int,
+                     ncols: int) -> float:
+        """E_set per 1 bit and E_reset per 0 bit written in the active rows."""
+        ones = popcount(data if mask is None else data & mask)
+        return ones * self.arch.e_set_fj + (rows_active * ncols - ones) * self.arch.e_reset_fj
+
+    def _store(self, cols: np.ndarray, xs: slice, data: np.ndarray,
+               mask: np.ndarray | None) -> None:
+        if mask is None:
+            self.bits[cols, xs] = data
+        else:
+            self.bits[cols, xs] = (self.bits[cols, xs] & ~mask) | (data & mask)
+
+    # ------------------------------------------------------------------ the ops
+
+    def _nor(self, step: _Step) -> None:
+        op: Nor = step.op  # type: ignore[assignment]
+        xs, mask = step.xs, self.mask_of(step)
+        if step.reps == 1:
+            out: int | np.ndarray = op.out
+            ins: list[int | np.ndarray] = list(op.ins)
+        else:
+            cols = np.array(rep_columns(self.arch, (op.out, *op.ins), op.rep))
+            out, ins = cols[:, 0], [cols[:, k] for k in range(1, cols.shape[1])]
+        if self.strict:
+            for c in ins:
+                self.check_written(step, c, xs, mask)
+            if not op.acc and not self.armed.all_set(out, xs, mask):
+                c, x, r = self.armed.first_unset(np.atleast_1d(out), xs, mask)
+                raise self.fail(step.line, f"NOR into c{np.atleast_1d(out)[c]} of crossbar "
+                                f"{xs.start + x * (xs.step or 1)} row {r}, not initialised to 1 "
+                                "since its last write (INIT it, or mark the op '&=')")
+        bits = self.bits
+        if len(ins) == 1:
+            acc = bits[ins[0], xs].copy()
+        else:
+            acc = np.bitwise_or(bits[ins[0], xs], bits[ins[1], xs])
+        for c in ins[2:]:
+            acc |= bits[c, xs]
+        if mask is not None:
+            acc &= mask
+        np.invert(acc, out=acc)
+        if step.reps == 1:
+            target = bits[out, xs]  # a view: update in place
+            np.bitwise_and(target, acc, out=target)
+        else:
+            bits[out, xs] &= acc
+        self.note_write(step, out, xs, mask, step.rows)
+        self.stats.energy_fj["NOR"] += self.arch.e_nor_fj * self.active_rows(step, mask) * step.reps
+        self.stats.row_ops += self.active_rows(step, mask) * step.reps
+
+    def _init(self, step: _Step) -> None:
+        op: Init = step.op  # type: ignore[assignment]
+        xs, mask = step.xs, self.mask_of(step)
+        reps = rep_columns(self.arch, op.cols, op.rep)
+        ones = np.array([r[i] for r in reps for i in range(len(op.cols)) if op.value >> i & 1])
+        zeros = np.array([r[i] for r in reps for i in range(len(op.cols)) if not op.value >> i & 1])
+        for cols, fill in ((ones, ALL), (zeros, np.uint64(0))):
+            if len(cols):
+                self._store(cols, xs, fill, mask)
+                self.note_write(step, cols, xs, mask, step.rows)
+        if len(ones):
+            self.armed.update(ones, xs, mask, True)
+        active = self.active_rows(step, mask)
+        self.stats.energy_fj["INIT"] += active * (
+            len(ones) * self.arch.e_set_fj + len(zeros) * self.arch.e_reset_fj)
+
+    def _search(self, step: _Step) -> None:
+        op: Search = step.op  # type: ignore[assignment]
+        xs, mask = step.xs, self.mask_of(step)
+        cols = np.array(op.cols)
+        self.check_written(step, cols, xs, mask)
+        sel = np.broadcast_to(ALL if mask is None else mask, self.tag[xs].shape)
+        data = self.bits[cols, xs]
+        if op.kind is SearchKind.EXACT:
+            match = sel.copy()
+            for i in range(len(cols)):
+                match &= data[i] if op.key >> i & 1 else ~data[i]
+        else:
+            match = sel.copy()
+            for i in reversed(range(len(cols))):  # most significant column first
+                hit = match & (data[i] if op.kind is SearchKind.MAX else ~data[i])
+                match = np.where(hit.any(axis=-1, keepdims=True), hit, match)
+        self.stats.energy_fj["SEARCH"] += (self.arch.e_search_fj * self.active_rows(step, mask)
+                                           * step.timing.cycles_bulk)
+        self.tag[xs] = match  # last: `mask` may be a view of the old tag
+
+    def _shift(self, step: _Step) -> None:
+        op: Shift = step.op  # type: ignore[assignment]
+        xs, mask = step.xs, self.mask_of(step)
+        src, dst = np.array(op.src_cols), np.array(op.dst_cols)
+        want = np.broadcast_to(ALL if mask is None else mask, self.tag[xs].shape)
+        self.check_written(step, src, xs, shift_rows(want, -op.by))
+        data = shift_rows(self.bits[src, xs], op.by)
+        self._store(dst, xs, data, mask)
+        self.note_write(step, dst, xs, mask, step.rows)
+        self.stats.energy_fj["SHIFT"] += self.write_energy(
+            data, mask, self.active_rows(step, mask), len(dst))
+
+    def _transfer(self, step: _Step) -> None:
+        op: Transfer = step.op  # type: ignore[assignment]
+        dxs = op.dst_xbs.as_slice()
+        src = np.array(op.src_cols)
+        if op.dst_row is not None:
+            self._transpose(step, op, dxs, src)
+            return
+        mask = self.mask_of(step, dxs)  # predicated on the destination's tag
+        dst = np.array(op.dst_cols)
+        self.check_written(step, src, step.xs, mask)
+        data = self.bits[src, step.xs]
+        self._store(dst, dxs, data, mask)
+        self.note_write(step, dst, dxs, mask, step.rows)
+        self.stats.energy_fj["TRANSFER"] += self.write_energy(
+            data, mask, self.active_rows(step, mask), len(dst))
+
+    def _transpose(self, step: _Step, op: Transfer, dxs: slice, src: np.ndarray) -> None:
+        rows = op.rows.indices() if op.rows is not None else range(self.arch.rows)
+        self.check_written(step, src, step.xs, step.static_mask)
+        block = unpack_rows(self.bits[src, step.xs])[:, :, rows.start:rows.stop]  # [k, nx, L]
+        dst = np.arange(op.dst_cols[0], op.dst_cols[0] + len(rows))
+        target = unpack_rows(self.bits[dst, dxs])  # [L, nx, R]
+        target[:, :, op.dst_row:op.dst_row + len(src)] = block.transpose(2, 1, 0)
+        self.bits[dst, dxs] = pack_rows(target)
+        dst_rows = range(op.dst_row, op.dst_row + len(src))
+        dmask = self.rows_mask(dst_rows)
+        self.note_write(step, dst, dxs, dmask, dst_rows)
+        ones = int(np.count_nonzero(block))
+        self.stats.energy_fj["TRANSFER"] += (ones * self.arch.e_set_fj
+                                             + (block.size - ones) * self.arch.e_reset_fj)
+
+
+def _columns_of(arch, op: Op) -> set[int]:  # type: ignore[no-untyped-def]
+    if isinstance(op, Init):
+        return set(sum(rep_columns(arch, op.cols, op.rep), ()))
+    if isinstance(op, Nor):
+        return set(sum(rep_columns(arch, (op.out, *op.ins), op.rep), ()))
+    if isinstance(op, Search):
+        return set(op.cols)
+    if isinstance(op, Shift):
+        return set(op.src_cols) | set(op.dst_cols)
+    assert isinstance(op, Transfer)
+    if op.dst_row is None:
+        return set(op.src_cols) | set(op.dst_cols)
+    n = len(op.rows or Span(0, arch.rows))
+    return set(op.src_cols) | set(range(op.dst_cols[0], op.dst_cols[0] + n))
+
+
+def run_program(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
+                name: str = "<uop>", seed: int = 0, strict: bool = True,
+                count_writes: bool = True) -> tuple[dict[str, np.ndarray], Stats]:
+    """Load inputs (random ones, from `seed`, where missing), run, and read the outputs."""
+    machine = Machine(prog, name, strict=strict, count_writes=count_writes)
+    machine.host.load(inputs or {}, seed)
+    stats = machine.run()
+    return machine.host.read_outputs(), stats

@@ -1,0 +1,96 @@
+"""What an executed program cost: counted op by op by the machine, printed as a table or JSON."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from pimc.isa.arch import InitModel
+from runtime.endurance import Endurance
+
+
+@dataclass
+class HostIO:
+    """Host I/O, counted apart from compute: writes of inputs, reads of outputs."""
+
+    input_cells: int = 0
+    input_row_writes: int = 0  # one row-write (SET + RESET phase) per placed slot
+    input_energy_fj: float = 0.0
+    output_cells: int = 0
+    output_row_reads: int = 0
+
+
+@dataclass
+class Stats:
+    init_model: InitModel
+    partitions: int
+    ops: Counter[str] = field(default_factory=Counter)
+    cycles: Counter[str] = field(default_factory=Counter)  # under the architecture's INIT model
+    cycles_bulk: int = 0
+    cycles_per_cell: int = 0
+    latency_ns: float = 0.0
+    energy_fj: Counter[str] = field(default_factory=Counter)
+    row_ops: int = 0  # sum over ops of active rows x crossbars x repetitions (bit-operations)
+    columns_used: int = 0
+    crossbars_used: int = 0
+    endurance: Endurance | None = None
+    host: HostIO = field(default_factory=HostIO)
+
+    @property
+    def total_cycles(self) -> int:
+        return self.cycles_bulk if self.init_model is InitModel.BULK else self.cycles_per_cell
+
+    @property
+    def total_energy_fj(self) -> float:
+        return float(sum(self.energy_fj.values()))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "init_model": self.init_model.value,
+            "partitions": self.partitions,
+            "ops": dict(self.ops),
+            "cycles": self.total_cycles,
+            "cycles_by_kind": dict(self.cycles),
+            "cycles_bulk_init": self.cycles_bulk,
+            "cycles_per_cell_init": self.cycles_per_cell,
+            "latency_ns": self.latency_ns,
+            "energy_fj": self.total_energy_fj,
+            "energy_fj_by_kind": dict(self.energy_fj),
+            "bit_operations": self.row_ops,
+            "columns_used": self.columns_used,
+            "crossbars_used": self.crossbars_used,
+            "endurance": asdict(self.endurance) if self.endurance else None,
+            "host_io": asdict(self.host),
+        }
+
+    def table(self) -> str:
+        lines = [f"{'op':<10}{'count':>12}{'cycles':>14}{'energy (pJ)':>16}"]
+        for kind in sorted(self.ops):
+            lines.append(f"{kind:<10}{self.ops[kind]:>12,}{self.cycles[kind]:>14,}"
+                         f"{self.energy_fj[kind] / 1e3:>16,.3f}")
+        lines.append(f"{'total':<10}{sum(self.ops.values()):>12,}{self.total_cycles:>14,}"
+                     f"{self.total_energy_fj / 1e3:>16,.3f}")
+        other = "per-cell" if self.init_model is InitModel.BULK else "bulk"
+        other_cycles = self.cycles_per_cell if other == "per-cell" else self.cycles_bulk
+        e = self.endurance
+        h = self.host
+        lines += [
+            "",
+            f"INIT model        {self.init_model.value} ({other_cycles:,} cycles with {other} INIT)",
+            f"partitions        {self.partitions}",
+            f"latency           {self.latency_ns:,.1f} ns",
+            f"bit-operations    {self.row_ops:,} (active rows x crossbars x gates)",
+            f"crossbars used    {self.crossbars_used:,}",
+            f"columns used      {self.columns_used:,}",
+        ]
+        if e is not None:
+            lines += [
+                f"writes per cell   max {e.max_writes_per_cell:,}, "
+                f"mean {e.mean_writes_per_written_cell:.2f} over {e.cells_written:,} written cells",
+            ]
+        lines += [
+            f"host input        {h.input_cells:,} cells in {h.input_row_writes:,} row writes, "
+            f"{h.input_energy_fj / 1e3:,.3f} pJ",
+            f"host output       {h.output_cells:,} cells in {h.output_row_reads:,} row reads",
+        ]
+        return "\n".join(lines)
