@@ -1,18 +1,21 @@
-"""Exact per-cell write counts, kept cheap for whole-column writes.
+"""Exact per-cell write counts, kept cheap for the common whole-column writes.
 
-Writes to every row of a column are counted per (column, crossbar); writes to a row span
-per (span, column, crossbar); writes under a data-dependent row mask per row, in a dense
-counter made only for the columns that get one. The per-cell totals are assembled once,
-at the end.
+A write of every row, or of a row span, of some columns in a slice of crossbars is one
+dictionary increment, keyed by what was written; a write under a data-dependent row mask
+(a tag) is counted per row, in a dense counter made only for the columns that get one.
+The per-cell totals are assembled once, at the end.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from runtime.bitops import unpack_rows
+
+_Key = tuple[tuple[int, ...], int, int, int, range | None]  # cols, xb slice, rows
 
 
 @dataclass(frozen=True)
@@ -23,47 +26,51 @@ class Endurance:
     cell_writes: int
 
 
+def _as_tuple(cols: int | np.ndarray) -> tuple[int, ...]:
+    return (cols,) if isinstance(cols, int) else tuple(int(c) for c in np.atleast_1d(cols))
+
+
 class WriteCounter:
     def __init__(self, cols: int, crossbars: int, rows: int) -> None:
-        self.rows = rows
-        self.full = np.zeros((cols, crossbars), dtype=np.int64)
-        self.spans: dict[range, np.ndarray] = {}
+        self.cols, self.crossbars, self.rows = cols, crossbars, rows
+        self.events: Counter[_Key] = Counter()
         self.dense: dict[int, np.ndarray] = {}
 
     def add(self, cols: int | np.ndarray, xbs: slice, rows: range | None,
             mask: np.ndarray | None = None) -> None:
         """Count one write of `cols` in crossbars `xbs`: every row, a row span, or a mask."""
-        if mask is not None:
-            per_row = unpack_rows(mask).astype(np.uint32)  # [xbs, R]
-            for c in np.atleast_1d(cols):
-                dense = self.dense.get(int(c))
-                if dense is None:
-                    dense = self.dense[int(c)] = np.zeros(self.full.shape[1:] + (self.rows,),
-                                                          dtype=np.uint32)
-                dense[xbs] += per_row
-        elif rows is None or (rows.start == 0 and rows.stop >= self.rows and rows.step == 1):
-            self.full[cols, xbs] += 1
-        else:
-            table = self.spans.get(rows)
-            if table is None:
-                table = self.spans[rows] = np.zeros_like(self.full)
-            table[cols, xbs] += 1
+        if mask is None:
+            if rows is not None and rows.start == 0 and rows.step == 1 and rows.stop >= self.rows:
+                rows = None
+            self.events[(_as_tuple(cols), xbs.start, xbs.stop, xbs.step or 1, rows)] += 1
+            return
+        per_row = unpack_rows(mask).astype(np.uint32)  # [xbs, R]
+        for c in _as_tuple(cols):
+            dense = self.dense.get(c)
+            if dense is None:
+                dense = self.dense[c] = np.zeros((self.crossbars, self.rows), dtype=np.uint32)
+            dense[xbs] += per_row
 
     def summary(self) -> Endurance:
-        best, written, total = 0, 0, 0
+        # Whole-column writes: per (column, crossbar); span writes: per row span.
+        full = np.zeros((self.cols, self.crossbars), dtype=np.int64)
+        spans: dict[range, np.ndarray] = {}
+        for (cols, start, stop, step, rows), n in self.events.items():
+            table = full if rows is None else spans.setdefault(rows, np.zeros_like(full))
+            table[list(cols), start:stop:step] += n
         special = set(self.dense)
-        for table in self.spans.values():
+        for table in spans.values():
             special.update(np.nonzero(table.any(axis=1))[0].tolist())
-        for c in np.nonzero(self.full.any(axis=1))[0]:
-            if int(c) in special:
-                continue
-            base = self.full[c]
-            best = max(best, int(base.max()))
-            written += int(np.count_nonzero(base)) * self.rows
-            total += int(base.sum()) * self.rows
+        best, written, total = 0, 0, 0
+        plain = [c for c in np.nonzero(full.any(axis=1))[0].tolist() if c not in special]
+        if plain:
+            base = full[plain]
+            best = int(base.max())
+            written = int(np.count_nonzero(base)) * self.rows
+            total = int(base.sum()) * self.rows
         for c in special:
-            counts = np.repeat(self.full[c][:, None], self.rows, axis=1)
-            for span, table in self.spans.items():
+            counts = np.repeat(full[c][:, None], self.rows, axis=1)
+            for span, table in spans.items():
                 counts[:, span.start:span.stop:span.step] += table[c][:, None]
             if c in self.dense:
                 counts += self.dense[c]

@@ -11,7 +11,7 @@ import numpy as np
 
 from runtime.bitops import ALL
 
-CLEAR, FULL, MIXED = np.uint8(0), np.uint8(1), np.uint8(2)
+CLEAR, MIXED, FULL = np.uint8(0), np.uint8(1), np.uint8(2)  # ordered: all FULL <=> min is FULL
 
 ColIndex = int | np.ndarray
 XbIndex = slice
@@ -32,13 +32,20 @@ class CellFlags:
         if mask is None:
             self.code[cols, xbs] = FULL if value else CLEAR
             return
-        eff = self._effective(cols, xbs)
-        self.map[cols, xbs] = (eff | mask) if value else (eff & ~mask)
-        self.code[cols, xbs] = MIXED
+        new = self._effective(cols, xbs)
+        new = (new | mask) if value else (new & ~mask)
+        self.map[cols, xbs] = new
+        # Re-summarise, so that e.g. an input written row by row reads as FULL again.
+        self.code[cols, xbs] = np.where((new == ALL).all(axis=-1), FULL,
+                                        np.where((new == 0).all(axis=-1), CLEAR, MIXED))
+
+    def all_full(self, cols: ColIndex, xbs: XbIndex) -> bool:
+        """Every row of the selection is set (answered from the summary codes alone)."""
+        return bool(self.code[cols, xbs].min() == FULL)
 
     def all_set(self, cols: ColIndex, xbs: XbIndex, mask: np.ndarray | None) -> bool:
         code = self.code[cols, xbs]
-        if (code == FULL).all():
+        if code.min() == FULL:
             return True
         if mask is None and (code == CLEAR).any():
             return False

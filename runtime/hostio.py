@@ -87,12 +87,25 @@ class HostPort:
         m.written.update(cols, xs, mask, True)
         m.armed.update(cols, xs, mask, False)
         if m.writes is not None:
-            m.writes.add(cols, xs, None, mask)
+            self._count_writes(t, cols, len(xb))
         ones = popcount(data)
         h = m.stats.host
         h.input_cells += len(cols) * len(xb)
         h.input_row_writes += len(xb)
         h.input_energy_fj += ones * m.arch.e_set_fj + (len(cols) * len(xb) - ones) * m.arch.e_reset_fj
+
+    def _count_writes(self, t: TensorIO, cols: np.ndarray, slots: int) -> None:
+        """Whole crossbars of slots as one span write, then the partly filled last one."""
+        writes, per, xbs, rows = self.m.writes, len(t.rows), t.xbs, t.rows
+        assert writes is not None
+        full, rest = divmod(slots, per)
+        if full:
+            writes.add(cols, slice(xbs.start, xbs.start + full * xbs.step, xbs.step),
+                       rows.indices())
+        if rest:
+            x = xbs.start + full * xbs.step
+            writes.add(cols, slice(x, x + 1), range(rows.start, rows.start + rest * rows.step,
+                                                    rows.step))
 
     def read(self, t: TensorIO) -> np.ndarray:
         m, dt = self.m, self.dtype(t)

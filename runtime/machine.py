@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pimc.isa.arch import Arch
 from pimc.isa.check import rep_columns, validate
 from pimc.isa.cost import OpTiming, timing
 from pimc.isa.errors import PimError
@@ -33,6 +34,7 @@ class _Step:
     static_mask: np.ndarray | None  # the rows' mask, None for every row
     timing: OpTiming
     reps: int
+    aux: tuple = ()  # per-kind precomputation (INIT: the columns set and reset)
 
 
 class Machine:
@@ -57,6 +59,7 @@ class Machine:
         self._steps = [self._prepare(op, prog.line_of(i)) for i, op in enumerate(prog.ops)]
         self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
                       Shift: self._shift, Transfer: self._transfer}
+        self._static_totals()
 
     # ------------------------------------------------------------------ preparation
 
@@ -72,7 +75,8 @@ class Machine:
             rows = None
         return _Step(op, line, op.xbs.as_slice(), len(op.xbs), rows,
                      self.rows_mask(rows) if rows is not None else None,
-                     timing(op, self.arch), getattr(getattr(op, "rep", None), "count", 1))
+                     timing(op, self.arch), getattr(getattr(op, "rep", None), "count", 1),
+                     _init_columns(self.arch, op) if isinstance(op, Init) else ())
 
     def fail(self, line: int, msg: str) -> PimError:
         return PimError(f"{self.name}:{line}: {msg}")
@@ -83,30 +87,32 @@ class Machine:
         """Execute every op in order, then total the costs."""
         for step in self._steps:
             self._exec[type(step.op)](step)
-            self._account(step)
         self._finish()
         return self.stats
 
-    def _account(self, step: _Step) -> None:
-        s, t, kind = self.stats, step.timing, step.op.opcode.value
-        s.ops[kind] += 1
-        s.cycles[kind] += t.cycles(self.arch.init_model)
-        s.cycles_bulk += t.cycles_bulk
-        s.cycles_per_cell += t.cycles_per_cell
-        s.latency_ns += t.latency_ns(self.arch.init_model)
+    def _static_totals(self) -> None:
+        """Cycles, latency and the columns and crossbars touched do not depend on data, so
+        they are totalled when the program is loaded (run() adds what does: energy, writes)."""
+        s, model = self.stats, self.arch.init_model
+        used_cols = np.zeros(self.arch.cols, dtype=bool)
+        used_xbs = np.zeros(self.prog.crossbars, dtype=bool)
+        for step in self._steps:
+            t, kind = step.timing, step.op.opcode.value
+            s.ops[kind] += 1
+            s.cycles[kind] += t.cycles(model)
+            s.cycles_bulk += t.cycles_bulk
+            s.cycles_per_cell += t.cycles_per_cell
+            s.latency_ns += t.latency_ns(model)
+            used_cols[list(_columns_of(self.arch, step.op))] = True
+            used_xbs[step.xs] = True
+            if isinstance(step.op, Transfer):
+                used_xbs[step.op.dst_xbs.as_slice()] = True
+        for t in (*self.prog.inputs, *self.prog.outputs):
+            used_cols[t.col:t.col + t.lanes * self.host.dtype(t).bits] = True
+            used_xbs[t.xbs.as_slice()] = True
+        s.columns_used, s.crossbars_used = int(used_cols.sum()), int(used_xbs.sum())
 
     def _finish(self) -> None:
-        used_cols: set[int] = set()
-        used_xbs: set[int] = set()
-        for step in self._steps:
-            used_cols.update(_columns_of(self.arch, step.op))
-            used_xbs.update(step.op.xbs.indices())
-            if isinstance(step.op, Transfer):
-                used_xbs.update(step.op.dst_xbs.indices())
-        for t in (*self.prog.inputs, *self.prog.outputs):
-            used_cols.update(range(t.col, t.col + t.lanes * self.host.dtype(t).bits))
-            used_xbs.update(t.xbs.indices())
-        self.stats.columns_used, self.stats.crossbars_used = len(used_cols), len(used_xbs)
         if self.writes is not None:
             self.stats.endurance = self.writes.summary()
 
@@ -165,45 +171,49 @@ class Machine:
         else:
             cols = np.array(rep_columns(self.arch, (op.out, *op.ins), op.rep))
             out, ins = cols[:, 0], [cols[:, k] for k in range(1, cols.shape[1])]
+        # An armed cell holds 1, so a NOR into fully armed columns is a plain NOR.
+        plain = mask is None and step.reps == 1 and self.armed.all_full(out, xs)
         if self.strict:
             for c in ins:
                 self.check_written(step, c, xs, mask)
-            if not op.acc and not self.armed.all_set(out, xs, mask):
+            if not (op.acc or plain or self.armed.all_set(out, xs, mask)):
                 c, x, r = self.armed.first_unset(np.atleast_1d(out), xs, mask)
                 raise self.fail(step.line, f"NOR into c{np.atleast_1d(out)[c]} of crossbar "
                                 f"{xs.start + x * (xs.step or 1)} row {r}, not initialised to 1 "
                                 "since its last write (INIT it, or mark the op '&=')")
         bits = self.bits
-        if len(ins) == 1:
-            acc = bits[ins[0], xs].copy()
+        if plain:
+            target = bits[out, xs]  # a view: computed in place, no temporary
+            if len(ins) == 1:
+                np.invert(bits[ins[0], xs], out=target)
+            else:
+                np.bitwise_or(bits[ins[0], xs], bits[ins[1], xs], out=target)
+                for c in ins[2:]:
+                    np.bitwise_or(target, bits[c, xs], out=target)
+                np.invert(target, out=target)
         else:
-            acc = np.bitwise_or(bits[ins[0], xs], bits[ins[1], xs])
-        for c in ins[2:]:
-            acc |= bits[c, xs]
-        if mask is not None:
-            acc &= mask
-        np.invert(acc, out=acc)
-        if step.reps == 1:
-            target = bits[out, xs]  # a view: update in place
-            np.bitwise_and(target, acc, out=target)
-        else:
+            acc = np.bitwise_or.reduce([bits[c, xs] for c in ins]) if len(ins) > 1 else (
+                bits[ins[0], xs].copy())
+            if mask is not None:
+                acc &= mask
+            np.invert(acc, out=acc)
             bits[out, xs] &= acc
         self.note_write(step, out, xs, mask, step.rows)
-        self.stats.energy_fj["NOR"] += self.arch.e_nor_fj * self.active_rows(step, mask) * step.reps
-        self.stats.row_ops += self.active_rows(step, mask) * step.reps
+        rows = self.active_rows(step, mask) * step.reps
+        self.stats.energy_fj["NOR"] += self.arch.e_nor_fj * rows
+        self.stats.row_ops += rows
 
     def _init(self, step: _Step) -> None:
         op: Init = step.op  # type: ignore[assignment]
         xs, mask = step.xs, self.mask_of(step)
-        reps = rep_columns(self.arch, op.cols, op.rep)
-        ones = np.array([r[i] for r in reps for i in range(len(op.cols)) if op.value >> i & 1])
-        zeros = np.array([r[i] for r in reps for i in range(len(op.cols)) if not op.value >> i & 1])
+        ones, zeros = step.aux
         for cols, fill in ((ones, ALL), (zeros, np.uint64(0))):
             if len(cols):
-                self._store(cols, xs, fill, mask)
+                index = _as_index(cols)
+                self._store(index, xs, fill, mask)
                 self.note_write(step, cols, xs, mask, step.rows)
         if len(ones):
-            self.armed.update(ones, xs, mask, True)
+            self.armed.update(_as_index(ones), xs, mask, True)
         active = self.active_rows(step, mask)
         self.stats.energy_fj["INIT"] += active * (
             len(ones) * self.arch.e_set_fj + len(zeros) * self.arch.e_reset_fj)
@@ -270,6 +280,21 @@ class Machine:
         ones = int(np.count_nonzero(block))
         self.stats.energy_fj["TRANSFER"] += (ones * self.arch.e_set_fj
                                              + (block.size - ones) * self.arch.e_reset_fj)
+
+
+def _init_columns(arch: Arch, op: Init) -> tuple[np.ndarray, np.ndarray]:
+    """The columns an INIT sets to 1 and resets to 0, over all its repetitions."""
+    cols = [(c, op.value >> i & 1) for r in rep_columns(arch, op.cols, op.rep)
+            for i, c in enumerate(r)]
+    return (np.array([c for c, v in cols if v], dtype=np.intp),
+            np.array([c for c, v in cols if not v], dtype=np.intp))
+
+
+def _as_index(cols: np.ndarray) -> np.ndarray | slice:
+    """A run of adjacent columns as a slice: numpy writes a slice faster than a list."""
+    if len(cols) > 1 and cols[-1] - cols[0] == len(cols) - 1 and (np.diff(cols) == 1).all():
+        return slice(int(cols[0]), int(cols[-1]) + 1)
+    return cols
 
 
 def _columns_of(arch, op: Op) -> set[int]:  # type: ignore[no-untyped-def]
