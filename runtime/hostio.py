@@ -59,7 +59,7 @@ class HostPort:
             dt = self.dtype(t)
             if dt.kind is Kind.FLOAT and values.dtype == dt.storage:
                 values = values.view(dt.host)  # raw bit patterns, as pimc run -o writes bf16
-            elif values.dtype.kind not in "biuf":
+            elif values.dtype != dt.host and values.dtype.kind not in "biuf":
                 raise PimError(f"{self.m.name}: input '{t.name}' holds {values.dtype}, "
                                f"not numbers")
             if tuple(values.shape) != t.shape:

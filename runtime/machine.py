@@ -204,7 +204,6 @@ class Machine:
         self.stats.row_ops += rows
 
     def _init(self, step: _Step) -> None:
-        op: Init = step.op  # type: ignore[assignment]
         xs, mask = step.xs, self.mask_of(step)
         ones, zeros = step.aux
         for cols, fill in ((ones, ALL), (zeros, np.uint64(0))):

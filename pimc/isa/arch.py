@@ -83,7 +83,7 @@ class Arch:
                 if isinstance(default, InitModel):
                     kwargs[name] = InitModel(str(raw))
                 elif isinstance(default, int):
-                    if isinstance(raw, float) or isinstance(raw, bool):
+                    if isinstance(raw, (float, bool)):
                         raise ValueError
                     kwargs[name] = int(raw)  # type: ignore[arg-type]
                 else:

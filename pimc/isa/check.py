@@ -12,7 +12,19 @@ import math
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Init, Nor, Op, Program, Rep, Search, SearchKind, Shift, Span, TensorIO, Transfer
+from pimc.isa.uop import (
+    Init,
+    Nor,
+    Op,
+    Program,
+    Rep,
+    Search,
+    SearchKind,
+    Shift,
+    Span,
+    TensorIO,
+    Transfer,
+)
 
 
 def rep_columns(arch: Arch, cols: tuple[int, ...], rep: Rep) -> list[tuple[int, ...]]:
