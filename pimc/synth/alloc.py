@@ -1,0 +1,81 @@
+"""Column allocation for a netlist: every value gets a crossbar column, reused once dead.
+
+Linear scan in gate order. A cell is released after the last gate that reads it and goes
+to the back of a FIFO, so the next allocation takes the cell dead the longest: that widens
+the window in which emit.py can merge its re-INIT with others into one bulk INIT.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pimc.isa.errors import PimError
+from pimc.synth.netlist import ONE, ZERO, Bit, Gate, Netlist, live_gates
+
+
+@dataclass(frozen=True)
+class Allocation:
+    gates: tuple[Gate, ...]
+    cell: dict[Bit, int]  # value -> column
+    constants: tuple[tuple[int, int], ...]  # (output column, 0 or 1)
+    peak_scratch: int
+
+
+def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence[int],
+             what: str = "routine", spread: int = 32) -> Allocation:
+    """Assign columns: inputs keep theirs, outputs get theirs, the rest come from `scratch`.
+
+    Up to `spread` scratch columns are put in rotation before dead ones are reused: more
+    columns mean longer INIT windows, so fewer bulk INITs, at the price of peak scratch.
+    """
+    pinned: dict[Bit, int] = {}
+    constants: list[tuple[int, int]] = []
+    finals: list[Bit] = []
+    for v, col in outputs:
+        if v in (ZERO, ONE):
+            constants.append((col, int(v == ONE)))
+            continue
+        if v in net.inputs or v in pinned:
+            v = net.copy(v)
+        pinned[v] = col
+        finals.append(v)
+    gates = live_gates(net, finals)
+    # A value built by accumulation lives in the cell of its chain's first gate: pin that.
+    chain_of = {g.out: g.acc_from for g in gates if g.acc_from is not None}
+    for v, col in list(pinned.items()):
+        while v in chain_of:
+            v = chain_of[v]
+            pinned[v] = col
+    last: dict[Bit, int] = {}
+    for i, g in enumerate(gates):
+        for x in (*g.ins, *((g.acc_from,) if g.acc_from is not None else ())):
+            last[x] = i
+    cell: dict[Bit, int] = dict(net.inputs)
+    free: deque[int] = deque()
+    fresh = iter(scratch)
+    peak = 0
+    for i, g in enumerate(gates):
+        if g.acc_from is not None:
+            if g.acc_from in net.inputs or last.get(g.acc_from) != i:
+                raise PimError(f"{what}: accumulate into a value that is an input or still "
+                               "needed later")
+            cell[g.out] = cell[g.acc_from]
+        elif g.out in pinned:
+            cell[g.out] = pinned[g.out]
+        else:
+            col = next(fresh, None) if peak < spread or not free else None
+            if col is not None:
+                peak += 1
+            elif free:
+                col = free.popleft()
+            else:
+                raise PimError(f"{what} needs more than its {len(scratch)} scratch columns")
+            cell[g.out] = col
+        for x in set(g.ins):
+            if last[x] == i and x not in net.inputs and x not in pinned:
+                free.append(cell[x])
+    missing = [v for v in finals if v not in cell and v not in pinned]
+    assert not missing, missing
+    return Allocation(tuple(gates), cell, tuple(constants), peak)

@@ -1,0 +1,129 @@
+"""A NOR netlist in SSA form: every value is one bit of every row, defined once.
+
+Values are ints. ZERO and ONE are constants folded away at construction; inputs are
+bound to caller columns. `nor` simplifies locally (constants, double negation, merging a
+NOR of an OR into one wider gate, hash-consing), so arithmetic can be written plainly and
+still cost what a careful hand-written sequence costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ZERO, ONE = -1, -2
+Bit = int
+
+
+@dataclass(frozen=True)
+class Gate:
+    """out <- NOR(ins); with `acc_from`, out takes over that value's cell: out <- acc AND NOR."""
+
+    out: Bit
+    ins: tuple[Bit, ...]
+    acc_from: Bit | None = None
+
+
+@dataclass
+class Netlist:
+    max_fanin: int = 3
+    gates: list[Gate] = field(default_factory=list)
+    inputs: dict[Bit, int] = field(default_factory=dict)  # value -> input column
+    _next: int = 0
+    _cons: dict[tuple[Bit, ...], Bit] = field(default_factory=dict)
+    _def: dict[Bit, tuple[Bit, ...]] = field(default_factory=dict)  # value -> its NOR's inputs
+
+    @property
+    def next_value(self) -> Bit:
+        return self._next
+
+    def private(self, x: Bit) -> bool:
+        """Withdraw x from hash-consing, so no later gate can share it; True if that worked."""
+        key = self._def.get(x)
+        if key is None or self._cons.get(key) != x:
+            return False
+        del self._cons[key]
+        return True
+
+    def new_value(self) -> Bit:
+        self._next += 1
+        return self._next - 1
+
+    def input(self, col: int) -> Bit:
+        v = self.new_value()
+        self.inputs[v] = col
+        return v
+
+    def word_input(self, first_col: int, width: int) -> list[Bit]:
+        return [self.input(first_col + i) for i in range(width)]
+
+    def _inverse(self, x: Bit) -> Bit | None:
+        """y when x = NOR(y), so NOR(x) = y; None otherwise."""
+        ins = self._def.get(x)
+        return ins[0] if ins is not None and len(ins) == 1 else None
+
+    def nor(self, *ins: Bit) -> Bit:
+        """NOR of any number of values, simplified and wider than max_fanin if needed."""
+        if ONE in ins:
+            return ZERO
+        args = sorted({x for x in ins if x != ZERO})
+        if not args:
+            return ONE
+        if len(args) == 1:
+            inv = self._inverse(args[0])
+            if inv is not None:
+                return inv
+        # NOR(OR(S), rest) = NOR(S, rest): an OR is NOR(NOR(S)).
+        flat = set(args)
+        for x in args:
+            inner = self._inverse(x)
+            s = self._def.get(inner) if inner is not None else None
+            if s is not None and len(s) > 1 and len((flat - {x}) | set(s)) <= self.max_fanin:
+                flat = (flat - {x}) | set(s)
+        if any(self._inverse(x) in flat for x in flat):
+            return ZERO  # x and not x
+        key = tuple(sorted(flat))
+        hit = self._cons.get(key)
+        if hit is not None:
+            return hit
+        out = self.new_value()
+        self.gates.append(Gate(out, key[: self.max_fanin]))
+        for i in range(self.max_fanin, len(key), self.max_fanin):
+            nxt = self.new_value()
+            self.gates.append(Gate(nxt, key[i:i + self.max_fanin], acc_from=out))
+            out = nxt
+        self._cons[key] = out
+        self._def[out] = key
+        return out
+
+    def acc(self, target: Bit, *ins: Bit) -> Bit:
+        """target AND NOR(ins), computed in target's cell: target must not be used later."""
+        args = tuple(sorted({x for x in ins if x != ZERO}))
+        if ONE in ins:
+            return ZERO
+        if not args or target == ZERO:
+            return target
+        if target == ONE:
+            return self.nor(*args)
+        out = self.new_value()
+        self.gates.append(Gate(out, args, acc_from=target))
+        return out
+
+    def copy(self, x: Bit) -> Bit:
+        """A fresh value equal to x (two NOTs that hash-consing must not fold away)."""
+        inv, out = self.new_value(), self.new_value()
+        self.gates += [Gate(inv, (x,)), Gate(out, (inv,))]
+        return out
+
+
+def live_gates(net: Netlist, outputs: list[Bit]) -> list[Gate]:
+    """The gates some output depends on, in order (dead-code elimination)."""
+    need = set(outputs)
+    kept: list[Gate] = []
+    for g in reversed(net.gates):
+        if g.out in need:
+            kept.append(g)
+            need.update(g.ins)
+            if g.acc_from is not None:
+                need.add(g.acc_from)
+    kept.reverse()
+    return kept

@@ -1,0 +1,134 @@
+"""Element-parallel arithmetic routines as whole programs: operands in columns of one row,
+every row (and every crossbar of the span) computing at once.
+
+`build_routine` lays out the operands, synthesises the op, allocates and emits it, and
+returns a Program whose inputs and outputs the runtime loads and reads. The same table
+drives the tests (verification against numpy) and bench/arith.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pimc.isa.arch import Arch
+from pimc.isa.builder import ProgramBuilder
+from pimc.isa.dtypes import DType, Kind, parse_dtype
+from pimc.isa.errors import PimError
+from pimc.isa.uop import Program
+from pimc.synth.alloc import allocate
+from pimc.synth.emit import emit
+from pimc.synth.fixed import Fixed
+from pimc.synth.logic import Word
+from pimc.synth.netlist import Netlist
+
+Build = Callable[[Fixed, list[Word], DType], list[Word] | Word]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    arity: int
+    build: Build
+    out_dtype: Callable[[DType], str]  # result dtype name, from the operand dtype
+
+
+def _same(dt: DType) -> str:
+    return dt.name
+
+
+def _bool(dt: DType) -> str:
+    return "u1"
+
+
+def _wide(dt: DType) -> str:
+    if dt.kind is Kind.FIXED:
+        return f"q{2 * (dt.bits - dt.frac_bits)}.{2 * dt.frac_bits}"
+    return f"{dt.kind.value}{2 * dt.bits}"
+
+
+def _signed(dt: DType) -> bool:
+    return dt.kind in (Kind.SINT, Kind.FIXED)
+
+
+INT_OPS: dict[str, OpSpec] = {
+    "add": OpSpec(2, lambda f, w, dt: f.add(w[0], w[1])[0], _same),
+    "sub": OpSpec(2, lambda f, w, dt: f.sub(w[0], w[1])[0], _same),
+    "neg": OpSpec(1, lambda f, w, dt: f.neg(w[0]), _same),
+    "abs": OpSpec(1, lambda f, w, dt: f.abs_(w[0]) if _signed(dt) else w[0], _same),
+    "mul": OpSpec(2, lambda f, w, dt: f.multiply_scaled(w[0], w[1], _signed(dt), dt.frac_bits),
+                  _same),
+    "mul_wide": OpSpec(2, lambda f, w, dt: f.multiply(w[0], w[1], _signed(dt)), _wide),
+    "lt": OpSpec(2, lambda f, w, dt: [f.less_than(w[0], w[1], _signed(dt))], _bool),
+    "le": OpSpec(2, lambda f, w, dt: [f.less_equal(w[0], w[1], _signed(dt))], _bool),
+    "eq": OpSpec(2, lambda f, w, dt: [f.equal(w[0], w[1])], _bool),
+    "min": OpSpec(2, lambda f, w, dt: f.minimum(w[0], w[1], _signed(dt)), _same),
+    "max": OpSpec(2, lambda f, w, dt: f.maximum(w[0], w[1], _signed(dt)), _same),
+    "relu": OpSpec(1, lambda f, w, dt: f.relu(w[0]) if _signed(dt) else w[0], _same),
+    "select": OpSpec(3, lambda f, w, dt: f.select(w[2][0], w[0], w[1]), _same),
+    "shl3": OpSpec(1, lambda f, w, dt: f.shift_left(w[0], 3), _same),
+    "shr3": OpSpec(1, lambda f, w, dt: f.shift_right(w[0], 3, _signed(dt)), _same),
+}
+
+OPERANDS = "abc"
+
+
+@dataclass(frozen=True)
+class Routine:
+    program: Program
+    op: str
+    dtype: str
+    mode: str
+    peak_scratch: int
+
+
+def operand_dtypes(op: str, dt: DType) -> list[str]:
+    spec = INT_OPS[op]
+    return [dt.name] * min(spec.arity, 2) + (["u1"] if spec.arity == 3 else [])
+
+
+def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: int = 1,
+                  rows: int | None = None, scratch_budget: int | None = None,
+                  mode: str = "int") -> Routine:
+    """A program computing `op` element-wise on every row of `crossbars` crossbars."""
+    arch = arch or Arch()
+    dt = parse_dtype(dtype)
+    if op not in INT_OPS:
+        raise PimError(f"unknown op '{op}' (known: {', '.join(INT_OPS)})")
+    if dt.kind is Kind.FLOAT:
+        raise PimError(f"op '{op}' on {dtype}: floating point is not synthesised yet")
+    spec = INT_OPS[op]
+    rows = rows or arch.rows
+    net = Netlist(max_fanin=arch.max_nor_inputs)
+    b = ProgramBuilder(crossbars, arch=arch, source=f"pimc.synth:{op}:{dtype}")
+    shape = [crossbars, rows]
+    col, words = 0, []
+    for name, odt in zip(OPERANDS, operand_dtypes(op, dt), strict=False):
+        width = parse_dtype(odt).bits
+        b.input(name, odt, shape, col, rows=range_span(rows))
+        words.append(net.word_input(col, width))
+        col += width
+    result = spec.build(Fixed(net), words, dt)
+    out_dt = parse_dtype(spec.out_dtype(dt))
+    result = list(result)
+    if len(result) != out_dt.bits:
+        raise AssertionError(f"{op}: {len(result)} result bits for {out_dt.name}")
+    b.output("y", out_dt.name, shape, col, rows=range_span(rows))
+    outputs = [(bit, col + i) for i, bit in enumerate(result)]
+    col += out_dt.bits
+    budget = arch.cols - col if scratch_budget is None else scratch_budget
+    if col + budget > arch.cols:
+        raise PimError(f"{op} {dtype}: operands and result take {col} of {arch.cols} columns")
+    alloc = allocate(net, outputs, range(col, col + budget), what=f"{op} on {dtype}")
+    with b.annotate(f"{op} {dtype}"):
+        emit(alloc, b, rows=range_span(rows) if rows != arch.rows else None)
+    return Routine(b.build(), op, dtype, mode, alloc.peak_scratch)
+
+
+def range_span(rows: int):  # type: ignore[no-untyped-def]
+    from pimc.isa.uop import Span
+
+    return Span(0, rows)
+
+
+def operand_names(n: int) -> Sequence[str]:
+    return OPERANDS[:n]

@@ -1,0 +1,47 @@
+"""Fixed-point routines, executed by the runtime on 4096 rows and compared bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+
+from pimc.isa.arch import Arch, InitModel
+from pimc.isa.errors import PimError
+from pimc.synth.routines import INT_OPS, build_routine
+from pimc.synth.verify import verify
+
+WIDTHS = ["u4", "i4", "u8", "i8", "i16", "u32", "i32", "q4.4", "q8.24", "u64", "i64"]
+
+
+@pytest.mark.parametrize("dtype", WIDTHS)
+@pytest.mark.parametrize("op", sorted(INT_OPS))
+def test_int_routine_is_bit_exact(op, dtype):
+    if op == "mul_wide" and dtype in ("u64", "i64", "q8.24"):
+        pytest.skip("the 2N-bit result would exceed 64 bits")
+    if op.startswith("mul") and dtype in ("u64", "i64"):
+        pytest.skip("covered at 32 bits; 64-bit products take a while in the simulator")
+    routine = build_routine(op, dtype, crossbars=4)
+    stats, rows = verify(routine, seed=len(op))
+    assert rows == 4096
+    assert stats.ops["NOR"] > 0 or op in ("abs", "relu")
+
+
+def test_int64_multiply_low_half():
+    stats, rows = verify(build_routine("mul", "i64", crossbars=1), seed=1)
+    assert rows == 1024
+
+
+def test_per_cell_init_model_verifies_too():
+    arch = Arch(init_model=InitModel.PER_CELL)
+    stats, _ = verify(build_routine("add", "i32", arch=arch, crossbars=4))
+    assert stats.total_cycles == stats.cycles_per_cell > stats.cycles_bulk
+
+
+def test_scratch_budget_too_small_is_a_clear_error():
+    with pytest.raises(PimError, match="add on i32 needs more than its 3 scratch columns"):
+        build_routine("add", "i32", scratch_budget=3)
+
+
+def test_scratch_budget_is_respected():
+    routine = build_routine("mul", "i16", scratch_budget=40)
+    assert routine.peak_scratch <= 40
+    verify(routine)
