@@ -26,7 +26,7 @@ def test_int_routine_is_bit_exact(op, dtype):
 
 
 def test_int64_multiply_low_half():
-    stats, rows = verify(build_routine("mul", "i64", crossbars=1), seed=1)
+    _stats, rows = verify(build_routine("mul", "i64", crossbars=1), seed=1)
     assert rows == 1024
 
 

@@ -8,19 +8,21 @@ drives the tests (verification against numpy) and bench/arith.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Program
+from pimc.isa.uop import Program, Span
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
 from pimc.synth.fixed import Fixed
+from pimc.synth.floating import FORMATS, Floating
 from pimc.synth.logic import Word
-from pimc.synth.netlist import Netlist
+from pimc.synth.netlist import Bit, Netlist
+from pimc.synth.oracle import numpy_nan_rule
 
 Build = Callable[[Fixed, list[Word], DType], list[Word] | Word]
 
@@ -69,6 +71,12 @@ INT_OPS: dict[str, OpSpec] = {
     "shr3": OpSpec(1, lambda f, w, dt: f.shift_right(w[0], 3, _signed(dt)), _same),
 }
 
+FLOAT_OPS: dict[str, Callable[[Floating, list[Word]], Word]] = {
+    "add": lambda f, w: f.fadd(w[0], w[1]),
+    "sub": lambda f, w: f.fsub(w[0], w[1]),
+    "mul": lambda f, w: f.fmul(w[0], w[1]),
+}
+
 OPERANDS = "abc"
 
 
@@ -88,28 +96,39 @@ def operand_dtypes(op: str, dt: DType) -> list[str]:
 
 def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: int = 1,
                   rows: int | None = None, scratch_budget: int | None = None,
-                  mode: str = "int") -> Routine:
-    """A program computing `op` element-wise on every row of `crossbars` crossbars."""
+                  mode: str | None = None) -> Routine:
+    """A program computing `op` element-wise on every row of `crossbars` crossbars.
+
+    `mode` is ieee or ftz for floating point (default ieee), int otherwise.
+    """
     arch = arch or Arch()
     dt = parse_dtype(dtype)
-    if op not in INT_OPS:
-        raise PimError(f"unknown op '{op}' (known: {', '.join(INT_OPS)})")
-    if dt.kind is Kind.FLOAT:
-        raise PimError(f"op '{op}' on {dtype}: floating point is not synthesised yet")
-    spec = INT_OPS[op]
+    is_float = dt.kind is Kind.FLOAT
+    mode = mode or ("ieee" if is_float else "int")
+    table = FLOAT_OPS if is_float else INT_OPS
+    if op not in table:
+        raise PimError(f"unknown op '{op}' for {dtype} (known: {', '.join(table)})")
+    if is_float and mode not in ("ieee", "ftz"):
+        raise PimError(f"floating point mode must be ieee or ftz, not '{mode}'")
     rows = rows or arch.rows
     net = Netlist(max_fanin=arch.max_nor_inputs)
-    b = ProgramBuilder(crossbars, arch=arch, source=f"pimc.synth:{op}:{dtype}")
+    b = ProgramBuilder(crossbars, arch=arch, source=f"pimc.synth:{op}:{dtype}:{mode}")
     shape = [crossbars, rows]
     col, words = 0, []
-    for name, odt in zip(OPERANDS, operand_dtypes(op, dt), strict=False):
+    names = operand_dtypes(op, dt) if not is_float else [dt.name, dt.name]
+    for name, odt in zip(OPERANDS, names, strict=False):
         width = parse_dtype(odt).bits
         b.input(name, odt, shape, col, rows=range_span(rows))
         words.append(net.word_input(col, width))
         col += width
-    result = spec.build(Fixed(net), words, dt)
-    out_dt = parse_dtype(spec.out_dtype(dt))
-    result = list(result)
+    if is_float:
+        logic = Floating(net, FORMATS[dt.name], mode, numpy_nan_rule(dt.name, op))
+        result: list[Bit] = list(FLOAT_OPS[op](logic, words))
+        out_dt = dt
+    else:
+        spec = INT_OPS[op]
+        result = list(spec.build(Fixed(net), words, dt))
+        out_dt = parse_dtype(spec.out_dtype(dt))
     if len(result) != out_dt.bits:
         raise AssertionError(f"{op}: {len(result)} result bits for {out_dt.name}")
     b.output("y", out_dt.name, shape, col, rows=range_span(rows))
@@ -124,11 +143,5 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
     return Routine(b.build(), op, dtype, mode, alloc.peak_scratch)
 
 
-def range_span(rows: int):  # type: ignore[no-untyped-def]
-    from pimc.isa.uop import Span
-
+def range_span(rows: int) -> Span:
     return Span(0, rows)
-
-
-def operand_names(n: int) -> Sequence[str]:
-    return OPERANDS[:n]

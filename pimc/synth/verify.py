@@ -10,9 +10,10 @@ import itertools
 
 import numpy as np
 
-from pimc.isa.dtypes import DType, parse_dtype
+from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
-from pimc.synth.oracle import int_reference
+from pimc.synth.floating import FORMATS
+from pimc.synth.oracle import float_reference, int_reference, numpy_nan_rule
 from pimc.synth.routines import Routine
 from runtime import Stats, run_program
 
@@ -25,13 +26,41 @@ def int_edge_cases(dt: DType) -> list[int]:
     return sorted(v & full for v in values)
 
 
+def float_edge_cases(dt: DType) -> list[int]:
+    """Zeros, ones, extremes of the normal and subnormal ranges, infinities, NaNs, and
+    values whose sums and products tie or carry."""
+    fmt = FORMATS[dt.name]
+    m, e = fmt.frac_bits, fmt.exp_bits
+    one = fmt.bias << m
+    exp_ones = ((1 << e) - 1) << m
+    sign = 1 << (m + e)
+    magnitudes = [0, one, one + 1, one | ((1 << m) - 1), (fmt.bias - m - 1) << m,
+                  (fmt.bias - m) << m, 1 << m, (1 << m) | 1, 1, (1 << m) - 1,
+                  exp_ones - 1, exp_ones - (1 << m), exp_ones, exp_ones | 1,
+                  exp_ones | 1 << (m - 1), (fmt.bias + 1) << m | 1 << (m - 1)]
+    return magnitudes + [v | sign for v in magnitudes]
+
+
+def in_ftz_domain(routine: Routine, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ftz leaves infinities, NaNs and overflowing results undefined: rows to check."""
+    fmt = FORMATS[routine.dtype]
+    e_max = (1 << fmt.exp_bits) - 1
+    finite = ((a >> np.uint64(fmt.frac_bits)) & np.uint64(e_max)) != e_max
+    finite &= ((b >> np.uint64(fmt.frac_bits)) & np.uint64(e_max)) != e_max
+    ieee = float_reference(routine.op, a, b, fmt.exp_bits, fmt.frac_bits, "ieee")
+    finite &= ((ieee >> np.uint64(fmt.frac_bits)) & np.uint64(e_max)) != e_max
+    return finite
+
+
 def operands(routine: Routine, seed: int) -> dict[str, np.ndarray]:
     """Raw operand bits: edge-case combinations first, random patterns after."""
     prog = routine.program
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     ios = list(prog.inputs)
-    edges = [int_edge_cases(parse_dtype(t.dtype)) for t in ios]
+    is_float = parse_dtype(ios[0].dtype).kind is Kind.FLOAT
+    edges = [(float_edge_cases if is_float else int_edge_cases)(parse_dtype(t.dtype))
+             for t in ios]
     combos = list(itertools.product(*edges))
     for k, t in enumerate(ios):
         dt = parse_dtype(t.dtype)
@@ -41,7 +70,17 @@ def operands(routine: Routine, seed: int) -> dict[str, np.ndarray]:
             raw |= rng.integers(0, 2, n, dtype=np.uint64) << np.uint64(63)
         m = min(len(combos), n)
         raw[:m] = [c[k] for c in combos[:m]]
+        if is_float and k == 1:
+            # A quarter of the rows: b close to a, for cancellation and near ties.
+            near = slice(m, m + (n - m) // 4)
+            a_raw = out["a"].reshape(-1)[near]
+            raw[near] = a_raw ^ rng.integers(0, 1 << 6, len(a_raw), dtype=np.uint64)
         out[t.name] = raw.reshape(t.shape)
+    if is_float and routine.mode == "ftz":
+        keep = in_ftz_domain(routine, out["a"], out["b"])
+        one = np.uint64(FORMATS[routine.dtype].bias << FORMATS[routine.dtype].frac_bits)
+        out["a"] = np.where(keep, out["a"], one)
+        out["b"] = np.where(keep, out["b"], one)
     return out
 
 
@@ -56,8 +95,13 @@ def verify(routine: Routine, seed: int = 0) -> tuple[Stats, int]:
     out_dt = parse_dtype(out_t.dtype)
     got = outputs[out_t.name].view(out_dt.storage).astype(np.uint64)
     got &= np.uint64((1 << out_dt.bits) - 1) if out_dt.bits < 64 else np.uint64(2**64 - 1)
-    want = int_reference(routine.op, parse_dtype(routine.dtype),
-                         [raws[t.name] for t in prog.inputs], out_dt.bits)
+    if out_dt.kind is Kind.FLOAT:
+        fmt = FORMATS[routine.dtype]
+        want = float_reference(routine.op, raws["a"], raws["b"], fmt.exp_bits, fmt.frac_bits,
+                               routine.mode, numpy_nan_rule(routine.dtype, routine.op))
+    else:
+        want = int_reference(routine.op, parse_dtype(routine.dtype),
+                             [raws[t.name] for t in prog.inputs], out_dt.bits)
     bad = np.argwhere(got != want)
     if len(bad):
         i = tuple(bad[0])

@@ -1,0 +1,284 @@
+"""IEEE-754 binary floating point (any exponent and fraction width) over NOR netlists.
+
+Two modes: `ieee` handles subnormal inputs and outputs, signed zeros, overflow to
+infinity, infinities and NaN (propagated as x86/numpy does for float32: the first NaN
+operand, quieted; invalid operations give the negative default NaN); `ftz` is the
+subset the published PIM designs implement: subnormal inputs read as zero, results
+below the normal range flush to zero, and operands or results outside the finite
+range are undefined. Both round to nearest, ties to even. Algorithms and costs are in
+docs/arithmetic.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pimc.synth.fixed import Fixed
+from pimc.synth.logic import Word
+from pimc.synth.netlist import ONE, ZERO, Bit
+
+
+@dataclass(frozen=True)
+class Format:
+    exp_bits: int
+    frac_bits: int
+
+    @property
+    def bias(self) -> int:
+        return (1 << (self.exp_bits - 1)) - 1
+
+    @property
+    def width(self) -> int:
+        return 1 + self.exp_bits + self.frac_bits
+
+
+FORMATS = {"f32": Format(8, 23), "bf16": Format(8, 7), "f16": Format(5, 10)}
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    sign: Bit
+    exp: Word  # effective biased exponent (1 for subnormals in ieee mode)
+    sig: Word  # significand with the hidden bit on top, frac_bits + 1 bits
+    raw_mag: Word  # exponent and fraction fields: orders magnitudes as an integer
+    is_nan: Bit
+    is_inf: Bit
+    is_zero: Bit
+
+
+def _constant(value: int, width: int) -> Word:
+    return [ONE if value >> i & 1 else ZERO for i in range(width)]
+
+
+class Floating(Fixed):
+    def __init__(self, net, fmt: Format, mode: str,  # type: ignore[no-untyped-def]
+                 nan_rule: tuple[bool, bool] = (False, False)) -> None:
+        super().__init__(net)
+        if mode not in ("ieee", "ftz"):
+            raise ValueError(mode)
+        self.fmt, self.ieee = fmt, mode == "ieee"
+        self.b_nan_first, self.canonical_nan = nan_rule
+
+    # ------------------------------------------------------------------ fields
+
+    def unpack(self, x: Sequence[Bit]) -> Unpacked:
+        m, e_bits = self.fmt.frac_bits, self.fmt.exp_bits
+        frac, exp, sign = list(x[:m]), list(x[m:m + e_bits]), x[m + e_bits]
+        e_zero = self.none(exp)
+        hidden = self.not_(e_zero)
+        f_zero = self.none(frac)
+        if self.ieee:
+            exp_eff = [self.or_(exp[0], e_zero), *exp[1:]]
+            sig = [*frac, hidden]
+            e_ones = self.net.nor(*self.invert(exp))
+            is_nan = self.net.nor(self.not_(e_ones), f_zero)
+            is_inf = self.net.nor(self.not_(e_ones), self.not_(f_zero))
+            is_zero = self.and_(e_zero, f_zero)
+        else:  # subnormal inputs read as zero
+            exp_eff = exp
+            sig = [self.net.nor(self.not_(f), e_zero) for f in frac] + [hidden]
+            is_nan = is_inf = ZERO
+            is_zero = e_zero
+        return Unpacked(sign, exp_eff, sig, frac + exp, is_nan, is_inf, is_zero)
+
+    def quiet(self, x: Sequence[Bit]) -> Word:
+        """x with the quiet bit (the fraction's top bit) set."""
+        out = list(x)
+        out[self.fmt.frac_bits - 1] = ONE
+        return out
+
+    def default_nan(self) -> Word:
+        return self.quiet(_constant(((1 << (self.fmt.exp_bits + 1)) - 1) << self.fmt.frac_bits,
+                                    self.fmt.width))
+
+    def nan_result(self, a: Sequence[Bit], b: Sequence[Bit], ua: Unpacked, ub: Unpacked) -> Word:
+        """The NaN numpy returns: a NaN operand, quieted (which one, and whether its payload
+        survives, depends on the dtype: oracle.numpy_nan_rule); else the default NaN."""
+        if self.b_nan_first:
+            chosen = self.select(ub.is_nan, self.quiet(b), self.quiet(a))
+        else:
+            chosen = self.select(ua.is_nan, self.quiet(a), self.quiet(b))
+        if self.canonical_nan:
+            chosen = [*self.default_nan()[:-1], chosen[-1]]
+        return self.select(self.or_(ua.is_nan, ub.is_nan), chosen, self.default_nan())
+
+    # ------------------------------------------------------------------ shifting
+
+    def shift_right_sticky(self, x: Word, amount: Word, sticky: Bit) -> tuple[Word, Bit]:
+        """x >> amount (zeros in) and sticky |= every bit shifted out."""
+        stages = max(1, len(x).bit_length())
+        for j in range(min(stages, len(amount))):
+            k = 1 << j
+            sticky = self.or_(sticky, self.and_(amount[j], self.any_(x[:k])))
+            shifted = x[k:] + [ZERO] * k if k < len(x) else [ZERO] * len(x)
+            x = self.select(amount[j], shifted, x)
+        high = amount[stages:]
+        if high:
+            big = self.any_(high)
+            sticky = self.or_(sticky, self.and_(big, self.any_(x)))
+            x = [self.and_(v, self.not_(big)) for v in x]
+        return x, sticky
+
+    def normalize_left(self, x: Word, budget: Word) -> tuple[Word, Word]:
+        """Shift x left until its top bit is 1, by at most `budget` places.
+
+        Returns the shifted word and what is left of the budget (budget - shift).
+        """
+        n = len(x)
+        for j in reversed(range(max(1, (n - 1).bit_length()))):
+            k = 1 << j
+            if k >= n:
+                continue
+            room = self.any_(budget[j:])  # budget >= 2^j
+            go = self.and_(self.none(x[n - k:]), room)
+            x = self.select(go, [ZERO] * k + x[: n - k], x)
+            budget = self.select(go, self.decrement_at(budget, j), budget)
+        return x, budget
+
+    def decrement_at(self, v: Word, j: int) -> Word:
+        """v - 2^j, for v >= 2^j (the borrow runs from bit j upward)."""
+        out, borrow = list(v[:j]), ONE
+        for bit in v[j:]:
+            out.append(self.xor(bit, borrow))
+            borrow = self.and_(borrow, self.not_(bit))
+        return out
+
+    # ------------------------------------------------------------------ rounding and packing
+
+    def round_pack(self, sign: Bit, exp_base: Word, sig: Word, guard: Bit, rest: Bit,
+                   special: tuple[Bit, Word] | None = None) -> Word:
+        """Round sig (hidden bit on top) to nearest even and pack.
+
+        exp_base is the biased exponent if the hidden bit ends up set (E+1 bits, >= 1);
+        a result whose hidden bit stays clear is subnormal (ftz: flushed to zero).
+        """
+        fmt = self.fmt
+        up = self.and_(guard, self.or_(rest, sig[0]))
+        rounded, carry = self.increment(sig, up)
+        hidden = self.or_(rounded[-1], carry)
+        exp, _ = self.increment(exp_base, carry)
+        exp_field = [self.and_(e, hidden) for e in exp]
+        frac = rounded[: fmt.frac_bits]
+        overflow = self.any_(exp_field[fmt.exp_bits:]) if len(exp_field) > fmt.exp_bits else ZERO
+        all_ones = self.and_(*exp_field[: fmt.exp_bits])
+        overflow = self.or_(overflow, all_ones)
+        if not self.ieee:
+            frac = [self.and_(f, hidden) for f in frac]  # flush subnormal results
+            packed = frac + exp_field[: fmt.exp_bits] + [sign]
+        else:
+            inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
+            body = self.select(overflow, inf, frac + exp_field[: fmt.exp_bits])
+            packed = [*body, sign]
+        if special is not None:
+            packed = self.select(special[0], special[1], packed)
+        return packed
+
+    # ------------------------------------------------------------------ operations
+
+    def fadd(self, a: Sequence[Bit], b_in: Sequence[Bit], negate_b: bool = False) -> Word:
+        """a + b (or a - b): align, add or subtract, normalise, round."""
+        fmt = self.fmt
+        b = list(b_in)
+        if negate_b:
+            b[-1] = self.not_(b[-1])
+        ua, ub = self.unpack(a), self.unpack(b)
+        swap = self.less_than(ua.raw_mag, ub.raw_mag, signed=False)
+        big_s = self.mux(swap, ub.sign, ua.sign)
+        big_e = self.select(swap, ub.exp, ua.exp)
+        small_e = self.select(swap, ua.exp, ub.exp)
+        big_m = self.select(swap, ub.sig, ua.sig)
+        small_m = self.select(swap, ua.sig, ub.sig)
+        diff, _ = self.sub(big_e, small_e)
+        # Aligned small significand with guard and round positions below it.
+        aligned, sticky = self.shift_right_sticky([ZERO, ZERO, *small_m], diff, ZERO)
+        op = self.xor(ua.sign, ub.sign)  # effective subtraction
+        wide_b = [sticky, *aligned]
+        wide_a = [ZERO, ZERO, ZERO, *big_m]
+        addend = [self.xor(v, op) for v in wide_b]
+        total, carry = self.add(wide_a, addend, op)
+        carry = self.and_(carry, self.not_(op))  # a subtraction's carry is the borrow-free 1
+        # Carry: shift right once (the sticky keeps what falls out).
+        shifted = [self.or_(total[0], total[1]), *total[2:], ONE]
+        t = self.select(carry, shifted, total)
+        exp_base, _ = self.increment([*big_e, ZERO], carry)
+        # Normalise left; the budget keeps the exponent at 1 or more (subnormal results).
+        budget, _ = self.sub(exp_base, _constant(1, len(exp_base)))
+        t, budget = self.normalize_left(t, budget)
+        exp_base, _ = self.increment(budget, ONE)
+        sig, guard, rest = t[3:], t[2], self.or_(t[1], t[0])
+        exact_zero = self.none([*total, carry])
+        sign = self.mux(exact_zero, self.and_(ua.sign, ub.sign), big_s)
+        special = None
+        if self.ieee:
+            invalid = self.and_(ua.is_inf, ub.is_inf, op)
+            nan = self.or_(ua.is_nan, ub.is_nan, invalid)
+            inf_sign = self.mux(ua.is_inf, ua.sign, ub.sign)
+            inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
+            special_value = self.select(nan, self.nan_result(a, b_in, ua, self.unpack(b_in)), [*inf, inf_sign])
+            special = (self.or_(nan, ua.is_inf, ub.is_inf), special_value)
+        return self.round_pack(sign, exp_base, sig, guard, rest, special)
+
+    def fsub(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
+        return self.fadd(a, b, negate_b=True)
+
+    def fmul(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
+        """a * b: significand product, exponent sum, normalise (both ways), round."""
+        fmt = self.fmt
+        p = fmt.frac_bits + 1
+        ua, ub = self.unpack(a), self.unpack(b)
+        sign = self.xor(ua.sign, ub.sign)
+        prod = self.multiply(ua.sig, ub.sig, signed=False)  # 2p bits, value in [0, 4)
+        ew = fmt.exp_bits + 2  # signed exponent arithmetic
+        e_sum, _ = self.add([*ua.exp, ZERO, ZERO], [*ub.exp, ZERO, ZERO])
+        # Exponent of the product's bit 2p-2 (the binary point): ea + eb - bias.
+        e_val, _ = self.add(e_sum, _constant(-fmt.bias & ((1 << ew) - 1), ew))
+        # Take the top bit as the hidden position: exponent + 1 for it.
+        e_top, _ = self.increment(e_val, ONE)
+        t = prod  # hidden candidate at the top (bit 2p-1)
+        if self.ieee:
+            # Normalise left (subnormal inputs: by many places), keeping the exponent >= 1.
+            budget, _ = self.sub(e_top, _constant(1, ew))
+            valid = self.not_(budget[-1])
+            budget = [self.and_(v, valid) for v in budget]
+            t, budget = self.normalize_left(t, budget)
+            e_top = self.select(valid, self.increment(budget, ONE)[0], e_top)
+        else:
+            # Normal significands: the product is in [1, 4), one place at most.
+            top = prod[-1]
+            t = self.select(top, prod, [ZERO, *prod[:-1]])
+            e_top = self.select(top, e_top, e_val)
+        # Tiny results: shift right until the exponent is 1 (ieee), or once (ftz: the only
+        # shift that can still round up into the normal range).
+        shift, _ = self.sub(_constant(1, ew), e_top)  # 1 - e, meaningful when e < 1
+        tiny = self.and_(self.not_(shift[-1]), self.any_(shift))  # 1 - e > 0
+        if not self.ieee:
+            shift = [self.and_(shift[0], self.none(shift[1:]))]
+            tiny_far = self.and_(tiny, self.not_(shift[0]))
+        width = len(t)
+        amount = [self.and_(v, tiny) for v in shift[:-1]] if self.ieee else [
+            self.and_(shift[0], tiny)]
+        t, sticky = self.shift_right_sticky(t, amount, ZERO)
+        exp_base = self.select(tiny, _constant(1, ew), e_top)
+        sig = t[width - p:]
+        guard = t[width - p - 1]
+        rest = self.or_(sticky, self.any_(t[: width - p - 1]))
+        is_zero_in = self.or_(ua.is_zero, ub.is_zero)
+        special = None
+        if self.ieee:
+            overflow_in = self.and_(self.not_(e_top[-1]), self.any_(e_top[fmt.exp_bits:]))
+            invalid = self.or_(self.and_(ua.is_inf, ub.is_zero), self.and_(ub.is_inf, ua.is_zero))
+            nan = self.or_(ua.is_nan, ub.is_nan, invalid)
+            inf_or_big = self.or_(ua.is_inf, ub.is_inf, overflow_in)
+            inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
+            zero = [ZERO] * (fmt.width - 1)
+            special_value = self.select(nan, self.nan_result(a, b, ua, ub),
+                                        [*self.select(is_zero_in, zero, inf), sign])
+            special = (self.or_(nan, inf_or_big, is_zero_in), special_value)
+            exp_base = exp_base[: fmt.exp_bits + 1]
+        else:
+            # Results far below the normal range, and zero operands, are zero.
+            zero_out = self.or_(is_zero_in, tiny_far, e_top[-1])
+            special = (zero_out, [ZERO] * (fmt.width - 1) + [sign])
+            exp_base = exp_base[: fmt.exp_bits + 1]
+        return self.round_pack(sign, exp_base, sig, guard, rest, special)

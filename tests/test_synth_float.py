@@ -1,0 +1,71 @@
+"""Floating-point routines, executed by the runtime and compared bit for bit with an exact
+oracle, which is itself held to numpy (float32, float16) and ml_dtypes (bfloat16)."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from pimc.isa.errors import PimError
+from pimc.synth.floating import FORMATS
+from pimc.synth.oracle import float_reference, numpy_nan_rule
+from pimc.synth.routines import build_routine
+from pimc.synth.verify import verify
+
+NUMPY = {"f32": (np.float32, np.uint32), "f16": (np.float16, np.uint16),
+         "bf16": (ml_dtypes.bfloat16, np.uint16)}
+UFUNC = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
+
+
+@pytest.mark.parametrize("dtype", sorted(FORMATS))
+@pytest.mark.parametrize("op", sorted(UFUNC))
+def test_oracle_is_numpy(dtype, op):
+    """Random bit patterns (NaNs, infinities, subnormals included): identical bits."""
+    fmt = FORMATS[dtype]
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 1 << fmt.width, 20000, dtype=np.uint64)
+    b = rng.integers(0, 1 << fmt.width, 20000, dtype=np.uint64)
+    b[:5000] = a[:5000] ^ rng.integers(0, 256, 5000, dtype=np.uint64)  # cancellations
+    e_ones = np.uint64(((1 << fmt.exp_bits) - 1) << fmt.frac_bits)
+    a[5000:6000] |= e_ones  # many NaN and infinity operands, some in both
+    b[5500:6500] |= e_ones
+    want = float_reference(op, a, b, fmt.exp_bits, fmt.frac_bits, "ieee",
+                           numpy_nan_rule(dtype, op))
+    ftype, store = NUMPY[dtype]
+    with np.errstate(all="ignore"):
+        got = UFUNC[op](a.astype(store).view(ftype), b.astype(store).view(ftype))
+    assert np.array_equal(got.view(store).astype(np.uint64), want)
+
+
+@pytest.mark.parametrize("mode", ["ieee", "ftz"])
+@pytest.mark.parametrize("dtype", sorted(FORMATS))
+@pytest.mark.parametrize("op", sorted(UFUNC))
+def test_float_routine_is_bit_exact(op, dtype, mode):
+    stats, rows = verify(build_routine(op, dtype, mode=mode, crossbars=4), seed=3)
+    assert rows == 4096 and stats.ops["NOR"] > 100
+
+
+def test_ftz_flushes_and_ieee_keeps_subnormals():
+    fmt = FORMATS["f32"]
+    tiny = np.array([1 << fmt.frac_bits], np.uint64)  # the smallest normal
+    half = np.array([(fmt.bias - 1) << fmt.frac_bits], np.uint64)  # 0.5
+    assert float_reference("mul", tiny, half, 8, 23, "ieee")[0] == 1 << 22  # subnormal
+    assert float_reference("mul", tiny, half, 8, 23, "ftz")[0] == 0
+
+
+def test_verification_catches_a_wrong_program():
+    routine = build_routine("add", "bf16", mode="ftz", crossbars=1)
+    ops = list(routine.program.ops)
+    last_nor = max(i for i, op in enumerate(ops) if op.opcode.value == "NOR")
+    victim = ops[last_nor]
+    ops[last_nor] = type(victim)(**{**victim.__dict__, "ins": victim.ins[:1]})
+    broken = type(routine)(**{**routine.__dict__, "program": type(routine.program)(
+        **{**routine.program.__dict__, "ops": tuple(ops)})})
+    with pytest.raises(PimError, match="rows differ"):
+        verify(broken)
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(PimError, match="mode must be ieee or ftz"):
+        build_routine("add", "f32", mode="fast")
