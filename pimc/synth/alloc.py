@@ -24,11 +24,13 @@ class Allocation:
 
 
 def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence[int],
-             what: str = "routine", spread: int = 32) -> Allocation:
+             what: str = "routine", reserve: int = 32) -> Allocation:
     """Assign columns: inputs keep theirs, outputs get theirs, the rest come from `scratch`.
 
-    Up to `spread` scratch columns are put in rotation before dead ones are reused: more
-    columns mean longer INIT windows, so fewer bulk INITs, at the price of peak scratch.
+    A dead cell is reused only once `reserve` other dead cells are waiting (while the
+    budget allows): each reused cell has then been dead for a while, which gives its
+    re-INIT a long window to share a bulk INIT with others. Larger reserves trade scratch
+    columns for fewer INIT cycles.
     """
     pinned: dict[Bit, int] = {}
     constants: list[tuple[int, int]] = []
@@ -65,7 +67,7 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
         elif g.out in pinned:
             cell[g.out] = pinned[g.out]
         else:
-            col = next(fresh, None) if peak < spread or not free else None
+            col = next(fresh, None) if len(free) <= reserve else None
             if col is not None:
                 peak += 1
             elif free:

@@ -111,16 +111,18 @@ class Fixed(Logic):
         if signed:
             a = list(a) + [a[-1]] * (width - len(a))
             b = list(b) + [b[-1]] * (width - len(b))
-        na = self.invert(a)
-        acc: Word = [ZERO] * width
-        for j, bj in enumerate(b[:width]):
-            nbj = self.not_(bj)
-            carry = ZERO
+        # The array runs on complements: a full adder of complements gives the complements
+        # of sum and carry, and the complement of a partial product, not a_i or not b_j,
+        # is an OR that the netlist folds into the adder's first NORs, so no gate
+        # computes a partial product at all.
+        na, nb = self.invert(a), self.invert(b[:width])
+        acc: Word = [ONE] * width
+        for j, nbj in enumerate(nb):
+            carry = ONE
             for i in range(j, width):
-                # The partial product bit is made right where it is added, so it dies at once.
-                pp = self.net.nor(na[i - j], nbj) if i - j < len(na) else ZERO
-                acc[i], carry = self.full_adder(acc[i], pp, carry)
-        return acc
+                npp = self.or_(na[i - j], nbj) if i - j < len(na) else ONE
+                acc[i], carry = self.full_adder(acc[i], npp, carry)
+        return self.invert(acc)
 
     def multiply_scaled(self, a: Sequence[Bit], b: Sequence[Bit], signed: bool,
                         frac_bits: int) -> Word:

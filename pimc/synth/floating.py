@@ -62,7 +62,9 @@ class Floating(Fixed):
 
     # ------------------------------------------------------------------ fields
 
-    def unpack(self, x: Sequence[Bit]) -> Unpacked:
+    def unpack(self, x: Sequence[Bit], mask_subnormal: bool = True) -> Unpacked:
+        """Fields of x. ftz reads subnormals as zero; `mask_subnormal=False` leaves their
+        fraction bits in the significand for callers that zero such results anyway."""
         m, e_bits = self.fmt.frac_bits, self.fmt.exp_bits
         frac, exp, sign = list(x[:m]), list(x[m:m + e_bits]), x[m + e_bits]
         e_zero = self.none(exp)
@@ -77,7 +79,8 @@ class Floating(Fixed):
             is_zero = self.and_(e_zero, f_zero)
         else:  # subnormal inputs read as zero
             exp_eff = exp
-            sig = [self.net.nor(self.not_(f), e_zero) for f in frac] + [hidden]
+            sig = [self.net.nor(self.not_(f), e_zero) for f in frac] if mask_subnormal else frac
+            sig = [*sig, hidden]
             is_nan = is_inf = ZERO
             is_zero = e_zero
         return Unpacked(sign, exp_eff, sig, frac + exp, is_nan, is_inf, is_zero)
@@ -120,29 +123,32 @@ class Floating(Fixed):
             x = [self.and_(v, self.not_(big)) for v in x]
         return x, sticky
 
-    def normalize_left(self, x: Word, budget: Word) -> tuple[Word, Word]:
-        """Shift x left until its top bit is 1, by at most `budget` places.
+    def normalize_left(self, x: Word, budget: Word | None) -> tuple[Word, Word]:
+        """Shift x left until its top bit is 1; with a budget, by at most `budget` places.
 
-        Returns the shifted word and what is left of the budget (budget - shift).
+        Returns the shifted word and the shift (binary, least significant bit first). The
+        shift is min(leading zeros, budget), decided from the most significant stage down:
+        while the stages taken so far equal the budget's high bits ("tight"), a stage may
+        only be taken where the budget has a 1.
         """
         n = len(x)
-        for j in reversed(range(max(1, (n - 1).bit_length()))):
+        stages = max(1, (n - 1).bit_length())
+        shift: Word = [ZERO] * stages
+        cap: Word = []
+        tight = ONE
+        if budget is not None:
+            high = self.any_(budget[stages:]) if len(budget) > stages else ZERO
+            cap = [self.or_(budget[j], high) if j < len(budget) else high
+                   for j in range(stages)]
+        for j in reversed(range(stages)):
             k = 1 << j
-            if k >= n:
-                continue
-            room = self.any_(budget[j:])  # budget >= 2^j
-            go = self.and_(self.none(x[n - k:]), room)
+            go = self.none(x[n - k:])
+            if budget is not None:
+                go = self.and_(go, self.or_(self.not_(tight), cap[j]))
+                tight = self.and_(tight, self.or_(self.not_(cap[j]), go))
             x = self.select(go, [ZERO] * k + x[: n - k], x)
-            budget = self.select(go, self.decrement_at(budget, j), budget)
-        return x, budget
-
-    def decrement_at(self, v: Word, j: int) -> Word:
-        """v - 2^j, for v >= 2^j (the borrow runs from bit j upward)."""
-        out, borrow = list(v[:j]), ONE
-        for bit in v[j:]:
-            out.append(self.xor(bit, borrow))
-            borrow = self.and_(borrow, self.not_(bit))
-        return out
+            shift[j] = go
+        return x, shift
 
     # ------------------------------------------------------------------ rounding and packing
 
@@ -202,10 +208,12 @@ class Floating(Fixed):
         shifted = [self.or_(total[0], total[1]), *total[2:], ONE]
         t = self.select(carry, shifted, total)
         exp_base, _ = self.increment([*big_e, ZERO], carry)
-        # Normalise left; the budget keeps the exponent at 1 or more (subnormal results).
-        budget, _ = self.sub(exp_base, _constant(1, len(exp_base)))
-        t, budget = self.normalize_left(t, budget)
-        exp_base, _ = self.increment(budget, ONE)
+        # Normalise left. ieee: by at most exponent - 1 places, so that a result below the
+        # normal range comes out subnormal. ftz: all the way, then flush if that underflows.
+        budget = self.sub(exp_base, _constant(1, len(exp_base)))[0] if self.ieee else None
+        t, shift = self.normalize_left(t, budget)
+        exp_base, no_borrow = self.sub(exp_base, shift + [ZERO] * (len(exp_base) - len(shift)))
+        underflow = ZERO if self.ieee else self.or_(self.not_(no_borrow), self.none(exp_base))
         sig, guard, rest = t[3:], t[2], self.or_(t[1], t[0])
         exact_zero = self.none([*total, carry])
         sign = self.mux(exact_zero, self.and_(ua.sign, ub.sign), big_s)
@@ -215,8 +223,12 @@ class Floating(Fixed):
             nan = self.or_(ua.is_nan, ub.is_nan, invalid)
             inf_sign = self.mux(ua.is_inf, ua.sign, ub.sign)
             inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
-            special_value = self.select(nan, self.nan_result(a, b_in, ua, self.unpack(b_in)), [*inf, inf_sign])
+            special_value = self.select(nan, self.nan_result(a, b_in, ua, ub), [*inf, inf_sign])
             special = (self.or_(nan, ua.is_inf, ub.is_inf), special_value)
+        if underflow != ZERO:
+            flushed = [ZERO] * (fmt.width - 1) + [sign]
+            special = (underflow, flushed) if special is None else (
+                self.or_(special[0], underflow), self.select(special[0], special[1], flushed))
         return self.round_pack(sign, exp_base, sig, guard, rest, special)
 
     def fsub(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
@@ -226,7 +238,8 @@ class Floating(Fixed):
         """a * b: significand product, exponent sum, normalise (both ways), round."""
         fmt = self.fmt
         p = fmt.frac_bits + 1
-        ua, ub = self.unpack(a), self.unpack(b)
+        # ftz: a zero or subnormal operand makes the result zero below, whatever the product.
+        ua, ub = self.unpack(a, mask_subnormal=False), self.unpack(b, mask_subnormal=False)
         sign = self.xor(ua.sign, ub.sign)
         prod = self.multiply(ua.sig, ub.sig, signed=False)  # 2p bits, value in [0, 4)
         ew = fmt.exp_bits + 2  # signed exponent arithmetic
@@ -241,8 +254,8 @@ class Floating(Fixed):
             budget, _ = self.sub(e_top, _constant(1, ew))
             valid = self.not_(budget[-1])
             budget = [self.and_(v, valid) for v in budget]
-            t, budget = self.normalize_left(t, budget)
-            e_top = self.select(valid, self.increment(budget, ONE)[0], e_top)
+            t, shift = self.normalize_left(t, budget)
+            e_top = self.sub(e_top, shift + [ZERO] * (ew - len(shift)))[0]
         else:
             # Normal significands: the product is in [1, 4), one place at most.
             top = prod[-1]

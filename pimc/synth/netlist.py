@@ -31,6 +31,7 @@ class Netlist:
     _next: int = 0
     _cons: dict[tuple[Bit, ...], Bit] = field(default_factory=dict)
     _def: dict[Bit, tuple[Bit, ...]] = field(default_factory=dict)  # value -> its NOR's inputs
+    _consumed: set[Bit] = field(default_factory=set)  # taken over by an accumulate
 
     @property
     def next_value(self) -> Bit:
@@ -59,7 +60,9 @@ class Netlist:
     def _inverse(self, x: Bit) -> Bit | None:
         """y when x = NOR(y), so NOR(x) = y; None otherwise."""
         ins = self._def.get(x)
-        return ins[0] if ins is not None and len(ins) == 1 else None
+        if ins is None or len(ins) != 1 or ins[0] in self._consumed:
+            return None
+        return ins[0]
 
     def nor(self, *ins: Bit) -> Bit:
         """NOR of any number of values, simplified and wider than max_fanin if needed."""
@@ -77,7 +80,8 @@ class Netlist:
         for x in args:
             inner = self._inverse(x)
             s = self._def.get(inner) if inner is not None else None
-            if s is not None and len(s) > 1 and len((flat - {x}) | set(s)) <= self.max_fanin:
+            if (s is not None and len(s) > 1 and len((flat - {x}) | set(s)) <= self.max_fanin
+                    and not self._consumed.intersection(s)):
                 flat = (flat - {x}) | set(s)
         if any(self._inverse(x) in flat for x in flat):
             return ZERO  # x and not x
@@ -106,6 +110,7 @@ class Netlist:
             return self.nor(*args)
         out = self.new_value()
         self.gates.append(Gate(out, args, acc_from=target))
+        self._consumed.add(target)
         return out
 
     def copy(self, x: Bit) -> Bit:
