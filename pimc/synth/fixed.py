@@ -102,25 +102,33 @@ class Fixed(Logic):
 
     def multiply(self, a: Sequence[Bit], b: Sequence[Bit], signed: bool,
                  width: int | None = None) -> Word:
-        """a * b, the low `width` bits (default 2N) of the product; shift-and-add rows.
+        """a * b, the low `width` bits (default 2N) of the product: an array of full adders.
 
-        Signed operands are sign-extended to `width` bits first, which makes the low
-        `width` bits of the unsigned product the two's complement product.
+        The array runs on complements: a full adder of complements gives the complements of
+        sum and carry, and the complement of a partial product, not a_i or not b_j, is an OR
+        that the netlist folds into the adder's first NORs, so no gate computes a partial
+        product. Signed operands use Baugh-Wooley: the partial products with exactly one
+        sign bit are complemented and the constant 2^N + 2^(2N-1) is added, here by starting
+        the (complemented) accumulator from it. The low N bits need no correction.
         """
+        n = len(a)
         width = width or len(a) + len(b)
-        if signed:
-            a = list(a) + [a[-1]] * (width - len(a))
-            b = list(b) + [b[-1]] * (width - len(b))
-        # The array runs on complements: a full adder of complements gives the complements
-        # of sum and carry, and the complement of a partial product, not a_i or not b_j,
-        # is an OR that the netlist folds into the adder's first NORs, so no gate
-        # computes a partial product at all.
+        baugh_wooley = signed and width > n
+        if baugh_wooley and len(b) != n:
+            raise ValueError("signed products need operands of one width")
         na, nb = self.invert(a), self.invert(b[:width])
-        acc: Word = [ONE] * width
+        start = (1 << n) + (1 << (2 * n - 1)) if baugh_wooley else 0
+        acc: Word = [ZERO if start >> i & 1 else ONE for i in range(width)]
         for j, nbj in enumerate(nb):
             carry = ONE
             for i in range(j, width):
-                npp = self.or_(na[i - j], nbj) if i - j < len(na) else ONE
+                k = i - j
+                if k >= len(na):
+                    npp = ONE
+                elif baugh_wooley and (k == n - 1) != (j == n - 1):
+                    npp = self.net.nor(na[k], nbj)  # the complemented product, complemented
+                else:
+                    npp = self.or_(na[k], nbj)
                 acc[i], carry = self.full_adder(acc[i], npp, carry)
         return self.invert(acc)
 

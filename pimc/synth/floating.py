@@ -156,29 +156,37 @@ class Floating(Fixed):
                    special: tuple[Bit, Word] | None = None) -> Word:
         """Round sig (hidden bit on top) to nearest even and pack.
 
-        exp_base is the biased exponent if the hidden bit ends up set (E+1 bits, >= 1);
-        a result whose hidden bit stays clear is subnormal (ftz: flushed to zero).
+        exp_base is the biased exponent for when the hidden bit is set (>= 1). Rounding
+        increments the exponent and fraction fields as one integer, so a carry out of the
+        fraction bumps the exponent, and a subnormal that rounds up becomes normal. ftz
+        flushes a result whose exponent field is still 0 after rounding.
         """
         fmt = self.fmt
+        m, e = fmt.frac_bits, fmt.exp_bits
+        hidden = sig[-1]
+        field = [self.and_(x, hidden) for x in exp_base[:e]]
         up = self.and_(guard, self.or_(rest, sig[0]))
-        rounded, carry = self.increment(sig, up)
-        hidden = self.or_(rounded[-1], carry)
-        exp, _ = self.increment(exp_base, carry)
-        exp_field = [self.and_(e, hidden) for e in exp]
-        frac = rounded[: fmt.frac_bits]
-        overflow = self.any_(exp_field[fmt.exp_bits:]) if len(exp_field) > fmt.exp_bits else ZERO
-        all_ones = self.and_(*exp_field[: fmt.exp_bits])
-        overflow = self.or_(overflow, all_ones)
-        if not self.ieee:
-            frac = [self.and_(f, hidden) for f in frac]  # flush subnormal results
-            packed = frac + exp_field[: fmt.exp_bits] + [sign]
+        body, _ = self.increment(sig[:m] + field, up)
+        zero = [ZERO] * (fmt.width - 1) + [sign]
+        if self.ieee:
+            high = self.any_(exp_base[e:]) if len(exp_base) > e else ZERO
+            overflow = self.and_(hidden, self.or_(high, self.and_(*exp_base[:e])))
+            body = self.select(overflow, _constant(((1 << e) - 1) << m, fmt.width - 1), body)
         else:
-            inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
-            body = self.select(overflow, inf, frac + exp_field[: fmt.exp_bits])
-            packed = [*body, sign]
+            special = self.either(special, (self.none(body[m:]), zero))
+        packed = [*body, sign]
         if special is not None:
             packed = self.select(special[0], special[1], packed)
         return packed
+
+    def either(self, first: tuple[Bit, Word] | None,
+               second: tuple[Bit, Word]) -> tuple[Bit, Word]:
+        """Combine two (condition, value) overrides; the first wins where both apply."""
+        if first is None:
+            return second
+        if first[1] == second[1]:
+            return self.or_(first[0], second[0]), first[1]
+        return self.or_(first[0], second[0]), self.select(first[0], first[1], second[1])
 
     # ------------------------------------------------------------------ operations
 
@@ -226,72 +234,70 @@ class Floating(Fixed):
             special_value = self.select(nan, self.nan_result(a, b_in, ua, ub), [*inf, inf_sign])
             special = (self.or_(nan, ua.is_inf, ub.is_inf), special_value)
         if underflow != ZERO:
-            flushed = [ZERO] * (fmt.width - 1) + [sign]
-            special = (underflow, flushed) if special is None else (
-                self.or_(special[0], underflow), self.select(special[0], special[1], flushed))
+            special = self.either(special, (underflow, [ZERO] * (fmt.width - 1) + [sign]))
         return self.round_pack(sign, exp_base, sig, guard, rest, special)
 
     def fsub(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
         return self.fadd(a, b, negate_b=True)
 
     def fmul(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
-        """a * b: significand product, exponent sum, normalise (both ways), round."""
+        """a * b: significand product, exponent sum, normalise, round."""
         fmt = self.fmt
         p = fmt.frac_bits + 1
+        ew = fmt.exp_bits + 2  # signed exponent arithmetic
+        minus_bias = _constant(-fmt.bias & ((1 << ew) - 1), ew)
         # ftz: a zero or subnormal operand makes the result zero below, whatever the product.
         ua, ub = self.unpack(a, mask_subnormal=False), self.unpack(b, mask_subnormal=False)
         sign = self.xor(ua.sign, ub.sign)
         prod = self.multiply(ua.sig, ub.sig, signed=False)  # 2p bits, value in [0, 4)
-        ew = fmt.exp_bits + 2  # signed exponent arithmetic
-        e_sum, _ = self.add([*ua.exp, ZERO, ZERO], [*ub.exp, ZERO, ZERO])
-        # Exponent of the product's bit 2p-2 (the binary point): ea + eb - bias.
-        e_val, _ = self.add(e_sum, _constant(-fmt.bias & ((1 << ew) - 1), ew))
-        # Take the top bit as the hidden position: exponent + 1 for it.
-        e_top, _ = self.increment(e_val, ONE)
-        t = prod  # hidden candidate at the top (bit 2p-1)
-        if self.ieee:
-            # Normalise left (subnormal inputs: by many places), keeping the exponent >= 1.
-            budget, _ = self.sub(e_top, _constant(1, ew))
-            valid = self.not_(budget[-1])
-            budget = [self.and_(v, valid) for v in budget]
-            t, shift = self.normalize_left(t, budget)
-            e_top = self.sub(e_top, shift + [ZERO] * (ew - len(shift)))[0]
-        else:
-            # Normal significands: the product is in [1, 4), one place at most.
-            top = prod[-1]
-            t = self.select(top, prod, [ZERO, *prod[:-1]])
-            e_top = self.select(top, e_top, e_val)
-        # Tiny results: shift right until the exponent is 1 (ieee), or once (ftz: the only
-        # shift that can still round up into the normal range).
-        shift, _ = self.sub(_constant(1, ew), e_top)  # 1 - e, meaningful when e < 1
-        tiny = self.and_(self.not_(shift[-1]), self.any_(shift))  # 1 - e > 0
-        if not self.ieee:
-            shift = [self.and_(shift[0], self.none(shift[1:]))]
-            tiny_far = self.and_(tiny, self.not_(shift[0]))
-        width = len(t)
-        amount = [self.and_(v, tiny) for v in shift[:-1]] if self.ieee else [
-            self.and_(shift[0], tiny)]
-        t, sticky = self.shift_right_sticky(t, amount, ZERO)
-        exp_base = self.select(tiny, _constant(1, ew), e_top)
-        sig = t[width - p:]
-        guard = t[width - p - 1]
-        rest = self.or_(sticky, self.any_(t[: width - p - 1]))
         is_zero_in = self.or_(ua.is_zero, ub.is_zero)
-        special = None
-        if self.ieee:
-            overflow_in = self.and_(self.not_(e_top[-1]), self.any_(e_top[fmt.exp_bits:]))
-            invalid = self.or_(self.and_(ua.is_inf, ub.is_zero), self.and_(ub.is_inf, ua.is_zero))
-            nan = self.or_(ua.is_nan, ub.is_nan, invalid)
-            inf_or_big = self.or_(ua.is_inf, ub.is_inf, overflow_in)
-            inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
-            zero = [ZERO] * (fmt.width - 1)
-            special_value = self.select(nan, self.nan_result(a, b, ua, ub),
-                                        [*self.select(is_zero_in, zero, inf), sign])
-            special = (self.or_(nan, inf_or_big, is_zero_in), special_value)
-            exp_base = exp_base[: fmt.exp_bits + 1]
-        else:
-            # Results far below the normal range, and zero operands, are zero.
-            zero_out = self.or_(is_zero_in, tiny_far, e_top[-1])
-            special = (zero_out, [ZERO] * (fmt.width - 1) + [sign])
-            exp_base = exp_base[: fmt.exp_bits + 1]
+        if not self.ieee:
+            return self._fmul_ftz(ua, ub, sign, prod, minus_bias, is_zero_in)
+        # Exponent if the product's top bit (2p-1) is the hidden bit: ea + eb - bias + 1.
+        e_sum, _ = self.add([*ua.exp, ZERO, ZERO], [*ub.exp, ZERO, ZERO], ONE)
+        e_top, _ = self.add(e_sum, minus_bias)
+        # Normalise left (subnormal inputs: by many places), keeping the exponent >= 1.
+        budget, _ = self.sub(e_top, _constant(1, ew))
+        valid = self.not_(budget[-1])
+        budget = [self.and_(v, valid) for v in budget]
+        t, shift = self.normalize_left(prod, budget)
+        e_top = self.sub(e_top, shift + [ZERO] * (ew - len(shift)))[0]
+        # Tiny results: shift right until the exponent is 1.
+        right, _ = self.sub(_constant(1, ew), e_top)  # 1 - e, meaningful when e < 1
+        tiny = self.and_(self.not_(right[-1]), self.any_(right))
+        t, sticky = self.shift_right_sticky(t, [self.and_(v, tiny) for v in right[:-1]], ZERO)
+        exp_base = self.select(tiny, _constant(1, ew), e_top)[: fmt.exp_bits + 1]
+        width = len(t)
+        sig, guard = t[width - p:], t[width - p - 1]
+        rest = self.or_(sticky, self.any_(t[: width - p - 1]))
+        overflow_in = self.and_(self.not_(e_top[-1]), self.any_(e_top[fmt.exp_bits:]))
+        invalid = self.or_(self.and_(ua.is_inf, ub.is_zero), self.and_(ub.is_inf, ua.is_zero))
+        nan = self.or_(ua.is_nan, ub.is_nan, invalid)
+        inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
+        zero = [ZERO] * (fmt.width - 1)
+        special_value = self.select(nan, self.nan_result(a, b, ua, ub),
+                                    [*self.select(is_zero_in, zero, inf), sign])
+        special = (self.or_(nan, ua.is_inf, ub.is_inf, overflow_in, is_zero_in), special_value)
         return self.round_pack(sign, exp_base, sig, guard, rest, special)
+
+    def _fmul_ftz(self, ua: Unpacked, ub: Unpacked, sign: Bit, prod: Word, minus_bias: Word,
+                  is_zero_in: Bit) -> Word:
+        """Normal significands: the product is in [1, 4), so the hidden bit is one of the top
+        two bits, and a result can reach the normal range only from exponent field 0, by one
+        place right and a rounding carry. Only the significand and guard are selected; the
+        bits below fold into the sticky bit."""
+        fmt = self.fmt
+        p = fmt.frac_bits + 1
+        top = prod[-1]
+        e_sum, _ = self.add([*ua.exp, ZERO, ZERO], [*ub.exp, ZERO, ZERO], top)
+        field, _ = self.add(e_sum, minus_bias)  # ea + eb + top - bias
+        low = self.any_(prod[: p - 2])
+        window = self.select(top, prod[p - 1:], prod[p - 2:-1])  # guard, then significand
+        sticky = self.or_(low, self.and_(top, prod[p - 2]))
+        edge = self.none(field)  # field 0: one place right, exponent 1
+        shifted = [*window[1:], ZERO]
+        sticky = self.or_(sticky, self.and_(edge, window[0]))
+        window = self.select(edge, shifted, window)
+        exp_base = [self.or_(field[0], edge), *field[1: fmt.exp_bits + 1]]
+        special = (self.or_(is_zero_in, field[-1]), [ZERO] * (fmt.width - 1) + [sign])
+        return self.round_pack(sign, exp_base, window[1:], window[0], sticky, special)
