@@ -42,6 +42,6 @@ def test_scratch_budget_too_small_is_a_clear_error():
 
 
 def test_scratch_budget_is_respected():
-    routine = build_routine("mul", "i16", scratch_budget=40)
-    assert routine.peak_scratch <= 40
+    routine = build_routine("mul", "i16", scratch_budget=64)
+    assert routine.peak_scratch <= 64
     verify(routine)
