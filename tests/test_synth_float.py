@@ -7,6 +7,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from pimc.isa.arch import Arch, InitModel
+from pimc.isa.cost import program_cycles
 from pimc.isa.errors import PimError
 from pimc.synth.floating import FORMATS
 from pimc.synth.oracle import float_reference, numpy_nan_rule
@@ -42,8 +44,27 @@ def test_oracle_is_numpy(dtype, op):
 @pytest.mark.parametrize("dtype", sorted(FORMATS))
 @pytest.mark.parametrize("op", sorted(UFUNC))
 def test_float_routine_is_bit_exact(op, dtype, mode):
-    stats, rows = verify(build_routine(op, dtype, mode=mode, crossbars=4), seed=3)
+    stats, rows = verify(build_routine(op, dtype, mode=mode, crossbars=4, align="nor"), seed=3)
     assert rows == 4096 and stats.ops["NOR"] > 100
+
+
+@pytest.mark.parametrize("mode", ["ieee", "ftz"])
+@pytest.mark.parametrize("dtype", sorted(FORMATS))
+def test_search_aligned_add_is_bit_exact(dtype, mode):
+    stats, rows = verify(build_routine("add", dtype, mode=mode, crossbars=4, align="search"),
+                         seed=5)
+    assert rows == 4096
+    assert stats.ops["SEARCH"] == FORMATS[dtype].frac_bits + 4  # one per shift amount, +1
+
+
+def test_auto_alignment_picks_the_cheaper_per_init_model():
+    for model in InitModel:
+        arch = Arch(init_model=model)
+        picked = build_routine("add", "f32", mode="ftz", arch=arch)
+        cycles = {a: program_cycles(build_routine("add", "f32", mode="ftz", arch=arch,
+                                                  align=a).program.ops, arch)
+                  for a in ("nor", "search")}
+        assert picked.align == min(cycles, key=cycles.get)
 
 
 def test_ftz_flushes_and_ieee_keeps_subnormals():

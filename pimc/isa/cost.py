@@ -7,6 +7,7 @@ computes it while executing (see runtime.machine).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pimc.isa.arch import Arch, InitModel
@@ -58,3 +59,8 @@ def timing(op: Op, arch: Arch) -> OpTiming:
         n = len(op.src_cols) + transfer_distance(op)
         return OpTiming(n, n, arch.t_transfer_ns)
     raise TypeError(f"not a micro-op: {op!r}")
+
+
+def program_cycles(ops: Iterable[Op], arch: Arch) -> int:
+    """Cycles of a straight-line op sequence under the architecture's INIT model."""
+    return sum(timing(op, arch).cycles(arch.init_model) for op in ops)

@@ -52,7 +52,7 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
             pinned[v] = col
     last: dict[Bit, int] = {}
     for i, g in enumerate(gates):
-        for x in (*g.ins, *((g.acc_from,) if g.acc_from is not None else ())):
+        for x in g.reads():
             last[x] = i
     cell: dict[Bit, int] = dict(net.inputs)
     free: deque[int] = deque()
@@ -75,7 +75,9 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
             else:
                 raise PimError(f"{what} needs more than its {len(scratch)} scratch columns")
             cell[g.out] = col
-        for x in set(g.ins):
+        for x in set(g.ins) | set(g.when[0] if g.when else ()):
+            if x in (ZERO, ONE):
+                continue
             if last[x] == i and x not in net.inputs and x not in pinned:
                 free.append(cell[x])
     missing = [v for v in finals if v not in cell and v not in pinned]

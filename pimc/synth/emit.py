@@ -10,7 +10,9 @@ the fewest bulk-INIT cycles, with exactly one initialisation per gate.
 from __future__ import annotations
 
 from pimc.isa.builder import ProgramBuilder, Where
+from pimc.isa.errors import PimError
 from pimc.synth.alloc import Allocation
+from pimc.synth.netlist import ONE, ZERO, Bit
 
 
 def schedule_inits(alloc: Allocation) -> list[list[int]]:
@@ -27,21 +29,49 @@ def schedule_inits(alloc: Allocation) -> list[list[int]]:
             else:
                 open_slot = i
                 groups[i].append(col)
-        for x in g.ins:
-            last_access[alloc.cell[x]] = i
+        for x in g.reads():
+            if x in alloc.cell:
+                last_access[alloc.cell[x]] = i
         last_access[col] = i
     return groups
 
 
 def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where = None,
          pred: bool = False) -> None:
-    """Append the routine's micro-ops to `b`."""
-    where = dict(xbs=xbs, rows=rows, pred=pred)
+    """Append the routine's micro-ops to `b` (a SEARCH before each run of predicated gates)."""
+    where = dict(xbs=xbs, rows=rows)
     if alloc.constants:
         cols, values = zip(*sorted(alloc.constants), strict=True)
-        b.init(cols, sum(v << i for i, v in enumerate(values)), **where)
+        b.init(cols, sum(v << i for i, v in enumerate(values)), pred=pred, **where)
+    tag: tuple[tuple[int, ...], int] | None = None
     for g, group in zip(alloc.gates, schedule_inits(alloc), strict=True):
         if group:
-            b.init(sorted(group), (1 << len(group)) - 1, **where)
+            b.init(sorted(group), (1 << len(group)) - 1, pred=pred, **where)
+        if g.when is not None:
+            if pred:
+                raise PimError("a routine with predicated gates cannot itself be predicated")
+            search = _search_key(alloc, g.when)
+            if search is None:
+                continue  # a constant bit of the key never matches: no row is written
+            if search[0] and search != tag:
+                b.search(search[0], search[1], **where)
+                tag = search
+        predicated = pred or (g.when is not None and bool(_search_key(alloc, g.when)[0]))
         b.nor(alloc.cell[g.out], *(alloc.cell[x] for x in g.ins),
-              acc=g.acc_from is not None, **where)
+              acc=g.acc_from is not None, pred=predicated, **where)
+
+
+def _search_key(alloc: Allocation, when: tuple[tuple[Bit, ...], int]
+                ) -> tuple[tuple[int, ...], int] | None:
+    """The columns and key of the SEARCH for `when`, constants resolved."""
+    bits, key = when
+    cols, value = [], 0
+    for i, bit in enumerate(bits):
+        want = key >> i & 1
+        if bit in (ZERO, ONE):
+            if (bit == ONE) != bool(want):
+                return None
+            continue
+        value |= want << len(cols)
+        cols.append(alloc.cell[bit])
+    return tuple(cols), value

@@ -53,10 +53,11 @@ def _constant(value: int, width: int) -> Word:
 
 class Floating(Fixed):
     def __init__(self, net, fmt: Format, mode: str,  # type: ignore[no-untyped-def]
-                 nan_rule: tuple[bool, bool] = (False, False)) -> None:
+                 nan_rule: tuple[bool, bool] = (False, False), align: str = "nor") -> None:
         super().__init__(net)
-        if mode not in ("ieee", "ftz"):
-            raise ValueError(mode)
+        if mode not in ("ieee", "ftz") or align not in ("nor", "search"):
+            raise ValueError((mode, align))
+        self.align = align
         self.fmt, self.ieee = fmt, mode == "ieee"
         self.b_nan_first, self.canonical_nan = nan_rule
 
@@ -122,6 +123,32 @@ class Floating(Fixed):
             sticky = self.or_(sticky, self.and_(big, self.any_(x)))
             x = [self.and_(v, self.not_(big)) for v in x]
         return x, sticky
+
+    def align_by_search(self, x: Word, amount: Word) -> tuple[Word, Bit]:
+        """shift_right_sticky by FloatPIM's method: one exact SEARCH per shift amount k, and
+        in its rows, predicated NORs write the shifted bits. The result is built complemented
+        (cells start at 1, and a NOR writes the complement), so bits shifted in from above,
+        which are 0, need no write at all; nor do the rows of amounts >= len(x)."""
+        n = len(x)
+        inverted: list[Bit | None] = [None] * n
+        # Prefix ORs of x, for the sticky bit of each amount.
+        prefix: list[Bit] = [ZERO]
+        for v in x:
+            prefix.append(self.or_(prefix[-1], v))
+        no_sticky: Bit | None = None
+        limit = min(n, 1 << len(amount))
+        for k in range(limit):
+            when = (tuple(amount), k)
+            for i in range(n - k):
+                inverted[i] = self.net.predicated_nor(when, (x[i + k],), inverted[i])
+            if prefix[k] != ZERO:
+                no_sticky = self.net.predicated_nor(when, (prefix[k],), no_sticky)
+        # Amounts of n or more: every bit is shifted out into the sticky bit.
+        big = self.not_(self.less_than(amount, _constant(n, len(amount)), signed=False))
+        if limit < (1 << len(amount)) and prefix[n] != ZERO:
+            no_sticky = self.net.predicated_nor(((big,), 1), (prefix[n],), no_sticky)
+        aligned = [self.not_(v) if v is not None else ZERO for v in inverted]
+        return aligned, self.not_(no_sticky) if no_sticky is not None else ZERO
 
     def normalize_left(self, x: Word, budget: Word | None) -> tuple[Word, Word]:
         """Shift x left until its top bit is 1; with a budget, by at most `budget` places.
@@ -205,7 +232,9 @@ class Floating(Fixed):
         small_m = self.select(swap, ua.sig, ub.sig)
         diff, _ = self.sub(big_e, small_e)
         # Aligned small significand with guard and round positions below it.
-        aligned, sticky = self.shift_right_sticky([ZERO, ZERO, *small_m], diff, ZERO)
+        shifter = self.align_by_search if self.align == "search" else (
+            lambda x, d: self.shift_right_sticky(x, d, ZERO))
+        aligned, sticky = shifter([ZERO, ZERO, *small_m], diff)
         op = self.xor(ua.sign, ub.sign)  # effective subtraction
         wide_b = [sticky, *aligned]
         wide_a = [ZERO, ZERO, ZERO, *big_m]

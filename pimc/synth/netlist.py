@@ -16,11 +16,21 @@ Bit = int
 
 @dataclass(frozen=True)
 class Gate:
-    """out <- NOR(ins); with `acc_from`, out takes over that value's cell: out <- acc AND NOR."""
+    """out <- NOR(ins); with `acc_from`, out takes over that value's cell: out <- acc AND NOR.
+
+    With `when` = (bits, key), the gate acts only in rows whose `bits` read `key` (a SEARCH
+    sets the tag first); rows it skips keep the cell's value, which is 1 after the INIT of
+    a chain's first gate.
+    """
 
     out: Bit
     ins: tuple[Bit, ...]
     acc_from: Bit | None = None
+    when: tuple[tuple[Bit, ...], int] | None = None
+
+    def reads(self) -> tuple[Bit, ...]:
+        extra = (self.acc_from,) if self.acc_from is not None else ()
+        return (*self.ins, *extra, *(self.when[0] if self.when else ()))
 
 
 @dataclass
@@ -113,6 +123,23 @@ class Netlist:
         self._consumed.add(target)
         return out
 
+    def predicated_nor(self, when: tuple[tuple[Bit, ...], int], ins: tuple[Bit, ...],
+                       into: Bit | None = None) -> Bit:
+        """NOR(ins) in the rows where `when` matches; other rows keep `into`'s value (or 1
+        for a new value). Not simplified or shared: each is a real write."""
+        args = tuple(x for x in ins if x != ZERO)
+        if ONE in args:
+            raise ValueError("a predicated NOR of a constant 1 has no cell to read")
+        if into == ONE:
+            into = None
+        if not args:  # NOR() = 1: the rows keep the 1 they hold
+            return ONE if into is None else into
+        out = self.new_value()
+        self.gates.append(Gate(out, args, acc_from=into, when=when))
+        if into is not None:
+            self._consumed.add(into)
+        return out
+
     def copy(self, x: Bit) -> Bit:
         """A fresh value equal to x (two NOTs that hash-consing must not fold away)."""
         inv, out = self.new_value(), self.new_value()
@@ -127,8 +154,6 @@ def live_gates(net: Netlist, outputs: list[Bit]) -> list[Gate]:
     for g in reversed(net.gates):
         if g.out in need:
             kept.append(g)
-            need.update(g.ins)
-            if g.acc_from is not None:
-                need.add(g.acc_from)
+            need.update(g.reads())
     kept.reverse()
     return kept

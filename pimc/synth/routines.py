@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
+from pimc.isa.cost import program_cycles
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
@@ -87,6 +88,7 @@ class Routine:
     dtype: str
     mode: str
     peak_scratch: int
+    align: str = "nor"
 
 
 def operand_dtypes(op: str, dt: DType) -> list[str]:
@@ -96,11 +98,22 @@ def operand_dtypes(op: str, dt: DType) -> list[str]:
 
 def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: int = 1,
                   rows: int | None = None, scratch_budget: int | None = None,
-                  mode: str | None = None) -> Routine:
+                  mode: str | None = None, align: str = "auto") -> Routine:
     """A program computing `op` element-wise on every row of `crossbars` crossbars.
 
-    `mode` is ieee or ftz for floating point (default ieee), int otherwise.
+    `mode` is ieee or ftz for floating point (default ieee), int otherwise. `align` picks
+    the float adder's exponent alignment: "nor" (a barrel shifter of NOR muxes), "search"
+    (FloatPIM's: one SEARCH per shift amount and predicated NORs), or "auto": both are
+    synthesised and the one with fewer cycles on `arch` is kept.
     """
+    if align == "auto":
+        if op in ("add", "sub") and parse_dtype(dtype).kind is Kind.FLOAT:
+            arch = arch or Arch()
+            kw = dict(arch=arch, crossbars=crossbars, rows=rows, scratch_budget=scratch_budget,
+                      mode=mode)
+            both = [build_routine(op, dtype, align=a, **kw) for a in ("nor", "search")]
+            return min(both, key=lambda r: program_cycles(r.program.ops, arch))
+        align = "nor"
     arch = arch or Arch()
     dt = parse_dtype(dtype)
     is_float = dt.kind is Kind.FLOAT
@@ -122,7 +135,7 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
         words.append(net.word_input(col, width))
         col += width
     if is_float:
-        logic = Floating(net, FORMATS[dt.name], mode, numpy_nan_rule(dt.name, op))
+        logic = Floating(net, FORMATS[dt.name], mode, numpy_nan_rule(dt.name, op), align)
         result: list[Bit] = list(FLOAT_OPS[op](logic, words))
         out_dt = dt
     else:
@@ -140,7 +153,7 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
     alloc = allocate(net, outputs, range(col, col + budget), what=f"{op} on {dtype}")
     with b.annotate(f"{op} {dtype}"):
         emit(alloc, b, rows=range_span(rows) if rows != arch.rows else None)
-    return Routine(b.build(), op, dtype, mode, alloc.peak_scratch)
+    return Routine(b.build(), op, dtype, mode, alloc.peak_scratch, align)
 
 
 def range_span(rows: int) -> Span:
