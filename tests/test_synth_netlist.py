@@ -65,7 +65,7 @@ def test_accumulated_values_are_not_read_again_by_simplification():
 def _program(net: Netlist, outputs, scratch=range(8, 64), **kw):
     alloc = allocate(net, outputs, scratch, **kw)
     b = ProgramBuilder(1, arch=Arch(rows=64, cols=64))
-    for v, col in sorted(net.inputs.items()):
+    for col in sorted(net.inputs.values()):
         b.input(f"x{col}", "u1", [64], col)
     for i, (_, col) in enumerate(outputs):
         b.output(f"y{i}", "u1", [64], col)
