@@ -21,7 +21,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from pimc.isa.arch import Arch, InitModel  # noqa: E402
 from pimc.synth.floating import FORMATS  # noqa: E402
-from pimc.synth.routines import INT_OPS, build_routine  # noqa: E402
+from pimc.synth.routines import FLOAT_OPS, INT_OPS, build_routine  # noqa: E402
 from pimc.synth.verify import verify  # noqa: E402
 
 # Cycles published for 32-bit fixed point and IEEE floats (FTZ, round to nearest even, no
@@ -55,8 +55,9 @@ def cases(quick: bool) -> list[tuple[str, str, str]]:
     if not quick:
         out += [(op, "i16", "int") for op in ("add", "mul", "mul_wide")]
     floats = ["f32", "bf16"] if quick else ["f32", "bf16", "f16"]
+    float_ops = ("add", "mul") if quick else sorted(FLOAT_OPS)
     for dtype in floats:
-        for op in ("add", "sub", "mul") if not quick else ("add", "mul"):
+        for op in float_ops:
             out += [(op, dtype, mode) for mode in ("ftz", "ieee")]
     return out
 

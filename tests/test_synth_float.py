@@ -11,7 +11,7 @@ from pimc.isa.arch import Arch, InitModel
 from pimc.isa.cost import program_cycles
 from pimc.isa.errors import PimError
 from pimc.synth.floating import FORMATS
-from pimc.synth.oracle import float_reference, numpy_nan_rule
+from pimc.synth.oracle import float_misc_reference, float_reference, numpy_nan_rule
 from pimc.synth.routines import build_routine
 from pimc.synth.verify import verify
 
@@ -65,6 +65,28 @@ def test_auto_alignment_picks_the_cheaper_per_init_model():
                                                   align=a).program.ops, arch)
                   for a in ("nor", "search")}
         assert picked.align == min(cycles, key=cycles.get)
+
+
+@pytest.mark.parametrize("mode", ["ieee", "ftz"])
+@pytest.mark.parametrize("dtype", sorted(FORMATS))
+@pytest.mark.parametrize("op", ["neg", "abs", "lt", "le", "eq", "min", "max", "relu",
+                                "to_i32", "from_i32"])
+def test_float_vocabulary_is_bit_exact(op, dtype, mode):
+    _, rows = verify(build_routine(op, dtype, mode=mode, crossbars=4), seed=9)
+    assert rows == 4096
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_int_to_float_oracle_is_numpy(dtype):
+    fmt = FORMATS[dtype]
+    ints = np.random.default_rng(2).integers(-2**31, 2**31, 20000).astype(np.int32)
+    ints[:6] = [0, 1, -1, 2**31 - 1, -2**31, 2**24 + 1]
+    want = float_misc_reference("from_i32", dtype, [ints.view(np.uint32).astype(np.uint64)],
+                                fmt.exp_bits, fmt.frac_bits)
+    ftype, store = NUMPY[dtype]
+    with np.errstate(all="ignore"):
+        got = ints.astype(ftype).view(store).astype(np.uint64)
+    assert np.array_equal(got, want)
 
 
 def test_ftz_flushes_and_ieee_keeps_subnormals():

@@ -157,3 +157,38 @@ def float_reference(op: str, a: np.ndarray, b: np.ndarray, e_bits: int, m_bits: 
     out = [float_reference_one(op, int(x), int(y), e_bits, m_bits, mode, nan_rule)
            for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True)]
     return np.array(out, dtype=np.uint64).reshape(a.shape)
+
+
+def numpy_float(dtype: str) -> tuple[type, type]:
+    """The numpy scalar type of a float dtype name, and the unsigned type of its bits."""
+    import ml_dtypes
+
+    return {"f32": (np.float32, np.uint32), "f16": (np.float16, np.uint16),
+            "bf16": (ml_dtypes.bfloat16, np.uint16)}[dtype]
+
+
+def float_misc_reference(op: str, dtype: str, raws: list[np.ndarray], e_bits: int,
+                         m_bits: int) -> np.ndarray:
+    """Results of the exact float ops (sign, compare, min/max, relu, conversions) as numpy
+    gives them, as raw bits. int -> float is rounded here, exactly (bfloat16's conversion
+    in ml_dtypes goes through float32, which can round twice)."""
+    ftype, store = numpy_float(dtype)
+    if op == "from_i32":
+        ints = raws[0].astype(np.uint32).view(np.int32).reshape(-1)
+        out = [round_to_format(int(v < 0), abs(int(v)), 0, e_bits, m_bits) for v in ints]
+        return np.array(out, dtype=np.uint64).reshape(raws[0].shape)
+    vals = [r.astype(store).view(ftype) for r in raws]
+    with np.errstate(all="ignore"):
+        if op in ("lt", "le", "eq"):
+            cmp = {"lt": np.less, "le": np.less_equal, "eq": np.equal}[op]
+            return cmp(vals[0], vals[1]).astype(np.uint64)
+        if op == "to_i32":
+            return vals[0].astype(np.int32).view(np.uint32).astype(np.uint64)
+        result = {
+            "neg": lambda: np.negative(vals[0]),
+            "abs": lambda: np.abs(vals[0]),
+            "min": lambda: np.minimum(vals[0], vals[1]),
+            "max": lambda: np.maximum(vals[0], vals[1]),
+            "relu": lambda: np.maximum(vals[0], np.zeros_like(vals[0])),
+        }[op]()
+    return np.asarray(result).view(store).astype(np.uint64)

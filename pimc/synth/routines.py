@@ -20,7 +20,8 @@ from pimc.isa.uop import Program, Span
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
 from pimc.synth.fixed import Fixed
-from pimc.synth.floating import FORMATS, Floating
+from pimc.synth.float_ops import FloatOps
+from pimc.synth.floating import FORMATS
 from pimc.synth.logic import Word
 from pimc.synth.netlist import Bit, Netlist
 from pimc.synth.oracle import numpy_nan_rule
@@ -72,10 +73,47 @@ INT_OPS: dict[str, OpSpec] = {
     "shr3": OpSpec(1, lambda f, w, dt: f.shift_right(w[0], 3, _signed(dt)), _same),
 }
 
-FLOAT_OPS: dict[str, Callable[[Floating, list[Word]], Word]] = {
-    "add": lambda f, w: f.fadd(w[0], w[1]),
-    "sub": lambda f, w: f.fsub(w[0], w[1]),
-    "mul": lambda f, w: f.fmul(w[0], w[1]),
+@dataclass(frozen=True)
+class FloatSpec:
+    build: Callable[[FloatOps, list[Word]], Word]
+    operands: Callable[[str], list[str]]  # operand dtypes, from the float dtype
+    result: Callable[[str], str]  # result dtype
+
+
+def _two(d: str) -> list[str]:
+    return [d, d]
+
+
+def _one(d: str) -> list[str]:
+    return [d]
+
+
+def _float(d: str) -> str:
+    return d
+
+
+def _flag(d: str) -> str:
+    return "u1"
+
+
+def _ties_to_a(f: FloatOps) -> bool:
+    return f.fmt == FORMATS["f16"]  # numpy's float16 min/max loop keeps a on ties
+
+
+FLOAT_OPS: dict[str, FloatSpec] = {
+    "add": FloatSpec(lambda f, w: f.fadd(w[0], w[1]), _two, _float),
+    "sub": FloatSpec(lambda f, w: f.fsub(w[0], w[1]), _two, _float),
+    "mul": FloatSpec(lambda f, w: f.fmul(w[0], w[1]), _two, _float),
+    "neg": FloatSpec(lambda f, w: f.fneg(w[0]), _one, _float),
+    "abs": FloatSpec(lambda f, w: f.fabs(w[0]), _one, _float),
+    "lt": FloatSpec(lambda f, w: f.flt(w[0], w[1]), _two, _flag),
+    "le": FloatSpec(lambda f, w: f.fle(w[0], w[1]), _two, _flag),
+    "eq": FloatSpec(lambda f, w: f.feq(w[0], w[1]), _two, _flag),
+    "min": FloatSpec(lambda f, w: f.fminmax(w[0], w[1], False, _ties_to_a(f)), _two, _float),
+    "max": FloatSpec(lambda f, w: f.fminmax(w[0], w[1], True, _ties_to_a(f)), _two, _float),
+    "relu": FloatSpec(lambda f, w: f.frelu(w[0], _ties_to_a(f)), _one, _float),
+    "to_i32": FloatSpec(lambda f, w: f.to_int(w[0], 32), _one, lambda d: "i32"),
+    "from_i32": FloatSpec(lambda f, w: f.from_int(w[0]), lambda d: ["i32"], _float),
 }
 
 OPERANDS = "abc"
@@ -128,16 +166,16 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
     b = ProgramBuilder(crossbars, arch=arch, source=f"pimc.synth:{op}:{dtype}:{mode}")
     shape = [crossbars, rows]
     col, words = 0, []
-    names = operand_dtypes(op, dt) if not is_float else [dt.name, dt.name]
+    names = operand_dtypes(op, dt) if not is_float else FLOAT_OPS[op].operands(dt.name)
     for name, odt in zip(OPERANDS, names, strict=False):
         width = parse_dtype(odt).bits
         b.input(name, odt, shape, col, rows=range_span(rows))
         words.append(net.word_input(col, width))
         col += width
     if is_float:
-        logic = Floating(net, FORMATS[dt.name], mode, numpy_nan_rule(dt.name, op), align)
-        result: list[Bit] = list(FLOAT_OPS[op](logic, words))
-        out_dt = dt
+        logic = FloatOps(net, FORMATS[dt.name], mode, numpy_nan_rule(dt.name, op), align)
+        result: list[Bit] = list(FLOAT_OPS[op].build(logic, words))
+        out_dt = parse_dtype(FLOAT_OPS[op].result(dt.name))
     else:
         spec = INT_OPS[op]
         result = list(spec.build(Fixed(net), words, dt))

@@ -13,7 +13,12 @@ import numpy as np
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.synth.floating import FORMATS
-from pimc.synth.oracle import float_reference, int_reference, numpy_nan_rule
+from pimc.synth.oracle import (
+    float_misc_reference,
+    float_reference,
+    int_reference,
+    numpy_nan_rule,
+)
 from pimc.synth.routines import Routine
 from runtime import Stats, run_program
 
@@ -41,15 +46,38 @@ def float_edge_cases(dt: DType) -> list[int]:
     return magnitudes + [v | sign for v in magnitudes]
 
 
-def in_ftz_domain(routine: Routine, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """ftz leaves infinities, NaNs and overflowing results undefined: rows to check."""
+def in_ftz_domain(routine: Routine, raws: dict[str, np.ndarray]) -> np.ndarray:
+    """ftz leaves infinities, NaNs and overflowing results undefined, and reads subnormals
+    as zeros (which only the arithmetic ops define): the rows to check."""
     fmt = FORMATS[routine.dtype]
     e_max = (1 << fmt.exp_bits) - 1
-    finite = ((a >> np.uint64(fmt.frac_bits)) & np.uint64(e_max)) != e_max
-    finite &= ((b >> np.uint64(fmt.frac_bits)) & np.uint64(e_max)) != e_max
-    ieee = float_reference(routine.op, a, b, fmt.exp_bits, fmt.frac_bits, "ieee")
-    finite &= ((ieee >> np.uint64(fmt.frac_bits)) & np.uint64(e_max)) != e_max
-    return finite
+    keep = np.ones(next(iter(raws.values())).shape, dtype=bool)
+    floats = [raws[t.name] for t in routine.program.inputs if t.dtype in FORMATS]
+    for x in floats:
+        field = (x >> np.uint64(fmt.frac_bits)) & np.uint64(e_max)
+        keep &= field != e_max
+        if routine.op not in ("add", "sub", "mul"):
+            keep &= (field != 0) | ((x & np.uint64((1 << fmt.frac_bits) - 1)) == 0)
+    out_t = routine.program.outputs[0]
+    if out_t.dtype in FORMATS:
+        ieee = reference(routine, raws, "ieee")
+        keep &= ((ieee >> np.uint64(fmt.frac_bits)) & np.uint64(e_max)) != e_max
+    return keep
+
+
+def reference(routine: Routine, raws: dict[str, np.ndarray], mode: str | None = None
+              ) -> np.ndarray:
+    """The expected raw result bits of a routine, for its operands' raw bits."""
+    prog = routine.program
+    ins = [raws[t.name] for t in prog.inputs]
+    dt = parse_dtype(routine.dtype)
+    if dt.kind is not Kind.FLOAT:
+        return int_reference(routine.op, dt, ins, parse_dtype(prog.outputs[0].dtype).bits)
+    fmt = FORMATS[routine.dtype]
+    if routine.op in ("add", "sub", "mul"):
+        return float_reference(routine.op, ins[0], ins[1], fmt.exp_bits, fmt.frac_bits,
+                               mode or routine.mode, numpy_nan_rule(routine.dtype, routine.op))
+    return float_misc_reference(routine.op, routine.dtype, ins, fmt.exp_bits, fmt.frac_bits)
 
 
 def operands(routine: Routine, seed: int) -> dict[str, np.ndarray]:
@@ -58,8 +86,8 @@ def operands(routine: Routine, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     ios = list(prog.inputs)
-    is_float = parse_dtype(ios[0].dtype).kind is Kind.FLOAT
-    edges = [(float_edge_cases if is_float else int_edge_cases)(parse_dtype(t.dtype))
+    is_float = parse_dtype(routine.dtype).kind is Kind.FLOAT
+    edges = [(float_edge_cases if t.dtype in FORMATS else int_edge_cases)(parse_dtype(t.dtype))
              for t in ios]
     combos = list(itertools.product(*edges))
     for k, t in enumerate(ios):
@@ -70,17 +98,17 @@ def operands(routine: Routine, seed: int) -> dict[str, np.ndarray]:
             raw |= rng.integers(0, 2, n, dtype=np.uint64) << np.uint64(63)
         m = min(len(combos), n)
         raw[:m] = [c[k] for c in combos[:m]]
-        if is_float and k == 1:
+        if is_float and k == 1 and ios[0].dtype in FORMATS:
             # A quarter of the rows: b close to a, for cancellation and near ties.
             near = slice(m, m + (n - m) // 4)
             a_raw = out["a"].reshape(-1)[near]
             raw[near] = a_raw ^ rng.integers(0, 1 << 6, len(a_raw), dtype=np.uint64)
         out[t.name] = raw.reshape(t.shape)
     if is_float and routine.mode == "ftz":
-        keep = in_ftz_domain(routine, out["a"], out["b"])
+        keep = in_ftz_domain(routine, out)
         one = np.uint64(FORMATS[routine.dtype].bias << FORMATS[routine.dtype].frac_bits)
-        out["a"] = np.where(keep, out["a"], one)
-        out["b"] = np.where(keep, out["b"], one)
+        for t in ios:
+            out[t.name] = np.where(keep, out[t.name], one if t.dtype in FORMATS else 1)
     return out
 
 
@@ -95,13 +123,7 @@ def verify(routine: Routine, seed: int = 0) -> tuple[Stats, int]:
     out_dt = parse_dtype(out_t.dtype)
     got = outputs[out_t.name].view(out_dt.storage).astype(np.uint64)
     got &= np.uint64((1 << out_dt.bits) - 1) if out_dt.bits < 64 else np.uint64(2**64 - 1)
-    if out_dt.kind is Kind.FLOAT:
-        fmt = FORMATS[routine.dtype]
-        want = float_reference(routine.op, raws["a"], raws["b"], fmt.exp_bits, fmt.frac_bits,
-                               routine.mode, numpy_nan_rule(routine.dtype, routine.op))
-    else:
-        want = int_reference(routine.op, parse_dtype(routine.dtype),
-                             [raws[t.name] for t in prog.inputs], out_dt.bits)
+    want = reference(routine, raws)
     bad = np.argwhere(got != want)
     if len(bad):
         i = tuple(bad[0])

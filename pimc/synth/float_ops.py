@@ -1,0 +1,125 @@
+"""The rest of the float vocabulary: sign operations, comparisons, min/max, relu, and
+conversions between floats and 32-bit integers. Semantics are numpy's, measured: see
+oracle.py and docs/arithmetic.md."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pimc.synth.floating import Floating, Unpacked, _constant
+from pimc.synth.logic import Word
+from pimc.synth.netlist import ONE, ZERO, Bit
+
+
+class FloatOps(Floating):
+    def fneg(self, a: Sequence[Bit]) -> Word:
+        """Flip the sign bit, NaN included (as numpy's negative does)."""
+        return [*a[:-1], self.not_(a[-1])]
+
+    def fabs(self, a: Sequence[Bit]) -> Word:
+        return [*a[:-1], ZERO]
+
+    def _ordered(self, a: Sequence[Bit], b: Sequence[Bit]) -> tuple[Unpacked, Unpacked, Bit, Bit]:
+        """(ua, ub, a < b, a == b) for non-NaN operands, zeros of both signs equal."""
+        ua, ub = self.unpack(a), self.unpack(b)
+        mag_a, mag_b = self._magnitude(ua, a), self._magnitude(ub, b)
+        a_lt_mag = self.less_than(mag_a, mag_b, signed=False)
+        b_lt_mag = self.less_than(mag_b, mag_a, signed=False)
+        both_zero = self.and_(ua.is_zero, ub.is_zero)
+        sa, sb = ua.sign, ub.sign
+        # Signs differ: the negative one is smaller, unless both are zeros.
+        differ = self.xor(sa, sb)
+        lt_differ = self.and_(sa, self.not_(both_zero))
+        lt_same = self.mux(sa, b_lt_mag, a_lt_mag)  # both negative: larger magnitude is less
+        lt = self.mux(differ, lt_differ, lt_same)
+        eq_mag = self.net.nor(a_lt_mag, b_lt_mag)
+        eq = self.or_(both_zero, self.and_(self.not_(differ), eq_mag))
+        return ua, ub, lt, eq
+
+    def _magnitude(self, u: Unpacked, x: Sequence[Bit]) -> Word:
+        """Exponent and fraction fields as an integer; ftz reads subnormals as zero."""
+        if self.ieee:
+            return list(x[:-1])
+        return [self.and_(v, self.not_(u.is_zero)) for v in x[: self.fmt.frac_bits]] + list(
+            x[self.fmt.frac_bits:-1])
+
+    def flt(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
+        ua, ub, lt, _ = self._ordered(a, b)
+        return [self.and_(lt, self.not_(self.or_(ua.is_nan, ub.is_nan)))]
+
+    def fle(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
+        ua, ub, lt, eq = self._ordered(a, b)
+        return [self.and_(self.or_(lt, eq), self.not_(self.or_(ua.is_nan, ub.is_nan)))]
+
+    def feq(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
+        ua, ub, _, eq = self._ordered(a, b)
+        return [self.and_(eq, self.not_(self.or_(ua.is_nan, ub.is_nan)))]
+
+    def fminmax(self, a: Sequence[Bit], b: Sequence[Bit], want_max: bool,
+                ties_to_a: bool) -> Word:
+        """numpy's minimum / maximum: a NaN operand is returned as it is (a's first);
+        otherwise the smaller (larger), and on a tie (zeros of both signs included) b,
+        or a for float16, whose numpy loop compares the other way round."""
+        ua, ub, lt, eq = self._ordered(a, b)
+        pick_a = self.not_(self.or_(lt, eq)) if want_max else lt
+        if ties_to_a:
+            pick_a = self.or_(pick_a, eq)
+        if self.ieee:
+            pick_a = self.or_(ua.is_nan, self.and_(pick_a, self.not_(ub.is_nan)))
+        return self.select(pick_a, list(a), list(b))
+
+    def frelu(self, a: Sequence[Bit], ties_to_a: bool) -> Word:
+        """maximum(a, +0)."""
+        return self.fminmax(a, [ZERO] * len(a), want_max=True, ties_to_a=ties_to_a)
+
+    # ------------------------------------------------------------------ conversions
+
+    def to_int(self, a: Sequence[Bit], width: int = 32) -> Word:
+        """Truncate toward zero to a signed integer; NaN, infinities and values out of range
+        give the most negative integer (x86's "integer indefinite", numpy's result)."""
+        fmt = self.fmt
+        m, e_bits = fmt.frac_bits, fmt.exp_bits
+        ua = self.unpack(a)
+        # Unbiased exponent k = e - bias; the integer is sig << k >> m, for 0 <= k < width.
+        k, no_borrow = self.sub(ua.exp, _constant(fmt.bias, e_bits))
+        negative_k = self.not_(no_borrow)
+        shift_bits = max(1, (width - 1).bit_length())
+        big = self.any_(k[shift_bits:]) if len(k) > shift_bits else ZERO
+        window = list(ua.sig) + [ZERO] * (width - 1)
+        shifted = window
+        for j in range(shift_bits):
+            step = 1 << j
+            shifted = self.select(k[j], [ZERO] * step + shifted[: len(shifted) - step], shifted)
+        magnitude = shifted[m: m + width]
+        magnitude = [self.and_(v, self.not_(negative_k)) for v in magnitude]
+        value = self.conditional_negate(magnitude, ua.sign)
+        # In range: k < width - 1, or the single value -2^(width-1).
+        too_big = self.or_(big, self.and_(*k[:shift_bits]) if width - 1 == (1 << shift_bits) - 1
+                           else self.not_(self.less_than(k[:shift_bits],
+                                                         _constant(width - 1, shift_bits),
+                                                         signed=False)))
+        invalid = self.and_(self.not_(negative_k), too_big)
+        if self.ieee:
+            invalid = self.or_(invalid, ua.is_nan, ua.is_inf)
+        indefinite = [ZERO] * (width - 1) + [ONE]
+        return self.select(invalid, indefinite, value)
+
+    def from_int(self, x: Sequence[Bit]) -> Word:
+        """A signed integer rounded to the nearest float, ties to even."""
+        fmt = self.fmt
+        width = len(x)
+        sign = x[-1]
+        magnitude = self.conditional_negate(list(x), sign)
+        t, shift = self.normalize_left(magnitude, None)
+        p = fmt.frac_bits + 1
+        # The top bit of t has weight 2^(width-1-shift): exponent field bias+width-1-shift.
+        exp_top = _constant(fmt.bias + width - 1, fmt.exp_bits + 1)
+        exp_base, _ = self.sub(exp_top, shift + [ZERO] * (len(exp_top) - len(shift)))
+        if width > p:
+            sig, guard = t[width - p:], t[width - p - 1]
+            rest = self.any_(t[: width - p - 1]) if width - p - 1 > 0 else ZERO
+        else:
+            sig, guard, rest = [ZERO] * (p - width) + t, ZERO, ZERO
+        zero = self.none(list(x))
+        special = (zero, [ZERO] * fmt.width)
+        return self.round_pack(sign, exp_base, sig, guard, rest, special)
