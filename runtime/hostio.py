@@ -34,7 +34,7 @@ class HostPort:
         per = len(t.rows)
         xb = t.xbs.start + (slots // per) * t.xbs.step
         row = t.rows.start + (slots % per) * t.rows.step
-        return np.arange(t.col, t.col + t.lanes * bits), xb, row
+        return np.array(t.columns(bits)), xb, row
 
     def random_input(self, t: TensorIO, rng: np.random.Generator) -> np.ndarray:
         """Uniformly random bit patterns of the tensor's dtype (deterministic per seed)."""

@@ -108,7 +108,7 @@ class Machine:
             if isinstance(step.op, Transfer):
                 used_xbs[step.op.dst_xbs.as_slice()] = True
         for t in (*self.prog.inputs, *self.prog.outputs):
-            used_cols[t.col:t.col + t.lanes * self.host.dtype(t).bits] = True
+            used_cols[list(t.columns(self.host.dtype(t).bits))] = True
             used_xbs[t.xbs.as_slice()] = True
         s.columns_used, s.crossbars_used = int(used_cols.sum()), int(used_xbs.sum())
 

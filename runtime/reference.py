@@ -141,7 +141,7 @@ class ReferenceMachine:
             x = t.xbs.start + slot // len(t.rows) * t.xbs.step
             r = t.rows.start + slot % len(t.rows) * t.rows.step
             for b in range(dt.bits):
-                c = t.col + lane * dt.bits + b
+                c = t.columns(dt.bits)[lane * dt.bits + b]
                 self.cells[x, r, c] = bool(v >> b & 1)
                 self.written[x, r, c] = True
                 self.armed[x, r, c] = False

@@ -56,3 +56,15 @@ def test_non_numeric_input_is_rejected():
 def test_unknown_dtypes(name):
     with pytest.raises(PimError, match="unknown dtype"):
         parse_dtype(name)
+
+
+def test_bit_sliced_layout_puts_bit_b_in_partition_b():
+    arch = Arch(rows=64, cols=256, partitions=32)  # 8 columns per partition
+    b = ProgramBuilder(1, arch=arch)
+    b.input("x", "i32", [64], 3, stride=8)
+    b.output("y", "i32", [64], 3, stride=8)
+    x = np.random.default_rng(4).integers(-2**31, 2**31, 64).astype(np.int32)
+    prog = b.build()
+    out, stats = run_program(prog, {"x": x})
+    assert np.array_equal(out["y"], x)
+    assert prog.inputs[0].columns(32)[:3] == range(3, 27, 8)[:3] and stats.columns_used == 32

@@ -91,20 +91,20 @@ class ProgramBuilder:
                                    **self._common(src_xbs, rows, pred)))
 
     def _io(self, name: str, dtype: str, shape: Sequence[int], col: int, xbs: Where,
-            rows: Where, lanes: int) -> TensorIO:
+            rows: Where, lanes: int, stride: int) -> TensorIO:
         return TensorIO(name, dtype, tuple(shape),
                         as_span(xbs) if xbs is not None else Span(0, self.crossbars),
                         as_span(rows) if rows is not None else Span(0, self.arch.rows),
-                        col, lanes)
+                        col, lanes, stride)
 
     def input(self, name: str, dtype: str, shape: Sequence[int], col: int, *, xbs: Where = None,
-              rows: Where = None, lanes: int = 1) -> TensorIO:
-        self.inputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes))
+              rows: Where = None, lanes: int = 1, stride: int = 1) -> TensorIO:
+        self.inputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes, stride))
         return self.inputs[-1]
 
     def output(self, name: str, dtype: str, shape: Sequence[int], col: int, *, xbs: Where = None,
-               rows: Where = None, lanes: int = 1) -> TensorIO:
-        self.outputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes))
+               rows: Where = None, lanes: int = 1, stride: int = 1) -> TensorIO:
+        self.outputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes, stride))
         return self.outputs[-1]
 
     def build(self) -> Program:

@@ -133,6 +133,8 @@ def io_problem(prog: Program, t: TensorIO) -> str | None:
         return str(exc)
     if not t.name.isidentifier():
         return f"tensor name '{t.name}' is not an identifier"
+    if t.stride < 1:
+        return f"tensor '{t.name}': stride must be positive"
     if t.lanes < 1 or math.prod(t.shape) % t.lanes:
         return f"tensor '{t.name}': lanes={t.lanes} must divide its {math.prod(t.shape)} elements"
     slots = math.prod(t.shape) // t.lanes
@@ -140,8 +142,8 @@ def io_problem(prog: Program, t: TensorIO) -> str | None:
         return f"tensor '{t.name}' needs {slots} rows but its placement holds {len(t.xbs) * len(t.rows)}"
     return (_check_span(t.xbs, prog.crossbars, "crossbar")
             or _check_span(t.rows, prog.arch.rows, "row")
-            or (f"tensor '{t.name}' needs columns up to c{t.col + t.lanes * bits - 1}"
-                if t.col + t.lanes * bits > prog.arch.cols else None))
+            or (f"tensor '{t.name}' needs columns up to c{t.columns(bits)[-1]}"
+                if t.columns(bits)[-1] >= prog.arch.cols else None))
 
 
 def validate(prog: Program, name: str = "<uop>") -> None:

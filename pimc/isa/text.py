@@ -98,8 +98,9 @@ def format_op(op: Op) -> str:
 def format_io(kind: str, t: TensorIO) -> str:
     shape = ",".join(str(d) for d in t.shape)
     lanes = f" lanes={t.lanes}" if t.lanes != 1 else ""
+    stride = f" stride={t.stride}" if t.stride != 1 else ""
     where = f"{format_span('x', t.xbs)} {format_span('r', t.rows)} c{t.col}"
-    return f".{kind} {t.name} {t.dtype} [{shape}] {where}{lanes}"
+    return f".{kind} {t.name} {t.dtype} [{shape}] {where}{lanes}{stride}"
 
 
 def header_lines(prog: Program) -> list[str]:
@@ -128,7 +129,7 @@ _LINE = re.compile(r'^(?P<body>[^"#]*?)\s*(?:@(?P<src>"(?:[^"\\]|\\.)*"))?\s*(?:
 _SPAN = re.compile(r"(\d+)(?::(\d+)(?::(\d+))?)?$")
 _IO = re.compile(
     r"(?P<name>\S+) (?P<dtype>\S+) \[(?P<shape>[\d, ]*)\] (?P<xbs>x\S+) (?P<rows>r\S+) "
-    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?$"
+    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?$"
 )
 
 
@@ -302,11 +303,12 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
         m = _IO.match(" ".join(rest.split()))
         if not m:
             raise PimError(f"{where}: expected '.{key} NAME DTYPE [SHAPE] xA:B rA:B cN "
-                           f"[lanes=L]', found '.{key} {rest.strip()}'")
+                           f"[lanes=L] [stride=S]', found '.{key} {rest.strip()}'")
         t = _Tokens(where, [m.group("xbs"), m.group("rows")])
         shape = tuple(int(d) for d in m.group("shape").replace(" ", "").split(",") if d)
         io = TensorIO(m.group("name"), m.group("dtype"), shape, t.span("x", "crossbars"),
-                      t.span("r", "rows"), int(m.group("col")), int(m.group("lanes") or 1))
+                      t.span("r", "rows"), int(m.group("col")), int(m.group("lanes") or 1),
+                      int(m.group("stride") or 1))
         fields.setdefault(key + "s", []).append(io)  # type: ignore[union-attr]
     else:
         raise PimError(f"{where}: unknown directive '.{key}'")

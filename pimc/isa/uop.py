@@ -146,6 +146,9 @@ class Transfer(Op):
 class TensorIO:
     """A host tensor's placement: element e of the flattened tensor sits in lane e % lanes
     of slot e // lanes; slots fill `rows` of the first crossbar of `xbs`, then the next.
+    Bit k of a slot (lane l, bit b: k = l*bits + b) is in column col + k*stride: stride 1
+    keeps a value's bits adjacent; stride = cols/partitions puts bit b in partition b
+    (the bit-sliced layout of partition-parallel code).
     Lane l occupies columns col + l*bits .. col + (l+1)*bits - 1, least significant first."""
 
     name: str
@@ -155,6 +158,11 @@ class TensorIO:
     rows: Span
     col: int
     lanes: int = 1
+    stride: int = 1
+
+    def columns(self, bits: int) -> range:
+        """The columns of one slot, lowest bit first."""
+        return range(self.col, self.col + self.lanes * bits * self.stride, self.stride)
 
 
 @dataclass(frozen=True)
