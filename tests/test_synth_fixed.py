@@ -6,7 +6,7 @@ import pytest
 
 from pimc.isa.arch import Arch, InitModel
 from pimc.isa.errors import PimError
-from pimc.synth.routines import INT_OPS, build_routine
+from pimc.synth.routines import INT_OPS, build_bit_sliced, build_routine
 from pimc.synth.verify import verify
 
 WIDTHS = ["u4", "i4", "u8", "i8", "i16", "u32", "i32", "q4.4", "q8.24", "u64", "i64"]
@@ -45,3 +45,20 @@ def test_scratch_budget_is_respected():
     routine = build_routine("mul", "i16", scratch_budget=64)
     assert routine.peak_scratch <= 64
     verify(routine)
+
+
+@pytest.mark.parametrize("dtype", ["u8", "i16", "u32", "i32"])
+@pytest.mark.parametrize("model", list(InitModel))
+def test_bit_sliced_add_is_bit_exact(dtype, model):
+    arch = Arch(partitions=32, init_model=model)
+    routine = build_bit_sliced("add", dtype, arch=arch, crossbars=4)
+    stats, rows = verify(routine)
+    assert rows == 4096
+    # Kogge-Stone: the word's bits add in parallel, one repeated NOR per logic step.
+    assert all(op.rep.count > 1 for op in routine.program.ops
+               if op.opcode.value == "NOR" and not op.rep.step > 1)
+
+
+def test_bit_sliced_needs_enough_partitions():
+    with pytest.raises(PimError, match="bit-sliced i32 needs 32 partitions, the arch has 16"):
+        build_bit_sliced("add", "i32", arch=Arch(partitions=16))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pimc.isa.builder import ProgramBuilder, Where
 from pimc.isa.errors import PimError
+from pimc.isa.uop import Rep
 from pimc.synth.alloc import Allocation
+from pimc.synth.lanes import emit_lane_gate
 from pimc.synth.netlist import ONE, ZERO, Bit
 
 
@@ -37,16 +39,22 @@ def schedule_inits(alloc: Allocation) -> list[list[int]]:
 
 
 def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where = None,
-         pred: bool = False) -> None:
-    """Append the routine's micro-ops to `b` (a SEARCH before each run of predicated gates)."""
+         pred: bool = False, lanes: int = 0) -> None:
+    """Append the routine's micro-ops to `b` (a SEARCH before each run of predicated gates).
+
+    With `lanes`, the routine is bit-sliced: its columns are columns inside a partition and
+    every op repeats over `lanes` partitions (lanes.py).
+    """
     where = dict(xbs=xbs, rows=rows)
+    rep = dict(rep=Rep(lanes, 1)) if lanes else {}
+    width = b.arch.partition_width
     if alloc.constants:
         cols, values = zip(*sorted(alloc.constants), strict=True)
-        b.init(cols, sum(v << i for i, v in enumerate(values)), pred=pred, **where)
+        b.init(cols, sum(v << i for i, v in enumerate(values)), pred=pred, **rep, **where)
     tag: tuple[tuple[int, ...], int] | None = None
     for g, group in zip(alloc.gates, schedule_inits(alloc), strict=True):
         if group:
-            b.init(sorted(group), (1 << len(group)) - 1, pred=pred, **where)
+            b.init(sorted(group), (1 << len(group)) - 1, pred=pred, **rep, **where)
         if g.when is not None:
             if pred:
                 raise PimError("a routine with predicated gates cannot itself be predicated")
@@ -57,8 +65,14 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
                 b.search(search[0], search[1], **where)
                 tag = search
         predicated = pred or (g.when is not None and bool(_search_key(alloc, g.when)[0]))
-        b.nor(alloc.cell[g.out], *(alloc.cell[x] for x in g.ins),
-              acc=g.acc_from is not None, pred=predicated, **where)
+        ins = tuple(alloc.cell[x] for x in g.ins)
+        if lanes:
+            if predicated or xbs is not None or rows is not None:
+                raise PimError("bit-sliced routines run on whole crossbars, unpredicated")
+            emit_lane_gate(b, alloc.cell[g.out], ins, g.shift, lanes, width,
+                           g.acc_from is not None)
+            continue
+        b.nor(alloc.cell[g.out], *ins, acc=g.acc_from is not None, pred=predicated, **where)
 
 
 def _search_key(alloc: Allocation, when: tuple[tuple[Bit, ...], int]

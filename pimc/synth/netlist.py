@@ -27,6 +27,7 @@ class Gate:
     ins: tuple[Bit, ...]
     acc_from: Bit | None = None
     when: tuple[tuple[Bit, ...], int] | None = None
+    shift: int = 0  # bit-sliced code: out lane i <- NOR(in lane i - shift); see lanes.py
 
     def reads(self) -> tuple[Bit, ...]:
         extra = (self.acc_from,) if self.acc_from is not None else ()
@@ -138,6 +139,20 @@ class Netlist:
         self.gates.append(Gate(out, args, acc_from=into, when=when))
         if into is not None:
             self._consumed.add(into)
+        return out
+
+    def shift_not(self, x: Bit, lanes: int) -> Bit:
+        """Bit-sliced values only: lane i of the result is NOT (lane i - lanes of x); lanes
+        shifted in from outside read 1 (the complement of the zeros shifted in)."""
+        if lanes == 0:
+            return self.nor(x)
+        key = ("shift", x, lanes)
+        hit = self._cons.get(key)  # type: ignore[call-overload]
+        if hit is not None:
+            return hit
+        out = self.new_value()
+        self.gates.append(Gate(out, (x,), shift=lanes))
+        self._cons[key] = out  # type: ignore[index]
         return out
 
     def copy(self, x: Bit) -> Bit:

@@ -22,6 +22,7 @@ from pimc.synth.emit import emit
 from pimc.synth.fixed import Fixed
 from pimc.synth.float_ops import FloatOps
 from pimc.synth.floating import FORMATS
+from pimc.synth.lanes import LaneLogic
 from pimc.synth.logic import Word
 from pimc.synth.netlist import Bit, Netlist
 from pimc.synth.oracle import numpy_nan_rule
@@ -192,6 +193,34 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
     with b.annotate(f"{op} {dtype}"):
         emit(alloc, b, rows=range_span(rows) if rows != arch.rows else None)
     return Routine(b.build(), op, dtype, mode, alloc.peak_scratch, align)
+
+
+BIT_SLICED_OPS = {"add"}
+
+
+def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
+                     rows: int | None = None) -> Routine:
+    """`op` with bit i of every word in partition i (lanes.py): words of at most
+    `partitions` bits, every op repeated over the partitions."""
+    dt = parse_dtype(dtype)
+    if op not in BIT_SLICED_OPS or dt.kind is Kind.FLOAT:
+        raise PimError(f"no bit-sliced {op} on {dtype} yet (have: {sorted(BIT_SLICED_OPS)})")
+    if dt.bits > arch.partitions:
+        raise PimError(f"bit-sliced {dtype} needs {dt.bits} partitions, the arch has "
+                       f"{arch.partitions}")
+    rows = rows or arch.rows
+    width = arch.partition_width
+    net = Netlist(max_fanin=arch.max_nor_inputs)
+    b = ProgramBuilder(crossbars, arch=arch, source=f"pimc.synth:{op}:{dtype}:bit-sliced")
+    shape = [crossbars, rows]
+    b.input("a", dtype, shape, 0, rows=range_span(rows), stride=width)
+    b.input("b", dtype, shape, 1, rows=range_span(rows), stride=width)
+    b.output("y", dtype, shape, 2, rows=range_span(rows), stride=width)
+    result = LaneLogic(net).add(net.input(0), net.input(1), dt.bits)
+    alloc = allocate(net, [(result, 2)], range(3, width), what=f"bit-sliced {op} on {dtype}")
+    with b.annotate(f"{op} {dtype} bit-sliced"):
+        emit(alloc, b, lanes=dt.bits)
+    return Routine(b.build(), op, dtype, "int", alloc.peak_scratch, "bit-sliced")
 
 
 def range_span(rows: int) -> Span:
