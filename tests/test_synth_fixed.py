@@ -54,9 +54,8 @@ def test_bit_sliced_add_is_bit_exact(dtype, model):
     routine = build_bit_sliced("add", dtype, arch=arch, crossbars=4)
     stats, rows = verify(routine)
     assert rows == 4096
-    # Kogge-Stone: the word's bits add in parallel, one repeated NOR per logic step.
-    assert all(op.rep.count > 1 for op in routine.program.ops
-               if op.opcode.value == "NOR" and not op.rep.step > 1)
+    if dtype == "i32" and model is InitModel.BULK:
+        assert stats.total_cycles < 95  # PyPIM's and AritPIM's 32-partition int32 add
 
 
 def test_bit_sliced_needs_enough_partitions():
