@@ -91,11 +91,11 @@ class ProgramBuilder:
                                    **self._common(src_xbs, rows, pred)))
 
     def _io(self, name: str, dtype: str, shape: Sequence[int], col: int, xbs: Where,
-            rows: Where, lanes: int, stride: int) -> TensorIO:
+            rows: Where, lanes: int, stride: int, fold: int = 0) -> TensorIO:
         return TensorIO(name, dtype, tuple(shape),
                         as_span(xbs) if xbs is not None else Span(0, self.crossbars),
                         as_span(rows) if rows is not None else Span(0, self.arch.rows),
-                        col, lanes, stride)
+                        col, lanes, stride, fold)
 
     def input(self, name: str, dtype: str, shape: Sequence[int], col: int, *, xbs: Where = None,
               rows: Where = None, lanes: int = 1, stride: int = 1) -> TensorIO:
@@ -103,8 +103,8 @@ class ProgramBuilder:
         return self.inputs[-1]
 
     def output(self, name: str, dtype: str, shape: Sequence[int], col: int, *, xbs: Where = None,
-               rows: Where = None, lanes: int = 1, stride: int = 1) -> TensorIO:
-        self.outputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes, stride))
+               rows: Where = None, lanes: int = 1, stride: int = 1, fold: int = 0) -> TensorIO:
+        self.outputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes, stride, fold))
         return self.outputs[-1]
 
     def build(self) -> Program:

@@ -142,8 +142,8 @@ def io_problem(prog: Program, t: TensorIO) -> str | None:
         return f"tensor '{t.name}' needs {slots} rows but its placement holds {len(t.xbs) * len(t.rows)}"
     return (_check_span(t.xbs, prog.crossbars, "crossbar")
             or _check_span(t.rows, prog.arch.rows, "row")
-            or (f"tensor '{t.name}' needs columns up to c{t.columns(bits)[-1]}"
-                if t.columns(bits)[-1] >= prog.arch.cols else None))
+            or (f"tensor '{t.name}' needs columns up to c{max(t.columns(bits))}"
+                if max(t.columns(bits)) >= prog.arch.cols else None))
 
 
 def validate(prog: Program, name: str = "<uop>") -> None:

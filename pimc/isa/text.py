@@ -99,6 +99,7 @@ def format_io(kind: str, t: TensorIO) -> str:
     shape = ",".join(str(d) for d in t.shape)
     lanes = f" lanes={t.lanes}" if t.lanes != 1 else ""
     stride = f" stride={t.stride}" if t.stride != 1 else ""
+    stride += f" fold={t.fold}" if t.fold else ""
     where = f"{format_span('x', t.xbs)} {format_span('r', t.rows)} c{t.col}"
     return f".{kind} {t.name} {t.dtype} [{shape}] {where}{lanes}{stride}"
 
@@ -129,7 +130,7 @@ _LINE = re.compile(r'^(?P<body>[^"#]*?)\s*(?:@(?P<src>"(?:[^"\\]|\\.)*"))?\s*(?:
 _SPAN = re.compile(r"(\d+)(?::(\d+)(?::(\d+))?)?$")
 _IO = re.compile(
     r"(?P<name>\S+) (?P<dtype>\S+) \[(?P<shape>[\d, ]*)\] (?P<xbs>x\S+) (?P<rows>r\S+) "
-    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?$"
+    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?(?: fold=(?P<fold>\d+))?$"
 )
 
 
@@ -308,7 +309,7 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
         shape = tuple(int(d) for d in m.group("shape").replace(" ", "").split(",") if d)
         io = TensorIO(m.group("name"), m.group("dtype"), shape, t.span("x", "crossbars"),
                       t.span("r", "rows"), int(m.group("col")), int(m.group("lanes") or 1),
-                      int(m.group("stride") or 1))
+                      int(m.group("stride") or 1), int(m.group("fold") or 0))
         fields.setdefault(key + "s", []).append(io)  # type: ignore[union-attr]
     else:
         raise PimError(f"{where}: unknown directive '.{key}'")

@@ -148,7 +148,8 @@ class TensorIO:
     of slot e // lanes; slots fill `rows` of the first crossbar of `xbs`, then the next.
     Bit k of a slot (lane l, bit b: k = l*bits + b) is in column col + k*stride: stride 1
     keeps a value's bits adjacent; stride = cols/partitions puts bit b in partition b
-    (the bit-sliced layout of partition-parallel code).
+    (the bit-sliced layout of partition-parallel code); `fold` wraps a value wider than
+    the partitions onto the next column.
     Lane l occupies columns col + l*bits .. col + (l+1)*bits - 1, least significant first."""
 
     name: str
@@ -159,10 +160,14 @@ class TensorIO:
     col: int
     lanes: int = 1
     stride: int = 1
+    fold: int = 0  # with fold F, bit k is in column col + (k % F)*stride + k // F
 
-    def columns(self, bits: int) -> range:
+    def columns(self, bits: int) -> list[int]:
         """The columns of one slot, lowest bit first."""
-        return range(self.col, self.col + self.lanes * bits * self.stride, self.stride)
+        n = self.lanes * bits
+        if self.fold:
+            return [self.col + (k % self.fold) * self.stride + k // self.fold for k in range(n)]
+        return list(range(self.col, self.col + n * self.stride, self.stride))
 
 
 @dataclass(frozen=True)
