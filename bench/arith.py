@@ -21,7 +21,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from pimc.isa.arch import Arch, InitModel  # noqa: E402
 from pimc.synth.floating import FORMATS  # noqa: E402
-from pimc.synth.routines import FLOAT_OPS, INT_OPS, build_routine  # noqa: E402
+from pimc.synth.routines import (  # noqa: E402
+    BIT_SLICED_OPS,
+    FLOAT_OPS,
+    INT_OPS,
+    build_bit_sliced,
+    build_routine,
+)
 from pimc.synth.verify import verify  # noqa: E402
 
 # Cycles published for 32-bit fixed point and IEEE floats (FTZ, round to nearest even, no
@@ -64,8 +70,12 @@ def cases(quick: bool) -> list[tuple[str, str, str]]:
 
 def measure(op: str, dtype: str, mode: str, partitions: int, init: InitModel) -> dict:
     arch = Arch(partitions=partitions, init_model=init)
-    routine = build_routine(op, dtype, arch=arch, crossbars=4,
-                            mode=None if mode == "int" else mode)
+    sliced = partitions > 1 and mode == "int" and op in BIT_SLICED_OPS
+    if sliced:
+        routine = build_bit_sliced(op, dtype, arch=arch, crossbars=4)
+    else:
+        routine = build_routine(op, dtype, arch=arch, crossbars=4,
+                                mode=None if mode == "int" else mode)
     stats, rows = verify(routine, seed=11)
     record = {
         "op": op, "dtype": dtype, "mode": mode, "partitions": partitions,
@@ -75,7 +85,7 @@ def measure(op: str, dtype: str, mode: str, partitions: int, init: InitModel) ->
         "energy_per_row_fJ": stats.total_energy_fj / rows,
         "latency_ns": stats.latency_ns, "peak_cells": routine.peak_scratch,
         "verified_rows": rows, "align": routine.align if dtype in FORMATS else None,
-        "partition_parallel": False,
+        "partition_parallel": sliced,
     }
     published = PUBLISHED.get((op, dtype), {}) if mode in ("int", "ftz") else {}
     if partitions == 1 and init is InitModel.PER_CELL and "aritpim_serial" in published:

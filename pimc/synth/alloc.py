@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pimc.isa.errors import PimError
-from pimc.synth.netlist import ONE, ZERO, Bit, Gate, Netlist, live_gates
+from pimc.synth.netlist import ONE, ZERO, Bit, Gate, Netlist, live_gates, when_values
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
             else:
                 raise PimError(f"{what} needs more than its {len(scratch)} scratch columns")
             cell[g.out] = col
-        for x in set(g.ins) | set(g.when[0] if g.when else ()):
+        for x in set(g.ins) | set(when_values(g.when)):
             if x in (ZERO, ONE):
                 continue
             if last[x] == i and x not in net.inputs and x not in pinned:

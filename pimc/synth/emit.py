@@ -14,7 +14,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Rep
 from pimc.synth.alloc import Allocation
 from pimc.synth.lanes import emit_lane_gate
-from pimc.synth.netlist import ONE, ZERO, Bit
+from pimc.synth.netlist import ONE, ZERO, When
 
 
 def schedule_inits(alloc: Allocation) -> list[list[int]]:
@@ -55,37 +55,43 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
     for g, group in zip(alloc.gates, schedule_inits(alloc), strict=True):
         if group:
             b.init(sorted(group), (1 << len(group)) - 1, pred=pred, **rep, **where)
+        predicated = pred
         if g.when is not None:
             if pred:
                 raise PimError("a routine with predicated gates cannot itself be predicated")
-            search = _search_key(alloc, g.when)
+            search = _search_key(alloc, g.when, width)
             if search is None:
                 continue  # a constant bit of the key never matches: no row is written
             if search[0] and search != tag:
                 b.search(search[0], search[1], **where)
                 tag = search
-        predicated = pred or (g.when is not None and bool(_search_key(alloc, g.when)[0]))
+            predicated = bool(search[0])
+        out = alloc.cell[g.out]
+        if g.init:
+            b.init(out, 1, pred=predicated, **rep, **where)
+            continue
         ins = tuple(alloc.cell[x] for x in g.ins)
         if lanes:
-            if predicated or xbs is not None or rows is not None:
-                raise PimError("bit-sliced routines run on whole crossbars, unpredicated")
-            emit_lane_gate(b, alloc.cell[g.out], ins, g.shift, lanes, width,
-                           g.acc_from is not None)
+            if pred or xbs is not None or rows is not None:
+                raise PimError("bit-sliced routines run on whole crossbars")
+            emit_lane_gate(b, out, ins, g, lanes, width, predicated)
             continue
-        b.nor(alloc.cell[g.out], *ins, acc=g.acc_from is not None, pred=predicated, **where)
+        b.nor(out, *ins, acc=g.acc_from is not None, pred=predicated, **where)
 
 
-def _search_key(alloc: Allocation, when: tuple[tuple[Bit, ...], int]
+def _search_key(alloc: Allocation, when: When, width: int
                 ) -> tuple[tuple[int, ...], int] | None:
-    """The columns and key of the SEARCH for `when`, constants resolved."""
+    """The columns and key of the SEARCH for `when`, constants resolved (a bit-sliced key
+    bit names a value and a lane: the column of that lane's partition)."""
     bits, key = when
     cols, value = [], 0
     for i, bit in enumerate(bits):
         want = key >> i & 1
-        if bit in (ZERO, ONE):
-            if (bit == ONE) != bool(want):
+        v, lane = (bit, 0) if isinstance(bit, int) else bit
+        if v in (ZERO, ONE):
+            if (v == ONE) != bool(want):
                 return None
             continue
         value |= want << len(cols)
-        cols.append(alloc.cell[bit])
+        cols.append(lane * width + alloc.cell[v])
     return tuple(cols), value

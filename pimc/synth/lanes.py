@@ -13,7 +13,7 @@ from __future__ import annotations
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.uop import Rep
 from pimc.synth.logic import Logic
-from pimc.synth.netlist import Bit
+from pimc.synth.netlist import ZERO, Bit, Gate
 
 
 class LaneLogic(Logic):
@@ -42,15 +42,53 @@ class LaneLogic(Logic):
         return self.xor(p, carries)
 
 
-def emit_lane_gate(b: ProgramBuilder, out: int, ins: tuple[int, ...], shift: int, lanes: int,
-                   width: int, acc: bool) -> None:
+    def multiply_wide(self, a: Bit, b: Bit, lanes: int) -> tuple[Bit, Bit]:
+        """(low, high) words of the unsigned product a * b, by carry-save shift-and-add.
+
+        For each bit j of b: a SEARCH selects the rows where it is 1 and a predicated NOR
+        writes NOT a there into a cell that holds 1 elsewhere, which is NOT (a AND b_j):
+        the partial product without moving b_j to every lane. One lanewise full adder adds
+        it into the (sum, carry) pair; then the sum moves down one lane, and its lane 0,
+        now final, goes to lane j of the low word. At the end the high word is
+        sum + carry.
+        """
+        net = self.net
+        total, carry = ZERO, ZERO
+        low = net.nor(net.zero_from(b))  # all ones: lane j is overwritten by bit j
+        for j in range(lanes):
+            total, carry = self.full_adder(total, self.partial(a, b, j), carry)
+            low = net.move_lane(low, self.not_(total), 0, j)
+            total = self.not_(net.shift_not(total, -1))
+        return low, self.add(total, carry, lanes)
+
+    def partial(self, x: Bit, flag: Bit, lane: int) -> Bit:
+        """x AND (lane `lane` of flag), in every lane: a SEARCH on that one bit and a
+        predicated NOR write NOT x where it is 1, into a cell holding 1 elsewhere."""
+        return self.not_(self.net.predicated_nor((((flag, lane),), 1), (x,)))
+
+    def multiply_wide_signed(self, a: Bit, b: Bit, lanes: int) -> tuple[Bit, Bit]:
+        """Signed product: the unsigned one, minus 2^N (a_sign * b + b_sign * a), the
+        correction for reading two's complement words as unsigned."""
+        low, high = self.multiply_wide(a, b, lanes)
+        x, y = self.partial(b, a, lanes - 1), self.partial(a, b, lanes - 1)
+        # high - x - y = NOT (NOT high + x + y): a carry-save step, then one addition.
+        s, c = self.full_adder(self.not_(high), x, y)
+        return low, self.not_(self.add(s, self.shifted(c, 1), lanes))
+
+
+def emit_lane_gate(b: ProgramBuilder, out: int, ins: tuple[int, ...], gate: Gate, lanes: int,
+                   width: int, pred: bool) -> None:
     """One netlist gate as micro-ops on columns inside partitions (width columns each)."""
+    acc, shift = gate.acc_from is not None, gate.shift
+    lo, hi = gate.lanes or (0, lanes)
+    written = range(max(lo, shift), min(hi, lanes + min(shift, 0)))
     if shift == 0:
-        b.nor(out, *ins, acc=acc, rep=Rep(lanes, 1))
+        b.nor(lo * width + out, *(lo * width + c for c in ins), acc=acc, pred=pred,
+              rep=Rep(len(written), 1))
         return
     (src,) = ins
     span = abs(shift) + 1
-    written = range(shift, lanes) if shift > 0 else range(0, lanes + shift)
     for first in written[:span]:
         count = len(range(first, written.stop, span))
-        b.nor(first * width + out, (first - shift) * width + src, acc=acc, rep=Rep(count, span))
+        b.nor(first * width + out, (first - shift) * width + src, acc=acc, pred=pred,
+              rep=Rep(count, span))

@@ -195,7 +195,7 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
     return Routine(b.build(), op, dtype, mode, alloc.peak_scratch, align)
 
 
-BIT_SLICED_OPS = {"add"}
+BIT_SLICED_OPS = {"add", "mul_wide"}
 
 
 def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
@@ -215,9 +215,20 @@ def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
     shape = [crossbars, rows]
     b.input("a", dtype, shape, 0, rows=range_span(rows), stride=width)
     b.input("b", dtype, shape, 1, rows=range_span(rows), stride=width)
-    b.output("y", dtype, shape, 2, rows=range_span(rows), stride=width)
-    result = LaneLogic(net).add(net.input(0), net.input(1), dt.bits)
-    alloc = allocate(net, [(result, 2)], range(3, width), what=f"bit-sliced {op} on {dtype}")
+    logic, a, bb = LaneLogic(net), net.input(0), net.input(1)
+    if op == "add":
+        b.output("y", dtype, shape, 2, rows=range_span(rows), stride=width)
+        outputs = [(logic.add(a, bb, dt.bits), 2)]
+    else:
+        # The 2N-bit product folds over the partitions: low word in column 2, high in 3.
+        b.output("y", f"{dt.kind.value}{2 * dt.bits}", shape, 2, rows=range_span(rows),
+                 stride=width, fold=dt.bits)
+        signed = dt.kind is not Kind.UINT
+        multiply = logic.multiply_wide_signed if signed else logic.multiply_wide
+        low, high = multiply(a, bb, dt.bits)
+        outputs = [(low, 2), (high, 3)]
+    scratch = range(2 + len(outputs), width)
+    alloc = allocate(net, outputs, scratch, what=f"bit-sliced {op} on {dtype}")
     with b.annotate(f"{op} {dtype} bit-sliced"):
         emit(alloc, b, lanes=dt.bits)
     return Routine(b.build(), op, dtype, "int", alloc.peak_scratch, "bit-sliced")
