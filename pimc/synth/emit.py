@@ -67,9 +67,6 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
                 tag = search
             predicated = bool(search[0])
         out = alloc.cell[g.out]
-        if g.init:
-            b.init(out, 1, pred=predicated, **rep, **where)
-            continue
         ins = tuple(alloc.cell[x] for x in g.ins)
         if lanes:
             if pred or xbs is not None or rows is not None:

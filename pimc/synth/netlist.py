@@ -8,8 +8,6 @@ still cost what a careful hand-written sequence costs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 ZERO, ONE = -1, -2
@@ -31,7 +29,6 @@ class Gate:
     when: When | None = None
     shift: int = 0  # bit-sliced code: out lane i <- NOR(in lane i - shift); see lanes.py
     lanes: tuple[int, int] | None = None  # bit-sliced code: write only these lanes
-    init: bool = False  # no NOR: set acc_from's cell to 1 in the `when` rows
 
     def reads(self) -> tuple[Bit, ...]:
         extra = (self.acc_from,) if self.acc_from is not None else ()
@@ -58,17 +55,6 @@ class Netlist:
     _cons: dict[tuple[Bit, ...], Bit] = field(default_factory=dict)
     _def: dict[Bit, tuple[Bit, ...]] = field(default_factory=dict)  # value -> its NOR's inputs
     _consumed: set[Bit] = field(default_factory=set)  # taken over by an accumulate
-    _when: When | None = None  # gates built now act only in these rows (see `predicated`)
-
-    @contextmanager
-    def predicated(self, when: When) -> Iterator[None]:
-        """Every gate built inside acts only in the rows `when` selects; its value is
-        meaningful only there. Such gates share only with each other or unpredicated ones."""
-        saved, self._when = self._when, when
-        try:
-            yield
-        finally:
-            self._when = saved
 
     @property
     def next_value(self) -> Bit:
@@ -124,17 +110,15 @@ class Netlist:
             return ZERO  # x and not x
         key = tuple(sorted(flat))
         hit = self._cons.get(key)
-        if hit is None and self._when is not None:
-            hit = self._cons.get((self._when, key))  # type: ignore[call-overload]
         if hit is not None:
             return hit
         out = self.new_value()
-        self.gates.append(Gate(out, key[: self.max_fanin], when=self._when))
+        self.gates.append(Gate(out, key[: self.max_fanin]))
         for i in range(self.max_fanin, len(key), self.max_fanin):
             nxt = self.new_value()
-            self.gates.append(Gate(nxt, key[i:i + self.max_fanin], acc_from=out, when=self._when))
+            self.gates.append(Gate(nxt, key[i:i + self.max_fanin], acc_from=out))
             out = nxt
-        self._cons[key if self._when is None else (self._when, key)] = out  # type: ignore[index]
+        self._cons[key] = out
         self._def[out] = key
         return out
 
@@ -142,27 +126,15 @@ class Netlist:
         """target AND NOR(ins), computed in target's cell: target must not be used later."""
         args = tuple(sorted({x for x in ins if x != ZERO}))
         if ONE in ins:
-            if self._when is not None:
-                raise ValueError("a predicated accumulate of a constant 1 has no cell to read")
             return ZERO
         if not args or target == ZERO:
             return target
         if target == ONE:
             return self.nor(*args)
         out = self.new_value()
-        self.gates.append(Gate(out, args, acc_from=target, when=self._when))
+        self.gates.append(Gate(out, args, acc_from=target))
         self._consumed.add(target)
         return out
-
-    def overwrite(self, target: Bit, *ins: Bit) -> Bit:
-        """NOR(ins) written into target's cell in the current predicate's rows (an INIT of
-        those rows, then an accumulate); the other rows keep target. Target must be dead."""
-        if self._when is None:
-            raise ValueError("overwrite needs a predicate")
-        refill = self.new_value()
-        self.gates.append(Gate(refill, (), acc_from=target, when=self._when, init=True))
-        self._consumed.add(target)
-        return self.acc(refill, *ins)
 
     def move_lane(self, target: Bit, x: Bit, src: int, dst: int) -> Bit:
         """Bit-sliced: lane dst of target's cell <- NOT (lane src of x); other lanes kept."""
