@@ -117,3 +117,16 @@ def test_reserve_trades_columns_for_init_cycles(model):
     loose = allocate(net, [(acc, 9)], range(10, 64), reserve=16)
     n_groups = [sum(bool(g) for g in schedule_inits(x)) for x in (tight, loose)]
     assert tight.peak_scratch < loose.peak_scratch and n_groups[1] < n_groups[0]
+
+
+def test_accumulating_into_a_value_still_needed_is_an_error():
+    net = Netlist()
+    x, y = net.input(0), net.input(1)
+    v = net.nor(x, y)
+    assert net.private(v)
+    w = net.acc(v, x)
+    with pytest.raises(PimError, match="an output is accumulated into another output"):
+        allocate(net, [(v, 8), (w, 9)], range(16, 32))
+    u = net.nor(v, y)  # reads v after the accumulate took its cell
+    with pytest.raises(PimError, match="accumulate into a value that is an input or still"):
+        allocate(net, [(w, 9), (u, 10)], range(16, 32))

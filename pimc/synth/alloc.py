@@ -49,11 +49,15 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
     for v, col in list(pinned.items()):
         while v in chain_of:
             v = chain_of[v]
+            if v in pinned and pinned[v] != col:
+                raise PimError(f"{what}: an output is accumulated into another output")
             pinned[v] = col
     last: dict[Bit, int] = {}
     for i, g in enumerate(gates):
         for x in g.reads():
             last[x] = i
+    for v in finals:  # an output is read at the end
+        last[v] = len(gates)
     cell: dict[Bit, int] = dict(net.inputs)
     free: deque[int] = deque()
     fresh = iter(scratch)
