@@ -22,6 +22,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from pimc.isa.arch import Arch, InitModel  # noqa: E402
 from pimc.synth.floating import FORMATS  # noqa: E402
 from pimc.synth.routines import (  # noqa: E402
+    BIT_SLICED_FLOAT_OPS,
     BIT_SLICED_OPS,
     FLOAT_OPS,
     INT_OPS,
@@ -70,7 +71,8 @@ def cases(quick: bool) -> list[tuple[str, str, str]]:
 
 def measure(op: str, dtype: str, mode: str, partitions: int, init: InitModel) -> dict:
     arch = Arch(partitions=partitions, init_model=init)
-    sliced = partitions > 1 and mode == "int" and op in BIT_SLICED_OPS
+    sliced = partitions > 1 and ((mode == "int" and op in BIT_SLICED_OPS) or (
+        mode == "ftz" and op in BIT_SLICED_FLOAT_OPS))
     if sliced:
         routine = build_bit_sliced(op, dtype, arch=arch, crossbars=4)
     else:

@@ -24,7 +24,7 @@ def schedule_inits(alloc: Allocation) -> list[list[int]]:
     open_slot = -1
     for i, g in enumerate(alloc.gates):
         col = alloc.cell[g.out]
-        if g.acc_from is None:
+        if g.acc_from is None and g.pattern is None:
             prev = last_access.get(col, -1)
             if open_slot > prev and open_slot >= 0:
                 groups[open_slot].append(col)
@@ -67,6 +67,14 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
                 tag = search
             predicated = bool(search[0])
         out = alloc.cell[g.out]
+        if g.refill:
+            b.init(out, 1, pred=predicated, **rep, **where)
+            continue
+        if g.pattern is not None:
+            if not lanes:
+                raise PimError("lane constants exist only in bit-sliced routines")
+            b.init([lane * width + out for lane in range(lanes)], g.pattern, **where)
+            continue
         ins = tuple(alloc.cell[x] for x in g.ins)
         if lanes:
             if pred or xbs is not None or rows is not None:

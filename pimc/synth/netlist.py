@@ -29,6 +29,8 @@ class Gate:
     when: When | None = None
     shift: int = 0  # bit-sliced code: out lane i <- NOR(in lane i - shift); see lanes.py
     lanes: tuple[int, int] | None = None  # bit-sliced code: write only these lanes
+    pattern: int | None = None  # bit-sliced code: no NOR, INIT lane i to bit i of pattern
+    refill: bool = False  # no NOR: set acc_from's cell to 1 in the `when` rows
 
     def reads(self) -> tuple[Bit, ...]:
         extra = (self.acc_from,) if self.acc_from is not None else ()
@@ -143,10 +145,32 @@ class Netlist:
         self._consumed.add(target)
         return out
 
-    def predicated_nor(self, when: tuple[tuple[Bit, ...], int], ins: tuple[Bit, ...],
-                       into: Bit | None = None) -> Bit:
+    def lane_constant(self, pattern: int, fresh: bool = False) -> Bit:
+        """Bit-sliced: a word whose lane i holds bit i of `pattern` in every row (an INIT).
+        `fresh` gives a private one, for code that writes into it."""
+        key = ("lanes", pattern)
+        hit = None if fresh else self._cons.get(key)  # type: ignore[call-overload]
+        if hit is not None:
+            return hit
+        out = self.new_value()
+        self.gates.append(Gate(out, (), pattern=pattern))
+        if not fresh:
+            self._cons[key] = out  # type: ignore[index]
+        return out
+
+    def overwrite(self, when: When, target: Bit, value_inv: Bit) -> Bit:
+        """In the rows `when` selects, target's cell becomes NOT value_inv (an INIT of those
+        rows, then a NOR); other rows keep target. Target must not be read afterwards."""
+        refill = self.new_value()
+        self.gates.append(Gate(refill, (), acc_from=target, when=when, refill=True))
+        self._consumed.add(target)
+        return self.predicated_nor(when, (value_inv,), refill)
+
+    def predicated_nor(self, when: When, ins: tuple[Bit, ...], into: Bit | None = None,
+                       shift: int = 0, lanes: tuple[int, int] | None = None) -> Bit:
         """NOR(ins) in the rows where `when` matches; other rows keep `into`'s value (or 1
-        for a new value). Not simplified or shared: each is a real write."""
+        for a new value). Not simplified or shared: each is a real write. Bit-sliced code
+        may shift the input by lanes and write only some lanes, as for a plain gate."""
         args = tuple(x for x in ins if x != ZERO)
         if ONE in args:
             raise ValueError("a predicated NOR of a constant 1 has no cell to read")
@@ -155,7 +179,7 @@ class Netlist:
         if not args:  # NOR() = 1: the rows keep the 1 they hold
             return ONE if into is None else into
         out = self.new_value()
-        self.gates.append(Gate(out, args, acc_from=into, when=when))
+        self.gates.append(Gate(out, args, acc_from=into, when=when, shift=shift, lanes=lanes))
         if into is not None:
             self._consumed.add(into)
         return out

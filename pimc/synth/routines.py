@@ -22,6 +22,7 @@ from pimc.synth.emit import emit
 from pimc.synth.fixed import Fixed
 from pimc.synth.float_ops import FloatOps
 from pimc.synth.floating import FORMATS
+from pimc.synth.lane_float import LaneFloat
 from pimc.synth.lanes import LaneLogic
 from pimc.synth.logic import Word
 from pimc.synth.netlist import Bit, Netlist
@@ -196,6 +197,7 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
 
 
 BIT_SLICED_OPS = {"add", "mul_wide"}
+BIT_SLICED_FLOAT_OPS = {"mul"}
 
 
 def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
@@ -203,8 +205,9 @@ def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
     """`op` with bit i of every word in partition i (lanes.py): words of at most
     `partitions` bits, every op repeated over the partitions."""
     dt = parse_dtype(dtype)
-    if op not in BIT_SLICED_OPS or dt.kind is Kind.FLOAT:
-        raise PimError(f"no bit-sliced {op} on {dtype} yet (have: {sorted(BIT_SLICED_OPS)})")
+    is_float = dt.kind is Kind.FLOAT
+    if op not in (BIT_SLICED_FLOAT_OPS if is_float else BIT_SLICED_OPS):
+        raise PimError(f"no bit-sliced {op} on {dtype} yet")
     if dt.bits > arch.partitions:
         raise PimError(f"bit-sliced {dtype} needs {dt.bits} partitions, the arch has "
                        f"{arch.partitions}")
@@ -216,7 +219,10 @@ def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
     b.input("a", dtype, shape, 0, rows=range_span(rows), stride=width)
     b.input("b", dtype, shape, 1, rows=range_span(rows), stride=width)
     logic, a, bb = LaneLogic(net), net.input(0), net.input(1)
-    if op == "add":
+    if is_float:
+        b.output("y", dtype, shape, 2, rows=range_span(rows), stride=width)
+        outputs = [(LaneFloat(net, FORMATS[dtype]).fmul(a, bb), 2)]
+    elif op == "add":
         b.output("y", dtype, shape, 2, rows=range_span(rows), stride=width)
         outputs = [(logic.add(a, bb, dt.bits), 2)]
     else:
@@ -231,7 +237,8 @@ def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
     alloc = allocate(net, outputs, scratch, what=f"bit-sliced {op} on {dtype}")
     with b.annotate(f"{op} {dtype} bit-sliced"):
         emit(alloc, b, lanes=dt.bits)
-    return Routine(b.build(), op, dtype, "int", alloc.peak_scratch, "bit-sliced")
+    mode = "ftz" if is_float else "int"
+    return Routine(b.build(), op, dtype, mode, alloc.peak_scratch, "bit-sliced")
 
 
 def range_span(rows: int) -> Span:
