@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pimc.synth.floating import Format
 from pimc.synth.lanes import LaneLogic
-from pimc.synth.netlist import ZERO, Bit, When
+from pimc.synth.netlist import ZERO, Bit, KeyBit, When
 
 
 class LaneFloat(LaneLogic):
@@ -24,6 +24,113 @@ class LaneFloat(LaneLogic):
     def keep(self, x: Bit, lo: int, hi: int) -> Bit:
         """x in lanes lo..hi-1, 0 elsewhere."""
         return self.net.nor(self.not_(x), self.not_(self.mask(lo, hi)))
+
+    def choose_inv(self, flag: KeyBit, if1: Bit, if0: Bit, shift1: int = 0,
+                   shift0: int = 0) -> Bit:
+        """NOT (flag ? if1 shifted by shift1 : if0 shifted by shift0), by two SEARCHes of
+        one bit and predicated NORs (lanes shifted in read as 0)."""
+        out = self.net.predicated_nor(((flag,), 1), (if1,), None, shift=shift1)
+        return self.net.predicated_nor(((flag,), 0), (if0,), out, shift=shift0)
+
+    def ones(self) -> Bit:
+        """A private all-ones word, to clear lanes of by predicated NORs."""
+        return self.net.lane_constant((1 << self.fmt.width) - 1, fresh=True)
+
+    def clear_where(self, target: Bit, when: When, lanes: tuple[int, int] | None = None) -> Bit:
+        """target with `lanes` (default all) set to 0 in the rows `when` selects."""
+        return self.net.predicated_nor(when, (self.mask(0, self.fmt.width),), target,
+                                       lanes=lanes)
+
+    def fadd(self, a: Bit, b: Bit) -> Bit:
+        """a + b (ftz): order by magnitude, align, add or subtract, normalise, round.
+
+        Significands sit 3 lanes up (hidden bit in lane m+3, a carry in lane m+4) above
+        guard, round and sticky lanes. Every shift by a data-dependent amount is a few
+        stages, each a SEARCH of one bit of the amount and predicated shifted writes; the
+        sticky bit and the leading-zero count come from exact SEARCHes too.
+        """
+        fmt, net = self.fmt, self.net
+        m, e, width = fmt.frac_bits, fmt.exp_bits, fmt.width
+        top = m + 4
+        stages = (m + 3).bit_length()
+        full = self.mask(0, width)
+        # |a| < |b|: the carry out of NOT |a| + |b| (lanes below the sign).
+        lt_word = self.add(self.keep(self.not_(a), 0, width - 1), self.keep(b, 0, width - 1),
+                           width)
+        lt: KeyBit = (lt_word, width - 1)
+        big = self.not_(self.choose_inv(lt, b, a))
+        small = self.not_(self.choose_inv(lt, a, b))
+        # Exponent difference, in the exponent lanes: NOT (NOT e_big + e_small).
+        d = self.keep(self.not_(self.add(self.keep(self.not_(big), m, m + e),
+                                         self.keep(small, m, m + e), e)), m, m + e)
+        d_bits = tuple((d, m + k) for k in range(e))
+
+        def significand(x: Bit) -> Bit:
+            sig = self.shifted(self.or_(self.keep(x, 0, m), self.mask(m, m + 1)), 3)
+            zero_or_subnormal: When = (tuple((x, m + k) for k in range(e)), 0)
+            # Read as zero: the complement's cell gets all ones (the NOR of a zero word).
+            return self.not_(net.overwrite(zero_or_subnormal, self.not_(sig),
+                                           net.lane_constant(0)))
+
+        sb, ss = significand(big), significand(small)
+        # Sticky: 1 unless no bit of the small significand falls below lane 0.
+        sticky = self.ones()
+        sticky = self.clear_where(sticky, (d_bits[2:], 0))  # d < 4
+        sticky = self.clear_where(sticky, (tuple((ss, k) for k in range(3, top)), 0))
+        for k in range(4, top):
+            sticky = self.clear_where(sticky, (d_bits + tuple((ss, j) for j in range(3, k)), k))
+        # Align: shift right by d, one stage per bit; d >= 2^stages shifts everything out.
+        cur = ss
+        for j in range(stages):
+            cur = self.not_(self.choose_inv(d_bits[j], cur, cur, shift1=-(1 << j)))
+        in_range: When = (d_bits[stages:], 0)
+        cur = self.not_(net.predicated_nor(in_range, (cur,)))
+        aligned = self.or_(cur, self.keep(sticky, 0, 1))
+        # Add, or subtract (x + NOT y + 1): the carry-in is the effective operation.
+        op_word = self.xor(a, b)
+        op: KeyBit = (op_word, width - 1)
+        addend = self.keep(self.not_(self.choose_inv(op, self.not_(aligned), aligned)), 0, top)
+        cin = self.keep(self.not_(net.move_lane(self.ones(), op_word, width - 1, 0)), 0, 1)
+        total = self.add(sb, addend, top + 1, cin)
+        # A carry (additions only): one lane down, the two low lanes kept in the sticky.
+        carry_rows: When = (((total, top), op), 1)
+        down = self.or_(self.shifted(total, -1), self.keep(total, 0, 1))
+        t = self.keep(self.not_(net.overwrite(carry_rows, self.not_(total), down)), 0, top)
+        carry = self.keep(self.not_(self.clear_where(self.ones(), carry_rows, (m, m + 1))),
+                          m, m + 1)
+        # Normalise left, counting the shift into lanes m.. of lz.
+        lz_inv = self.ones()
+        for j in reversed(range(stages)):
+            s = 1 << j
+            zero_top: When = (tuple((t, m + 3 - i) for i in range(s)), 0)
+            moved = self.clear_where(self.ones(), zero_top)
+            t_inv = net.predicated_nor(zero_top, (t,), None, shift=s)
+            lz_inv = self.clear_where(lz_inv, zero_top, (m + j, m + j + 1))
+            t_inv = net.predicated_nor((((moved, 0),), 1), (t,), t_inv)
+            t = self.not_(t_inv)
+        lz = self.keep(self.not_(lz_inv), m, m + stages)
+        # Exponent, e + 1 bits in lanes m..: e_big + carry - lz.
+        s3, c3 = self.full_adder(self.keep(big, m, m + e), carry,
+                                 self.keep(self.not_(lz), m, width))
+        exponent = self.add(s3, self.shifted(c3, 1), e + 1, self.mask(m, m + 1))
+        # Round to nearest even: up unless guard = 0, or guard alone with lsb = 0.
+        up = self.clear_where(self.ones(), (((t, 2),), 0))
+        up = self.clear_where(up, (((t, 0), (t, 1), (t, 2), (t, 3)), 0b0100))
+        fraction = self.keep(self.shifted(t, -3), 0, m)
+        packed = self.or_(fraction, self.keep(exponent, m, m + e))
+        rounded = self.add(packed, self.keep(up, 0, 1), width)
+        result = self.or_(self.keep(rounded, 0, width - 1), self.keep(big, width - 1, width))
+        # Exact zero: +0 unless both were negative; underflow (exponent <= 0): flushed.
+        zero_sign = self.keep(self.and_(a, b), width - 1, width)
+        big_sign = self.keep(big, width - 1, width)
+        for when in ((((exponent, width - 1),), 1),
+                     (tuple((exponent, k) for k in range(m, width)), 0)):
+            result = net.overwrite(when, result, self.not_(big_sign))
+        low_lanes = tuple((total, k) for k in range(top))
+        for exact_zero in ((low_lanes + ((total, top),), 0),  # a sum of zeros
+                           (low_lanes + (op,), 1 << top)):  # x - x: the carry lane is 1
+            result = net.overwrite(exact_zero, result, self.not_(zero_sign))
+        return result
 
     def fmul(self, a: Bit, b: Bit) -> Bit:
         fmt, net = self.fmt, self.net

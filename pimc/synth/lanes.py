@@ -21,14 +21,15 @@ class LaneLogic(Logic):
         """x moved up by `lanes` lanes (zeros in), in lanes + 1 cycles (and a NOT)."""
         return self.not_(self.net.shift_not(x, lanes))
 
-    def add(self, a: Bit, b: Bit, lanes: int) -> Bit:
-        """a + b on `lanes`-bit words, by a Kogge-Stone carry prefix."""
+    def add(self, a: Bit, b: Bit, lanes: int, cin: Bit = ZERO) -> Bit:
+        """a + b (+ cin, a word that is 0 but maybe in lane 0) on `lanes`-bit words, by a
+        Kogge-Stone carry prefix."""
         net = self.net
         n = net.nor(a, b)
         t2, t3 = net.nor(a, n), net.nor(b, n)  # b and not a, a and not b
         g = net.nor(n, t2, t3)  # generate: a and b
         p = self.or_(t2, t3)  # propagate: a xor b
-        big_g, big_p = g, p
+        big_g, big_p = self.or_(g, self.and_(p, cin)), p
         s = 1
         while s < lanes:
             # G <- G or (P and G shifted by s); P <- P and P shifted by s.
@@ -38,7 +39,7 @@ class LaneLogic(Logic):
             if not last:
                 big_p = net.nor(self.not_(big_p), net.shift_not(big_p, s))
             s *= 2
-        carries = self.shifted(big_g, 1)
+        carries = self.or_(self.shifted(big_g, 1), cin)
         return self.xor(p, carries)
 
 

@@ -197,7 +197,7 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
 
 
 BIT_SLICED_OPS = {"add", "mul_wide"}
-BIT_SLICED_FLOAT_OPS = {"mul"}
+BIT_SLICED_FLOAT_OPS = {"add", "mul"}
 
 
 def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
@@ -221,7 +221,9 @@ def build_bit_sliced(op: str, dtype: str, *, arch: Arch, crossbars: int = 1,
     logic, a, bb = LaneLogic(net), net.input(0), net.input(1)
     if is_float:
         b.output("y", dtype, shape, 2, rows=range_span(rows), stride=width)
-        outputs = [(LaneFloat(net, FORMATS[dtype]).fmul(a, bb), 2)]
+        lane_float = LaneFloat(net, FORMATS[dtype])
+        fn = lane_float.fadd if op == "add" else lane_float.fmul
+        outputs = [(fn(a, bb), 2)]
     elif op == "add":
         b.output("y", dtype, shape, 2, rows=range_span(rows), stride=width)
         outputs = [(logic.add(a, bb, dt.bits), 2)]
