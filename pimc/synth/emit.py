@@ -73,7 +73,7 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
         if g.pattern is not None:
             if not lanes:
                 raise PimError("lane constants exist only in bit-sliced routines")
-            b.init([lane * width + out for lane in range(lanes)], g.pattern, **where)
+            _emit_lane_constant(b, out, g.pattern, lanes, width)
             continue
         ins = tuple(alloc.cell[x] for x in g.ins)
         if lanes:
@@ -82,6 +82,23 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
             emit_lane_gate(b, out, ins, g, lanes, width, predicated)
             continue
         b.nor(out, *ins, acc=g.acc_from is not None, pred=predicated, **where)
+
+
+def _emit_lane_constant(b: ProgramBuilder, col: int, pattern: int, lanes: int,
+                        width: int) -> None:
+    """A word with lane i = bit i of pattern: zeros everywhere, then each run of ones as
+    one INIT repeated over the run's partitions (masks are one run: two INITs)."""
+    b.init(col, 0, rep=Rep(lanes, 1))
+    lane = 0
+    while lane < lanes:
+        if pattern >> lane & 1:
+            end = lane
+            while end < lanes and pattern >> end & 1:
+                end += 1
+            b.init(lane * width + col, 1, rep=Rep(end - lane, 1))
+            lane = end
+        else:
+            lane += 1
 
 
 def _search_key(alloc: Allocation, when: When, width: int

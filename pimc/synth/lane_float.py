@@ -53,7 +53,6 @@ class LaneFloat(LaneLogic):
         m, e, width = fmt.frac_bits, fmt.exp_bits, fmt.width
         top = m + 4
         stages = (m + 3).bit_length()
-        full = self.mask(0, width)
         # |a| < |b|: the carry out of NOT |a| + |b| (lanes below the sign).
         lt_word = self.add(self.keep(self.not_(a), 0, width - 1), self.keep(b, 0, width - 1),
                            width)
@@ -127,8 +126,8 @@ class LaneFloat(LaneLogic):
                      (tuple((exponent, k) for k in range(m, width)), 0)):
             result = net.overwrite(when, result, self.not_(big_sign))
         low_lanes = tuple((total, k) for k in range(top))
-        for exact_zero in ((low_lanes + ((total, top),), 0),  # a sum of zeros
-                           (low_lanes + (op,), 1 << top)):  # x - x: the carry lane is 1
+        for exact_zero in (((*low_lanes, (total, top)), 0),  # a sum of zeros
+                           ((*low_lanes, op), 1 << top)):  # x - x: the carry lane is 1
             result = net.overwrite(exact_zero, result, self.not_(zero_sign))
         return result
 
