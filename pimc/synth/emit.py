@@ -86,19 +86,22 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
 
 def _emit_lane_constant(b: ProgramBuilder, col: int, pattern: int, lanes: int,
                         width: int) -> None:
-    """A word with lane i = bit i of pattern: zeros everywhere, then each run of ones as
-    one INIT repeated over the run's partitions (masks are one run: two INITs)."""
-    b.init(col, 0, rep=Rep(lanes, 1))
-    lane = 0
-    while lane < lanes:
-        if pattern >> lane & 1:
-            end = lane
-            while end < lanes and pattern >> end & 1:
-                end += 1
-            b.init(lane * width + col, 1, rep=Rep(end - lane, 1))
-            lane = end
+    """A word with lane i = bit i of pattern, as INITs repeated over runs of partitions:
+    every run on its own, or zeros everywhere and then the runs of ones, whichever takes
+    fewer ops (an all-ones mask is one INIT)."""
+    bits = [pattern >> lane & 1 for lane in range(lanes)]
+    runs: list[tuple[int, int, int]] = []  # (start, end, bit)
+    for lane, bit in enumerate(bits):
+        if runs and runs[-1][2] == bit:
+            runs[-1] = (runs[-1][0], lane + 1, bit)
         else:
-            lane += 1
+            runs.append((lane, lane + 1, bit))
+    ones = [r for r in runs if r[2]]
+    if len(runs) > 1 + len(ones):
+        b.init(col, 0, rep=Rep(lanes, 1))
+        runs = ones
+    for start, end, bit in runs:
+        b.init(start * width + col, bit, rep=Rep(end - start, 1))
 
 
 def _search_key(alloc: Allocation, when: When, width: int

@@ -61,7 +61,7 @@ class LaneFloat(LaneLogic):
         small = self.not_(self.choose_inv(lt, a, b))
         # Exponent difference, in the exponent lanes: NOT (NOT e_big + e_small).
         d = self.keep(self.not_(self.add(self.keep(self.not_(big), m, m + e),
-                                         self.keep(small, m, m + e), e)), m, m + e)
+                                         self.keep(small, m, m + e), m + e, lo=m)), m, m + e)
         d_bits = tuple((d, m + k) for k in range(e))
 
         def significand(x: Bit) -> Bit:
@@ -111,7 +111,7 @@ class LaneFloat(LaneLogic):
         # Exponent, e + 1 bits in lanes m..: e_big + carry - lz.
         s3, c3 = self.full_adder(self.keep(big, m, m + e), carry,
                                  self.keep(self.not_(lz), m, width))
-        exponent = self.add(s3, self.shifted(c3, 1), e + 1, self.mask(m, m + 1))
+        exponent = self.add(s3, self.shifted(c3, 1), width, self.mask(m, m + 1), lo=m)
         # Round to nearest even: up unless guard = 0, or guard alone with lsb = 0.
         up = self.clear_where(self.ones(), (((t, 2),), 0))
         up = self.clear_where(up, (((t, 0), (t, 1), (t, 2), (t, 3)), 0b0100))
@@ -170,7 +170,7 @@ class LaneFloat(LaneLogic):
         t_inv = net.move_lane(t_inv, self.not_(high), p - 1, m)  # lane m: not top
         s, c = self.full_adder(self.keep(a, m, m + e), self.keep(b, m, m + e),
                                self.not_(t_inv))
-        t = self.add(s, self.shifted(c, 1), 16)
+        t = self.add(s, self.shifted(c, 1), m + e + 1, lo=m)
         field = self.xor(t, self.mask(m + e - 1, m + e))
         packed = self.or_(self.keep(sig, 0, m), self.keep(field, m, m + e))
         rounded = self.add(packed, up, width)

@@ -15,32 +15,35 @@ from pimc.isa.uop import Rep
 from pimc.synth.logic import Logic
 from pimc.synth.netlist import ZERO, Bit, Gate
 
+ALL_LANES = (1 << 64) - 1  # a lane constant with every lane 1
+
 
 class LaneLogic(Logic):
     def shifted(self, x: Bit, lanes: int) -> Bit:
         """x moved up by `lanes` lanes (zeros in), in lanes + 1 cycles (and a NOT)."""
         return self.not_(self.net.shift_not(x, lanes))
 
-    def add(self, a: Bit, b: Bit, lanes: int, cin: Bit = ZERO) -> Bit:
-        """a + b (+ cin, a word that is 0 but maybe in lane 0) on `lanes`-bit words, by a
-        Kogge-Stone carry prefix."""
+    def add(self, a: Bit, b: Bit, hi: int, cin: Bit = ZERO, lo: int = 0) -> Bit:
+        """a + b (+ cin, a word that is 0 but maybe in lane lo) in lanes lo..hi-1.
+
+        A ripple carry, lane to lane: with propagate p and generate g made lanewise, each
+        carry is two single-lane NORs, u = p and c (inside lane i) and NOT c' =
+        NOR(g, u) (from lane i to i+1), written into one cell per word. Cheaper here than
+        a carry-prefix tree, whose long shifts cost one cycle per lane moved.
+        """
         net = self.net
         n = net.nor(a, b)
         t2, t3 = net.nor(a, n), net.nor(b, n)  # b and not a, a and not b
         g = net.nor(n, t2, t3)  # generate: a and b
-        p = self.or_(t2, t3)  # propagate: a xor b
-        big_g, big_p = self.or_(g, self.and_(p, cin)), p
-        s = 1
-        while s < lanes:
-            # G <- G or (P and G shifted by s); P <- P and P shifted by s.
-            carry_in = net.nor(self.not_(big_p), net.shift_not(big_g, s))
-            last = s * 2 >= lanes
-            big_g = self.or_(big_g, carry_in)
-            if not last:
-                big_p = net.nor(self.not_(big_p), net.shift_not(big_p, s))
-            s *= 2
-        carries = self.or_(self.shifted(big_g, 1), cin)
-        return self.xor(p, carries)
+        xn = net.nor(t2, t3)  # NOT propagate
+        not_carry = net.lane_constant(ALL_LANES, fresh=True)
+        if cin != ZERO:
+            not_carry = net.lane_nor(not_carry, (cin,), lo, lo)
+        ands = net.lane_constant(ALL_LANES, fresh=True)
+        for lane in range(lo, hi - 1):
+            ands = net.lane_nor(ands, (xn, not_carry), lane, lane)  # p and c
+            not_carry = net.lane_nor(not_carry, (g, ands), lane, lane + 1)
+        return self.xor(xn, not_carry)  # p xor c = NOT p xor NOT c
 
 
     def multiply_wide(self, a: Bit, b: Bit, lanes: int) -> tuple[Bit, Bit]:
@@ -87,9 +90,8 @@ def emit_lane_gate(b: ProgramBuilder, out: int, ins: tuple[int, ...], gate: Gate
         b.nor(lo * width + out, *(lo * width + c for c in ins), acc=acc, pred=pred,
               rep=Rep(len(written), 1))
         return
-    (src,) = ins
     span = abs(shift) + 1
     for first in written[:span]:
         count = len(range(first, written.stop, span))
-        b.nor(first * width + out, (first - shift) * width + src, acc=acc, pred=pred,
-              rep=Rep(count, span))
+        b.nor(first * width + out, *((first - shift) * width + c for c in ins), acc=acc,
+              pred=pred, rep=Rep(count, span))

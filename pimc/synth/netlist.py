@@ -140,8 +140,14 @@ class Netlist:
 
     def move_lane(self, target: Bit, x: Bit, src: int, dst: int) -> Bit:
         """Bit-sliced: lane dst of target's cell <- NOT (lane src of x); other lanes kept."""
+        return self.lane_nor(target, (x,), src, dst)
+
+    def lane_nor(self, target: Bit, ins: tuple[Bit, ...], src: int, dst: int) -> Bit:
+        """Bit-sliced: lane dst of target's cell <- its value AND NOR(lane src of ins);
+        other lanes kept (target's cell must hold 1 there, as after its INIT)."""
         out = self.new_value()
-        self.gates.append(Gate(out, (x,), acc_from=target, shift=dst - src, lanes=(dst, dst + 1)))
+        self.gates.append(Gate(out, tuple(ins), acc_from=target, shift=dst - src,
+                               lanes=(dst, dst + 1)))
         self._consumed.add(target)
         return out
 
