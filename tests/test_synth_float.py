@@ -72,7 +72,8 @@ def test_auto_alignment_picks_the_cheaper_per_init_model():
 @pytest.mark.parametrize("mode", ["ieee", "ftz"])
 @pytest.mark.parametrize("dtype", sorted(FORMATS))
 @pytest.mark.parametrize("op", ["neg", "abs", "lt", "le", "eq", "min", "max", "relu",
-                                "to_i32", "from_i32"])
+                                "to_i32", "from_i32", "to_q16.16", "from_q16.16", "to_q4.4",
+                                "from_q4.4"])
 def test_float_vocabulary_is_bit_exact(op, dtype, mode):
     _, rows = verify(build_routine(op, dtype, mode=mode, crossbars=4), seed=9)
     assert rows == 4096
@@ -89,6 +90,17 @@ def test_int_to_float_oracle_is_numpy(dtype):
     with np.errstate(all="ignore"):
         got = ints.astype(ftype).view(store).astype(np.uint64)
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+def test_float_to_int_oracle_is_numpy(dtype):
+    fmt = FORMATS[dtype]
+    raw = np.random.default_rng(3).integers(0, 1 << fmt.width, 20000, dtype=np.uint64)
+    want = float_misc_reference("to_i32", dtype, [raw], fmt.exp_bits, fmt.frac_bits)
+    ftype, store = NUMPY[dtype]
+    with np.errstate(all="ignore"):
+        got = raw.astype(store).view(ftype).astype(np.int32).view(np.uint32)
+    assert np.array_equal(got.astype(np.uint64), want)
 
 
 def test_ftz_flushes_and_ieee_keeps_subnormals():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pimc.isa.errors import PimError
 from pimc.synth.floating import Floating, Unpacked, _constant
 from pimc.synth.logic import Word
 from pimc.synth.netlist import ONE, ZERO, Bit
@@ -74,15 +75,17 @@ class FloatOps(Floating):
 
     # ------------------------------------------------------------------ conversions
 
-    def to_int(self, a: Sequence[Bit], width: int = 32) -> Word:
-        """Truncate toward zero to a signed integer; NaN, infinities and values out of range
-        give the most negative integer (x86's "integer indefinite", numpy's result)."""
+    def to_int(self, a: Sequence[Bit], width: int = 32, frac_bits: int = 0) -> Word:
+        """Truncate a * 2^frac_bits toward zero to a signed integer (a Q(I.F) number with
+        F = frac_bits); NaN, infinities and values out of range give the most negative
+        integer (x86's "integer indefinite", numpy's result for int32)."""
         fmt = self.fmt
         m, e_bits = fmt.frac_bits, fmt.exp_bits
         ua = self.unpack(a)
-        # Unbiased exponent k = e - bias; the integer is sig << k >> m, for 0 <= k < width.
-        k, no_borrow = self.sub(ua.exp, _constant(fmt.bias, e_bits))
-        negative_k = self.not_(no_borrow)
+        # k = e - bias + F; the integer is sig << k >> m, for 0 <= k < width.
+        kw = e_bits + 2
+        k, _ = self.add([*ua.exp, ZERO, ZERO], _constant((frac_bits - fmt.bias) % (1 << kw), kw))
+        negative_k = k[-1]
         shift_bits = max(1, (width - 1).bit_length())
         big = self.any_(k[shift_bits:]) if len(k) > shift_bits else ZERO
         window = list(ua.sig) + [ZERO] * (width - 1)
@@ -104,16 +107,22 @@ class FloatOps(Floating):
         indefinite = [ZERO] * (width - 1) + [ONE]
         return self.select(invalid, indefinite, value)
 
-    def from_int(self, x: Sequence[Bit]) -> Word:
-        """A signed integer rounded to the nearest float, ties to even."""
+    def from_int(self, x: Sequence[Bit], frac_bits: int = 0) -> Word:
+        """A signed integer, or Q(I.F) number with F = frac_bits, rounded to the nearest
+        float, ties to even."""
         fmt = self.fmt
         width = len(x)
         sign = x[-1]
         magnitude = self.conditional_negate(list(x), sign)
-        t, shift = self.normalize_left(magnitude, None)
         p = fmt.frac_bits + 1
-        # The top bit of t has weight 2^(width-1-shift): exponent field bias+width-1-shift.
-        exp_top = _constant(fmt.bias + width - 1, fmt.exp_bits + 1)
+        # The top bit of magnitude has weight 2^(width-1-frac_bits): its exponent field
+        # would be top. Normalising left by at most top - 1 places leaves a result below
+        # the normal range subnormal (ftz: flushed when packed).
+        top = fmt.bias + width - 1 - frac_bits
+        if top < 1:
+            raise PimError(f"Q format with {frac_bits} fraction bits is below {fmt} range")
+        t, shift = self.normalize_left(magnitude, _constant(top - 1, (top - 1).bit_length() or 1))
+        exp_top = _constant(top, fmt.exp_bits + 2)
         exp_base, _ = self.sub(exp_top, shift + [ZERO] * (len(exp_top) - len(shift)))
         if width > p:
             sig, guard = t[width - p:], t[width - p - 1]

@@ -168,22 +168,18 @@ def numpy_float(dtype: str) -> tuple[type, type]:
 
 
 def float_misc_reference(op: str, dtype: str, raws: list[np.ndarray], e_bits: int,
-                         m_bits: int) -> np.ndarray:
+                         m_bits: int, mode: str = "ieee") -> np.ndarray:
     """Results of the exact float ops (sign, compare, min/max, relu, conversions) as numpy
     gives them, as raw bits. int -> float is rounded here, exactly (bfloat16's conversion
     in ml_dtypes goes through float32, which can round twice)."""
     ftype, store = numpy_float(dtype)
-    if op == "from_i32":
-        ints = raws[0].astype(np.uint32).view(np.int32).reshape(-1)
-        out = [round_to_format(int(v < 0), abs(int(v)), 0, e_bits, m_bits) for v in ints]
-        return np.array(out, dtype=np.uint64).reshape(raws[0].shape)
+    if op.startswith(("to_", "from_")):
+        return _conversion(op, raws[0], e_bits, m_bits, mode)
     vals = [r.astype(store).view(ftype) for r in raws]
     with np.errstate(all="ignore"):
         if op in ("lt", "le", "eq"):
             cmp = {"lt": np.less, "le": np.less_equal, "eq": np.equal}[op]
             return cmp(vals[0], vals[1]).astype(np.uint64)
-        if op == "to_i32":
-            return vals[0].astype(np.int32).view(np.uint32).astype(np.uint64)
         result = {
             "neg": lambda: np.negative(vals[0]),
             "abs": lambda: np.abs(vals[0]),
@@ -192,3 +188,31 @@ def float_misc_reference(op: str, dtype: str, raws: list[np.ndarray], e_bits: in
             "relu": lambda: np.maximum(vals[0], np.zeros_like(vals[0])),
         }[op]()
     return np.asarray(result).view(store).astype(np.uint64)
+
+
+def _conversion(op: str, raw: np.ndarray, e_bits: int, m_bits: int, mode: str) -> np.ndarray:
+    """Float <-> integer or Q(I.F): to truncates x * 2^F toward zero (NaN, infinities and
+    values out of range give the most negative integer, as numpy's int32 cast on x86);
+    from rounds the integer / 2^F to nearest even. Exact, in Python integers."""
+    from pimc.isa.dtypes import parse_dtype
+
+    direction, name = op.split("_", 1)
+    fixed = parse_dtype(name)
+    width, frac = fixed.bits, fixed.frac_bits
+    out = []
+    for bits in raw.reshape(-1).tolist():
+        if direction == "from":
+            v = to_int(bits, width, True)
+            result = round_to_format(int(v < 0), abs(v), -frac, e_bits, m_bits)
+            if mode == "ftz" and _is_subnormal(result, e_bits, m_bits):
+                result &= 1 << (e_bits + m_bits)
+            out.append(result)
+            continue
+        sign, n, e, kind = _decode(bits, e_bits, m_bits)
+        shift = e + frac
+        magnitude = n << shift if shift >= 0 else n >> -shift
+        value = -magnitude if sign else magnitude
+        if kind != "finite" or not -(1 << (width - 1)) <= value < 1 << (width - 1):
+            value = -(1 << (width - 1))
+        out.append(value & ((1 << width) - 1))
+    return np.array(out, dtype=np.uint64).reshape(raw.shape)

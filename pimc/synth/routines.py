@@ -116,6 +116,10 @@ FLOAT_OPS: dict[str, FloatSpec] = {
     "relu": FloatSpec(lambda f, w: f.frelu(w[0], _ties_to_a(f)), _one, _float),
     "to_i32": FloatSpec(lambda f, w: f.to_int(w[0], 32), _one, lambda d: "i32"),
     "from_i32": FloatSpec(lambda f, w: f.from_int(w[0]), lambda d: ["i32"], _float),
+    "to_q16.16": FloatSpec(lambda f, w: f.to_int(w[0], 32, 16), _one, lambda d: "q16.16"),
+    "from_q16.16": FloatSpec(lambda f, w: f.from_int(w[0], 16), lambda d: ["q16.16"], _float),
+    "to_q4.4": FloatSpec(lambda f, w: f.to_int(w[0], 8, 4), _one, lambda d: "q4.4"),
+    "from_q4.4": FloatSpec(lambda f, w: f.from_int(w[0], 4), lambda d: ["q4.4"], _float),
 }
 
 OPERANDS = "abc"

@@ -77,7 +77,8 @@ def reference(routine: Routine, raws: dict[str, np.ndarray], mode: str | None = 
     if routine.op in ("add", "sub", "mul"):
         return float_reference(routine.op, ins[0], ins[1], fmt.exp_bits, fmt.frac_bits,
                                mode or routine.mode, numpy_nan_rule(routine.dtype, routine.op))
-    return float_misc_reference(routine.op, routine.dtype, ins, fmt.exp_bits, fmt.frac_bits)
+    return float_misc_reference(routine.op, routine.dtype, ins, fmt.exp_bits, fmt.frac_bits,
+                                mode or routine.mode)
 
 
 def operands(routine: Routine, seed: int) -> dict[str, np.ndarray]:
