@@ -50,7 +50,8 @@ def int_reference(op: str, dt: DType, raws: list[np.ndarray], out_bits: int) -> 
     mask = (1 << out_bits) - 1
     shift = dt.frac_bits if op == "mul" else 0  # a Q(I.F) product drops F fraction bits
     out = [(fn(list(v), dt.bits, signed) >> shift) & mask for v in zip(*cols, strict=True)]
-    return np.array(out, dtype=np.uint64).reshape(raws[0].shape)
+    wide = out_bits > 64  # kept as Python integers
+    return np.array(out, dtype=object if wide else np.uint64).reshape(raws[0].shape)
 
 
 # --------------------------------------------------------------------------- floats

@@ -47,6 +47,8 @@ def _bool(dt: DType) -> str:
 
 
 def _wide(dt: DType) -> str:
+    if 2 * dt.bits > 64:
+        return f"u{dt.bits}"  # two halves of the 2N-bit product (see build_routine)
     if dt.kind is Kind.FIXED:
         return f"q{2 * (dt.bits - dt.frac_bits)}.{2 * dt.frac_bits}"
     return f"{dt.kind.value}{2 * dt.bits}"
@@ -186,11 +188,14 @@ def build_routine(op: str, dtype: str, *, arch: Arch | None = None, crossbars: i
         spec = INT_OPS[op]
         result = list(spec.build(Fixed(net), words, dt))
         out_dt = parse_dtype(spec.out_dtype(dt))
-    if len(result) != out_dt.bits:
+    # A result wider than 64 bits leaves as its halves: lanes 2 of a type of half the width.
+    lanes = len(result) // out_dt.bits
+    if len(result) != lanes * out_dt.bits:
         raise AssertionError(f"{op}: {len(result)} result bits for {out_dt.name}")
-    b.output("y", out_dt.name, shape, col, rows=range_span(rows))
+    b.output("y", out_dt.name, [*shape, lanes] if lanes > 1 else shape, col,
+             rows=range_span(rows), lanes=lanes)
     outputs = [(bit, col + i) for i, bit in enumerate(result)]
-    col += out_dt.bits
+    col += len(result)
     budget = arch.cols - col if scratch_budget is None else scratch_budget
     if col + budget > arch.cols:
         raise PimError(f"{op} {dtype}: operands and result take {col} of {arch.cols} columns")

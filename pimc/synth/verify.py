@@ -12,6 +12,7 @@ import numpy as np
 
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
+from pimc.isa.uop import TensorIO
 from pimc.synth.floating import FORMATS
 from pimc.synth.oracle import (
     float_misc_reference,
@@ -72,7 +73,8 @@ def reference(routine: Routine, raws: dict[str, np.ndarray], mode: str | None = 
     ins = [raws[t.name] for t in prog.inputs]
     dt = parse_dtype(routine.dtype)
     if dt.kind is not Kind.FLOAT:
-        return int_reference(routine.op, dt, ins, parse_dtype(prog.outputs[0].dtype).bits)
+        out = prog.outputs[0]
+        return int_reference(routine.op, dt, ins, parse_dtype(out.dtype).bits * out.lanes)
     fmt = FORMATS[routine.dtype]
     if routine.op in ("add", "sub", "mul"):
         return float_reference(routine.op, ins[0], ins[1], fmt.exp_bits, fmt.frac_bits,
@@ -113,6 +115,19 @@ def operands(routine: Routine, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def result_bits(t: TensorIO, values: np.ndarray) -> np.ndarray:
+    """Raw result bits per row; a result in lanes (halves of a wide product) joined into
+    Python integers."""
+    dt = parse_dtype(t.dtype)
+    raw = values.view(dt.storage).astype(np.uint64) & np.uint64((1 << dt.bits) - 1)
+    if t.lanes == 1:
+        return raw
+    joined = np.zeros(raw.shape[:-1], dtype=object)
+    for lane in range(t.lanes):
+        joined += raw[..., lane].astype(object) * (1 << (lane * dt.bits))
+    return joined
+
+
 def verify(routine: Routine, seed: int = 0) -> tuple[Stats, int]:
     """Execute and compare bit for bit; returns the stats and how many rows were checked."""
     prog = routine.program
@@ -120,10 +135,7 @@ def verify(routine: Routine, seed: int = 0) -> tuple[Stats, int]:
     values = {t.name: parse_dtype(t.dtype).from_bits(raws[t.name].astype(
         parse_dtype(t.dtype).storage)) for t in prog.inputs}
     outputs, stats = run_program(prog, values, name=f"{routine.op}:{routine.dtype}")
-    out_t = prog.outputs[0]
-    out_dt = parse_dtype(out_t.dtype)
-    got = outputs[out_t.name].view(out_dt.storage).astype(np.uint64)
-    got &= np.uint64((1 << out_dt.bits) - 1) if out_dt.bits < 64 else np.uint64(2**64 - 1)
+    got = result_bits(prog.outputs[0], outputs[prog.outputs[0].name])
     want = reference(routine, raws)
     bad = np.argwhere(got != want)
     if len(bad):
