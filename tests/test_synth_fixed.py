@@ -23,7 +23,7 @@ def test_int_routine_is_bit_exact(op, dtype):
     assert stats.ops["NOR"] > 0 or op in ("abs", "relu")
 
 
-@pytest.mark.parametrize("dtype", ["u64", "i64", "q8.24"])
+@pytest.mark.parametrize("dtype", ["u64", "i64", "q32.32"])
 def test_products_wider_than_64_bits_come_out_as_halves(dtype):
     routine = build_routine("mul_wide", dtype, crossbars=1)
     out = routine.program.outputs[0]
