@@ -15,8 +15,6 @@ WIDTHS = ["u4", "i4", "u8", "i8", "i16", "u32", "i32", "q4.4", "q8.24", "u64", "
 @pytest.mark.parametrize("dtype", WIDTHS)
 @pytest.mark.parametrize("op", sorted(INT_OPS))
 def test_int_routine_is_bit_exact(op, dtype):
-    if op.startswith("mul") and dtype in ("u64", "i64"):
-        pytest.skip("covered at 32 bits; 64-bit products take a while in the simulator")
     routine = build_routine(op, dtype, crossbars=4)
     stats, rows = verify(routine, seed=len(op))
     assert rows == 4096
@@ -25,16 +23,8 @@ def test_int_routine_is_bit_exact(op, dtype):
 
 @pytest.mark.parametrize("dtype", ["u64", "i64", "q32.32"])
 def test_products_wider_than_64_bits_come_out_as_halves(dtype):
-    routine = build_routine("mul_wide", dtype, crossbars=1)
-    out = routine.program.outputs[0]
-    assert out.lanes == 2 and out.shape[-1] == 2
-    _, rows = verify(routine, seed=2)
-    assert rows == 1024
-
-
-def test_int64_multiply_low_half():
-    _stats, rows = verify(build_routine("mul", "i64", crossbars=1), seed=1)
-    assert rows == 1024
+    out = build_routine("mul_wide", dtype, crossbars=1).program.outputs[0]
+    assert out.lanes == 2 and out.shape[-1] == 2 and out.dtype == "u64"
 
 
 def test_per_cell_init_model_verifies_too():
