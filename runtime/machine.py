@@ -56,6 +56,11 @@ class Machine:
         self.stats = Stats(arch.init_model, arch.partitions)
         self.host = HostPort(self)
         self._masks: dict[range, np.ndarray] = {}
+        # Python-side memo of the flag codes for whole columns of a crossbar span, so the
+        # common whole-column op needs no numpy call to check them. "Written" only grows,
+        # so a positive answer stays true; "armed" is dropped at every write of a column.
+        self._written_memo: set[tuple[int, int, int, int]] = set()
+        self._armed_memo: dict[int, set[tuple[int, int, int]]] = {}
         self._steps = [self._prepare(op, prog.line_of(i)) for i, op in enumerate(prog.ops)]
         self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
                       Shift: self._shift, Transfer: self._transfer}
@@ -132,7 +137,15 @@ class Machine:
 
     def check_written(self, step: _Step, cols: np.ndarray | int, xs: slice,
                       mask: np.ndarray | None) -> None:
-        if self.strict and not self.written.all_set(cols, xs, mask):
+        if not self.strict:
+            return
+        memo = (cols, xs.start, xs.stop, xs.step or 1) if isinstance(cols, int) else None
+        if mask is None and memo in self._written_memo:
+            return
+        if self.written.all_set(cols, xs, mask):
+            if mask is None and memo is not None:
+                self._written_memo.add(memo)
+        else:
             cols_a = np.atleast_1d(cols)
             c, x, r = self.written.first_unset(cols_a, xs, mask)
             raise self.fail(step.line, f"reads c{cols_a[c]} of crossbar "
@@ -143,6 +156,8 @@ class Machine:
         """Book-keeping after writing data: written, no longer armed, one more write."""
         self.written.update(cols, xs, mask, True)
         self.armed.update(cols, xs, mask, False)
+        for c in np.atleast_1d(cols).tolist() if not isinstance(cols, int) else (cols,):
+            self._armed_memo.pop(c, None)
         if self.writes is not None:
             dense = mask if (mask is not None and step.op.pred) else None
             self.writes.add(cols, xs, rows, dense)
@@ -172,7 +187,9 @@ class Machine:
             cols = np.array(rep_columns(self.arch, (op.out, *op.ins), op.rep))
             out, ins = cols[:, 0], [cols[:, k] for k in range(1, cols.shape[1])]
         # An armed cell holds 1, so a NOR into fully armed columns is a plain NOR.
-        plain = mask is None and step.reps == 1 and self.armed.all_full(out, xs)
+        key = (xs.start, xs.stop, xs.step or 1)
+        plain = mask is None and step.reps == 1 and (
+            key in self._armed_memo.get(out, ()) or self.armed.all_full(out, xs))  # type: ignore[arg-type]
         if self.strict:
             for c in ins:
                 self.check_written(step, c, xs, mask)
@@ -213,6 +230,10 @@ class Machine:
                 self.note_write(step, cols, xs, mask, step.rows)
         if len(ones):
             self.armed.update(_as_index(ones), xs, mask, True)
+            if mask is None:
+                key = (xs.start, xs.stop, xs.step or 1)
+                for c in ones.tolist():
+                    self._armed_memo.setdefault(c, set()).add(key)
         active = self.active_rows(step, mask)
         self.stats.energy_fj["INIT"] += active * (
             len(ones) * self.arch.e_set_fj + len(zeros) * self.arch.e_reset_fj)
