@@ -33,6 +33,11 @@ class DType:
     frac_bits: int = 0  # fixed point: bits after the binary point
 
     @property
+    def signed(self) -> bool:
+        """Two's complement (iN and the Q formats), as opposed to unsigned."""
+        return self.kind in (Kind.SINT, Kind.FIXED)
+
+    @property
     def storage(self) -> np.dtype:
         """The unsigned integer numpy dtype that holds one raw bit pattern."""
         for width, dt in ((8, np.uint8), (16, np.uint16), (32, np.uint32), (64, np.uint64)):

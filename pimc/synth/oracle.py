@@ -7,11 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pimc.isa.dtypes import DType, Kind
-
-
-def _signed(dt: DType) -> bool:
-    return dt.kind in (Kind.SINT, Kind.FIXED)
+from pimc.isa.dtypes import DType
 
 
 def to_int(raw: int, bits: int, signed: bool) -> int:
@@ -43,7 +39,7 @@ INT_REFERENCE: dict[str, IntFn] = {
 def int_reference(op: str, dt: DType, raws: list[np.ndarray], out_bits: int) -> np.ndarray:
     """Raw result bits of `op` for raw operand bits (the third operand of select is 1 bit)."""
     fn = INT_REFERENCE[op]
-    signed = _signed(dt)
+    signed = dt.signed
     widths = [dt.bits, dt.bits, 1]
     cols = [[to_int(int(x), widths[k], signed and k < 2) for x in r.reshape(-1)]
             for k, r in enumerate(raws)]

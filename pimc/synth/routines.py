@@ -54,27 +54,24 @@ def _wide(dt: DType) -> str:
     return f"{dt.kind.value}{2 * dt.bits}"
 
 
-def _signed(dt: DType) -> bool:
-    return dt.kind in (Kind.SINT, Kind.FIXED)
-
 
 INT_OPS: dict[str, OpSpec] = {
     "add": OpSpec(2, lambda f, w, dt: f.add(w[0], w[1])[0], _same),
     "sub": OpSpec(2, lambda f, w, dt: f.sub(w[0], w[1])[0], _same),
     "neg": OpSpec(1, lambda f, w, dt: f.neg(w[0]), _same),
-    "abs": OpSpec(1, lambda f, w, dt: f.abs_(w[0]) if _signed(dt) else w[0], _same),
-    "mul": OpSpec(2, lambda f, w, dt: f.multiply_scaled(w[0], w[1], _signed(dt), dt.frac_bits),
+    "abs": OpSpec(1, lambda f, w, dt: f.abs_(w[0]) if dt.signed else w[0], _same),
+    "mul": OpSpec(2, lambda f, w, dt: f.multiply_scaled(w[0], w[1], dt.signed, dt.frac_bits),
                   _same),
-    "mul_wide": OpSpec(2, lambda f, w, dt: f.multiply(w[0], w[1], _signed(dt)), _wide),
-    "lt": OpSpec(2, lambda f, w, dt: [f.less_than(w[0], w[1], _signed(dt))], _bool),
-    "le": OpSpec(2, lambda f, w, dt: [f.less_equal(w[0], w[1], _signed(dt))], _bool),
+    "mul_wide": OpSpec(2, lambda f, w, dt: f.multiply(w[0], w[1], dt.signed), _wide),
+    "lt": OpSpec(2, lambda f, w, dt: [f.less_than(w[0], w[1], dt.signed)], _bool),
+    "le": OpSpec(2, lambda f, w, dt: [f.less_equal(w[0], w[1], dt.signed)], _bool),
     "eq": OpSpec(2, lambda f, w, dt: [f.equal(w[0], w[1])], _bool),
-    "min": OpSpec(2, lambda f, w, dt: f.minimum(w[0], w[1], _signed(dt)), _same),
-    "max": OpSpec(2, lambda f, w, dt: f.maximum(w[0], w[1], _signed(dt)), _same),
-    "relu": OpSpec(1, lambda f, w, dt: f.relu(w[0]) if _signed(dt) else w[0], _same),
+    "min": OpSpec(2, lambda f, w, dt: f.minimum(w[0], w[1], dt.signed), _same),
+    "max": OpSpec(2, lambda f, w, dt: f.maximum(w[0], w[1], dt.signed), _same),
+    "relu": OpSpec(1, lambda f, w, dt: f.relu(w[0]) if dt.signed else w[0], _same),
     "select": OpSpec(3, lambda f, w, dt: f.select(w[2][0], w[0], w[1]), _same),
     "shl3": OpSpec(1, lambda f, w, dt: f.shift_left(w[0], 3), _same),
-    "shr3": OpSpec(1, lambda f, w, dt: f.shift_right(w[0], 3, _signed(dt)), _same),
+    "shr3": OpSpec(1, lambda f, w, dt: f.shift_right(w[0], 3, dt.signed), _same),
 }
 
 @dataclass(frozen=True)
