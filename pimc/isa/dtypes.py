@@ -64,7 +64,7 @@ class DType:
     def from_bits(self, raw: np.ndarray) -> np.ndarray:
         """Raw bit patterns -> host values (sign-extended for signed kinds)."""
         raw = np.asarray(raw).astype(self.storage) & self.storage.type(_mask(self.bits))
-        if self.kind in (Kind.SINT, Kind.FIXED) and self.bits < self.storage.itemsize * 8:
+        if self.signed and self.bits < self.storage.itemsize * 8:
             sign = self.storage.type(1 << (self.bits - 1))
             raw = (raw ^ sign) - sign
         return raw.view(self.host)
