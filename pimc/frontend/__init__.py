@@ -1,0 +1,1 @@
+"""Front ends: source text (the kernel language, ONNX) to the dataflow IR, nothing further."""

@@ -1,0 +1,216 @@
+"""The kernel language front end: lark parse tree -> dataflow IR (pimc.ir).
+
+The grammar is grammar/kernel.lark. Every node keeps its source location; syntax errors
+read `file:line:col: what was expected`, then the line and a caret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lark
+from lark import Transformer, v_args
+
+from grammar import KERNEL_GRAMMAR
+from pimc.ir import Kernel, Loc, Node, Param, add_node
+from pimc.isa.errors import PimError
+
+_PARSER: lark.Lark | None = None
+
+TOKEN_WORDS = {
+    "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "DTYPE": "a type",
+    "SEMICOLON": "';'", "LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'",
+    "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
+    "__ANON_0": "'->'", "ADDOP": "'+' or '-'", "STAR": "'*'", "COMPARE": "a comparison",
+    "MINUS": "'-'", "KERNEL": "'kernel'", "LET": "'let'", "$END": "the end of the file",
+}
+
+
+def _parser() -> lark.Lark:
+    global _PARSER
+    if _PARSER is None:
+        _PARSER = lark.Lark(KERNEL_GRAMMAR.read_text(), parser="lalr",
+                            propagate_positions=True, maybe_placeholders=False)
+    return _PARSER
+
+
+def _describe(expected: set[str]) -> str:
+    words = sorted({TOKEN_WORDS.get(t, f"'{t.lower()}'") for t in expected})
+    if len(words) > 6:
+        words = [*words[:6], "..."]
+    return ", ".join(words)
+
+
+def syntax_error(text: str, name: str, exc: lark.UnexpectedInput) -> PimError:
+    line, column = exc.line, exc.column
+    if isinstance(exc, lark.UnexpectedToken):
+        found = "the end of the file" if exc.token.type == "$END" else f"'{exc.token}'"
+        what = f"expected {_describe(exc.expected)}, found {found}"
+    elif isinstance(exc, lark.UnexpectedCharacters):
+        what = f"unexpected character {text[exc.pos_in_stream]!r}"
+    else:
+        what = "unexpected end of the file"
+    source = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+    return PimError(f"{name}:{line}:{column}: {what}\n{source}\n{' ' * (column - 1)}^")
+
+
+def located_error(text: str, loc: Loc, what: str) -> PimError:
+    """A semantic error pointing at a node: file:line:col, the line, a caret."""
+    lines = text.splitlines()
+    source = lines[loc.line - 1] if 0 < loc.line <= len(lines) else ""
+    return PimError(f"{loc}: {what}\n{source}\n{' ' * (loc.column - 1)}^")
+
+
+@v_args(inline=True)
+class _ToKernels(Transformer):
+    """One method per grammar rule. Expressions become IR nodes of the kernel being built."""
+
+    def __init__(self, name: str, text: str) -> None:
+        super().__init__()
+        self.name, self.text = name, text
+
+    def _loc(self, meta_or_token) -> Loc:  # type: ignore[no-untyped-def]
+        return Loc(self.name, meta_or_token.line, meta_or_token.column)
+
+    # Types and parameters: plain values.
+    def shape(self, *dims):  # type: ignore[no-untyped-def]
+        return tuple(int(d) for d in dims)
+
+    def type(self, dtype, shape=()):  # type: ignore[no-untyped-def]
+        return str(dtype), shape
+
+    def param(self, name, typ):  # type: ignore[no-untyped-def]
+        return Param(str(name), typ[0], typ[1], self._loc(name))
+
+    def params(self, *ps):  # type: ignore[no-untyped-def]
+        return tuple(ps)
+
+    # Expressions: closures that add nodes to a kernel (built once the kernel exists).
+    @v_args(meta=True, inline=True)
+    def number(self, meta, tok):  # type: ignore[no-untyped-def]
+        value = float(tok) if any(c in tok for c in ".eE") else int(tok)
+        return lambda k, env: add_node(k, Node("const", self._loc(meta),
+                                               attrs=(("value", value),)))
+
+    @v_args(meta=True, inline=True)
+    def ref(self, meta, tok):  # type: ignore[no-untyped-def]
+        loc = self._loc(meta)
+
+        def build(k: Kernel, env: dict[str, int]) -> int:
+            if str(tok) not in env:
+                raise located_error(self.text, loc, f"'{tok}' is not defined here")
+            return env[str(tok)]
+        return build
+
+    def _op(self, meta, op: str, *subs, attrs=()):  # type: ignore[no-untyped-def]
+        loc = self._loc(meta)
+        return lambda k, env: add_node(k, Node(op, loc, attrs=attrs),
+                                       tuple(s(k, env) for s in subs))
+
+    @v_args(meta=True, inline=True)
+    def binary(self, meta, a, op, b):  # type: ignore[no-untyped-def]
+        return self._op(meta, "add" if op == "+" else "sub", a, b)
+
+    @v_args(meta=True, inline=True)
+    def mul(self, meta, a, b):  # type: ignore[no-untyped-def]
+        return self._op(meta, "mul", a, b)
+
+    @v_args(meta=True, inline=True)
+    def neg(self, meta, a):  # type: ignore[no-untyped-def]
+        return self._op(meta, "neg", a)
+
+    COMPARE_OPS = {"<": "lt", "<=": "le", "==": "eq", ">": "gt", ">=": "ge", "!=": "ne"}
+
+    @v_args(meta=True, inline=True)
+    def compare(self, meta, a, op, b):  # type: ignore[no-untyped-def]
+        return self._op(meta, self.COMPARE_OPS[str(op)], a, b)
+
+    @v_args(meta=True, inline=True)
+    def cast(self, meta, dtype, a):  # type: ignore[no-untyped-def]
+        return self._op(meta, "cast", a, attrs=(("to", str(dtype)),))
+
+    def keyword(self, name, value):  # type: ignore[no-untyped-def]
+        return ("keyword", str(name), int(value))
+
+    def args(self, *items):  # type: ignore[no-untyped-def]
+        return list(items)
+
+    @v_args(meta=True, inline=True)
+    def call(self, meta, name, args=None):  # type: ignore[no-untyped-def]
+        args = args or []
+        positional = [a for a in args if not isinstance(a, tuple)]
+        keywords = tuple((a[1], a[2]) for a in args if isinstance(a, tuple))
+        return self._op(meta, f"call:{name}", *positional, attrs=keywords)
+
+    # Statements and kernels.
+    @v_args(meta=True, inline=True)
+    def let(self, meta, name, expr):  # type: ignore[no-untyped-def]
+        return ("let", str(name), expr, self._loc(meta))
+
+    @v_args(meta=True, inline=True)
+    def assign(self, meta, name, expr):  # type: ignore[no-untyped-def]
+        return ("assign", str(name), expr, self._loc(meta))
+
+    @v_args(meta=True, inline=True)
+    def kernel(self, meta, name, *parts):  # type: ignore[no-untyped-def]
+        parts = list(parts)
+        params = parts.pop(0) if parts and isinstance(parts[0], tuple) and (
+            not parts[0] or isinstance(parts[0][0], Param)) else ()
+        results = parts.pop(0) if parts and isinstance(parts[0], tuple) and (
+            not parts[0] or isinstance(parts[0][0], Param)) else ()
+        k = Kernel(str(name), params, results, source=self.name)
+        env: dict[str, int] = {}
+        for p in params:
+            env[p.name] = add_node(k, Node("input", p.loc, p.dtype, p.shape,
+                                           (("name", p.name),)))
+        result_names = {r.name for r in results}
+        for kind, target, expr, loc in parts:
+            if target in env and kind == "let":
+                raise located_error(self.text, loc, f"'{target}' is already defined")
+            if kind == "assign":
+                if target not in result_names:
+                    raise located_error(self.text, loc,
+                                        f"'{target}' is not a result of kernel '{name}' "
+                                        f"(results: {', '.join(sorted(result_names))})")
+                if target in k.outputs:
+                    raise located_error(self.text, loc, f"result '{target}' is assigned twice")
+                k.outputs[target] = expr(k, env)
+                k.result_locs[target] = loc
+            else:
+                env[target] = expr(k, env)
+        missing = [r.name for r in results if r.name not in k.outputs]
+        if missing:
+            raise located_error(self.text, self._loc(meta),
+                                f"kernel '{name}' never assigns result '{missing[0]}'")
+        return k
+
+    def start(self, *kernels):  # type: ignore[no-untyped-def]
+        return list(kernels)
+
+
+def parse_kernels(text: str, name: str = "<kernel>") -> list[Kernel]:
+    """Parse a file of kernels into IR (types not yet checked)."""
+    try:
+        tree = _parser().parse(text)
+    except lark.UnexpectedInput as exc:
+        raise syntax_error(text, name, exc) from None
+    try:
+        kernels = _ToKernels(name, text).transform(tree)
+    except lark.exceptions.VisitError as exc:
+        if isinstance(exc.orig_exc, PimError):
+            raise exc.orig_exc from None
+        raise
+    seen: set[str] = set()
+    for k in kernels:
+        if k.name in seen:
+            raise PimError(f"{name}: kernel '{k.name}' is defined twice")
+        seen.add(k.name)
+    return kernels
+
+
+def load_kernels(path: str | Path) -> tuple[list[Kernel], str]:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PimError(f"{path}: cannot read: {exc}") from None
+    return parse_kernels(text, str(path)), text
