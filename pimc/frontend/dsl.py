@@ -16,6 +16,7 @@ from pimc.ir import Kernel, Loc, Node, Param, add_node
 from pimc.isa.errors import PimError
 
 _PARSER: lark.Lark | None = None
+COMPARE_OPS = {"<": "lt", "<=": "le", "==": "eq", ">": "gt", ">=": "ge", "!=": "ne"}
 
 TOKEN_WORDS = {
     "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "DTYPE": "a type",
@@ -119,11 +120,9 @@ class _ToKernels(Transformer):
     def neg(self, meta, a):  # type: ignore[no-untyped-def]
         return self._op(meta, "neg", a)
 
-    COMPARE_OPS = {"<": "lt", "<=": "le", "==": "eq", ">": "gt", ">=": "ge", "!=": "ne"}
-
     @v_args(meta=True, inline=True)
     def compare(self, meta, a, op, b):  # type: ignore[no-untyped-def]
-        return self._op(meta, self.COMPARE_OPS[str(op)], a, b)
+        return self._op(meta, COMPARE_OPS[str(op)], a, b)
 
     @v_args(meta=True, inline=True)
     def cast(self, meta, dtype, a):  # type: ignore[no-untyped-def]
