@@ -30,7 +30,8 @@ class HostPort:
     def _slots(self, t: TensorIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Columns of the tensor, and each slot's crossbar and row."""
         bits = self.dtype(t).bits
-        slots = np.arange(math.prod(t.shape) // t.lanes)
+        count = len(t.xbs) * len(t.rows) if t.broadcast else math.prod(t.shape) // t.lanes
+        slots = np.arange(count)
         per = len(t.rows)
         xb = t.xbs.start + (slots // per) * t.xbs.step
         row = t.rows.start + (slots % per) * t.rows.step
@@ -72,7 +73,10 @@ class HostPort:
     def write(self, t: TensorIO, values: np.ndarray) -> None:
         m, dt = self.m, self.dtype(t)
         cols, xb, row = self._slots(t)
-        raw = dt.to_bits(values.reshape(-1)).astype(np.uint64).reshape(len(xb), t.lanes)
+        flat = values.reshape(-1)
+        if t.broadcast:  # FloatPIM's row-parallel write: one value into every row
+            flat = np.repeat(flat, len(xb))
+        raw = dt.to_bits(flat).astype(np.uint64).reshape(len(xb), t.lanes)
         shifts = np.arange(dt.bits, dtype=np.uint64)
         per_col = ((raw[:, :, None] >> shifts) & np.uint64(1)).astype(bool)
         per_col = per_col.reshape(len(xb), len(cols)).T  # [cols, slots]
@@ -91,7 +95,7 @@ class HostPort:
         ones = popcount(data)
         h = m.stats.host
         h.input_cells += len(cols) * len(xb)
-        h.input_row_writes += len(xb)
+        h.input_row_writes += 2 if t.broadcast else len(xb)  # a SET and a RESET phase
         h.input_energy_fj += ones * m.arch.e_set_fj + (len(cols) * len(xb) - ones) * m.arch.e_reset_fj
 
     def _count_writes(self, t: TensorIO, cols: np.ndarray, slots: int) -> None:

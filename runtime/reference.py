@@ -136,6 +136,8 @@ class ReferenceMachine:
         t = next(t for t in self.prog.inputs if t.name == name)
         dt = parse_dtype(t.dtype)
         raw = dt.to_bits(np.asarray(values).reshape(-1))
+        if t.broadcast:
+            raw = np.repeat(raw, len(t.xbs) * len(t.rows))
         for e, v in enumerate(raw.tolist()):
             slot, lane = divmod(e, t.lanes)
             x = t.xbs.start + slot // len(t.rows) * t.xbs.step

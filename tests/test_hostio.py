@@ -68,3 +68,23 @@ def test_bit_sliced_layout_puts_bit_b_in_partition_b():
     out, stats = run_program(prog, {"x": x})
     assert np.array_equal(out["y"], x)
     assert prog.inputs[0].columns(32)[:3] == [3, 11, 19] and stats.columns_used == 32
+
+
+def test_broadcast_input_fills_every_row_in_one_row_parallel_write():
+    b = ProgramBuilder(2, arch=ARCH)
+    b.input("s", "f32", [], 0, broadcast=True)
+    b.output("y", "f32", [2, 64], 0)
+    out, stats = run_program(b.build(), {"s": np.float32(2.5)})
+    assert (out["y"] == 2.5).all()
+    assert stats.host.input_row_writes == 2 and stats.host.input_cells == 32 * 128
+
+
+def test_meta_and_broadcast_round_trip_through_text():
+    from pimc.isa.text import parse_program, print_program
+
+    b = ProgramBuilder(1, arch=ARCH, meta=(("kernel", "axpy"), ("source-text", "a\n# b")))
+    b.input("s", "f32", [], 0, broadcast=True)
+    prog = b.build()
+    text = print_program(prog)
+    assert ".meta kernel @" in text and " broadcast" in text
+    assert parse_program(text) == prog

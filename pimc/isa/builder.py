@@ -33,10 +33,12 @@ def as_span(value: Span | int) -> Span:
 class ProgramBuilder:
     """Collects ops; every op acts on `xbs` (default: all crossbars) and `rows` (default: all)."""
 
-    def __init__(self, crossbars: int = 1, arch: Arch | None = None, source: str = "") -> None:
+    def __init__(self, crossbars: int = 1, arch: Arch | None = None, source: str = "",
+                 meta: tuple[tuple[str, str], ...] = ()) -> None:
         self.arch = arch or Arch()
         self.crossbars = crossbars
         self.source = source
+        self.meta = meta
         self.ops: list[Op] = []
         self.inputs: list[TensorIO] = []
         self.outputs: list[TensorIO] = []
@@ -91,15 +93,19 @@ class ProgramBuilder:
                                    **self._common(src_xbs, rows, pred)))
 
     def _io(self, name: str, dtype: str, shape: Sequence[int], col: int, xbs: Where,
-            rows: Where, lanes: int, stride: int, fold: int = 0) -> TensorIO:
+            rows: Where, lanes: int, stride: int, fold: int = 0,
+            broadcast: bool = False) -> TensorIO:
         return TensorIO(name, dtype, tuple(shape),
                         as_span(xbs) if xbs is not None else Span(0, self.crossbars),
                         as_span(rows) if rows is not None else Span(0, self.arch.rows),
-                        col, lanes, stride, fold)
+                        col, lanes, stride, fold, broadcast)
 
     def input(self, name: str, dtype: str, shape: Sequence[int], col: int, *, xbs: Where = None,
-              rows: Where = None, lanes: int = 1, stride: int = 1) -> TensorIO:
-        self.inputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes, stride))
+              rows: Where = None, lanes: int = 1, stride: int = 1,
+              broadcast: bool = False) -> TensorIO:
+        """`broadcast`: a scalar the host writes into every row of the placement."""
+        self.inputs.append(self._io(name, dtype, shape, col, xbs, rows, lanes, stride,
+                                    broadcast=broadcast))
         return self.inputs[-1]
 
     def output(self, name: str, dtype: str, shape: Sequence[int], col: int, *, xbs: Where = None,
@@ -111,7 +117,7 @@ class ProgramBuilder:
         """The program, checked statically, with ops numbered as print_program would."""
         prog = Program(arch=self.arch, crossbars=self.crossbars, ops=tuple(self.ops),
                        inputs=tuple(self.inputs), outputs=tuple(self.outputs),
-                       source=self.source)
+                       source=self.source, meta=self.meta)
         prog = Program(**{**prog.__dict__, "lines": op_lines(prog)})
         validate(prog, "<builder>")
         return prog

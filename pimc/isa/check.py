@@ -135,6 +135,13 @@ def io_problem(prog: Program, t: TensorIO) -> str | None:
         return f"tensor name '{t.name}' is not an identifier"
     if t.stride < 1:
         return f"tensor '{t.name}': stride must be positive"
+    if t.broadcast:
+        if t.shape != () or t.lanes != 1:
+            return f"broadcast tensor '{t.name}' must be a scalar in one lane"
+        return (_check_span(t.xbs, prog.crossbars, "crossbar")
+                or _check_span(t.rows, prog.arch.rows, "row")
+                or (f"tensor '{t.name}' needs columns up to c{max(t.columns(bits))}"
+                    if max(t.columns(bits)) >= prog.arch.cols else None))
     if t.lanes < 1 or math.prod(t.shape) % t.lanes:
         return f"tensor '{t.name}': lanes={t.lanes} must divide its {math.prod(t.shape)} elements"
     slots = math.prod(t.shape) // t.lanes

@@ -100,6 +100,7 @@ def format_io(kind: str, t: TensorIO) -> str:
     lanes = f" lanes={t.lanes}" if t.lanes != 1 else ""
     stride = f" stride={t.stride}" if t.stride != 1 else ""
     stride += f" fold={t.fold}" if t.fold else ""
+    stride += " broadcast" if t.broadcast else ""
     where = f"{format_span('x', t.xbs)} {format_span('r', t.rows)} c{t.col}"
     return f".{kind} {t.name} {t.dtype} [{shape}] {where}{lanes}{stride}"
 
@@ -109,6 +110,7 @@ def header_lines(prog: Program) -> list[str]:
     lines = [f".pimc {prog.version}", f".arch {arch}", f".crossbars {prog.crossbars}"]
     if prog.source:
         lines.append(f".source @{json.dumps(prog.source)}")
+    lines += [f".meta {key} @{json.dumps(value)}" for key, value in prog.meta]
     lines += [format_io("input", t) for t in prog.inputs]
     lines += [format_io("output", t) for t in prog.outputs]
     return lines
@@ -130,7 +132,7 @@ _LINE = re.compile(r'^(?P<body>[^"#]*?)\s*(?:@(?P<src>"(?:[^"\\]|\\.)*"))?\s*(?:
 _SPAN = re.compile(r"(\d+)(?::(\d+)(?::(\d+))?)?$")
 _IO = re.compile(
     r"(?P<name>\S+) (?P<dtype>\S+) \[(?P<shape>[\d, ]*)\] (?P<xbs>x\S+) (?P<rows>r\S+) "
-    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?(?: fold=(?P<fold>\d+))?$"
+    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?(?: fold=(?P<fold>\d+))?(?P<broadcast> broadcast)?$"
 )
 
 
@@ -300,6 +302,10 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
         if rest.strip() or not src:
             raise PimError(f'{where}: expected .source @"FILE"')
         fields["source"] = src
+    elif key == "meta":
+        if not rest.strip() or " " in rest.strip() or not src:
+            raise PimError(f'{where}: expected .meta KEY @"VALUE"')
+        fields.setdefault("meta", []).append((rest.strip(), src))  # type: ignore[union-attr]
     elif key in ("input", "output"):
         m = _IO.match(" ".join(rest.split()))
         if not m:
@@ -309,7 +315,8 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
         shape = tuple(int(d) for d in m.group("shape").replace(" ", "").split(",") if d)
         io = TensorIO(m.group("name"), m.group("dtype"), shape, t.span("x", "crossbars"),
                       t.span("r", "rows"), int(m.group("col")), int(m.group("lanes") or 1),
-                      int(m.group("stride") or 1), int(m.group("fold") or 0))
+                      int(m.group("stride") or 1), int(m.group("fold") or 0),
+                      bool(m.group("broadcast")))
         fields.setdefault(key + "s", []).append(io)  # type: ignore[union-attr]
     else:
         raise PimError(f"{where}: unknown directive '.{key}'")
@@ -363,6 +370,7 @@ def parse_program(text: str, name: str = "<uop>") -> Program:
         inputs=tuple(fields.get("inputs", ())),  # type: ignore[arg-type]
         outputs=tuple(fields.get("outputs", ())),  # type: ignore[arg-type]
         source=fields.get("source", ""),  # type: ignore[arg-type]
+        meta=tuple(fields.get("meta", ())),  # type: ignore[arg-type]
         lines=tuple(lines),
     )
 

@@ -161,6 +161,7 @@ class TensorIO:
     lanes: int = 1
     stride: int = 1
     fold: int = 0  # with fold F, bit k is in column col + (k % F)*stride + k // F
+    broadcast: bool = False  # one value (shape ()), written by the host into every slot
 
     def columns(self, bits: int) -> list[int]:
         """The columns of one slot, lowest bit first."""
@@ -181,6 +182,9 @@ class Program:
     outputs: tuple[TensorIO, ...] = ()
     source: str = ""
     version: int = 1
+    # What the program computes, for whoever verifies it (e.g. the kernel's source text):
+    # (key, value) pairs, printed as `.meta KEY @"value"`.
+    meta: tuple[tuple[str, str], ...] = ()
     # Line of each op in the text it was parsed from (or would be printed to); not identity.
     lines: tuple[int, ...] = field(default=(), compare=False)
 
