@@ -132,7 +132,8 @@ _LINE = re.compile(r'^(?P<body>[^"#]*?)\s*(?:@(?P<src>"(?:[^"\\]|\\.)*"))?\s*(?:
 _SPAN = re.compile(r"(\d+)(?::(\d+)(?::(\d+))?)?$")
 _IO = re.compile(
     r"(?P<name>\S+) (?P<dtype>\S+) \[(?P<shape>[\d, ]*)\] (?P<xbs>x\S+) (?P<rows>r\S+) "
-    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?(?: fold=(?P<fold>\d+))?(?P<broadcast> broadcast)?$"
+    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?"
+    r"(?: fold=(?P<fold>\d+))?(?P<broadcast> broadcast)?$"
 )
 
 
