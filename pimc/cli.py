@@ -1,4 +1,5 @@
-"""The `pimc` command line: `pimc run` executes a .uop program on the bit-level runtime."""
+"""The `pimc` command line: `pimc compile` a kernel, `pimc run` a .uop program on the
+bit-level runtime (and `--verify` it against the reference it records)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sys
 import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -50,22 +52,75 @@ def _host_arrays(prog: Program, outputs: dict[str, np.ndarray]) -> dict[str, np.
 
 def cmd_run(args: argparse.Namespace) -> int:
     from runtime import run_program
+    from runtime.hostio import complete_inputs
 
     prog = load_program(args.program)
     if args.arch:
         prog = _with_arch(prog, args.arch)
     inputs = _load_inputs(args.inputs) if args.inputs else {}
+    if args.verify:
+        inputs = complete_inputs(prog.inputs, inputs, args.seed)
     outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
                                  strict=not args.no_strict)
     print(f"{args.program}: {len(prog.ops):,} micro-ops on {prog.crossbars:,} crossbars "
           f"of {prog.arch.rows}x{prog.arch.cols}")
     print(stats.table())
+    status = verify_outputs(prog, inputs, outputs, args.program) if args.verify else 0
     if args.output:
         arrays = _host_arrays(prog, outputs)
         write_atomic(args.output, lambda f: np.savez(f, **arrays))
     if args.stats:
         text = json.dumps({"program": args.program, **stats.as_dict()}, indent=2)
         write_atomic(args.stats, lambda f: f.write(text.encode() + b"\n"))
+    return status
+
+
+def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
+                   outputs: dict[str, np.ndarray], name: str) -> int:
+    """Rebuild the reference from the program's .meta records; 0 if every bit agrees."""
+    from pimc.frontend.dsl import parse_kernels
+    from pimc.passes.evaluate import evaluate
+    from pimc.passes.typecheck import typecheck
+
+    meta = dict(prog.meta)
+    if "kernel-source" not in meta:
+        raise PimError(f"{name}: the program records no computation to verify against "
+                       "(it was not compiled from a kernel)")
+    source = meta["kernel-source"]
+    kernel = next(k for k in parse_kernels(source, prog.source) if k.name == meta["kernel"])
+    want, checkable = evaluate(typecheck(kernel, source), inputs, meta.get("mode", "ieee"))
+    bad_total = 0
+    for t in prog.outputs:
+        dt = parse_dtype(t.dtype)
+        got = dt.to_bits(outputs[t.name]).astype(np.uint64)
+        mask = checkable if t.shape else np.asarray(checkable).reshape(-1)[:1].reshape(())
+        bad = np.argwhere((got != want[t.name]) & mask)
+        unchecked = int(np.size(mask) - np.count_nonzero(mask))
+        note = f", {unchecked} outside the ftz domain not compared" if unchecked else ""
+        if len(bad):
+            i = tuple(int(v) for v in bad[0])
+            print(f"verify: {t.name}: {len(bad)} of {got.size} elements differ; first at "
+                  f"{list(i)}: got {int(got[i]):#x}, expected {int(want[t.name][i]):#x}{note}")
+            bad_total += len(bad)
+        else:
+            print(f"verify: {t.name}: {got.size - unchecked} of {got.size} elements "
+                  f"bit-exact{note}")
+    return 1 if bad_total else 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pimc.compile import compile_source
+    from pimc.isa.text import print_program
+
+    try:
+        text = Path(args.source).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PimError(f"{args.source}: cannot read: {exc}") from None
+    arch = Arch.from_toml(args.arch) if args.arch else None
+    prog = compile_source(text, args.source, kernel=args.kernel, arch=arch, mode=args.dtype_mode)
+    listing = print_program(prog)
+    write_atomic(args.output, lambda f: f.write(listing.encode()))
+    print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)")
     return 0
 
 
@@ -83,7 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--arch", help="a TOML file of architecture parameters to cost with")
     run.add_argument("--no-strict", action="store_true",
                      help="skip the MAGIC initialisation and read-before-write checks")
+    run.add_argument("--verify", action="store_true",
+                     help="compare the outputs bit for bit with the reference the program "
+                          "records (programs compiled from kernels)")
     run.set_defaults(func=cmd_run)
+    comp = sub.add_parser("compile", help="compile a kernel file to a .uop program")
+    comp.add_argument("source", help="the kernel file (.pk)")
+    comp.add_argument("-o", "--output", required=True, help="the .uop file to write")
+    comp.add_argument("--kernel", help="which kernel of the file (needed if several)")
+    comp.add_argument("--arch", help="a TOML file of architecture parameters")
+    comp.add_argument("--dtype-mode", choices=["ieee", "ftz"], default="ieee",
+                      help="float semantics (default ieee)")
+    comp.set_defaults(func=cmd_compile)
     return parser
 
 

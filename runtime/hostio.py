@@ -37,12 +37,6 @@ class HostPort:
         row = t.rows.start + (slots % per) * t.rows.step
         return np.array(t.columns(bits)), xb, row
 
-    def random_input(self, t: TensorIO, rng: np.random.Generator) -> np.ndarray:
-        """Uniformly random bit patterns of the tensor's dtype (deterministic per seed)."""
-        dt = self.dtype(t)
-        raw = rng.integers(0, 1 << dt.bits, size=t.shape, dtype=np.uint64, endpoint=False)
-        return dt.from_bits(raw.astype(dt.storage))
-
     def load(self, given: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
         """Write every declared input (random where not given); return what was written."""
         known = {t.name for t in self.m.prog.inputs}
@@ -50,13 +44,10 @@ class HostPort:
         if extra:
             raise PimError(f"{self.m.name}: inputs given that the program does not declare: "
                            f"{', '.join(extra)} (it declares: {', '.join(sorted(known)) or 'none'})")
-        rng = np.random.default_rng(seed)
+        complete = complete_inputs(self.m.prog.inputs, given, seed)
         used: dict[str, np.ndarray] = {}
         for t in self.m.prog.inputs:
-            values = given.get(t.name)
-            if values is None:
-                values = self.random_input(t, rng)
-            values = np.asarray(values)
+            values = np.asarray(complete[t.name])
             dt = self.dtype(t)
             if dt.kind is Kind.FLOAT and values.dtype == dt.storage:
                 values = values.view(dt.host)  # raw bit patterns, as pimc run -o writes bf16
@@ -134,3 +125,21 @@ class HostPort:
 
     def read_outputs(self) -> dict[str, np.ndarray]:
         return {t.name: self.read(t) for t in self.m.prog.outputs}
+
+
+def random_input(t: TensorIO, rng: np.random.Generator) -> np.ndarray:
+    """Uniformly random bit patterns of the tensor's dtype (deterministic per seed)."""
+    dt = parse_dtype(t.dtype)
+    raw = rng.integers(0, 1 << dt.bits, size=t.shape, dtype=np.uint64, endpoint=False)
+    return dt.from_bits(np.asarray(raw).astype(dt.storage))
+
+
+def complete_inputs(inputs: tuple[TensorIO, ...], given: dict[str, np.ndarray],
+                    seed: int) -> dict[str, np.ndarray]:
+    """The given inputs, and random ones (from `seed`, in declaration order) for the rest."""
+    rng = np.random.default_rng(seed)
+    out = dict(given)
+    for t in inputs:
+        if t.name not in out:
+            out[t.name] = random_input(t, rng)
+    return out

@@ -173,7 +173,7 @@ class _ToKernels(Transformer):
                                         f"(results: {', '.join(sorted(result_names))})")
                 if target in k.outputs:
                     raise located_error(self.text, loc, f"result '{target}' is assigned twice")
-                k.outputs[target] = expr(k, env)
+                k.outputs[target] = env[target] = expr(k, env)  # readable from here on
                 k.result_locs[target] = loc
             else:
                 env[target] = expr(k, env)

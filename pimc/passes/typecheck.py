@@ -81,8 +81,11 @@ def _infer(op, node, typed, ops, k, fail, n):  # type: ignore[no-untyped-def]
     if op == "const":
         return None, ()
     if op == "cast":
-        parse_dtype(str(node.attr("to")))
-        return str(node.attr("to")), typed[0].shape
+        to = str(node.attr("to"))
+        parse_dtype(to)
+        if typed[0].dtype is None:  # a typed literal: f16(3)
+            k.graph.nodes[ops[0]]["node"] = typed[0].with_type(to, ())
+        return to, typed[0].shape
     dtypes = {t.dtype for t in typed if t.dtype is not None}
     if op == "select":
         if typed[0].dtype != BOOL:

@@ -1,0 +1,73 @@
+"""The compiler driver: kernel source -> typed IR -> netlist -> columns -> micro-ops.
+
+The program records what it computes (`.meta`: the kernel's source text, its name and
+the float mode), so `pimc run --verify` can rebuild the reference from it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pimc.frontend.dsl import parse_kernels
+from pimc.ir import Kernel
+from pimc.isa.arch import Arch
+from pimc.isa.builder import ProgramBuilder
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.errors import PimError
+from pimc.isa.uop import Program, Span
+from pimc.passes.lower import lower
+from pimc.passes.typecheck import typecheck
+from pimc.synth.alloc import allocate
+from pimc.synth.emit import emit
+
+
+def select_kernel(kernels: list[Kernel], name: str | None, file: str) -> Kernel:
+    if name is None:
+        if len(kernels) > 1:
+            names = ", ".join(k.name for k in kernels)
+            raise PimError(f"{file}: several kernels ({names}): choose one with --kernel")
+        return kernels[0]
+    for k in kernels:
+        if k.name == name:
+            return k
+    raise PimError(f"{file}: no kernel '{name}' (there are: {', '.join(k.name for k in kernels)})")
+
+
+def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arch | None = None,
+                   mode: str = "ieee") -> Program:
+    """Compile one kernel of `text` to a micro-op program."""
+    if mode not in ("ieee", "ftz"):
+        raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
+    arch = arch or Arch()
+    k = typecheck(select_kernel(parse_kernels(text, file), kernel, file), text)
+    low = lower(k, text, mode)
+    rows = min(low.elements, arch.rows)
+    if low.elements > arch.rows and low.elements % arch.rows:
+        raise PimError(f"{file}: kernel '{k.name}' has {low.elements} elements; more than one "
+                       f"crossbar's {arch.rows} rows is supported only in whole crossbars yet")
+    crossbars = math.ceil(low.elements / arch.rows)
+    if crossbars > arch.max_crossbars:
+        raise PimError(f"{file}: kernel '{k.name}' needs {crossbars} crossbars, the "
+                       f"architecture has {arch.max_crossbars}")
+    b = ProgramBuilder(crossbars, arch=arch, source=file,
+                       meta=(("kernel", k.name), ("mode", mode), ("kernel-source", text)))
+    span = Span(0, rows)
+    for p, col in low.inputs:
+        if p.shape:
+            b.input(p.name, p.dtype, p.shape, col, rows=span)
+        else:
+            b.input(p.name, p.dtype, (), col, rows=span, broadcast=True)
+    col, outputs = low.next_col, []
+    for r, word in low.outputs:
+        bits = parse_dtype(r.dtype).bits
+        # A scalar result is computed in every row; the host reads the first.
+        b.output(r.name, r.dtype, r.shape, col, xbs=None if r.shape else 0,
+                 rows=span if r.shape else Span(0, 1))
+        outputs += [(bit, col + i) for i, bit in enumerate(word)]
+        col += bits
+    if col > arch.cols:
+        raise PimError(f"{file}: kernel '{k.name}' needs {col} columns for its inputs and "
+                       f"results alone; crossbars have {arch.cols}")
+    alloc = allocate(low.net, outputs, range(col, arch.cols), what=f"kernel '{k.name}'")
+    emit(alloc, b, rows=span if rows != arch.rows else None)
+    return b.build()

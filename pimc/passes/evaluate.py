@@ -1,0 +1,125 @@
+"""The reference for verification: a typed kernel evaluated on raw bits, op by op, in the
+order of the IR, with the synthesis oracle's semantics (numpy's, bit for bit).
+
+In `ftz` mode floats outside that mode's domain (infinities, NaN, overflow) make the
+hardware's result undefined: such elements are reported as unchecked, not compared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pimc.ir import Kernel
+from pimc.isa.dtypes import DType, Kind, parse_dtype
+from pimc.isa.errors import PimError
+from pimc.passes.lower import constant_bits
+from pimc.synth.floating import FORMATS
+from pimc.synth.netlist import ONE
+from pimc.synth.oracle import (
+    _conversion,
+    float_misc_reference,
+    float_reference,
+    int_reference,
+    numpy_nan_rule,
+)
+
+
+def _raw(dt: DType, values: np.ndarray) -> np.ndarray:
+    return dt.to_bits(np.asarray(values)).astype(np.uint64)
+
+
+def _special(fmt, raw: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Infinities and NaNs."""
+    e_max = np.uint64((1 << fmt.exp_bits) - 1)
+    return ((raw >> np.uint64(fmt.frac_bits)) & e_max) == e_max
+
+
+def _daz(fmt, raw: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Subnormals read as zeros of their sign."""
+    sub = ((raw >> np.uint64(fmt.frac_bits)) & np.uint64((1 << fmt.exp_bits) - 1)) == 0
+    return np.where(sub, raw & np.uint64(1 << (fmt.width - 1)), raw)
+
+
+def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
+             ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(results as raw bits, mask of elements the comparison may check)."""
+    values: dict[int, np.ndarray] = {}
+    shape = next((p.shape for p in (*kernel.params, *kernel.results) if p.shape), ())
+    checkable = np.ones(shape, dtype=bool)
+    for n in kernel.nodes_in_order():
+        node = kernel.node(n)
+        dt = parse_dtype(str(node.dtype))
+        args = [values[o] for o in kernel.operands(n)]
+        arg_dt = [parse_dtype(str(kernel.node(o).dtype)) for o in kernel.operands(n)]
+        if node.op == "input":
+            values[n] = _raw(dt, inputs[str(node.attr("name"))])
+            continue
+        if node.op == "const":
+            bits = constant_bits(node, dt)
+            values[n] = np.uint64(sum(1 << i for i, b in enumerate(bits) if b == ONE))
+            continue
+        args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
+        src = arg_dt[0]
+        if src.kind is Kind.FLOAT and node.op != "select":
+            fmt = FORMATS[src.name]
+            if mode == "ftz":
+                for a in args:
+                    checkable &= ~np.broadcast_to(_special(fmt, a), checkable.shape)
+            values[n] = _float_op(node.op, node, src, dt, args, mode)
+            if dt.kind is Kind.FLOAT and mode == "ftz":
+                checkable &= ~np.broadcast_to(_special(fmt, values[n]), checkable.shape)
+        else:
+            values[n] = _int_op(node.op, node, src, dt, args, arg_dt, mode)
+    results = {r.name: values[kernel.outputs[r.name]] for r in kernel.results}
+    return results, checkable
+
+
+def _float_op(op, node, src, dt, args, mode):  # type: ignore[no-untyped-def]
+    fmt = FORMATS[src.name]
+    e, m = fmt.exp_bits, fmt.frac_bits
+    if op in ("add", "sub", "mul"):
+        return float_reference(op, args[0], args[1], e, m, mode, numpy_nan_rule(src.name, op))
+    if op == "cast":
+        if dt.kind is Kind.FLOAT:
+            return args[0]
+        return _conversion(f"to_{dt.name}", args[0], e, m, mode)
+    if mode == "ftz" and op not in ("neg", "abs"):
+        # Compared as if subnormals were zeros; min, max and relu return an operand as is.
+        flushed = [_daz(fmt, a) for a in args]
+        if op in ("min", "max", "relu"):
+            picks = float_misc_reference(op, src.name, flushed, e, m)
+            return np.where(picks == flushed[0], args[0],
+                            args[1] if len(args) > 1 else np.uint64(0))
+        args = flushed
+    swapped = {"gt": "lt", "ge": "le"}
+    if op in swapped:
+        return float_misc_reference(swapped[op], src.name, [args[1], args[0]], e, m)
+    if op == "ne":
+        return np.uint64(1) - float_misc_reference("eq", src.name, args, e, m)
+    return float_misc_reference(op, src.name, args, e, m)
+
+
+def _int_op(op, node, src, dt, args, arg_dt, mode):  # type: ignore[no-untyped-def]
+    if op == "select":
+        return np.where(args[0] == 1, args[1], args[2])
+    if op == "cast":
+        if dt.kind is Kind.FLOAT:
+            fmt = FORMATS[dt.name]
+            # An unsigned source reads as a signed number one bit wider (a zero sign bit).
+            name = f"from_{src.name}" if src.signed else f"from_i{src.bits + 1}"
+            return _conversion(name, args[0], fmt.exp_bits, fmt.frac_bits, mode)
+        raw = [int(v) for v in args[0].reshape(-1)]
+        if src.signed and src.bits > 1:
+            raw = [v - (1 << src.bits) if v >> (src.bits - 1) else v for v in raw]
+        out = [v & ((1 << dt.bits) - 1) for v in raw]
+        return np.array(out, dtype=np.uint64).reshape(args[0].shape)
+    swapped = {"gt": "lt", "ge": "le"}
+    if op in swapped:
+        return int_reference(swapped[op], src, [args[1], args[0]], 1)
+    if op == "ne":
+        return np.uint64(1) - int_reference("eq", src, args, 1)
+    if op in ("neg", "abs", "relu", "add", "sub", "mul", "min", "max", "lt", "le", "eq"):
+        if op in ("abs", "relu") and not src.signed:
+            return args[0]
+        return int_reference(op, src, args, dt.bits)
+    raise PimError(f"no reference for {op} on {src.name}")

@@ -1,0 +1,145 @@
+"""Lowering: a typed elementwise kernel to one NOR netlist (pimc.synth).
+
+Layout: element i of every tensor in row i (crossbar i // rows), each value in adjacent
+columns; scalars are broadcast into every row by the host. Each IR node becomes the
+synthesis library's routine for its dtype; the whole kernel is one netlist, so column
+allocation and INIT scheduling see every value's lifetime at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pimc.frontend.dsl import located_error
+from pimc.ir import Kernel, Node, Param
+from pimc.isa.dtypes import DType, Kind, parse_dtype
+from pimc.isa.errors import PimError
+from pimc.synth.float_ops import FloatOps
+from pimc.synth.floating import FORMATS
+from pimc.synth.logic import Word
+from pimc.synth.netlist import ONE, ZERO, Netlist
+from pimc.synth.oracle import numpy_nan_rule
+
+
+@dataclass
+class Lowered:
+    net: Netlist
+    elements: int  # rows computed (1 for an all-scalar kernel)
+    inputs: list[tuple[Param, int]]  # parameter, first column
+    outputs: list[tuple[Param, Word]]
+    next_col: int  # first column after the inputs
+
+
+def elements_of(kernel: Kernel, text: str) -> int:
+    """The one element count of the kernel's tensors (scalars broadcast to it)."""
+    counts = {math.prod(p.shape) for p in (*kernel.params, *kernel.results) if p.shape}
+    if len(counts) > 1:
+        where = next(p.loc for p in kernel.params + kernel.results if p.shape)
+        raise located_error(text, where, "tensors of different sizes in one kernel are not "
+                                         "supported yet (only broadcasting of scalars)")
+    return counts.pop() if counts else 1
+
+
+def constant_bits(node: Node, dt: DType) -> Word:
+    value = node.attr("value")
+    if dt.kind is Kind.FLOAT:
+        raw = int(np.asarray(value).astype(dt.host).reshape(1).view(dt.storage)[0])
+    else:
+        raw = round(float(value) * (1 << dt.frac_bits)) if dt.kind is Kind.FIXED else int(value)
+        raw &= (1 << dt.bits) - 1
+    return [ONE if raw >> i & 1 else ZERO for i in range(dt.bits)]
+
+
+def lower(kernel: Kernel, text: str, mode: str = "ieee") -> Lowered:
+    """The netlist of a typed kernel (see typecheck)."""
+    net = Netlist()
+    elements = elements_of(kernel, text)
+    words: dict[int, Word] = {}
+    inputs: list[tuple[Param, int]] = []
+    col = 0
+    for p in kernel.params:
+        bits = parse_dtype(p.dtype).bits
+        inputs.append((p, col))
+        col += bits
+    first_col = {p.name: c for p, c in inputs}
+    for n in kernel.nodes_in_order():
+        node = kernel.node(n)
+        ops = [words[o] for o in kernel.operands(n)]
+        in_dtypes = [kernel.node(o).dtype for o in kernel.operands(n)]
+        try:
+            words[n] = _lower_node(net, node, ops, in_dtypes, mode, first_col)
+        except PimError as exc:
+            raise located_error(text, node.loc, str(exc)) from None
+    outputs = [(r, words[kernel.outputs[r.name]]) for r in kernel.results]
+    return Lowered(net, elements, inputs, outputs, col)
+
+
+def _logic(net: Netlist, dtype: str, mode: str, op: str) -> FloatOps:
+    fmt = FORMATS.get(dtype, FORMATS["f32"])
+    return FloatOps(net, fmt, mode, numpy_nan_rule(dtype, op) if dtype in FORMATS else
+                    (False, False))
+
+
+def _lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str | None],
+                mode: str, first_col: dict[str, int]) -> Word:
+    op, dt = node.op, parse_dtype(str(node.dtype))
+    if op == "input":
+        return net.word_input(first_col[str(node.attr("name"))], dt.bits)
+    if op == "const":
+        return constant_bits(node, dt)
+    operand_dt = parse_dtype(str(in_dtypes[0])) if in_dtypes else dt
+    f = _logic(net, operand_dt.name, mode, op)
+    is_float = operand_dt.kind is Kind.FLOAT
+    if op == "select":
+        return f.select(ops[0][0], ops[1], ops[2])
+    if op == "cast":
+        return _cast(f, ops[0], operand_dt, dt, mode, net)
+    if op in ("sum", "dot", "reduce_max"):
+        raise PimError(f"{op} is not supported by the compiler yet")
+    if is_float:
+        table = {"add": lambda: f.fadd(*ops), "sub": lambda: f.fsub(*ops),
+                 "mul": lambda: f.fmul(*ops), "neg": lambda: f.fneg(ops[0]),
+                 "abs": lambda: f.fabs(ops[0]),
+                 "relu": lambda: f.frelu(ops[0], operand_dt.name == "f16"),
+                 "min": lambda: f.fminmax(*ops, False, operand_dt.name == "f16"),
+                 "max": lambda: f.fminmax(*ops, True, operand_dt.name == "f16"),
+                 "lt": lambda: f.flt(*ops), "le": lambda: f.fle(*ops),
+                 "gt": lambda: f.flt(ops[1], ops[0]), "ge": lambda: f.fle(ops[1], ops[0]),
+                 "eq": lambda: f.feq(*ops), "ne": lambda: [f.not_(f.feq(*ops)[0])]}
+    else:
+        s = operand_dt.signed
+        table = {"add": lambda: f.add(*ops)[0], "sub": lambda: f.sub(*ops)[0],
+                 "mul": lambda: f.multiply_scaled(*ops, s, operand_dt.frac_bits),
+                 "neg": lambda: f.neg(ops[0]),
+                 "abs": lambda: f.abs_(ops[0]) if s else list(ops[0]),
+                 "relu": lambda: f.relu(ops[0]) if s else list(ops[0]),
+                 "min": lambda: f.minimum(*ops, s), "max": lambda: f.maximum(*ops, s),
+                 "lt": lambda: [f.less_than(*ops, s)], "le": lambda: [f.less_equal(*ops, s)],
+                 "gt": lambda: [f.less_than(ops[1], ops[0], s)],
+                 "ge": lambda: [f.less_equal(ops[1], ops[0], s)],
+                 "eq": lambda: [f.equal(*ops)], "ne": lambda: [f.not_(f.equal(*ops))]}
+    if op not in table:
+        raise PimError(f"no lowering for {op} on {operand_dt.name} yet")
+    return list(table[op]())
+
+
+def _cast(f: FloatOps, x: Word, src: DType, dst: DType, mode: str, net: Netlist) -> Word:
+    if src.kind is not Kind.FLOAT and dst.kind is not Kind.FLOAT:
+        if src.frac_bits != dst.frac_bits:
+            raise PimError(f"cast from {src.name} to {dst.name} (rescaling) is not supported yet")
+        fill = x[-1] if src.signed and src.bits > 1 else ZERO
+        return (list(x) + [fill] * dst.bits)[: dst.bits]
+    if src.kind is Kind.FLOAT and dst.kind is not Kind.FLOAT:
+        if not dst.signed:
+            raise PimError(f"cast from {src.name} to unsigned {dst.name} is not supported yet")
+        return f.to_int(x, dst.bits, dst.frac_bits)
+    if src.kind is not Kind.FLOAT:
+        g = FloatOps(net, FORMATS[dst.name], mode)
+        value = list(x) if src.signed else [*x, ZERO]  # unsigned: one more, zero, sign bit
+        return g.from_int(value, src.frac_bits)
+    if src.name != dst.name:
+        raise PimError(f"cast from {src.name} to {dst.name} is not supported yet")
+    return list(x)

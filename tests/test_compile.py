@@ -1,0 +1,111 @@
+"""Kernels end to end: compile, run on the runtime, verify bit for bit against the
+reference rebuilt from the program (and the lowering and evaluation on their own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pimc.cli import main
+from pimc.compile import compile_source
+from pimc.frontend.dsl import parse_kernels
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.errors import PimError
+from pimc.isa.text import parse_program, print_program
+from pimc.passes.evaluate import evaluate
+from pimc.passes.typecheck import typecheck
+from runtime import run_program
+from runtime.hostio import complete_inputs
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+KERNELS = """
+kernel ints(a: i16[256], b: i16[256], s: i16) -> (y: i16[256], f: u1[256], z: i32[256]) {
+    y = select(a < b, a * s - b, abs(-b));
+    f = a != b;
+    z = i32(max(y, a)) + i32(min(a, b));
+}
+kernel floats(x: f16[128], w: f16[128]) -> (y: f16[128], n: i32[128], m: f16[128]) {
+    y = relu(x * w - 1.5) + f16(3);
+    n = i32(x);
+    m = min(x, w);
+}
+kernel convert(x: u8[64], q: q4.4[64]) -> (y: bf16[64], r: q4.4[64]) {
+    y = bf16(x) + bf16(q);
+    r = q * q;
+}
+"""
+
+
+def _run_and_check(text: str, kernel: str, mode: str, seed: int) -> None:
+    prog = parse_program(print_program(compile_source(text, "k.pk", kernel=kernel,
+                                                      mode=mode)))
+    inputs = complete_inputs(prog.inputs, {}, seed)
+    outputs, _ = run_program(prog, inputs)
+    k = typecheck(next(k for k in parse_kernels(text, "k.pk") if k.name == kernel), text)
+    want, checkable = evaluate(k, inputs, mode)
+    for t in prog.outputs:
+        got = parse_dtype(t.dtype).to_bits(outputs[t.name]).astype(np.uint64)
+        assert np.array_equal(got[checkable], want[t.name][checkable]), t.name
+    assert checkable.mean() > 0.5
+
+
+@pytest.mark.parametrize("kernel", ["ints", "floats", "convert"])
+@pytest.mark.parametrize("mode", ["ieee", "ftz"])
+def test_kernels_compute_what_the_reference_computes(kernel, mode):
+    _run_and_check(KERNELS, kernel, mode, seed=5)
+
+
+@pytest.mark.parametrize("sample", ["axpy.pk", "relu_affine.pk", "fixed_filter.pk"])
+def test_samples_compile_run_and_verify_from_the_cli(tmp_path, capsys, sample):
+    prog = tmp_path / "prog.uop"
+    assert main(["compile", str(SAMPLES / sample), "-o", str(prog)]) == 0
+    assert main(["run", str(prog), "--verify", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact" in out and "differ" not in out
+
+
+def test_verify_catches_a_wrong_program(tmp_path, capsys):
+    prog = tmp_path / "p.uop"
+    main(["compile", str(SAMPLES / "axpy.pk"), "-o", str(prog)])
+    text = prog.read_text().splitlines()
+    last_nor = max(i for i, line in enumerate(text) if line.startswith("NOR"))
+    out_col, ins = text[last_nor].split(" = ")
+    text[last_nor] = f"{out_col} = c0 {ins.split(' ', 1)[1] if ' ' in ins else ''}".rstrip()
+    prog.write_text("\n".join(text) + "\n")
+    capsys.readouterr()
+    assert main(["run", str(prog), "--verify"]) == 1
+    assert "elements differ" in capsys.readouterr().out
+
+
+def test_compile_errors_exit_2_and_leave_no_output(tmp_path, capsys):
+    bad = tmp_path / "bad.pk"
+    bad.write_text("kernel a(x: f32) -> (y: f32) {\n  y = x + ;\n}\n")
+    out = tmp_path / "bad.uop"
+    assert main(["compile", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{bad}:2:11: expected") and "  y = x + ;" in err
+    assert not out.exists()
+
+
+def test_several_kernels_need_a_choice():
+    with pytest.raises(PimError, match=r"several kernels .* choose one with --kernel"):
+        compile_source(KERNELS, "k.pk")
+    with pytest.raises(PimError, match="no kernel 'nope'"):
+        compile_source(KERNELS, "k.pk", kernel="nope")
+
+
+def test_unsupported_constructs_are_named():
+    text = "kernel r(x: f32[4]) -> (s: f32) { s = sum(x); }"
+    with pytest.raises(PimError, match="sum is not supported by the compiler yet"):
+        compile_source(text, "r.pk")
+
+
+def test_program_records_what_it_computes():
+    prog = compile_source(KERNELS, "k.pk", kernel="ints")
+    meta = dict(prog.meta)
+    assert meta["kernel"] == "ints" and meta["mode"] == "ieee" and "kernel ints" in \
+        meta["kernel-source"]
+    assert any(t.broadcast for t in prog.inputs)  # the scalar s
