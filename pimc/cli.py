@@ -108,6 +108,13 @@ def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
     return 1 if bad_total else 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from pimc.listing import listing
+
+    sys.stdout.write(listing(load_program(args.program), summary_only=args.summary))
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from pimc.compile import compile_source
     from pimc.isa.text import print_program
@@ -150,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--dtype-mode", choices=["ieee", "ftz"], default="ieee",
                       help="float semantics (default ieee)")
     comp.set_defaults(func=cmd_compile)
+    show = sub.add_parser("show", help="print a program's micro-code by source line")
+    show.add_argument("program", help="the .uop file")
+    show.add_argument("--summary", action="store_true", help="only the per-line counts")
+    show.set_defaults(func=cmd_show)
     return parser
 
 

@@ -109,3 +109,15 @@ def test_program_records_what_it_computes():
     assert meta["kernel"] == "ints" and meta["mode"] == "ieee" and "kernel ints" in \
         meta["kernel-source"]
     assert any(t.broadcast for t in prog.inputs)  # the scalar s
+
+
+def test_show_groups_micro_code_by_source_line(tmp_path, capsys):
+    prog = tmp_path / "p.uop"
+    main(["compile", str(SAMPLES / "relu_affine.pk"), "-o", str(prog)])
+    capsys.readouterr()
+    assert main(["show", str(prog)]) == 0
+    text = capsys.readouterr().out
+    assert f"# {SAMPLES / 'relu_affine.pk'}:3  let z = x * w + b;  [INIT" in text
+    assert "y = relu(z);" in text and "# per source line" in text
+    ops_listed = sum(1 for line in text.splitlines() if line.startswith(("NOR", "INIT")))
+    assert ops_listed == len(parse_program(prog.read_text()).ops)

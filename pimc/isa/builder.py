@@ -42,23 +42,23 @@ class ProgramBuilder:
         self.ops: list[Op] = []
         self.inputs: list[TensorIO] = []
         self.outputs: list[TensorIO] = []
-        self._src = ""
+        self.source_note = ""  # attached to every op emitted (see annotate)
 
     @contextmanager
     def annotate(self, src: str) -> Iterator[None]:
         """Attach `src` to every op emitted inside the block."""
-        saved, self._src = self._src, src
+        saved, self.source_note = self.source_note, src
         try:
             yield
         finally:
-            self._src = saved
+            self.source_note = saved
 
     def _common(self, xbs: Where, rows: Where, pred: bool) -> dict[str, object]:
         return dict(
             xbs=as_span(xbs) if xbs is not None else Span(0, self.crossbars),
             rows=as_span(rows) if rows is not None else None,
             pred=pred,
-            src=self._src,
+            src=self.source_note,
         )
 
     def _emit(self, op: Op) -> Op:

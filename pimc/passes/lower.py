@@ -69,6 +69,7 @@ def lower(kernel: Kernel, text: str, mode: str = "ieee") -> Lowered:
         node = kernel.node(n)
         ops = [words[o] for o in kernel.operands(n)]
         in_dtypes = [kernel.node(o).dtype for o in kernel.operands(n)]
+        net.annotation = f"{node.loc} {node.op}"
         try:
             words[n] = _lower_node(net, node, ops, in_dtypes, mode, first_col)
         except PimError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pimc.isa.errors import PimError
 from pimc.synth.netlist import ONE, ZERO, Bit, Gate, Netlist, live_gates, when_values
@@ -21,6 +21,7 @@ class Allocation:
     cell: dict[Bit, int]  # value -> column
     constants: tuple[tuple[int, int], ...]  # (output column, 0 or 1)
     peak_scratch: int
+    src: dict[Bit, str] = field(default_factory=dict)  # value -> source annotation
 
 
 def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence[int],
@@ -86,4 +87,5 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
                 free.append(cell[x])
     missing = [v for v in finals if v not in cell and v not in pinned]
     assert not missing, missing
-    return Allocation(tuple(gates), cell, tuple(constants), peak)
+    return Allocation(tuple(gates), cell, tuple(constants), peak,
+                      {g.out: net.src[g.out] for g in gates if g.out in net.src})

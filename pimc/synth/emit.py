@@ -52,7 +52,10 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
         cols, values = zip(*sorted(alloc.constants), strict=True)
         b.init(cols, sum(v << i for i, v in enumerate(values)), pred=pred, **rep, **where)
     tag: tuple[tuple[int, ...], int] | None = None
+    outer_note = b.source_note
     for g, group in zip(alloc.gates, schedule_inits(alloc), strict=True):
+        if g.out in alloc.src:
+            b.source_note = alloc.src[g.out]
         if group:
             b.init(sorted(group), (1 << len(group)) - 1, pred=pred, **rep, **where)
         predicated = pred
@@ -82,6 +85,7 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
             emit_lane_gate(b, out, ins, g, lanes, width, predicated)
             continue
         b.nor(out, *ins, acc=g.acc_from is not None, pred=predicated, **where)
+    b.source_note = outer_note
 
 
 def _emit_lane_constant(b: ProgramBuilder, col: int, pattern: int, lanes: int,

@@ -57,6 +57,13 @@ class Netlist:
     _cons: dict[tuple[Bit, ...], Bit] = field(default_factory=dict)
     _def: dict[Bit, tuple[Bit, ...]] = field(default_factory=dict)  # value -> its NOR's inputs
     _consumed: set[Bit] = field(default_factory=set)  # taken over by an accumulate
+    annotation: str = ""  # the source the gates built now come from (a DSL line, ...)
+    src: dict[Bit, str] = field(default_factory=dict)  # value -> annotation when built
+
+    def _add(self, gate: Gate) -> None:
+        self.gates.append(gate)
+        if self.annotation:
+            self.src[gate.out] = self.annotation
 
     @property
     def next_value(self) -> Bit:
@@ -115,10 +122,10 @@ class Netlist:
         if hit is not None:
             return hit
         out = self.new_value()
-        self.gates.append(Gate(out, key[: self.max_fanin]))
+        self._add(Gate(out, key[: self.max_fanin]))
         for i in range(self.max_fanin, len(key), self.max_fanin):
             nxt = self.new_value()
-            self.gates.append(Gate(nxt, key[i:i + self.max_fanin], acc_from=out))
+            self._add(Gate(nxt, key[i:i + self.max_fanin], acc_from=out))
             out = nxt
         self._cons[key] = out
         self._def[out] = key
@@ -134,7 +141,7 @@ class Netlist:
         if target == ONE:
             return self.nor(*args)
         out = self.new_value()
-        self.gates.append(Gate(out, args, acc_from=target))
+        self._add(Gate(out, args, acc_from=target))
         self._consumed.add(target)
         return out
 
@@ -146,7 +153,7 @@ class Netlist:
         """Bit-sliced: lane dst of target's cell <- its value AND NOR(lane src of ins);
         other lanes kept (target's cell must hold 1 there, as after its INIT)."""
         out = self.new_value()
-        self.gates.append(Gate(out, tuple(ins), acc_from=target, shift=dst - src,
+        self._add(Gate(out, tuple(ins), acc_from=target, shift=dst - src,
                                lanes=(dst, dst + 1)))
         self._consumed.add(target)
         return out
@@ -159,7 +166,7 @@ class Netlist:
         if hit is not None:
             return hit
         out = self.new_value()
-        self.gates.append(Gate(out, (), pattern=pattern))
+        self._add(Gate(out, (), pattern=pattern))
         if not fresh:
             self._cons[key] = out  # type: ignore[index]
         return out
@@ -168,7 +175,7 @@ class Netlist:
         """In the rows `when` selects, target's cell becomes NOT value_inv (an INIT of those
         rows, then a NOR); other rows keep target. Target must not be read afterwards."""
         refill = self.new_value()
-        self.gates.append(Gate(refill, (), acc_from=target, when=when, refill=True))
+        self._add(Gate(refill, (), acc_from=target, when=when, refill=True))
         self._consumed.add(target)
         return self.predicated_nor(when, (value_inv,), refill)
 
@@ -185,7 +192,7 @@ class Netlist:
         if not args:  # NOR() = 1: the rows keep the 1 they hold
             return ONE if into is None else into
         out = self.new_value()
-        self.gates.append(Gate(out, args, acc_from=into, when=when, shift=shift, lanes=lanes))
+        self._add(Gate(out, args, acc_from=into, when=when, shift=shift, lanes=lanes))
         if into is not None:
             self._consumed.add(into)
         return out
@@ -200,7 +207,7 @@ class Netlist:
         if hit is not None:
             return hit
         out = self.new_value()
-        self.gates.append(Gate(out, (x,), shift=lanes))
+        self._add(Gate(out, (x,), shift=lanes))
         self._cons[key] = out  # type: ignore[index]
         return out
 
@@ -209,13 +216,14 @@ class Netlist:
         holding zeros (an accumulator updated in place)."""
         nx = self.nor(x)
         out = self.new_value()
-        self.gates.append(Gate(out, tuple(sorted((x, nx)))))
+        self._add(Gate(out, tuple(sorted((x, nx)))))
         return out
 
     def copy(self, x: Bit) -> Bit:
         """A fresh value equal to x (two NOTs that hash-consing must not fold away)."""
         inv, out = self.new_value(), self.new_value()
-        self.gates += [Gate(inv, (x,)), Gate(out, (inv,))]
+        self._add(Gate(inv, (x,)))
+        self._add(Gate(out, (inv,)))
         return out
 
 
