@@ -15,6 +15,9 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
+from pimc.passes.cse import cse
+from pimc.passes.dce import dce
+from pimc.passes.fold import fold_constants
 from pimc.passes.lower import lower
 from pimc.passes.typecheck import typecheck
 from pimc.synth.alloc import allocate
@@ -40,6 +43,7 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
         raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
     arch = arch or Arch()
     k = typecheck(select_kernel(parse_kernels(text, file), kernel, file), text)
+    k = dce(cse(fold_constants(k, mode)))
     low = lower(k, text, mode)
     rows = min(low.elements, arch.rows)
     if low.elements > arch.rows and low.elements % arch.rows:

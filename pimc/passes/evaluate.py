@@ -40,6 +40,24 @@ def _daz(fmt, raw: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
     return np.where(sub, raw & np.uint64(1 << (fmt.width - 1)), raw)
 
 
+def evaluate_node(kernel: Kernel, n: int, mode: str) -> np.ndarray:
+    """One node whose operands are all constants (for constant folding)."""
+    values = {o: _constant(kernel, o) for o in kernel.operands(n)}
+    node = kernel.node(n)
+    args = [np.asarray(values[o], dtype=np.uint64) for o in kernel.operands(n)]
+    arg_dt = [parse_dtype(str(kernel.node(o).dtype)) for o in kernel.operands(n)]
+    dt = parse_dtype(str(node.dtype))
+    if arg_dt[0].kind is Kind.FLOAT and node.op != "select":
+        return _float_op(node.op, node, arg_dt[0], dt, args, mode)
+    return _int_op(node.op, node, arg_dt[0], dt, args, arg_dt, mode)
+
+
+def _constant(kernel: Kernel, n: int) -> np.uint64:
+    node = kernel.node(n)
+    bits = constant_bits(node, parse_dtype(str(node.dtype)))
+    return np.uint64(sum(1 << i for i, b in enumerate(bits) if b == ONE))
+
+
 def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(results as raw bits, mask of elements the comparison may check)."""
@@ -55,8 +73,7 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
             values[n] = _raw(dt, inputs[str(node.attr("name"))])
             continue
         if node.op == "const":
-            bits = constant_bits(node, dt)
-            values[n] = np.uint64(sum(1 << i for i, b in enumerate(bits) if b == ONE))
+            values[n] = _constant(kernel, n)
             continue
         args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
         src = arg_dt[0]

@@ -45,7 +45,9 @@ def elements_of(kernel: Kernel, text: str) -> int:
 
 def constant_bits(node: Node, dt: DType) -> Word:
     value = node.attr("value")
-    if dt.kind is Kind.FLOAT:
+    if node.attr("raw") is not None:  # a folded constant: its bits already
+        raw = int(node.attr("raw"))  # type: ignore[arg-type]
+    elif dt.kind is Kind.FLOAT:
         raw = int(np.asarray(value).astype(dt.host).reshape(1).view(dt.storage)[0])
     else:
         raw = round(float(value) * (1 << dt.frac_bits)) if dt.kind is Kind.FIXED else int(value)
