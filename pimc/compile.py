@@ -72,6 +72,13 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     if col > arch.cols:
         raise PimError(f"{file}: kernel '{k.name}' needs {col} columns for its inputs and "
                        f"results alone; crossbars have {arch.cols}")
-    alloc = allocate(low.net, outputs, range(col, arch.cols), what=f"kernel '{k.name}'")
+    try:
+        alloc = allocate(low.net, outputs, range(col, arch.cols), what=f"kernel '{k.name}'")
+    except PimError:
+        need = allocate(low.net, outputs, range(col, col + 1 << 20), reserve=0)
+        where = need.src.get(need.peak_at, "") if need.peak_at is not None else ""
+        raise PimError(f"{file}: kernel '{k.name}' needs {col + need.peak_scratch} columns "
+                       f"({col} for inputs and results, {need.peak_scratch} scratch, the most "
+                       f"at {where or 'its end'}); crossbars have {arch.cols}") from None
     emit(alloc, b, rows=span if rows != arch.rows else None)
     return b.build()

@@ -11,6 +11,7 @@ import pytest
 from pimc.cli import main
 from pimc.compile import compile_source
 from pimc.frontend.dsl import parse_kernels
+from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.text import parse_program, print_program
@@ -121,3 +122,12 @@ def test_show_groups_micro_code_by_source_line(tmp_path, capsys):
     assert "y = relu(z);" in text and "# per source line" in text
     ops_listed = sum(1 for line in text.splitlines() if line.startswith(("NOR", "INIT")))
     assert ops_listed == len(parse_program(prog.read_text()).ops)
+
+
+def test_a_kernel_too_big_for_the_columns_says_where_and_how_many():
+    text = "kernel big(x: f32[64], y: f32[64]) -> (z: f32[64]) { z = x * y + x; }"
+    with pytest.raises(PimError) as err:
+        compile_source(text, "b.pk", arch=Arch(rows=64, cols=160))
+    msg = str(err.value)
+    assert msg.startswith("b.pk: kernel 'big' needs ") and "crossbars have 160" in msg
+    assert "(96 for inputs and results" in msg and "b.pk:1:" in msg

@@ -22,6 +22,7 @@ class Allocation:
     constants: tuple[tuple[int, int], ...]  # (output column, 0 or 1)
     peak_scratch: int
     src: dict[Bit, str] = field(default_factory=dict)  # value -> source annotation
+    peak_at: Bit | None = None  # the value whose cell was the last new scratch column
 
 
 def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence[int],
@@ -63,6 +64,7 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
     free: deque[int] = deque()
     fresh = iter(scratch)
     peak = 0
+    peak_at: Bit | None = None
     for i, g in enumerate(gates):
         if g.acc_from is not None:
             if g.acc_from in net.inputs or last.get(g.acc_from) != i:
@@ -75,6 +77,7 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
             col = next(fresh, None) if len(free) <= reserve else None
             if col is not None:
                 peak += 1
+                peak_at = g.out
             elif free:
                 col = free.popleft()
             else:
@@ -88,4 +91,4 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
     missing = [v for v in finals if v not in cell and v not in pinned]
     assert not missing, missing
     return Allocation(tuple(gates), cell, tuple(constants), peak,
-                      {g.out: net.src[g.out] for g in gates if g.out in net.src})
+                      {g.out: net.src[g.out] for g in gates if g.out in net.src}, peak_at)
