@@ -12,7 +12,7 @@ import numpy as np
 from pimc.ir import Kernel
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
-from pimc.passes.lower import constant_bits
+from pimc.passes.lower import REDUCTIONS, constant_bits, reduction_identity, tree_levels
 from pimc.synth.floating import FORMATS
 from pimc.synth.netlist import ONE
 from pimc.synth.oracle import (
@@ -59,8 +59,9 @@ def _constant(kernel: Kernel, n: int) -> np.uint64:
 
 
 def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
-             ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(results as raw bits, mask of elements the comparison may check)."""
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(results as raw bits, per result the mask of elements a comparison may check: in
+    ftz mode an element, or a reduction, that met an infinity or a NaN is left out)."""
     values: dict[int, np.ndarray] = {}
     shape = next((p.shape for p in (*kernel.params, *kernel.results) if p.shape), ())
     checkable = np.ones(shape, dtype=bool)
@@ -75,8 +76,15 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
         if node.op == "const":
             values[n] = _constant(kernel, n)
             continue
-        args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
         src = arg_dt[0]
+        if node.op in REDUCTIONS:
+            values[n], partials = _reduce(node, src, args, mode)
+            if mode == "ftz" and src.kind is Kind.FLOAT:
+                fmt = FORMATS[src.name]
+                if any(_special(fmt, p).any() for p in partials) or not checkable.all():
+                    checkable &= False
+            continue
+        args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
         if src.kind is Kind.FLOAT and node.op != "select":
             fmt = FORMATS[src.name]
             if mode == "ftz":
@@ -88,7 +96,31 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
         else:
             values[n] = _int_op(node.op, node, src, dt, args, arg_dt, mode)
     results = {r.name: values[kernel.outputs[r.name]] for r in kernel.results}
-    return results, checkable
+    masks = {r.name: checkable if r.shape else np.asarray(bool(checkable.all()))
+             for r in kernel.results}
+    return results, masks
+
+
+def _reduce(node, dt, args, mode):  # type: ignore[no-untyped-def]
+    """The same pairwise tree as the hardware's (lower.tree_levels), op for op."""
+    x = np.asarray(args[0], dtype=np.uint64).reshape(-1)
+    if node.op == "dot":
+        x = _binary("mul", node, dt, x, np.asarray(args[1], dtype=np.uint64).reshape(-1), mode)
+    op = "max" if node.op == "reduce_max" else "add"
+    identity = np.uint64(reduction_identity(node.op, dt))
+    partials = [x]
+    for n, m in tree_levels(len(x)):
+        partner = np.full(m, identity, dtype=np.uint64)
+        partner[: n - m] = x[m:n]
+        x = _binary(op, node, dt, x[:m], partner, mode)
+        partials.append(x)
+    return x[0], partials
+
+
+def _binary(op, node, dt, a, b, mode):  # type: ignore[no-untyped-def]
+    if dt.kind is Kind.FLOAT:
+        return _float_op(op, node, dt, dt, [a, b], mode)
+    return _int_op(op, node, dt, dt, [a, b], [dt, dt], mode)
 
 
 def _float_op(op, node, src, dt, args, mode):  # type: ignore[no-untyped-def]

@@ -73,11 +73,72 @@ def lower(kernel: Kernel, text: str, mode: str = "ieee") -> Lowered:
         in_dtypes = [kernel.node(o).dtype for o in kernel.operands(n)]
         net.annotation = f"{node.loc} {node.op}"
         try:
-            words[n] = _lower_node(net, node, ops, in_dtypes, mode, first_col)
+            if node.op in REDUCTIONS:
+                shape = kernel.node(kernel.operands(n)[0]).shape or ()
+                words[n] = _lower_reduction(net, node, ops, parse_dtype(str(in_dtypes[0])),
+                                            shape, mode)
+            else:
+                words[n] = _lower_node(net, node, ops, in_dtypes, mode, first_col)
         except PimError as exc:
             raise located_error(text, node.loc, str(exc)) from None
     outputs = [(r, words[kernel.outputs[r.name]]) for r in kernel.results]
     return Lowered(net, elements, inputs, outputs, col)
+
+
+REDUCTIONS = ("sum", "dot", "reduce_max")
+
+
+def reduction_identity(op: str, dt: DType) -> int:
+    """The raw bits a missing partner counts as: -0.0 or 0 for sums, the lowest value for
+    max (so that x op identity = x, bit for bit, for every x but a signalling NaN)."""
+    if op == "reduce_max":
+        if dt.kind is Kind.FLOAT:
+            fmt = FORMATS[dt.name]
+            return (1 << (fmt.width - 1)) | (((1 << fmt.exp_bits) - 1) << fmt.frac_bits)
+        return 1 << (dt.bits - 1) if dt.signed else 0
+    return 1 << (dt.bits - 1) if dt.kind is Kind.FLOAT else 0
+
+
+def tree_levels(n: int) -> list[tuple[int, int]]:
+    """The pairwise reduction order: at each level (n, m), rows r < n - m take row r + m,
+    rows n - m <= r < m take the identity, and m rows remain."""
+    levels = []
+    while n > 1:
+        m = (n + 1) // 2
+        levels.append((n, m))
+        n = m
+    return levels
+
+
+def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
+                     shape: tuple[int, ...], mode: str) -> Word:
+    """A log-depth tree inside the crossbar: SHIFT the upper half onto the lower half,
+    combine, repeat; the result is in row 0."""
+    if len(shape) != 1 or node.attr("axis") not in (None, 0):
+        raise PimError(f"{node.op} is supported over one-dimensional tensors only, so far")
+    f = _logic(net, dt.name, mode, "mul" if node.op == "dot" else "add")
+    x = ops[0]
+    if node.op == "dot":
+        x = f.fmul(ops[0], ops[1]) if dt.kind is Kind.FLOAT else f.multiply_scaled(
+            ops[0], ops[1], dt.signed, dt.frac_bits)
+    op = "max" if node.op == "reduce_max" else "add"
+    g = _logic(net, dt.name, mode, op)
+    identity = reduction_identity(node.op, dt)
+    for n, m in tree_levels(shape[0]):
+        partner = []
+        for i, bit in enumerate(x):
+            pad = net.filled(identity >> i & 1, (n - m, m)) if n - m < m else None
+            partner.append(net.rows_from(bit, m, (0, n - m), into=pad))
+        saved, net.rows = net.rows, (0, m)
+        x = _combine(g, op, dt, x, partner)
+        net.rows = saved
+    return x
+
+
+def _combine(f: FloatOps, op: str, dt: DType, a: Word, b: Word) -> Word:
+    if dt.kind is Kind.FLOAT:
+        return f.fadd(a, b) if op == "add" else f.fminmax(a, b, True, dt.name == "f16")
+    return f.add(a, b)[0] if op == "add" else f.maximum(a, b, dt.signed)
 
 
 def _logic(net: Netlist, dtype: str, mode: str, op: str) -> FloatOps:
@@ -100,8 +161,6 @@ def _lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str |
         return f.select(ops[0][0], ops[1], ops[2])
     if op == "cast":
         return _cast(f, ops[0], operand_dt, dt, mode, net)
-    if op in ("sum", "dot", "reduce_max"):
-        raise PimError(f"{op} is not supported by the compiler yet")
     if is_float:
         table = {"add": lambda: f.fadd(*ops), "sub": lambda: f.fsub(*ops),
                  "mul": lambda: f.fmul(*ops), "neg": lambda: f.fneg(ops[0]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pimc.isa.builder import ProgramBuilder, Where
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Rep
+from pimc.isa.uop import Rep, Span
 from pimc.synth.alloc import Allocation
 from pimc.synth.lanes import emit_lane_gate
 from pimc.synth.netlist import ONE, ZERO, When
@@ -24,7 +24,7 @@ def schedule_inits(alloc: Allocation) -> list[list[int]]:
     open_slot = -1
     for i, g in enumerate(alloc.gates):
         col = alloc.cell[g.out]
-        if g.acc_from is None and g.pattern is None:
+        if g.acc_from is None and g.pattern is None and g.fill is None and g.row_shift is None:
             prev = last_access.get(col, -1)
             if open_slot > prev and open_slot >= 0:
                 groups[open_slot].append(col)
@@ -78,14 +78,33 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
                 raise PimError("lane constants exist only in bit-sliced routines")
             _emit_lane_constant(b, out, g.pattern, lanes, width)
             continue
+        if g.rows is not None:
+            if not _within(g.rows, rows):
+                raise PimError("a gate's rows fall outside the routine's rows")
+            here = dict(xbs=xbs, rows=Span(*g.rows))
+        else:
+            here = where
+        if g.fill is not None:
+            b.init(out, g.fill, pred=predicated, **here)
+            continue
+        if g.row_shift is not None:
+            b.shift([alloc.cell[g.ins[0]]], [out], -g.row_shift, pred=predicated, **here)
+            continue
         ins = tuple(alloc.cell[x] for x in g.ins)
         if lanes:
             if pred or xbs is not None or rows is not None:
                 raise PimError("bit-sliced routines run on whole crossbars")
             emit_lane_gate(b, out, ins, g, lanes, width, predicated)
             continue
-        b.nor(out, *ins, acc=g.acc_from is not None, pred=predicated, **where)
+        b.nor(out, *ins, acc=g.acc_from is not None, pred=predicated, **here)
     b.source_note = outer_note
+
+
+def _within(inner: tuple[int, int], outer: Where) -> bool:
+    if outer is None:
+        return True
+    span = outer if isinstance(outer, Span) else Span.one(outer)
+    return span.start <= inner[0] and inner[1] <= span.stop
 
 
 def _emit_lane_constant(b: ProgramBuilder, col: int, pattern: int, lanes: int,

@@ -8,6 +8,7 @@ still cost what a careful hand-written sequence costs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 ZERO, ONE = -1, -2
@@ -29,6 +30,9 @@ class Gate:
     when: When | None = None
     shift: int = 0  # bit-sliced code: out lane i <- NOR(in lane i - shift); see lanes.py
     lanes: tuple[int, int] | None = None  # bit-sliced code: write only these lanes
+    rows: tuple[int, int] | None = None  # act only in these rows (reductions)
+    row_shift: int | None = None  # no NOR: copy ins[0] from `row_shift` rows down (SHIFT)
+    fill: int | None = None  # no NOR: write this bit (an INIT)
     pattern: int | None = None  # bit-sliced code: no NOR, INIT lane i to bit i of pattern
     refill: bool = False  # no NOR: set acc_from's cell to 1 in the `when` rows
 
@@ -58,9 +62,12 @@ class Netlist:
     _def: dict[Bit, tuple[Bit, ...]] = field(default_factory=dict)  # value -> its NOR's inputs
     _consumed: set[Bit] = field(default_factory=set)  # taken over by an accumulate
     annotation: str = ""  # the source the gates built now come from (a DSL line, ...)
+    rows: tuple[int, int] | None = None  # gates built now act only in these rows
     src: dict[Bit, str] = field(default_factory=dict)  # value -> annotation when built
 
     def _add(self, gate: Gate) -> None:
+        if self.rows is not None and gate.rows is None:
+            gate = dataclasses.replace(gate, rows=self.rows)
         self.gates.append(gate)
         if self.annotation:
             self.src[gate.out] = self.annotation
@@ -118,7 +125,9 @@ class Netlist:
         if any(self._inverse(x) in flat for x in flat):
             return ZERO  # x and not x
         key = tuple(sorted(flat))
-        hit = self._cons.get(key)
+        hit = self._cons.get(key)  # valid in every row, so in any rows
+        if hit is None and self.rows is not None:
+            hit = self._cons.get((self.rows, key))  # type: ignore[call-overload]
         if hit is not None:
             return hit
         out = self.new_value()
@@ -127,7 +136,7 @@ class Netlist:
             nxt = self.new_value()
             self._add(Gate(nxt, key[i:i + self.max_fanin], acc_from=out))
             out = nxt
-        self._cons[key] = out
+        self._cons[key if self.rows is None else (self.rows, key)] = out  # type: ignore[index]
         self._def[out] = key
         return out
 
@@ -217,6 +226,22 @@ class Netlist:
         nx = self.nor(x)
         out = self.new_value()
         self._add(Gate(out, tuple(sorted((x, nx)))))
+        return out
+
+    def rows_from(self, x: Bit, by: int, rows: tuple[int, int], into: Bit | None = None,
+                  ) -> Bit:
+        """A value holding x's rows r + by in rows r of `rows` (a SHIFT of one column); other
+        rows keep `into`'s value (or are not written)."""
+        out = self.new_value()
+        self._add(Gate(out, (x,), acc_from=into, rows=rows, row_shift=by))
+        if into is not None:
+            self._consumed.add(into)
+        return out
+
+    def filled(self, bit: int, rows: tuple[int, int]) -> Bit:
+        """A value that is `bit` in `rows` (an INIT), unwritten elsewhere."""
+        out = self.new_value()
+        self._add(Gate(out, (), rows=rows, fill=bit))
         return out
 
     def copy(self, x: Bit) -> Bit:
