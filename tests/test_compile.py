@@ -171,3 +171,9 @@ def test_a_float_sum_is_not_numpys_sequential_sum_but_is_within_tolerance():
     x, y = rng.normal(size=1000).astype(np.float32), rng.normal(size=1000).astype(np.float32)
     out, _ = run_program(prog, {"x": x, "y": y})
     assert abs(float(out["d"]) - float(np.dot(x.astype(np.float64), y))) < 1e-3
+
+
+def test_a_reduction_result_cannot_meet_a_tensor_yet():
+    text = "kernel c(x: f32[8]) -> (y: f32[8]) { y = x - sum(x); }"
+    with pytest.raises(PimError, match="reduction's result used with tensors"):
+        compile_source(text, "c.pk")

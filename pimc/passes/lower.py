@@ -67,8 +67,14 @@ def lower(kernel: Kernel, text: str, mode: str = "ieee") -> Lowered:
         inputs.append((p, col))
         col += bits
     first_col = {p.name: c for p, c in inputs}
+    in_row_0: set[int] = set()  # reduction results: valid in row 0 only
     for n in kernel.nodes_in_order():
         node = kernel.node(n)
+        if node.op in REDUCTIONS or in_row_0.intersection(kernel.operands(n)):
+            if node.op not in REDUCTIONS and node.shape:
+                raise located_error(text, node.loc, "a reduction's result used with tensors "
+                                                    "is not supported yet (it is in row 0 only)")
+            in_row_0.add(n)
         ops = [words[o] for o in kernel.operands(n)]
         in_dtypes = [kernel.node(o).dtype for o in kernel.operands(n)]
         net.annotation = f"{node.loc} {node.op}"
