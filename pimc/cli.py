@@ -124,7 +124,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise PimError(f"{args.source}: cannot read: {exc}") from None
     arch = Arch.from_toml(args.arch) if args.arch else None
-    prog = compile_source(text, args.source, kernel=args.kernel, arch=arch, mode=args.dtype_mode)
+    prog = compile_source(text, args.source, kernel=args.kernel, arch=arch, mode=args.dtype_mode,
+                          runs=args.runs, wear_level=args.wear_level)
     listing = print_program(prog)
     write_atomic(args.output, lambda f: f.write(listing.encode()))
     print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)")
@@ -156,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--arch", help="a TOML file of architecture parameters")
     comp.add_argument("--dtype-mode", choices=["ieee", "ftz"], default="ieee",
                       help="float semantics (default ieee)")
+    comp.add_argument("--runs", type=int, default=1,
+                      help="repeat the kernel this many times in the program (for endurance "
+                           "studies)")
+    comp.add_argument("--wear-level", action="store_true",
+                      help="rotate the scratch columns between runs (FloatPIM's endurance "
+                           "management)")
     comp.set_defaults(func=cmd_compile)
     show = sub.add_parser("show", help="print a program's micro-code by source line")
     show.add_argument("program", help="the .uop file")

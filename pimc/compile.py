@@ -22,6 +22,7 @@ from pimc.passes.lower import lower
 from pimc.passes.typecheck import typecheck
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
+from pimc.wear import repeat_runs
 
 
 def select_kernel(kernels: list[Kernel], name: str | None, file: str) -> Kernel:
@@ -37,8 +38,9 @@ def select_kernel(kernels: list[Kernel], name: str | None, file: str) -> Kernel:
 
 
 def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arch | None = None,
-                   mode: str = "ieee") -> Program:
-    """Compile one kernel of `text` to a micro-op program."""
+                   mode: str = "ieee", runs: int = 1, wear_level: bool = False) -> Program:
+    """Compile one kernel of `text` to a micro-op program (`runs` times over, rotating the
+    scratch columns between runs if `wear_level`)."""
     if mode not in ("ieee", "ftz"):
         raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
     arch = arch or Arch()
@@ -81,4 +83,7 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
                        f"({col} for inputs and results, {need.peak_scratch} scratch, the most "
                        f"at {where or 'its end'}); crossbars have {arch.cols}") from None
     emit(alloc, b, rows=span if rows != arch.rows else None)
+    if runs < 1:
+        raise PimError(f"runs must be at least 1, not {runs}")
+    b.ops = list(repeat_runs(tuple(b.ops), runs, col, arch.cols, wear_level))
     return b.build()

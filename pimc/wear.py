@@ -1,0 +1,41 @@
+"""Wear levelling (FloatPIM Sec. 7, endurance management): the scratch columns a kernel
+works in are the most written cells, so successive runs use them rotated across the free
+columns of the crossbar, spreading the writes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from pimc.isa.errors import PimError
+from pimc.isa.uop import Init, Nor, Op, Search, Shift
+
+
+def remap(op: Op, col: Callable[[int], int]) -> Op:
+    """The op with every column c replaced by col(c)."""
+    if isinstance(op, Init):
+        return dataclasses.replace(op, cols=tuple(map(col, op.cols)))
+    if isinstance(op, Nor):
+        return dataclasses.replace(op, out=col(op.out), ins=tuple(map(col, op.ins)))
+    if isinstance(op, Search):
+        return dataclasses.replace(op, cols=tuple(map(col, op.cols)))
+    if isinstance(op, Shift):
+        return dataclasses.replace(op, src_cols=tuple(map(col, op.src_cols)),
+                                   dst_cols=tuple(map(col, op.dst_cols)))
+    raise PimError(f"wear levelling cannot move the columns of a {op.opcode.value}")
+
+
+def repeat_runs(ops: tuple[Op, ...], runs: int, first_free: int, cols: int,
+                level: bool) -> tuple[Op, ...]:
+    """`runs` copies of a kernel's ops; with `level`, run r's scratch columns (those from
+    first_free on) are rotated by r * (free columns // runs)."""
+    free = cols - first_free
+    out: list[Op] = []
+    for r in range(runs):
+        offset = r * (free // runs) if level else 0
+
+        def col(c: int, offset: int = offset) -> int:
+            return c if c < first_free else first_free + (c - first_free + offset) % free
+
+        out += [remap(op, col) for op in ops] if offset else list(ops)
+    return tuple(out)
