@@ -6,18 +6,16 @@ the float mode), so `pimc run --verify` can rebuild the reference from it.
 
 from __future__ import annotations
 
-import math
-
 from pimc.frontend.dsl import parse_kernels
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
-from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Program, Span
+from pimc.isa.uop import Program
 from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.fold import fold_constants
+from pimc.passes.layout import layout
 from pimc.passes.lower import lower
 from pimc.passes.typecheck import typecheck
 from pimc.synth.alloc import allocate
@@ -47,33 +45,13 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     k = typecheck(select_kernel(parse_kernels(text, file), kernel, file), text)
     k = dce(cse(fold_constants(k, mode)))
     low = lower(k, text, mode)
-    rows = min(low.elements, arch.rows)
-    if low.elements > arch.rows and low.elements % arch.rows:
-        raise PimError(f"{file}: kernel '{k.name}' has {low.elements} elements; more than one "
-                       f"crossbar's {arch.rows} rows is supported only in whole crossbars yet")
-    crossbars = math.ceil(low.elements / arch.rows)
-    if crossbars > arch.max_crossbars:
-        raise PimError(f"{file}: kernel '{k.name}' needs {crossbars} crossbars, the "
-                       f"architecture has {arch.max_crossbars}")
-    b = ProgramBuilder(crossbars, arch=arch, source=file,
+    place = layout(low, arch, f"{file}: kernel '{k.name}'")
+    b = ProgramBuilder(place.crossbars, arch=arch, source=file,
                        meta=(("kernel", k.name), ("mode", mode), ("kernel-source", text)))
-    span = Span(0, rows)
-    for p, col in low.inputs:
-        if p.shape:
-            b.input(p.name, p.dtype, p.shape, col, rows=span)
-        else:
-            b.input(p.name, p.dtype, (), col, rows=span, broadcast=True)
-    col, outputs = low.next_col, []
-    for r, word in low.outputs:
-        bits = parse_dtype(r.dtype).bits
-        # A scalar result is computed in every row; the host reads the first.
-        b.output(r.name, r.dtype, r.shape, col, xbs=None if r.shape else 0,
-                 rows=span if r.shape else Span(0, 1))
-        outputs += [(bit, col + i) for i, bit in enumerate(word)]
-        col += bits
-    if col > arch.cols:
-        raise PimError(f"{file}: kernel '{k.name}' needs {col} columns for its inputs and "
-                       f"results alone; crossbars have {arch.cols}")
+    b.inputs, b.outputs = list(place.inputs), list(place.outputs)
+    col = place.first_scratch
+    outputs = [(bit, t.col + i) for t, (_, word) in zip(place.outputs, low.outputs, strict=True)
+               for i, bit in enumerate(word)]
     try:
         alloc = allocate(low.net, outputs, range(col, arch.cols), what=f"kernel '{k.name}'")
     except PimError:
@@ -82,7 +60,7 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
         raise PimError(f"{file}: kernel '{k.name}' needs {col + need.peak_scratch} columns "
                        f"({col} for inputs and results, {need.peak_scratch} scratch, the most "
                        f"at {where or 'its end'}); crossbars have {arch.cols}") from None
-    emit(alloc, b, rows=span if rows != arch.rows else None)
+    emit(alloc, b, rows=place.rows if len(place.rows) != arch.rows else None)
     if runs < 1:
         raise PimError(f"runs must be at least 1, not {runs}")
     b.ops = list(repeat_runs(tuple(b.ops), runs, col, arch.cols, wear_level))
