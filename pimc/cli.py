@@ -88,7 +88,8 @@ def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
                        "(it was not compiled from a kernel)")
     source = meta["kernel-source"]
     kernel = next(k for k in parse_kernels(source, prog.source) if k.name == meta["kernel"])
-    want, checkable = evaluate(typecheck(kernel, source), inputs, meta.get("mode", "ieee"))
+    want, checkable = evaluate(typecheck(kernel, source), inputs, meta.get("mode", "ieee"),
+                                prog.arch.rows)
     bad_total = 0
     for t in prog.outputs:
         dt = parse_dtype(t.dtype)

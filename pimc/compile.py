@@ -10,8 +10,9 @@ from pimc.frontend.dsl import parse_kernels
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
+from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Program
+from pimc.isa.uop import Program, Span
 from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.fold import fold_constants
@@ -44,11 +45,16 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     arch = arch or Arch()
     k = typecheck(select_kernel(parse_kernels(text, file), kernel, file), text)
     k = dce(cse(fold_constants(k, mode)))
-    low = lower(k, text, mode)
+    low = lower(k, text, mode, arch.rows)
     place = layout(low, arch, f"{file}: kernel '{k.name}'")
     b = ProgramBuilder(place.crossbars, arch=arch, source=file,
                        meta=(("kernel", k.name), ("mode", mode), ("kernel-source", text)))
     b.inputs, b.outputs = list(place.inputs), list(place.outputs)
+    if place.padding:  # the last crossbar's rows beyond the tensors: zeros, so reading is legal
+        for t in place.inputs:
+            if not t.broadcast:
+                cols = t.columns(parse_dtype(t.dtype).bits)
+                b.init(cols, 0, xbs=place.crossbars - 1, rows=Span(*place.padding))
     col = place.first_scratch
     outputs = [(bit, t.col + i) for t, (_, word) in zip(place.outputs, low.outputs, strict=True)
                for i, bit in enumerate(word)]

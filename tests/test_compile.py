@@ -40,9 +40,10 @@ kernel convert(x: u8[64], q: q4.4[64]) -> (y: bf16[64], r: q4.4[64]) {
 """
 
 
-def _run_and_check(text: str, kernel: str, mode: str, seed: int) -> None:
+def _run_and_check(text: str, kernel: str, mode: str, seed: int, arch: Arch | None = None,
+                   ) -> None:
     prog = parse_program(print_program(compile_source(text, "k.pk", kernel=kernel,
-                                                      mode=mode)))
+                                                      mode=mode, arch=arch)))
     inputs = complete_inputs(prog.inputs, {}, seed)
     outputs, _ = run_program(prog, inputs)
     k = typecheck(next(k for k in parse_kernels(text, "k.pk") if k.name == kernel), text)
@@ -58,6 +59,14 @@ def _run_and_check(text: str, kernel: str, mode: str, seed: int) -> None:
 @pytest.mark.parametrize("mode", ["ieee", "ftz"])
 def test_kernels_compute_what_the_reference_computes(kernel, mode):
     _run_and_check(KERNELS, kernel, mode, seed=5)
+
+
+@pytest.mark.parametrize("mode", ["ieee", "ftz"])
+def test_tensors_longer_than_a_crossbar_spread_over_several_with_padding(mode):
+    text = """kernel odd(a: i16[150], x: f32[150], s: f32) -> (y: i16[150], z: f32[150]) {
+        y = a * a - a; z = relu(x * s + x); }"""
+    # 150 elements on crossbars of 64 rows: the third holds 22 and 42 rows of padding
+    _run_and_check(text, "odd", mode, seed=6, arch=Arch(rows=64))
 
 
 @pytest.mark.parametrize("sample", ["axpy.pk", "relu_affine.pk", "fixed_filter.pk", "dot.pk",
@@ -146,8 +155,9 @@ kernel qsum(x: q8.8[33], w: q8.8[33]) -> (s: q8.8) { s = dot(x, w); }
 
 @pytest.mark.parametrize("kernel", ["dotp", "vmax", "total", "fmax", "qsum"])
 @pytest.mark.parametrize("mode", ["ieee", "ftz"])
-def test_reductions_follow_the_same_pairwise_tree(kernel, mode):
-    prog = compile_source(REDUCTIONS, "r.pk", kernel=kernel, mode=mode)
+@pytest.mark.parametrize("rows", [1024, 64])
+def test_reductions_follow_the_same_pairwise_tree(kernel, mode, rows):
+    prog = compile_source(REDUCTIONS, "r.pk", kernel=kernel, mode=mode, arch=Arch(rows=rows))
     rng = np.random.default_rng(8)
     inputs = {}
     for t in prog.inputs:  # finite values, so that the order of a float sum matters
@@ -158,11 +168,14 @@ def test_reductions_follow_the_same_pairwise_tree(kernel, mode):
     outputs, stats = run_program(prog, inputs)
     k = typecheck(next(k for k in parse_kernels(REDUCTIONS, "r.pk") if k.name == kernel),
                   REDUCTIONS)
-    want, checkable = evaluate(k, inputs, mode)
+    want, checkable = evaluate(k, inputs, mode, rows)
     (t,) = prog.outputs
     got = parse_dtype(t.dtype).to_bits(outputs[t.name]).astype(np.uint64)
     assert bool(checkable[t.name]) and int(got) == int(want[t.name])
     assert stats.ops["SHIFT"] > 0  # the tree moves partial results up with the shifter
+    # on crossbars of 64 rows the partial results of the crossbars meet over the switches
+    assert (stats.ops.get("TRANSFER", 0) > 0) == (prog.crossbars > 1)
+    assert (prog.crossbars > 1) == (rows == 64 and kernel != "qsum")
 
 
 def test_a_float_sum_is_not_numpys_sequential_sum_but_is_within_tolerance():

@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from pimc.isa.arch import Arch, InitModel
 from pimc.isa.builder import ProgramBuilder
+from pimc.isa.cost import program_cycles
+from pimc.isa.uop import Span
 from pimc.synth.alloc import allocate
-from pimc.synth.emit import emit
+from pimc.synth.emit import emit, merge_moves
 from pimc.synth.logic import Logic
 from pimc.synth.netlist import ONE, ZERO, Netlist
 from runtime import run_program
@@ -87,3 +89,18 @@ def test_random_logic_runs_as_python_computes(steps, reserve, model):
     out, _ = run_program(b.build(), {f"x{i}": bits[i].astype(np.uint8) for i in range(4)})
     for i, v in enumerate(results):
         assert np.array_equal(out[f"y{i}"].astype(bool), truth[v]), i
+
+
+def test_adjacent_moves_merge_unless_one_reads_what_another_wrote():
+    b = ProgramBuilder(4)
+    b.transfer(Span(2, 4), Span(0, 2), [5], [9], rows=Span(0, 1))
+    b.transfer(Span(2, 4), Span(0, 2), [6], [10], rows=Span(0, 1))
+    b.transfer(Span(2, 4), Span(0, 2), [9], [11], rows=Span(0, 1))  # reads c9: kept apart
+    b.shift([1], [2], -4)
+    b.shift([3], [4], -4)
+    b.shift([5], [6], -2)  # another distance
+    merged = merge_moves(b.ops)
+    assert [len(op.src_cols) for op in merged] == [2, 1, 2, 1]
+    assert merged[0].src_cols == (5, 6) and merged[0].dst_cols == (9, 10)
+    arch = b.arch
+    assert program_cycles(merged, arch) < program_cycles(b.ops, arch)  # 2 + 2 < 2 x (1 + 2)

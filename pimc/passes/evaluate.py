@@ -12,6 +12,7 @@ import numpy as np
 from pimc.ir import Kernel
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
+from pimc.passes.layout import geometry
 from pimc.passes.lower import REDUCTIONS, constant_bits, reduction_identity, tree_levels
 from pimc.synth.floating import FORMATS
 from pimc.synth.netlist import ONE
@@ -59,61 +60,68 @@ def _constant(kernel: Kernel, n: int) -> np.uint64:
 
 
 def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
-             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+             max_rows: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(results as raw bits, per result the mask of elements a comparison may check: in
-    ftz mode an element, or a reduction, that met an infinity or a NaN is left out)."""
+    ftz mode an element, or a reduction, that met an infinity or a NaN is left out).
+    Reductions follow the hardware's tree for crossbars of `max_rows` rows."""
     values: dict[int, np.ndarray] = {}
-    shape = next((p.shape for p in (*kernel.params, *kernel.results) if p.shape), ())
-    checkable = np.ones(shape, dtype=bool)
+    ok: dict[int, np.ndarray] = {}  # per node: the elements still in the ftz domain
     for n in kernel.nodes_in_order():
         node = kernel.node(n)
         dt = parse_dtype(str(node.dtype))
         args = [values[o] for o in kernel.operands(n)]
         arg_dt = [parse_dtype(str(kernel.node(o).dtype)) for o in kernel.operands(n)]
+        here = np.ones((), dtype=bool)
+        for o in kernel.operands(n):
+            here = here & ok[o]
         if node.op == "input":
             values[n] = _raw(dt, inputs[str(node.attr("name"))])
-            continue
-        if node.op == "const":
+        elif node.op == "const":
             values[n] = _constant(kernel, n)
-            continue
-        src = arg_dt[0]
-        if node.op in REDUCTIONS:
-            values[n], partials = _reduce(node, src, args, mode)
-            if mode == "ftz" and src.kind is Kind.FLOAT:
-                fmt = FORMATS[src.name]
-                if any(_special(fmt, p).any() for p in partials) or not checkable.all():
-                    checkable &= False
-            continue
-        args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
-        if src.kind is Kind.FLOAT and node.op != "select":
-            fmt = FORMATS[src.name]
+        elif node.op in REDUCTIONS:
+            values[n], partials = _reduce(node, arg_dt[0], args, mode, max_rows)
+            if mode == "ftz" and arg_dt[0].kind is Kind.FLOAT:
+                fmt = FORMATS[arg_dt[0].name]
+                here = np.asarray(bool(here.all()) and not any(_special(fmt, p).any()
+                                                                for p in partials))
+        elif arg_dt[0].kind is Kind.FLOAT and node.op != "select":
+            args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
+            fmt = FORMATS[arg_dt[0].name]
+            values[n] = _float_op(node.op, node, arg_dt[0], dt, args, mode)
             if mode == "ftz":
                 for a in args:
-                    checkable &= ~np.broadcast_to(_special(fmt, a), checkable.shape)
-            values[n] = _float_op(node.op, node, src, dt, args, mode)
-            if dt.kind is Kind.FLOAT and mode == "ftz":
-                checkable &= ~np.broadcast_to(_special(fmt, values[n]), checkable.shape)
+                    here = here & ~_special(fmt, a)
+                if dt.kind is Kind.FLOAT:
+                    here = here & ~_special(fmt, values[n])
         else:
-            values[n] = _int_op(node.op, node, src, dt, args, arg_dt, mode)
+            args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
+            values[n] = _int_op(node.op, node, arg_dt[0], dt, args, arg_dt, mode)
+        ok[n] = here
     results = {r.name: values[kernel.outputs[r.name]] for r in kernel.results}
-    masks = {r.name: checkable if r.shape else np.asarray(bool(checkable.all()))
+    masks = {r.name: np.broadcast_to(ok[kernel.outputs[r.name]], r.shape).copy()
              for r in kernel.results}
     return results, masks
 
 
-def _reduce(node, dt, args, mode):  # type: ignore[no-untyped-def]
-    """The same pairwise tree as the hardware's (lower.tree_levels), op for op."""
+def _reduce(node, dt, args, mode, max_rows):  # type: ignore[no-untyped-def]
+    """The same trees as the hardware's (lower._lower_reduction), op for op: over the rows
+    of every crossbar at once (padding = identity), then over the crossbars."""
     x = np.asarray(args[0], dtype=np.uint64).reshape(-1)
     if node.op == "dot":
         x = _binary("mul", node, dt, x, np.asarray(args[1], dtype=np.uint64).reshape(-1), mode)
     op = "max" if node.op == "reduce_max" else "add"
     identity = np.uint64(reduction_identity(node.op, dt))
+    geo = geometry(len(x), max_rows or len(x))
     partials = [x]
-    for n, m in tree_levels(len(x)):
-        partner = np.full(m, identity, dtype=np.uint64)
-        partner[: n - m] = x[m:n]
-        x = _binary(op, node, dt, x[:m], partner, mode)
-        partials.append(x)
+    x = np.concatenate([x, np.full(geo.rows - geo.tail, identity, dtype=np.uint64)])
+    x = x.reshape(geo.crossbars, geo.rows).T  # [row, crossbar]
+    for axis_len in (geo.rows, geo.crossbars):
+        for n, m in tree_levels(axis_len):
+            partner = np.full((m, *x.shape[1:]), identity, dtype=np.uint64)
+            partner[: n - m] = x[m:n]
+            x = _binary(op, node, dt, x[:m], partner, mode)
+            partials.append(x)
+        x = x.reshape(-1)  # row 0 of every crossbar
     return x[0], partials
 
 

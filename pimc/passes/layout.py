@@ -1,38 +1,60 @@
 """Layout: which crossbars, rows and columns each tensor occupies.
 
 Element i of every tensor is in row i % rows of crossbar i // rows (a tensor longer than
-a crossbar takes whole crossbars); each value sits in adjacent columns, inputs first, then
-results, then the scratch columns the allocator may use. Scalars are broadcast into every
-row by the host; a scalar result is read from row 0 of crossbar 0.
+a crossbar spreads over several; the rows the last one does not fill are padding, which
+the program zeroes in its input columns); each value sits in adjacent columns, inputs
+first, then results, then the scratch columns the allocator may use. Scalars are
+broadcast into every row by the host; a scalar result is read from row 0 of crossbar 0.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO
-from pimc.passes.lower import Lowered
+
+if TYPE_CHECKING:
+    from pimc.passes.lower import Lowered
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a kernel's elements spread: `rows` per crossbar over `crossbars`, the last one
+    holding `tail` of them."""
+
+    crossbars: int
+    rows: int
+    tail: int
+
+    @property
+    def padded(self) -> bool:
+        return self.tail < self.rows
+
+
+def geometry(elements: int, max_rows: int) -> Geometry:
+    rows = min(elements, max_rows)
+    crossbars = math.ceil(elements / rows)
+    return Geometry(crossbars, rows, elements - (crossbars - 1) * rows)
 
 
 @dataclass(frozen=True)
 class Layout:
     crossbars: int
     rows: Span  # the rows every op acts on
+    padding: tuple[int, int] | None  # rows of the last crossbar outside every tensor
     inputs: tuple[TensorIO, ...]
     outputs: tuple[TensorIO, ...]
     first_scratch: int  # columns from here on are free for the allocator
 
 
 def layout(low: Lowered, arch: Arch, what: str) -> Layout:
-    rows = min(low.elements, arch.rows)
-    if low.elements > arch.rows and low.elements % arch.rows:
-        raise PimError(f"{what} has {low.elements} elements; more than one crossbar's "
-                       f"{arch.rows} rows is supported only in whole crossbars yet")
-    crossbars = math.ceil(low.elements / arch.rows)
+    geo = geometry(low.elements, arch.rows)
+    rows, crossbars = geo.rows, geo.crossbars
     if crossbars > arch.max_crossbars:
         raise PimError(f"{what} needs {crossbars} crossbars, the architecture has "
                        f"{arch.max_crossbars}")
@@ -49,4 +71,5 @@ def layout(low: Lowered, arch: Arch, what: str) -> Layout:
     if col > arch.cols:
         raise PimError(f"{what} needs {col} columns for its inputs and results alone; "
                        f"crossbars have {arch.cols}")
-    return Layout(crossbars, span, inputs, tuple(outputs), col)
+    padding = (geo.tail, geo.rows) if geo.padded else None
+    return Layout(crossbars, span, padding, inputs, tuple(outputs), col)

@@ -17,10 +17,11 @@ from pimc.frontend.dsl import located_error
 from pimc.ir import Kernel, Node, Param
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
+from pimc.passes.layout import Geometry, geometry
 from pimc.synth.float_ops import FloatOps
 from pimc.synth.floating import FORMATS
 from pimc.synth.logic import Word
-from pimc.synth.netlist import ONE, ZERO, Netlist
+from pimc.synth.netlist import ONE, ZERO, Bit, Netlist
 from pimc.synth.oracle import numpy_nan_rule
 
 
@@ -55,10 +56,13 @@ def constant_bits(node: Node, dt: DType) -> Word:
     return [ONE if raw >> i & 1 else ZERO for i in range(dt.bits)]
 
 
-def lower(kernel: Kernel, text: str, mode: str = "ieee") -> Lowered:
-    """The netlist of a typed kernel (see typecheck)."""
+def lower(kernel: Kernel, text: str, mode: str = "ieee", max_rows: int | None = None
+          ) -> Lowered:
+    """The netlist of a typed kernel (see typecheck), its elements spread over crossbars
+    of `max_rows` rows (default: all in one), as layout.geometry places them."""
     net = Netlist()
     elements = elements_of(kernel, text)
+    geo = geometry(elements, max_rows or elements)
     words: dict[int, Word] = {}
     inputs: list[tuple[Param, int]] = []
     col = 0
@@ -82,7 +86,7 @@ def lower(kernel: Kernel, text: str, mode: str = "ieee") -> Lowered:
             if node.op in REDUCTIONS:
                 shape = kernel.node(kernel.operands(n)[0]).shape or ()
                 words[n] = _lower_reduction(net, node, ops, parse_dtype(str(in_dtypes[0])),
-                                            shape, mode)
+                                            shape, mode, geo)
             else:
                 words[n] = _lower_node(net, node, ops, in_dtypes, mode, first_col)
         except PimError as exc:
@@ -117,9 +121,11 @@ def tree_levels(n: int) -> list[tuple[int, int]]:
 
 
 def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
-                     shape: tuple[int, ...], mode: str) -> Word:
-    """A log-depth tree inside the crossbar: SHIFT the upper half onto the lower half,
-    combine, repeat; the result is in row 0."""
+                     shape: tuple[int, ...], mode: str, geo: Geometry) -> Word:
+    """A log-depth tree: inside every crossbar at once, SHIFT the upper half of the rows
+    onto the lower half and combine, until row 0 holds the crossbar's part; then across
+    crossbars, TRANSFER row 0 of the upper half onto the lower half and combine, until
+    crossbar 0 holds the result. Padding rows count as the identity."""
     if len(shape) != 1 or node.attr("axis") not in (None, 0):
         raise PimError(f"{node.op} is supported over one-dimensional tensors only, so far")
     f = _logic(net, dt.name, mode, "mul" if node.op == "dot" else "add")
@@ -130,15 +136,37 @@ def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
     op = "max" if node.op == "reduce_max" else "add"
     g = _logic(net, dt.name, mode, op)
     identity = reduction_identity(node.op, dt)
-    for n, m in tree_levels(shape[0]):
-        partner = []
-        for i, bit in enumerate(x):
-            pad = net.filled(identity >> i & 1, (n - m, m)) if n - m < m else None
-            partner.append(net.rows_from(bit, m, (0, n - m), into=pad))
+    if geo.padded:  # the last crossbar's padding rows become the identity
+        last = (geo.crossbars - 1, geo.crossbars)
+        x = [_overwritten(net, bit, identity >> i & 1, (geo.tail, geo.rows), last)
+             for i, bit in enumerate(x)]
+    for n, m in tree_levels(geo.rows):
+        pads = [net.filled(identity >> i & 1, (n - m, m)) if n - m < m else None
+                for i in range(len(x))]
+        partner = [net.rows_from(bit, m, (0, n - m), into=pad) for bit, pad in zip(x, pads, strict=True)]
         saved, net.rows = net.rows, (0, m)
         x = _combine(g, op, dt, x, partner)
         net.rows = saved
+    for n, m in tree_levels(geo.crossbars):
+        pads = [net.filled(identity >> i & 1, (0, 1), (n - m, m)) if n - m < m else None
+                for i in range(len(x))]
+        partner = [net.crossbars_from(bit, m, (0, n - m), (0, 1), into=pad)
+                   for bit, pad in zip(x, pads, strict=True)]
+        saved_where = net.rows, net.xbs
+        net.rows, net.xbs = (0, 1), (0, m)
+        x = _combine(g, op, dt, x, partner)
+        net.rows, net.xbs = saved_where
     return x
+
+
+def _overwritten(net: Netlist, x: Bit, bit: int, rows: tuple[int, int],
+                 xbs: tuple[int, int]) -> Bit:
+    """A copy of x that is `bit` in `rows` of `xbs`."""
+    if x in (ZERO, ONE):
+        if (x == ONE) == bool(bit):
+            return x
+        x = net.filled(int(x == ONE), None)
+    return net.filled(bit, rows, xbs, over=net.copy(x))
 
 
 def _combine(f: FloatOps, op: str, dt: DType, a: Word, b: Word) -> Word:

@@ -9,9 +9,11 @@ the fewest bulk-INIT cycles, with exactly one initialisation per gate.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pimc.isa.builder import ProgramBuilder, Where
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Rep, Span
+from pimc.isa.uop import Op, Rep, Shift, Span, Transfer
 from pimc.synth.alloc import Allocation
 from pimc.synth.lanes import emit_lane_gate
 from pimc.synth.netlist import ONE, ZERO, When
@@ -24,7 +26,8 @@ def schedule_inits(alloc: Allocation) -> list[list[int]]:
     open_slot = -1
     for i, g in enumerate(alloc.gates):
         col = alloc.cell[g.out]
-        if g.acc_from is None and g.pattern is None and g.fill is None and g.row_shift is None:
+        if (g.acc_from is None and g.pattern is None and g.fill is None and g.row_shift is None
+                and g.xb_shift is None):
             prev = last_access.get(col, -1)
             if open_slot > prev and open_slot >= 0:
                 groups[open_slot].append(col)
@@ -53,6 +56,7 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
         b.init(cols, sum(v << i for i, v in enumerate(values)), pred=pred, **rep, **where)
     tag: tuple[tuple[int, ...], int] | None = None
     outer_note = b.source_note
+    first_op = len(b.ops)
     for g, group in zip(alloc.gates, schedule_inits(alloc), strict=True):
         if g.out in alloc.src:
             b.source_note = alloc.src[g.out]
@@ -78,17 +82,26 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
                 raise PimError("lane constants exist only in bit-sliced routines")
             _emit_lane_constant(b, out, g.pattern, lanes, width)
             continue
+        here = dict(where)
         if g.rows is not None:
             if not _within(g.rows, rows):
                 raise PimError("a gate's rows fall outside the routine's rows")
-            here = dict(xbs=xbs, rows=Span(*g.rows))
-        else:
-            here = where
+            here["rows"] = Span(*g.rows)
+        if g.xbs is not None:
+            if xbs is not None:
+                raise PimError("a routine placed on given crossbars cannot choose its own")
+            here["xbs"] = Span(*g.xbs)
         if g.fill is not None:
             b.init(out, g.fill, pred=predicated, **here)
             continue
         if g.row_shift is not None:
             b.shift([alloc.cell[g.ins[0]]], [out], -g.row_shift, pred=predicated, **here)
+            continue
+        if g.xb_shift is not None:
+            assert g.xbs is not None
+            src = Span(g.xbs[0] + g.xb_shift, g.xbs[1] + g.xb_shift)
+            b.transfer(src, here["xbs"], [alloc.cell[g.ins[0]]], [out], rows=here["rows"],
+                       pred=predicated)
             continue
         ins = tuple(alloc.cell[x] for x in g.ins)
         if lanes:
@@ -98,6 +111,31 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
             continue
         b.nor(out, *ins, acc=g.acc_from is not None, pred=predicated, **here)
     b.source_note = outer_note
+    b.ops[first_op:] = merge_moves(b.ops[first_op:])
+
+
+def merge_moves(ops: list[Op]) -> list[Op]:
+    """Adjacent SHIFTs (or plain TRANSFERs) that differ only in their columns become one
+    op over all of them, when none reads what an earlier one of them writes: a TRANSFER of
+    N columns takes N + distance cycles, not N x (1 + distance)."""
+    out: list[Op] = []
+    for op in ops:
+        prev = out[-1] if out else None
+        if (isinstance(op, Shift | Transfer) and type(prev) is type(op)
+                and getattr(op, "dst_row", None) is None and getattr(prev, "dst_row", None) is None
+                and _same_but_columns(prev, op)
+                and not set(op.src_cols) & set(prev.dst_cols)  # type: ignore[union-attr]
+                and not set(op.dst_cols) & set(prev.dst_cols)):  # type: ignore[union-attr]
+            out[-1] = dataclasses.replace(prev, src_cols=prev.src_cols + op.src_cols,  # type: ignore
+                                          dst_cols=prev.dst_cols + op.dst_cols)  # type: ignore
+        else:
+            out.append(op)
+    return out
+
+
+def _same_but_columns(a: Op, b: Op) -> bool:
+    cols = {"src_cols": (), "dst_cols": ()}
+    return dataclasses.replace(a, **cols) == dataclasses.replace(b, **cols)  # type: ignore
 
 
 def _within(inner: tuple[int, int], outer: Where) -> bool:

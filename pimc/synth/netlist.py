@@ -31,6 +31,8 @@ class Gate:
     shift: int = 0  # bit-sliced code: out lane i <- NOR(in lane i - shift); see lanes.py
     lanes: tuple[int, int] | None = None  # bit-sliced code: write only these lanes
     rows: tuple[int, int] | None = None  # act only in these rows (reductions)
+    xbs: tuple[int, int] | None = None  # act only in these crossbars (reductions)
+    xb_shift: int | None = None  # no NOR: copy ins[0] from crossbar c + xb_shift (TRANSFER)
     row_shift: int | None = None  # no NOR: copy ins[0] from `row_shift` rows down (SHIFT)
     fill: int | None = None  # no NOR: write this bit (an INIT)
     pattern: int | None = None  # bit-sliced code: no NOR, INIT lane i to bit i of pattern
@@ -63,14 +65,21 @@ class Netlist:
     _consumed: set[Bit] = field(default_factory=set)  # taken over by an accumulate
     annotation: str = ""  # the source the gates built now come from (a DSL line, ...)
     rows: tuple[int, int] | None = None  # gates built now act only in these rows
+    xbs: tuple[int, int] | None = None  # ... and only in these crossbars
     src: dict[Bit, str] = field(default_factory=dict)  # value -> annotation when built
 
     def _add(self, gate: Gate) -> None:
         if self.rows is not None and gate.rows is None:
             gate = dataclasses.replace(gate, rows=self.rows)
+        if self.xbs is not None and gate.xbs is None:
+            gate = dataclasses.replace(gate, xbs=self.xbs)
         self.gates.append(gate)
         if self.annotation:
             self.src[gate.out] = self.annotation
+
+    def _where(self) -> tuple[object, object] | None:
+        """The rows and crossbars gates built now are limited to (None: everywhere)."""
+        return None if self.rows is None and self.xbs is None else (self.rows, self.xbs)
 
     @property
     def next_value(self) -> Bit:
@@ -126,8 +135,8 @@ class Netlist:
             return ZERO  # x and not x
         key = tuple(sorted(flat))
         hit = self._cons.get(key)  # valid in every row, so in any rows
-        if hit is None and self.rows is not None:
-            hit = self._cons.get((self.rows, key))  # type: ignore[call-overload]
+        if hit is None and self._where() is not None:
+            hit = self._cons.get((self._where(), key))  # type: ignore[call-overload]
         if hit is not None:
             return hit
         out = self.new_value()
@@ -136,7 +145,8 @@ class Netlist:
             nxt = self.new_value()
             self._add(Gate(nxt, key[i:i + self.max_fanin], acc_from=out))
             out = nxt
-        self._cons[key if self.rows is None else (self.rows, key)] = out  # type: ignore[index]
+        where = self._where()
+        self._cons[key if where is None else (where, key)] = out  # type: ignore[index]
         self._def[out] = key
         return out
 
@@ -238,10 +248,24 @@ class Netlist:
             self._consumed.add(into)
         return out
 
-    def filled(self, bit: int, rows: tuple[int, int]) -> Bit:
-        """A value that is `bit` in `rows` (an INIT), unwritten elsewhere."""
+    def crossbars_from(self, x: Bit, by: int, xbs: tuple[int, int], rows: tuple[int, int],
+                       into: Bit | None = None) -> Bit:
+        """A value holding, in crossbars c of `xbs`, crossbar c + by's x in `rows` (a
+        TRANSFER of one column); other crossbars keep `into`'s value (or are not written)."""
         out = self.new_value()
-        self._add(Gate(out, (), rows=rows, fill=bit))
+        self._add(Gate(out, (x,), acc_from=into, rows=rows, xbs=xbs, xb_shift=by))
+        if into is not None:
+            self._consumed.add(into)
+        return out
+
+    def filled(self, bit: int, rows: tuple[int, int] | None,
+               xbs: tuple[int, int] | None = None, over: Bit | None = None) -> Bit:
+        """A value that is `bit` in `rows` of `xbs` (an INIT); elsewhere it is `over`'s value
+        (taking over its cell) or unwritten."""
+        out = self.new_value()
+        self._add(Gate(out, (), acc_from=over, rows=rows, xbs=xbs, fill=bit))
+        if over is not None:
+            self._consumed.add(over)
         return out
 
     def copy(self, x: Bit) -> Bit:
