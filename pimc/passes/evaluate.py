@@ -13,7 +13,13 @@ from pimc.ir import Kernel
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.passes.layout import geometry
-from pimc.passes.lower import REDUCTIONS, constant_bits, reduction_identity, tree_levels
+from pimc.passes.lower import (
+    REDUCTIONS,
+    constant_bits,
+    reduction_axes,
+    reduction_identity,
+    tree_levels,
+)
 from pimc.synth.floating import FORMATS
 from pimc.synth.netlist import ONE
 from pimc.synth.oracle import (
@@ -79,11 +85,10 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
         elif node.op == "const":
             values[n] = _constant(kernel, n)
         elif node.op in REDUCTIONS:
-            values[n], partials = _reduce(node, arg_dt[0], args, mode, max_rows)
+            values[n], seen = _reduce(node, arg_dt[0], args, mode, max_rows)
             if mode == "ftz" and arg_dt[0].kind is Kind.FLOAT:
-                fmt = FORMATS[arg_dt[0].name]
-                here = np.asarray(bool(here.all()) and not any(_special(fmt, p).any()
-                                                                for p in partials))
+                operand_ok = _reduce_mask(node, here, np.shape(args[0]))
+                here = operand_ok & ~seen
         elif arg_dt[0].kind is Kind.FLOAT and node.op != "select":
             args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
             fmt = FORMATS[arg_dt[0].name]
@@ -105,24 +110,52 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
 
 def _reduce(node, dt, args, mode, max_rows):  # type: ignore[no-untyped-def]
     """The same trees as the hardware's (lower._lower_reduction), op for op: over the rows
-    of every crossbar at once (padding = identity), then over the crossbars."""
+    of every crossbar at once (padding = identity), then over the crossbars; or along an
+    axis, every segment at once. Returns the result and, per result element, whether an
+    infinity or NaN came up on the way (in any operand or partial result)."""
+    shape = np.shape(args[0])
     x = np.asarray(args[0], dtype=np.uint64).reshape(-1)
     if node.op == "dot":
         x = _binary("mul", node, dt, x, np.asarray(args[1], dtype=np.uint64).reshape(-1), mode)
     op = "max" if node.op == "reduce_max" else "add"
     identity = np.uint64(reduction_identity(node.op, dt))
+    outer, length, inner = reduction_axes(shape, node.attr("axis"))
+    special = (lambda v: _special(FORMATS[dt.name], v)) if dt.kind is Kind.FLOAT else (
+        lambda v: np.zeros(np.shape(v), dtype=bool))
+    if outer > 1 or inner > 1:
+        x = x.reshape(outer, length, inner).transpose(1, 0, 2)  # [j, o, i]
+        out_shape = shape[: len(shape) - 1] if inner == 1 else shape[1:]
+        first = special(x).any(axis=0)
+        x, seen = _tree(x, length, identity, op, node, dt, mode, special)
+        return x.reshape(out_shape), (first | seen).reshape(out_shape)
     geo = geometry(len(x), max_rows or len(x))
-    partials = [x]
+    first = special(x).any()
     x = np.concatenate([x, np.full(geo.rows - geo.tail, identity, dtype=np.uint64)])
     x = x.reshape(geo.crossbars, geo.rows).T  # [row, crossbar]
-    for axis_len in (geo.rows, geo.crossbars):
-        for n, m in tree_levels(axis_len):
-            partner = np.full((m, *x.shape[1:]), identity, dtype=np.uint64)
-            partner[: n - m] = x[m:n]
-            x = _binary(op, node, dt, x[:m], partner, mode)
-            partials.append(x)
-        x = x.reshape(-1)  # row 0 of every crossbar
-    return x[0], partials
+    x, seen = _tree(x, geo.rows, identity, op, node, dt, mode, special)
+    x, seen_too = _tree(x.reshape(-1), geo.crossbars, identity, op, node, dt, mode, special)
+    return x, first | seen.any() | seen_too
+
+
+def _reduce_mask(node, ok, shape):  # type: ignore[no-untyped-def]
+    """A mask over a reduction's operand reduced like the operand: all along the axis."""
+    ok = np.broadcast_to(ok, shape)
+    outer, length, inner = reduction_axes(shape, node.attr("axis"))
+    if outer > 1 or inner > 1:
+        ok = ok.reshape(outer, length, inner).all(axis=1)
+        return ok.reshape(shape[: len(shape) - 1] if inner == 1 else shape[1:])
+    return np.asarray(ok.all())
+
+
+def _tree(x, length, identity, op, node, dt, mode, special):  # type: ignore[no-untyped-def]
+    """The pairwise tree over axis 0 (row r takes row r + m, m = ceil(n / 2), repeatedly)."""
+    seen = np.zeros(x.shape[1:], dtype=bool)  # the partial results' (the caller checks x)
+    for n, m in tree_levels(length):
+        partner = np.full((m, *x.shape[1:]), identity, dtype=np.uint64)
+        partner[: n - m] = x[m:n]
+        x = _binary(op, node, dt, x[:m], partner, mode)
+        seen = seen | special(x).any(axis=0)
+    return x[0], seen
 
 
 def _binary(op, node, dt, a, b, mode):  # type: ignore[no-untyped-def]

@@ -63,10 +63,11 @@ def layout(low: Lowered, arch: Arch, what: str) -> Layout:
                             broadcast=not p.shape) for p, col in low.inputs)
     outputs, col = [], low.next_col
     for r, _ in low.outputs:
-        if r.shape:
-            outputs.append(TensorIO(r.name, r.dtype, r.shape, everywhere, span, col))
+        if r.name in low.result_rows:  # a reduction's result: in some rows of crossbar 0
+            rows_of = Span(*low.result_rows[r.name])
+            outputs.append(TensorIO(r.name, r.dtype, r.shape, Span.one(0), rows_of, col))
         else:
-            outputs.append(TensorIO(r.name, r.dtype, (), Span.one(0), Span.one(0), col))
+            outputs.append(TensorIO(r.name, r.dtype, r.shape, everywhere, span, col))
         col += parse_dtype(r.dtype).bits
     if col > arch.cols:
         raise PimError(f"{what} needs {col} columns for its inputs and results alone; "

@@ -32,13 +32,14 @@ class Lowered:
     inputs: list[tuple[Param, int]]  # parameter, first column
     outputs: list[tuple[Param, Word]]
     next_col: int  # first column after the inputs
+    result_rows: dict[str, tuple[int, int, int]]  # reduction results: start, stop, step rows
 
 
 def elements_of(kernel: Kernel, text: str) -> int:
     """The one element count of the kernel's tensors (scalars broadcast to it)."""
-    counts = {math.prod(p.shape) for p in (*kernel.params, *kernel.results) if p.shape}
+    counts = {math.prod(p.shape) for p in kernel.params if p.shape}
     if len(counts) > 1:
-        where = next(p.loc for p in kernel.params + kernel.results if p.shape)
+        where = next(p.loc for p in kernel.params if p.shape)
         raise located_error(text, where, "tensors of different sizes in one kernel are not "
                                          "supported yet (only broadcasting of scalars)")
     return counts.pop() if counts else 1
@@ -71,28 +72,30 @@ def lower(kernel: Kernel, text: str, mode: str = "ieee", max_rows: int | None = 
         inputs.append((p, col))
         col += bits
     first_col = {p.name: c for p, c in inputs}
-    in_row_0: set[int] = set()  # reduction results: valid in row 0 only
+    placed: dict[int, tuple[int, int, int]] = {}  # reduction results: the rows they are in
     for n in kernel.nodes_in_order():
         node = kernel.node(n)
-        if node.op in REDUCTIONS or in_row_0.intersection(kernel.operands(n)):
-            if node.op not in REDUCTIONS and node.shape:
+        if node.op not in REDUCTIONS and placed.keys() & set(kernel.operands(n)):
+            if node.shape:
                 raise located_error(text, node.loc, "a reduction's result used with tensors "
                                                     "is not supported yet (it is in row 0 only)")
-            in_row_0.add(n)
+            placed[n] = (0, 1, 1)
         ops = [words[o] for o in kernel.operands(n)]
         in_dtypes = [kernel.node(o).dtype for o in kernel.operands(n)]
         net.annotation = f"{node.loc} {node.op}"
         try:
             if node.op in REDUCTIONS:
                 shape = kernel.node(kernel.operands(n)[0]).shape or ()
-                words[n] = _lower_reduction(net, node, ops, parse_dtype(str(in_dtypes[0])),
-                                            shape, mode, geo)
+                words[n], placed[n] = _lower_reduction(
+                    net, node, ops, parse_dtype(str(in_dtypes[0])), shape, mode, geo)
             else:
                 words[n] = _lower_node(net, node, ops, in_dtypes, mode, first_col)
         except PimError as exc:
             raise located_error(text, node.loc, str(exc)) from None
     outputs = [(r, words[kernel.outputs[r.name]]) for r in kernel.results]
-    return Lowered(net, elements, inputs, outputs, col)
+    result_rows = {r.name: placed[kernel.outputs[r.name]] for r in kernel.results
+                   if kernel.outputs[r.name] in placed}
+    return Lowered(net, elements, inputs, outputs, col, result_rows)
 
 
 REDUCTIONS = ("sum", "dot", "reduce_max")
@@ -120,14 +123,24 @@ def tree_levels(n: int) -> list[tuple[int, int]]:
     return levels
 
 
+def reduction_axes(shape: tuple[int, ...], axis: object) -> tuple[int, int, int]:
+    """(outer, n, inner): the reduced axis of length n between the others, flattened; a
+    reduction without an axis reduces everything."""
+    if axis is None or len(shape) <= 1:
+        return 1, math.prod(shape), 1
+    k = int(axis)  # type: ignore[call-overload]
+    return math.prod(shape[:k]), shape[k], math.prod(shape[k + 1:])
+
+
 def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
-                     shape: tuple[int, ...], mode: str, geo: Geometry) -> Word:
-    """A log-depth tree: inside every crossbar at once, SHIFT the upper half of the rows
-    onto the lower half and combine, until row 0 holds the crossbar's part; then across
-    crossbars, TRANSFER row 0 of the upper half onto the lower half and combine, until
-    crossbar 0 holds the result. Padding rows count as the identity."""
-    if len(shape) != 1 or node.attr("axis") not in (None, 0):
-        raise PimError(f"{node.op} is supported over one-dimensional tensors only, so far")
+                     shape: tuple[int, ...], mode: str, geo: Geometry
+                     ) -> tuple[Word, tuple[int, int, int]]:
+    """A log-depth tree. Over everything: inside every crossbar at once, SHIFT the upper
+    half of the rows onto the lower half and combine, until row 0 holds the crossbar's
+    part; then across crossbars, TRANSFER row 0 of the upper half onto the lower half and
+    combine, until crossbar 0 holds the result. Along an axis: the same row tree with
+    strides, in every segment at once. Padding counts as the identity. Returns the result
+    and the rows it is in (start, stop, step)."""
     f = _logic(net, dt.name, mode, "mul" if node.op == "dot" else "add")
     x = ops[0]
     if node.op == "dot":
@@ -136,6 +149,9 @@ def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
     op = "max" if node.op == "reduce_max" else "add"
     g = _logic(net, dt.name, mode, op)
     identity = reduction_identity(node.op, dt)
+    outer, length, inner = reduction_axes(shape, node.attr("axis"))
+    if outer > 1 or inner > 1:
+        return _segmented_tree(net, g, op, dt, x, identity, (outer, length, inner), geo)
     if geo.padded:  # the last crossbar's padding rows become the identity
         last = (geo.crossbars - 1, geo.crossbars)
         x = [_overwritten(net, bit, identity >> i & 1, (geo.tail, geo.rows), last)
@@ -143,7 +159,8 @@ def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
     for n, m in tree_levels(geo.rows):
         pads = [net.filled(identity >> i & 1, (n - m, m)) if n - m < m else None
                 for i in range(len(x))]
-        partner = [net.rows_from(bit, m, (0, n - m), into=pad) for bit, pad in zip(x, pads, strict=True)]
+        partner = [net.rows_from(bit, m, (0, n - m), into=pad)
+                   for bit, pad in zip(x, pads, strict=True)]
         saved, net.rows = net.rows, (0, m)
         x = _combine(g, op, dt, x, partner)
         net.rows = saved
@@ -156,7 +173,34 @@ def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
         net.rows, net.xbs = (0, 1), (0, m)
         x = _combine(g, op, dt, x, partner)
         net.rows, net.xbs = saved_where
-    return x
+    return x, (0, 1, 1)
+
+
+def _segmented_tree(net: Netlist, g: FloatOps, op: str, dt: DType, x: Word, identity: int,
+                    axes: tuple[int, int, int], geo: Geometry
+                    ) -> tuple[Word, tuple[int, int, int]]:
+    """Reduce the middle axis of (outer, length, inner) in one crossbar: element (o, j, i)
+    is row (o*length + j)*inner + i; each level SHIFTs by m*inner rows, and rows whose j
+    has no partner take the identity (one INIT per segment)."""
+    outer, length, inner = axes
+    if geo.crossbars > 1:
+        raise PimError("a reduction along an axis of a tensor longer than one crossbar is "
+                       "not supported yet")
+    if outer > 1 and inner > 1:
+        raise PimError("a reduction along a middle axis is not supported yet (only the "
+                       "first or the last)")
+    total = outer * length * inner
+    for n, m in tree_levels(length):
+        bits = [identity >> i & 1 for i in range(len(x))]
+        pads = [net.filled(b, None) for b in bits]
+        partner = [net.rows_from(bit, m * inner, (0, total - m * inner), into=pad)
+                   for bit, pad in zip(x, pads, strict=True)]
+        for o in range(outer) if n - m < m else ():
+            base = o * length * inner
+            rows = (base + (n - m) * inner, base + m * inner)
+            partner = [net.filled(b, rows, over=p) for b, p in zip(bits, partner, strict=True)]
+        x = _combine(g, op, dt, x, partner)
+    return x, (0, outer * length * inner, length * inner) if inner == 1 else (0, inner, 1)
 
 
 def _overwritten(net: Netlist, x: Bit, bit: int, rows: tuple[int, int],

@@ -13,7 +13,7 @@ import dataclasses
 
 from pimc.isa.builder import ProgramBuilder, Where
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Op, Rep, Shift, Span, Transfer
+from pimc.isa.uop import NO_REP, Init, Op, Rep, Shift, Span, Transfer
 from pimc.synth.alloc import Allocation
 from pimc.synth.lanes import emit_lane_gate
 from pimc.synth.netlist import ONE, ZERO, When
@@ -115,26 +115,31 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
 
 
 def merge_moves(ops: list[Op]) -> list[Op]:
-    """Adjacent SHIFTs (or plain TRANSFERs) that differ only in their columns become one
-    op over all of them, when none reads what an earlier one of them writes: a TRANSFER of
-    N columns takes N + distance cycles, not N x (1 + distance)."""
+    """Adjacent SHIFTs (or plain TRANSFERs, or INITs) that differ only in their columns
+    become one op over all of them, when none touches a column an earlier one of them
+    writes: a TRANSFER of N columns takes N + distance cycles, not N x (1 + distance), and
+    a bulk INIT of many columns costs what one costs."""
     out: list[Op] = []
     for op in ops:
         prev = out[-1] if out else None
-        if (isinstance(op, Shift | Transfer) and type(prev) is type(op)
-                and getattr(op, "dst_row", None) is None and getattr(prev, "dst_row", None) is None
-                and _same_but_columns(prev, op)
-                and not set(op.src_cols) & set(prev.dst_cols)  # type: ignore[union-attr]
-                and not set(op.dst_cols) & set(prev.dst_cols)):  # type: ignore[union-attr]
-            out[-1] = dataclasses.replace(prev, src_cols=prev.src_cols + op.src_cols,  # type: ignore
-                                          dst_cols=prev.dst_cols + op.dst_cols)  # type: ignore
-        else:
-            out.append(op)
+        if (isinstance(op, Init | Shift | Transfer) and type(prev) is type(op)
+                and getattr(op, "rep", NO_REP) == NO_REP and _same_but_columns(prev, op)):  # type: ignore[arg-type]
+            if isinstance(op, Init) and not set(op.cols) & set(prev.cols):  # type: ignore
+                out[-1] = dataclasses.replace(prev, cols=prev.cols + op.cols,  # type: ignore
+                                              value=prev.value | op.value << len(prev.cols))  # type: ignore
+                continue
+            if (isinstance(op, Shift | Transfer) and getattr(op, "dst_row", None) is None
+                    and not set(op.src_cols) & set(prev.dst_cols)  # type: ignore[union-attr]
+                    and not set(op.dst_cols) & set(prev.dst_cols)):  # type: ignore[union-attr]
+                out[-1] = dataclasses.replace(prev, src_cols=prev.src_cols + op.src_cols,  # type: ignore
+                                              dst_cols=prev.dst_cols + op.dst_cols)  # type: ignore
+                continue
+        out.append(op)
     return out
 
 
 def _same_but_columns(a: Op, b: Op) -> bool:
-    cols = {"src_cols": (), "dst_cols": ()}
+    cols = {"cols": (), "value": 0} if isinstance(a, Init) else {"src_cols": (), "dst_cols": ()}
     return dataclasses.replace(a, **cols) == dataclasses.replace(b, **cols)  # type: ignore
 
 
