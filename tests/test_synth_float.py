@@ -7,14 +7,20 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from pimc.compile import compile_source
 from pimc.isa.arch import Arch, InitModel
 from pimc.isa.cost import program_cycles
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.synth.floating import FORMATS
-from pimc.synth.oracle import float_misc_reference, float_reference, numpy_nan_rule
+from pimc.synth.oracle import (
+    float_cast_reference,
+    float_misc_reference,
+    float_reference,
+    numpy_nan_rule,
+)
 from pimc.synth.routines import build_bit_sliced, build_routine
-from pimc.synth.verify import verify
+from pimc.synth.verify import float_edge_cases, verify
 from runtime import run_program
 
 NUMPY = {"f32": (np.float32, np.uint32), "f16": (np.float16, np.uint16),
@@ -171,3 +177,52 @@ def test_bit_sliced_float_is_bit_exact(op, dtype):
                  ("mul", "bf16"): 721}
     if (op, dtype) in published:
         assert stats.total_cycles < published[(op, dtype)]
+
+
+CASTS = [("f32", "bf16"), ("f32", "f16"), ("f16", "f32"), ("f16", "bf16"), ("bf16", "f32"),
+         ("bf16", "f16")]
+
+
+def _cast_operands(src: str, dst: str, n: int = 4096) -> np.ndarray:
+    """Edge cases, exact ties and near-ties of the destination's rounding, results near its
+    underflow and overflow, random patterns."""
+    s, d = FORMATS[src], FORMATS[dst]
+    rng = np.random.default_rng(11)
+    raw = rng.integers(0, 1 << s.width, n, dtype=np.uint64)
+    edges = float_edge_cases(parse_dtype(src))
+    raw[: len(edges)] = edges
+    lo, q = len(edges), n // 4
+    # exponents around the destination's whole range, subnormals and overflow included
+    exp = rng.integers(max(1, s.bias - d.bias - d.frac_bits - 2),
+                       min((1 << s.exp_bits) - 1, s.bias + d.bias + 3), 2 * q, dtype=np.uint64)
+    raw[lo:lo + 2 * q] = (raw[lo:lo + 2 * q] & np.uint64((1 << s.frac_bits) - 1)) | (
+        exp << np.uint64(s.frac_bits)) | (raw[lo:lo + 2 * q] & np.uint64(1 << (s.width - 1)))
+    drop = s.frac_bits - d.frac_bits
+    if drop > 0:  # exact ties: the dropped bits are 100...0
+        ties = slice(lo, lo + q)
+        raw[ties] = (raw[ties] >> np.uint64(drop) << np.uint64(drop)) | np.uint64(1 << (drop - 1))
+    return raw
+
+
+@pytest.mark.parametrize("mode", ["ieee", "ftz"])
+@pytest.mark.parametrize(("src", "dst"), CASTS)
+def test_float_to_float_casts_are_numpys(src, dst, mode):
+    text = f"kernel c(x: {src}[4096]) -> (y: {dst}[4096]) {{ y = {dst}(x); }}"
+    raw = _cast_operands(src, dst)
+    ftype, store = NUMPY[src]
+    x = raw.astype(store).view(ftype)
+    out, _ = run_program(compile_source(text, "c.pk", mode=mode), {"x": x})
+    got = out["y"].view(NUMPY[dst][1]).astype(np.uint64)
+    want = float_cast_reference(raw, src, dst, mode)
+    if mode == "ieee":
+        with np.errstate(invalid="ignore", over="ignore"):
+            numpy_bits = x.astype(NUMPY[dst][0]).view(NUMPY[dst][1]).astype(np.uint64)
+        assert np.array_equal(want, numpy_bits)
+        assert np.array_equal(got, want)
+    else:  # ftz: infinities, NaNs and overflow are outside the domain
+        d, s = FORMATS[dst], FORMATS[src]
+        ok = ((want >> np.uint64(d.frac_bits)) & np.uint64((1 << d.exp_bits) - 1)) != (
+            (1 << d.exp_bits) - 1)
+        ok &= ((raw >> np.uint64(s.frac_bits)) & np.uint64((1 << s.exp_bits) - 1)) != (
+            (1 << s.exp_bits) - 1)
+        assert ok.mean() > 0.5 and np.array_equal(got[ok], want[ok])

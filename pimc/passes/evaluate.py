@@ -24,6 +24,7 @@ from pimc.synth.floating import FORMATS
 from pimc.synth.netlist import ONE
 from pimc.synth.oracle import (
     _conversion,
+    float_cast_reference,
     float_misc_reference,
     float_reference,
     int_reference,
@@ -97,7 +98,7 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
                 for a in args:
                     here = here & ~_special(fmt, a)
                 if dt.kind is Kind.FLOAT:
-                    here = here & ~_special(fmt, values[n])
+                    here = here & ~_special(FORMATS[dt.name], values[n])
         else:
             args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
             values[n] = _int_op(node.op, node, arg_dt[0], dt, args, arg_dt, mode)
@@ -171,7 +172,7 @@ def _float_op(op, node, src, dt, args, mode):  # type: ignore[no-untyped-def]
         return float_reference(op, args[0], args[1], e, m, mode, numpy_nan_rule(src.name, op))
     if op == "cast":
         if dt.kind is Kind.FLOAT:
-            return args[0]
+            return float_cast_reference(args[0], src.name, dt.name, mode)
         return _conversion(f"to_{dt.name}", args[0], e, m, mode)
     if mode == "ftz" and op not in ("neg", "abs"):
         # Compared as if subnormals were zeros; min, max and relu return an operand as is.

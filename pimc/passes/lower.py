@@ -22,7 +22,7 @@ from pimc.synth.float_ops import FloatOps
 from pimc.synth.floating import FORMATS
 from pimc.synth.logic import Word
 from pimc.synth.netlist import ONE, ZERO, Bit, Netlist
-from pimc.synth.oracle import numpy_nan_rule
+from pimc.synth.oracle import cast_nan_canonical, numpy_nan_rule
 
 
 @dataclass
@@ -280,6 +280,7 @@ def _cast(f: FloatOps, x: Word, src: DType, dst: DType, mode: str, net: Netlist)
         g = FloatOps(net, FORMATS[dst.name], mode)
         value = list(x) if src.signed else [*x, ZERO]  # unsigned: one more, zero, sign bit
         return g.from_int(value, src.frac_bits)
-    if src.name != dst.name:
-        raise PimError(f"cast from {src.name} to {dst.name} is not supported yet")
-    return list(x)
+    if src.name == dst.name:
+        return list(x)
+    g = FloatOps(net, FORMATS[dst.name], mode)
+    return g.from_float(x, FORMATS[src.name], cast_nan_canonical(src.name, dst.name))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pimc.isa.errors import PimError
-from pimc.synth.floating import Floating, Unpacked, _constant
+from pimc.synth.floating import Floating, Format, Unpacked, _constant
 from pimc.synth.logic import Word
 from pimc.synth.netlist import ONE, ZERO, Bit
 
@@ -132,3 +132,47 @@ class FloatOps(Floating):
         zero = self.none(list(x))
         special = (zero, [ZERO] * fmt.width)
         return self.round_pack(sign, exp_base, sig, guard, rest, special)
+
+    def from_float(self, a: Sequence[Bit], src: Format, canonical_nan: bool) -> Word:
+        """a, a float of format `src`, rounded to this format, ties to even (exact when
+        this format is wider). A NaN keeps its sign and the top of its payload, made
+        non-zero (numpy's float16 rule), or becomes the canonical quiet NaN."""
+        dst = self.fmt
+        ua = FloatOps(self.net, src, "ieee" if self.ieee else "ftz").unpack(a)
+        ew = max(src.exp_bits, dst.exp_bits) + 2  # signed exponent arithmetic
+        rebias = _constant((dst.bias - src.bias) & ((1 << ew) - 1), ew)
+        e_top, _ = self.add([*ua.exp, *[ZERO] * (ew - src.exp_bits)], rebias)
+        t = list(ua.sig)
+        if self.ieee:  # a subnormal source: normalise left, keeping the exponent >= 1
+            budget, _ = self.sub(e_top, _constant(1, ew))
+            valid = self.not_(budget[-1])
+            t, shift = self.normalize_left(t, [self.and_(v, valid) for v in budget])
+            e_top = self.sub(e_top, shift + [ZERO] * (ew - len(shift)))[0]
+        right, _ = self.sub(_constant(1, ew), e_top)  # 1 - e: places right when e < 1
+        tiny = self.and_(self.not_(right[-1]), self.any_(right))
+        p = dst.frac_bits + 1
+        t = [ZERO] * max(0, p + 1 - len(t)) + t  # room for the significand and guard
+        t, sticky = self.shift_right_sticky(t, [self.and_(v, tiny) for v in right[:-1]], ZERO)
+        exp_base = self.select(tiny, _constant(1, ew), e_top)[: dst.exp_bits + 1]
+        sig, guard = t[len(t) - p:], t[len(t) - p - 1]
+        rest = self.or_(sticky, self.any_(t[: len(t) - p - 1]))
+        overflow = self.and_(self.not_(e_top[-1]), self.any_(e_top[dst.exp_bits:]))
+        inf = _constant(((1 << dst.exp_bits) - 1) << dst.frac_bits, dst.width - 1)
+        value = self.select(ua.is_zero, [ZERO] * (dst.width - 1), inf)
+        if self.ieee:
+            value = self.select(ua.is_nan, self._converted_nan(a, src, canonical_nan), value)
+        special = (self.or_(ua.is_zero, ua.is_inf, ua.is_nan, overflow), [*value, ua.sign])
+        return self.round_pack(ua.sign, exp_base, sig, guard, rest, special)
+
+    def _converted_nan(self, a: Sequence[Bit], src: Format, canonical: bool) -> Word:
+        """The NaN's exponent and fraction fields in this format (sign excluded)."""
+        dst = self.fmt
+        if canonical:
+            return self.default_nan()[:-1]
+        payload = list(a[: src.frac_bits])
+        if dst.frac_bits >= src.frac_bits:
+            frac = [ZERO] * (dst.frac_bits - src.frac_bits) + payload
+        else:
+            frac = payload[src.frac_bits - dst.frac_bits:]
+            frac[0] = self.or_(frac[0], self.none(frac))  # never an infinity
+        return [*frac, *[ONE] * dst.exp_bits]

@@ -213,3 +213,34 @@ def _conversion(op: str, raw: np.ndarray, e_bits: int, m_bits: int, mode: str) -
             value = -(1 << (width - 1))
         out.append(value & ((1 << width) - 1))
     return np.array(out, dtype=np.uint64).reshape(raw.shape)
+
+
+def cast_nan_canonical(src: str, dst: str) -> bool:
+    """Whether numpy / ml_dtypes turn a NaN cast from src to dst into the canonical quiet
+    NaN (measured: any NaN into bfloat16, and bfloat16 into float16); otherwise the sign
+    and the top of the payload survive, not quieted, made non-zero if truncated to 0."""
+    return dst == "bf16" or (src, dst) == ("bf16", "f16")
+
+
+def float_cast_reference(raw: np.ndarray, src: str, dst: str, mode: str) -> np.ndarray:
+    """A float-to-float cast: numpy's (ml_dtypes' for bfloat16) own astype, round to
+    nearest even; ftz reads subnormal inputs as zeros and flushes subnormal results."""
+    (s_host, s_store), (d_host, d_store) = numpy_float(src), numpy_float(dst)
+    s_bits, d_bits = np.dtype(s_store).itemsize * 8, np.dtype(d_store).itemsize * 8
+    exp_bits = {"f32": 8, "bf16": 8, "f16": 5}
+    s_exp, d_exp = exp_bits[src], exp_bits[dst]
+    x = np.asarray(raw, dtype=np.uint64).astype(s_store)
+    if mode == "ftz":
+        x = _flush(x, s_bits, s_exp)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = x.view(s_host).astype(d_host).view(d_store)
+    if mode == "ftz":
+        y = _flush(y, d_bits, d_exp)
+    return y.astype(np.uint64)
+
+
+def _flush(x: np.ndarray, bits: int, e_bits: int) -> np.ndarray:
+    """Subnormals to zeros of their sign."""
+    m_bits = bits - 1 - e_bits
+    exp_zero = (x >> m_bits & ((1 << e_bits) - 1)) == 0
+    return np.where(exp_zero, x & (1 << (bits - 1)), x).astype(x.dtype)
