@@ -1,4 +1,4 @@
-"""The IR passes on their own: constant folding, CSE, DCE."""
+"""The IR passes on their own: constant folding, CSE, DCE, lowering, layout."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import numpy as np
 
 from pimc.compile import compile_source
 from pimc.frontend.dsl import parse_kernels
+from pimc.isa.arch import Arch
 from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.evaluate import evaluate
 from pimc.passes.fold import fold_constants
+from pimc.passes.layout import Geometry, geometry, layout
+from pimc.passes.lower import lower
 from pimc.passes.typecheck import typecheck
 from runtime import run_program
 from runtime.hostio import complete_inputs
@@ -65,3 +68,34 @@ def test_the_pipeline_uses_them_and_stays_bit_exact():
     out, _ = run_program(prog, inputs)
     want, _ = evaluate(typed(text), inputs)
     assert np.array_equal(out["y"].view(np.uint16).astype(np.uint64), want["y"])
+
+
+def test_lower_builds_one_netlist_with_a_shift_tree_then_a_transfer_tree():
+    k = typed("kernel s(x: i8[300]) -> (t: i8) { t = sum(x); }")
+    low = lower(k, "", "ieee", max_rows=128)  # 3 crossbars: 128, 128, 44 rows
+    shifts = sorted({g.row_shift for g in low.net.gates if g.row_shift is not None})
+    moves = sorted({g.xb_shift for g in low.net.gates if g.xb_shift is not None})
+    assert shifts == [1, 2, 4, 8, 16, 32, 64] and moves == [1, 2]  # ceil halves of 128, 3
+    pads = [g for g in low.net.gates if g.fill is not None and g.xbs == (2, 3)]
+    assert {g.rows for g in pads} == {(44, 128)}  # the last crossbar's padding: identity
+    assert low.result_rows == {"t": (0, 1, 1)} and low.elements == 300
+
+
+def test_lower_places_an_axis_reduction_in_the_rows_its_segments_start():
+    k = typed("kernel a(m: i16[4, 10]) -> (r: i16[4], c: i16[10]) "
+              "{ r = sum(m, axis=1); c = max(m, axis=0); }")
+    low = lower(k, "", "ieee")
+    assert low.result_rows == {"r": (0, 40, 10), "c": (0, 10, 1)}  # rows 0, 10, 20, 30
+
+
+def test_layout_spreads_elements_and_pads_the_last_crossbar():
+    k = typed("kernel e(a: f32[2500], s: f32) -> (y: f32[2500], t: f32) "
+              "{ y = a * s; t = sum(a); }")
+    place = layout(lower(k, "", "ieee", 1024), Arch(), "e")
+    assert place.crossbars == 3 and place.padding == (452, 1024)
+    a, s = place.inputs
+    assert (a.col, s.col, s.broadcast) == (0, 32, True)
+    y, t = place.outputs
+    assert y.col == 64 and len(y.xbs) == 3 and t.col == 96 and len(t.xbs) == len(t.rows) == 1
+    assert place.first_scratch == 128
+    assert geometry(2048, 1024) == Geometry(2, 1024, 1024) and not geometry(8, 1024).padded

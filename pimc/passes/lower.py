@@ -75,11 +75,14 @@ def lower(kernel: Kernel, text: str, mode: str = "ieee", max_rows: int | None = 
     placed: dict[int, tuple[int, int, int]] = {}  # reduction results: the rows they are in
     for n in kernel.nodes_in_order():
         node = kernel.node(n)
-        if node.op not in REDUCTIONS and placed.keys() & set(kernel.operands(n)):
-            if node.shape:
+        where = {placed[o] for o in kernel.operands(n) if o in placed}
+        if where:  # a reduction's result, in some rows only: what uses it stays there
+            full = [o for o in kernel.operands(n) if o not in placed and kernel.node(o).shape]
+            if node.op in REDUCTIONS or full or len(where) > 1:
                 raise located_error(text, node.loc, "a reduction's result used with tensors "
-                                                    "is not supported yet (it is in row 0 only)")
-            placed[n] = (0, 1, 1)
+                                                    "laid out otherwise (or reduced again) is "
+                                                    "not supported yet")
+            placed[n] = where.pop()
         ops = [words[o] for o in kernel.operands(n)]
         in_dtypes = [kernel.node(o).dtype for o in kernel.operands(n)]
         net.annotation = f"{node.loc} {node.op}"
