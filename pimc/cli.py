@@ -129,7 +129,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
                           runs=args.runs, wear_level=args.wear_level)
     listing = print_program(prog)
     write_atomic(args.output, lambda f: f.write(listing.encode()))
-    print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)")
+    columns = dict(prog.meta).get("columns")
+    print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)"
+          + (f"; columns {columns}" if columns else ""))
     return 0
 
 

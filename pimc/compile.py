@@ -66,6 +66,10 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
         raise PimError(f"{file}: kernel '{k.name}' needs {col + need.peak_scratch} columns "
                        f"({col} for inputs and results, {need.peak_scratch} scratch, the most "
                        f"at {where or 'its end'}); crossbars have {arch.cols}") from None
+    where = alloc.src.get(alloc.peak_at, "") if alloc.peak_at is not None else ""
+    b.meta += (("columns", f"{col + alloc.peak_scratch} of {arch.cols}: {col} inputs and "
+                           f"results, {alloc.peak_scratch} scratch at the peak"
+                           + (f" ({where})" if where else "")),)
     emit(alloc, b, rows=place.rows if len(place.rows) != arch.rows else None)
     if runs < 1:
         raise PimError(f"runs must be at least 1, not {runs}")

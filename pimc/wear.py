@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Callable
 
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Init, Nor, Op, Search, Shift
+from pimc.isa.uop import Init, Nor, Op, Search, Shift, Transfer
 
 
 def remap(op: Op, col: Callable[[int], int]) -> Op:
@@ -19,7 +19,7 @@ def remap(op: Op, col: Callable[[int], int]) -> Op:
         return dataclasses.replace(op, out=col(op.out), ins=tuple(map(col, op.ins)))
     if isinstance(op, Search):
         return dataclasses.replace(op, cols=tuple(map(col, op.cols)))
-    if isinstance(op, Shift):
+    if isinstance(op, Shift) or (isinstance(op, Transfer) and op.dst_row is None):
         return dataclasses.replace(op, src_cols=tuple(map(col, op.src_cols)),
                                    dst_cols=tuple(map(col, op.dst_cols)))
     raise PimError(f"wear levelling cannot move the columns of a {op.opcode.value}")

@@ -217,3 +217,11 @@ def test_reductions_along_an_axis_run_in_every_segment_at_once(kernel, mode):
     assert got.shape == t.shape
     if kernel == "cols":  # order-free: numpy's own answer
         assert np.array_equal(outputs["c"], inputs["k"].max(axis=0))
+
+
+def test_the_reported_column_high_water_mark_is_what_the_runtime_sees():
+    prog = compile_source((SAMPLES / "axpy.pk").read_text(), "axpy.pk")
+    columns = dict(prog.meta)["columns"]
+    _, stats = run_program(prog)
+    assert columns.startswith(f"{stats.columns_used} of 1024: 128 inputs and results")
+    assert "axpy.pk:" in columns  # where the peak is

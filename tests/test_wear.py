@@ -35,3 +35,16 @@ def test_wear_levelling_lowers_the_most_written_cell_and_keeps_results():
         results[level] = (out["z"], stats.endurance.max_writes_per_cell)
     assert np.array_equal(results[False][0], results[True][0])
     assert results[True][1] < results[False][1]
+
+
+def test_a_reduction_over_crossbars_moves_with_its_columns():
+    from pimc.isa.arch import Arch
+
+    text = "kernel s(x: i16[200]) -> (t: i16) { t = sum(x); }"
+    x = {"x": np.arange(200, dtype=np.int16)}
+    outs = []
+    for level in (False, True):
+        prog = compile_source(text, "s.pk", runs=3, wear_level=level, arch=Arch(rows=64))
+        out, _ = run_program(prog, x)
+        outs.append(int(out["t"]))
+    assert outs == [int(x["x"].sum()), int(x["x"].sum())]  # ints: any order, numpy's sum
