@@ -6,14 +6,13 @@ the bits written. Element e of a tensor is in lane e % lanes of slot e // lanes 
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import TensorIO
+from pimc.isa.uop import TensorIO, ViewOp
 from runtime.bitops import pack_rows, popcount, unpack_rows
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ class HostPort:
     def _slots(self, t: TensorIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Columns of the tensor, and each slot's crossbar and row."""
         bits = self.dtype(t).bits
-        count = len(t.xbs) * len(t.rows) if t.broadcast else math.prod(t.shape) // t.lanes
+        count = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
         slots = np.arange(count)
         per = len(t.rows)
         xb = t.xbs.start + (slots // per) * t.xbs.step
@@ -64,7 +63,7 @@ class HostPort:
     def write(self, t: TensorIO, values: np.ndarray) -> None:
         m, dt = self.m, self.dtype(t)
         cols, xb, row = self._slots(t)
-        flat = values.reshape(-1)
+        flat = apply_view(values, t.view).reshape(-1)
         if t.broadcast:  # FloatPIM's row-parallel write: one value into every row
             flat = np.repeat(flat, len(xb))
         raw = dt.to_bits(flat).astype(np.uint64).reshape(len(xb), t.lanes)
@@ -125,6 +124,18 @@ class HostPort:
 
     def read_outputs(self) -> dict[str, np.ndarray]:
         return {t.name: self.read(t) for t in self.m.prog.outputs}
+
+
+def apply_view(values: np.ndarray, view: tuple[ViewOp, ...]) -> np.ndarray:
+    """The tensor as the host places it: the view's numpy steps, in order."""
+    for step in view:
+        if step.kind == "reshape":
+            values = values.reshape(step.dims)
+        elif step.kind == "transpose":
+            values = values.transpose(step.dims)
+        else:
+            values = np.broadcast_to(values, step.dims)
+    return values
 
 
 def random_input(t: TensorIO, rng: np.random.Generator) -> np.ndarray:

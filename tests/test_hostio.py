@@ -9,7 +9,8 @@ from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Span
+from pimc.isa.text import parse_program, print_program
+from pimc.isa.uop import Span, TensorIO, ViewOp
 from runtime import run_program
 
 ARCH = Arch(rows=64, cols=256)
@@ -88,3 +89,20 @@ def test_meta_and_broadcast_round_trip_through_text():
     text = print_program(prog)
     assert ".meta kernel @" in text and " broadcast" in text
     assert parse_program(text) == prog
+
+
+def test_a_view_places_a_transposed_replicated_copy_and_an_input_may_be_placed_twice():
+    b = ProgramBuilder(1)
+    view = (ViewOp("transpose", (1, 0)), ViewOp("reshape", (3, 1, 2)),
+            ViewOp("broadcast", (3, 4, 2)))
+    b.inputs = [TensorIO("w", "i8", (2, 3), Span(0, 1), Span(0, 12), 0, lanes=2, view=view),
+                TensorIO("w", "i8", (2, 3), Span(0, 1), Span(0, 6), 16)]
+    b.outputs = [TensorIO("y", "i8", (12, 2), Span(0, 1), Span(0, 12), 0, lanes=2)]
+    prog = parse_program(print_program(b.build()))
+    assert prog.inputs == tuple(b.inputs)
+    assert "view=transpose(1,0).reshape(3,1,2)" in print_program(prog)
+    w = np.arange(6, dtype=np.int8).reshape(2, 3)
+    out, stats = run_program(prog, {"w": w})
+    want = np.broadcast_to(w.T.reshape(3, 1, 2), (3, 4, 2)).reshape(12, 2)
+    assert np.array_equal(out["y"], want)
+    assert stats.host.input_cells == (12 * 2 + 6) * 8  # every replicated copy is written

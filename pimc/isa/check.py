@@ -7,8 +7,6 @@ outputs, reads of never-written cells). Errors read `NAME:LINE: what is wrong`.
 
 from __future__ import annotations
 
-import math
-
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
@@ -142,9 +140,13 @@ def io_problem(prog: Program, t: TensorIO) -> str | None:
                 or _check_span(t.rows, prog.arch.rows, "row")
                 or (f"tensor '{t.name}' needs columns up to c{max(t.columns(bits))}"
                     if max(t.columns(bits)) >= prog.arch.cols else None))
-    if t.lanes < 1 or math.prod(t.shape) % t.lanes:
-        return f"tensor '{t.name}': lanes={t.lanes} must divide its {math.prod(t.shape)} elements"
-    slots = math.prod(t.shape) // t.lanes
+    try:
+        placed = t.placed_elements
+    except PimError as exc:
+        return f"tensor '{t.name}': {exc}"
+    if t.lanes < 1 or placed % t.lanes:
+        return f"tensor '{t.name}': lanes={t.lanes} must divide its {placed} placed elements"
+    slots = placed // t.lanes
     if slots > len(t.xbs) * len(t.rows):
         return f"tensor '{t.name}' needs {slots} rows but its placement holds {len(t.xbs) * len(t.rows)}"
     return (_check_span(t.xbs, prog.crossbars, "crossbar")
@@ -158,12 +160,14 @@ def validate(prog: Program, name: str = "<uop>") -> None:
     if not 1 <= prog.crossbars <= prog.arch.max_crossbars:
         raise PimError(f"{name}: {prog.crossbars} crossbars requested, the architecture has "
                        f"{prog.arch.max_crossbars}")
-    names: set[str] = set()
+    names: dict[str, TensorIO] = {}
     for t in (*prog.inputs, *prog.outputs):
         problem = io_problem(prog, t)
-        if problem is None and t.name in names:
-            problem = f"tensor name '{t.name}' is declared twice"
-        names.add(t.name)
+        first = names.setdefault(t.name, t)
+        again = first is not t and not (t in prog.inputs and first in prog.inputs
+                                        and (t.dtype, t.shape) == (first.dtype, first.shape))
+        if problem is None and again:
+            problem = f"tensor name '{t.name}' is declared twice"  # an input may be placed twice
         if problem:
             raise PimError(f"{name}: {problem}")
     for i, op in enumerate(prog.ops):

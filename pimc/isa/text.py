@@ -27,6 +27,7 @@ from pimc.isa.uop import (
     Span,
     TensorIO,
     Transfer,
+    ViewOp,
 )
 
 FORMAT_VERSION = 1
@@ -101,6 +102,7 @@ def format_io(kind: str, t: TensorIO) -> str:
     stride = f" stride={t.stride}" if t.stride != 1 else ""
     stride += f" fold={t.fold}" if t.fold else ""
     stride += " broadcast" if t.broadcast else ""
+    stride += f" view={'.'.join(map(str, t.view))}" if t.view else ""
     where = f"{format_span('x', t.xbs)} {format_span('r', t.rows)} c{t.col}"
     return f".{kind} {t.name} {t.dtype} [{shape}] {where}{lanes}{stride}"
 
@@ -133,8 +135,24 @@ _SPAN = re.compile(r"(\d+)(?::(\d+)(?::(\d+))?)?$")
 _IO = re.compile(
     r"(?P<name>\S+) (?P<dtype>\S+) \[(?P<shape>[\d, ]*)\] (?P<xbs>x\S+) (?P<rows>r\S+) "
     r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?"
-    r"(?: fold=(?P<fold>\d+))?(?P<broadcast> broadcast)?$"
+    r"(?: fold=(?P<fold>\d+))?(?P<broadcast> broadcast)?(?: view=(?P<view>\S+))?$"
 )
+
+
+_VIEW_STEP = re.compile(r"(\w+)\(([\d,]*)\)$")
+
+
+def _view(text: str | None, where: str) -> tuple[ViewOp, ...]:
+    """`reshape(3,1,4).broadcast(3,5,4)` -> view steps."""
+    if not text:
+        return ()
+    steps = []
+    for part in text.split(")."):
+        m = _VIEW_STEP.match(part if part.endswith(")") else part + ")")
+        if not m:
+            raise PimError(f"{where}: malformed view step '{part}' (expected e.g. reshape(3,4))")
+        steps.append(ViewOp(m.group(1), tuple(int(d) for d in m.group(2).split(",") if d)))
+    return tuple(steps)
 
 
 class _Tokens:
@@ -317,7 +335,7 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
         io = TensorIO(m.group("name"), m.group("dtype"), shape, t.span("x", "crossbars"),
                       t.span("r", "rows"), int(m.group("col")), int(m.group("lanes") or 1),
                       int(m.group("stride") or 1), int(m.group("fold") or 0),
-                      bool(m.group("broadcast")))
+                      bool(m.group("broadcast")), _view(m.group("view"), where))
         fields.setdefault(key + "s", []).append(io)  # type: ignore[union-attr]
     else:
         raise PimError(f"{where}: unknown directive '.{key}'")

@@ -8,6 +8,7 @@ them against an architecture. docs/isa.md specifies each op, its cycles and its 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -143,6 +144,39 @@ class Transfer(Op):
 
 
 @dataclass(frozen=True)
+class ViewOp:
+    """One step of the host's view of a tensor before placing it (numpy semantics):
+    reshape to `dims`, transpose by the permutation `dims`, or broadcast to `dims`."""
+
+    kind: str
+    dims: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("reshape", "transpose", "broadcast"):
+            raise PimError(f"unknown view step '{self.kind}' (reshape, transpose, broadcast)")
+
+    def shape_after(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape this step makes of `shape`; PimError if it does not apply."""
+        if self.kind == "reshape" and math.prod(self.dims) == math.prod(shape):
+            return self.dims
+        if self.kind == "transpose" and sorted(self.dims) == list(range(len(shape))):
+            return tuple(shape[d] for d in self.dims)
+        if self.kind == "broadcast" and len(self.dims) >= len(shape) and all(
+                a in (1, b) for a, b in zip(shape[::-1], self.dims[::-1], strict=False)):
+            return self.dims
+        raise PimError(f"view step {self} does not apply to shape {list(shape)}")
+
+    def __str__(self) -> str:
+        return f"{self.kind}({','.join(map(str, self.dims))})"
+
+
+def view_shape(shape: tuple[int, ...], view: tuple[ViewOp, ...]) -> tuple[int, ...]:
+    for step in view:
+        shape = step.shape_after(shape)
+    return shape
+
+
+@dataclass(frozen=True)
 class TensorIO:
     """A host tensor's placement: element e of the flattened tensor sits in lane e % lanes
     of slot e // lanes; slots fill `rows` of the first crossbar of `xbs`, then the next.
@@ -150,7 +184,9 @@ class TensorIO:
     keeps a value's bits adjacent; stride = cols/partitions puts bit b in partition b
     (the bit-sliced layout of partition-parallel code); `fold` wraps a value wider than
     the partitions onto the next column.
-    Lane l occupies columns col + l*bits .. col + (l+1)*bits - 1, least significant first."""
+    Lane l occupies columns col + l*bits .. col + (l+1)*bits - 1, least significant first.
+    With a `view`, "the flattened tensor" is the tensor after those numpy steps: the host
+    writes a transposed, reshaped or replicated copy (each written cell counted)."""
 
     name: str
     dtype: str
@@ -162,6 +198,12 @@ class TensorIO:
     stride: int = 1
     fold: int = 0  # with fold F, bit k is in column col + (k % F)*stride + k // F
     broadcast: bool = False  # one value (shape ()), written by the host into every slot
+    view: tuple[ViewOp, ...] = ()
+
+    @property
+    def placed_elements(self) -> int:
+        """Elements after the view: slots x lanes."""
+        return math.prod(view_shape(self.shape, self.view))
 
     def columns(self, bits: int) -> list[int]:
         """The columns of one slot, lowest bit first."""
