@@ -6,7 +6,11 @@ the float mode), so `pimc run --verify` can rebuild the reference from it.
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
+
 from pimc.frontend.dsl import parse_kernels
+from pimc.frontend.onnx_import import Imported, import_model
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
@@ -17,7 +21,8 @@ from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.fold import fold_constants
 from pimc.passes.layout import layout
-from pimc.passes.lower import lower
+from pimc.passes.lower import Lowered, lower
+from pimc.passes.lower_tensors import Placement, lower_tensors
 from pimc.passes.typecheck import typecheck
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
@@ -46,9 +51,35 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     k = typecheck(select_kernel(parse_kernels(text, file), kernel, file), text)
     k = dce(cse(fold_constants(k, mode)))
     low = lower(k, text, mode, arch.rows)
-    place = layout(low, arch, f"{file}: kernel '{k.name}'")
-    b = ProgramBuilder(place.crossbars, arch=arch, source=file,
-                       meta=(("kernel", k.name), ("mode", mode), ("kernel-source", text)))
+    meta = (("kernel", k.name), ("mode", mode), ("kernel-source", text))
+    return build_program(low, None, arch, file, f"kernel '{k.name}'", meta, runs, wear_level)
+
+
+def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None,
+                  mode: str = "ieee", dtype: str = "f32",
+                  bind: dict[str, np.ndarray] | None = None) -> tuple[Program, Imported]:
+    """Compile an ONNX model: the program, and what was imported (the IR, and the
+    weights the host writes as the program's inputs of those names)."""
+    if mode not in ("ieee", "ftz"):
+        raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
+    arch = arch or Arch()
+    imported = import_model(model, file, dtype=dtype, bind=bind)
+    k = dce(imported.kernel)
+    try:
+        low, placements = lower_tensors(k, mode)
+    except PimError as exc:
+        raise PimError(f"{file}: {exc}") from None
+    meta = (("model", file), ("mode", mode), ("dtype", dtype))
+    prog = build_program(low, placements, arch, file, f"model '{k.name}'", meta, 1, False)
+    return prog, imported
+
+
+def build_program(low: Lowered, placements: list[Placement] | None, arch: Arch, file: str,
+                  what: str, meta: tuple[tuple[str, str], ...], runs: int,
+                  wear_level: bool) -> Program:
+    """Layout, column allocation and emission of a lowered netlist."""
+    place = layout(low, arch, f"{file}: {what}", placements)
+    b = ProgramBuilder(place.crossbars, arch=arch, source=file, meta=meta)
     b.inputs, b.outputs = list(place.inputs), list(place.outputs)
     if place.padding:  # the last crossbar's rows beyond the tensors: zeros, so reading is legal
         for t in place.inputs:
@@ -59,11 +90,11 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     outputs = [(bit, t.col + i) for t, (_, word) in zip(place.outputs, low.outputs, strict=True)
                for i, bit in enumerate(word)]
     try:
-        alloc = allocate(low.net, outputs, range(col, arch.cols), what=f"kernel '{k.name}'")
+        alloc = allocate(low.net, outputs, range(col, arch.cols), what=what)
     except PimError:
         need = allocate(low.net, outputs, range(col, col + 1 << 20), reserve=0)
         where = need.src.get(need.peak_at, "") if need.peak_at is not None else ""
-        raise PimError(f"{file}: kernel '{k.name}' needs {col + need.peak_scratch} columns "
+        raise PimError(f"{file}: {what} needs {col + need.peak_scratch} columns "
                        f"({col} for inputs and results, {need.peak_scratch} scratch, the most "
                        f"at {where or 'its end'}); crossbars have {arch.cols}") from None
     where = alloc.src.get(alloc.peak_at, "") if alloc.peak_at is not None else ""

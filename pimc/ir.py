@@ -21,6 +21,7 @@ class Loc:
     file: str
     line: int
     column: int
+    label: str = ""  # what a listing calls it besides the op (an ONNX node's name and type)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"

@@ -79,12 +79,28 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
         args = [values[o] for o in kernel.operands(n)]
         arg_dt = [parse_dtype(str(kernel.node(o).dtype)) for o in kernel.operands(n)]
         here = np.ones((), dtype=bool)
-        for o in kernel.operands(n):
-            here = here & ok[o]
+        if node.op not in ("reshape", "transpose", "matmul"):
+            for o in kernel.operands(n):
+                here = here & ok[o]
+        else:
+            here = np.broadcast_to(ok[kernel.operands(n)[0]], np.shape(args[0]))
         if node.op == "input":
             values[n] = _raw(dt, inputs[str(node.attr("name"))])
         elif node.op == "const":
             values[n] = _constant(kernel, n)
+        elif node.op == "reshape":
+            values[n] = np.asarray(args[0]).reshape(node.shape)
+            here = here.reshape(node.shape)
+        elif node.op == "transpose":
+            perm = tuple(node.attr("perm"))  # type: ignore[arg-type]
+            values[n] = np.transpose(args[0], perm)
+            here = np.transpose(here, perm)
+        elif node.op == "matmul":
+            values[n], seen = _matmul(node, arg_dt[0], args, mode)
+            b_ok = np.broadcast_to(ok[kernel.operands(n)[1]], np.shape(args[1]))
+            here = here.all(axis=-1)[..., :, None] & b_ok.all(axis=-2)[..., None, :]
+            if mode == "ftz" and arg_dt[0].kind is Kind.FLOAT:
+                here = here & ~seen
         elif node.op in REDUCTIONS:
             values[n], seen = _reduce(node, arg_dt[0], args, mode, max_rows)
             if mode == "ftz" and arg_dt[0].kind is Kind.FLOAT:
@@ -136,6 +152,25 @@ def _reduce(node, dt, args, mode, max_rows):  # type: ignore[no-untyped-def]
     x, seen = _tree(x, geo.rows, identity, op, node, dt, mode, special)
     x, seen_too = _tree(x.reshape(-1), geo.crossbars, identity, op, node, dt, mode, special)
     return x, first | seen.any() | seen_too
+
+
+def _matmul(node, dt, args, mode):  # type: ignore[no-untyped-def]
+    """The hardware's order (lower_tensors): products lane by lane, then the pairwise tree
+    over the inner dimension. Also, per element, whether an infinity or NaN came up."""
+    a, b = (np.asarray(x, dtype=np.uint64) for x in args)
+    k = a.shape[-1]
+    full = (*node.shape, k)
+    lanes_a = np.broadcast_to(a[..., :, None, :], full)
+    lanes_b = np.broadcast_to(np.swapaxes(b, -1, -2)[..., None, :, :], full)
+    products = _binary("mul", node, dt, lanes_a, lanes_b, mode)
+    special = (lambda v: _special(FORMATS[dt.name], v)) if dt.kind is Kind.FLOAT else (
+        lambda v: np.zeros(np.shape(v), dtype=bool))
+    x = np.moveaxis(products, -1, 0)
+    seen = special(x).any(axis=0)
+    for n, m in tree_levels(k):  # lanes without a partner keep their value
+        x = np.concatenate([_binary("add", node, dt, x[: n - m], x[m:n], mode), x[n - m:m]])
+        seen |= special(x).any(axis=0)
+    return x[0], seen
 
 
 def _reduce_mask(node, ok, shape):  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from pimc.isa.uop import Span, TensorIO
 
 if TYPE_CHECKING:
     from pimc.passes.lower import Lowered
+    from pimc.passes.lower_tensors import Placement
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,16 @@ class Layout:
     first_scratch: int  # columns from here on are free for the allocator
 
 
-def layout(low: Lowered, arch: Arch, what: str) -> Layout:
+def _placed(q: Placement, xbs: Span, rows: Span) -> TensorIO:
+    """A scalar the view only replicates is one row-parallel write; others go as viewed."""
+    p = q.param
+    if not p.shape and q.lanes == 1:
+        return TensorIO(p.name, p.dtype, (), xbs, rows, q.col, broadcast=True)
+    return TensorIO(p.name, p.dtype, p.shape, xbs, rows, q.col, lanes=q.lanes, view=q.view)
+
+
+def layout(low: Lowered, arch: Arch, what: str,
+           placements: list[Placement] | None = None) -> Layout:
     geo = geometry(low.elements, arch.rows)
     rows, crossbars = geo.rows, geo.crossbars
     if crossbars > arch.max_crossbars:
@@ -61,6 +71,8 @@ def layout(low: Lowered, arch: Arch, what: str) -> Layout:
     span, everywhere = Span(0, rows), Span(0, crossbars)
     inputs = tuple(TensorIO(p.name, p.dtype, p.shape, everywhere, span, col,
                             broadcast=not p.shape) for p, col in low.inputs)
+    if placements is not None:  # tensor graphs: lanes and host views
+        inputs = tuple(_placed(q, everywhere, span) for q in placements)
     outputs, col = [], low.next_col
     for r, _ in low.outputs:
         if r.name in low.result_rows:  # a reduction's result: in some rows of crossbar 0

@@ -1,0 +1,441 @@
+"""The ONNX front end: a model -> the same dataflow IR as the kernel language (pimc.ir).
+
+The model is checked, its shapes inferred, and everything computable before run time is
+folded on the host: initializers, Constant, ConstantOfShape, Shape (of static shapes) and
+any node whose inputs are all constants (run once by onnx's reference evaluator). What
+remains must be an operator pimc lowers; otherwise one error lists every unsupported node.
+
+Array constants (weights) become kernel parameters the host writes, their values kept in
+`Imported.constants`; scalar constants become IR constants. Gemm, Clip, LeakyRelu,
+BatchNormalization (with constant statistics) and the variadic Max/Min/Sum are expressed
+with the IR's elementwise ops, `matmul`, `reshape` and `transpose`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from pimc.ir import Kernel, Loc, Node, Param, add_node
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.errors import PimError
+
+OPSET_MIN = 7
+
+# ONNX element types pimc computes with, and their IR dtypes.
+DTYPES = {onnx.TensorProto.FLOAT: "f32", onnx.TensorProto.FLOAT16: "f16",
+          onnx.TensorProto.BFLOAT16: "bf16", onnx.TensorProto.INT8: "i8",
+          onnx.TensorProto.INT16: "i16", onnx.TensorProto.INT32: "i32",
+          onnx.TensorProto.INT64: "i64", onnx.TensorProto.UINT8: "u8",
+          onnx.TensorProto.UINT16: "u16", onnx.TensorProto.UINT32: "u32",
+          onnx.TensorProto.UINT64: "u64"}
+
+ELEMENTWISE = {"Add": "add", "Sub": "sub", "Mul": "mul", "Neg": "neg", "Abs": "abs",
+               "Relu": "relu"}
+VARIADIC = {"Max": "max", "Min": "min", "Sum": "add"}
+SHAPE_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze")
+SUPPORTED = (*ELEMENTWISE, *VARIADIC, *SHAPE_OPS, "Transpose", "MatMul", "Gemm", "Clip",
+             "LeakyRelu", "BatchNormalization")
+
+
+@dataclass
+class Imported:
+    kernel: Kernel
+    constants: dict[str, np.ndarray] = field(default_factory=dict)  # host-written weights
+    opset: int = 0
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise PimError(f"{path}: cannot load the ONNX model: {exc}") from None
+
+
+def _opset(model: onnx.ModelProto, name: str) -> int:
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    newest = onnx.defs.onnx_opset_version()
+    if not OPSET_MIN <= version <= newest:
+        raise PimError(f"{name}: opset {version} is outside the supported {OPSET_MIN}..{newest}")
+    return version
+
+
+class _Builder:
+    """Walks the graph once, folding constants and emitting IR nodes."""
+
+    def __init__(self, model: onnx.ModelProto, name: str, dtype: str,
+                 bind: dict[str, np.ndarray]) -> None:
+        self.model, self.name, self.float_dtype = model, name, dtype
+        self.opset = _opset(model, name)
+        self.kernel = Kernel(model.graph.name or Path(name).stem, (), ())
+        self.values: dict[str, int] = {}  # tensor name -> IR node
+        self.consts: dict[str, np.ndarray] = {}  # tensor name -> value, known now
+        self.weights: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.types: dict[str, int] = {}
+        self.unsupported: list[str] = []
+        self.bind = bind
+        self.loc = Loc(name, 0, 0)
+
+    # ------------------------------------------------------------------ types and shapes
+
+    def dtype_of(self, elem_type: int, what: str) -> str:
+        if elem_type not in DTYPES:
+            name = helper.tensor_dtype_to_string(elem_type) if elem_type else "unknown"
+            raise PimError(f"{self.name}: {what} has element type {name}, which pimc does "
+                           f"not compute with")
+        dt = DTYPES[elem_type]
+        return self.float_dtype if dt == "f32" else dt
+
+    def collect_types(self, graph: onnx.GraphProto) -> None:
+        for vi in (*graph.input, *graph.value_info, *graph.output):
+            t = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type"):
+                continue
+            self.types[vi.name] = t.elem_type
+            if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+                self.shapes[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim)
+
+    # ------------------------------------------------------------------ IR building
+
+    def node(self, op: str, dtype: str, shape: tuple[int, ...], operands: tuple[int, ...] = (),
+             **attrs: object) -> int:
+        return add_node(self.kernel, Node(op, self.loc, dtype, tuple(shape),
+                                          tuple(sorted(attrs.items()))), operands)
+
+    def value(self, name: str) -> int:
+        """The IR node of a tensor; constants become IR constants or host-written params."""
+        if name in self.values:
+            return self.values[name]
+        arr = self.consts[name]
+        dt = self.dtype_of(helper.np_dtype_to_tensor_dtype(arr.dtype), f"constant '{name}'")
+        if arr.size == 1:
+            flat = arr.reshape(-1)[0]
+            raw = int(np.asarray(flat).astype(parse_dtype(dt).host).reshape(1)
+                      .view(parse_dtype(dt).storage)[0])
+            n = self.node("const", dt, arr.shape, value=float(flat) if dt[0] in "fb" else
+                          int(flat), raw=raw)
+        else:
+            pname = _identifier(name, self.values.keys() | self.weights.keys())
+            self.weights[pname] = arr.astype(parse_dtype(dt).host)
+            self.kernel.params = (*self.kernel.params, Param(pname, dt, arr.shape, self.loc))
+            n = self.node("input", dt, arr.shape, name=pname)
+        self.values[name] = n
+        return n
+
+    def info(self, n: int) -> Node:
+        return self.kernel.node(n)
+
+    def binary(self, op: str, a: int, b: int) -> int:
+        na, nb = self.info(a), self.info(b)
+        shape = np.broadcast_shapes(na.shape, nb.shape)
+        dtype = "u1" if op in ("lt", "le", "eq") else na.dtype
+        return self.node(op, str(dtype), shape, (a, b))
+
+    def unary(self, op: str, a: int) -> int:
+        na = self.info(a)
+        return self.node(op, str(na.dtype), na.shape, (a,))
+
+    def reshape(self, a: int, shape: tuple[int, ...]) -> int:
+        na = self.info(a)
+        if tuple(shape) == na.shape:
+            return a
+        if math.prod(shape) != math.prod(na.shape or ()):
+            raise PimError(f"cannot reshape {list(na.shape)} to {list(shape)}")
+        return self.node("reshape", str(na.dtype), tuple(shape), (a,))
+
+    def transpose(self, a: int, perm: tuple[int, ...]) -> int:
+        na = self.info(a)
+        if tuple(perm) == tuple(range(len(perm))):
+            return a
+        return self.node("transpose", str(na.dtype), tuple(na.shape[p] for p in perm), (a,),
+                         perm=tuple(perm))
+
+    def matmul(self, a: int, b: int) -> int:
+        """numpy's matmul: 1-D operands get a unit axis, removed again after."""
+        sa, sb = self.info(a).shape, self.info(b).shape
+        a2 = self.reshape(a, (1, *sa)) if len(sa) == 1 else a
+        b2 = self.reshape(b, (*sb, 1)) if len(sb) == 1 else b
+        sa2, sb2 = self.info(a2).shape, self.info(b2).shape
+        if sa2[-1] != sb2[-2]:
+            raise PimError(f"MatMul of {list(sa)} and {list(sb)}: inner dimensions differ")
+        batch = np.broadcast_shapes(sa2[:-2], sb2[:-2])
+        y = self.node("matmul", str(self.info(a).dtype), (*batch, sa2[-2], sb2[-1]), (a2, b2))
+        out = tuple(batch) + (sa2[-2],) * (len(sa) > 1) + (sb2[-1],) * (len(sb) > 1)
+        return self.reshape(y, out)
+
+    # ------------------------------------------------------------------ the walk
+
+    def run(self) -> Imported:
+        graph = self.model.graph
+        self.collect_types(graph)
+        for init in graph.initializer:
+            self.consts[init.name] = numpy_helper.to_array(init)
+        for inp in graph.input:
+            if inp.name in self.consts:
+                continue  # an initializer's default value: folded as a constant
+            if inp.name in self.bind:
+                self.consts[inp.name] = np.asarray(self.bind[inp.name])
+                continue
+            dt = self.dtype_of(self.types.get(inp.name, 0), f"input '{inp.name}'")
+            if inp.name not in self.shapes:
+                raise PimError(f"{self.name}: input '{inp.name}' has no static shape")
+            shape = self.shapes[inp.name]
+            self.kernel.params = (*self.kernel.params, Param(inp.name, dt, shape, self.loc))
+            self.values[inp.name] = self.node("input", dt, shape, name=inp.name)
+        for i, nd in enumerate(graph.node):
+            self.loc = Loc(self.name, i + 1, 0, f"{nd.name or f'node{i}'} {nd.op_type}")
+            try:
+                self.visit(nd)
+            except _Unsupported as why:
+                self.unsupported.append(f"  node '{nd.name or f'#{i}'}' ({nd.op_type}, domain "
+                                        f"'{nd.domain or 'ai.onnx'}', opset {self.opset}): {why}")
+            except PimError as exc:
+                raise PimError(f"{self.name}: node '{nd.name or f'#{i}'}' ({nd.op_type}): "
+                               f"{exc}") from None
+        if self.unsupported:
+            raise PimError(f"{self.name}: {len(self.unsupported)} node(s) pimc cannot compile:\n"
+                           + "\n".join(self.unsupported))
+        results = []
+        for out in graph.output:
+            n = self.value(out.name) if out.name in self.consts else self.values[out.name]
+            node = self.info(n)
+            results.append(Param(out.name, str(node.dtype), tuple(node.shape or ()), self.loc))
+            self.kernel.outputs[out.name] = n
+        self.kernel.results = tuple(results)
+        return Imported(self.kernel, self.weights, self.opset)
+
+    def visit(self, nd: onnx.NodeProto) -> None:
+        ins = [x for x in nd.input]
+        present = [x for x in ins if x]
+        if nd.domain not in ("", "ai.onnx"):
+            raise _Unsupported("operators outside the default domain are not supported")
+        if nd.op_type == "Shape" and ins[0] in self.shapes:
+            self._fold_shape(nd)
+            return
+        if nd.op_type in ("Constant", "ConstantOfShape") or (
+                present and all(x in self.consts for x in present)):
+            self._fold(nd)
+            return
+        if nd.op_type not in SUPPORTED:
+            raise _Unsupported("no lowering for this operator")
+        attrs = {a.name: helper.get_attribute_value(a) for a in nd.attribute}
+        out = getattr(self, "op_" + nd.op_type, None)
+        result = out(nd, attrs) if out else self._elementwise(nd)
+        self.values[nd.output[0]] = result
+        for extra in nd.output[1:]:
+            if extra:
+                raise _Unsupported(f"output '{extra}' (only the first output is computed)")
+
+    def _fold(self, nd: onnx.NodeProto) -> None:
+        from onnx.reference import ReferenceEvaluator
+
+        inputs = [x for x in nd.input if x]
+        graph = helper.make_graph(
+            [nd], "fold",
+            [helper.make_tensor_value_info(x, helper.np_dtype_to_tensor_dtype(
+                self.consts[x].dtype), self.consts[x].shape) for x in inputs],
+            [helper.make_tensor_value_info(y, onnx.TensorProto.UNDEFINED, None)
+             for y in nd.output if y])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        try:
+            outs = ReferenceEvaluator(model).run(None, {x: self.consts[x] for x in inputs})
+        except Exception as exc:
+            raise _Unsupported(f"could not be folded as a constant ({exc})") from None
+        for y, v in zip([y for y in nd.output if y], outs, strict=True):
+            self.consts[y] = np.asarray(v)
+
+    def _fold_shape(self, nd: onnx.NodeProto) -> None:
+        shape = np.array(self.shapes[nd.input[0]], dtype=np.int64)
+        attrs = {a.name: helper.get_attribute_value(a) for a in nd.attribute}
+        start, end = attrs.get("start", 0), attrs.get("end")
+        self.consts[nd.output[0]] = shape[start:end]
+
+    def operand(self, name: str) -> int:
+        if name not in self.values and name not in self.consts:
+            raise PimError(f"tensor '{name}' is not defined before its use")
+        return self.value(name)
+
+    def _elementwise(self, nd: onnx.NodeProto) -> int:
+        ops = [self.operand(x) for x in nd.input if x]
+        if nd.op_type in ELEMENTWISE:
+            op = ELEMENTWISE[nd.op_type]
+            return self.unary(op, ops[0]) if len(ops) == 1 else self.binary(op, *ops)
+        y = ops[0]
+        for other in ops[1:]:  # left to right, as the reference evaluator does
+            y = self.binary(VARIADIC[nd.op_type], y, other)
+        return y
+
+    def _static(self, name: str, what: str) -> np.ndarray:
+        if name not in self.consts:
+            raise _Unsupported(f"{what} must be known at compile time (a constant or an "
+                               f"initializer)")
+        return self.consts[name]
+
+    def _out_shape(self, nd: onnx.NodeProto) -> tuple[int, ...] | None:
+        return self.shapes.get(nd.output[0])
+
+    # ------------------------------------------------------------------ operators
+
+    def op_Identity(self, nd, attrs):  # type: ignore[no-untyped-def]
+        return self.operand(nd.input[0])
+
+    def op_Dropout(self, nd, attrs):  # type: ignore[no-untyped-def]
+        if len(nd.input) > 2 and nd.input[2] and bool(self._static(nd.input[2], "training_mode")):
+            raise _Unsupported("training mode (inference only)")
+        if self.opset < 7 and not attrs.get("is_test", 1):
+            raise _Unsupported("training mode (inference only)")
+        return self.operand(nd.input[0])
+
+    def op_Flatten(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
+        axis = attrs.get("axis", 1)
+        axis = axis + len(shape) if axis < 0 else axis
+        return self.reshape(x, (math.prod(shape[:axis]), math.prod(shape[axis:])))
+
+    def op_Reshape(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x = self.operand(nd.input[0])
+        if self.opset < 5 or len(nd.input) < 2:
+            target = list(attrs["shape"])
+        else:
+            target = [int(v) for v in self._static(nd.input[1], "the shape")]
+        shape = self.info(x).shape
+        allowzero = attrs.get("allowzero", 0)
+        dims = [shape[i] if d == 0 and not allowzero else d for i, d in enumerate(target)]
+        if -1 in dims:
+            known = math.prod(d for d in dims if d != -1)
+            dims[dims.index(-1)] = math.prod(shape) // known if known else 0
+        return self.reshape(x, tuple(dims))
+
+    def _axes(self, nd, attrs, rank: int | None) -> list[int]:  # type: ignore[no-untyped-def]
+        """The axes attribute or input; negative ones counted from `rank` (None: as given)."""
+        if "axes" in attrs:
+            axes = [int(a) for a in attrs["axes"]]
+        elif len(nd.input) > 1 and nd.input[1]:
+            axes = [int(v) for v in self._static(nd.input[1], "the axes")]
+        else:
+            axes = []
+        return sorted(a + rank if a < 0 and rank is not None else a for a in axes)
+
+    def op_Squeeze(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
+        axes = self._axes(nd, attrs, len(shape)) or [i for i, d in enumerate(shape) if d == 1]
+        return self.reshape(x, tuple(d for i, d in enumerate(shape) if i not in axes))
+
+    def op_Unsqueeze(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x = self.operand(nd.input[0])
+        shape = list(self.info(x).shape)
+        for a in self._axes(nd, attrs, len(shape) + len(self._axes(nd, attrs, None))):
+            shape.insert(a, 1)
+        return self.reshape(x, tuple(shape))
+
+    def op_Transpose(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x = self.operand(nd.input[0])
+        rank = len(self.info(x).shape)
+        perm = tuple(attrs.get("perm", range(rank - 1, -1, -1)))
+        return self.transpose(x, perm)
+
+    def op_MatMul(self, nd, attrs):  # type: ignore[no-untyped-def]
+        return self.matmul(self.operand(nd.input[0]), self.operand(nd.input[1]))
+
+    def op_Gemm(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """alpha * A' @ B' + beta * C (A' = A or its transpose, likewise B')."""
+        a, b = self.operand(nd.input[0]), self.operand(nd.input[1])
+        if attrs.get("transA", 0):
+            a = self.transpose(a, (1, 0))
+        if attrs.get("transB", 0):
+            b = self.transpose(b, (1, 0))
+        y = self.matmul(a, b)
+        dt = str(self.info(y).dtype)
+        alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+        if alpha != 1.0:
+            y = self.binary("mul", y, self._scalar(alpha, dt))
+        if len(nd.input) > 2 and nd.input[2]:
+            c = self.operand(nd.input[2])
+            if beta != 1.0:
+                c = self.binary("mul", c, self._scalar(beta, dt))
+            y = self.binary("add", y, c)
+        return y
+
+    def _scalar(self, value: float, dt: str) -> int:
+        host = parse_dtype(dt).host
+        raw = int(np.asarray(value).astype(host).reshape(1).view(parse_dtype(dt).storage)[0])
+        return self.node("const", dt, (), value=value, raw=raw)
+
+    def op_Clip(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """min(max(x, lo), hi), numpy's clip; a missing bound is no bound."""
+        y = self.operand(nd.input[0])
+        dt = str(self.info(y).dtype)
+        if self.opset < 11:
+            lo = self._scalar(attrs["min"], dt) if "min" in attrs else None
+            hi = self._scalar(attrs["max"], dt) if "max" in attrs else None
+        else:
+            lo = self.operand(nd.input[1]) if len(nd.input) > 1 and nd.input[1] else None
+            hi = self.operand(nd.input[2]) if len(nd.input) > 2 and nd.input[2] else None
+        if lo is not None:
+            y = self.binary("max", y, lo)
+        if hi is not None:
+            y = self.binary("min", y, hi)
+        return y
+
+    def op_LeakyRelu(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """x where x >= 0, else alpha * x (as select(x < 0, x * alpha, x))."""
+        x = self.operand(nd.input[0])
+        dt = str(self.info(x).dtype)
+        negative = self.binary("lt", x, self._scalar(0.0, dt))
+        scaled = self.binary("mul", x, self._scalar(attrs.get("alpha", 0.01), dt))
+        shape = self.info(x).shape
+        return self.node("select", dt, shape, (negative, scaled, x))
+
+    def op_BatchNormalization(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """Inference with constant statistics: x * a + b per channel, where
+        a = scale / sqrt(var + eps) and b = bias - mean * a, computed in float32 on the host."""
+        if attrs.get("training_mode", 0) or any(o for o in nd.output[1:]):
+            raise _Unsupported("training mode (inference only)")
+        stats = [self._static(n, "scale, bias, mean and variance") for n in nd.input[1:5]]
+        scale, bias, mean, var = (np.asarray(s, dtype=np.float32) for s in stats)
+        eps = np.float32(attrs.get("epsilon", 1e-5))
+        a = scale / np.sqrt(var + eps)
+        b = bias - mean * a
+        x = self.operand(nd.input[0])
+        rank = len(self.info(x).shape)
+        per_channel = (-1,) + (1,) * (rank - 2)
+        for tag, arr in (("scale", a), ("shift", b)):
+            self.consts[f"{nd.output[0]}__bn_{tag}"] = arr.reshape(per_channel)
+        y = self.binary("mul", x, self.value(f"{nd.output[0]}__bn_scale"))
+        return self.binary("add", y, self.value(f"{nd.output[0]}__bn_shift"))
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _identifier(name: str, taken: set[str]) -> str:
+    base = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "w"
+    base = "w_" + base if not base[0].isalpha() else base
+    out, k = base, 1
+    while out in taken:
+        out, k = f"{base}_{k}", k + 1
+    return out
+
+
+def import_model(model: onnx.ModelProto, name: str = "<model>", *, dtype: str = "f32",
+                 bind: dict[str, np.ndarray] | None = None) -> Imported:
+    """The IR of a model. `dtype` replaces float32 (bf16, f16: quantised for PIM); `bind`
+    fixes inputs whose values decide shapes (e.g. a Reshape's shape fed as an input)."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise PimError(f"{name}: not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise PimError(f"{name}: shape inference failed: {exc}") from None
+    return _Builder(inferred, name, dtype, dict(bind or {})).run()
