@@ -6,6 +6,8 @@ the float mode), so `pimc run --verify` can rebuild the reference from it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 
@@ -64,14 +66,38 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
         raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
     arch = arch or Arch()
     imported = import_model(model, file, dtype=dtype, bind=bind)
-    k = dce(imported.kernel)
-    try:
-        low, placements = lower_tensors(k, mode)
-    except PimError as exc:
-        raise PimError(f"{file}: {exc}") from None
-    meta = (("model", file), ("mode", mode), ("dtype", dtype))
-    prog = build_program(low, placements, arch, file, f"model '{k.name}'", meta, 1, False)
-    return prog, imported
+    widest = max((imported.kernel.node(n).attr("inner", 1) for n in imported.kernel.graph),
+                 default=1)
+    chunks = 1
+    while True:  # split the inner axes of matrix products until a row holds a chunk
+        k = dce(split_matmuls(imported.kernel, chunks))
+        try:
+            low, placements = lower_tensors(k, mode, chunks, arch.rows)
+        except PimError as exc:
+            raise PimError(f"{file}: {exc}") from None
+        meta = (("model", file), ("mode", mode), ("dtype", dtype), ("chunks", str(chunks)))
+        try:
+            prog = build_program(low, placements, arch, file, f"model '{k.name}'", meta, 1,
+                                 False)
+        except PimError as exc:
+            if "columns" not in str(exc) or chunks >= widest:  # type: ignore[operator]
+                raise
+            chunks = min(2 * chunks, widest)  # type: ignore[type-var]
+            continue
+        imported.kernel = k
+        return prog, imported
+
+
+def split_matmuls(kernel: Kernel, chunks: int) -> Kernel:
+    """The kernel with every matrix product's inner axis split in `chunks` (a lowering
+    decision the reference must follow, so it is recorded in the IR)."""
+    k = kernel.copy()
+    for n in k.graph:
+        node = k.node(n)
+        if node.op == "matmul":
+            attrs = {**dict(node.attrs), "chunks": chunks}
+            k.graph.nodes[n]["node"] = dataclasses.replace(node, attrs=tuple(sorted(attrs.items())))
+    return k
 
 
 def build_program(low: Lowered, placements: list[Placement] | None, arch: Arch, file: str,

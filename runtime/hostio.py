@@ -133,6 +133,9 @@ def apply_view(values: np.ndarray, view: tuple[ViewOp, ...]) -> np.ndarray:
             values = values.reshape(step.dims)
         elif step.kind == "transpose":
             values = values.transpose(step.dims)
+        elif step.kind == "pad":
+            values = np.pad(values, [(0, b - a) for a, b in zip(values.shape, step.dims,
+                                                                 strict=True)])
         else:
             values = np.broadcast_to(values, step.dims)
     return values

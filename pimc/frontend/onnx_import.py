@@ -33,14 +33,16 @@ DTYPES = {onnx.TensorProto.FLOAT: "f32", onnx.TensorProto.FLOAT16: "f16",
           onnx.TensorProto.INT16: "i16", onnx.TensorProto.INT32: "i32",
           onnx.TensorProto.INT64: "i64", onnx.TensorProto.UINT8: "u8",
           onnx.TensorProto.UINT16: "u16", onnx.TensorProto.UINT32: "u32",
-          onnx.TensorProto.UINT64: "u64"}
+          onnx.TensorProto.UINT64: "u64", onnx.TensorProto.BOOL: "u1"}
 
 ELEMENTWISE = {"Add": "add", "Sub": "sub", "Mul": "mul", "Neg": "neg", "Abs": "abs",
                "Relu": "relu"}
 VARIADIC = {"Max": "max", "Min": "min", "Sum": "add"}
+COMPARE = {"Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge",
+           "Equal": "eq"}
 SHAPE_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze")
-SUPPORTED = (*ELEMENTWISE, *VARIADIC, *SHAPE_OPS, "Transpose", "MatMul", "Gemm", "Clip",
-             "LeakyRelu", "BatchNormalization")
+SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, "Transpose", "MatMul", "Gemm",
+             "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike")
 
 
 @dataclass
@@ -134,7 +136,7 @@ class _Builder:
     def binary(self, op: str, a: int, b: int) -> int:
         na, nb = self.info(a), self.info(b)
         shape = np.broadcast_shapes(na.shape, nb.shape)
-        dtype = "u1" if op in ("lt", "le", "eq") else na.dtype
+        dtype = "u1" if op in ("lt", "le", "gt", "ge", "eq") else na.dtype
         return self.node(op, str(dtype), shape, (a, b))
 
     def unary(self, op: str, a: int) -> int:
@@ -165,7 +167,8 @@ class _Builder:
         if sa2[-1] != sb2[-2]:
             raise PimError(f"MatMul of {list(sa)} and {list(sb)}: inner dimensions differ")
         batch = np.broadcast_shapes(sa2[:-2], sb2[:-2])
-        y = self.node("matmul", str(self.info(a).dtype), (*batch, sa2[-2], sb2[-1]), (a2, b2))
+        y = self.node("matmul", str(self.info(a).dtype), (*batch, sa2[-2], sb2[-1]), (a2, b2),
+                      inner=sa2[-1])
         out = tuple(batch) + (sa2[-2],) * (len(sa) > 1) + (sb2[-1],) * (len(sb) > 1)
         return self.reshape(y, out)
 
@@ -228,8 +231,11 @@ class _Builder:
         out = getattr(self, "op_" + nd.op_type, None)
         result = out(nd, attrs) if out else self._elementwise(nd)
         self.values[nd.output[0]] = result
-        for extra in nd.output[1:]:
-            if extra:
+        for i, extra in enumerate(nd.output[1:], 1):
+            if extra and (nd.op_type, i) == ("Dropout", 1):  # inference: the mask is all true
+                self.values[extra] = self.node("const", "u1", self.info(result).shape,
+                                               value=1, raw=1)
+            elif extra:
                 raise _Unsupported(f"output '{extra}' (only the first output is computed)")
 
     def _fold(self, nd: onnx.NodeProto) -> None:
@@ -281,6 +287,29 @@ class _Builder:
         return self.shapes.get(nd.output[0])
 
     # ------------------------------------------------------------------ operators
+
+    def op_Less(self, nd, attrs):  # type: ignore[no-untyped-def]
+        return self.binary(COMPARE[nd.op_type], self.operand(nd.input[0]),
+                           self.operand(nd.input[1]))
+
+    op_LessOrEqual = op_Greater = op_GreaterOrEqual = op_Equal = op_Less
+
+    def op_Where(self, nd, attrs):  # type: ignore[no-untyped-def]
+        c, x, y = (self.operand(v) for v in nd.input)
+        shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, x, y)))
+        return self.node("select", str(self.info(x).dtype), shape, (c, x, y))
+
+    def _cast(self, x: int, dt: str) -> int:
+        if str(self.info(x).dtype) == dt:
+            return x
+        return self.node("cast", dt, self.info(x).shape, (x,))
+
+    def op_Cast(self, nd, attrs):  # type: ignore[no-untyped-def]
+        return self._cast(self.operand(nd.input[0]), self.dtype_of(attrs["to"], "Cast's target"))
+
+    def op_CastLike(self, nd, attrs):  # type: ignore[no-untyped-def]
+        like = self.operand(nd.input[1])
+        return self._cast(self.operand(nd.input[0]), str(self.info(like).dtype))
 
     def op_Identity(self, nd, attrs):  # type: ignore[no-untyped-def]
         return self.operand(nd.input[0])

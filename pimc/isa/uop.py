@@ -146,14 +146,16 @@ class Transfer(Op):
 @dataclass(frozen=True)
 class ViewOp:
     """One step of the host's view of a tensor before placing it (numpy semantics):
-    reshape to `dims`, transpose by the permutation `dims`, or broadcast to `dims`."""
+    reshape to `dims`, transpose by the permutation `dims`, broadcast to `dims`, or pad
+    with zeros at the end of each axis up to `dims`."""
 
     kind: str
     dims: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if self.kind not in ("reshape", "transpose", "broadcast"):
-            raise PimError(f"unknown view step '{self.kind}' (reshape, transpose, broadcast)")
+        if self.kind not in ("reshape", "transpose", "broadcast", "pad"):
+            raise PimError(f"unknown view step '{self.kind}' (reshape, transpose, broadcast, "
+                           f"pad)")
 
     def shape_after(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape this step makes of `shape`; PimError if it does not apply."""
@@ -163,6 +165,9 @@ class ViewOp:
             return tuple(shape[d] for d in self.dims)
         if self.kind == "broadcast" and len(self.dims) >= len(shape) and all(
                 a in (1, b) for a, b in zip(shape[::-1], self.dims[::-1], strict=False)):
+            return self.dims
+        if self.kind == "pad" and len(self.dims) == len(shape) and all(
+                a <= b for a, b in zip(shape, self.dims, strict=True)):
             return self.dims
         raise PimError(f"view step {self} does not apply to shape {list(shape)}")
 

@@ -165,12 +165,20 @@ def _matmul(node, dt, args, mode):  # type: ignore[no-untyped-def]
     products = _binary("mul", node, dt, lanes_a, lanes_b, mode)
     special = (lambda v: _special(FORMATS[dt.name], v)) if dt.kind is Kind.FLOAT else (
         lambda v: np.zeros(np.shape(v), dtype=bool))
-    x = np.moveaxis(products, -1, 0)
+    chunks = int(node.attr("chunks", 1))  # type: ignore[arg-type]
+    per = -(-k // chunks)
+    x = np.moveaxis(products, -1, 0)  # [lane, ...]
     seen = special(x).any(axis=0)
-    for n, m in tree_levels(k):  # lanes without a partner keep their value
-        x = np.concatenate([_binary("add", node, dt, x[: n - m], x[m:n], mode), x[n - m:m]])
-        seen |= special(x).any(axis=0)
-    return x[0], seen
+    zero = _binary("mul", node, dt, np.zeros(1, np.uint64), np.zeros(1, np.uint64), mode)
+    x = np.concatenate([x, np.broadcast_to(zero, (chunks * per - k, *x.shape[1:]))])
+    x = x.reshape(chunks, per, *x.shape[1:])
+    acc = x[:, 0]
+    for j in range(1, per):  # multiply-accumulate in every chunk
+        acc = _binary("add", node, dt, acc, x[:, j], mode)
+        seen |= special(acc).any(axis=0)
+    identity = np.uint64(reduction_identity("sum", dt))
+    total, more = _tree(acc, chunks, identity, "add", node, dt, mode, special)
+    return total, seen | more
 
 
 def _reduce_mask(node, ok, shape):  # type: ignore[no-untyped-def]

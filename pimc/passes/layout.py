@@ -63,7 +63,7 @@ def _placed(q: Placement, xbs: Span, rows: Span) -> TensorIO:
 
 def layout(low: Lowered, arch: Arch, what: str,
            placements: list[Placement] | None = None) -> Layout:
-    geo = geometry(low.elements, arch.rows)
+    geo = geometry(low.elements, min(low.max_rows or arch.rows, arch.rows))
     rows, crossbars = geo.rows, geo.crossbars
     if crossbars > arch.max_crossbars:
         raise PimError(f"{what} needs {crossbars} crossbars, the architecture has "

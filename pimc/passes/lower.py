@@ -33,6 +33,7 @@ class Lowered:
     outputs: list[tuple[Param, Word]]
     next_col: int  # first column after the inputs
     result_rows: dict[str, tuple[int, int, int]]  # reduction results: start, stop, step rows
+    max_rows: int | None = None  # rows per crossbar, if fewer than the architecture's
 
 
 def elements_of(kernel: Kernel, text: str) -> int:

@@ -9,8 +9,12 @@ shape operators cost nothing in the crossbar.
 
 A matrix product needs its inner dimension K along the row (FloatPIM's layout: the row of
 output (m, n) holds row m of A and column n of B, K values each): its operands are placed
-with K lanes, multiplied lane by lane and summed by the pairwise tree over the lanes that
-the reference follows.
+with K lanes, multiplied and accumulated lane by lane (FloatPIM's MAC: one product live at
+a time). When K lanes do not fit a row, K is split into C chunks (MatPIM): the whole space
+is repeated C times, chunk c in its own rows or crossbars holding lanes c*Kc..(c+1)*Kc-1
+(zero-padded), and the partial sums meet in a log-depth tree: SHIFTs when the chunks share
+a crossbar, TRANSFERs over the switches when each has its own. Other inputs are written
+into every chunk. The reference follows the same order.
 """
 
 from __future__ import annotations
@@ -19,10 +23,19 @@ import math
 from dataclasses import dataclass
 
 from pimc.ir import Kernel, Param
-from pimc.isa.dtypes import Kind, parse_dtype
+from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import ViewOp, view_shape
-from pimc.passes.lower import Lowered, _combine, _logic, _lower_node, tree_levels
+from pimc.passes.layout import Geometry, geometry
+from pimc.passes.lower import (
+    Lowered,
+    _combine,
+    _logic,
+    _lower_node,
+    reduction_identity,
+    tree_levels,
+)
+from pimc.synth.float_ops import FloatOps
 from pimc.synth.logic import Word
 from pimc.synth.netlist import Netlist
 
@@ -83,61 +96,89 @@ def aligned(shape: tuple[int, ...], target: tuple[int, ...]) -> View:
 
 
 class _TensorLowering:
-    def __init__(self, kernel: Kernel, mode: str, space: tuple[int, ...]) -> None:
-        self.k, self.mode, self.space = kernel, mode, space
+    def __init__(self, kernel: Kernel, mode: str, space: tuple[int, ...], chunks: int,
+                 rows: int) -> None:
+        self.k, self.mode, self.space, self.chunks = kernel, mode, space, chunks
+        self.size = math.prod(space) if space else 1
+        self.geo, self.slots = chunk_geometry(self.size, chunks, rows)
         self.net = Netlist()
-        self.memo: dict[tuple[int, View], list[Word]] = {}
+        self.memo: dict[tuple[int, View, bool], list[Word]] = {}
         self.placements: dict[tuple[str, View], Placement] = {}
         self.col = 0
 
-    def words(self, n: int, view: View) -> list[Word]:
-        """Node n's values, one word per lane, as `view` places them."""
+    def words(self, n: int, view: View, chunked: bool = False) -> list[Word]:
+        """Node n's values, one word per lane, as `view` places them in the space; if
+        `chunked`, the view's lanes are split over the chunks (a matmul's inner axis)."""
         node = self.k.node(n)
         shape = tuple(node.shape or ())
         view = simplify(shape, view)
-        key = (n, view)
+        key = (n, view, chunked)
         if key not in self.memo:
-            self.memo[key] = self._words(n, shape, view)
+            self.memo[key] = self._words(n, shape, view, chunked)
         return self.memo[key]
 
-    def _words(self, n: int, shape: tuple[int, ...], view: View) -> list[Word]:
+    def lanes_per_chunk(self, lanes: int) -> int:
+        return -(-lanes // self.chunks)
+
+    def over_chunks(self, lanes: int, chunked: bool) -> View:
+        """The view steps from (space..., lanes) to (chunks, slots per chunk, lanes per
+        chunk); a chunk's slots beyond the space are zero padding."""
+        c, size, per_chunk = self.chunks, self.size, self.slots
+        if c == 1:
+            return ()
+        if chunked:
+            per = self.lanes_per_chunk(lanes)
+            steps = [ViewOp("pad", (*self.space, c * per)), ViewOp("reshape", (size, c, per)),
+                     ViewOp("transpose", (1, 0, 2))]
+        else:
+            per = lanes
+            steps = [ViewOp("reshape", (1, size, per)), ViewOp("broadcast", (c, size, per))]
+        if per_chunk > size:
+            steps.append(ViewOp("pad", (c, per_chunk, per)))
+        return tuple(steps)
+
+    def _words(self, n: int, shape: tuple[int, ...], view: View, chunked: bool) -> list[Word]:
         node = self.k.node(n)
         lanes = view_shape(shape, view)[-1]
+        count = self.lanes_per_chunk(lanes) if chunked else lanes
         self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
         if node.op == "input":
-            return self._input(str(node.attr("name")), view, lanes)
+            return self._input(str(node.attr("name")), view, lanes, chunked)
         if node.op == "const":
-            return [_lower_node(self.net, node, [], [], self.mode, {})] * lanes
+            return [_lower_node(self.net, node, [], [], self.mode, {})] * count
         ops = self.k.operands(n)
         if node.op == "reshape":
-            return self.words(ops[0], (ViewOp("reshape", shape), *view))
+            return self.words(ops[0], (ViewOp("reshape", shape), *view), chunked)
         if node.op == "transpose":
-            return self.words(ops[0], (ViewOp("transpose", tuple(node.attr("perm"))), *view))
+            perm = tuple(node.attr("perm"))  # type: ignore[arg-type]
+            return self.words(ops[0], (ViewOp("transpose", perm), *view), chunked)
         if node.op == "matmul":
-            return self._matmul(n, shape, view, lanes)
-        lane_words = [self.words(o, (*aligned(tuple(self.k.node(o).shape or ()), shape), *view))
-                      for o in ops]
+            if lanes != 1:
+                raise PimError("a matrix product feeding another matrix product is not "
+                               "supported yet")
+            return self._matmul(n, shape, view)
+        lane_words = [self.words(o, (*aligned(tuple(self.k.node(o).shape or ()), shape), *view),
+                                 chunked) for o in ops]
         in_dtypes = [self.k.node(o).dtype for o in ops]
         self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
         try:
             return [_lower_node(self.net, node, [w[lane] for w in lane_words], in_dtypes,
-                                self.mode, {}) for lane in range(lanes)]
+                                self.mode, {}) for lane in range(count)]
         except PimError as exc:
             raise PimError(f"{node.loc.label or node.op}: {exc}") from None
 
-    def _input(self, name: str, view: View, lanes: int) -> list[Word]:
+    def _input(self, name: str, view: View, lanes: int, chunked: bool) -> list[Word]:
         param = next(p for p in self.k.params if p.name == name)
-        key = (name, view)
+        full = simplify(param.shape, (*view, *self.over_chunks(lanes, chunked)))
+        count = self.lanes_per_chunk(lanes) if chunked else lanes
+        key = (name, full)
         if key not in self.placements:
-            self.placements[key] = Placement(param, self.col, lanes, view)
-            self.col += lanes * parse_dtype(param.dtype).bits
+            self.placements[key] = Placement(param, self.col, count, full)
+            self.col += count * parse_dtype(param.dtype).bits
         first, bits = self.placements[key].col, parse_dtype(param.dtype).bits
-        return [self.net.word_input(first + lane * bits, bits) for lane in range(lanes)]
+        return [self.net.word_input(first + lane * bits, bits) for lane in range(count)]
 
-    def _matmul(self, n: int, shape: tuple[int, ...], view: View, lanes: int) -> list[Word]:
-        if lanes != 1:
-            raise PimError("a matrix product feeding another matrix product is not "
-                           "supported yet")
+    def _matmul(self, n: int, shape: tuple[int, ...], view: View) -> list[Word]:
         node = self.k.node(n)
         a, b = self.k.operands(n)
         sa, sb = tuple(self.k.node(a).shape or ()), tuple(self.k.node(b).shape or ())
@@ -148,20 +189,58 @@ class _TensorLowering:
         perm = (*range(len(sb) - 2), len(sb) - 1, len(sb) - 2)
         nk = (*sb[:-2], 1, sb[-1], k)
         vb = (ViewOp("transpose", perm), ViewOp("reshape", nk), *aligned(nk, full), *inner)
-        xa, xb = self.words(a, va), self.words(b, vb)
+        xa, xb = self.words(a, va, chunked=True), self.words(b, vb, chunked=True)
         dt = parse_dtype(str(node.dtype))
         self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
         f = _logic(self.net, dt.name, self.mode, "mul")
-        if dt.kind is Kind.FLOAT:
-            products = [f.fmul(p, q) for p, q in zip(xa, xb, strict=True)]
-        else:
-            products = [f.multiply_scaled(p, q, dt.signed, dt.frac_bits)
-                        for p, q in zip(xa, xb, strict=True)]
         g = _logic(self.net, dt.name, self.mode, "add")
-        for total, half in tree_levels(k):
-            products = [_combine(g, "add", dt, products[i], products[i + half])
-                        if i < total - half else products[i] for i in range(half)]
-        return [products[0]]
+        acc: Word | None = None
+        for p, q in zip(xa, xb, strict=True):  # multiply-accumulate, one product at a time
+            if dt.kind is Kind.FLOAT:
+                product = f.fmul(p, q)
+            else:
+                product = f.multiply_scaled(p, q, dt.signed, dt.frac_bits)
+            acc = product if acc is None else _combine(g, "add", dt, acc, product)
+        assert acc is not None
+        return [self._across_chunks(g, dt, acc)]
+
+    def _across_chunks(self, g: FloatOps, dt: DType, x: Word) -> Word:
+        """The partial sums of the chunks, added in a log-depth tree into chunk 0: SHIFTs
+        when the chunks share a crossbar, TRANSFERs when each has its crossbars."""
+        per = self.slots
+        identity = reduction_identity("sum", dt)
+        net = self.net
+        for n, m in tree_levels(self.chunks):
+            bits = [identity >> i & 1 for i in range(len(x))]
+            if self.geo.crossbars == 1:
+                pads = [net.filled(b, ((n - m) * per, m * per)) if n - m < m else None
+                        for b in bits]
+                partner = [net.rows_from(v, m * per, (0, (n - m) * per), into=pad)
+                           for v, pad in zip(x, pads, strict=True)]
+                saved, net.rows = net.rows, (0, m * per)
+            else:
+                xbs = self.geo.crossbars // self.chunks  # crossbars per chunk
+                pads = [net.filled(b, None, ((n - m) * xbs, m * xbs)) if n - m < m else None
+                        for b in bits]
+                partner = [net.crossbars_from(v, m * xbs, (0, (n - m) * xbs),
+                                              (0, self.geo.rows), into=pad)
+                           for v, pad in zip(x, pads, strict=True)]
+                saved, net.xbs = net.xbs, (0, m * xbs)
+            x = _combine(g, "add", dt, x, partner)
+            net.rows, net.xbs = (saved, net.xbs) if self.geo.crossbars == 1 else (net.rows,
+                                                                                   saved)
+        return x
+
+
+def chunk_geometry(size: int, chunks: int, rows: int) -> tuple[Geometry, int]:
+    """Where the chunks go, and the slots each takes: rows of one crossbar when all fit,
+    else crossbars of their own (the last rows of a chunk's last crossbar padding)."""
+    if chunks * size <= rows:
+        return geometry(chunks * size, rows), size
+    if size <= rows:
+        return geometry(chunks * size, size), size
+    slots = -(-size // rows) * rows
+    return geometry(chunks * slots, rows), slots
 
 
 def result_space(kernel: Kernel) -> tuple[int, ...]:
@@ -175,16 +254,18 @@ def result_space(kernel: Kernel) -> tuple[int, ...]:
     return shapes[0] if shapes else ()
 
 
-def lower_tensors(kernel: Kernel, mode: str = "ieee") -> tuple[Lowered, list[Placement]]:
-    """The netlist of a tensor graph and where the host places each input."""
+def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, rows: int = 1024,
+                  ) -> tuple[Lowered, list[Placement]]:
+    """The netlist of a tensor graph and where the host places each input, matrix
+    products' inner axes split in `chunks` (crossbars of `rows` rows)."""
     space = result_space(kernel)
-    low = _TensorLowering(kernel, mode, space)
+    low = _TensorLowering(kernel, mode, space, chunks, rows)
     outputs = []
     for r in kernel.results:
         n = kernel.outputs[r.name]
         to_space = (ViewOp("reshape", (*space, 1)),)
         (word,) = low.words(n, to_space)
         outputs.append((r, word))
-    elements = math.prod(space) if space else 1
-    lowered = Lowered(low.net, elements, [], outputs, low.col, {})
+    elements = chunks * low.slots if chunks > 1 else low.size
+    lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows)
     return lowered, list(low.placements.values())

@@ -1,0 +1,36 @@
+"""ONNX's own backend test suite (node tests) on pimc: each model is compiled to
+micro-ops and executed bit by bit on the runtime, then compared with the suite's expected
+outputs at the suite's tolerances."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import onnx.backend.test
+
+os.environ.setdefault("ONNX_HOME", tempfile.mkdtemp(prefix="onnx-home-"))
+
+from pimc import onnx_backend
+
+OPS = ["add", "sub", "mul", "neg", "abs", "relu", "leakyrelu", "clip", "max", "min", "sum",
+       "identity", "dropout", "flatten", "reshape", "squeeze", "unsqueeze", "transpose",
+       "matmul", "gemm", "batchnorm"]
+
+backend_test = onnx.backend.test.BackendTest(onnx_backend, __name__)
+backend_test.include(rf"^test_({'|'.join(OPS)})(_.*)?_cpu$")
+
+# Excluded, with the reason (README lists them).
+EXCLUDED = {
+    r"^test_(max|min)_float64_cpu$": "float64: pimc's arithmetic is float32, bfloat16, float16",
+    r"^test_identity_(opt|sequence)_cpu$": "optional and sequence values are not tensors",
+    r"^test_batchnorm_.*training_mode_cpu$": "training mode (pimc compiles inference)",
+    r"^test_batchnorm_(epsilon|example)_cpu$": "statistics given at run time need division "
+                                              "and square root, not synthesised yet "
+                                              "(constant statistics are folded)",
+    r"^test_reshape_allowzero_reordered_cpu$": "a zero-element tensor: nothing to place",
+}
+for pattern in EXCLUDED:
+    backend_test.exclude(pattern)
+
+globals().update(backend_test.test_cases)
