@@ -58,6 +58,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.arch:
         prog = _with_arch(prog, args.arch)
     inputs = _load_inputs(args.inputs) if args.inputs else {}
+    weights = dict(prog.meta).get("weights")
+    if weights:  # the model's weights, written beside the program by pimc compile
+        inputs = {**_load_inputs(str(Path(args.program).parent / weights)), **inputs}
+    if "model" in dict(prog.meta):  # a model's inputs: standard normal values, not bit noise
+        rng = np.random.default_rng(args.seed)
+        for t in prog.inputs:
+            if t.name not in inputs:
+                host = parse_dtype(t.dtype).host
+                inputs[t.name] = (rng.normal(size=t.shape) if parse_dtype(t.dtype).kind is
+                                  Kind.FLOAT else rng.integers(-4, 5, size=t.shape)).astype(host)
     if args.verify:
         inputs = complete_inputs(prog.inputs, inputs, args.seed)
     outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
@@ -83,6 +93,10 @@ def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
     from pimc.passes.typecheck import typecheck
 
     meta = dict(prog.meta)
+    if "model" in meta:
+        from pimc.onnx_verify import verify_model
+
+        return verify_model(prog, inputs, outputs, name)
     if "kernel-source" not in meta:
         raise PimError(f"{name}: the program records no computation to verify against "
                        "(it was not compiled from a kernel)")
@@ -121,10 +135,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from pimc.isa.text import print_program
 
     try:
-        text = Path(args.source).read_text()
+        text = "" if args.source.endswith(".onnx") else Path(args.source).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise PimError(f"{args.source}: cannot read: {exc}") from None
     arch = Arch.from_toml(args.arch) if args.arch else None
+    if args.source.endswith(".onnx"):
+        return _compile_onnx(args, arch)
     prog = compile_source(text, args.source, kernel=args.kernel, arch=arch, mode=args.dtype_mode,
                           runs=args.runs, wear_level=args.wear_level)
     listing = print_program(prog)
@@ -132,6 +148,32 @@ def cmd_compile(args: argparse.Namespace) -> int:
     columns = dict(prog.meta).get("columns")
     print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)"
           + (f"; columns {columns}" if columns else ""))
+    return 0
+
+
+def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> int:
+    """An ONNX model: the program, and its weights beside it (OUTPUT.weights.npz)."""
+    import dataclasses as dc
+
+    from pimc.compile import compile_model
+    from pimc.frontend.onnx_import import load_model
+    from pimc.isa.text import print_program
+
+    if args.runs != 1 or args.wear_level or args.kernel:
+        raise PimError(f"{args.source}: --runs, --wear-level and --kernel are for kernel files")
+    prog, imported = compile_model(load_model(args.source), args.source, arch=arch,
+                                   mode=args.dtype_mode, dtype=args.dtype)
+    if imported.constants:
+        weights = Path(args.output).name + ".weights.npz"
+        prog = dc.replace(prog, meta=(*prog.meta, ("weights", weights)))
+        target = str(Path(args.output).parent / weights)
+        write_atomic(target, lambda f: np.savez(f, **imported.constants))
+    listing = print_program(prog)
+    write_atomic(args.output, lambda f: f.write(listing.encode()))
+    columns = dict(prog.meta).get("columns")
+    print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)"
+          + (f"; columns {columns}" if columns else "")
+          + (f"; weights in {weights}" if imported.constants else ""))
     return 0
 
 
@@ -153,13 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compare the outputs bit for bit with the reference the program "
                           "records (programs compiled from kernels)")
     run.set_defaults(func=cmd_run)
-    comp = sub.add_parser("compile", help="compile a kernel file to a .uop program")
-    comp.add_argument("source", help="the kernel file (.pk)")
+    comp = sub.add_parser("compile", help="compile a kernel file or an ONNX model to a .uop "
+                                           "program")
+    comp.add_argument("source", help="the kernel file (.pk) or model (.onnx)")
     comp.add_argument("-o", "--output", required=True, help="the .uop file to write")
     comp.add_argument("--kernel", help="which kernel of the file (needed if several)")
     comp.add_argument("--arch", help="a TOML file of architecture parameters")
     comp.add_argument("--dtype-mode", choices=["ieee", "ftz"], default="ieee",
                       help="float semantics (default ieee)")
+    comp.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32",
+                      help="ONNX models: compute float32 tensors in this type (quantised "
+                           "on the host as it writes them; default f32)")
     comp.add_argument("--runs", type=int, default=1,
                       help="repeat the kernel this many times in the program (for endurance "
                            "studies)")

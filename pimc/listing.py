@@ -18,14 +18,16 @@ def _line_key(op: Op) -> str:
     return ":".join(parts[:2]) if len(parts) == 3 and parts[1].isdigit() else op.src
 
 
-def _source_text(prog: Program, key: str) -> str:
+def _source_text(prog: Program, key: str, src: str) -> str:
+    """The kernel's source line, or what the annotation says after the place (an ONNX
+    node's name and type)."""
     meta = dict(prog.meta)
     file, _, line = key.rpartition(":")
     if "kernel-source" in meta and line.isdigit() and file == prog.source:
         lines = meta["kernel-source"].splitlines()
         if 0 < int(line) <= len(lines):
             return lines[int(line) - 1].strip()
-    return ""
+    return src.split(" ", 1)[1] if " " in src and key != src else ""
 
 
 def _counts(ops: list[Op], prog: Program) -> str:
@@ -41,7 +43,7 @@ def listing(prog: Program, *, summary_only: bool = False) -> str:
         out += header_lines(prog)
         for key, run in groupby(prog.ops, key=_line_key):
             ops = list(run)
-            text = _source_text(prog, key)
+            text = _source_text(prog, key, ops[0].src)
             out.append("")
             out.append(f"# {key or '(no source)'}  {text}  [{_counts(ops, prog)}]".rstrip())
             out += [format_op(op) for op in ops]
@@ -51,6 +53,6 @@ def listing(prog: Program, *, summary_only: bool = False) -> str:
         per_line.setdefault(_line_key(op), []).append(op)
     out.append("# per source line")
     for key, ops in per_line.items():
-        text = _source_text(prog, key)
+        text = _source_text(prog, key, ops[0].src)
         out.append(f"#   {key or '(no source)'}  {text}  [{_counts(ops, prog)}]".rstrip())
     return "\n".join(out) + "\n"

@@ -81,6 +81,7 @@ class _Builder:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.types: dict[str, int] = {}
         self.unsupported: list[str] = []
+        self.poisoned: set[str] = set()  # outputs of unsupported nodes
         self.bind = bind
         self.loc = Loc(name, 0, 0)
 
@@ -196,6 +197,7 @@ class _Builder:
             try:
                 self.visit(nd)
             except _Unsupported as why:
+                self.poisoned.update(nd.output)
                 self.unsupported.append(f"  node '{nd.name or f'#{i}'}' ({nd.op_type}, domain "
                                         f"'{nd.domain or 'ai.onnx'}', opset {self.opset}): {why}")
             except PimError as exc:
@@ -218,6 +220,11 @@ class _Builder:
         present = [x for x in ins if x]
         if nd.domain not in ("", "ai.onnx"):
             raise _Unsupported("operators outside the default domain are not supported")
+        if any(x in self.poisoned for x in present):  # downstream of an unsupported node
+            self.poisoned.update(nd.output)
+            if nd.op_type not in SUPPORTED:
+                raise _Unsupported("no lowering for this operator")
+            return
         if nd.op_type == "Shape" and ins[0] in self.shapes:
             self._fold_shape(nd)
             return

@@ -1,0 +1,126 @@
+"""The ONNX front end and the tensor lowering, each on its own, and `pimc compile` /
+`pimc run --verify` on models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from pimc.cli import main
+from pimc.compile import compile_model
+from pimc.frontend.onnx_import import import_model
+from pimc.isa.errors import PimError
+from pimc.isa.uop import ViewOp
+from pimc.passes.evaluate import evaluate
+from pimc.passes.lower_tensors import lower_tensors, simplify
+from runtime import run_program
+
+F = TensorProto.FLOAT
+
+
+def model(nodes, inputs, outputs, inits=(), opset=17):  # type: ignore[no-untyped-def]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info(n, t, s)
+                                           for n, t, s in inputs],
+                              [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+                              [numpy_helper.from_array(v, n) for n, v in inits])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_shape_computations_fold_away_and_weights_become_host_inputs():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Concat", ["n", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+             helper.make_node("Add", ["flat", "w"], ["y"])]
+    m = model(nodes, [("x", F, [2, 3, 4])], [("y", F, [2, 12])],
+              [("zero", np.array([0], np.int64)), ("minus1", np.array([-1], np.int64)),
+               ("w", np.ones((2, 12), np.float32))])
+    imported = import_model(m, "m.onnx")
+    ops = sorted(imported.kernel.node(n).op for n in imported.kernel.graph)
+    assert ops == ["add", "input", "input", "reshape"]  # Shape, Gather, Concat folded
+    assert set(imported.constants) == {"w"} and imported.constants["w"].shape == (2, 12)
+
+
+def test_every_unsupported_node_is_listed_at_once(tmp_path, capsys):
+    nodes = [helper.make_node("Sin", ["x"], ["a"], name="sine"),
+             helper.make_node("Relu", ["a"], ["b"], name="ok"),
+             helper.make_node("Softmax", ["b"], ["y"], name="soft")]
+    m = model(nodes, [("x", F, [4])], [("y", F, [4])], opset=13)
+    with pytest.raises(PimError) as err:
+        import_model(m, "m.onnx")
+    text = str(err.value)
+    assert "2 node(s)" in text
+    assert "node 'sine' (Sin, domain 'ai.onnx', opset 13)" in text
+    assert "node 'soft' (Softmax, domain 'ai.onnx', opset 13)" in text
+    path, out = tmp_path / "m.onnx", tmp_path / "m.uop"
+    onnx.save(m, str(path))
+    assert main(["compile", str(path), "-o", str(out)]) == 2
+    assert "Softmax" in capsys.readouterr().err and not out.exists()
+
+
+def test_opsets_outside_the_range_and_bad_files_are_clear_errors(tmp_path, capsys):
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [4])], [("y", F, [4])],
+              opset=6)
+    with pytest.raises(PimError, match="opset 6 is outside"):
+        import_model(m, "m.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert main(["compile", str(bad), "-o", str(tmp_path / "o.uop")]) == 2
+    assert "bad.onnx" in capsys.readouterr().err
+
+
+def test_views_push_shape_operators_into_the_host_placement():
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+             helper.make_node("Relu", ["t"], ["y"])]
+    m = model(nodes, [("x", F, [3, 5])], [("y", F, [5, 3])])
+    low, placements = lower_tensors(import_model(m, "m.onnx").kernel)
+    (p,) = placements
+    assert p.view == (ViewOp("transpose", (1, 0)), ViewOp("reshape", (5, 3, 1)))
+    assert low.elements == 15  # one row per output element, nothing moved in the crossbar
+
+
+def test_simplify_merges_and_drops_steps():
+    view = (ViewOp("transpose", (1, 0)), ViewOp("transpose", (1, 0)),
+            ViewOp("reshape", (6,)), ViewOp("reshape", (2, 3)), ViewOp("broadcast", (2, 3)))
+    assert simplify((2, 3), view) == ()
+
+
+@pytest.mark.parametrize(("m_", "k", "n", "chunks"), [(3, 5, 4, 1), (2, 40, 3, 8),
+                                                      (4, 13, 300, 2)])
+def test_matrix_products_split_long_inner_axes_and_stay_bit_exact(m_, k, n, chunks):
+    nodes = [helper.make_node("Gemm", ["a", "b", "c"], ["y"], transB=1, alpha=0.5)]
+    m = model(nodes, [("a", F, [m_, k]), ("b", F, [n, k]), ("c", F, [n])], [("y", F, [m_, n])])
+    prog, imported = compile_model(m, "g.onnx")
+    assert dict(prog.meta)["chunks"] == str(chunks)
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(m_, k)).astype(np.float32),
+         "b": rng.normal(size=(n, k)).astype(np.float32),
+         "c": rng.normal(size=n).astype(np.float32)}
+    out, stats = run_program(prog, x)
+    want, _ = evaluate(imported.kernel, x)
+    assert np.array_equal(out["y"].view(np.uint32), want["y"].astype(np.uint32))
+    ref = ReferenceEvaluator(m).run(None, x)[0]
+    assert np.allclose(out["y"], ref, rtol=1e-5, atol=1e-5)
+    if chunks > 1 and prog.crossbars > 1:  # partial sums meet over the switches
+        assert stats.ops["TRANSFER"] > 0
+
+
+def test_compile_run_verify_a_model_with_weights(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc"),
+             helper.make_node("LeakyRelu", ["h"], ["y"], name="act", alpha=0.2)]
+    m = model(nodes, [("x", F, [2, 6])], [("y", F, [2, 3])],
+              [("w", rng.normal(size=(6, 3)).astype(np.float32)),
+               ("b", rng.normal(size=3).astype(np.float32))])
+    path, prog = tmp_path / "fc.onnx", tmp_path / "fc.uop"
+    onnx.save(m, str(path))
+    assert main(["compile", str(path), "-o", str(prog)]) == 0
+    assert (tmp_path / "fc.uop.weights.npz").exists()
+    assert main(["run", str(prog), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "6 of 6 elements bit-exact" in out and "6 of 6 within rtol" in out
+    assert main(["show", str(prog), "--summary"]) == 0
+    assert "fc Gemm" in capsys.readouterr().out
