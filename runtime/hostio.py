@@ -12,7 +12,7 @@ import numpy as np
 
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import TensorIO, ViewOp
+from pimc.isa.uop import TensorIO, apply_view, unview, view_shape
 from runtime.bitops import pack_rows, popcount, unpack_rows
 
 if TYPE_CHECKING:
@@ -120,25 +120,13 @@ class HostPort:
         raw = (per_lane * weights).sum(axis=-1, dtype=np.uint64)
         m.stats.host.output_cells += len(cols) * len(xb)
         m.stats.host.output_row_reads += len(xb)
-        return dt.from_bits(raw.reshape(-1).astype(dt.storage)).reshape(t.shape)
+        values = dt.from_bits(raw.reshape(-1).astype(dt.storage))
+        if t.view:  # read back through the view: padding dropped, copies read once
+            return unview(values.reshape(view_shape(t.shape, t.view)), t.shape, t.view)
+        return values.reshape(t.shape)
 
     def read_outputs(self) -> dict[str, np.ndarray]:
         return {t.name: self.read(t) for t in self.m.prog.outputs}
-
-
-def apply_view(values: np.ndarray, view: tuple[ViewOp, ...]) -> np.ndarray:
-    """The tensor as the host places it: the view's numpy steps, in order."""
-    for step in view:
-        if step.kind == "reshape":
-            values = values.reshape(step.dims)
-        elif step.kind == "transpose":
-            values = values.transpose(step.dims)
-        elif step.kind == "pad":
-            values = np.pad(values, [(0, b - a) for a, b in zip(values.shape, step.dims,
-                                                                 strict=True)])
-        else:
-            values = np.broadcast_to(values, step.dims)
-    return values
 
 
 def random_input(t: TensorIO, rng: np.random.Generator) -> np.ndarray:

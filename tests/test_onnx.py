@@ -124,3 +124,30 @@ def test_compile_run_verify_a_model_with_weights(tmp_path, capsys):
     assert "6 of 6 elements bit-exact" in out and "6 of 6 within rtol" in out
     assert main(["show", str(prog), "--summary"]) == 0
     assert "fc Gemm" in capsys.readouterr().out
+
+
+def test_the_shipped_gemm_relu_gemm_sample_compiles_runs_and_verifies(tmp_path, capsys):
+    from pathlib import Path
+
+    from samples.make_onnx_samples import gemm_relu_gemm
+
+    sample = Path(__file__).resolve().parent.parent / "samples" / "gemm_relu_gemm.onnx"
+    assert sample.read_bytes() == gemm_relu_gemm().SerializeToString()
+    prog = tmp_path / "mlp.uop"
+    assert main(["compile", str(sample), "-o", str(prog)]) == 0
+    assert main(["run", str(prog), "--verify", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "32 of 32 elements bit-exact" in out and "32 of 32 within rtol 0.001" in out
+
+
+def test_a_product_feeding_a_product_is_moved_into_lanes_by_strided_shifts():
+    m = onnx.load(str(__import__("pathlib").Path(__file__).resolve().parent.parent
+                      / "samples" / "gemm_relu_gemm.onnx"))
+    prog, imported = compile_model(m, "mlp.onnx")
+    shifts = [op for op in prog.ops if op.opcode.value == "SHIFT" and op.rows is not None
+              and op.rows.step == 16]
+    assert len(shifts) == 16 * 8  # a lane of fc2 per hidden neuron, a distance per output
+    x = {"x": np.random.default_rng(5).normal(size=(4, 8)).astype(np.float32)}
+    out, _ = run_program(prog, {**x, **imported.constants})
+    want, _ = evaluate(imported.kernel, {**x, **imported.constants})
+    assert np.array_equal(out["y"].view(np.uint32), want["y"].astype(np.uint32))

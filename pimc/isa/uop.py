@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
+
 from pimc.isa.arch import Arch
 from pimc.isa.errors import PimError
 
@@ -179,6 +181,42 @@ def view_shape(shape: tuple[int, ...], view: tuple[ViewOp, ...]) -> tuple[int, .
     for step in view:
         shape = step.shape_after(shape)
     return shape
+
+
+def apply_view(values: np.ndarray, view: tuple[ViewOp, ...]) -> np.ndarray:
+    """The tensor as the host places it: the view's numpy steps, in order."""
+    for step in view:
+        if step.kind == "reshape":
+            values = values.reshape(step.dims)
+        elif step.kind == "transpose":
+            values = values.transpose(step.dims)
+        elif step.kind == "pad":
+            values = np.pad(values, [(0, b - a) for a, b in zip(values.shape, step.dims,
+                                                                 strict=True)])
+        else:
+            values = np.broadcast_to(values, step.dims)
+    return values
+
+
+def unview(placed: np.ndarray, shape: tuple[int, ...], view: tuple[ViewOp, ...]) -> np.ndarray:
+    """The tensor back from its placement (the view undone step by step; of replicated
+    copies the first is read, padding is dropped)."""
+    shapes = [tuple(shape)]
+    for step in view:
+        shapes.append(step.shape_after(shapes[-1]))
+    for step, before in zip(reversed(view), reversed(shapes[:-1]), strict=True):
+        if step.kind == "reshape":
+            placed = placed.reshape(before)
+        elif step.kind == "transpose":
+            placed = placed.transpose(np.argsort(step.dims))
+        elif step.kind == "pad":
+            placed = placed[tuple(slice(0, d) for d in before)]
+        else:
+            lead = len(step.dims) - len(before)
+            index = tuple(0 if i < lead or before[i - lead] == 1 else slice(None)
+                          for i in range(len(step.dims)))
+            placed = placed[index].reshape(before)
+    return placed
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ def layout(low: Lowered, arch: Arch, what: str,
             rows_of = Span(*low.result_rows[r.name])
             outputs.append(TensorIO(r.name, r.dtype, r.shape, Span.one(0), rows_of, col))
         else:
-            outputs.append(TensorIO(r.name, r.dtype, r.shape, everywhere, span, col))
+            outputs.append(TensorIO(r.name, r.dtype, r.shape, everywhere, span, col,
+                                    view=low.result_views.get(r.name, ())))
         col += parse_dtype(r.dtype).bits
     if col > arch.cols:
         raise PimError(f"{what} needs {col} columns for its inputs and results alone; "

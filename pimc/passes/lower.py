@@ -9,7 +9,7 @@ allocation and INIT scheduling see every value's lifetime at once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from pimc.frontend.dsl import located_error
 from pimc.ir import Kernel, Node, Param
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
+from pimc.isa.uop import ViewOp
 from pimc.passes.layout import Geometry, geometry
 from pimc.synth.float_ops import FloatOps
 from pimc.synth.floating import FORMATS
@@ -34,6 +35,7 @@ class Lowered:
     next_col: int  # first column after the inputs
     result_rows: dict[str, tuple[int, int, int]]  # reduction results: start, stop, step rows
     max_rows: int | None = None  # rows per crossbar, if fewer than the architecture's
+    result_views: dict[str, tuple[ViewOp, ...]] = field(default_factory=dict)  # host read-back
 
 
 def elements_of(kernel: Kernel, text: str) -> int:

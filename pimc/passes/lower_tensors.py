@@ -22,10 +22,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import networkx as nx
+import numpy as np
+
 from pimc.ir import Kernel, Param
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import ViewOp, view_shape
+from pimc.isa.uop import ViewOp, apply_view, view_shape
 from pimc.passes.layout import Geometry, geometry
 from pimc.passes.lower import (
     Lowered,
@@ -105,6 +108,9 @@ class _TensorLowering:
         self.memo: dict[tuple[int, View, bool], list[Word]] = {}
         self.placements: dict[tuple[str, View], Placement] = {}
         self.col = 0
+        self.after_matmul = {n for n in kernel.graph if kernel.node(n).op == "matmul"
+                             or any(kernel.node(a).op == "matmul"
+                                    for a in nx.ancestors(kernel.graph, n))}
 
     def words(self, n: int, view: View, chunked: bool = False) -> list[Word]:
         """Node n's values, one word per lane, as `view` places them in the space; if
@@ -152,10 +158,9 @@ class _TensorLowering:
         if node.op == "transpose":
             perm = tuple(node.attr("perm"))  # type: ignore[arg-type]
             return self.words(ops[0], (ViewOp("transpose", perm), *view), chunked)
+        if lanes > 1 and n in self.after_matmul:
+            return self._relayout(n, shape, view, chunked)
         if node.op == "matmul":
-            if lanes != 1:
-                raise PimError("a matrix product feeding another matrix product is not "
-                               "supported yet")
             return self._matmul(n, shape, view)
         lane_words = [self.words(o, (*aligned(tuple(self.k.node(o).shape or ()), shape), *view),
                                  chunked) for o in ops]
@@ -166,6 +171,50 @@ class _TensorLowering:
                                 self.mode, {}) for lane in range(count)]
         except PimError as exc:
             raise PimError(f"{node.loc.label or node.op}: {exc}") from None
+
+    def natural(self, shape: tuple[int, ...]) -> View:
+        """A value of `shape` laid out in the space as it is: element (..., j) in slot
+        (..., j), the space's last axis possibly longer (padding)."""
+        space = self.space
+        if shape[:-1] != space[:-1] or not shape or shape[-1] > space[-1]:
+            raise PimError(f"a matrix product's result of shape {list(shape)} feeds another "
+                           f"one in a space {list(space)} it does not fit")
+        return (ViewOp("pad", space), ViewOp("reshape", (*space, 1)))
+
+    def _relayout(self, n: int, shape: tuple[int, ...], view: View, chunked: bool
+                  ) -> list[Word]:
+        """A computed value needed with lanes (a matrix product's output feeding another):
+        computed once in its natural layout, then moved into the lanes by SHIFTs, one per
+        lane and row distance, each over the strided rows that need it."""
+        if self.geo.crossbars > 1:
+            raise PimError("a matrix product feeding another needs both in one crossbar, "
+                           "so far")
+        (word,) = self.words(n, self.natural(shape))  # valid in chunk 0 (all of it if 1)
+        ids = np.arange(1, math.prod(shape) + 1).reshape(shape)  # 0 marks padding
+        have = apply_view(ids, self.natural(shape)).reshape(-1)
+        slot_of = np.zeros(ids.size + 1, dtype=np.int64)
+        slot_of[have[have > 0]] = np.flatnonzero(have > 0)
+        lanes_in = view_shape(shape, view)[-1]
+        need = apply_view(ids, (*view, *self.over_chunks(lanes_in, chunked)))
+        need = need.reshape(-1, need.shape[-1])  # [slot, lane]
+        node = self.k.node(n)
+        lanes = []
+        for lane in range(need.shape[1]):
+            self.net.annotation = f"{node.loc} relayout"
+            value = [self.net.filled(0, None) for _ in word]
+            dest = np.flatnonzero(need[:, lane])
+            delta = slot_of[need[dest, lane]] - dest
+            for d in np.unique(delta):
+                rows = dest[delta == d]
+                step = int(rows[1] - rows[0]) if len(rows) > 1 else 1
+                if np.any(np.diff(rows) != step):
+                    raise PimError("a relayout whose rows are not evenly spaced is not "
+                                   "supported yet")
+                span = (int(rows[0]), int(rows[-1]) + 1, step)
+                value = [self.net.rows_from(b, int(d), span, into=v)
+                         for b, v in zip(word, value, strict=True)]
+            lanes.append(value)
+        return lanes
 
     def _input(self, name: str, view: View, lanes: int, chunked: bool) -> list[Word]:
         param = next(p for p in self.k.params if p.name == name)
@@ -244,14 +293,22 @@ def chunk_geometry(size: int, chunks: int, rows: int) -> tuple[Geometry, int]:
 
 
 def result_space(kernel: Kernel) -> tuple[int, ...]:
-    """The iteration space: the first result's shape; every result must have as many
-    elements."""
+    """The iteration space: the first result's shape, its last axis widened to the widest
+    matrix product feeding another (so that both fit, FloatPIM-style, one row per output
+    neuron); every result must have as many elements."""
     shapes = [tuple(r.shape) for r in kernel.results]
     sizes = {math.prod(s) for s in shapes}
     if len(sizes) > 1:
         raise PimError("results of different sizes in one program are not supported yet: "
                        + ", ".join(f"{r.name} {list(r.shape)}" for r in kernel.results))
-    return shapes[0] if shapes else ()
+    space = shapes[0] if shapes else ()
+    widest = max((kernel.node(n).shape[-1] for n in kernel.graph  # type: ignore[index]
+                  if kernel.node(n).op == "matmul" and any(
+                      kernel.node(d).op == "matmul" for d in nx.descendants(kernel.graph, n))),
+                 default=0)
+    if space and widest > space[-1]:
+        space = (*space[:-1], widest)
+    return space
 
 
 def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, rows: int = 1024,
@@ -260,12 +317,18 @@ def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, rows: int
     products' inner axes split in `chunks` (crossbars of `rows` rows)."""
     space = result_space(kernel)
     low = _TensorLowering(kernel, mode, space, chunks, rows)
-    outputs = []
+    outputs, views = [], {}
     for r in kernel.results:
         n = kernel.outputs[r.name]
-        to_space = (ViewOp("reshape", (*space, 1)),)
+        shape = tuple(r.shape)
+        to_space = simplify(shape, (*aligned(shape, shape), ViewOp("pad", space) if shape and
+                                    shape != space else ViewOp("reshape", space),
+                                    ViewOp("reshape", (*space, 1))))
         (word,) = low.words(n, to_space)
         outputs.append((r, word))
+        if any(step.kind == "pad" for step in to_space):
+            views[r.name] = to_space[:-1]
     elements = chunks * low.slots if chunks > 1 else low.size
-    lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows)
+    lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows,
+                      result_views=views)
     return lowered, list(low.placements.values())
