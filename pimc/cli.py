@@ -16,7 +16,7 @@ import numpy as np
 from pimc import __version__
 from pimc.fileio import write_atomic
 from pimc.isa.arch import Arch
-from pimc.isa.dtypes import Kind, parse_dtype
+from pimc.isa.dtypes import Kind, parse_dtype, quantize
 from pimc.isa.errors import PimError
 from pimc.isa.text import load_program
 from pimc.isa.uop import Program
@@ -63,11 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         inputs = {**_load_inputs(str(Path(args.program).parent / weights)), **inputs}
     if "model" in dict(prog.meta):  # a model's inputs: standard normal values, not bit noise
         rng = np.random.default_rng(args.seed)
+        real = dict(prog.meta).get("dtype", "f32")[0] in "fbq"
         for t in prog.inputs:
+            dt = parse_dtype(t.dtype)
             if t.name not in inputs:
-                host = parse_dtype(t.dtype).host
-                inputs[t.name] = (rng.normal(size=t.shape) if parse_dtype(t.dtype).kind is
-                                  Kind.FLOAT else rng.integers(-4, 5, size=t.shape)).astype(host)
+                inputs[t.name] = (rng.normal(size=t.shape) if real and dt.kind in (
+                    Kind.FLOAT, Kind.FIXED) else rng.integers(-4, 5, size=t.shape))
+            inputs[t.name] = quantize(inputs[t.name], dt)  # fixed point: rounded by the host
     if args.verify:
         inputs = complete_inputs(prog.inputs, inputs, args.seed)
     outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
@@ -159,6 +161,9 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> int:
     from pimc.frontend.onnx_import import load_model
     from pimc.isa.text import print_program
 
+    dt = parse_dtype(args.dtype)
+    if dt.kind not in (Kind.FLOAT, Kind.FIXED):
+        raise PimError(f"--dtype {args.dtype}: a float (f32, bf16, f16) or a Q format")
     if args.runs != 1 or args.wear_level or args.kernel:
         raise PimError(f"{args.source}: --runs, --wear-level and --kernel are for kernel files")
     prog, imported = compile_model(load_model(args.source), args.source, arch=arch,
@@ -167,7 +172,10 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> int:
         weights = Path(args.output).name + ".weights.npz"
         prog = dc.replace(prog, meta=(*prog.meta, ("weights", weights)))
         target = str(Path(args.output).parent / weights)
-        write_atomic(target, lambda f: np.savez(f, **imported.constants))
+        raw = {k: v.view(parse_dtype(next(p.dtype for p in imported.kernel.params
+                                          if p.name == k)).storage)
+               if v.dtype.kind == "V" else v for k, v in imported.constants.items()}
+        write_atomic(target, lambda f: np.savez(f, **raw))  # bfloat16 as its bits
     listing = print_program(prog)
     write_atomic(args.output, lambda f: f.write(listing.encode()))
     columns = dict(prog.meta).get("columns")
@@ -203,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--arch", help="a TOML file of architecture parameters")
     comp.add_argument("--dtype-mode", choices=["ieee", "ftz"], default="ieee",
                       help="float semantics (default ieee)")
-    comp.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32",
-                      help="ONNX models: compute float32 tensors in this type (quantised "
-                           "on the host as it writes them; default f32)")
+    comp.add_argument("--dtype", default="f32",
+                      help="ONNX models: compute float32 tensors in this type: f32 (default), "
+                           "bf16, f16 or a fixed-point Q format such as q8.8 (quantised by "
+                           "the host as it writes them)")
     comp.add_argument("--runs", type=int, default=1,
                       help="repeat the kernel this many times in the program (for endurance "
                            "studies)")

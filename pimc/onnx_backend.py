@@ -20,6 +20,7 @@ from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 from pimc.compile import compile_model
 from pimc.frontend.onnx_import import Imported
 from pimc.isa.arch import Arch
+from pimc.isa.dtypes import Kind, dequantize, parse_dtype, quantize
 from pimc.isa.uop import Program
 from runtime import run_program
 
@@ -61,13 +62,18 @@ class PimRep(BackendRep):
             seq = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
             feed = dict(zip(self.input_names, seq, strict=False))
         prog, imported = self.compiled(feed)
-        host = {p.name: np.asarray(feed[p.name]) for p in imported.kernel.params
-                if p.name in feed}
+        host = {p.name: quantize(feed[p.name], parse_dtype(p.dtype))
+                for p in imported.kernel.params if p.name in feed}
         host.update(imported.constants)
         outputs, self.last_stats = run_program(prog, host, name=prog.source or "model")
         results = []
         for out in self.model.graph.output:
             value = np.asarray(outputs[out.name])
+            dt = parse_dtype(next(r.dtype for r in imported.kernel.results if r.name == out.name))
+            if dt.kind is Kind.FIXED:  # back to the model's float32
+                value = dequantize(value, dt).astype(np.float32)
+            elif out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+                value = value.astype(np.float32)  # computed in bfloat16 or float16
             if out.type.tensor_type.elem_type == onnx.TensorProto.BOOL:
                 value = value.astype(bool)
             results.append(value)

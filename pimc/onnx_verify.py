@@ -8,13 +8,23 @@ import numpy as np
 
 from pimc.compile import split_matmuls
 from pimc.frontend.onnx_import import import_model, load_model
-from pimc.isa.dtypes import parse_dtype
+from pimc.isa.dtypes import Kind, dequantize, parse_dtype
 from pimc.isa.uop import Program
 from pimc.passes.dce import dce
 from pimc.passes.evaluate import evaluate
 
-# onnx's backend tests compare float32 at these; bfloat16 and float16 keep fewer bits.
-TOLERANCE = {"f32": (1e-3, 1e-5), "f16": (1e-2, 1e-3), "bf16": (5e-2, 1e-2)}
+# onnx's backend tests compare float32 at these; float16 and bfloat16 keep 11 and 8
+# significant bits, and every add of an accumulation rounds to them.
+TOLERANCE = {"f32": (1e-3, 1e-5), "f16": (1e-2, 1e-2), "bf16": (1e-1, 5e-2)}
+
+
+def tolerance(dtype: str) -> tuple[float, float]:
+    """(rtol, atol) for comparing with onnx's float32 evaluator: fixed point is judged
+    by its resolution (64 steps of 2^-F: input, weight and product rounding add up)."""
+    d = parse_dtype(dtype)
+    if d.kind is Kind.FIXED:
+        return 5e-2, 64.0 / (1 << d.frac_bits)
+    return TOLERANCE.get(dtype, TOLERANCE["f32"])
 
 
 def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
@@ -27,10 +37,10 @@ def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str
     imported = import_model(model, meta["model"], dtype=dtype)
     kernel = dce(split_matmuls(imported.kernel, int(meta.get("chunks", "1"))))
     want, checkable = evaluate(kernel, inputs, meta.get("mode", "ieee"))
-    onnx_inputs = {i.name: np.asarray(inputs[i.name]).astype(np.float32)
-                   if parse_dtype(next(p.dtype for p in kernel.params if p.name == i.name)).name
-                   in ("bf16", "f16") and dtype != "f32" else inputs[i.name]
-                   for i in model.graph.input if i.name in inputs}
+    params = {p.name: parse_dtype(p.dtype) for p in kernel.params}
+    onnx_inputs = {i.name: dequantize(inputs[i.name], params[i.name]).astype(np.float32)
+                   if params[i.name].kind in (Kind.FLOAT, Kind.FIXED) and dtype != "f32"
+                   else inputs[i.name] for i in model.graph.input if i.name in inputs}
     with np.errstate(all="ignore"):
         theirs = dict(zip([o.name for o in model.graph.output],
                           ReferenceEvaluator(model).run(None, onnx_inputs), strict=True))
@@ -40,8 +50,8 @@ def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str
         got = dt.to_bits(outputs[t.name]).astype(np.uint64)
         mask = checkable[t.name]
         wrong = int(np.count_nonzero((got != want[t.name]) & mask))
-        rtol, atol = TOLERANCE.get(dtype, TOLERANCE["f32"])
-        ours = np.asarray(outputs[t.name]).astype(np.float64)
+        rtol, atol = tolerance(dtype)
+        ours = dequantize(outputs[t.name], dt)
         ref = np.asarray(theirs[t.name]).astype(np.float64)
         close = np.isclose(ours, ref, rtol=rtol, atol=atol, equal_nan=True)
         with np.errstate(all="ignore"):

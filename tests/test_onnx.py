@@ -151,3 +151,20 @@ def test_a_product_feeding_a_product_is_moved_into_lanes_by_strided_shifts():
     out, _ = run_program(prog, {**x, **imported.constants})
     want, _ = evaluate(imported.kernel, {**x, **imported.constants})
     assert np.array_equal(out["y"].view(np.uint32), want["y"].astype(np.uint32))
+
+
+@pytest.mark.parametrize(("dtype", "atol"), [("bf16", 0.1), ("f16", 0.02), ("q8.8", 0.25)])
+def test_a_model_quantised_for_pim_by_a_flag(dtype, atol, tmp_path):
+    from pathlib import Path
+
+    from pimc.onnx_backend import PimBackend
+
+    sample = Path(__file__).resolve().parent.parent / "samples" / "gemm_relu_gemm.onnx"
+    m = onnx.load(str(sample))
+    x = np.random.default_rng(2).normal(size=(4, 8)).astype(np.float32)
+    (y,) = PimBackend.prepare(m, dtype=dtype).run([x])
+    assert y.dtype == np.float32
+    assert np.allclose(y, ReferenceEvaluator(m).run(None, {"x": x})[0], atol=atol, rtol=0.1)
+    prog = tmp_path / "q.uop"
+    assert main(["compile", str(sample), "-o", str(prog), "--dtype", dtype]) == 0
+    assert main(["run", str(prog), "--verify"]) == 0  # bit-exact on its own terms

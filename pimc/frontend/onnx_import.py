@@ -22,7 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from pimc.ir import Kernel, Loc, Node, Param, add_node
-from pimc.isa.dtypes import parse_dtype
+from pimc.isa.dtypes import parse_dtype, quantize
 from pimc.isa.errors import PimError
 
 OPSET_MIN = 7
@@ -119,13 +119,11 @@ class _Builder:
         dt = self.dtype_of(helper.np_dtype_to_tensor_dtype(arr.dtype), f"constant '{name}'")
         if arr.size == 1:
             flat = arr.reshape(-1)[0]
-            raw = int(np.asarray(flat).astype(parse_dtype(dt).host).reshape(1)
-                      .view(parse_dtype(dt).storage)[0])
-            n = self.node("const", dt, arr.shape, value=float(flat) if dt[0] in "fb" else
-                          int(flat), raw=raw)
+            n = self.node("const", dt, arr.shape, value=float(flat) if dt[0] in "fbq" else
+                          int(flat), raw=_raw(flat, dt))
         else:
             pname = _identifier(name, self.values.keys() | self.weights.keys())
-            self.weights[pname] = arr.astype(parse_dtype(dt).host)
+            self.weights[pname] = quantize(arr, parse_dtype(dt))
             self.kernel.params = (*self.kernel.params, Param(pname, dt, arr.shape, self.loc))
             n = self.node("input", dt, arr.shape, name=pname)
         self.values[name] = n
@@ -401,9 +399,7 @@ class _Builder:
         return y
 
     def _scalar(self, value: float, dt: str) -> int:
-        host = parse_dtype(dt).host
-        raw = int(np.asarray(value).astype(host).reshape(1).view(parse_dtype(dt).storage)[0])
-        return self.node("const", dt, (), value=value, raw=raw)
+        return self.node("const", dt, (), value=value, raw=_raw(value, dt))
 
     def op_Clip(self, nd, attrs):  # type: ignore[no-untyped-def]
         """min(max(x, lo), hi), numpy's clip; a missing bound is no bound."""
@@ -449,6 +445,12 @@ class _Builder:
         return self.binary("add", y, self.value(f"{nd.output[0]}__bn_shift"))
 
 
+def _raw(value: object, dt: str) -> int:
+    """The bits of one value in `dt` (fixed point: quantised, round to nearest)."""
+    d = parse_dtype(dt)
+    return int(d.to_bits(quantize(np.asarray(value).reshape(1), d))[0])
+
+
 class _Unsupported(Exception):
     pass
 
@@ -464,7 +466,8 @@ def _identifier(name: str, taken: set[str]) -> str:
 
 def import_model(model: onnx.ModelProto, name: str = "<model>", *, dtype: str = "f32",
                  bind: dict[str, np.ndarray] | None = None) -> Imported:
-    """The IR of a model. `dtype` replaces float32 (bf16, f16: quantised for PIM); `bind`
+    """The IR of a model. `dtype` replaces float32 (bf16, f16 or a Q format such as q8.8:
+    quantised for PIM, the host rounding what it writes); `bind`
     fixes inputs whose values decide shapes (e.g. a Reshape's shape fed as an input)."""
     try:
         onnx.checker.check_model(model)

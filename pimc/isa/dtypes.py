@@ -70,6 +70,27 @@ class DType:
         return raw.view(self.host)
 
 
+def quantize(values: np.ndarray, dt: DType) -> np.ndarray:
+    """Real values as the host writes them in `dt`: a fixed-point type's raw integers
+    (round to nearest, saturated), or the values cast to the host type."""
+    values = np.asarray(values)
+    if dt.kind is Kind.FLOAT and values.dtype == dt.storage:
+        return values.view(dt.host)  # raw bits, as .npz files hold bfloat16
+    if dt.kind is not Kind.FIXED or values.dtype.kind not in "fc":
+        return values.astype(dt.host)
+    scaled = np.round(values.astype(np.float64) * (1 << dt.frac_bits))
+    low, high = -(1 << (dt.bits - 1)), (1 << (dt.bits - 1)) - 1
+    return np.clip(scaled, low, high).astype(dt.host)
+
+
+def dequantize(values: np.ndarray, dt: DType) -> np.ndarray:
+    """The real values a fixed-point type's raw integers stand for (as float64)."""
+    values = np.asarray(values)
+    if dt.kind is not Kind.FIXED:
+        return values.astype(np.float64)
+    return values.astype(np.float64) / (1 << dt.frac_bits)
+
+
 def _mask(bits: int) -> int:
     return (1 << bits) - 1
 

@@ -238,10 +238,12 @@ class Netlist:
         self._add(Gate(out, tuple(sorted((x, nx)))))
         return out
 
-    def rows_from(self, x: Bit, by: int, rows: tuple[int, int], into: Bit | None = None,
+    def rows_from(self, x: Bit, by: int, rows: tuple[int, ...], into: Bit | None = None,
                   ) -> Bit:
         """A value holding x's rows r + by in rows r of `rows` (a SHIFT of one column); other
         rows keep `into`'s value (or are not written)."""
+        if x in (ZERO, ONE):  # a constant moved is the constant
+            return self.filled(int(x == ONE), rows, over=into)
         out = self.new_value()
         self._add(Gate(out, (x,), acc_from=into, rows=rows, row_shift=by))
         if into is not None:
@@ -252,13 +254,15 @@ class Netlist:
                        into: Bit | None = None) -> Bit:
         """A value holding, in crossbars c of `xbs`, crossbar c + by's x in `rows` (a
         TRANSFER of one column); other crossbars keep `into`'s value (or are not written)."""
+        if x in (ZERO, ONE):
+            return self.filled(int(x == ONE), rows, xbs, over=into)
         out = self.new_value()
         self._add(Gate(out, (x,), acc_from=into, rows=rows, xbs=xbs, xb_shift=by))
         if into is not None:
             self._consumed.add(into)
         return out
 
-    def filled(self, bit: int, rows: tuple[int, int] | None,
+    def filled(self, bit: int, rows: tuple[int, ...] | None,
                xbs: tuple[int, int] | None = None, over: Bit | None = None) -> Bit:
         """A value that is `bit` in `rows` of `xbs` (an INIT); elsewhere it is `over`'s value
         (taking over its cell) or unwritten."""
