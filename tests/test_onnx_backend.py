@@ -25,9 +25,6 @@ EXCLUDED = {
     r"^test_(max|min)_float64_cpu$": "float64: pimc's arithmetic is float32, bfloat16, float16",
     r"^test_identity_(opt|sequence)_cpu$": "optional and sequence values are not tensors",
     r"^test_batchnorm_.*training_mode_cpu$": "training mode (pimc compiles inference)",
-    r"^test_batchnorm_(epsilon|example)_cpu$": "statistics given at run time need division "
-                                              "and square root, not synthesised yet "
-                                              "(constant statistics are folded)",
     r"^test_reshape_allowzero_reordered_cpu$": "a zero-element tensor: nothing to place",
 }
 for pattern in EXCLUDED:

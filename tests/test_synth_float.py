@@ -77,7 +77,7 @@ def test_auto_alignment_picks_the_cheaper_per_init_model():
 
 @pytest.mark.parametrize("mode", ["ieee", "ftz"])
 @pytest.mark.parametrize("dtype", sorted(FORMATS))
-@pytest.mark.parametrize("op", ["neg", "abs", "lt", "le", "eq", "min", "max", "relu",
+@pytest.mark.parametrize("op", ["div", "sqrt", "neg", "abs", "lt", "le", "eq", "min", "max", "relu",
                                 "to_i32", "from_i32", "to_q16.16", "from_q16.16", "to_q4.4",
                                 "from_q4.4"])
 def test_float_vocabulary_is_bit_exact(op, dtype, mode):

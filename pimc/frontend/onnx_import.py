@@ -36,7 +36,7 @@ DTYPES = {onnx.TensorProto.FLOAT: "f32", onnx.TensorProto.FLOAT16: "f16",
           onnx.TensorProto.UINT64: "u64", onnx.TensorProto.BOOL: "u1"}
 
 ELEMENTWISE = {"Add": "add", "Sub": "sub", "Mul": "mul", "Neg": "neg", "Abs": "abs",
-               "Relu": "relu"}
+               "Relu": "relu", "Div": "div", "Sqrt": "sqrt"}
 VARIADIC = {"Max": "max", "Min": "min", "Sum": "add"}
 COMPARE = {"Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge",
            "Equal": "eq"}
@@ -427,22 +427,30 @@ class _Builder:
         return self.node("select", dt, shape, (negative, scaled, x))
 
     def op_BatchNormalization(self, nd, attrs):  # type: ignore[no-untyped-def]
-        """Inference with constant statistics: x * a + b per channel, where
-        a = scale / sqrt(var + eps) and b = bias - mean * a, computed in float32 on the host."""
+        """Inference: (x - mean) / sqrt(var + eps) * scale + bias per channel, in that
+        order (onnx's). With constant statistics the host folds them first into
+        x * a + b, a = scale / sqrt(var + eps) and b = bias - mean * a (float32)."""
         if attrs.get("training_mode", 0) or any(o for o in nd.output[1:]):
             raise _Unsupported("training mode (inference only)")
-        stats = [self._static(n, "scale, bias, mean and variance") for n in nd.input[1:5]]
-        scale, bias, mean, var = (np.asarray(s, dtype=np.float32) for s in stats)
-        eps = np.float32(attrs.get("epsilon", 1e-5))
-        a = scale / np.sqrt(var + eps)
-        b = bias - mean * a
         x = self.operand(nd.input[0])
         rank = len(self.info(x).shape)
         per_channel = (-1,) + (1,) * (rank - 2)
-        for tag, arr in (("scale", a), ("shift", b)):
-            self.consts[f"{nd.output[0]}__bn_{tag}"] = arr.reshape(per_channel)
-        y = self.binary("mul", x, self.value(f"{nd.output[0]}__bn_scale"))
-        return self.binary("add", y, self.value(f"{nd.output[0]}__bn_shift"))
+        eps = np.float32(attrs.get("epsilon", 1e-5))
+        if all(n in self.consts for n in nd.input[1:5]):
+            scale, bias, mean, var = (np.asarray(self.consts[n], dtype=np.float32)
+                                      for n in nd.input[1:5])
+            a = scale / np.sqrt(var + eps)
+            b = bias - mean * a
+            for tag, arr in (("scale", a), ("shift", b)):
+                self.consts[f"{nd.output[0]}__bn_{tag}"] = arr.reshape(per_channel)
+            y = self.binary("mul", x, self.value(f"{nd.output[0]}__bn_scale"))
+            return self.binary("add", y, self.value(f"{nd.output[0]}__bn_shift"))
+        scale, bias, mean, var = (self.reshape(self.operand(n), (
+            self.info(self.operand(n)).shape[0], *per_channel[1:])) for n in nd.input[1:5])
+        dt = str(self.info(x).dtype)
+        spread = self.unary("sqrt", self.binary("add", var, self._scalar(float(eps), dt)))
+        y = self.binary("div", self.binary("sub", x, mean), spread)
+        return self.binary("add", self.binary("mul", y, scale), bias)
 
 
 def _raw(value: object, dt: str) -> int:

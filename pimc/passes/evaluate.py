@@ -230,7 +230,7 @@ def _float_op(op, node, src, dt, args, mode):  # type: ignore[no-untyped-def]
         return float_misc_reference(swapped[op], src.name, [args[1], args[0]], e, m)
     if op == "ne":
         return np.uint64(1) - float_misc_reference("eq", src.name, args, e, m)
-    return float_misc_reference(op, src.name, args, e, m)
+    return float_misc_reference(op, src.name, args, e, m, mode)
 
 
 def _int_op(op, node, src, dt, args, arg_dt, mode):  # type: ignore[no-untyped-def]

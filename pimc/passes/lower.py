@@ -248,6 +248,7 @@ def _lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str |
     if is_float:
         table = {"add": lambda: f.fadd(*ops), "sub": lambda: f.fsub(*ops),
                  "mul": lambda: f.fmul(*ops), "neg": lambda: f.fneg(ops[0]),
+                 "div": lambda: f.fdiv(*ops), "sqrt": lambda: f.fsqrt(ops[0]),
                  "abs": lambda: f.fabs(ops[0]),
                  "relu": lambda: f.frelu(ops[0], operand_dt.name == "f16"),
                  "min": lambda: f.fminmax(*ops, False, operand_dt.name == "f16"),

@@ -176,3 +176,107 @@ class FloatOps(Floating):
             frac = payload[src.frac_bits - dst.frac_bits:]
             frac[0] = self.or_(frac[0], self.none(frac))  # never an infinity
         return [*frac, *[ONE] * dst.exp_bits]
+
+    # ------------------------------------------------------------------ division, square root
+
+    def _normalised(self, u: Unpacked) -> tuple[Word, Word]:
+        """(significand with its top bit set, signed exponent) of a finite non-zero value:
+        ieee subnormals are shifted up and their exponent lowered."""
+        ew = self.fmt.exp_bits + 3
+        exp = [*u.exp, *[ZERO] * (ew - len(u.exp))]
+        if not self.ieee:
+            return list(u.sig), exp
+        sig, shift = self.normalize_left(list(u.sig), None)
+        return sig, self.sub(exp, [*shift, *[ZERO] * (ew - len(shift))])[0]
+
+    def _round_tiny(self, sign: Bit, e: Word, t: Word, sticky: Bit,
+                    special: tuple[Bit, Word]) -> Word:
+        """Round and pack t (top bit = the hidden bit, then guard and more) with biased,
+        signed exponent e: below the normal range, shifted right first (subnormal)."""
+        fmt, ew = self.fmt, len(e)
+        p = fmt.frac_bits + 1
+        right, _ = self.sub(_constant(1, ew), e)  # 1 - e, meaningful when e < 1
+        tiny = self.and_(self.not_(right[-1]), self.any_(right))
+        t, sticky = self.shift_right_sticky(t, [self.and_(v, tiny) for v in right[:-1]], sticky)
+        exp_base = self.select(tiny, _constant(1, ew), e)[: fmt.exp_bits + 1]
+        sig, guard = t[len(t) - p:], t[len(t) - p - 1]
+        rest = self.or_(sticky, self.any_(t[: len(t) - p - 1]))
+        overflow = self.and_(self.not_(e[-1]), self.any_(e[fmt.exp_bits:]))
+        inf = [*_constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1), sign]
+        return self.round_pack(sign, exp_base, sig, guard, rest,
+                               self.either(special, (overflow, inf)))
+
+    def fdiv(self, a: Sequence[Bit], b: Sequence[Bit]) -> Word:
+        """a / b, correctly rounded: restoring division of the significands, one quotient
+        bit per step (p + 2 of them), the remainder's non-zero-ness as the sticky bit."""
+        fmt = self.fmt
+        p = fmt.frac_bits + 1
+        ua, ub = self.unpack(a), self.unpack(b)
+        sign = self.xor(ua.sign, ub.sign)
+        sa, ea = self._normalised(ua)
+        sb, eb = self._normalised(ub)
+        r = [*sa, ZERO]  # p + 1 bits: the partial remainder stays below 2 * sb
+        divisor = [*sb, ZERO]
+        quotient: list[Bit] = []  # most significant first
+        for _ in range(p + 2):
+            diff, no_borrow = self.sub(r, divisor)
+            quotient.append(no_borrow)
+            r = self.select(no_borrow, diff, r)
+            r = [ZERO, *r[:-1]]  # times two
+        ew = len(ea)
+        e, _ = self.sub(ea, eb)
+        e, _ = self.add(e, _constant(fmt.bias, ew))
+        top = quotient[0]  # the quotient is in (1/2, 2): its top bit may be 0
+        t = self.select(top, quotient[::-1], [ZERO, *quotient[:0:-1]])
+        e = self.sub(e, [self.not_(top), *[ZERO] * (ew - 1)])[0]
+        sticky = self.any_(r)
+        zero = [ZERO] * (fmt.width - 1)
+        inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
+        if self.ieee:
+            invalid = self.or_(self.and_(ua.is_zero, ub.is_zero), self.and_(ua.is_inf, ub.is_inf))
+            nan = self.or_(ua.is_nan, ub.is_nan, invalid)
+            to_inf = self.or_(ua.is_inf, ub.is_zero)
+            value = self.select(nan, self.nan_result(a, b, ua, ub),
+                                [*self.select(to_inf, inf, zero), sign])
+            special = (self.or_(nan, to_inf, ua.is_zero, ub.is_inf), value)
+        else:  # a zero divisor is outside the mode's domain; a zero dividend gives zero
+            special = (ua.is_zero, [*zero, sign])
+        return self._round_tiny(sign, e, t, sticky, special)
+
+    def fsqrt(self, a: Sequence[Bit]) -> Word:
+        """sqrt(a), correctly rounded: the restoring (digit by digit) square root of the
+        significand, p + 2 root bits, the remainder's non-zero-ness as the sticky bit."""
+        fmt = self.fmt
+        p = fmt.frac_bits + 1
+        u = self.unpack(a)
+        sig, e = self._normalised(u)
+        ew = len(e)
+        t, _ = self.sub(e, _constant(fmt.bias, ew))  # unbiased, signed
+        odd = t[0]
+        half = [*t[1:], t[-1]]  # floor(t / 2)
+        e_root, _ = self.add(half, _constant(fmt.bias, ew))
+        # v = sig (odd exponent: 2 sig) as an integer with p - 1 fraction bits, p + 1 bits.
+        v = self.select(odd, [ZERO, *sig], [*sig, ZERO])
+        n = p + 2
+        radicand = [*[ZERO] * (2 * n - len(v)), *v]  # v * 2^(p + 3): 2n bits
+        rem: Word = [ZERO] * (n + 2)
+        root: Word = []  # least significant first
+        for i in reversed(range(n)):
+            rem = [radicand[2 * i], radicand[2 * i + 1], *rem[:-2]]
+            trial = [ONE, ZERO, *root, *[ZERO] * (n - len(root))][: n + 2]
+            diff, no_borrow = self.sub(rem, trial)
+            rem = self.select(no_borrow, diff, rem)
+            root = [no_borrow, *root]
+        sticky = self.any_(rem)
+        negative = self.and_(u.sign, self.not_(u.is_zero))
+        zero = [ZERO] * (fmt.width - 1)
+        if self.ieee:
+            nan = self.or_(u.is_nan, negative)
+            kept = [*self.default_nan()[:-1], a[-1]] if self.canonical_nan else self.quiet(a)
+            quiet = self.select(u.is_nan, kept, self.default_nan())
+            value = self.select(nan, quiet, [*self.select(u.is_inf, _constant(
+                ((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1), zero), u.sign])
+            special = (self.or_(nan, u.is_inf, u.is_zero), value)
+        else:  # negative numbers are outside the mode's domain
+            special = (u.is_zero, [*zero, u.sign])
+        return self._round_tiny(ZERO, e_root, root, sticky, special)

@@ -183,8 +183,13 @@ def float_misc_reference(op: str, dtype: str, raws: list[np.ndarray], e_bits: in
             "min": lambda: np.minimum(vals[0], vals[1]),
             "max": lambda: np.maximum(vals[0], vals[1]),
             "relu": lambda: np.maximum(vals[0], np.zeros_like(vals[0])),
+            "div": lambda: np.divide(vals[0], vals[1]),
+            "sqrt": lambda: np.sqrt(vals[0]),
         }[op]()
-    return np.asarray(result).view(store).astype(np.uint64)
+    bits = np.asarray(result).view(store)
+    if mode == "ftz" and op in ("div", "sqrt"):  # results below the normal range flush
+        bits = _flush(bits, 1 + e_bits + m_bits, e_bits)
+    return bits.astype(np.uint64)
 
 
 def _conversion(op: str, raw: np.ndarray, e_bits: int, m_bits: int, mode: str) -> np.ndarray:

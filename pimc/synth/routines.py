@@ -105,6 +105,8 @@ FLOAT_OPS: dict[str, FloatSpec] = {
     "add": FloatSpec(lambda f, w: f.fadd(w[0], w[1]), _two, _float),
     "sub": FloatSpec(lambda f, w: f.fsub(w[0], w[1]), _two, _float),
     "mul": FloatSpec(lambda f, w: f.fmul(w[0], w[1]), _two, _float),
+    "div": FloatSpec(lambda f, w: f.fdiv(w[0], w[1]), _two, _float),
+    "sqrt": FloatSpec(lambda f, w: f.fsqrt(w[0]), _one, _float),
     "neg": FloatSpec(lambda f, w: f.fneg(w[0]), _one, _float),
     "abs": FloatSpec(lambda f, w: f.fabs(w[0]), _one, _float),
     "lt": FloatSpec(lambda f, w: f.flt(w[0], w[1]), _two, _flag),
