@@ -168,3 +168,17 @@ def test_a_model_quantised_for_pim_by_a_flag(dtype, atol, tmp_path):
     prog = tmp_path / "q.uop"
     assert main(["compile", str(sample), "-o", str(prog), "--dtype", dtype]) == 0
     assert main(["run", str(prog), "--verify"]) == 0  # bit-exact on its own terms
+
+
+def test_a_product_feeding_a_product_over_several_crossbars_and_chunks():
+    from samples.make_onnx_samples import gemm_relu_gemm
+
+    m = gemm_relu_gemm(batch=40, features=4, hidden=32, classes=8)
+    prog, imported = compile_model(m, "wide.onnx")
+    assert prog.crossbars > 2 and int(dict(prog.meta)["chunks"]) > 1
+    x = {"x": np.random.default_rng(6).normal(size=(40, 4)).astype(np.float32)}
+    out, stats = run_program(prog, {**x, **imported.constants})
+    want, _ = evaluate(imported.kernel, {**x, **imported.constants})
+    assert np.array_equal(out["y"].view(np.uint32), want["y"].astype(np.uint32))
+    assert np.allclose(out["y"], ReferenceEvaluator(m).run(None, x)[0], rtol=1e-4, atol=1e-5)
+    assert stats.ops["TRANSFER"] > 0  # the hidden layer copied to every chunk's crossbars

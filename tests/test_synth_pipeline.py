@@ -104,3 +104,17 @@ def test_adjacent_moves_merge_unless_one_reads_what_another_wrote():
     assert merged[0].src_cols == (5, 6) and merged[0].dst_cols == (9, 10)
     arch = b.arch
     assert program_cycles(merged, arch) < program_cycles(b.ops, arch)  # 2 + 2 < 2 x (1 + 2)
+
+
+def test_a_gate_that_reads_the_value_whose_cell_it_takes_over_does_not_free_that_cell():
+    net = Netlist()
+    x = net.input(0)
+    v = net.copy(x)
+    moved = net.crossbars_from(v, -1, (1, 2), (0, ROWS), into=v)  # crossbar 1 <- crossbar 0
+    others = [net.copy(x) for _ in range(3)]  # fresh values while `moved` is live
+    final = net.nor(moved, others[-1])
+    alloc = allocate(net, [(final, 10)], range(20, 30), reserve=0)
+    born = next(i for i, g in enumerate(alloc.gates) if g.out == moved)
+    used = next(i for i, g in enumerate(alloc.gates) if moved in g.ins)
+    assert all(alloc.cell[g.out] != alloc.cell[moved]
+               for g in alloc.gates[born + 1:used] if g.acc_from is None)

@@ -19,6 +19,7 @@ into every chunk. The reference follows the same order.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -184,12 +185,15 @@ class _TensorLowering:
     def _relayout(self, n: int, shape: tuple[int, ...], view: View, chunked: bool
                   ) -> list[Word]:
         """A computed value needed with lanes (a matrix product's output feeding another):
-        computed once in its natural layout, then moved into the lanes by SHIFTs, one per
-        lane and row distance, each over the strided rows that need it."""
-        if self.geo.crossbars > 1:
-            raise PimError("a matrix product feeding another needs both in one crossbar, "
-                           "so far")
-        (word,) = self.words(n, self.natural(shape))  # valid in chunk 0 (all of it if 1)
+        computed once in its natural layout (valid in chunk 0), copied to the other chunks'
+        crossbars by a TRANSFER tree if they have their own, then moved into the lanes by
+        SHIFTs: one per lane and row distance, over the strided rows that need it, in
+        every crossbar with the same pattern at once."""
+        (word,) = self.words(n, self.natural(shape))
+        rows_per = self.geo.rows
+        spread = self.chunks > 1 and self.geo.crossbars > 1  # chunks in their own crossbars
+        if spread:
+            word = self._copy_to_chunks(word)
         ids = np.arange(1, math.prod(shape) + 1).reshape(shape)  # 0 marks padding
         have = apply_view(ids, self.natural(shape)).reshape(-1)
         slot_of = np.zeros(ids.size + 1, dtype=np.int64)
@@ -203,18 +207,30 @@ class _TensorLowering:
             self.net.annotation = f"{node.loc} relayout"
             value = [self.net.filled(0, None) for _ in word]
             dest = np.flatnonzero(need[:, lane])
-            delta = slot_of[need[dest, lane]] - dest
-            for d in np.unique(delta):
-                rows = dest[delta == d]
-                step = int(rows[1] - rows[0]) if len(rows) > 1 else 1
-                if np.any(np.diff(rows) != step):
-                    raise PimError("a relayout whose rows are not evenly spaced is not "
-                                   "supported yet")
-                span = (int(rows[0]), int(rows[-1]) + 1, step)
-                value = [self.net.rows_from(b, int(d), span, into=v)
+            source = slot_of[need[dest, lane]]
+            if spread:  # from the copy in the destination's own chunk
+                source = source + dest // self.slots * self.slots
+            if np.any(source // rows_per != dest // rows_per):
+                raise PimError("a relayout between crossbars is not supported yet")
+            for (d, rows), xbs in _shift_groups(dest, source - dest, rows_per):
+                saved, self.net.xbs = self.net.xbs, xbs
+                value = [self.net.rows_from(b, d, rows, into=v)
                          for b, v in zip(word, value, strict=True)]
+                self.net.xbs = saved
             lanes.append(value)
         return lanes
+
+    def _copy_to_chunks(self, word: Word) -> Word:
+        """Chunk 0's value copied into every chunk's crossbars, doubling by TRANSFERs."""
+        per = self.geo.crossbars // self.chunks
+        word = [self.net.copy(b) for b in word]  # private cells the copies may take over
+        have = 1
+        while have < self.chunks:
+            count = min(have, self.chunks - have)
+            word = [self.net.crossbars_from(b, -have * per, (have * per, (have + count) * per),
+                                            (0, self.geo.rows), into=b) for b in word]
+            have += count
+        return word
 
     def _input(self, name: str, view: View, lanes: int, chunked: bool) -> list[Word]:
         param = next(p for p in self.k.params if p.name == name)
@@ -279,6 +295,32 @@ class _TensorLowering:
             net.rows, net.xbs = (saved, net.xbs) if self.geo.crossbars == 1 else (net.rows,
                                                                                    saved)
         return x
+
+
+def _shift_groups(dest: np.ndarray, delta: np.ndarray, rows_per: int
+                  ) -> list[tuple[tuple[int, tuple[int, int, int]], tuple[int, int] | None]]:
+    """Destination slots grouped into SHIFT ops: (distance, strided rows), and the run of
+    crossbars that share that row pattern (None: the only crossbar)."""
+    by_pattern: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+    for d in np.unique(delta):
+        slots = dest[delta == d]
+        for xb in np.unique(slots // rows_per):
+            rows = tuple(int(r) for r in slots[slots // rows_per == xb] % rows_per)
+            by_pattern.setdefault((int(d), rows), []).append(int(xb))
+    out = []
+    for (d, rows), xbs in by_pattern.items():
+        step = rows[1] - rows[0] if len(rows) > 1 else 1
+        if any(b - a != step for a, b in itertools.pairwise(rows)):
+            raise PimError("a relayout whose rows are not evenly spaced is not supported yet")
+        span = (rows[0], rows[-1] + 1, step)
+        start = 0
+        for i in range(1, len(xbs) + 1):  # runs of consecutive crossbars
+            if i == len(xbs) or xbs[i] != xbs[i - 1] + 1:
+                out.append(((d, span), (xbs[start], xbs[i - 1] + 1)))
+                start = i
+    if max((x[1] for _, x in out), default=1) <= 1:
+        return [(key, None) for key, _ in out]
+    return out
 
 
 def chunk_geometry(size: int, chunks: int, rows: int) -> tuple[Geometry, int]:

@@ -86,7 +86,7 @@ def allocate(net: Netlist, outputs: Sequence[tuple[Bit, int]], scratch: Sequence
         for x in set(g.ins) | set(when_values(g.when)):
             if x in (ZERO, ONE):
                 continue
-            if last[x] == i and x not in net.inputs and x not in pinned:
+            if last[x] == i and x not in net.inputs and x not in pinned and x != g.acc_from:
                 free.append(cell[x])
     missing = [v for v in finals if v not in cell and v not in pinned]
     assert not missing, missing
