@@ -41,15 +41,25 @@ def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str
     onnx_inputs = {i.name: dequantize(inputs[i.name], params[i.name]).astype(np.float32)
                    if params[i.name].kind in (Kind.FLOAT, Kind.FIXED) and dtype != "f32"
                    else inputs[i.name] for i in model.graph.input if i.name in inputs}
-    with np.errstate(all="ignore"):
-        theirs = dict(zip([o.name for o in model.graph.output],
-                          ReferenceEvaluator(model).run(None, onnx_inputs), strict=True))
+    if imported.opset < 14 and any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        theirs = None  # onnx's evaluator is wrong on BatchNormalization-9
+        print("verify: onnx's reference evaluator is not trusted on BatchNormalization-9: "
+              "no tolerance comparison")
+    else:
+        with np.errstate(all="ignore"):
+            theirs = dict(zip([o.name for o in model.graph.output],
+                              ReferenceEvaluator(model).run(None, onnx_inputs), strict=True))
     bad = 0
     for t in prog.outputs:
         dt = parse_dtype(t.dtype)
         got = dt.to_bits(outputs[t.name]).astype(np.uint64)
         mask = checkable[t.name]
         wrong = int(np.count_nonzero((got != want[t.name]) & mask))
+        if theirs is None:
+            print(f"verify: {t.name}: {got.size - wrong} of {got.size} elements bit-exact "
+                  f"against the order-matched reference")
+            bad += wrong
+            continue
         rtol, atol = tolerance(dtype)
         ours = dequantize(outputs[t.name], dt)
         ref = np.asarray(theirs[t.name]).astype(np.float64)

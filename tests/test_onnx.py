@@ -182,3 +182,20 @@ def test_a_product_feeding_a_product_over_several_crossbars_and_chunks():
     assert np.array_equal(out["y"].view(np.uint32), want["y"].astype(np.uint32))
     assert np.allclose(out["y"], ReferenceEvaluator(m).run(None, x)[0], rtol=1e-4, atol=1e-5)
     assert stats.ops["TRANSFER"] > 0  # the hidden layer copied to every chunk's crossbars
+
+
+def test_batchnorm_with_run_time_statistics_is_computed_in_onnxs_order():
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                              epsilon=1e-3)]
+    m = model(nodes, [("x", F, [2, 3, 4]), ("s", F, [3]), ("b", F, [3]), ("m", F, [3]),
+                      ("v", F, [3])], [("y", F, [2, 3, 4])], opset=15)
+    rng = np.random.default_rng(4)
+    x = {"x": rng.normal(size=(2, 3, 4)), "s": rng.normal(size=3), "b": rng.normal(size=3),
+         "m": rng.normal(size=3), "v": rng.uniform(0.5, 2, size=3)}
+    x = {k: v.astype(np.float32) for k, v in x.items()}
+    prog, imported = compile_model(m, "bn.onnx")
+    assert {imported.kernel.node(n).op for n in imported.kernel.graph} >= {"div", "sqrt"}
+    out, _ = run_program(prog, x)
+    want = (x["x"] - x["m"].reshape(3, 1)) / np.sqrt(x["v"].reshape(3, 1) + np.float32(1e-3))
+    want = want * x["s"].reshape(3, 1) + x["b"].reshape(3, 1)
+    assert np.array_equal(out["y"], want.astype(np.float32))  # numpy's float32, bit for bit

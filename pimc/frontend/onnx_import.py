@@ -227,7 +227,8 @@ class _Builder:
             self._fold_shape(nd)
             return
         if nd.op_type in ("Constant", "ConstantOfShape") or (
-                present and all(x in self.consts for x in present)):
+                present and all(x in self.consts for x in present)
+                and not self._evaluator_wrong(nd.op_type)):
             self._fold(nd)
             return
         if nd.op_type not in SUPPORTED:
@@ -242,6 +243,12 @@ class _Builder:
                                                value=1, raw=1)
             elif extra:
                 raise _Unsupported(f"output '{extra}' (only the first output is computed)")
+
+    def _evaluator_wrong(self, op: str) -> bool:
+        """Operators onnx's reference evaluator gets wrong at this opset (so not folded
+        with it): Softmax-family before 13, BatchNormalization-9."""
+        return (op in ("Softmax", "LogSoftmax", "Hardmax") and self.opset < 13) or (
+            op == "BatchNormalization" and 9 <= self.opset < 14)
 
     def _fold(self, nd: onnx.NodeProto) -> None:
         from onnx.reference import ReferenceEvaluator
