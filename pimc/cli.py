@@ -161,7 +161,10 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> int:
     from pimc.frontend.onnx_import import load_model
     from pimc.isa.text import print_program
 
-    dt = parse_dtype(args.dtype)
+    try:
+        dt = parse_dtype(args.dtype)
+    except PimError as exc:
+        raise PimError(f"--dtype: {exc}") from None
     if dt.kind not in (Kind.FLOAT, Kind.FIXED):
         raise PimError(f"--dtype {args.dtype}: a float (f32, bf16, f16) or a Q format")
     if args.runs != 1 or args.wear_level or args.kernel:

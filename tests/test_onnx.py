@@ -199,3 +199,13 @@ def test_batchnorm_with_run_time_statistics_is_computed_in_onnxs_order():
     want = (x["x"] - x["m"].reshape(3, 1)) / np.sqrt(x["v"].reshape(3, 1) + np.float32(1e-3))
     want = want * x["s"].reshape(3, 1) + x["b"].reshape(3, 1)
     assert np.array_equal(out["y"], want.astype(np.float32))  # numpy's float32, bit for bit
+
+
+def test_results_of_one_size_and_different_shapes_share_the_space():
+    nodes = [helper.make_node("Relu", ["x"], ["y"]),
+             helper.make_node("Flatten", ["x"], ["z"], axis=0)]
+    m = model(nodes, [("x", F, [3, 4])], [("y", F, [3, 4]), ("z", F, [1, 12])])
+    prog, _ = compile_model(m, "two.onnx")
+    x = np.arange(-6, 6, dtype=np.float32).reshape(3, 4)
+    out, _ = run_program(prog, {"x": x})
+    assert np.array_equal(out["y"], np.maximum(x, 0)) and np.array_equal(out["z"], x.reshape(1, 12))

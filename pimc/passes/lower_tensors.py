@@ -363,9 +363,9 @@ def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, rows: int
     for r in kernel.results:
         n = kernel.outputs[r.name]
         shape = tuple(r.shape)
-        to_space = simplify(shape, (*aligned(shape, shape), ViewOp("pad", space) if shape and
-                                    shape != space else ViewOp("reshape", space),
-                                    ViewOp("reshape", (*space, 1))))
+        widened = math.prod(shape) != math.prod(space)  # the space's last axis is wider
+        to_space = simplify(shape, (ViewOp("pad", space) if widened else
+                                    ViewOp("reshape", space), ViewOp("reshape", (*space, 1))))
         (word,) = low.words(n, to_space)
         outputs.append((r, word))
         if any(step.kind == "pad" for step in to_space):
