@@ -7,6 +7,7 @@ the float mode), so `pimc run --verify` can rebuild the reference from it.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import onnx
@@ -23,7 +24,7 @@ from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.fold import fold_constants
 from pimc.passes.layout import layout
-from pimc.passes.lower import Lowered, lower
+from pimc.passes.lower import REDUCTIONS, Lowered, lower
 from pimc.passes.lower_tensors import Placement, lower_tensors
 from pimc.passes.typecheck import typecheck
 from pimc.synth.alloc import allocate
@@ -52,8 +53,17 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     arch = arch or Arch()
     k = typecheck(select_kernel(parse_kernels(text, file), kernel, file), text)
     k = dce(cse(fold_constants(k, mode)))
-    low = lower(k, text, mode, arch.rows)
     meta = (("kernel", k.name), ("mode", mode), ("kernel-source", text))
+    sizes = {math.prod(p.shape) for p in k.params if p.shape}
+    if len(sizes) > 1 and not any(k.node(n).op in REDUCTIONS for n in k.graph):
+        # tensors of different sizes, broadcast as numpy does: the tensor lowering's views
+        try:
+            tensors, placements = lower_tensors(k, mode, 1, arch.rows)
+        except PimError as exc:
+            raise PimError(f"{file}: kernel '{k.name}': {exc}") from None
+        return build_program(tensors, placements, arch, file, f"kernel '{k.name}'", meta,
+                             runs, wear_level)
+    low = lower(k, text, mode, arch.rows)
     return build_program(low, None, arch, file, f"kernel '{k.name}'", meta, runs, wear_level)
 
 

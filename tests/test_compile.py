@@ -225,3 +225,25 @@ def test_the_reported_column_high_water_mark_is_what_the_runtime_sees():
     _, stats = run_program(prog)
     assert columns.startswith(f"{stats.columns_used} of 1024: 128 inputs and results")
     assert "axpy.pk:" in columns  # where the peak is
+
+
+def test_tensors_of_different_sizes_broadcast_as_numpy_does(tmp_path, capsys):
+    text = """kernel bias_act(x: f32[16, 64], b: f32[64], s: f32) -> (y: f32[16, 64],
+                                                                   big: u1[16, 64]) {
+        let z = x * s + b;
+        y = relu(z);
+        big = z > b;
+    }"""
+    prog = compile_source(text, "b.pk")
+    (b,) = [t for t in prog.inputs if t.name == "b"]
+    assert "broadcast" in [step.kind for step in b.view]  # the host writes 16 copies
+    rng = np.random.default_rng(0)
+    x = {"x": rng.normal(size=(16, 64)).astype(np.float32),
+         "b": rng.normal(size=64).astype(np.float32), "s": np.float32(0.5)}
+    out, _ = run_program(prog, x)
+    z = x["x"] * x["s"] + x["b"]
+    assert np.array_equal(out["y"], np.maximum(z, 0)) and np.array_equal(out["big"], z > x["b"])
+    source = tmp_path / "b.pk"
+    source.write_text(text)
+    assert main(["compile", str(source), "-o", str(tmp_path / "b.uop")]) == 0
+    assert main(["run", str(tmp_path / "b.uop"), "--verify"]) == 0

@@ -58,7 +58,8 @@ def _placed(q: Placement, xbs: Span, rows: Span) -> TensorIO:
     p = q.param
     if not p.shape and q.lanes == 1:
         return TensorIO(p.name, p.dtype, (), xbs, rows, q.col, broadcast=True)
-    return TensorIO(p.name, p.dtype, p.shape, xbs, rows, q.col, lanes=q.lanes, view=q.view)
+    view = () if all(step.kind == "reshape" for step in q.view) else q.view  # flat order kept
+    return TensorIO(p.name, p.dtype, p.shape, xbs, rows, q.col, lanes=q.lanes, view=view)
 
 
 def layout(low: Lowered, arch: Arch, what: str,

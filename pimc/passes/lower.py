@@ -43,8 +43,8 @@ def elements_of(kernel: Kernel, text: str) -> int:
     counts = {math.prod(p.shape) for p in kernel.params if p.shape}
     if len(counts) > 1:
         where = next(p.loc for p in kernel.params if p.shape)
-        raise located_error(text, where, "tensors of different sizes in one kernel are not "
-                                         "supported yet (only broadcasting of scalars)")
+        raise located_error(text, where, "tensors of different sizes together with a "
+                                         "reduction are not supported yet")
     return counts.pop() if counts else 1
 
 
