@@ -95,6 +95,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
             chunks = min(2 * chunks, widest)  # type: ignore[type-var]
             continue
         imported.kernel = k
+        imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
         return prog, imported
 
 

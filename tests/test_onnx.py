@@ -140,13 +140,17 @@ def test_the_shipped_gemm_relu_gemm_sample_compiles_runs_and_verifies(tmp_path, 
     assert "32 of 32 elements bit-exact" in out and "32 of 32 within rtol 0.001" in out
 
 
-def test_a_product_feeding_a_product_is_moved_into_lanes_by_strided_shifts():
+def test_a_product_feeding_a_product_is_moved_into_lanes_by_doubling_shifts():
     m = onnx.load(str(__import__("pathlib").Path(__file__).resolve().parent.parent
                       / "samples" / "gemm_relu_gemm.onnx"))
     prog, imported = compile_model(m, "mlp.onnx")
-    shifts = [op for op in prog.ops if op.opcode.value == "SHIFT" and op.rows is not None
-              and op.rows.step == 16]
-    assert len(shifts) == 16 * 8  # a lane of fc2 per hidden neuron, a distance per output
+    moves = [op for op in prog.ops if op.opcode.value == "SHIFT" and op.src.endswith("relayout")]
+    first = [op for op in moves if not op.pred]  # into each segment's first row: strided
+    assert first and all(op.rows is not None and op.rows.step == 16 for op in first)
+    doubling = [op for op in moves if op.pred]  # then to rows [t, 2t) of each segment
+    assert {op.by for op in doubling} == {1, 2, 4}  # 8 outputs: log2(8) doublings
+    # a hidden value per lane of fc2 reaches its 8 rows in 4 steps, not 8 SHIFTs
+    assert sum(len(op.dst_cols) for op in moves) < 16 * 8 * 32 // 2
     x = {"x": np.random.default_rng(5).normal(size=(4, 8)).astype(np.float32)}
     out, _ = run_program(prog, {**x, **imported.constants})
     want, _ = evaluate(imported.kernel, {**x, **imported.constants})

@@ -36,6 +36,7 @@ class Lowered:
     result_rows: dict[str, tuple[int, int, int]]  # reduction results: start, stop, step rows
     max_rows: int | None = None  # rows per crossbar, if fewer than the architecture's
     result_views: dict[str, tuple[ViewOp, ...]] = field(default_factory=dict)  # host read-back
+    host_values: dict[str, np.ndarray] = field(default_factory=dict)  # inputs it adds itself
 
 
 def elements_of(kernel: Kernel, text: str) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from pimc.ir import Kernel, Param
+from pimc.ir import Kernel, Loc, Param
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import ViewOp, apply_view, view_shape
@@ -109,6 +109,8 @@ class _TensorLowering:
         self.memo: dict[tuple[int, View, bool], list[Word]] = {}
         self.placements: dict[tuple[str, View], Placement] = {}
         self.col = 0
+        self.index: Word | None = None  # the row-index column, once a relayout needs it
+        self.constants: dict[str, np.ndarray] = {}  # host-written values the lowering adds
         self.after_matmul = {n for n in kernel.graph if kernel.node(n).op == "matmul"
                              or any(kernel.node(a).op == "matmul"
                                     for a in nx.ancestors(kernel.graph, n))}
@@ -212,6 +214,10 @@ class _TensorLowering:
                 source = source + dest // self.slots * self.slots
             if np.any(source // rows_per != dest // rows_per):
                 raise PimError("a relayout between crossbars is not supported yet")
+            doubled = self._broadcast_in_segments(word, dest, source)
+            if doubled is not None:
+                lanes.append(doubled)
+                continue
             for (d, rows), xbs in _shift_groups(dest, source - dest, rows_per):
                 saved, self.net.xbs = self.net.xbs, xbs
                 value = [self.net.rows_from(b, d, rows, into=v)
@@ -219,6 +225,51 @@ class _TensorLowering:
                 self.net.xbs = saved
             lanes.append(value)
         return lanes
+
+    def _broadcast_in_segments(self, word: Word, dest: np.ndarray, source: np.ndarray
+                               ) -> Word | None:
+        """When every segment of the space's last axis (P slots) needs one source value in
+        its first W slots: one SHIFT into each segment's first slot, then log2(W) doubling
+        SHIFTs, each predicated on the rows whose index in the segment is in [t, 2t) (a
+        SEARCH on a row-index column the host writes). None if the pattern differs."""
+        per = self.space[-1] if self.space else 1
+        width = int(np.max(dest % per)) + 1 if len(dest) else 0
+        segments, at = np.unique(dest // per, return_index=True)
+        counts = np.bincount(dest // per)[segments]
+        one_source = np.all(source == source[at][np.searchsorted(segments, dest // per)])
+        if (width < 4 or (self.chunks > 1 and self.slots % per) or not one_source
+                or np.any(counts != width)):
+            return None
+        index = self.row_index(per)
+        starts = segments * per
+        value = [self.net.filled(0, None) for _ in word]
+        for (d, rows), xbs in _shift_groups(starts, source[at] - starts, self.geo.rows):
+            saved, self.net.xbs = self.net.xbs, xbs
+            value = [self.net.rows_from(b, d, rows, into=v)
+                     for b, v in zip(word, value, strict=True)]
+            self.net.xbs = saved
+        everywhere = (0, self.geo.rows)
+        q = 0
+        while 1 << q < width:
+            when = (tuple(index[q:]), 1)  # bit q set, the bits above clear: [2^q, 2^(q+1))
+            value = [self.net.rows_from(v, -(1 << q), everywhere, into=v, when=when)
+                     for v in value]
+            q += 1
+        return value
+
+    def row_index(self, per: int) -> Word:
+        """A column word the host writes: each row's index in its segment of `per` slots."""
+        if self.index is None:
+            bits = max(1, (per - 1).bit_length())
+            total = self.chunks * self.slots if self.chunks > 1 else self.size
+            param = Param("row_index_", f"u{bits}", (total,), self.k.params[0].loc
+                          if self.k.params else Loc("", 0, 0))
+            self.placements[("row_index_", ())] = Placement(param, self.col, 1, ())
+            self.constants["row_index_"] = (np.arange(total) % per).astype(
+                parse_dtype(param.dtype).host)
+            self.index = self.net.word_input(self.col, bits)
+            self.col += bits
+        return self.index
 
     def _copy_to_chunks(self, word: Word) -> Word:
         """Chunk 0's value copied into every chunk's crossbars, doubling by TRANSFERs."""
@@ -372,5 +423,5 @@ def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, rows: int
             views[r.name] = to_space[:-1]
     elements = chunks * low.slots if chunks > 1 else low.size
     lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows,
-                      result_views=views)
+                      result_views=views, host_values=low.constants)
     return lowered, list(low.placements.values())

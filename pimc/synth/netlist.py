@@ -239,13 +239,14 @@ class Netlist:
         return out
 
     def rows_from(self, x: Bit, by: int, rows: tuple[int, ...], into: Bit | None = None,
-                  ) -> Bit:
-        """A value holding x's rows r + by in rows r of `rows` (a SHIFT of one column); other
-        rows keep `into`'s value (or are not written)."""
+                  when: When | None = None) -> Bit:
+        """A value holding x's rows r + by in rows r of `rows` (a SHIFT of one column; with
+        `when`, only in the rows a SEARCH tags); other rows keep `into`'s value (or are not
+        written). x may be `into` itself: the SHIFT reads before it writes."""
         if x in (ZERO, ONE):  # a constant moved is the constant
             return self.filled(int(x == ONE), rows, over=into)
         out = self.new_value()
-        self._add(Gate(out, (x,), acc_from=into, rows=rows, row_shift=by))
+        self._add(Gate(out, (x,), acc_from=into, rows=rows, row_shift=by, when=when))
         if into is not None:
             self._consumed.add(into)
         return out
