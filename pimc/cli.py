@@ -142,24 +142,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise PimError(f"{args.source}: cannot read: {exc}") from None
     arch = Arch.from_toml(args.arch) if args.arch else None
     if args.source.endswith(".onnx"):
-        return _compile_onnx(args, arch)
-    prog = compile_source(text, args.source, kernel=args.kernel, arch=arch, mode=args.dtype_mode,
-                          runs=args.runs, wear_level=args.wear_level)
+        prog, note = _compile_onnx(args, arch)
+    else:
+        prog, note = compile_source(text, args.source, kernel=args.kernel, arch=arch,
+                                    mode=args.dtype_mode, runs=args.runs,
+                                    wear_level=args.wear_level), ""
     listing = print_program(prog)
     write_atomic(args.output, lambda f: f.write(listing.encode()))
     columns = dict(prog.meta).get("columns")
     print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)"
-          + (f"; columns {columns}" if columns else ""))
+          + (f"; columns {columns}" if columns else "") + note)
     return 0
 
 
-def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> int:
-    """An ONNX model: the program, and its weights beside it (OUTPUT.weights.npz)."""
-    import dataclasses as dc
-
+def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> tuple[Program, str]:
+    """An ONNX model's program, its weights written beside it (OUTPUT.weights.npz)."""
     from pimc.compile import compile_model
     from pimc.frontend.onnx_import import load_model
-    from pimc.isa.text import print_program
 
     try:
         dt = parse_dtype(args.dtype)
@@ -171,21 +170,14 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> int:
         raise PimError(f"{args.source}: --runs, --wear-level and --kernel are for kernel files")
     prog, imported = compile_model(load_model(args.source), args.source, arch=arch,
                                    mode=args.dtype_mode, dtype=args.dtype)
-    if imported.constants:
-        weights = Path(args.output).name + ".weights.npz"
-        prog = dc.replace(prog, meta=(*prog.meta, ("weights", weights)))
-        target = str(Path(args.output).parent / weights)
-        raw = {k: v.view(parse_dtype(next(p.dtype for p in imported.kernel.params
-                                          if p.name == k)).storage)
-               if v.dtype.kind == "V" else v for k, v in imported.constants.items()}
-        write_atomic(target, lambda f: np.savez(f, **raw))  # bfloat16 as its bits
-    listing = print_program(prog)
-    write_atomic(args.output, lambda f: f.write(listing.encode()))
-    columns = dict(prog.meta).get("columns")
-    print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)"
-          + (f"; columns {columns}" if columns else "")
-          + (f"; weights in {weights}" if imported.constants else ""))
-    return 0
+    if not imported.constants:
+        return prog, ""
+    weights = Path(args.output).name + ".weights.npz"
+    raw = {k: v.view(f"u{v.itemsize}") if v.dtype.kind == "V" else v  # bfloat16 as its bits
+           for k, v in imported.constants.items()}
+    write_atomic(str(Path(args.output).parent / weights), lambda f: np.savez(f, **raw))
+    return dataclasses.replace(prog, meta=(*prog.meta, ("weights", weights))), \
+        f"; weights in {weights}"
 
 
 def build_parser() -> argparse.ArgumentParser:

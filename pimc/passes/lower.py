@@ -9,6 +9,7 @@ allocation and INIT scheduling see every value's lifetime at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,24 +164,36 @@ def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
         last = (geo.crossbars - 1, geo.crossbars)
         x = [_overwritten(net, bit, identity >> i & 1, (geo.tail, geo.rows), last)
              for i, bit in enumerate(x)]
-    for n, m in tree_levels(geo.rows):
-        pads = [net.filled(identity >> i & 1, (n - m, m)) if n - m < m else None
-                for i in range(len(x))]
-        partner = [net.rows_from(bit, m, (0, n - m), into=pad)
-                   for bit, pad in zip(x, pads, strict=True)]
-        saved, net.rows = net.rows, (0, m)
-        x = _combine(g, op, dt, x, partner)
-        net.rows = saved
-    for n, m in tree_levels(geo.crossbars):
-        pads = [net.filled(identity >> i & 1, (0, 1), (n - m, m)) if n - m < m else None
-                for i in range(len(x))]
-        partner = [net.crossbars_from(bit, m, (0, n - m), (0, 1), into=pad)
-                   for bit, pad in zip(x, pads, strict=True)]
-        saved_where = net.rows, net.xbs
-        net.rows, net.xbs = (0, 1), (0, m)
-        x = _combine(g, op, dt, x, partner)
-        net.rows, net.xbs = saved_where
+    add = lambda a, b: _combine(g, op, dt, a, b)  # noqa: E731
+    x = block_tree(net, add, x, identity, geo.rows, 1)  # every crossbar at once
+    x = block_tree(net, add, x, identity, geo.crossbars, 1, across=(0, 1), rows=(0, 1))
     return x, (0, 1, 1)
+
+
+def block_tree(net: Netlist, combine: Callable[[Word, Word], Word], x: Word, identity: int,
+               blocks: int, size: int, across: tuple[int, int] | None = None,
+               rows: tuple[int, int] | None = None) -> Word:
+    """Reduce `blocks` blocks of `size` rows into block 0 by the pairwise tree: at each
+    level (n, m) block b < n - m takes block b + m by one SHIFT per column, blocks
+    n - m <= b < m take the identity, and the first m blocks combine. With `across`,
+    blocks of `size` crossbars instead, moved by TRANSFERs of the rows `across`; `rows`
+    then limits the pads and the combining (None: every row)."""
+    for n, m in tree_levels(blocks):
+        bits = [identity >> i & 1 for i in range(len(x))]
+        lo, hi = (n - m) * size, m * size
+        if across is None:
+            pads = [net.filled(b, (lo, hi)) if n - m < m else None for b in bits]
+            partner = [net.rows_from(v, hi, (0, lo), into=pad)
+                       for v, pad in zip(x, pads, strict=True)]
+            limits = {"rows": (0, hi)}
+        else:
+            pads = [net.filled(b, rows, (lo, hi)) if n - m < m else None for b in bits]
+            partner = [net.crossbars_from(v, hi, (0, lo), across, into=pad)
+                       for v, pad in zip(x, pads, strict=True)]
+            limits = {"rows": rows, "xbs": (0, hi)}
+        with net.limited(**limits):  # type: ignore[arg-type]
+            x = combine(x, partner)
+    return x
 
 
 def _segmented_tree(net: Netlist, g: FloatOps, op: str, dt: DType, x: Word, identity: int,

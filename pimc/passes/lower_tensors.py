@@ -36,8 +36,8 @@ from pimc.passes.lower import (
     _combine,
     _logic,
     _lower_node,
+    block_tree,
     reduction_identity,
-    tree_levels,
 )
 from pimc.synth.float_ops import FloatOps
 from pimc.synth.logic import Word
@@ -188,8 +188,9 @@ class _TensorLowering:
                   ) -> list[Word]:
         """A computed value needed with lanes (a matrix product's output feeding another):
         computed once in its natural layout (valid in chunk 0), copied to the other chunks'
-        crossbars by a TRANSFER tree if they have their own, then moved into the lanes by
-        SHIFTs: one per lane and row distance, over the strided rows that need it, in
+        crossbars by a TRANSFER tree if they have their own, then moved into the lanes:
+        by doubling SHIFTs where each segment needs one value (_broadcast_in_segments),
+        else by one SHIFT per lane and row distance over the strided rows that need it, in
         every crossbar with the same pattern at once."""
         (word,) = self.words(n, self.natural(shape))
         rows_per = self.geo.rows
@@ -207,7 +208,6 @@ class _TensorLowering:
         lanes = []
         for lane in range(need.shape[1]):
             self.net.annotation = f"{node.loc} relayout"
-            value = [self.net.filled(0, None) for _ in word]
             dest = np.flatnonzero(need[:, lane])
             source = slot_of[need[dest, lane]]
             if spread:  # from the copy in the destination's own chunk
@@ -218,13 +218,18 @@ class _TensorLowering:
             if doubled is not None:
                 lanes.append(doubled)
                 continue
-            for (d, rows), xbs in _shift_groups(dest, source - dest, rows_per):
-                saved, self.net.xbs = self.net.xbs, xbs
+            lanes.append(self._shifted_in(word, dest, source - dest))
+        return lanes
+
+    def _shifted_in(self, word: Word, dest: np.ndarray, delta: np.ndarray) -> Word:
+        """A value holding, in each slot of `dest`, word's value `delta` slots away (zero
+        elsewhere): one SHIFT per distance and crossbar row pattern."""
+        value = [self.net.filled(0, None) for _ in word]
+        for (d, rows), xbs in _shift_groups(dest, delta, self.geo.rows):
+            with self.net.limited(xbs=xbs):
                 value = [self.net.rows_from(b, d, rows, into=v)
                          for b, v in zip(word, value, strict=True)]
-                self.net.xbs = saved
-            lanes.append(value)
-        return lanes
+        return value
 
     def _broadcast_in_segments(self, word: Word, dest: np.ndarray, source: np.ndarray
                                ) -> Word | None:
@@ -242,12 +247,7 @@ class _TensorLowering:
             return None
         index = self.row_index(per)
         starts = segments * per
-        value = [self.net.filled(0, None) for _ in word]
-        for (d, rows), xbs in _shift_groups(starts, source[at] - starts, self.geo.rows):
-            saved, self.net.xbs = self.net.xbs, xbs
-            value = [self.net.rows_from(b, d, rows, into=v)
-                     for b, v in zip(word, value, strict=True)]
-            self.net.xbs = saved
+        value = self._shifted_in(word, starts, source[at] - starts)
         everywhere = (0, self.geo.rows)
         q = 0
         while 1 << q < width:
@@ -323,29 +323,12 @@ class _TensorLowering:
     def _across_chunks(self, g: FloatOps, dt: DType, x: Word) -> Word:
         """The partial sums of the chunks, added in a log-depth tree into chunk 0: SHIFTs
         when the chunks share a crossbar, TRANSFERs when each has its crossbars."""
-        per = self.slots
+        add = lambda a, b: _combine(g, "add", dt, a, b)  # noqa: E731
         identity = reduction_identity("sum", dt)
-        net = self.net
-        for n, m in tree_levels(self.chunks):
-            bits = [identity >> i & 1 for i in range(len(x))]
-            if self.geo.crossbars == 1:
-                pads = [net.filled(b, ((n - m) * per, m * per)) if n - m < m else None
-                        for b in bits]
-                partner = [net.rows_from(v, m * per, (0, (n - m) * per), into=pad)
-                           for v, pad in zip(x, pads, strict=True)]
-                saved, net.rows = net.rows, (0, m * per)
-            else:
-                xbs = self.geo.crossbars // self.chunks  # crossbars per chunk
-                pads = [net.filled(b, None, ((n - m) * xbs, m * xbs)) if n - m < m else None
-                        for b in bits]
-                partner = [net.crossbars_from(v, m * xbs, (0, (n - m) * xbs),
-                                              (0, self.geo.rows), into=pad)
-                           for v, pad in zip(x, pads, strict=True)]
-                saved, net.xbs = net.xbs, (0, m * xbs)
-            x = _combine(g, "add", dt, x, partner)
-            net.rows, net.xbs = (saved, net.xbs) if self.geo.crossbars == 1 else (net.rows,
-                                                                                   saved)
-        return x
+        if self.geo.crossbars == 1:
+            return block_tree(self.net, add, x, identity, self.chunks, self.slots)
+        return block_tree(self.net, add, x, identity, self.chunks,
+                          self.geo.crossbars // self.chunks, across=(0, self.geo.rows))
 
 
 def _shift_groups(dest: np.ndarray, delta: np.ndarray, rows_per: int

@@ -9,6 +9,8 @@ still cost what a careful hand-written sequence costs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 ZERO, ONE = -1, -2
@@ -76,6 +78,19 @@ class Netlist:
         self.gates.append(gate)
         if self.annotation:
             self.src[gate.out] = self.annotation
+
+    @contextmanager
+    def limited(self, rows: tuple[int, ...] | None = None,
+                xbs: tuple[int, int] | None = None) -> Iterator[None]:
+        """Gates built inside act only in these rows and/or crossbars (the others unset
+        keep the current limits)."""
+        saved = self.rows, self.xbs
+        self.rows = rows if rows is not None else self.rows  # type: ignore[assignment]
+        self.xbs = xbs if xbs is not None else self.xbs
+        try:
+            yield
+        finally:
+            self.rows, self.xbs = saved
 
     def _where(self) -> tuple[object, object] | None:
         """The rows and crossbars gates built now are limited to (None: everywhere)."""
