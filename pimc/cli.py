@@ -10,6 +10,7 @@ import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from pimc.isa.dtypes import Kind, parse_dtype, quantize
 from pimc.isa.errors import PimError
 from pimc.isa.text import load_program
 from pimc.isa.uop import Program
+
+if TYPE_CHECKING:
+    from runtime.stats import Stats
 
 
 def _with_arch(prog: Program, path: str) -> Program:
@@ -70,21 +74,36 @@ def cmd_run(args: argparse.Namespace) -> int:
                 inputs[t.name] = (rng.normal(size=t.shape) if real and dt.kind in (
                     Kind.FLOAT, Kind.FIXED) else rng.integers(-4, 5, size=t.shape))
             inputs[t.name] = quantize(inputs[t.name], dt)  # fixed point: rounded by the host
+    if args.count_only:
+        if args.verify or args.output:
+            raise PimError("--count-only executes nothing: it cannot --verify or write -o")
+        from runtime.count import count_program
+
+        stats = count_program(prog, args.program)
+        print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops (counted, not "
+              f"executed) on {prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
+        print(stats.table())
+        _write_stats(args, stats)
+        return 0
     if args.verify:
         inputs = complete_inputs(prog.inputs, inputs, args.seed)
     outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
                                  strict=not args.no_strict)
-    print(f"{args.program}: {len(prog.ops):,} micro-ops on {prog.crossbars:,} crossbars "
-          f"of {prog.arch.rows}x{prog.arch.cols}")
+    print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops executed on "
+          f"{prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
     print(stats.table())
     status = verify_outputs(prog, inputs, outputs, args.program) if args.verify else 0
     if args.output:
         arrays = _host_arrays(prog, outputs)
         write_atomic(args.output, lambda f: np.savez(f, **arrays))
+    _write_stats(args, stats)
+    return status
+
+
+def _write_stats(args: argparse.Namespace, stats: Stats) -> None:
     if args.stats:
         text = json.dumps({"program": args.program, **stats.as_dict()}, indent=2)
         write_atomic(args.stats, lambda f: f.write(text.encode() + b"\n"))
-    return status
 
 
 def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
@@ -128,7 +147,8 @@ def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
 def cmd_show(args: argparse.Namespace) -> int:
     from pimc.listing import listing
 
-    sys.stdout.write(listing(load_program(args.program), summary_only=args.summary))
+    sys.stdout.write(listing(load_program(args.program), summary_only=args.summary,
+                             flat_ops=args.flat))
     return 0
 
 
@@ -194,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--arch", help="a TOML file of architecture parameters to cost with")
     run.add_argument("--no-strict", action="store_true",
                      help="skip the MAGIC initialisation and read-before-write checks")
+    run.add_argument("--count-only", action="store_true",
+                     help="count cycles, energy, writes and host traffic from the program's "
+                          "structure without executing it (data-dependent energy as bounds)")
     run.add_argument("--verify", action="store_true",
                      help="compare the outputs bit for bit with the reference the program "
                           "records (programs compiled from kernels)")
@@ -220,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a program's micro-code by source line")
     show.add_argument("program", help="the .uop file")
     show.add_argument("--summary", action="store_true", help="only the per-line counts")
+    show.add_argument("--flat", action="store_true",
+                      help="routines and loops expanded into the micro-ops they execute")
     show.set_defaults(func=cmd_show)
     return parser
 

@@ -1,7 +1,7 @@
 """Exact per-cell write counts, kept cheap for the common whole-column writes.
 
 A write of every row, or of a row span, of some columns in a slice of crossbars is one
-dictionary increment, keyed by what was written; a write under a data-dependent row mask
+increment of a dense (column, crossbar) table (one per row span); a write under a data-dependent row mask
 (a tag) is counted per row, in a dense counter made only for the columns that get one.
 The per-cell totals are assembled once, at the end.
 """
@@ -9,13 +9,13 @@ The per-cell totals are assembled once, at the end.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.uop import TensorIO
 from runtime.bitops import unpack_rows
-
-_Key = tuple[tuple[int, ...], int, int, int, range | None]  # cols, xb slice, rows
 
 
 @dataclass(frozen=True)
@@ -24,58 +24,97 @@ class Endurance:
     mean_writes_per_written_cell: float
     cells_written: int
     cell_writes: int
+    # cells by writes: {"1": n, "2-3": n, "4-7": n, ...} (written cells only)
+    histogram: dict[str, int] = field(default_factory=dict)
 
 
-def _as_tuple(cols: int | np.ndarray) -> tuple[int, ...]:
-    return (cols,) if isinstance(cols, int) else tuple(int(c) for c in np.atleast_1d(cols))
+def _bucket(writes: np.ndarray) -> np.ndarray:
+    return np.floor(np.log2(np.maximum(writes, 1))).astype(np.int64)
+
+
+def _label(k: int) -> str:
+    return "1" if k == 0 else f"{1 << k}-{(2 << k) - 1}"
+
+
+def _as_index(cols: int | np.ndarray | tuple[int, ...]) -> np.ndarray:
+    return np.atleast_1d(np.asarray(cols, dtype=np.intp))
 
 
 class WriteCounter:
+    """Dense counts: per (column, crossbar) for writes of every row, per row span for
+    writes of some rows, per row for writes under a data-dependent mask."""
+
     def __init__(self, cols: int, crossbars: int, rows: int) -> None:
         self.cols, self.crossbars, self.rows = cols, crossbars, rows
-        self.events: Counter[_Key] = Counter()
+        self.full = np.zeros((cols, crossbars), dtype=np.int64)
+        self.spans: dict[range, np.ndarray] = {}
         self.dense: dict[int, np.ndarray] = {}
 
-    def add(self, cols: int | np.ndarray, xbs: slice, rows: range | None,
-            mask: np.ndarray | None = None) -> None:
-        """Count one write of `cols` in crossbars `xbs`: every row, a row span, or a mask."""
+    def add(self, cols: int | np.ndarray | tuple[int, ...], xbs: slice, rows: range | None,
+            mask: np.ndarray | None = None, times: int | np.ndarray = 1) -> None:
+        """Count `times` writes of `cols` in crossbars `xbs`: every row, a row span, or a
+        mask (times may give one count per column)."""
+        index = _as_index(cols)
         if mask is None:
             if rows is not None and rows.start == 0 and rows.step == 1 and rows.stop >= self.rows:
                 rows = None
-            self.events[(_as_tuple(cols), xbs.start, xbs.stop, xbs.step or 1, rows)] += 1
+            table = self.full if rows is None else self.spans.get(rows)
+            if table is None:
+                table = self.spans[rows] = np.zeros_like(self.full)  # type: ignore[index]
+            add = np.asarray(times)
+            table[index, xbs] += add[:, None] if add.ndim else add
             return
         per_row = unpack_rows(mask).astype(np.uint32)  # [xbs, R]
-        for c in _as_tuple(cols):
+        for c in index.tolist():
             dense = self.dense.get(c)
             if dense is None:
                 dense = self.dense[c] = np.zeros((self.crossbars, self.rows), dtype=np.uint32)
             dense[xbs] += per_row
 
     def summary(self) -> Endurance:
-        # Whole-column writes: per (column, crossbar); span writes: per row span.
-        full = np.zeros((self.cols, self.crossbars), dtype=np.int64)
-        spans: dict[range, np.ndarray] = {}
-        for (cols, start, stop, step, rows), n in self.events.items():
-            table = full if rows is None else spans.setdefault(rows, np.zeros_like(full))
-            table[list(cols), start:stop:step] += n
+        full = self.full
         special = set(self.dense)
-        for table in spans.values():
+        for table in self.spans.values():
             special.update(np.nonzero(table.any(axis=1))[0].tolist())
         best, written, total = 0, 0, 0
+        hist: Counter[int] = Counter()
         plain = [c for c in np.nonzero(full.any(axis=1))[0].tolist() if c not in special]
         if plain:
             base = full[plain]
             best = int(base.max())
             written = int(np.count_nonzero(base)) * self.rows
             total = int(base.sum()) * self.rows
-        for c in special:
+            nz = base[base > 0]
+            for k, n in zip(*np.unique(_bucket(nz), return_counts=True), strict=True):
+                hist[int(k)] += int(n) * self.rows
+        for c in sorted(special):
             counts = np.repeat(full[c][:, None], self.rows, axis=1)
-            for span, table in spans.items():
+            for span, table in self.spans.items():
                 counts[:, span.start:span.stop:span.step] += table[c][:, None]
             if c in self.dense:
                 counts += self.dense[c]
             best = max(best, int(counts.max()))
             written += int(np.count_nonzero(counts))
             total += int(counts.sum())
+            nz = counts[counts > 0]
+            for k, n in zip(*np.unique(_bucket(nz), return_counts=True), strict=True):
+                hist[int(k)] += int(n)
         mean = total / written if written else 0.0
-        return Endurance(best, mean, written, total)
+        return Endurance(best, mean, written, total, {_label(k): hist[k] for k in sorted(hist)})
+
+
+def count_host_writes(writes: WriteCounter, t: TensorIO) -> None:
+    """The host's writes of a placed input: whole crossbars of slots as one span write,
+    then the partly filled last one."""
+    bits = parse_dtype(t.dtype).bits
+    cols = np.array(t.columns(bits))
+    slots = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
+    per, xbs, rows = len(t.rows), t.xbs, t.rows
+    full, rest = divmod(slots, per)
+    if full:
+        writes.add(cols, slice(xbs.start, xbs.start + full * xbs.step, xbs.step),
+                   rows.indices())
+    if rest:
+        x = xbs.start + full * xbs.step
+        writes.add(cols, slice(x, x + 1), range(rows.start, rows.start + rest * rows.step,
+                                                rows.step))

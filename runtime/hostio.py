@@ -14,6 +14,7 @@ from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import TensorIO, apply_view, unview, view_shape
 from runtime.bitops import pack_rows, popcount, unpack_rows
+from runtime.endurance import count_host_writes
 
 if TYPE_CHECKING:
     from runtime.machine import Machine
@@ -81,25 +82,12 @@ class HostPort:
         m.written.update(cols, xs, mask, True)
         m.armed.update(cols, xs, mask, False)
         if m.writes is not None:
-            self._count_writes(t, cols, len(xb))
+            count_host_writes(m.writes, t)
         ones = popcount(data)
         h = m.stats.host
         h.input_cells += len(cols) * len(xb)
         h.input_row_writes += 2 if t.broadcast else len(xb)  # a SET and a RESET phase
         h.input_energy_fj += ones * m.arch.e_set_fj + (len(cols) * len(xb) - ones) * m.arch.e_reset_fj
-
-    def _count_writes(self, t: TensorIO, cols: np.ndarray, slots: int) -> None:
-        """Whole crossbars of slots as one span write, then the partly filled last one."""
-        writes, per, xbs, rows = self.m.writes, len(t.rows), t.xbs, t.rows
-        assert writes is not None
-        full, rest = divmod(slots, per)
-        if full:
-            writes.add(cols, slice(xbs.start, xbs.start + full * xbs.step, xbs.step),
-                       rows.indices())
-        if rest:
-            x = xbs.start + full * xbs.step
-            writes.add(cols, slice(x, x + 1), range(rows.start, rows.start + rest * rows.step,
-                                                    rows.step))
 
     def read(self, t: TensorIO) -> np.ndarray:
         m, dt = self.m, self.dtype(t)

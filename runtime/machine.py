@@ -6,6 +6,7 @@ contiguous block, so one op on many crossbars is one numpy call, not a Python lo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,21 @@ from pimc.isa.arch import Arch
 from pimc.isa.check import rep_columns, validate
 from pimc.isa.cost import OpTiming, timing
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Init, Nor, Op, Program, Search, SearchKind, Shift, Span, Transfer
+from pimc.isa.flow import COLUMN_FIELDS, frame_bases
+from pimc.isa.uop import (
+    Init,
+    Item,
+    Loop,
+    Nor,
+    Op,
+    Program,
+    Routine,
+    Search,
+    SearchKind,
+    Shift,
+    Span,
+    Transfer,
+)
 from runtime.bitops import ALL, pack_rows, popcount, row_mask, shift_rows, unpack_rows
 from runtime.endurance import WriteCounter
 from runtime.flags import CellFlags
@@ -61,7 +76,10 @@ class Machine:
         # so a positive answer stays true; "armed" is dropped at every write of a column.
         self._written_memo: set[tuple[int, int, int, int]] = set()
         self._armed_memo: dict[int, set[tuple[int, int, int]]] = {}
-        self._steps = [self._prepare(op, prog.line_of(i)) for i, op in enumerate(prog.ops)]
+        self._routines = {r.name: r for r in prog.routines}
+        self._sites: dict[tuple[str, Span, Span | None], list[_Step | Item]] = {}
+        self._items = [self._prepare(item, prog.line_of(i)) if isinstance(item, Op) else item
+                       for i, item in enumerate(prog.ops)]
         self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
                       Shift: self._shift, Transfer: self._transfer}
         self._static_totals()
@@ -90,32 +108,50 @@ class Machine:
 
     def run(self) -> Stats:
         """Execute every op in order, then total the costs."""
-        for step in self._steps:
-            self._exec[type(step.op)](step)
+        self._run(self._items, None, None, None, 0)
         self._finish()
         return self.stats
 
+    def _run(self, items: list, cmap: np.ndarray | None, xbs: Span | None,  # type: ignore[type-arg]
+             rows: Span | None, iteration: int) -> None:
+        """Execute items; inside a routine, `cmap` maps its frame columns to crossbar
+        columns and `xbs`/`rows` are the call's."""
+        execute = self._exec
+        for item in items:
+            if isinstance(item, _Step):
+                if cmap is None:
+                    execute[type(item.op)](item)
+                else:
+                    execute[type(item.op)](_bound(item, cmap))
+            elif isinstance(item, Loop):  # a loop holds calls only
+                for i in range(item.count):
+                    self._run(item.body, cmap, xbs, rows, i)  # type: ignore[arg-type]
+            else:
+                routine = self._routines[item.routine]
+                where = (item.xbs or xbs, item.rows or rows)
+                bases = frame_bases(routine, item, iteration,
+                                    None if cmap is None else cmap.tolist())
+                inner = np.concatenate([np.arange(b, b + seg.width) for seg, b in
+                                        zip(routine.segments, bases, strict=True)])
+                self._run(self._site(routine, *where), inner, *where, 0)  # type: ignore[arg-type]
+
+    def _site(self, routine: Routine, xbs: Span, rows: Span | None) -> list:  # type: ignore[type-arg]
+        """A routine's body decoded once per place it runs (crossbars and rows)."""
+        key = (routine.name, xbs, rows)
+        steps = self._sites.get(key)
+        if steps is None:
+            steps = self._sites[key] = [
+                self._prepare(dataclasses.replace(i, xbs=xbs, rows=rows), i.line)
+                if isinstance(i, Op) else i for i in routine.body]
+        return steps
+
     def _static_totals(self) -> None:
         """Cycles, latency and the columns and crossbars touched do not depend on data, so
-        they are totalled when the program is loaded (run() adds what does: energy, writes)."""
-        s, model = self.stats, self.arch.init_model
-        used_cols = np.zeros(self.arch.cols, dtype=bool)
-        used_xbs = np.zeros(self.prog.crossbars, dtype=bool)
-        for step in self._steps:
-            t, kind = step.timing, step.op.opcode.value
-            s.ops[kind] += 1
-            s.cycles[kind] += t.cycles(model)
-            s.cycles_bulk += t.cycles_bulk
-            s.cycles_per_cell += t.cycles_per_cell
-            s.latency_ns += t.latency_ns(model)
-            used_cols[list(_columns_of(self.arch, step.op))] = True
-            used_xbs[step.xs] = True
-            if isinstance(step.op, Transfer):
-                used_xbs[step.op.dst_xbs.as_slice()] = True
-        for t in (*self.prog.inputs, *self.prog.outputs):
-            used_cols[list(t.columns(self.host.dtype(t).bits))] = True
-            used_xbs[t.xbs.as_slice()] = True
-        s.columns_used, s.crossbars_used = int(used_cols.sum()), int(used_xbs.sum())
+        they are counted from the program's structure when it is loaded (run() adds what
+        does: energy, writes)."""
+        from runtime.count import static_totals
+
+        static_totals(self.prog, self.stats)
 
     def _finish(self) -> None:
         if self.writes is not None:
@@ -317,20 +353,20 @@ def _as_index(cols: np.ndarray) -> np.ndarray | slice:
     return cols
 
 
-def _columns_of(arch, op: Op) -> set[int]:  # type: ignore[no-untyped-def]
+def _bound(step: _Step, cmap: np.ndarray) -> _Step:
+    """A routine body's step with its frame columns mapped to crossbar columns."""
+    op = step.op
+    fields = dict(op.__dict__)
+    for name in COLUMN_FIELDS[type(op)]:
+        value = fields[name]
+        fields[name] = int(cmap[value]) if isinstance(value, int) else tuple(
+            cmap[list(value)].tolist())
+    new = object.__new__(type(op))
+    new.__dict__.update(fields)
+    step = dataclasses.replace(step, op=new)
     if isinstance(op, Init):
-        return set(sum(rep_columns(arch, op.cols, op.rep), ()))
-    if isinstance(op, Nor):
-        return set(sum(rep_columns(arch, (op.out, *op.ins), op.rep), ()))
-    if isinstance(op, Search):
-        return set(op.cols)
-    if isinstance(op, Shift):
-        return set(op.src_cols) | set(op.dst_cols)
-    assert isinstance(op, Transfer)
-    if op.dst_row is None:
-        return set(op.src_cols) | set(op.dst_cols)
-    n = len(op.rows or Span(0, arch.rows))
-    return set(op.src_cols) | set(range(op.dst_cols[0], op.dst_cols[0] + n))
+        object.__setattr__(step, "aux", tuple(cmap[a] for a in step.aux))
+    return step
 
 
 def run_program(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,

@@ -35,6 +35,9 @@ class Stats:
     crossbars_used: int = 0
     endurance: Endurance | None = None
     host: HostIO = field(default_factory=HostIO)
+    # Counted without executing: data-dependent energy is bounded, not measured.
+    counted: bool = False
+    energy_bounds: tuple[float, float] | None = None
 
     @property
     def total_cycles(self) -> int:
@@ -55,6 +58,8 @@ class Stats:
             "cycles_per_cell_init": self.cycles_per_cell,
             "latency_ns": self.latency_ns,
             "energy_fj": self.total_energy_fj,
+            "energy_fj_bounds": list(self.energy_bounds or (self.total_energy_fj,) * 2),
+            "counted_without_executing": self.counted,
             "energy_fj_by_kind": dict(self.energy_fj),
             "bit_operations": self.row_ops,
             "columns_used": self.columns_used,
@@ -74,6 +79,11 @@ class Stats:
         other_cycles = self.cycles_per_cell if other == "per-cell" else self.cycles_bulk
         e = self.endurance
         h = self.host
+        if self.energy_bounds and self.counted:
+            lo, hi = self.energy_bounds
+            lines.append(f"(counted without executing: energy of data-dependent writes and "
+                         f"predicated ops is between {lo / 1e3:,.3f} and {hi / 1e3:,.3f} pJ; "
+                         f"the upper bound is shown)")
         lines += [
             "",
             f"INIT model        {self.init_model.value} ({other_cycles:,} cycles with {other} INIT)",

@@ -71,6 +71,27 @@ def ripple_add8() -> Program:
     return b.build()
 
 
+def ripple_add8_loop() -> Program:
+    """ripple_add8 with its full adder as a routine, called by a LOOP over bits 1..7: the
+    program text stays the same size for any width."""
+    b = ProgramBuilder(1, source="samples/make_samples.py:ripple_add8_loop")
+    b.input("a", "u8", [1024], 0)
+    b.input("b", "u8", [1024], 8)
+    s, carry, scratch = 16, 24, 32
+    with b.annotate("full adder"), b.routine("full_add", a=1, b=1, cin=1, s=1, cout=1,
+                                             t=7) as f:
+        emit_full_adder(b, f["a"], f["b"], f["cin"], f["s"], f["cout"],
+                        list(range(f["t"], f["t"] + 7)))
+    with b.annotate("bit 0"):
+        emit_half_adder(b, 0, 8, s, carry, list(range(scratch, scratch + 7)))
+    with b.annotate("bits 1..7"), b.loop(7):
+        b.call("full_add", a=(1, 1), b=(9, 1), cin=(carry, 1), s=(s + 1, 1),
+               cout=(carry + 1, 1), t=scratch)
+    b.output("s", "u8", [1024], s)
+    b.output("carry", "u1", [1024], carry + 7)
+    return b.build()
+
+
 def row_ops() -> Program:
     """SEARCH, SHIFT and both TRANSFER forms on two crossbars of u8 values."""
     b = ProgramBuilder(2, source="samples/make_samples.py:row_ops")
@@ -94,7 +115,7 @@ def row_ops() -> Program:
 
 
 SAMPLES = {"full_adder.uop": full_adder, "ripple_add8.uop": ripple_add8,
-           "row_ops.uop": row_ops}
+           "ripple_add8_loop.uop": ripple_add8_loop, "row_ops.uop": row_ops}
 
 
 def main() -> None:

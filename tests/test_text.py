@@ -63,7 +63,7 @@ def test_parse_errors_name_the_line(body, line, message):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("", "prog.uop:1: a program starts with '.pimc 1'"),
-    (".pimc 2\n", "prog.uop:1: unsupported format version '2'"),
+    (".pimc 3\n", "prog.uop:1: unsupported format version '3'"),
     (".pimc 1\n", "missing '.crossbars N'"),
     (".pimc 1\n.crossbars 1\n.arch rows=100\n", "prog.uop:3: arch: rows must be a positive multiple of 64"),
     (".pimc 1\n.crossbars 1\n.arch speed=3\n", "prog.uop:3: unknown architecture parameter 'speed'"),

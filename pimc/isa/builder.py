@@ -7,16 +7,24 @@ from contextlib import contextmanager
 
 from pimc.isa.arch import Arch
 from pimc.isa.check import validate
+from pimc.isa.errors import PimError
 from pimc.isa.text import op_lines
 from pimc.isa.uop import (
+    HERE,
     NO_REP,
+    Arg,
+    Call,
     Init,
+    Item,
+    Loop,
     Nor,
     Op,
     Program,
     Rep,
+    Routine,
     Search,
     SearchKind,
+    Segment,
     Shift,
     Span,
     TensorIO,
@@ -39,10 +47,13 @@ class ProgramBuilder:
         self.crossbars = crossbars
         self.source = source
         self.meta = meta
-        self.ops: list[Op] = []
+        self.ops: list[Item] = []
         self.inputs: list[TensorIO] = []
         self.outputs: list[TensorIO] = []
         self.source_note = ""  # attached to every op emitted (see annotate)
+        self.routines: list[Routine] = []
+        self._frame: tuple[str, tuple[Segment, ...], list[Item]] | None = None
+        self._loops: list[list[Item]] = []
 
     @contextmanager
     def annotate(self, src: str) -> Iterator[None]:
@@ -54,6 +65,8 @@ class ProgramBuilder:
             self.source_note = saved
 
     def _common(self, xbs: Where, rows: Where, pred: bool) -> dict[str, object]:
+        if self._frame is not None:  # a routine's ops act on the call's crossbars and rows
+            return dict(xbs=HERE, rows=None, pred=pred, src=self.source_note)
         return dict(
             xbs=as_span(xbs) if xbs is not None else Span(0, self.crossbars),
             rows=as_span(rows) if rows is not None else None,
@@ -62,8 +75,53 @@ class ProgramBuilder:
         )
 
     def _emit(self, op: Op) -> Op:
-        self.ops.append(op)
+        self._items().append(op)
         return op
+
+    def _items(self) -> list[Item]:
+        if self._loops:
+            return self._loops[-1]
+        return self._frame[2] if self._frame is not None else self.ops  # type: ignore[return-value]
+
+    @contextmanager
+    def routine(self, name: str, **widths: int) -> Iterator[dict[str, int]]:
+        """Ops emitted inside form routine `name`; yields each segment's first frame
+        column (segments in the order given)."""
+        if self._frame is not None:
+            raise PimError("routines are defined one at a time, at top level")
+        segments = tuple(Segment(k, w) for k, w in widths.items())
+        self._frame = (name, segments, [])
+        first, col = {}, 0
+        for seg in segments:
+            first[seg.name], col = col, col + seg.width
+        try:
+            yield first
+            self.routines.append(Routine(name, segments, tuple(self._frame[2]),
+                                         self.source_note))
+        finally:
+            self._frame = None
+
+    @contextmanager
+    def loop(self, count: int) -> Iterator[None]:
+        """Calls made inside repeat `count` times (their args' strides apply)."""
+        self._loops.append([])
+        try:
+            yield
+        finally:
+            body = self._loops.pop()
+        self._items().append(Loop(count, tuple(body), self.source_note))
+
+    def call(self, name: str, *, xbs: Where = None, rows: Where = None,
+             **args: int | tuple[int, int]) -> Call:
+        """CALL a routine: each segment's base column, or (base, stride) inside a loop."""
+        bound = tuple(Arg(k, *((v, 0) if isinstance(v, int) else v)) for k, v in args.items())
+        if self._frame is not None:
+            call = Call(name, bound, src=self.source_note)
+        else:
+            call = Call(name, bound, as_span(xbs) if xbs is not None else Span(0, self.crossbars),
+                        as_span(rows) if rows is not None else None, self.source_note)
+        self._items().append(call)
+        return call
 
     def init(self, cols: int | Sequence[int], value: int, *, xbs: Where = None,
              rows: Where = None, pred: bool = False, rep: Rep = NO_REP) -> Op:
@@ -117,7 +175,8 @@ class ProgramBuilder:
         """The program, checked statically, with ops numbered as print_program would."""
         prog = Program(arch=self.arch, crossbars=self.crossbars, ops=tuple(self.ops),
                        inputs=tuple(self.inputs), outputs=tuple(self.outputs),
-                       source=self.source, meta=self.meta)
+                       source=self.source, meta=self.meta, routines=tuple(self.routines),
+                       version=2 if self.routines else 1)
         prog = Program(**{**prog.__dict__, "lines": op_lines(prog)})
         validate(prog, "<builder>")
         return prog

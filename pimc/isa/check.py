@@ -7,15 +7,24 @@ outputs, reads of never-written cells). Errors read `NAME:LINE: what is wrong`.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
+from pimc.isa.flow import written_columns
 from pimc.isa.uop import (
+    Arg,
+    Call,
     Init,
+    Item,
+    Loop,
     Nor,
     Op,
     Program,
     Rep,
+    Routine,
     Search,
     SearchKind,
     Shift,
@@ -64,13 +73,21 @@ def _check_span(span: Span, limit: int, what: str) -> str | None:
     return None
 
 
-def op_problem(prog: Program, op: Op) -> str | None:
-    """What is statically wrong with `op`, or None."""
+def op_problem(prog: Program, op: Op, frame: Routine | None = None) -> str | None:
+    """What is statically wrong with `op` (in a routine's body if `frame`), or None."""
     arch = prog.arch
+    if frame is not None:  # columns are frame columns; crossbars and rows are the call's
+        if isinstance(op, Transfer) or op.rows is not None:
+            return "an op inside a routine acts on the call's crossbars and rows"
+        problem = _op_problem(prog, op, dataclasses.replace(arch, cols=frame.width))
+        return problem and problem.replace(
+            "crossbars have", f"routine '{frame.name}' has").replace(" columns)", " frame columns)")
     problem = _check_span(op.xbs, prog.crossbars, "crossbar") or (
         _check_span(op.rows, arch.rows, "row") if op.rows is not None else None)
-    if problem:
-        return problem
+    return problem or _op_problem(prog, op, arch)
+
+
+def _op_problem(prog: Program, op: Op, arch: Arch) -> str | None:
     if isinstance(op, Init):
         if not 0 <= op.value < 1 << len(op.cols):
             return f"value {op.value} does not fit in {len(op.cols)} columns"
@@ -170,7 +187,176 @@ def validate(prog: Program, name: str = "<uop>") -> None:
             problem = f"tensor name '{t.name}' is declared twice"  # an input may be placed twice
         if problem:
             raise PimError(f"{name}: {problem}")
-    for i, op in enumerate(prog.ops):
-        problem = op_problem(prog, op)
+    written = check_routines(prog, name)
+    for i, item in enumerate(prog.ops):
+        problem = item_problem(prog, item, None, 1, written)
         if problem:
-            raise PimError(f"{name}:{prog.line_of(i)}: {problem}")
+            line, what = problem
+            raise PimError(f"{name}:{line or item_line(prog, i, item)}: {what}")
+
+
+def item_line(prog: Program, index: int, item: Item) -> int:
+    return item.line or prog.line_of(index)
+
+
+def item_problem(prog: Program, item: Item, frame: Routine | None, count: int,
+                 written: dict[str, set[str]]) -> tuple[int, str] | None:
+    """The line (0: the item's own) and what is wrong with an op, call or loop (`count`:
+    iterations of the enclosing loop; `written`: each routine's written segments)."""
+    if isinstance(item, Loop):
+        for sub in item.body:
+            problem = item_problem(prog, sub, frame, item.count, written)
+            if problem:
+                return problem[0] or sub.line, problem[1]
+        return None
+    if isinstance(item, Call):
+        what = call_problem(prog, item, frame, count, written)
+    else:
+        what = op_problem(prog, item, frame)
+    return None if what is None else (0, what)
+
+
+def routine_writes(prog: Program) -> dict[str, set[str]]:
+    """Routine name -> the segments its body writes (through nested calls too)."""
+    table = {r.name: r for r in prog.routines}
+    done: dict[str, set[str]] = {}
+
+    def frame_writes(body: tuple[Item, ...], r: Routine) -> set[int]:
+        cols: set[int] = set()
+        for item in body:
+            if isinstance(item, Loop):
+                cols |= frame_writes(item.body, r)  # conservative: every iteration's base
+                for sub in item.body:
+                    if isinstance(sub, Call) and sub.routine in table:
+                        callee = table[sub.routine]
+                        starts = callee.starts()
+                        for a in sub.args:
+                            if a.segment in writes(callee) and a.segment in starts:
+                                w = starts[a.segment][1]
+                                for i in range(item.count):
+                                    cols.update(range(a.base + i * a.stride,
+                                                      a.base + i * a.stride + w))
+            elif isinstance(item, Call):
+                callee = table.get(item.routine)
+                if callee is not None:
+                    starts = callee.starts()
+                    for a in item.args:
+                        if a.segment in writes(callee) and a.segment in starts:
+                            cols.update(range(a.base, a.base + starts[a.segment][1]))
+            else:
+                cols.update(written_columns(item))
+        return cols
+
+    def writes(r: Routine) -> set[str]:
+        if r.name not in done:
+            done[r.name] = set()  # recursion is reported by check_routines
+            cols = frame_writes(r.body, r)
+            done[r.name] = {s for s, (a, w) in r.starts().items()
+                            if any(a <= c < a + w for c in cols)}
+        return done[r.name]
+
+    return {r.name: writes(r) for r in prog.routines}
+
+
+def check_routines(prog: Program, name: str) -> dict[str, set[str]]:
+    """Each routine's body, and no routine calling itself through others; returns each
+    routine's written segments."""
+    table = {r.name: r for r in prog.routines}
+    _check_recursion(prog, name, table)
+    written = routine_writes(prog)
+    for r in prog.routines:
+        for item in r.body:
+            problem = item_problem(prog, item, r, 1, written)
+            if problem:
+                raise PimError(f"{name}:{problem[0] or item.line or r.line}: {problem[1]}")
+    return written
+
+
+def _check_recursion(prog: Program, name: str, table: dict[str, Routine]) -> None:
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+
+    def visit(r: Routine, path: list[str]) -> None:
+        state[r.name] = 1
+        for callee in _callees(r.body):
+            if state.get(callee) == 1:
+                cycle = " -> ".join([*path[path.index(callee):], callee])
+                raise PimError(f"{name}:{r.line}: recursion: {cycle}")
+            if callee in table and callee not in state:
+                visit(table[callee], [*path, callee])
+        state[r.name] = 2
+
+    for r in prog.routines:
+        if r.name not in state:
+            visit(r, [r.name])
+
+
+def _callees(body: tuple[Item, ...]) -> list[str]:
+    out: list[str] = []
+    for item in body:
+        if isinstance(item, Call):
+            out.append(item.routine)
+        elif isinstance(item, Loop):
+            out += _callees(item.body)
+    return out
+
+
+def call_problem(prog: Program, call: Call, frame: Routine | None, count: int,
+                 written_by: dict[str, set[str]]) -> str | None:
+    """An undefined routine, unbound or unknown segments, columns outside the crossbar (or
+    the caller's segment), and written segments overlapping others or themselves across
+    the loop's iterations."""
+    callee = next((r for r in prog.routines if r.name == call.routine), None)
+    if callee is None:
+        return f"no routine '{call.routine}'"
+    if frame is None:
+        if call.xbs is None:
+            return "a CALL outside a routine names its crossbars"
+        problem = _check_span(call.xbs, prog.crossbars, "crossbar") or (
+            _check_span(call.rows, prog.arch.rows, "row") if call.rows is not None else None)
+        if problem:
+            return problem
+    starts = callee.starts()
+    bound = [a.segment for a in call.args]
+    missing = [s for s in starts if s not in bound]
+    unknown = [s for s in bound if s not in starts]
+    if missing or unknown:
+        return (f"CALL {call.routine}: " + (f"segment(s) {', '.join(missing)} not bound"
+                if missing else f"no segment '{unknown[0]}' in routine '{call.routine}'"))
+    spans = {}
+    for a in call.args:
+        width = starts[a.segment][1]
+        lo = min(a.base, a.base + (count - 1) * a.stride)
+        hi = max(a.base, a.base + (count - 1) * a.stride) + width
+        if lo < 0:
+            return f"CALL {call.routine}: segment '{a.segment}' starts before column 0"
+        if frame is None and hi > prog.arch.cols:
+            return (f"CALL {call.routine}: segment '{a.segment}' needs columns c{lo}..c{hi - 1}"
+                    f"; crossbars have {prog.arch.cols}")
+        if frame is not None and not any(s <= lo and hi <= s + w
+                                         for s, w in frame.starts().values()):
+            return (f"CALL {call.routine}: segment '{a.segment}' is not inside one segment "
+                    f"of routine '{frame.name}'")
+        spans[a.segment] = (a, width, lo, hi)
+    written = written_by.get(call.routine, set())
+    for s in [a.segment for a in call.args if a.segment in written]:
+        a, width, _, _ = spans[s]
+        if count > 1 and a.stride and abs(a.stride) < width:
+            return (f"CALL {call.routine}: the LOOP's stride {a.stride:+d} on '{s}' makes "
+                    f"iterations overwrite each other's {width}-column results")
+        for other, (b, width2, _, _) in spans.items():
+            if other != s and _meet(a, width, b, width2, count):
+                return (f"CALL {call.routine}: written segment '{s}' overlaps segment "
+                        f"'{other}'")
+    return None
+
+
+def _meet(a: Arg, wa: int, b: Arg, wb: int, count: int) -> bool:
+    """Whether a's and b's columns overlap in some iteration i < count: -wb < d(i) < wa
+    for d(i) = (b.base - a.base) + i * (b.stride - a.stride)."""
+    d, ds = b.base - a.base, b.stride - a.stride
+    if ds == 0:
+        return -wb < d < wa
+    lo, hi = sorted(((-wb - d) / ds, (wa - d) / ds))  # open interval of real i
+    first = max(0, math.floor(lo) + 1)
+    last = min(count - 1, math.ceil(hi) - 1)
+    return first <= last

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pimc.isa.arch import Arch, InitModel
-from pimc.isa.uop import Init, Nor, Op, Search, SearchKind, Shift, Transfer
+from pimc.isa.uop import Call, Init, Item, Loop, Nor, Op, Routine, Search, SearchKind, Shift, Transfer
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,26 @@ def timing(op: Op, arch: Arch) -> OpTiming:
 def program_cycles(ops: Iterable[Op], arch: Arch) -> int:
     """Cycles of a straight-line op sequence under the architecture's INIT model."""
     return sum(timing(op, arch).cycles(arch.init_model) for op in ops)
+
+
+def item_counts(item: Item, routines: dict[str, Routine], arch: Arch,
+                memo: dict[str, tuple[int, int]] | None = None) -> tuple[int, int]:
+    """(micro-ops executed, cycles) of an op, call or loop: cycles do not depend on data,
+    so a routine is costed once (memo) however often it is called."""
+    memo = {} if memo is None else memo
+    if isinstance(item, Loop):
+        ops = cycles = 0
+        for sub in item.body:
+            o, c = item_counts(sub, routines, arch, memo)
+            ops, cycles = ops + o, cycles + c
+        return ops * item.count, cycles * item.count
+    if isinstance(item, Call):
+        if item.routine not in memo:
+            memo[item.routine] = (0, 0)  # recursion is the checker's to report
+            ops = cycles = 0
+            for sub in routines[item.routine].body:
+                o, c = item_counts(sub, routines, arch, memo)
+                ops, cycles = ops + o, cycles + c
+            memo[item.routine] = (ops, cycles)
+        return memo[item.routine]
+    return 1, timing(item, arch).cycles(arch.init_model)

@@ -86,6 +86,7 @@ class Op:
     rows: Span | None = None  # selected rows; None means every row
     pred: bool = False  # further limit to the rows of each crossbar's tag
     src: str = ""  # source annotation: a DSL line, an ONNX node
+    line: int = field(default=0, compare=False, repr=False)  # where it was parsed from
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,12 +258,86 @@ class TensorIO:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A named run of a routine's frame columns (an operand, a result or scratch)."""
+
+    name: str
+    width: int
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A call's binding of one segment: its first column is `base` (plus `stride` per
+    iteration of the enclosing loop). At top level `base` is a crossbar column; inside a
+    routine it is a column of the caller's frame."""
+
+    segment: str
+    base: int
+    stride: int = 0
+
+
+@dataclass(frozen=True)
+class Call:
+    """Run a routine's body with its segments bound to columns. At top level the call
+    names the crossbars and rows its body acts on; inside a routine it inherits them."""
+
+    routine: str
+    args: tuple[Arg, ...]
+    xbs: Span | None = None
+    rows: Span | None = None
+    src: str = ""
+    line: int = field(default=0, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Repeat `body` `count` times; iteration i binds every Arg at base + i * stride."""
+
+    count: int
+    body: tuple[Item, ...]
+    src: str = ""
+    line: int = field(default=0, compare=False, repr=False)
+
+
+Item = Op | Call | Loop
+
+
+@dataclass(frozen=True)
+class Routine:
+    """A block of micro-ops defined once and called many times (SIMDRAM's muProgram).
+    Columns in `body` are frame columns: segment k covers the frame columns after those of
+    the segments before it. Body ops act on the caller's crossbars and rows (their own
+    `xbs` and `rows` fields are unused: Span(0, 1) and None)."""
+
+    name: str
+    segments: tuple[Segment, ...]
+    body: tuple[Item, ...]
+    src: str = ""
+    line: int = field(default=0, compare=False, repr=False)
+
+    @property
+    def width(self) -> int:
+        return sum(s.width for s in self.segments)
+
+    def starts(self) -> dict[str, tuple[int, int]]:
+        """Segment name -> (first frame column, width)."""
+        out, col = {}, 0
+        for s in self.segments:
+            out[s.name] = (col, s.width)
+            col += s.width
+        return out
+
+
+HERE = Span(0, 1)  # the crossbar field of an op inside a routine: the caller's
+
+
+@dataclass(frozen=True)
 class Program:
     """A whole micro-op program: header (architecture, I/O placement) and body."""
 
     arch: Arch
     crossbars: int
-    ops: tuple[Op, ...]
+    ops: tuple[Item, ...]
     inputs: tuple[TensorIO, ...] = ()
     outputs: tuple[TensorIO, ...] = ()
     source: str = ""
@@ -272,6 +347,13 @@ class Program:
     meta: tuple[tuple[str, str], ...] = ()
     # Line of each op in the text it was parsed from (or would be printed to); not identity.
     lines: tuple[int, ...] = field(default=(), compare=False)
+    routines: tuple[Routine, ...] = ()
+
+    def routine(self, name: str) -> Routine:
+        for r in self.routines:
+            if r.name == name:
+                return r
+        raise PimError(f"no routine '{name}'")
 
     def line_of(self, index: int) -> int:
         return self.lines[index] if index < len(self.lines) else index + 1

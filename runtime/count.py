@@ -1,0 +1,252 @@
+"""Costs from a program's structure, without executing it (`pimc run --count-only`).
+
+Cycles, latency, op counts, the columns and crossbars used and host traffic do not depend
+on data: they come out equal to what the machine counts when it runs. Energy and writes
+per cell do depend on data where an op is predicated (only tagged rows act) and, for
+energy, where SHIFT or TRANSFER write data (a 1 costs E_set, a 0 E_reset): there the count
+gives bounds, [lo, hi], and reports hi. A routine is summarised once per crossbar and row
+count it runs on; a loop multiplies, so counting takes time in proportion to the text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pimc.isa.arch import Arch
+from pimc.isa.check import rep_columns, validate
+from pimc.isa.cost import timing
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.flow import frame_bases, written_columns
+from pimc.isa.uop import Call, Init, Item, Loop, Nor, Op, Program, Routine, Search, Shift, Span, Transfer
+from runtime.endurance import WriteCounter, count_host_writes
+from runtime.stats import HostIO, Stats
+
+
+@dataclass
+class Block:
+    """What a block of items costs where it runs on a given number of active rows."""
+
+    ops: Counter[str] = field(default_factory=Counter)
+    cycles: Counter[str] = field(default_factory=Counter)
+    cycles_bulk: int = 0
+    cycles_per_cell: int = 0
+    latency_ns: float = 0.0
+    energy_lo: Counter[str] = field(default_factory=Counter)
+    energy_hi: Counter[str] = field(default_factory=Counter)
+    row_ops: int = 0
+    writes: Counter[int] = field(default_factory=Counter)  # frame column -> writes per row
+    cols: set[int] = field(default_factory=set)  # frame columns touched
+
+    def add(self, other: Block, times: int = 1, col: dict[int, int] | None = None) -> None:
+        """Fold `other` in `times` over, its columns renamed by `col`."""
+        for mine, theirs in ((self.ops, other.ops), (self.cycles, other.cycles),
+                             (self.energy_lo, other.energy_lo), (self.energy_hi, other.energy_hi)):
+            for k, v in theirs.items():
+                mine[k] += v * times
+        self.cycles_bulk += other.cycles_bulk * times
+        self.cycles_per_cell += other.cycles_per_cell * times
+        self.latency_ns += other.latency_ns * times
+        self.row_ops += other.row_ops * times
+        rename = (lambda c: c) if col is None else col.__getitem__
+        for c, n in other.writes.items():
+            self.writes[rename(c)] += n * times
+        self.cols.update(map(rename, other.cols))
+
+
+def op_block(op: Op, arch: Arch, active: int) -> Block:
+    """One op's cost on `active` selected rows (summed over its crossbars)."""
+    b = Block()
+    t, kind = timing(op, arch), op.opcode.value
+    b.ops[kind] = 1
+    b.cycles[kind] = t.cycles(arch.init_model)
+    b.cycles_bulk, b.cycles_per_cell = t.cycles_bulk, t.cycles_per_cell
+    b.latency_ns = t.latency_ns(arch.init_model)
+    reps = getattr(getattr(op, "rep", None), "count", 1)
+    if isinstance(op, Nor):
+        hi = arch.e_nor_fj * active * reps
+        lo = 0.0 if op.pred else hi
+        b.row_ops = active * reps
+        b.cols.update(*rep_columns(arch, (op.out, *op.ins), op.rep))
+        written = [cols[0] for cols in rep_columns(arch, (op.out,), op.rep)]
+    elif isinstance(op, Init):
+        cols = [c for r in rep_columns(arch, op.cols, op.rep) for c in r]
+        ones = sum(op.value >> i & 1 for i in range(len(op.cols))) * reps
+        hi = active * (ones * arch.e_set_fj + (len(cols) - ones) * arch.e_reset_fj)
+        lo = 0.0 if op.pred else hi
+        b.cols.update(cols)
+        written = cols
+    elif isinstance(op, Search):
+        hi = arch.e_search_fj * active * t.cycles_bulk
+        lo = 0.0 if op.pred else hi
+        b.cols.update(op.cols)
+        written = []
+    else:
+        assert isinstance(op, Shift | Transfer)
+        cells = active * len(op.dst_cols)
+        hi, lo = cells * arch.e_set_fj, (0.0 if op.pred else cells * arch.e_reset_fj)
+        b.cols.update(op.src_cols, written_columns(op))
+        written = list(written_columns(op))
+    b.energy_lo[kind], b.energy_hi[kind] = lo, hi
+    for c in written:
+        b.writes[c] += 1
+    return b
+
+
+class Walker:
+    """Walks a program's structure, summarising each routine once per active-row count."""
+
+    def __init__(self, prog: Program) -> None:
+        self.prog, self.arch = prog, prog.arch
+        self.routines = {r.name: r for r in prog.routines}
+        self.memo: dict[tuple[str, int], Block] = {}
+
+    def routine(self, r: Routine, active: int) -> Block:
+        key = (r.name, active)
+        if key not in self.memo:
+            b = Block()
+            self.body(b, r.body, active)
+            self.memo[key] = b
+        return self.memo[key]
+
+    def body(self, b: Block, items: tuple[Item, ...], active: int) -> None:
+        """Items of a routine body: frame columns, every op on the call's rows."""
+        for item in items:
+            if isinstance(item, Loop):
+                for i in range(item.count):  # strided columns: each iteration renames
+                    for call in item.body:
+                        self.call_in_frame(b, call, active, i)  # type: ignore[arg-type]
+            elif isinstance(item, Call):
+                self.call_in_frame(b, item, active, 0)
+            else:
+                b.add(op_block(item, self.arch, active))
+
+    def call_in_frame(self, b: Block, call: Call, active: int, i: int) -> None:
+        r = self.routines[call.routine]
+        cmap = _cmap(r, frame_bases(r, call, i, None))
+        b.add(self.routine(r, active), 1, cmap)
+
+
+def _cmap(r: Routine, bases: list[int]) -> dict[int, int]:
+    out, f = {}, 0
+    for seg, base in zip(r.segments, bases, strict=True):
+        for j in range(seg.width):
+            out[f + j] = base + j
+        f += seg.width
+    return out
+
+
+def _rows(span: Span | None, arch: Arch) -> range | None:
+    return None if span is None else span.indices()
+
+
+def _count(prog: Program, stats: Stats, writes: WriteCounter | None) -> Block:
+    """Fill the data-independent totals of `stats`; count writes if asked; return the
+    whole program's block (energy bounds by kind)."""
+    arch = prog.arch
+    walker = Walker(prog)
+    total = Block()
+    used_xbs = np.zeros(prog.crossbars, dtype=bool)
+    used_cols: set[int] = set()
+
+    def top(items: tuple[Item, ...], iteration_of: int, count: int) -> None:
+        for item in items:
+            if isinstance(item, Loop):
+                for i in range(item.count):
+                    top(item.body, i, item.count)
+                continue
+            if isinstance(item, Call):
+                r = walker.routines[item.routine]
+                xbs, rows = item.xbs, item.rows
+                assert xbs is not None
+                active = (len(rows) if rows is not None else arch.rows) * len(xbs)
+                block = walker.routine(r, active)
+                cmap = _cmap(r, frame_bases(r, item, iteration_of, None))
+                total.add(block, 1, None)
+                used_cols.update(cmap[c] for c in block.cols)
+                used_xbs[xbs.as_slice()] = True
+                if writes is not None and block.writes:
+                    cols = np.array([cmap[c] for c in block.writes])
+                    times = np.array(list(block.writes.values()))
+                    writes.add(cols, xbs.as_slice(), _rows(rows, arch), times=times)
+                continue
+            op = item
+            rows_n = len(op.rows) if op.rows is not None else arch.rows
+            xbs = op.dst_xbs if isinstance(op, Transfer) else op.xbs
+            active = rows_n * len(op.xbs)
+            block = op_block(op, arch, active)
+            if isinstance(op, Transfer) and op.dst_row is not None:
+                block.energy_hi["TRANSFER"] = rows_n * len(op.src_cols) * len(op.xbs) * arch.e_set_fj
+                block.energy_lo["TRANSFER"] = rows_n * len(op.src_cols) * len(op.xbs) * arch.e_reset_fj
+                dst = list(range(op.dst_cols[0], op.dst_cols[0] + rows_n))
+                block.cols.update(dst)
+                block.writes = Counter()
+                if writes is not None:
+                    writes.add(np.array(dst), op.dst_xbs.as_slice(),
+                               range(op.dst_row, op.dst_row + len(op.src_cols)))
+            elif writes is not None and block.writes:
+                writes.add(np.array(list(block.writes)), xbs.as_slice(), _rows(op.rows, arch))
+            total.add(block)
+            used_cols.update(block.cols)
+            used_xbs[op.xbs.as_slice()] = True
+            if isinstance(op, Transfer):
+                used_xbs[op.dst_xbs.as_slice()] = True
+
+    top(prog.ops, 0, 1)
+    for t in (*prog.inputs, *prog.outputs):
+        used_cols.update(t.columns(parse_dtype(t.dtype).bits))
+        used_xbs[t.xbs.as_slice()] = True
+    stats.ops.update(total.ops)
+    stats.cycles.update(total.cycles)
+    stats.cycles_bulk += total.cycles_bulk
+    stats.cycles_per_cell += total.cycles_per_cell
+    stats.latency_ns += total.latency_ns
+    stats.columns_used = len(used_cols)
+    stats.crossbars_used = int(used_xbs.sum())
+    return total
+
+
+def static_totals(prog: Program, stats: Stats) -> None:
+    """The data-independent part of what a run will count (the machine calls this)."""
+    _count(prog, stats, None)
+
+
+def count_program(prog: Program, name: str = "<uop>") -> Stats:
+    """Everything `run` reports, from the structure alone; data-dependent energy as its
+    upper bound (bounds in `energy_fj_bounds`), predicated writes as if every selected
+    row were tagged."""
+    validate(prog, name)
+    stats = Stats(prog.arch.init_model, prog.arch.partitions)
+    writes = WriteCounter(prog.arch.cols, prog.crossbars, prog.arch.rows)
+    for t in prog.inputs:
+        count_host_writes(writes, t)
+    total = _count(prog, stats, writes)
+    stats.energy_fj.update(total.energy_hi)
+    stats.row_ops = total.row_ops
+    stats.energy_bounds = (float(sum(total.energy_lo.values())),
+                           float(sum(total.energy_hi.values())))
+    stats.counted = True
+    stats.endurance = writes.summary()
+    stats.host = host_traffic(prog)
+    return stats
+
+
+def host_traffic(prog: Program) -> HostIO:
+    """Host writes and reads as the host port counts them (cells, row writes, energy is
+    data-dependent: bounded above by E_set per cell)."""
+    h = HostIO()
+    for t in prog.inputs:
+        bits = parse_dtype(t.dtype).bits
+        slots = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
+        cells = slots * t.lanes * bits
+        h.input_cells += cells
+        h.input_row_writes += 2 if t.broadcast else slots
+        h.input_energy_fj += cells * prog.arch.e_set_fj
+    for t in prog.outputs:
+        bits = parse_dtype(t.dtype).bits
+        slots = t.placed_elements // t.lanes
+        h.output_cells += slots * t.lanes * bits
+        h.output_row_reads += slots
+    return h
