@@ -20,12 +20,14 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
+from pimc.lower.arith import REGISTRY
+from pimc.lower.tensors import Placement, lower_tensors
+from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
 from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.fold import fold_constants
 from pimc.passes.layout import layout
 from pimc.passes.lower import REDUCTIONS, Lowered, lower
-from pimc.passes.lower_tensors import Placement, lower_tensors
 from pimc.passes.typecheck import typecheck
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
@@ -58,11 +60,13 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     if len(sizes) > 1 and not any(k.node(n).op in REDUCTIONS for n in k.graph):
         # tensors of different sizes, broadcast as numpy does: the tensor lowering's views
         try:
-            tensors, placements = lower_tensors(k, mode, 1, arch.rows)
+            tensors, placements = lower_tensors(k, mode, 1, arch)
         except PimError as exc:
             raise PimError(f"{file}: kernel '{k.name}': {exc}") from None
-        return build_program(tensors, placements, arch, file, f"kernel '{k.name}'", meta,
-                             runs, wear_level)
+        if runs != 1 or wear_level:
+            raise PimError(f"{file}: --runs and --wear-level are not available for kernels "
+                           "that broadcast tensors of different sizes yet")
+        return build_word_program(tensors, placements, arch, file, f"kernel '{k.name}'", meta)
     low = lower(k, text, mode, arch.rows)
     return build_program(low, None, arch, file, f"kernel '{k.name}'", meta, runs, wear_level)
 
@@ -82,13 +86,12 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     while True:  # split the inner axes of matrix products until a row holds a chunk
         k = dce(split_matmuls(imported.kernel, chunks))
         try:
-            low, placements = lower_tensors(k, mode, chunks, arch.rows)
+            low, placements = lower_tensors(k, mode, chunks, arch)
         except PimError as exc:
             raise PimError(f"{file}: {exc}") from None
         meta = (("model", file), ("mode", mode), ("dtype", dtype), ("chunks", str(chunks)))
         try:
-            prog = build_program(low, placements, arch, file, f"model '{k.name}'", meta, 1,
-                                 False)
+            prog = build_word_program(low, placements, arch, file, f"model '{k.name}'", meta)
         except PimError as exc:
             if "columns" not in str(exc) or chunks >= widest:  # type: ignore[operator]
                 raise
@@ -109,6 +112,33 @@ def split_matmuls(kernel: Kernel, chunks: int) -> Kernel:
             attrs = {**dict(node.attrs), "chunks": chunks}
             k.graph.nodes[n]["node"] = dataclasses.replace(node, attrs=tuple(sorted(attrs.items())))
     return k
+
+
+def build_word_program(low: Lowered, placements: list[Placement], arch: Arch, file: str,
+                       what: str, meta: tuple[tuple[str, str], ...]) -> Program:
+    """Layout, word allocation and emission of a word-level program (pimc.lower)."""
+    net: WordNet = low.net  # type: ignore[assignment]
+    place = layout(low, arch, f"{file}: {what}", placements)
+    b = ProgramBuilder(place.crossbars, arch=arch, source=file, meta=meta)
+    b.inputs, b.outputs = list(place.inputs), list(place.outputs)
+    rows = place.rows if len(place.rows) != arch.rows else None
+    if place.padding:  # the last crossbar's rows beyond the tensors: zeros, so reading is legal
+        for t in place.inputs:
+            if not t.broadcast:
+                cols = t.columns(parse_dtype(t.dtype).bits)
+                b.init(cols, 0, xbs=place.crossbars - 1, rows=Span(*place.padding))
+    routines = routines_used(tuple(net.steps), REGISTRY)
+    scratch = arch.cols - max((r.starts().get("t", (0, 0))[1] for r in routines), default=0)
+    product = scratch - max((net.width[s.out] for s in net.steps if s.kind == "mac"), default=0)
+    outputs = [(value, t.col) for t, (_, value) in zip(place.outputs, low.outputs, strict=True)]
+    placed = allocate_words(net, outputs, place.first_scratch, product,
+                            f"{file}: {what}")
+    b.meta += (("columns", f"{placed.peak} of {arch.cols} for values, then "
+                           f"{arch.cols - product} for routine scratch"
+                + (f"; the most at {placed.peak_at}" if placed.peak_at else "")),)
+    emit_words(placed, net, b, scratch, product, rows)
+    b.routines = routines_used(placed.steps, REGISTRY)
+    return b.build()
 
 
 def build_program(low: Lowered, placements: list[Placement] | None, arch: Arch, file: str,

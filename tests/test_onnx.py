@@ -13,9 +13,10 @@ from pimc.cli import main
 from pimc.compile import compile_model
 from pimc.frontend.onnx_import import import_model
 from pimc.isa.errors import PimError
+from pimc.isa.flow import flat
 from pimc.isa.uop import ViewOp
+from pimc.lower.tensors import lower_tensors, simplify
 from pimc.passes.evaluate import evaluate
-from pimc.passes.lower_tensors import lower_tensors, simplify
 from runtime import run_program
 
 F = TensorProto.FLOAT
@@ -144,7 +145,8 @@ def test_a_product_feeding_a_product_is_moved_into_lanes_by_doubling_shifts():
     m = onnx.load(str(__import__("pathlib").Path(__file__).resolve().parent.parent
                       / "samples" / "gemm_relu_gemm.onnx"))
     prog, imported = compile_model(m, "mlp.onnx")
-    moves = [op for op in prog.ops if op.opcode.value == "SHIFT" and op.src.endswith("relayout")]
+    moves = [op for op in flat(prog).ops
+             if op.opcode.value == "SHIFT" and op.src.endswith("relayout")]
     first = [op for op in moves if not op.pred]  # into each segment's first row: strided
     assert first and all(op.rows is not None and op.rows.step == 16 for op in first)
     doubling = [op for op in moves if op.pred]  # then to rows [t, 2t) of each segment

@@ -20,7 +20,7 @@ from pimc.isa.uop import Span, TensorIO
 
 if TYPE_CHECKING:
     from pimc.passes.lower import Lowered
-    from pimc.passes.lower_tensors import Placement
+    from pimc.lower.tensors import Placement
 
 
 @dataclass(frozen=True)

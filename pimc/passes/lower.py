@@ -97,7 +97,7 @@ def lower(kernel: Kernel, text: str, mode: str = "ieee", max_rows: int | None = 
                 words[n], placed[n] = _lower_reduction(
                     net, node, ops, parse_dtype(str(in_dtypes[0])), shape, mode, geo)
             else:
-                words[n] = _lower_node(net, node, ops, in_dtypes, mode, first_col)
+                words[n] = lower_node(net, node, ops, in_dtypes, mode, first_col)
         except PimError as exc:
             raise located_error(text, node.loc, str(exc)) from None
     outputs = [(r, words[kernel.outputs[r.name]]) for r in kernel.results]
@@ -149,13 +149,13 @@ def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
     combine, until crossbar 0 holds the result. Along an axis: the same row tree with
     strides, in every segment at once. Padding counts as the identity. Returns the result
     and the rows it is in (start, stop, step)."""
-    f = _logic(net, dt.name, mode, "mul" if node.op == "dot" else "add")
+    f = logic_for(net, dt.name, mode, "mul" if node.op == "dot" else "add")
     x = ops[0]
     if node.op == "dot":
         x = f.fmul(ops[0], ops[1]) if dt.kind is Kind.FLOAT else f.multiply_scaled(
             ops[0], ops[1], dt.signed, dt.frac_bits)
     op = "max" if node.op == "reduce_max" else "add"
-    g = _logic(net, dt.name, mode, op)
+    g = logic_for(net, dt.name, mode, op)
     identity = reduction_identity(node.op, dt)
     outer, length, inner = reduction_axes(shape, node.attr("axis"))
     if outer > 1 or inner > 1:
@@ -164,7 +164,7 @@ def _lower_reduction(net: Netlist, node: Node, ops: list[Word], dt: DType,
         last = (geo.crossbars - 1, geo.crossbars)
         x = [_overwritten(net, bit, identity >> i & 1, (geo.tail, geo.rows), last)
              for i, bit in enumerate(x)]
-    add = lambda a, b: _combine(g, op, dt, a, b)  # noqa: E731
+    add = lambda a, b: combine(g, op, dt, a, b)  # noqa: E731
     x = block_tree(net, add, x, identity, geo.rows, 1)  # every crossbar at once
     x = block_tree(net, add, x, identity, geo.crossbars, 1, across=(0, 1), rows=(0, 1))
     return x, (0, 1, 1)
@@ -219,7 +219,7 @@ def _segmented_tree(net: Netlist, g: FloatOps, op: str, dt: DType, x: Word, iden
             base = o * length * inner
             rows = (base + (n - m) * inner, base + m * inner)
             partner = [net.filled(b, rows, over=p) for b, p in zip(bits, partner, strict=True)]
-        x = _combine(g, op, dt, x, partner)
+        x = combine(g, op, dt, x, partner)
     return x, (0, outer * length * inner, length * inner) if inner == 1 else (0, inner, 1)
 
 
@@ -233,19 +233,19 @@ def _overwritten(net: Netlist, x: Bit, bit: int, rows: tuple[int, int],
     return net.filled(bit, rows, xbs, over=net.copy(x))
 
 
-def _combine(f: FloatOps, op: str, dt: DType, a: Word, b: Word) -> Word:
+def combine(f: FloatOps, op: str, dt: DType, a: Word, b: Word) -> Word:
     if dt.kind is Kind.FLOAT:
         return f.fadd(a, b) if op == "add" else f.fminmax(a, b, True, dt.name == "f16")
     return f.add(a, b)[0] if op == "add" else f.maximum(a, b, dt.signed)
 
 
-def _logic(net: Netlist, dtype: str, mode: str, op: str) -> FloatOps:
+def logic_for(net: Netlist, dtype: str, mode: str, op: str) -> FloatOps:
     fmt = FORMATS.get(dtype, FORMATS["f32"])
     return FloatOps(net, fmt, mode, numpy_nan_rule(dtype, op) if dtype in FORMATS else
                     (False, False))
 
 
-def _lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str | None],
+def lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str | None],
                 mode: str, first_col: dict[str, int]) -> Word:
     op, dt = node.op, parse_dtype(str(node.dtype))
     if op == "input":
@@ -253,7 +253,7 @@ def _lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str |
     if op == "const":
         return constant_bits(node, dt)
     operand_dt = parse_dtype(str(in_dtypes[0])) if in_dtypes else dt
-    f = _logic(net, operand_dt.name, mode, op)
+    f = logic_for(net, operand_dt.name, mode, op)
     is_float = operand_dt.kind is Kind.FLOAT
     if op == "select":
         return f.select(ops[0][0], ops[1], ops[2])

@@ -1,4 +1,5 @@
-"""Lowering of tensor graphs (the ONNX front end's IR) to one NOR netlist.
+"""Lowering of tensor graphs (the ONNX front end's IR) to a word-level program of routine
+calls, multiply-accumulate loops and moves (pimc.lower.words).
 
 Every value is computed in one iteration space, the shape of the kernel's results, one
 element per crossbar row. A value is reached in that space through a view (reshape,
@@ -14,7 +15,9 @@ a time). When K lanes do not fit a row, K is split into C chunks (MatPIM): the w
 is repeated C times, chunk c in its own rows or crossbars holding lanes c*Kc..(c+1)*Kc-1
 (zero-padded), and the partial sums meet in a log-depth tree: SHIFTs when the chunks share
 a crossbar, TRANSFERs over the switches when each has its own. Other inputs are written
-into every chunk. The reference follows the same order.
+into every chunk. The reference follows the same order. Each arithmetic op is a call of
+its routine (pimc.lower.arith, synthesised once); a matrix product over placed inputs is one
+LOOP over its lanes, so compiling costs the same for K = 64 or 8192.
 """
 
 from __future__ import annotations
@@ -27,21 +30,15 @@ import networkx as nx
 import numpy as np
 
 from pimc.ir import Kernel, Loc, Param
-from pimc.isa.dtypes import DType, Kind, parse_dtype
+from pimc.isa.arch import Arch
+from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import ViewOp, apply_view, view_shape
+from pimc.lower.arith import arith_routine
+from pimc.lower.words import Value, WordNet
 from pimc.passes.layout import Geometry, geometry
-from pimc.passes.lower import (
-    Lowered,
-    _combine,
-    _logic,
-    _lower_node,
-    block_tree,
-    reduction_identity,
-)
-from pimc.synth.float_ops import FloatOps
-from pimc.synth.logic import Word
-from pimc.synth.netlist import Netlist
+from pimc.passes.lower import Lowered, constant_bits, reduction_identity, tree_levels
+from pimc.synth.netlist import ONE
 
 View = tuple[ViewOp, ...]
 
@@ -101,21 +98,22 @@ def aligned(shape: tuple[int, ...], target: tuple[int, ...]) -> View:
 
 class _TensorLowering:
     def __init__(self, kernel: Kernel, mode: str, space: tuple[int, ...], chunks: int,
-                 rows: int) -> None:
+                 arch: Arch) -> None:
         self.k, self.mode, self.space, self.chunks = kernel, mode, space, chunks
+        self.arch = arch
         self.size = math.prod(space) if space else 1
-        self.geo, self.slots = chunk_geometry(self.size, chunks, rows)
-        self.net = Netlist()
-        self.memo: dict[tuple[int, View, bool], list[Word]] = {}
+        self.geo, self.slots = chunk_geometry(self.size, chunks, arch.rows)
+        self.net = WordNet()
+        self.memo: dict[tuple[int, View, bool], list[Value]] = {}
         self.placements: dict[tuple[str, View], Placement] = {}
         self.col = 0
-        self.index: Word | None = None  # the row-index column, once a relayout needs it
+        self.index: Value | None = None  # the row-index column, once a relayout needs it
         self.constants: dict[str, np.ndarray] = {}  # host-written values the lowering adds
         self.after_matmul = {n for n in kernel.graph if kernel.node(n).op == "matmul"
                              or any(kernel.node(a).op == "matmul"
                                     for a in nx.ancestors(kernel.graph, n))}
 
-    def words(self, n: int, view: View, chunked: bool = False) -> list[Word]:
+    def words(self, n: int, view: View, chunked: bool = False) -> list[Value]:
         """Node n's values, one word per lane, as `view` places them in the space; if
         `chunked`, the view's lanes are split over the chunks (a matmul's inner axis)."""
         node = self.k.node(n)
@@ -146,7 +144,7 @@ class _TensorLowering:
             steps.append(ViewOp("pad", (c, per_chunk, per)))
         return tuple(steps)
 
-    def _words(self, n: int, shape: tuple[int, ...], view: View, chunked: bool) -> list[Word]:
+    def _words(self, n: int, shape: tuple[int, ...], view: View, chunked: bool) -> list[Value]:
         node = self.k.node(n)
         lanes = view_shape(shape, view)[-1]
         count = self.lanes_per_chunk(lanes) if chunked else lanes
@@ -154,7 +152,9 @@ class _TensorLowering:
         if node.op == "input":
             return self._input(str(node.attr("name")), view, lanes, chunked)
         if node.op == "const":
-            return [_lower_node(self.net, node, [], [], self.mode, {})] * count
+            dt = parse_dtype(str(node.dtype))
+            raw = sum(1 << i for i, bit in enumerate(constant_bits(node, dt)) if bit == ONE)
+            return [self.net.constant(raw, dt.bits)] * count
         ops = self.k.operands(n)
         if node.op == "reshape":
             return self.words(ops[0], (ViewOp("reshape", shape), *view), chunked)
@@ -167,13 +167,15 @@ class _TensorLowering:
             return self._matmul(n, shape, view)
         lane_words = [self.words(o, (*aligned(tuple(self.k.node(o).shape or ()), shape), *view),
                                  chunked) for o in ops]
-        in_dtypes = [self.k.node(o).dtype for o in ops]
+        in_dtypes = tuple(str(self.k.node(o).dtype) for o in ops)
         self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
         try:
-            return [_lower_node(self.net, node, [w[lane] for w in lane_words], in_dtypes,
-                                self.mode, {}) for lane in range(count)]
+            routine = arith_routine(node.op, in_dtypes, str(node.dtype), self.mode, self.arch)
         except PimError as exc:
             raise PimError(f"{node.loc.label or node.op}: {exc}") from None
+        bits = parse_dtype(str(node.dtype)).bits
+        return [self.net.call(routine, [w[lane] for w in lane_words], bits)
+                for lane in range(count)]
 
     def natural(self, shape: tuple[int, ...]) -> View:
         """A value of `shape` laid out in the space as it is: element (..., j) in slot
@@ -185,7 +187,7 @@ class _TensorLowering:
         return (ViewOp("pad", space), ViewOp("reshape", (*space, 1)))
 
     def _relayout(self, n: int, shape: tuple[int, ...], view: View, chunked: bool
-                  ) -> list[Word]:
+                  ) -> list[Value]:
         """A computed value needed with lanes (a matrix product's output feeding another):
         computed once in its natural layout (valid in chunk 0), copied to the other chunks'
         crossbars by a TRANSFER tree if they have their own, then moved into the lanes:
@@ -221,18 +223,17 @@ class _TensorLowering:
             lanes.append(self._shifted_in(word, dest, source - dest))
         return lanes
 
-    def _shifted_in(self, word: Word, dest: np.ndarray, delta: np.ndarray) -> Word:
+    def _shifted_in(self, word: Value, dest: np.ndarray, delta: np.ndarray) -> Value:
         """A value holding, in each slot of `dest`, word's value `delta` slots away (zero
         elsewhere): one SHIFT per distance and crossbar row pattern."""
-        value = [self.net.filled(0, None) for _ in word]
+        value = self.net.fill(0, self.net.width[word], None)
         for (d, rows), xbs in _shift_groups(dest, delta, self.geo.rows):
             with self.net.limited(xbs=xbs):
-                value = [self.net.rows_from(b, d, rows, into=v)
-                         for b, v in zip(word, value, strict=True)]
+                value = self.net.rows_from(word, d, rows, into=value)
         return value
 
-    def _broadcast_in_segments(self, word: Word, dest: np.ndarray, source: np.ndarray
-                               ) -> Word | None:
+    def _broadcast_in_segments(self, word: Value, dest: np.ndarray, source: np.ndarray
+                               ) -> Value | None:
         """When every segment of the space's last axis (P slots) needs one source value in
         its first W slots: one SHIFT into each segment's first slot, then log2(W) doubling
         SHIFTs, each predicated on the rows whose index in the segment is in [t, 2t) (a
@@ -251,13 +252,12 @@ class _TensorLowering:
         everywhere = (0, self.geo.rows)
         q = 0
         while 1 << q < width:
-            when = (tuple(index[q:]), 1)  # bit q set, the bits above clear: [2^q, 2^(q+1))
-            value = [self.net.rows_from(v, -(1 << q), everywhere, into=v, when=when)
-                     for v in value]
+            when = (index, 1, q)  # bit q set, the bits above clear: [2^q, 2^(q+1))
+            value = self.net.rows_from(value, -(1 << q), everywhere, into=value, when=when)
             q += 1
         return value
 
-    def row_index(self, per: int) -> Word:
+    def row_index(self, per: int) -> Value:
         """A column word the host writes: each row's index in its segment of `per` slots."""
         if self.index is None:
             bits = max(1, (per - 1).bit_length())
@@ -267,23 +267,23 @@ class _TensorLowering:
             self.placements[("row_index_", ())] = Placement(param, self.col, 1, ())
             self.constants["row_index_"] = (np.arange(total) % per).astype(
                 parse_dtype(param.dtype).host)
-            self.index = self.net.word_input(self.col, bits)
+            self.index = self.net.input(self.col, bits)
             self.col += bits
         return self.index
 
-    def _copy_to_chunks(self, word: Word) -> Word:
+    def _copy_to_chunks(self, word: Value) -> Value:
         """Chunk 0's value copied into every chunk's crossbars, doubling by TRANSFERs."""
         per = self.geo.crossbars // self.chunks
-        word = [self.net.copy(b) for b in word]  # private cells the copies may take over
+        word = self.net.copy(word)  # private cells the copies may take over
         have = 1
         while have < self.chunks:
             count = min(have, self.chunks - have)
-            word = [self.net.crossbars_from(b, -have * per, (have * per, (have + count) * per),
-                                            (0, self.geo.rows), into=b) for b in word]
+            word = self.net.crossbars_from(word, -have * per, (have * per, (have + count) * per),
+                                           (0, self.geo.rows), into=word)
             have += count
         return word
 
-    def _input(self, name: str, view: View, lanes: int, chunked: bool) -> list[Word]:
+    def _input(self, name: str, view: View, lanes: int, chunked: bool) -> list[Value]:
         param = next(p for p in self.k.params if p.name == name)
         full = simplify(param.shape, (*view, *self.over_chunks(lanes, chunked)))
         count = self.lanes_per_chunk(lanes) if chunked else lanes
@@ -292,9 +292,9 @@ class _TensorLowering:
             self.placements[key] = Placement(param, self.col, count, full)
             self.col += count * parse_dtype(param.dtype).bits
         first, bits = self.placements[key].col, parse_dtype(param.dtype).bits
-        return [self.net.word_input(first + lane * bits, bits) for lane in range(count)]
+        return [self.net.input(first + lane * bits, bits) for lane in range(count)]
 
-    def _matmul(self, n: int, shape: tuple[int, ...], view: View) -> list[Word]:
+    def _matmul(self, n: int, shape: tuple[int, ...], view: View) -> list[Value]:
         node = self.k.node(n)
         a, b = self.k.operands(n)
         sa, sb = tuple(self.k.node(a).shape or ()), tuple(self.k.node(b).shape or ())
@@ -306,29 +306,62 @@ class _TensorLowering:
         nk = (*sb[:-2], 1, sb[-1], k)
         vb = (ViewOp("transpose", perm), ViewOp("reshape", nk), *aligned(nk, full), *inner)
         xa, xb = self.words(a, va, chunked=True), self.words(b, vb, chunked=True)
-        dt = parse_dtype(str(node.dtype))
+        dt = str(node.dtype)
+        bits = parse_dtype(dt).bits
         self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
-        f = _logic(self.net, dt.name, self.mode, "mul")
-        g = _logic(self.net, dt.name, self.mode, "add")
-        acc: Word | None = None
-        for p, q in zip(xa, xb, strict=True):  # multiply-accumulate, one product at a time
-            if dt.kind is Kind.FLOAT:
-                product = f.fmul(p, q)
-            else:
-                product = f.multiply_scaled(p, q, dt.signed, dt.frac_bits)
-            acc = product if acc is None else _combine(g, "add", dt, acc, product)
-        assert acc is not None
-        return [self._across_chunks(g, dt, acc)]
+        mul = arith_routine("mul", (dt, dt), dt, self.mode, self.arch)
+        acc = arith_routine("add", (dt, dt), dt, self.mode, self.arch, inplace=True)
+        stride = self._stride(xa)
+        if stride is not None and stride == self._stride(xb):  # one LOOP over the lanes
+            total = self.net.mac(mul, acc, xa[0], xb[0], len(xa), stride, bits)
+        else:  # lanes computed in the crossbar (a relayout): one call per lane
+            total = self.net.call(mul, [xa[0], xb[0]], bits)
+            for p, q in zip(xa[1:], xb[1:], strict=True):
+                total = self.net.accumulate(acc, total, [self.net.call(mul, [p, q], bits)])
+        return [self._across_chunks(dt, total)]
 
-    def _across_chunks(self, g: FloatOps, dt: DType, x: Word) -> Word:
+    def _stride(self, lanes: list[Value]) -> int | None:
+        """The column distance between consecutive lanes, if all are placed inputs."""
+        cols = [self.net.inputs.get(v) for v in lanes]
+        if None in cols:
+            return None
+        if len(cols) == 1:
+            return self.net.width[lanes[0]]
+        step = cols[1] - cols[0]  # type: ignore[operator]
+        ok = all(b - a == step for a, b in itertools.pairwise(cols))  # type: ignore[operator]
+        return step if ok and step >= self.net.width[lanes[0]] else None
+
+    def _across_chunks(self, dt: str, x: Value) -> Value:
         """The partial sums of the chunks, added in a log-depth tree into chunk 0: SHIFTs
         when the chunks share a crossbar, TRANSFERs when each has its crossbars."""
-        add = lambda a, b: _combine(g, "add", dt, a, b)  # noqa: E731
-        identity = reduction_identity("sum", dt)
+        acc = arith_routine("add", (dt, dt), dt, self.mode, self.arch, inplace=True)
+        identity = reduction_identity("sum", parse_dtype(dt))
         if self.geo.crossbars == 1:
-            return block_tree(self.net, add, x, identity, self.chunks, self.slots)
-        return block_tree(self.net, add, x, identity, self.chunks,
-                          self.geo.crossbars // self.chunks, across=(0, self.geo.rows))
+            return word_tree(self.net, acc, x, identity, self.chunks, self.slots)
+        return word_tree(self.net, acc, x, identity, self.chunks,
+                         self.geo.crossbars // self.chunks, across=(0, self.geo.rows))
+
+
+def word_tree(net: WordNet, acc: object, x: Value, identity: int, blocks: int, size: int,
+              across: tuple[int, int] | None = None) -> Value:
+    """Reduce `blocks` blocks of `size` rows into block 0 by the pairwise tree: at each
+    level (n, m) block b < n - m takes block b + m (SHIFTs of the word), blocks
+    n - m <= b < m take the identity, and the first m blocks accumulate. With `across`,
+    blocks of `size` crossbars moved by TRANSFERs of the rows `across`."""
+    bits = net.width[x]
+    for n, m in tree_levels(blocks):
+        lo, hi = (n - m) * size, m * size
+        if across is None:
+            pad = net.fill(identity, bits, (lo, hi)) if n - m < m else None
+            partner = net.rows_from(x, hi, (0, lo), into=pad)
+            limits: dict[str, tuple[int, int]] = {"rows": (0, hi)}
+        else:
+            pad = net.fill(identity, bits, across, (lo, hi)) if n - m < m else None
+            partner = net.crossbars_from(x, hi, (0, lo), across, into=pad)
+            limits = {"rows": across, "xbs": (0, hi)}
+        with net.limited(**limits):  # type: ignore[arg-type]
+            x = net.accumulate(acc, x, [partner])  # type: ignore[arg-type]
+    return x
 
 
 def _shift_groups(dest: np.ndarray, delta: np.ndarray, rows_per: int
@@ -387,12 +420,12 @@ def result_space(kernel: Kernel) -> tuple[int, ...]:
     return space
 
 
-def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, rows: int = 1024,
+def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, arch: Arch | None = None,
                   ) -> tuple[Lowered, list[Placement]]:
-    """The netlist of a tensor graph and where the host places each input, matrix
-    products' inner axes split in `chunks` (crossbars of `rows` rows)."""
+    """The word program of a tensor graph (in Lowered.net) and where the host places each
+    input, matrix products' inner axes split in `chunks`."""
     space = result_space(kernel)
-    low = _TensorLowering(kernel, mode, space, chunks, rows)
+    low = _TensorLowering(kernel, mode, space, chunks, arch or Arch())
     outputs, views = [], {}
     for r in kernel.results:
         n = kernel.outputs[r.name]
@@ -405,6 +438,6 @@ def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, rows: int
         if any(step.kind == "pad" for step in to_space):
             views[r.name] = to_space[:-1]
     elements = chunks * low.slots if chunks > 1 else low.size
-    lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows,
+    lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows,  # type: ignore[arg-type]
                       result_views=views, host_values=low.constants)
     return lowered, list(low.placements.values())
