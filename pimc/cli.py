@@ -83,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops (counted, not "
               f"executed) on {prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
         print(stats.table())
+        _print_layers(stats)
         _write_stats(args, stats)
         return 0
     if args.verify:
@@ -92,12 +93,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops executed on "
           f"{prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
     print(stats.table())
+    _print_layers(stats)
     status = verify_outputs(prog, inputs, outputs, args.program) if args.verify else 0
     if args.output:
         arrays = _host_arrays(prog, outputs)
         write_atomic(args.output, lambda f: np.savez(f, **arrays))
     _write_stats(args, stats)
     return status
+
+
+def _print_layers(stats: Stats) -> None:
+    from runtime.count import layer_table
+
+    if stats.layers:
+        print()
+        print("per layer (source line or ONNX node; energy "
+              + ("upper bounds" if stats.counted else "as executed") + ")")
+        print(layer_table(stats.layers))
 
 
 def _write_stats(args: argparse.Namespace, stats: Stats) -> None:
@@ -189,7 +201,8 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> tuple[Program,
     if args.runs != 1 or args.wear_level or args.kernel:
         raise PimError(f"{args.source}: --runs, --wear-level and --kernel are for kernel files")
     prog, imported = compile_model(load_model(args.source), args.source, arch=arch,
-                                   mode=args.dtype_mode, dtype=args.dtype)
+                                   mode=args.dtype_mode, dtype=args.dtype,
+                                   objective=args.objective)
     if not imported.constants:
         return prog, ""
     weights = Path(args.output).name + ".weights.npz"
@@ -198,6 +211,14 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> tuple[Program,
     write_atomic(str(Path(args.output).parent / weights), lambda f: np.savez(f, **raw))
     return dataclasses.replace(prog, meta=(*prog.meta, ("weights", weights))), \
         f"; weights in {weights}"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pimc.report import draw
+
+    draw(args.program, args.output, args.stats)
+    print(f"{args.output}: latency, energy and rows busy per layer of {args.program}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ONNX models: compute float32 tensors in this type: f32 (default), "
                            "bf16, f16 or a fixed-point Q format such as q8.8 (quantised by "
                            "the host as it writes them)")
+    comp.add_argument("--objective", choices=["latency", "energy"], default="latency",
+                      help="ONNX models: split matrix products' inner axes to minimise "
+                           "latency (default) or energy, within the architecture's memory")
     comp.add_argument("--runs", type=int, default=1,
                       help="repeat the kernel this many times in the program (for endurance "
                            "studies)")
@@ -246,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--flat", action="store_true",
                       help="routines and loops expanded into the micro-ops they execute")
     show.set_defaults(func=cmd_show)
+    rep = sub.add_parser("report", help="draw latency, energy and crossbar use per layer "
+                                        "(needs the plot extra: matplotlib)")
+    rep.add_argument("program", help="the .uop file")
+    rep.add_argument("-o", "--output", required=True, help="the picture to write (.png, .svg, .pdf)")
+    rep.add_argument("--stats", help="a pimc run --stats JSON (executed numbers); without it "
+                                     "the program is counted from its structure")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

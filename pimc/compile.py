@@ -17,6 +17,7 @@ from pimc.frontend.onnx_import import Imported, import_model
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
+from pimc.isa.cost import item_counts
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
@@ -71,35 +72,73 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     return build_program(low, None, arch, file, f"kernel '{k.name}'", meta, runs, wear_level)
 
 
+OBJECTIVES = ("latency", "energy")
+
+
 def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None,
                   mode: str = "ieee", dtype: str = "f32",
-                  bind: dict[str, np.ndarray] | None = None) -> tuple[Program, Imported]:
+                  bind: dict[str, np.ndarray] | None = None,
+                  objective: str = "latency") -> tuple[Program, Imported]:
     """Compile an ONNX model: the program, and what was imported (the IR, and the
-    weights the host writes as the program's inputs of those names)."""
+    weights the host writes as the program's inputs of those names).
+
+    The inner axes of matrix products are split in C chunks (C = 1, 2, 4, ... up to the
+    widest K): every C whose program fits the architecture's columns and crossbars is
+    built (routines are synthesised once, so a candidate costs a lowering, not a
+    synthesis) and counted from its structure; the one with the least `objective`
+    (latency, or energy's upper bound) wins, ties to fewer crossbars."""
     if mode not in ("ieee", "ftz"):
         raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
+    if objective not in OBJECTIVES:
+        raise PimError(f"--objective must be latency or energy, not '{objective}'")
     arch = arch or Arch()
     imported = import_model(model, file, dtype=dtype, bind=bind)
-    widest = max((imported.kernel.node(n).attr("inner", 1) for n in imported.kernel.graph),
-                 default=1)
+    widest = int(max((imported.kernel.node(n).attr("inner", 1) for n in imported.kernel.graph),  # type: ignore[call-overload]
+                     default=1))
+    best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None
+    failure: PimError | None = None
     chunks = 1
-    while True:  # split the inner axes of matrix products until a row holds a chunk
+    while True:
         k = dce(split_matmuls(imported.kernel, chunks))
         try:
             low, placements = lower_tensors(k, mode, chunks, arch)
         except PimError as exc:
             raise PimError(f"{file}: {exc}") from None
-        meta = (("model", file), ("mode", mode), ("dtype", dtype), ("chunks", str(chunks)))
+        meta = (("model", file), ("mode", mode), ("dtype", dtype), ("chunks", str(chunks)),
+                ("objective", objective))
         try:
             prog = build_word_program(low, placements, arch, file, f"model '{k.name}'", meta)
         except PimError as exc:
-            if "columns" not in str(exc) or chunks >= widest:  # type: ignore[operator]
+            too_many = "crossbars, the architecture has" in str(exc)
+            if not ("columns" in str(exc) or too_many):
                 raise
-            chunks = min(2 * chunks, widest)  # type: ignore[type-var]
-            continue
-        imported.kernel = k
-        imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
-        return prog, imported
+            failure = failure or exc
+            if too_many:
+                break  # more chunks only need more crossbars
+        else:
+            key = (program_cost(prog, objective), prog.crossbars)
+            if best is None or key < best[0]:
+                best = (key, prog, k, low)
+        if chunks >= widest:
+            break
+        chunks = min(2 * chunks, widest)
+    if best is None:
+        assert failure is not None
+        raise failure
+    _, prog, imported.kernel, low = best
+    imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
+    return prog, imported
+
+
+def program_cost(prog: Program, objective: str) -> float:
+    """Cycles, or energy's upper bound in fJ, counted from the structure."""
+    if objective == "energy":
+        from runtime.count import count_program
+
+        return count_program(prog).energy_bounds[1]  # type: ignore[index]
+    routines = {r.name: r for r in prog.routines}
+    memo: dict[str, tuple[int, int]] = {}
+    return sum(item_counts(i, routines, prog.arch, memo)[1] for i in prog.ops)
 
 
 def split_matmuls(kernel: Kernel, chunks: int) -> Kernel:

@@ -142,12 +142,35 @@ def _rows(span: Span | None, arch: Arch) -> range | None:
     return None if span is None else span.indices()
 
 
-def _count(prog: Program, stats: Stats, writes: WriteCounter | None) -> Block:
-    """Fill the data-independent totals of `stats`; count writes if asked; return the
-    whole program's block (energy bounds by kind)."""
+@dataclass
+class Layer:
+    """One source line or ONNX node's share of a program."""
+
+    block: Block = field(default_factory=Block)
+    crossbars: set[int] = field(default_factory=set)
+    rows: int = 0  # the most rows one of its ops acts on, per crossbar
+    column_high: int = 0  # one past the highest column it touches
+
+
+def _count(prog: Program, stats: Stats, writes: WriteCounter | None,
+           layers: dict[str, Layer] | None = None) -> Block:
+    """Fill the data-independent totals of `stats`; count writes if asked, and each
+    top-level item's cost into `layers` by its source annotation; return the whole
+    program's block (energy bounds by kind)."""
     arch = prog.arch
     walker = Walker(prog)
     total = Block()
+
+    def note(src: str, block: Block, cols: set[int] | list[int], xbs: list[Span],
+             rows: int) -> None:
+        if layers is None:
+            return
+        layer = layers.setdefault(src, Layer())
+        layer.block.add(block)
+        for x in xbs:
+            layer.crossbars.update(x.indices())
+        layer.rows = max(layer.rows, rows)
+        layer.column_high = max(layer.column_high, max(cols, default=-1) + 1)
     used_xbs = np.zeros(prog.crossbars, dtype=bool)
     used_cols: set[int] = set()
 
@@ -165,7 +188,9 @@ def _count(prog: Program, stats: Stats, writes: WriteCounter | None) -> Block:
                 block = walker.routine(r, active)
                 cmap = _cmap(r, frame_bases(r, item, iteration_of, None))
                 total.add(block, 1, None)
-                used_cols.update(cmap[c] for c in block.cols)
+                mapped = [cmap[c] for c in block.cols]
+                used_cols.update(mapped)
+                note(item.src, block, mapped, [xbs], len(rows) if rows else arch.rows)
                 used_xbs[xbs.as_slice()] = True
                 if writes is not None and block.writes:
                     cols = np.array([cmap[c] for c in block.writes])
@@ -190,6 +215,8 @@ def _count(prog: Program, stats: Stats, writes: WriteCounter | None) -> Block:
                 writes.add(np.array(list(block.writes)), xbs.as_slice(), _rows(op.rows, arch))
             total.add(block)
             used_cols.update(block.cols)
+            note(op.src, block, block.cols,
+                 [op.xbs, op.dst_xbs] if isinstance(op, Transfer) else [op.xbs], rows_n)
             used_xbs[op.xbs.as_slice()] = True
             if isinstance(op, Transfer):
                 used_xbs[op.dst_xbs.as_slice()] = True
@@ -230,6 +257,7 @@ def count_program(prog: Program, name: str = "<uop>") -> Stats:
     stats.counted = True
     stats.endurance = writes.summary()
     stats.host = host_traffic(prog)
+    stats.layers = layer_report(prog)
     return stats
 
 
@@ -250,3 +278,50 @@ def host_traffic(prog: Program) -> HostIO:
         h.output_cells += slots * t.lanes * bits
         h.output_row_reads += slots
     return h
+
+
+MOVES = ("SHIFT", "TRANSFER")
+
+
+def layer_report(prog: Program, executed: dict[str, Counter[str]] | None = None
+                 ) -> list[dict[str, object]]:
+    """A row per source line / ONNX node, in program order: cycles, time, energy by op
+    kind (executed if given, else the structural upper bound), crossbars and rows used,
+    column high-water mark, movement (SHIFT, TRANSFER) against compute, shares."""
+    layers: dict[str, Layer] = {}
+    _count(prog, Stats(prog.arch.init_model, prog.arch.partitions), None, layers)
+    total_cycles = sum(sum(v.block.cycles.values()) for v in layers.values()) or 1
+    energies = {k: (executed or {}).get(k) or v.block.energy_hi for k, v in layers.items()}
+    total_energy = sum(sum(e.values()) for e in energies.values()) or 1.0
+    out = []
+    for key, layer in layers.items():
+        b, energy = layer.block, energies[key]
+        cycles = sum(b.cycles.values())
+        moved = sum(b.cycles[k] for k in MOVES)
+        e = float(sum(energy.values()))
+        out.append({
+            "layer": key or "(no source)",
+            "cycles": cycles, "time_ns": b.latency_ns,
+            "energy_fj": e, "energy_fj_by_kind": {k: float(v) for k, v in sorted(energy.items())},
+            "energy_measured": executed is not None and key in executed,
+            "crossbars": len(layer.crossbars), "rows_per_crossbar": layer.rows,
+            "column_high_water": layer.column_high,
+            "movement_cycles": moved, "compute_cycles": cycles - moved,
+            "movement_energy_fj": float(sum(energy.get(k, 0.0) for k in MOVES)),
+            "share_of_cycles": cycles / total_cycles, "share_of_energy": e / total_energy,
+        })
+    return out
+
+
+def layer_table(rows: list[dict[str, object]]) -> str:
+    lines = [f"{'layer':<40}{'cycles':>11}{'time us':>10}{'energy nJ':>11}{'xbars':>7}"
+             f"{'rows':>6}{'cols':>6}{'move %':>8}{'share %':>8}"]
+    for r in rows:
+        place, _, label = str(r["layer"]).partition(" ")
+        name = f"{place.rsplit('/', 1)[-1]} {label}".strip()
+        move = 100 * r["movement_cycles"] / max(r["cycles"], 1)  # type: ignore[operator]
+        lines.append(f"{name[-40:]:<40}{r['cycles']:>11,}{r['time_ns'] / 1e3:>10.1f}"  # type: ignore[operator]
+                     f"{r['energy_fj'] / 1e6:>11.2f}{r['crossbars']:>7,}"  # type: ignore[operator]
+                     f"{r['rows_per_crossbar']:>6}{r['column_high_water']:>6}{move:>8.1f}"
+                     f"{100 * r['share_of_cycles']:>8.1f}")  # type: ignore[operator]
+    return "\n".join(lines)

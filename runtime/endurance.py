@@ -29,7 +29,15 @@ class Endurance:
 
 
 def _bucket(writes: np.ndarray) -> np.ndarray:
-    return np.floor(np.log2(np.maximum(writes, 1))).astype(np.int64)
+    """floor(log2(w)) of positive counts."""
+    out = np.zeros(writes.shape, dtype=np.int64)
+    w = writes.astype(np.int64)
+    for k in range(1, 63):
+        more = w >= (1 << k)
+        if not more.any():
+            break
+        out[more] = k
+    return out
 
 
 def _label(k: int) -> str:
@@ -72,33 +80,44 @@ class WriteCounter:
             dense[xbs] += per_row
 
     def summary(self) -> Endurance:
-        full = self.full
-        special = set(self.dense)
-        for table in self.spans.values():
-            special.update(np.nonzero(table.any(axis=1))[0].tolist())
+        """Max, mean and histogram of writes per cell. Rows fall into classes by which
+        row spans hold them; within a class every row of a (column, crossbar) has the same
+        count, so each class is one (columns x crossbars) table weighted by its rows.
+        Columns with per-row (masked) counts are added row by row."""
+        spans = list(self.spans.items())
+        member = np.zeros((len(spans), self.rows), dtype=bool)
+        for k, (span, _) in enumerate(spans):
+            member[k, span.start:span.stop:span.step] = True
+        classes, weight = np.unique(member.T, axis=0, return_counts=True) if spans else (
+            np.zeros((1, 0), dtype=bool), np.array([self.rows]))
+        dense = sorted(self.dense)
+        plain = np.ones(self.cols, dtype=bool)
+        plain[dense] = False
         best, written, total = 0, 0, 0
         hist: Counter[int] = Counter()
-        plain = [c for c in np.nonzero(full.any(axis=1))[0].tolist() if c not in special]
-        if plain:
-            base = full[plain]
-            best = int(base.max())
-            written = int(np.count_nonzero(base)) * self.rows
-            total = int(base.sum()) * self.rows
-            nz = base[base > 0]
-            for k, n in zip(*np.unique(_bucket(nz), return_counts=True), strict=True):
-                hist[int(k)] += int(n) * self.rows
-        for c in sorted(special):
-            counts = np.repeat(full[c][:, None], self.rows, axis=1)
-            for span, table in self.spans.items():
-                counts[:, span.start:span.stop:span.step] += table[c][:, None]
-            if c in self.dense:
-                counts += self.dense[c]
-            best = max(best, int(counts.max()))
-            written += int(np.count_nonzero(counts))
-            total += int(counts.sum())
+
+        def tally(counts: np.ndarray, times: int) -> None:
+            nonlocal best, written, total
             nz = counts[counts > 0]
-            for k, n in zip(*np.unique(_bucket(nz), return_counts=True), strict=True):
-                hist[int(k)] += int(n)
+            if not nz.size:
+                return
+            best = max(best, int(nz.max()))
+            written += int(nz.size) * times
+            total += int(nz.sum()) * times
+            for k, n in enumerate(np.bincount(_bucket(nz))):
+                if n:
+                    hist[k] += int(n) * times
+
+        for cls, times in zip(classes, weight, strict=True):
+            table = self.full.copy()
+            for k in np.flatnonzero(cls):
+                table += spans[k][1]
+            tally(table[plain], int(times))
+        for c in dense:
+            counts = np.repeat(self.full[c][:, None], self.rows, axis=1)
+            for span, table in spans:
+                counts[:, span.start:span.stop:span.step] += table[c][:, None]
+            tally(counts + self.dense[c], 1)
         mean = total / written if written else 0.0
         return Endurance(best, mean, written, total, {_label(k): hist[k] for k in sorted(hist)})
 

@@ -7,6 +7,7 @@ contiguous block, so one op on many crossbars is one numpy call, not a Python lo
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,7 @@ class Machine:
         self._written_memo: set[tuple[int, int, int, int]] = set()
         self._armed_memo: dict[int, set[tuple[int, int, int]]] = {}
         self._routines = {r.name: r for r in prog.routines}
+        self.layer_energy: dict[str, Counter[str]] = {}
         self._sites: dict[tuple[str, Span, Span | None], list[_Step | Item]] = {}
         self._items = [self._prepare(item, prog.line_of(i)) if isinstance(item, Op) else item
                        for i, item in enumerate(prog.ops)]
@@ -107,8 +109,17 @@ class Machine:
     # ------------------------------------------------------------------ execution
 
     def run(self) -> Stats:
-        """Execute every op in order, then total the costs."""
-        self._run(self._items, None, None, None, 0)
+        """Execute every op in order, then total the costs (and the energy of each source
+        line or ONNX node, in `layer_energy`)."""
+        energy = self.stats.energy_fj
+        for item in self._items:
+            before = Counter(energy)
+            self._run([item], None, None, None, 0)
+            src = item.op.src if isinstance(item, _Step) else item.src
+            spent = self.layer_energy.setdefault(src, Counter())
+            for kind, fj in energy.items():
+                if fj != before[kind]:
+                    spent[kind] += fj - before[kind]
         self._finish()
         return self.stats
 
@@ -376,4 +387,7 @@ def run_program(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
     machine = Machine(prog, name, strict=strict, count_writes=count_writes)
     machine.host.load(inputs or {}, seed)
     stats = machine.run()
+    from runtime.count import layer_report
+
+    stats.layers = layer_report(prog, machine.layer_energy)
     return machine.host.read_outputs(), stats

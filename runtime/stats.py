@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pimc.isa.arch import InitModel
 from runtime.endurance import Endurance
 
+STATS_FORMAT = 2  # 2: counted_without_executing, energy_fj_bounds, histogram, layers
+
 
 @dataclass
 class HostIO:
@@ -38,6 +40,7 @@ class Stats:
     # Counted without executing: data-dependent energy is bounded, not measured.
     counted: bool = False
     energy_bounds: tuple[float, float] | None = None
+    layers: list[dict[str, object]] = field(default_factory=list)  # runtime.count.layer_report
 
     @property
     def total_cycles(self) -> int:
@@ -49,6 +52,7 @@ class Stats:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "format_version": STATS_FORMAT,
             "init_model": self.init_model.value,
             "partitions": self.partitions,
             "ops": dict(self.ops),
@@ -66,6 +70,7 @@ class Stats:
             "crossbars_used": self.crossbars_used,
             "endurance": asdict(self.endurance) if self.endurance else None,
             "host_io": asdict(self.host),
+            "layers": self.layers,
         }
 
     def table(self) -> str:
