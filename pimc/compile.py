@@ -112,7 +112,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
             too_many = "crossbars, the architecture has" in str(exc)
             if not ("columns" in str(exc) or too_many):
                 raise
-            failure = failure or exc
+            failure = exc  # the last: the most split that was tried
             if too_many:
                 break  # more chunks only need more crossbars
         else:

@@ -83,8 +83,10 @@ class _ToKernels(Transformer):
     def param(self, name, typ):  # type: ignore[no-untyped-def]
         return Param(str(name), typ[0], typ[1], self._loc(name))
 
-    def params(self, *ps):  # type: ignore[no-untyped-def]
+    def inputs(self, *ps):  # type: ignore[no-untyped-def]
         return tuple(ps)
+
+    outputs = inputs
 
     # Expressions: closures that add nodes to a kernel (built once the kernel exists).
     @v_args(meta=True, inline=True)
@@ -153,10 +155,7 @@ class _ToKernels(Transformer):
     @v_args(meta=True, inline=True)
     def kernel(self, meta, name, *parts):  # type: ignore[no-untyped-def]
         parts = list(parts)
-        params = parts.pop(0) if parts and isinstance(parts[0], tuple) and (
-            not parts[0] or isinstance(parts[0][0], Param)) else ()
-        results = parts.pop(0) if parts and isinstance(parts[0], tuple) and (
-            not parts[0] or isinstance(parts[0][0], Param)) else ()
+        params, results = parts.pop(0), parts.pop(0)
         k = Kernel(str(name), params, results, source=self.name)
         env: dict[str, int] = {}
         for p in params:
