@@ -29,6 +29,7 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from pimc.compile import compile_model  # noqa: E402
 from pimc.isa.dtypes import parse_dtype, quantize  # noqa: E402
+from pimc.isa.flow import flat  # noqa: E402
 from pimc.passes.evaluate import evaluate  # noqa: E402
 from runtime import run_program  # noqa: E402
 from samples.make_onnx_samples import gemm_relu_gemm  # noqa: E402
@@ -58,13 +59,14 @@ def measure(size: tuple[int, int, int, int], dtype: str) -> dict[str, object]:
     want, _ = evaluate(imported.kernel, feed)
     got = dt.to_bits(out["y"]).astype(np.uint64)
     ref = ReferenceEvaluator(model).run(None, {"x": x})[0]
-    shifts = sum(1 for op in prog.ops if op.opcode.value == "SHIFT" and op.rows is not None
+    ops = flat(prog).ops
+    shifts = sum(1 for op in ops if op.opcode.value == "SHIFT" and op.rows is not None
                  and op.rows.step > 1)
     formula = floatpim_mac(dtype, features) + floatpim_mac(dtype, hidden)
     return {"batch": batch, "features": features, "hidden": hidden, "classes": classes,
             "dtype": dtype, "crossbars": prog.crossbars, "chunks": int(dict(prog.meta)["chunks"]),
             "cycles": stats.total_cycles, "energy_nJ": stats.total_energy_fj / 1e6,
-            "micro_ops": len(prog.ops), "relayout_shifts": shifts,
+            "micro_ops": len(ops), "relayout_shifts": shifts,
             "transfers": stats.ops.get("TRANSFER", 0), "host_cells": stats.host.input_cells,
             "bit_exact": bool(np.array_equal(got, want["y"])),
             "max_abs_error_vs_onnx": float(np.max(np.abs(out["y"].astype(np.float64) - ref))),

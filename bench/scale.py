@@ -12,6 +12,8 @@ curve of a Gemm 1 x K -> 16 for K = 64 .. 8192: compile time and .uop size.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -65,7 +67,8 @@ def measure(name: str, model: object, tmp: Path, run_max_ops: int) -> dict[str, 
     rec["run_s"], rec["verified"] = None, None
     if rec["micro_ops_executed"] <= run_max_ops:  # type: ignore[operator]
         t = time.perf_counter()
-        rc = main(["run", str(out), "--verify"])
+        with contextlib.redirect_stdout(io.StringIO()):  # the run's own tables
+            rc = main(["run", str(out), "--verify"])
         rec["run_s"], rec["verified"] = time.perf_counter() - t, rc == 0
     return rec
 

@@ -40,6 +40,15 @@ class Block:
     writes: Counter[int] = field(default_factory=Counter)  # frame column -> writes per row
     cols: set[int] = field(default_factory=set)  # frame columns touched
 
+    def scaled(self, active: int) -> Block:
+        """This one-row block on `active` rows."""
+        b = Block(Counter(self.ops), Counter(self.cycles), self.cycles_bulk,
+                  self.cycles_per_cell, self.latency_ns,
+                  Counter({k: v * active for k, v in self.energy_lo.items()}),
+                  Counter({k: v * active for k, v in self.energy_hi.items()}),
+                  self.row_ops * active, self.writes, self.cols)
+        return b
+
     def add(self, other: Block, times: int = 1, col: dict[int, int] | None = None) -> None:
         """Fold `other` in `times` over, its columns renamed by `col`."""
         for mine, theirs in ((self.ops, other.ops), (self.cycles, other.cycles),
@@ -104,11 +113,15 @@ class Walker:
         self.memo: dict[tuple[str, int], Block] = {}
 
     def routine(self, r: Routine, active: int) -> Block:
+        """A routine's cost on `active` rows: its body acts on the call's rows, so every
+        energy and bit-operation count is the one-row summary times `active`."""
         key = (r.name, active)
         if key not in self.memo:
-            b = Block()
-            self.body(b, r.body, active)
-            self.memo[key] = b
+            unit = self.memo.get((r.name, 1))
+            if unit is None:
+                unit = self.memo[(r.name, 1)] = Block()
+                self.body(unit, r.body, 1)
+            self.memo[key] = unit.scaled(active)
         return self.memo[key]
 
     def body(self, b: Block, items: tuple[Item, ...], active: int) -> None:
@@ -153,12 +166,12 @@ class Layer:
 
 
 def _count(prog: Program, stats: Stats, writes: WriteCounter | None,
-           layers: dict[str, Layer] | None = None) -> Block:
+           layers: dict[str, Layer] | None = None, walker: Walker | None = None) -> Block:
     """Fill the data-independent totals of `stats`; count writes if asked, and each
     top-level item's cost into `layers` by its source annotation; return the whole
     program's block (energy bounds by kind)."""
     arch = prog.arch
-    walker = Walker(prog)
+    walker = walker or Walker(prog)
     total = Block()
 
     def note(src: str, block: Block, cols: set[int] | list[int], xbs: list[Span],
@@ -249,7 +262,8 @@ def count_program(prog: Program, name: str = "<uop>") -> Stats:
     writes = WriteCounter(prog.arch.cols, prog.crossbars, prog.arch.rows)
     for t in prog.inputs:
         count_host_writes(writes, t)
-    total = _count(prog, stats, writes)
+    walker = Walker(prog)
+    total = _count(prog, stats, writes, walker=walker)
     stats.energy_fj.update(total.energy_hi)
     stats.row_ops = total.row_ops
     stats.energy_bounds = (float(sum(total.energy_lo.values())),
@@ -257,7 +271,7 @@ def count_program(prog: Program, name: str = "<uop>") -> Stats:
     stats.counted = True
     stats.endurance = writes.summary()
     stats.host = host_traffic(prog)
-    stats.layers = layer_report(prog)
+    stats.layers = layer_report(prog, walker=walker)
     return stats
 
 
@@ -283,13 +297,13 @@ def host_traffic(prog: Program) -> HostIO:
 MOVES = ("SHIFT", "TRANSFER")
 
 
-def layer_report(prog: Program, executed: dict[str, Counter[str]] | None = None
-                 ) -> list[dict[str, object]]:
+def layer_report(prog: Program, executed: dict[str, Counter[str]] | None = None,
+                 walker: Walker | None = None) -> list[dict[str, object]]:
     """A row per source line / ONNX node, in program order: cycles, time, energy by op
     kind (executed if given, else the structural upper bound), crossbars and rows used,
     column high-water mark, movement (SHIFT, TRANSFER) against compute, shares."""
     layers: dict[str, Layer] = {}
-    _count(prog, Stats(prog.arch.init_model, prog.arch.partitions), None, layers)
+    _count(prog, Stats(prog.arch.init_model, prog.arch.partitions), None, layers, walker)
     total_cycles = sum(sum(v.block.cycles.values()) for v in layers.values()) or 1
     energies = {k: (executed or {}).get(k) or v.block.energy_hi for k, v in layers.items()}
     total_energy = sum(sum(e.values()) for e in energies.values()) or 1.0
