@@ -33,6 +33,7 @@ from pimc.passes.typecheck import typecheck
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
 from pimc.wear import repeat_runs
+from runtime.progress import Progress
 
 
 def select_kernel(kernels: list[Kernel], name: str | None, file: str) -> Kernel:
@@ -98,7 +99,9 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None
     failure: PimError | None = None
     chunks = 1
+    progress = Progress(f"{file}: compile", max(1, widest.bit_length()), "splits tried")
     while True:
+        progress.update(chunks.bit_length() - 1)
         k = dce(split_matmuls(imported.kernel, chunks))
         try:
             low, placements = lower_tensors(k, mode, chunks, arch)
@@ -122,6 +125,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
         if chunks >= widest:
             break
         chunks = min(2 * chunks, widest)
+    progress.close()
     if best is None:
         assert failure is not None
         raise failure

@@ -14,7 +14,7 @@ import numpy as np
 
 from pimc.isa.arch import Arch
 from pimc.isa.check import rep_columns, validate
-from pimc.isa.cost import OpTiming, timing
+from pimc.isa.cost import OpTiming, item_counts, timing
 from pimc.isa.errors import PimError
 from pimc.isa.flow import COLUMN_FIELDS, frame_bases
 from pimc.isa.uop import (
@@ -35,6 +35,7 @@ from runtime.bitops import ALL, pack_rows, popcount, row_mask, shift_rows, unpac
 from runtime.endurance import WriteCounter
 from runtime.flags import CellFlags
 from runtime.hostio import HostPort
+from runtime.progress import Progress
 from runtime.stats import Stats
 
 
@@ -112,7 +113,12 @@ class Machine:
         """Execute every op in order, then total the costs (and the energy of each source
         line or ONNX node, in `layer_energy`)."""
         energy = self.stats.energy_fj
+        progress = Progress(f"{self.name}: run", sum(self.stats.ops.values()), "micro-ops")
+        done, memo = 0, {}  # type: ignore[var-annotated]
         for item in self._items:
+            progress.update(done)
+            done += item_counts(item.op if isinstance(item, _Step) else item,
+                                self._routines, self.arch, memo)[0]
             before = Counter(energy)
             self._run([item], None, None, None, 0)
             src = item.op.src if isinstance(item, _Step) else item.src
@@ -120,6 +126,7 @@ class Machine:
             for kind, fj in energy.items():
                 if fj != before[kind]:
                     spent[kind] += fj - before[kind]
+        progress.close()
         self._finish()
         return self.stats
 
