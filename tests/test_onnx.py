@@ -15,7 +15,8 @@ from pimc.frontend.onnx_import import import_model
 from pimc.isa.errors import PimError
 from pimc.isa.flow import flat
 from pimc.isa.uop import ViewOp
-from pimc.lower.tensors import lower_tensors, simplify
+from pimc.lower.tensors import lower_tensors
+from pimc.lower.views import simplify
 from pimc.passes.evaluate import evaluate
 from runtime import run_program
 
@@ -89,13 +90,14 @@ def test_simplify_merges_and_drops_steps():
     assert simplify((2, 3), view) == ()
 
 
-@pytest.mark.parametrize(("m_", "k", "n", "chunks"), [(3, 5, 4, 1), (2, 40, 3, 8),
+@pytest.mark.parametrize(("m_", "k", "n", "least"), [(3, 5, 4, 1), (2, 40, 3, 8),
                                                       (4, 13, 300, 2)])
-def test_matrix_products_split_long_inner_axes_and_stay_bit_exact(m_, k, n, chunks):
+def test_matrix_products_split_long_inner_axes_and_stay_bit_exact(m_, k, n, least):
     nodes = [helper.make_node("Gemm", ["a", "b", "c"], ["y"], transB=1, alpha=0.5)]
     m = model(nodes, [("a", F, [m_, k]), ("b", F, [n, k]), ("c", F, [n])], [("y", F, [m_, n])])
     prog, imported = compile_model(m, "g.onnx")
-    assert dict(prog.meta)["chunks"] == str(chunks)
+    chunks = int(dict(prog.meta)["chunks"])  # the fastest split: at least the fewest that fit
+    assert chunks >= least
     rng = np.random.default_rng(0)
     x = {"a": rng.normal(size=(m_, k)).astype(np.float32),
          "b": rng.normal(size=(n, k)).astype(np.float32),

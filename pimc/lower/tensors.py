@@ -35,12 +35,11 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import ViewOp, apply_view, view_shape
 from pimc.lower.arith import arith_routine
-from pimc.lower.words import Value, WordNet
+from pimc.lower.views import View, aligned, simplify, widen
+from pimc.lower.words import Value, WordNet, word_tree
 from pimc.passes.layout import Geometry, geometry
-from pimc.passes.lower import Lowered, constant_bits, reduction_identity, tree_levels
+from pimc.passes.lower import Lowered, constant_bits, reduction_identity
 from pimc.synth.netlist import ONE
-
-View = tuple[ViewOp, ...]
 
 
 @dataclass(frozen=True)
@@ -52,48 +51,6 @@ class Placement:
     col: int
     lanes: int
     view: View
-
-
-def simplify(shape: tuple[int, ...], view: View) -> View:
-    """The same view without steps that change nothing; consecutive reshapes and
-    consecutive transposes merged."""
-    out: list[tuple[ViewOp, tuple[int, ...]]] = []  # step, the shape it applies to
-    for step in view:
-        if out and out[-1][0].kind == step.kind and step.kind in ("reshape", "transpose"):
-            prev, shape = out.pop()
-            if step.kind == "transpose":
-                step = ViewOp("transpose", tuple(prev.dims[d] for d in step.dims))
-        after = step.shape_after(shape)
-        if step.kind == "transpose":
-            if tuple(step.dims) == tuple(range(len(shape))):
-                continue
-        elif after == shape:
-            continue
-        out.append((step, shape))
-        shape = after
-    return tuple(step for step, _ in out)
-
-
-def widen(view: View, k: int) -> View:
-    """The view acting on arrays with one more trailing axis of length k."""
-    out = []
-    for step in view:
-        if step.kind == "transpose":
-            out.append(ViewOp("transpose", (*step.dims, len(step.dims))))
-        else:
-            out.append(ViewOp(step.kind, (*step.dims, k)))
-    return tuple(out)
-
-
-def aligned(shape: tuple[int, ...], target: tuple[int, ...]) -> View:
-    """numpy broadcasting of `shape` to `target` as view steps."""
-    steps = []
-    padded = (1,) * (len(target) - len(shape)) + tuple(shape)
-    if padded != tuple(shape):
-        steps.append(ViewOp("reshape", padded))
-    if padded != tuple(target):
-        steps.append(ViewOp("broadcast", tuple(target)))
-    return tuple(steps)
 
 
 class _TensorLowering:
@@ -340,28 +297,6 @@ class _TensorLowering:
             return word_tree(self.net, acc, x, identity, self.chunks, self.slots)
         return word_tree(self.net, acc, x, identity, self.chunks,
                          self.geo.crossbars // self.chunks, across=(0, self.geo.rows))
-
-
-def word_tree(net: WordNet, acc: object, x: Value, identity: int, blocks: int, size: int,
-              across: tuple[int, int] | None = None) -> Value:
-    """Reduce `blocks` blocks of `size` rows into block 0 by the pairwise tree: at each
-    level (n, m) block b < n - m takes block b + m (SHIFTs of the word), blocks
-    n - m <= b < m take the identity, and the first m blocks accumulate. With `across`,
-    blocks of `size` crossbars moved by TRANSFERs of the rows `across`."""
-    bits = net.width[x]
-    for n, m in tree_levels(blocks):
-        lo, hi = (n - m) * size, m * size
-        if across is None:
-            pad = net.fill(identity, bits, (lo, hi)) if n - m < m else None
-            partner = net.rows_from(x, hi, (0, lo), into=pad)
-            limits: dict[str, tuple[int, int]] = {"rows": (0, hi)}
-        else:
-            pad = net.fill(identity, bits, across, (lo, hi)) if n - m < m else None
-            partner = net.crossbars_from(x, hi, (0, lo), across, into=pad)
-            limits = {"rows": across, "xbs": (0, hi)}
-        with net.limited(**limits):  # type: ignore[arg-type]
-            x = net.accumulate(acc, x, [partner])  # type: ignore[arg-type]
-    return x
 
 
 def _shift_groups(dest: np.ndarray, delta: np.ndarray, rows_per: int

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Routine, Span
+from pimc.passes.lower import tree_levels
 
 Value = int
 Rows = tuple[int, ...]  # (start, stop) or (start, stop, step)
@@ -122,6 +123,28 @@ class WordNet:
     def copy(self, x: Value) -> Value:
         """A fresh value equal to x (a SHIFT by 0 of every row)."""
         return self._add(Step("copy", self.new(self.width[x]), (x,)))
+
+
+def word_tree(net: WordNet, acc: Routine, x: Value, identity: int, blocks: int, size: int,
+              across: tuple[int, int] | None = None) -> Value:
+    """Reduce `blocks` blocks of `size` rows into block 0 by the pairwise tree: at each
+    level (n, m) block b < n - m takes block b + m (SHIFTs of the word), blocks
+    n - m <= b < m take the identity, and the first m blocks accumulate. With `across`,
+    blocks of `size` crossbars moved by TRANSFERs of the rows `across`."""
+    bits = net.width[x]
+    for n, m in tree_levels(blocks):
+        lo, hi = (n - m) * size, m * size
+        if across is None:
+            pad = net.fill(identity, bits, (lo, hi)) if n - m < m else None
+            partner = net.rows_from(x, hi, (0, lo), into=pad)
+            limits: dict[str, tuple[int, int]] = {"rows": (0, hi)}
+        else:
+            pad = net.fill(identity, bits, across, (lo, hi)) if n - m < m else None
+            partner = net.crossbars_from(x, hi, (0, lo), across, into=pad)
+            limits = {"rows": across, "xbs": (0, hi)}
+        with net.limited(**limits):  # type: ignore[arg-type]
+            x = net.accumulate(acc, x, [partner])  # type: ignore[arg-type]
+    return x
 
 
 def _with(step: Step, **changes: object) -> Step:
