@@ -28,7 +28,7 @@ from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.fold import fold_constants
 from pimc.passes.layout import layout
-from pimc.passes.lower import REDUCTIONS, Lowered, lower
+from pimc.passes.lower import Lowered, lower
 from pimc.passes.typecheck import typecheck
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
@@ -59,7 +59,7 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     k = dce(cse(fold_constants(k, mode)))
     meta = (("kernel", k.name), ("mode", mode), ("kernel-source", text))
     sizes = {math.prod(p.shape) for p in k.params if p.shape}
-    if len(sizes) > 1 and not any(k.node(n).op in REDUCTIONS for n in k.graph):
+    if len(sizes) > 1:
         # tensors of different sizes, broadcast as numpy does: the tensor lowering's views
         try:
             tensors, placements = lower_tensors(k, mode, 1, arch)

@@ -110,3 +110,13 @@ def test_a_kernel_without_parameters_compiles(tmp_path):
     assert main(["run", str(tmp_path / "k.uop"), "--verify"]) == 0
     out, _ = run_program(parse_program((tmp_path / "k.uop").read_text()))
     assert np.float32(out["y"]) == np.float32(1.5)
+
+
+@pytest.mark.parametrize("body", ["y = sum(a * b, axis=1);", "y = max(a - b, axis=1);"])
+def test_reductions_of_broadcast_tensors_compile_and_verify(body, tmp_path):
+    """Once refused: a reduction over tensors of different sizes (lanes of each row,
+    combined by the reference's pairwise tree, depth first)."""
+    src = tmp_path / "r.pk"
+    src.write_text(f"kernel k(a: bf16[4,8], b: bf16[8]) -> (y: bf16[4]) {{\n  {body}\n}}\n")
+    assert main(["compile", str(src), "-o", str(tmp_path / "r.uop")]) == 0
+    assert main(["run", str(tmp_path / "r.uop"), "--verify"]) == 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -38,7 +39,7 @@ from pimc.lower.arith import arith_routine
 from pimc.lower.views import View, aligned, simplify, widen
 from pimc.lower.words import Value, WordNet, word_tree
 from pimc.passes.layout import Geometry, geometry
-from pimc.passes.lower import Lowered, constant_bits, reduction_identity
+from pimc.passes.lower import REDUCTIONS, Lowered, constant_bits, reduction_identity, tree_levels
 from pimc.synth.netlist import ONE
 
 
@@ -122,6 +123,8 @@ class _TensorLowering:
             return self._relayout(n, shape, view, chunked)
         if node.op == "matmul":
             return self._matmul(n, shape, view)
+        if node.op in REDUCTIONS:
+            return [self._reduce(n, shape, view)] * count
         lane_words = [self.words(o, (*aligned(tuple(self.k.node(o).shape or ()), shape), *view),
                                  chunked) for o in ops]
         in_dtypes = tuple(str(self.k.node(o).dtype) for o in ops)
@@ -276,6 +279,69 @@ class _TensorLowering:
             for p, q in zip(xa[1:], xb[1:], strict=True):
                 total = self.net.accumulate(acc, total, [self.net.call(mul, [p, q], bits)])
         return [self._across_chunks(dt, total)]
+
+    def _reduce(self, n: int, shape: tuple[int, ...], view: View) -> Value:
+        """A reduction along the last axis (or of a vector): the reduced axis becomes the
+        lanes of each row, combined by the pairwise tree the reference uses (lane j takes
+        lane j + m, lanes without a partner take the identity)."""
+        node = self.k.node(n)
+        ops = self.k.operands(n)
+        operand = tuple(self.k.node(ops[0]).shape or ())
+        axis = node.attr("axis")
+        last = (axis is None and len(operand) == 1) or axis == len(operand) - 1
+        if not last or (axis is None and operand[0] > self.arch.rows):
+            raise PimError(f"{node.loc}: a reduction along an axis other than the last, of "
+                           "tensors of different sizes, is not supported yet")
+        length = operand[-1]
+        lanes_view = widen(view, length)
+        dt = str(node.dtype)
+        bits = parse_dtype(dt).bits
+        leaf = self._lanes_on_demand(ops, operand, lanes_view, node.op == "dot")
+        self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
+        op = "max" if node.op == "reduce_max" else "add"
+        combine = arith_routine(op, (dt, dt), dt, self.mode, self.arch)
+        identity = self.net.constant(reduction_identity(node.op, parse_dtype(dt)), bits)
+        levels = tree_levels(length)
+
+        def partial(level: int, j: int) -> Value:  # depth first: few partial sums live
+            if level == 0:
+                return leaf(j)
+            size, m = levels[level - 1]
+            right = partial(level - 1, j + m) if j + m < size else identity
+            left = partial(level - 1, j)
+            self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
+            return self.net.call(combine, [left, right], bits)
+
+        return partial(len(levels), 0)
+
+    def _lanes_on_demand(self, ops: list[int], operand: tuple[int, ...], lanes_view: View,
+                         dot: bool) -> Callable[[int], Value]:
+        """Lane j of what a reduction reduces, built when the tree first needs it: an
+        elementwise operand used only here (or dot's products) one lane at a time."""
+        inner = ops
+        node = self.k.node(ops[0])
+        routine = None
+        if dot:
+            dt = str(node.dtype)
+            routine = arith_routine("mul", (dt, dt), dt, self.mode, self.arch)
+        elif (node.op not in ("input", "const", "reshape", "transpose", "matmul", *REDUCTIONS)
+              and self.k.graph.out_degree(ops[0]) == 1):
+            inner = self.k.operands(ops[0])
+            dtypes = tuple(str(self.k.node(o).dtype) for o in inner)
+            routine = arith_routine(node.op, dtypes, str(node.dtype), self.mode, self.arch)
+        if routine is None:
+            (lanes,) = [self.words(ops[0], lanes_view)]
+            return lanes.__getitem__
+        words = [self.words(o, (*aligned(tuple(self.k.node(o).shape or ()), operand),
+                                *lanes_view)) for o in inner]
+        bits = parse_dtype(str(node.dtype)).bits
+        label = f"{node.loc} {node.loc.label or node.op}"
+
+        def lane(j: int) -> Value:
+            self.net.annotation = label
+            return self.net.call(routine, [w[j] for w in words], bits)
+
+        return lane
 
     def _stride(self, lanes: list[Value]) -> int | None:
         """The column distance between consecutive lanes, if all are placed inputs."""

@@ -171,6 +171,7 @@ def allocate_words(net: WordNet, outputs: list[tuple[Value, int]], first: int, l
             steps.append(c)
             v = c.out
         pinned[v] = col
+    finals = list(pinned)
     chain = {s.out: s.into for s in steps if s.into is not None}
     for v, col in list(pinned.items()):
         while v in chain:
@@ -180,7 +181,7 @@ def allocate_words(net: WordNet, outputs: list[tuple[Value, int]], first: int, l
     for i, s in enumerate(steps):
         for x in (*s.ins, *((s.into,) if s.into is not None else ())):
             last_use[x] = i
-    for v in pinned:
+    for v in finals:  # read by the host at the end
         last_use[v] = len(steps)
     cell: dict[Value, int] = dict(net.inputs)
     free = [(first, last)]  # sorted disjoint intervals
