@@ -182,7 +182,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     listing = print_program(prog)
     write_atomic(args.output, lambda f: f.write(listing.encode()))
     columns = dict(prog.meta).get("columns")
-    print(f"{args.output}: {len(prog.ops):,} micro-ops on {prog.crossbars} crossbar(s)"
+    from pimc.isa.cost import item_counts
+
+    routines, memo = {r.name: r for r in prog.routines}, {}  # type: ignore[var-annotated]
+    executed = sum(item_counts(i, routines, prog.arch, memo)[0] for i in prog.ops)
+    shape = (f"{len(prog.ops):,} top-level items and {len(prog.routines)} routine(s) "
+             f"executing {executed:,} micro-ops" if prog.routines else f"{executed:,} micro-ops")
+    print(f"{args.output}: {shape} on {prog.crossbars} crossbar(s)"
           + (f"; columns {columns}" if columns else "") + note)
     return 0
 
