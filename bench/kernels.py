@@ -20,10 +20,11 @@ from pathlib import Path
 # This file's folder holds runtime.py, named like the `runtime` package: keep it off the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
+from pimc.runtime import run_program  # noqa: E402
+from pimc.runtime.hostio import complete_inputs  # noqa: E402
+
 from pimc.cli import verify_outputs  # noqa: E402
 from pimc.compile import compile_source  # noqa: E402
-from runtime import run_program  # noqa: E402
-from runtime.hostio import complete_inputs  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -23,12 +23,12 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 import numpy as np  # noqa: E402
+from pimc.runtime import Machine  # noqa: E402
+from pimc.runtime.reference import ReferenceMachine  # noqa: E402
 
 from pimc.isa.arch import Arch  # noqa: E402
 from pimc.isa.builder import ProgramBuilder  # noqa: E402
 from pimc.isa.uop import Nor, Program  # noqa: E402
-from runtime import Machine  # noqa: E402
-from runtime.reference import ReferenceMachine  # noqa: E402
 
 ARCH = Arch(rows=1024, cols=64)
 SCRATCH = list(range(16, 25))

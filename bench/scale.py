@@ -53,10 +53,10 @@ def compile_in_child(model: Path, out: Path) -> dict[str, float]:
 
 def measure(name: str, model: object, tmp: Path, run_max_ops: int) -> dict[str, object]:
     import onnx
+    from pimc.runtime.count import count_program
 
     from pimc.cli import main
     from pimc.isa.text import load_program
-    from runtime.count import count_program
 
     path = tmp / f"{name}.onnx"
     onnx.save(model, str(path))  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from pimc.isa.text import load_program
 from pimc.isa.uop import Program
 
 if TYPE_CHECKING:
-    from runtime.stats import Stats
+    from pimc.runtime.stats import Stats
 
 
 def _with_arch(prog: Program, path: str) -> Program:
@@ -55,8 +55,8 @@ def _host_arrays(prog: Program, outputs: dict[str, np.ndarray]) -> dict[str, np.
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runtime import run_program
-    from runtime.hostio import complete_inputs
+    from pimc.runtime import run_program
+    from pimc.runtime.hostio import complete_inputs
 
     prog = load_program(args.program)
     if args.arch:
@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.count_only:
         if args.verify or args.output:
             raise PimError("--count-only executes nothing: it cannot --verify or write -o")
-        from runtime.count import count_program
+        from pimc.runtime.count import count_program
 
         stats = count_program(prog, args.program)
         print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops (counted, not "
@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_layers(stats: Stats) -> None:
-    from runtime.count import layer_table
+    from pimc.runtime.count import layer_table
 
     if stats.layers:
         print()

@@ -30,10 +30,10 @@ from pimc.passes.fold import fold_constants
 from pimc.passes.layout import layout
 from pimc.passes.lower import Lowered, lower
 from pimc.passes.typecheck import typecheck
+from pimc.runtime.progress import Progress
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
 from pimc.wear import repeat_runs
-from runtime.progress import Progress
 
 
 def select_kernel(kernels: list[Kernel], name: str | None, file: str) -> Kernel:
@@ -137,7 +137,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
 def program_cost(prog: Program, objective: str) -> float:
     """Cycles, or energy's upper bound in fJ, counted from the structure."""
     if objective == "energy":
-        from runtime.count import count_program
+        from pimc.runtime.count import count_program
 
         return count_program(prog).energy_bounds[1]  # type: ignore[index]
     routines = {r.name: r for r in prog.routines}

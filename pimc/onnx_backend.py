@@ -22,7 +22,7 @@ from pimc.frontend.onnx_import import Imported
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import Kind, dequantize, parse_dtype, quantize
 from pimc.isa.uop import Program
-from runtime import run_program
+from pimc.runtime import run_program
 
 # (op type, input position) pairs whose value decides a shape, not data.
 SHAPE_INPUTS = {("Reshape", 1), ("Squeeze", 1), ("Unsqueeze", 1), ("Dropout", 1),

@@ -22,7 +22,7 @@ def layers_of(program: str, stats: str | None) -> tuple[list[dict], int, int, st
             return data["layers"], prog.crossbars, prog.arch.rows, "executed"
         except (OSError, ValueError, KeyError) as exc:
             raise PimError(f"{stats}: not a stats file of pimc run --stats ({exc})") from None
-    from runtime.count import count_program
+    from pimc.runtime.count import count_program
 
     return count_program(prog, program).layers, prog.crossbars, prog.arch.rows, "counted"
 

@@ -3,7 +3,7 @@
 It imports the shared ISA (pimc.isa) and nothing else from the compiler.
 """
 
-from runtime.machine import Machine, run_program
-from runtime.stats import Stats
+from pimc.runtime.machine import Machine, run_program
+from pimc.runtime.stats import Stats
 
 __all__ = ["Machine", "Stats", "run_program"]

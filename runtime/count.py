@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+from pimc.runtime.endurance import WriteCounter, count_host_writes
+from pimc.runtime.stats import HostIO, Stats
 
 from pimc.isa.arch import Arch
 from pimc.isa.check import rep_columns, validate
@@ -21,8 +23,6 @@ from pimc.isa.cost import timing
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.flow import frame_bases, written_columns
 from pimc.isa.uop import Call, Init, Item, Loop, Nor, Op, Program, Routine, Search, Shift, Span, Transfer
-from runtime.endurance import WriteCounter, count_host_writes
-from runtime.stats import HostIO, Stats
 
 
 @dataclass

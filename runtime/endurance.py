@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+from pimc.runtime.bitops import unpack_rows
 
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.uop import TensorIO
-from runtime.bitops import unpack_rows
 
 
 @dataclass(frozen=True)

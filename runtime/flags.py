@@ -8,8 +8,7 @@ strict checks cost almost nothing on the common path; masked ops fall back to th
 from __future__ import annotations
 
 import numpy as np
-
-from runtime.bitops import ALL
+from pimc.runtime.bitops import ALL
 
 CLEAR, MIXED, FULL = np.uint8(0), np.uint8(1), np.uint8(2)  # ordered: all FULL <=> min is FULL
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pimc.runtime.bitops import pack_rows, popcount, unpack_rows
+from pimc.runtime.endurance import count_host_writes
 
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import TensorIO, apply_view, unview, view_shape
-from runtime.bitops import pack_rows, popcount, unpack_rows
-from runtime.endurance import count_host_writes
 
 if TYPE_CHECKING:
-    from runtime.machine import Machine
+    from pimc.runtime.machine import Machine
 
 
 class HostPort:

@@ -11,6 +11,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from pimc.runtime.bitops import ALL, pack_rows, popcount, row_mask, shift_rows, unpack_rows
+from pimc.runtime.endurance import WriteCounter
+from pimc.runtime.flags import CellFlags
+from pimc.runtime.hostio import HostPort
+from pimc.runtime.progress import Progress
+from pimc.runtime.stats import Stats
 
 from pimc.isa.arch import Arch
 from pimc.isa.check import rep_columns, validate
@@ -31,12 +37,6 @@ from pimc.isa.uop import (
     Span,
     Transfer,
 )
-from runtime.bitops import ALL, pack_rows, popcount, row_mask, shift_rows, unpack_rows
-from runtime.endurance import WriteCounter
-from runtime.flags import CellFlags
-from runtime.hostio import HostPort
-from runtime.progress import Progress
-from runtime.stats import Stats
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class Machine:
         """Cycles, latency and the columns and crossbars touched do not depend on data, so
         they are counted from the program's structure when it is loaded (run() adds what
         does: energy, writes)."""
-        from runtime.count import static_totals
+        from pimc.runtime.count import static_totals
 
         static_totals(self.prog, self.stats)
 
@@ -394,7 +394,7 @@ def run_program(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
     machine = Machine(prog, name, strict=strict, count_writes=count_writes)
     machine.host.load(inputs or {}, seed)
     stats = machine.run()
-    from runtime.count import layer_report
+    from pimc.runtime.count import layer_report
 
     stats.layers = layer_report(prog, machine.layer_energy)
     return machine.host.read_outputs(), stats

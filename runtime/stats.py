@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from pimc.runtime.endurance import Endurance
+
 from pimc.isa.arch import InitModel
-from runtime.endurance import Endurance
 
 STATS_FORMAT = 2  # 2: counted_without_executing, energy_fj_bounds, histogram, layers
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pimc.runtime import run_program
+from pimc.runtime.hostio import complete_inputs
 
 from pimc.cli import main
 from pimc.compile import compile_source
@@ -17,8 +19,6 @@ from pimc.isa.errors import PimError
 from pimc.isa.text import parse_program, print_program
 from pimc.passes.evaluate import evaluate
 from pimc.passes.typecheck import typecheck
-from runtime import run_program
-from runtime.hostio import complete_inputs
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

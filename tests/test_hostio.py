@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pimc.runtime import run_program
 
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
@@ -11,7 +12,6 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.text import parse_program, print_program
 from pimc.isa.uop import Span, TensorIO, ViewOp
-from runtime import run_program
 
 ARCH = Arch(rows=64, cols=256)
 

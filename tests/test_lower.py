@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from pimc.runtime import run_program
 
 from pimc.cli import main
 from pimc.compile import compile_model, program_cost
@@ -18,7 +19,6 @@ from pimc.isa.flow import flat
 from pimc.isa.text import parse_program, print_program
 from pimc.isa.uop import Loop
 from pimc.lower.arith import arith_routine
-from runtime import run_program
 from samples.make_onnx_samples import gemm_chain
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "gemm_relu_gemm.onnx"

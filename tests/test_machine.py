@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from pimc.runtime import Machine, run_program
+from pimc.runtime.bitops import unpack_rows
+from pimc.runtime.reference import ReferenceMachine
 
 from pimc.isa.arch import Arch, InitModel
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Rep, SearchKind, Span
-from runtime import Machine, run_program
-from runtime.bitops import unpack_rows
-from runtime.reference import ReferenceMachine
 from tests.strategies import programs
 
 SMALL = Arch(rows=128, cols=32, partitions=4)

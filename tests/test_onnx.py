@@ -8,6 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from pimc.runtime import run_program
 
 from pimc.cli import main
 from pimc.compile import compile_model
@@ -18,7 +19,6 @@ from pimc.isa.uop import ViewOp
 from pimc.lower.tensors import lower_tensors
 from pimc.lower.views import simplify
 from pimc.passes.evaluate import evaluate
-from runtime import run_program
 
 F = TensorProto.FLOAT
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from pimc.runtime import run_program
+from pimc.runtime.hostio import complete_inputs
 
 from pimc.compile import compile_source
 from pimc.frontend.dsl import parse_kernels
@@ -14,8 +16,6 @@ from pimc.passes.fold import fold_constants
 from pimc.passes.layout import Geometry, geometry, layout
 from pimc.passes.lower import lower
 from pimc.passes.typecheck import typecheck
-from runtime import run_program
-from runtime.hostio import complete_inputs
 
 
 def typed(text: str):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pimc.runtime import run_program
+from pimc.runtime.count import count_program
 
 from pimc.cli import main
 from pimc.isa.builder import ProgramBuilder
@@ -18,8 +20,6 @@ from pimc.isa.flow import flat
 from pimc.isa.text import load_program, parse_program, print_program
 from pimc.isa.uop import Op
 from pimc.listing import listing
-from runtime import run_program
-from runtime.count import count_program
 from tests.strategies import programs
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

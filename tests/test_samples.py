@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pimc.runtime import run_program
 
 from pimc.isa.text import load_program, print_program
-from runtime import run_program
 from samples.make_samples import SAMPLES
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
+from pimc.runtime import run_program
 
 from pimc.compile import compile_source
 from pimc.isa.arch import Arch, InitModel
@@ -21,7 +22,6 @@ from pimc.synth.oracle import (
 )
 from pimc.synth.routines import build_bit_sliced, build_routine
 from pimc.synth.verify import float_edge_cases, verify
-from runtime import run_program
 
 NUMPY = {"f32": (np.float32, np.uint32), "f16": (np.float16, np.uint16),
          "bf16": (ml_dtypes.bfloat16, np.uint16)}

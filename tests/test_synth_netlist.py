@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pimc.runtime import run_program
 
 from pimc.isa.arch import Arch, InitModel
 from pimc.isa.builder import ProgramBuilder
@@ -12,7 +13,6 @@ from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit, schedule_inits
 from pimc.synth.logic import Logic
 from pimc.synth.netlist import ONE, ZERO, Netlist, live_gates
-from runtime import run_program
 
 
 def test_constants_fold():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pimc.runtime import run_program
 
 from pimc.isa.arch import Arch, InitModel
 from pimc.isa.builder import ProgramBuilder
@@ -15,7 +16,6 @@ from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit, merge_moves
 from pimc.synth.logic import Logic
 from pimc.synth.netlist import ONE, ZERO, Netlist
-from runtime import run_program
 
 ROWS = 64
 STEP = st.tuples(st.sampled_from(["nor", "or", "and", "xor", "xnor", "mux", "fa", "not",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from pimc.runtime import run_program
 
 from pimc.compile import compile_source
 from pimc.isa.uop import Init, Nor, Span
 from pimc.wear import remap, repeat_runs
-from runtime import run_program
 
 SOURCE = "kernel k(x: i16[256], y: i16[256]) -> (z: i16[256]) { z = x * y + x; }"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import lark
 from lark import Transformer, v_args
 
-from grammar import KERNEL_GRAMMAR
+from pimc.grammar import KERNEL_GRAMMAR
 from pimc.ir import Kernel, Loc, Node, Param, add_node
 from pimc.isa.errors import PimError
 

@@ -13,6 +13,7 @@ import numpy as np
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import TensorIO
+from pimc.runtime import Stats, run_program
 from pimc.synth.floating import FORMATS
 from pimc.synth.oracle import (
     float_misc_reference,
@@ -21,7 +22,6 @@ from pimc.synth.oracle import (
     numpy_nan_rule,
 )
 from pimc.synth.routines import Routine
-from runtime import Stats, run_program
 
 
 def int_edge_cases(dt: DType) -> list[int]:
