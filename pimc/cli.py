@@ -168,6 +168,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from pimc.compile import compile_source
     from pimc.isa.text import print_program
 
+    if args.list_passes:
+        from pimc.passes.pipeline import describe
+
+        print(describe())
+        return 0
+    if not args.source or not (args.output or args.stop_after):
+        raise PimError("pimc compile SOURCE -o OUTPUT (or --stop-after PASS, or --list-passes)")
+
     try:
         text = "" if args.source.endswith(".onnx") else Path(args.source).read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -178,7 +186,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         prog, note = compile_source(text, args.source, kernel=args.kernel, arch=arch,
                                     mode=args.dtype_mode, runs=args.runs,
-                                    wear_level=args.wear_level), ""
+                                    wear_level=args.wear_level, print_after=args.print_after,
+                                    stop_after=args.stop_after), ""
+    if prog is None:  # --stop-after: the IR was printed, nothing is written
+        return 0
     listing = print_program(prog)
     write_atomic(args.output, lambda f: f.write(listing.encode()))
     columns = dict(prog.meta).get("columns")
@@ -193,7 +204,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> tuple[Program, str]:
+def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> tuple[Program | None, str]:
     """An ONNX model's program, its weights written beside it (OUTPUT.weights.npz)."""
     from pimc.compile import compile_model
     from pimc.frontend.onnx_import import load_model
@@ -208,7 +219,10 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> tuple[Program,
         raise PimError(f"{args.source}: --runs, --wear-level and --kernel are for kernel files")
     prog, imported = compile_model(load_model(args.source), args.source, arch=arch,
                                    mode=args.dtype_mode, dtype=args.dtype,
-                                   objective=args.objective)
+                                   objective=args.objective, print_after=args.print_after,
+                                   stop_after=args.stop_after)
+    if prog is None:
+        return None, ""
     if not imported.constants:
         return prog, ""
     weights = Path(args.output).name + ".weights.npz"
@@ -250,8 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     comp = sub.add_parser("compile", help="compile a kernel file or an ONNX model to a .uop "
                                            "program")
-    comp.add_argument("source", help="the kernel file (.pk) or model (.onnx)")
-    comp.add_argument("-o", "--output", required=True, help="the .uop file to write")
+    comp.add_argument("source", nargs="?", help="the kernel file (.pk) or model (.onnx)")
+    comp.add_argument("-o", "--output", help="the .uop file to write")
+    comp.add_argument("--list-passes", action="store_true", help="print the passes in order")
+    comp.add_argument("--print-after", metavar="PASS", help="print the IR after this pass")
+    comp.add_argument("--stop-after", metavar="PASS",
+                      help="print the IR after this pass and stop (nothing is written)")
     comp.add_argument("--kernel", help="which kernel of the file (needed if several)")
     comp.add_argument("--arch", help="a TOML file of architecture parameters")
     comp.add_argument("--dtype-mode", choices=["ieee", "ftz"], default="ieee",

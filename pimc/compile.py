@@ -24,12 +24,10 @@ from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
 from pimc.lower.tensors import Placement, lower_tensors
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
-from pimc.passes.cse import cse
 from pimc.passes.dce import dce
-from pimc.passes.fold import fold_constants
 from pimc.passes.layout import layout
 from pimc.passes.lower import Lowered, lower
-from pimc.passes.typecheck import typecheck
+from pimc.passes.pipeline import run_passes
 from pimc.runtime.progress import Progress
 from pimc.synth.alloc import allocate
 from pimc.synth.emit import emit
@@ -49,14 +47,19 @@ def select_kernel(kernels: list[Kernel], name: str | None, file: str) -> Kernel:
 
 
 def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arch | None = None,
-                   mode: str = "ieee", runs: int = 1, wear_level: bool = False) -> Program:
+                   mode: str = "ieee", runs: int = 1, wear_level: bool = False,
+                   print_after: str | None = None, stop_after: str | None = None
+                   ) -> Program | None:
     """Compile one kernel of `text` to a micro-op program (`runs` times over, rotating the
-    scratch columns between runs if `wear_level`)."""
+    scratch columns between runs if `wear_level`); None if stopped after a pass."""
     if mode not in ("ieee", "ftz"):
         raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
     arch = arch or Arch()
-    k = typecheck(select_kernel(parse_kernels(text, file), kernel, file), text)
-    k = dce(cse(fold_constants(k, mode)))
+    ran = run_passes(select_kernel(parse_kernels(text, file), kernel, file), text, mode,
+                     print_after=print_after, stop_after=stop_after)
+    if ran is None:
+        return None
+    k = ran
     meta = (("kernel", k.name), ("mode", mode), ("kernel-source", text))
     sizes = {math.prod(p.shape) for p in k.params if p.shape}
     if len(sizes) > 1:
@@ -79,7 +82,8 @@ OBJECTIVES = ("latency", "energy")
 def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None,
                   mode: str = "ieee", dtype: str = "f32",
                   bind: dict[str, np.ndarray] | None = None,
-                  objective: str = "latency") -> tuple[Program, Imported]:
+                  objective: str = "latency", print_after: str | None = None,
+                  stop_after: str | None = None) -> tuple[Program | None, Imported]:
     """Compile an ONNX model: the program, and what was imported (the IR, and the
     weights the host writes as the program's inputs of those names).
 
@@ -94,6 +98,11 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
         raise PimError(f"--objective must be latency or energy, not '{objective}'")
     arch = arch or Arch()
     imported = import_model(model, file, dtype=dtype, bind=bind)
+    ran = run_passes(imported.kernel, "", mode, skip=("typecheck",),  # typed by the import
+                     print_after=print_after, stop_after=stop_after)
+    if ran is None:
+        return None, imported
+    imported.kernel = ran
     widest = int(max((imported.kernel.node(n).attr("inner", 1) for n in imported.kernel.graph),  # type: ignore[call-overload]
                      default=1))
     best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None

@@ -99,3 +99,27 @@ def test_layout_spreads_elements_and_pads_the_last_crossbar():
     assert y.col == 64 and len(y.xbs) == 3 and t.col == 96 and len(t.xbs) == len(t.rows) == 1
     assert place.first_scratch == 128
     assert geometry(2048, 1024) == Geometry(2, 1024, 1024) and not geometry(8, 1024).padded
+
+
+GOLDEN_AFTER_DCE = """\
+# IR after dce
+kernel k(x: f32[4]) -> (y: f32[4]) {
+  %0 = input {name='x'} : f32[4]  # k.pk:1:10
+  %5 = const {raw=1077936128} : f32  # k.pk:2:16
+  %6 = mul %0, %5 : f32[4]  # k.pk:2:11
+  %13 = add %6, %6 : f32[4]  # k.pk:3:7
+  y = %13
+}"""
+
+
+def test_the_pipeline_prints_golden_ir_and_stops_where_asked():
+    from pimc.frontend.dsl import parse_kernels
+    from pimc.passes.pipeline import pass_names, run_passes
+
+    text = ("kernel k(x: f32[4]) -> (y: f32[4]) {\n  let a = x * (f32(2) + f32(1));\n"
+            "  y = a + x * (f32(2) + f32(1));\n}\n")
+    printed: list[str] = []
+    (kernel,) = parse_kernels(text, "k.pk")
+    assert run_passes(kernel, text, "ieee", stop_after="dce", out=printed.append) is None
+    assert printed == [GOLDEN_AFTER_DCE]
+    assert pass_names() == ["typecheck", "fold", "cse", "dce", "lower"]
