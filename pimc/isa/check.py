@@ -8,6 +8,7 @@ outputs, reads of never-written cells). Errors read `NAME:LINE: what is wrong`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from pimc.isa.arch import Arch
@@ -79,12 +80,18 @@ def op_problem(prog: Program, op: Op, frame: Routine | None = None) -> str | Non
     if frame is not None:  # columns are frame columns; crossbars and rows are the call's
         if isinstance(op, Transfer) or op.rows is not None:
             return "an op inside a routine acts on the call's crossbars and rows"
-        problem = _op_problem(prog, op, dataclasses.replace(arch, cols=frame.width))
+        problem = _op_problem(prog, op, _frame_arch(arch, frame.width))
         return problem and problem.replace(
             "crossbars have", f"routine '{frame.name}' has").replace(" columns)", " frame columns)")
     problem = _check_span(op.xbs, prog.crossbars, "crossbar") or (
         _check_span(op.rows, arch.rows, "row") if op.rows is not None else None)
     return problem or _op_problem(prog, op, arch)
+
+
+@functools.cache
+def _frame_arch(arch: Arch, width: int) -> Arch:
+    """The architecture as a routine body sees it: its frame is the crossbar's columns."""
+    return dataclasses.replace(arch, cols=width)
 
 
 def _op_problem(prog: Program, op: Op, arch: Arch) -> str | None:

@@ -95,7 +95,10 @@ class Tokens:
         return "c5" if self.frame is None else f"{next(iter(self.frame), 't')}.5"
 
     def col(self) -> int:
-        tok = self.next(f"a column like {self.example()}")
+        tok = self.peek()
+        if tok is None:
+            raise self.fail(f"expected a column like {self.example()} at end of line")
+        self.i += 1
         run = self.column_run(tok) if ":" not in tok else None
         if run is None:
             raise self.fail(f"expected a column like {self.example()}, found '{tok}'")

@@ -141,6 +141,8 @@ class _Blocks:
         self.routine: Routine | None = None
         self.routine_items: list[Item] = []
         self.loops: list[tuple[int, str, int, list[Item]]] = []  # count, src, line, body
+        self._frame_of: Routine | None = None
+        self._frame: dict[str, tuple[int, int]] = {}
 
     def add(self, item: Item) -> None:
         if self.loops:
@@ -152,7 +154,11 @@ class _Blocks:
 
     @property
     def frame(self) -> dict[str, tuple[int, int]] | None:
-        return self.routine.starts() if self.routine is not None else None
+        if self.routine is None:
+            return None
+        if self._frame_of is not self.routine:  # one routine's segments, worked out once
+            self._frame_of, self._frame = self.routine, self.routine.starts()
+        return self._frame
 
 
 def parse_program(text: str, name: str = "<uop>") -> Program:
