@@ -4,25 +4,19 @@ columns of the crossbar, spreading the writes."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
+from pimc.isa import flow
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Init, Nor, Op, Search, Shift, Transfer
+from pimc.isa.uop import Op, Transfer
 
 
 def remap(op: Op, col: Callable[[int], int]) -> Op:
-    """The op with every column c replaced by col(c)."""
-    if isinstance(op, Init):
-        return dataclasses.replace(op, cols=tuple(map(col, op.cols)))
-    if isinstance(op, Nor):
-        return dataclasses.replace(op, out=col(op.out), ins=tuple(map(col, op.ins)))
-    if isinstance(op, Search):
-        return dataclasses.replace(op, cols=tuple(map(col, op.cols)))
-    if isinstance(op, Shift) or (isinstance(op, Transfer) and op.dst_row is None):
-        return dataclasses.replace(op, src_cols=tuple(map(col, op.src_cols)),
-                                   dst_cols=tuple(map(col, op.dst_cols)))
-    raise PimError(f"wear levelling cannot move the columns of a {op.opcode.value}")
+    """The op with every column c replaced by col(c) (a transposing TRANSFER writes a
+    block whose columns follow from its rows: it cannot be moved)."""
+    if isinstance(op, Transfer) and op.dst_row is not None:
+        raise PimError(f"wear levelling cannot move the columns of a {op.opcode.value}")
+    return flow.remap(op, col)
 
 
 def repeat_runs(ops: tuple[Op, ...], runs: int, first_free: int, cols: int,
