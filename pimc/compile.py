@@ -103,8 +103,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     if ran is None:
         return None, imported
     imported.kernel = ran
-    widest = int(max((imported.kernel.node(n).attr("inner", 1) for n in imported.kernel.graph),  # type: ignore[call-overload]
-                     default=1))
+    widest = max((_lanes(imported.kernel, n) for n in imported.kernel.graph), default=1)
     best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None
     failure: PimError | None = None
     chunks = 1
@@ -155,15 +154,39 @@ def program_cost(prog: Program, objective: str) -> float:
 
 
 def split_matmuls(kernel: Kernel, chunks: int) -> Kernel:
-    """The kernel with every matrix product's inner axis split in `chunks` (a lowering
-    decision the reference must follow, so it is recorded in the IR)."""
+    """The kernel with every matrix product's inner axis split in `chunks`, and every
+    reduction over the last axis of a placed tensor (a lowering decision the reference
+    must follow, so it is recorded in the IR)."""
     k = kernel.copy()
     for n in k.graph:
         node = k.node(n)
-        if node.op == "matmul":
+        if node.op == "matmul" or (chunks > 1 and node.op in ("sum", "reduce_max")
+                                   and _placed(k, n)):
             attrs = {**dict(node.attrs), "chunks": chunks}
             k.graph.nodes[n]["node"] = dataclasses.replace(node, attrs=tuple(sorted(attrs.items())))
     return k
+
+
+def _lanes(k: Kernel, n: int) -> int:
+    """The lanes a node's chunks split: a matrix product's inner axis, a placed
+    reduction's axis."""
+    node = k.node(n)
+    if node.op == "matmul":
+        return int(node.attr("inner", 1))  # type: ignore[call-overload]
+    if node.op in ("sum", "reduce_max") and _placed(k, n):
+        return int((k.node(k.operands(n)[0]).shape or (1,))[-1])
+    return 1
+
+
+def _placed(k: Kernel, n: int) -> bool:
+    """Whether a reduction over the last axis reads a host-placed tensor through views."""
+    shape = k.node(k.operands(n)[0]).shape or ()
+    if k.node(n).attr("axis") != len(shape) - 1:
+        return False
+    (x,) = k.operands(n)
+    while k.node(x).op in ("reshape", "transpose", "window"):
+        (x,) = k.operands(x)
+    return k.node(x).op == "input"
 
 
 def build_word_program(low: Lowered, placements: list[Placement], arch: Arch, file: str,

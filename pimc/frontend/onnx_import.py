@@ -8,7 +8,8 @@ remains must be an operator pimc lowers; otherwise one error lists every unsuppo
 Array constants (weights) become kernel parameters the host writes, their values kept in
 `Imported.constants`; scalar constants become IR constants. Gemm, Clip, LeakyRelu,
 BatchNormalization (with constant statistics) and the variadic Max/Min/Sum are expressed
-with the IR's elementwise ops, `matmul`, `reshape` and `transpose`.
+with the IR's elementwise ops, `matmul`, `reshape` and `transpose`; convolutions and
+pooling with `window` too (pimc.frontend.onnx_windows).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from pimc.frontend.onnx_windows import Unsupported, WindowOps
 from pimc.ir import Kernel, Loc, Node, Param, add_node
 from pimc.isa.dtypes import parse_dtype, quantize
 from pimc.isa.errors import PimError
@@ -41,8 +43,9 @@ VARIADIC = {"Max": "max", "Min": "min", "Sum": "add"}
 COMPARE = {"Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge",
            "Equal": "eq"}
 SHAPE_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze")
-SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, "Transpose", "MatMul", "Gemm",
-             "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike")
+WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, *WINDOWS, "Transpose", "MatMul",
+             "Gemm", "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike")
 
 
 @dataclass
@@ -67,7 +70,7 @@ def _opset(model: onnx.ModelProto, name: str) -> int:
     return version
 
 
-class _Builder:
+class _Builder(WindowOps):
     """Walks the graph once, folding constants and emitting IR nodes."""
 
     def __init__(self, model: onnx.ModelProto, name: str, dtype: str,
@@ -194,7 +197,7 @@ class _Builder:
             self.loc = Loc(self.name, i + 1, 0, f"{nd.name or f'node{i}'} {nd.op_type}")
             try:
                 self.visit(nd)
-            except _Unsupported as why:
+            except Unsupported as why:
                 self.poisoned.update(nd.output)
                 self.unsupported.append(f"  node '{nd.name or f'#{i}'}' ({nd.op_type}, domain "
                                         f"'{nd.domain or 'ai.onnx'}', opset {self.opset}): {why}")
@@ -217,11 +220,11 @@ class _Builder:
         ins = [x for x in nd.input]
         present = [x for x in ins if x]
         if nd.domain not in ("", "ai.onnx"):
-            raise _Unsupported("operators outside the default domain are not supported")
+            raise Unsupported("operators outside the default domain are not supported")
         if any(x in self.poisoned for x in present):  # downstream of an unsupported node
             self.poisoned.update(nd.output)
             if nd.op_type not in SUPPORTED:
-                raise _Unsupported("no lowering for this operator")
+                raise Unsupported("no lowering for this operator")
             return
         if nd.op_type == "Shape" and ins[0] in self.shapes:
             self._fold_shape(nd)
@@ -232,7 +235,7 @@ class _Builder:
             self._fold(nd)
             return
         if nd.op_type not in SUPPORTED:
-            raise _Unsupported("no lowering for this operator")
+            raise Unsupported("no lowering for this operator")
         attrs = {a.name: helper.get_attribute_value(a) for a in nd.attribute}
         out = getattr(self, "op_" + nd.op_type, None)
         result = out(nd, attrs) if out else self._elementwise(nd)
@@ -242,7 +245,7 @@ class _Builder:
                 self.values[extra] = self.node("const", "u1", self.info(result).shape,
                                                value=1, raw=1)
             elif extra:
-                raise _Unsupported(f"output '{extra}' (only the first output is computed)")
+                raise Unsupported(f"output '{extra}' (only the first output is computed)")
 
     def _evaluator_wrong(self, op: str) -> bool:
         """Operators onnx's reference evaluator gets wrong at this opset (so not folded
@@ -264,7 +267,7 @@ class _Builder:
         try:
             outs = ReferenceEvaluator(model).run(None, {x: self.consts[x] for x in inputs})
         except Exception as exc:
-            raise _Unsupported(f"could not be folded as a constant ({exc})") from None
+            raise Unsupported(f"could not be folded as a constant ({exc})") from None
         for y, v in zip([y for y in nd.output if y], outs, strict=True):
             self.consts[y] = np.asarray(v)
 
@@ -291,7 +294,7 @@ class _Builder:
 
     def _static(self, name: str, what: str) -> np.ndarray:
         if name not in self.consts:
-            raise _Unsupported(f"{what} must be known at compile time (a constant or an "
+            raise Unsupported(f"{what} must be known at compile time (a constant or an "
                                f"initializer)")
         return self.consts[name]
 
@@ -328,9 +331,9 @@ class _Builder:
 
     def op_Dropout(self, nd, attrs):  # type: ignore[no-untyped-def]
         if len(nd.input) > 2 and nd.input[2] and bool(self._static(nd.input[2], "training_mode")):
-            raise _Unsupported("training mode (inference only)")
+            raise Unsupported("training mode (inference only)")
         if self.opset < 7 and not attrs.get("is_test", 1):
-            raise _Unsupported("training mode (inference only)")
+            raise Unsupported("training mode (inference only)")
         return self.operand(nd.input[0])
 
     def op_Flatten(self, nd, attrs):  # type: ignore[no-untyped-def]
@@ -438,7 +441,7 @@ class _Builder:
         order (onnx's). With constant statistics the host folds them first into
         x * a + b, a = scale / sqrt(var + eps) and b = bias - mean * a (float32)."""
         if attrs.get("training_mode", 0) or any(o for o in nd.output[1:]):
-            raise _Unsupported("training mode (inference only)")
+            raise Unsupported("training mode (inference only)")
         x = self.operand(nd.input[0])
         rank = len(self.info(x).shape)
         per_channel = (-1,) + (1,) * (rank - 2)
@@ -464,10 +467,6 @@ def _raw(value: object, dt: str) -> int:
     """The bits of one value in `dt` (fixed point: quantised, round to nearest)."""
     d = parse_dtype(dt)
     return int(d.to_bits(quantize(np.asarray(value).reshape(1), d))[0])
-
-
-class _Unsupported(Exception):
-    pass
 
 
 def _identifier(name: str, taken: set[str]) -> str:

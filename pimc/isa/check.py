@@ -272,11 +272,20 @@ def check_routines(prog: Program, name: str) -> dict[str, set[str]]:
     _check_recursion(prog, name, table)
     written = routine_writes(prog)
     for r in prog.routines:
+        key = (id(r), prog.arch)
+        if _CHECKED.get(key, (None,))[0] is r:
+            continue  # the same routine object, checked before on this architecture
         for item in r.body:
             problem = item_problem(prog, item, r, 1, written)
             if problem:
                 raise PimError(f"{name}:{problem[0] or item.line or r.line}: {problem[1]}")
+        _CHECKED[key] = (r,)
     return written
+
+
+# Routines the compiler made once and calls from every candidate program it builds: each
+# is checked once per architecture (the entry keeps the object alive, so its id is not reused).
+_CHECKED: dict[tuple[int, object], tuple[Routine]] = {}
 
 
 def _check_recursion(prog: Program, name: str, table: dict[str, Routine]) -> None:

@@ -186,7 +186,8 @@ def _size(item: Item) -> int:
 def op_lines(prog: Program) -> tuple[int, ...]:
     """The line each top-level item has in print_program's output (for programs built
     in Python)."""
-    line = len(header_lines(prog)) + 1
+    line = 4 + bool(prog.source) + len(prog.meta) + len(prog.inputs) + len(prog.outputs)
+    line += sum(2 + sum(map(_size, r.body)) for r in prog.routines)
     out = []
     for item in prog.ops:
         out.append(line)

@@ -12,10 +12,12 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
-
 from pimc.isa.arch import Arch
 from pimc.isa.errors import PimError
+from pimc.isa.view import ViewOp as ViewOp
+from pimc.isa.view import apply_view as apply_view
+from pimc.isa.view import unview as unview
+from pimc.isa.view import view_shape as view_shape
 
 
 class Opcode(enum.Enum):
@@ -144,80 +146,6 @@ class Transfer(Op):
     src_cols: tuple[int, ...]
     dst_cols: tuple[int, ...]
     dst_row: int | None = None
-
-
-@dataclass(frozen=True)
-class ViewOp:
-    """One step of the host's view of a tensor before placing it (numpy semantics):
-    reshape to `dims`, transpose by the permutation `dims`, broadcast to `dims`, or pad
-    with zeros at the end of each axis up to `dims`."""
-
-    kind: str
-    dims: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("reshape", "transpose", "broadcast", "pad"):
-            raise PimError(f"unknown view step '{self.kind}' (reshape, transpose, broadcast, "
-                           f"pad)")
-
-    def shape_after(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The shape this step makes of `shape`; PimError if it does not apply."""
-        if self.kind == "reshape" and math.prod(self.dims) == math.prod(shape):
-            return self.dims
-        if self.kind == "transpose" and sorted(self.dims) == list(range(len(shape))):
-            return tuple(shape[d] for d in self.dims)
-        if self.kind == "broadcast" and len(self.dims) >= len(shape) and all(
-                a in (1, b) for a, b in zip(shape[::-1], self.dims[::-1], strict=False)):
-            return self.dims
-        if self.kind == "pad" and len(self.dims) == len(shape) and all(
-                a <= b for a, b in zip(shape, self.dims, strict=True)):
-            return self.dims
-        raise PimError(f"view step {self} does not apply to shape {list(shape)}")
-
-    def __str__(self) -> str:
-        return f"{self.kind}({','.join(map(str, self.dims))})"
-
-
-def view_shape(shape: tuple[int, ...], view: tuple[ViewOp, ...]) -> tuple[int, ...]:
-    for step in view:
-        shape = step.shape_after(shape)
-    return shape
-
-
-def apply_view(values: np.ndarray, view: tuple[ViewOp, ...]) -> np.ndarray:
-    """The tensor as the host places it: the view's numpy steps, in order."""
-    for step in view:
-        if step.kind == "reshape":
-            values = values.reshape(step.dims)
-        elif step.kind == "transpose":
-            values = values.transpose(step.dims)
-        elif step.kind == "pad":
-            values = np.pad(values, [(0, b - a) for a, b in zip(values.shape, step.dims,
-                                                                 strict=True)])
-        else:
-            values = np.broadcast_to(values, step.dims)
-    return values
-
-
-def unview(placed: np.ndarray, shape: tuple[int, ...], view: tuple[ViewOp, ...]) -> np.ndarray:
-    """The tensor back from its placement (the view undone step by step; of replicated
-    copies the first is read, padding is dropped)."""
-    shapes = [tuple(shape)]
-    for step in view:
-        shapes.append(step.shape_after(shapes[-1]))
-    for step, before in zip(reversed(view), reversed(shapes[:-1]), strict=True):
-        if step.kind == "reshape":
-            placed = placed.reshape(before)
-        elif step.kind == "transpose":
-            placed = placed.transpose(np.argsort(step.dims))
-        elif step.kind == "pad":
-            placed = placed[tuple(slice(0, d) for d in before)]
-        else:
-            lead = len(step.dims) - len(before)
-            index = tuple(0 if i < lead or before[i - lead] == 1 else slice(None)
-                          for i in range(len(step.dims)))
-            placed = placed[index].reshape(before)
-    return placed
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import ViewOp, apply_view, view_shape
+from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.arith import arith_routine
 from pimc.lower.views import View, aligned, simplify, widen
 from pimc.lower.words import Value, WordNet, word_tree
@@ -119,6 +120,9 @@ class _TensorLowering:
         if node.op == "transpose":
             perm = tuple(node.attr("perm"))  # type: ignore[arg-type]
             return self.words(ops[0], (ViewOp("transpose", perm), *view), chunked)
+        if node.op == "window":
+            step = ViewOp("window", tuple(node.attr("step")))  # type: ignore[arg-type]
+            return self.words(ops[0], (step, *view), chunked)
         if lanes > 1 and n in self.after_matmul:
             return self._relayout(n, shape, view, chunked)
         if node.op == "matmul":
@@ -283,7 +287,9 @@ class _TensorLowering:
     def _reduce(self, n: int, shape: tuple[int, ...], view: View) -> Value:
         """A reduction along the last axis (or of a vector): the reduced axis becomes the
         lanes of each row, combined by the pairwise tree the reference uses (lane j takes
-        lane j + m, lanes without a partner take the identity)."""
+        lane j + m, lanes without a partner take the identity). Split in chunks (its
+        `chunks` attribute, for a placed operand), each chunk's tree runs in its own rows,
+        then the chunks meet in a log-depth tree, as a matrix product's do."""
         node = self.k.node(n)
         ops = self.k.operands(n)
         operand = tuple(self.k.node(ops[0]).shape or ())
@@ -292,30 +298,41 @@ class _TensorLowering:
         if not last or (axis is None and operand[0] > self.arch.rows):
             raise PimError(f"{node.loc}: a reduction along an axis other than the last, of "
                            "tensors of different sizes, is not supported yet")
-        length = operand[-1]
-        lanes_view = widen(view, length)
+        chunked = int(node.attr("chunks", 1)) > 1  # type: ignore[call-overload]
+        length = self.lanes_per_chunk(operand[-1]) if chunked else operand[-1]
+        lanes_view = (*widen(view, operand[-1]), ViewOp("reshape", (*self.space, operand[-1])))
+        extra = self.chunks * length - operand[-1] if chunked else 0
+        if extra:  # the last chunk's missing lanes: the identity (max) or +0 (sums)
+            fill = LOWEST if node.op == "reduce_max" else ZERO
+            lanes_view = (*lanes_view, ViewOp("window", (len(self.space), fill, 1, 1, 0, extra, 1)),
+                          ViewOp("reshape", (*self.space, operand[-1] + extra)))
         dt = str(node.dtype)
         bits = parse_dtype(dt).bits
-        leaf = self._lanes_on_demand(ops, operand, lanes_view, node.op == "dot")
+        leaf = self._lanes_on_demand(ops, operand, lanes_view, node.op == "dot", chunked)
         self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
         op = "max" if node.op == "reduce_max" else "add"
         combine = arith_routine(op, (dt, dt), dt, self.mode, self.arch)
-        identity = self.net.constant(reduction_identity(node.op, parse_dtype(dt)), bits)
+        identity = reduction_identity(node.op, parse_dtype(dt))
+        none = self.net.constant(identity, bits)
         levels = tree_levels(length)
 
         def partial(level: int, j: int) -> Value:  # depth first: few partial sums live
             if level == 0:
                 return leaf(j)
             size, m = levels[level - 1]
-            right = partial(level - 1, j + m) if j + m < size else identity
+            right = partial(level - 1, j + m) if j + m < size else none
             left = partial(level - 1, j)
             self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
             return self.net.call(combine, [left, right], bits)
 
-        return partial(len(levels), 0)
+        total = partial(len(levels), 0)
+        if not chunked:
+            return total
+        self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
+        return self._across_chunks(dt, self.net.copy(total), op, identity)
 
     def _lanes_on_demand(self, ops: list[int], operand: tuple[int, ...], lanes_view: View,
-                         dot: bool) -> Callable[[int], Value]:
+                         dot: bool, chunked: bool = False) -> Callable[[int], Value]:
         """Lane j of what a reduction reduces, built when the tree first needs it: an
         elementwise operand used only here (or dot's products) one lane at a time."""
         inner = ops
@@ -324,16 +341,17 @@ class _TensorLowering:
         if dot:
             dt = str(node.dtype)
             routine = arith_routine("mul", (dt, dt), dt, self.mode, self.arch)
-        elif (node.op not in ("input", "const", "reshape", "transpose", "matmul", *REDUCTIONS)
+        elif (node.op not in ("input", "const", "reshape", "transpose", "window", "matmul",
+                                 *REDUCTIONS)
               and self.k.graph.out_degree(ops[0]) == 1):
             inner = self.k.operands(ops[0])
             dtypes = tuple(str(self.k.node(o).dtype) for o in inner)
             routine = arith_routine(node.op, dtypes, str(node.dtype), self.mode, self.arch)
         if routine is None:
-            (lanes,) = [self.words(ops[0], lanes_view)]
+            (lanes,) = [self.words(ops[0], lanes_view, chunked)]
             return lanes.__getitem__
         words = [self.words(o, (*aligned(tuple(self.k.node(o).shape or ()), operand),
-                                *lanes_view)) for o in inner]
+                                *lanes_view), chunked) for o in inner]
         bits = parse_dtype(str(node.dtype)).bits
         label = f"{node.loc} {node.loc.label or node.op}"
 
@@ -354,11 +372,14 @@ class _TensorLowering:
         ok = all(b - a == step for a, b in itertools.pairwise(cols))  # type: ignore[operator]
         return step if ok and step >= self.net.width[lanes[0]] else None
 
-    def _across_chunks(self, dt: str, x: Value) -> Value:
-        """The partial sums of the chunks, added in a log-depth tree into chunk 0: SHIFTs
-        when the chunks share a crossbar, TRANSFERs when each has its crossbars."""
-        acc = arith_routine("add", (dt, dt), dt, self.mode, self.arch, inplace=True)
-        identity = reduction_identity("sum", parse_dtype(dt))
+    def _across_chunks(self, dt: str, x: Value, op: str = "add", identity: int | None = None
+                       ) -> Value:
+        """The chunks' partial results (sums, or maxima), combined in a log-depth tree
+        into chunk 0: SHIFTs when the chunks share a crossbar, TRANSFERs when each has
+        its crossbars."""
+        acc = arith_routine(op, (dt, dt), dt, self.mode, self.arch, inplace=True)
+        if identity is None:
+            identity = reduction_identity("sum", parse_dtype(dt))
         if self.geo.crossbars == 1:
             return word_tree(self.net, acc, x, identity, self.chunks, self.slots)
         return word_tree(self.net, acc, x, identity, self.chunks,

@@ -12,6 +12,7 @@ import numpy as np
 from pimc.ir import Kernel
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
+from pimc.isa.view import LOWEST, ViewOp, windows
 from pimc.passes.layout import geometry
 from pimc.passes.lower import (
     REDUCTIONS,
@@ -79,7 +80,7 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
         args = [values[o] for o in kernel.operands(n)]
         arg_dt = [parse_dtype(str(kernel.node(o).dtype)) for o in kernel.operands(n)]
         here = np.ones((), dtype=bool)
-        if node.op not in ("reshape", "transpose", "matmul"):
+        if node.op not in ("reshape", "transpose", "matmul", "window"):
             for o in kernel.operands(n):
                 here = here & ok[o]
         else:
@@ -95,6 +96,12 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
             perm = tuple(node.attr("perm"))  # type: ignore[arg-type]
             values[n] = np.transpose(args[0], perm)
             here = np.transpose(here, perm)
+        elif node.op == "window":
+            step = ViewOp("window", tuple(node.attr("step")))  # type: ignore[arg-type]
+            low = np.uint64(reduction_identity("reduce_max", dt))
+            values[n] = windows(np.asarray(args[0], dtype=np.uint64), step, low)
+            here = windows(np.broadcast_to(ok[kernel.operands(n)[0]], np.shape(args[0])),
+                           ViewOp("window", (step.dims[0], LOWEST, *step.dims[2:])), True)
         elif node.op == "matmul":
             values[n], seen = _matmul(node, arg_dt[0], args, mode)
             b_ok = np.broadcast_to(ok[kernel.operands(n)[1]], np.shape(args[1]))
@@ -139,6 +146,17 @@ def _reduce(node, dt, args, mode, max_rows):  # type: ignore[no-untyped-def]
     outer, length, inner = reduction_axes(shape, node.attr("axis"))
     special = (lambda v: _special(FORMATS[dt.name], v)) if dt.kind is Kind.FLOAT else (
         lambda v: np.zeros(np.shape(v), dtype=bool))
+    chunks = int(node.attr("chunks", 1))
+    if chunks > 1:  # lowering.tensors: each chunk's tree, then a tree over the chunks
+        per = -(-length // chunks)
+        pad = identity if node.op == "reduce_max" else np.uint64(0)
+        x = x.reshape(outer, length)
+        x = np.concatenate([x, np.full((outer, chunks * per - length), pad, np.uint64)], 1)
+        x = x.reshape(outer, chunks, per).transpose(2, 1, 0)  # [j, chunk, o]
+        first = special(x).any(axis=(0, 1))
+        x, seen = _tree(x, per, identity, op, node, dt, mode, special)
+        x, more = _tree(x, chunks, identity, op, node, dt, mode, special)
+        return x.reshape(shape[:-1]), (first | seen.any(axis=0) | more).reshape(shape[:-1])
     if outer > 1 or inner > 1:
         x = x.reshape(outer, length, inner).transpose(1, 0, 2)  # [j, o, i]
         out_shape = shape[: len(shape) - 1] if inner == 1 else shape[1:]

@@ -1,0 +1,180 @@
+"""The ONNX operators that slide a window over spatial axes: Conv, MaxPool, AveragePool
+and the global pools, expressed with the IR's `window` (the gather of every window's
+elements, padding included, as new trailing axes), `reshape`, `transpose`, `matmul` and
+reductions. A convolution is the matrix product of the windows (im2col) with the
+weights, per group; a max pooling the largest of each window's elements; an average
+pooling the window sums divided by the count of elements ONNX's rule counts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnx
+
+from pimc.isa.errors import PimError
+from pimc.isa.view import LOWEST, ZERO, ViewOp, window_size, windows
+
+Axes = list[tuple[int, int, int, int, int]]  # per spatial axis: kernel, stride, pads, dilation
+
+
+class Unsupported(Exception):
+    """An operator (or attribute value) with no lowering; the import lists every one."""
+
+
+def spatial_axes(attrs: dict[str, Any], sizes: tuple[int, ...], kernel: tuple[int, ...],
+                 ceil: bool = False) -> Axes:
+    """Kernel, stride, pads and dilation per spatial axis, auto_pad and ceil_mode applied
+    (ceil_mode's extra windows read beyond the end: more end padding)."""
+    r = len(sizes)
+    strides = list(attrs.get("strides", [1] * r))
+    dilations = list(attrs.get("dilations", [1] * r))
+    pads = list(attrs.get("pads", [0] * 2 * r))
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if len(strides) != r or len(dilations) != r or len(pads) != 2 * r:
+        raise PimError(f"strides, dilations and pads must give {r} spatial axes "
+                       f"(got {strides}, {dilations}, {pads})")
+    if min(strides + dilations + list(kernel), default=1) < 1 or min(pads, default=0) < 0:
+        raise PimError(f"kernel {list(kernel)}, strides {strides}, dilations {dilations} must "
+                       f"be positive and pads {pads} not negative")
+    out: Axes = []
+    for i, n in enumerate(sizes):
+        k, s, d = kernel[i], strides[i], dilations[i]
+        begin, end = pads[i], pads[r + i]
+        if auto == "VALID":
+            begin = end = 0
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+            begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            end = total - begin
+        elif auto != "NOTSET":
+            raise PimError(f"auto_pad '{auto}' is not one of NOTSET, VALID, SAME_UPPER, "
+                           "SAME_LOWER")
+        if ceil:
+            span = n + begin + end - (k - 1) * d - 1
+            count = -(-span // s) + 1
+            if (count - 1) * s >= n + begin:  # the last window must start inside
+                count -= 1
+            end += max(0, (count - 1) * s + (k - 1) * d + 1 - (n + begin + end))
+        if window_size(n, k, s, begin, end, d) < 1:
+            raise PimError(f"a window of {k} (dilation {d}) does not fit an axis of {n} "
+                           f"padded by {begin}+{end}")
+        out.append((k, s, begin, end, d))
+    return out
+
+
+def window_step(first_axis: int, fill: int, axes: Axes) -> tuple[int, ...]:
+    return (first_axis, fill, *(a[j] for j in range(5) for a in axes))
+
+
+class WindowOps:
+    """Mixin of the ONNX importer's builder (pimc.frontend.onnx_import) for window ops."""
+
+    def _window(self, x: int, axes: Axes, fill: int) -> int:
+        """(N, C, *S) -> (N, C, *O, *k)."""
+        shape = self.info(x).shape  # type: ignore[attr-defined]
+        step = window_step(2, fill, axes)
+        out = ViewOp("window", step).shape_after(shape)
+        return self.node("window", str(self.info(x).dtype), out, (x,), step=step)  # type: ignore[attr-defined]
+
+    def _spatial(self, nd: onnx.NodeProto, attrs: dict[str, Any], kernel: tuple[int, ...] | None,
+                 ceil: bool = False) -> tuple[int, tuple[int, ...], Axes]:
+        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
+        shape = self.info(x).shape  # type: ignore[attr-defined]
+        if len(shape) < 3:
+            raise PimError(f"input of shape {list(shape)}: expected (N, C, spatial...)")
+        sizes = shape[2:]
+        kernel = tuple(attrs.get("kernel_shape", kernel or ()))
+        if len(kernel) != len(sizes):
+            raise PimError(f"kernel_shape {list(kernel)} for {len(sizes)} spatial axes")
+        return x, shape, spatial_axes(attrs, sizes, kernel, ceil)
+
+    def op_Conv(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """Y[n, m] = sum over the group's channels and the window of W[m] * X, + B[m]."""
+        w = self.operand(nd.input[1])
+        ws = self.info(w).shape
+        x, shape, axes = self._spatial(nd, attrs, tuple(ws[2:]))
+        n, c, sizes = shape[0], shape[1], shape[2:]
+        g, m = int(attrs.get("group", 1)), ws[0]
+        if g < 1 or c % g or m % g or ws[1] != c // g:
+            raise PimError(f"group {g}: input channels {c} and weights {list(ws)} disagree")
+        r = len(sizes)
+        win = self._window(x, axes, ZERO)  # (N, C, *O, *k)
+        out = self.info(win).shape[2:2 + r]
+        p, kg = math.prod(out), c // g * math.prod(ws[2:])
+        cols = self.transpose(win, (0, *range(2, 2 + r), 1, *range(2 + r, 2 + 2 * r)))
+        cols = self.reshape(cols, (n, p, g, kg))
+        cols = self.transpose(cols, (0, 2, 1, 3))  # (N, G, P, Kg)
+        wt = self.transpose(self.reshape(w, (g, m // g, kg)), (0, 2, 1))  # (G, Kg, M/G)
+        y = self.matmul(cols, wt)  # (N, G, P, M/G)
+        y = self.reshape(self.transpose(y, (0, 1, 3, 2)), (n, m, *out))
+        if len(nd.input) > 2 and nd.input[2]:
+            b = self.operand(nd.input[2])
+            y = self.binary("add", y, self.reshape(b, (m, *(1,) * r)))
+        return y
+
+    def op_MaxPool(self, nd, attrs):  # type: ignore[no-untyped-def]
+        if len(nd.output) > 1 and nd.output[1]:
+            raise Unsupported("the Indices output (only the pooled values are computed)")
+        x, _, axes = self._spatial(nd, attrs, None, bool(attrs.get("ceil_mode", 0)))
+        win = self._window(x, axes, LOWEST)
+        return self._reduce_window(win, len(axes), "reduce_max")
+
+    def _reduce_window(self, win: int, r: int, op: str) -> int:
+        shape = self.info(win).shape
+        flat = self.reshape(win, (*shape[:-r], math.prod(shape[-r:])))
+        out = shape[:-r]
+        return self.node(op, str(self.info(win).dtype), out, (flat,), axis=len(out))
+
+    def op_AveragePool(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x, shape, axes = self._spatial(nd, attrs, None, bool(attrs.get("ceil_mode", 0)))
+        win = self._window(x, axes, ZERO)
+        r = len(axes)
+        total = self._reduce_window(win, r, "sum")
+        counts = pool_counts(shape[2:], axes, bool(attrs.get("count_include_pad", 0)),
+                             tuple(attrs.get("pads", [0] * 2 * r)), attrs.get("auto_pad"))
+        return self._divide(total, counts)
+
+    def _divide(self, y: int, counts: np.ndarray) -> int:
+        dt = str(self.info(y).dtype)
+        if np.all(counts == counts.flat[0]):
+            return self.binary("div", y, self._scalar(float(counts.flat[0]), dt))
+        name = f"{self.info(y).loc.label.split()[0]}__counts"
+        self.consts[name] = counts.astype(np.float32)
+        return self.binary("div", y, self.value(name))
+
+    def op_GlobalAveragePool(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
+        lanes = math.prod(shape[2:])
+        flat = self.reshape(x, (*shape[:2], lanes))
+        total = self.node("sum", str(self.info(x).dtype), shape[:2], (flat,), axis=2)
+        y = self.binary("div", total, self._scalar(float(lanes), str(self.info(x).dtype)))
+        return self.reshape(y, (*shape[:2], *(1,) * (len(shape) - 2)))
+
+    def op_GlobalMaxPool(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
+        flat = self.reshape(x, (*shape[:2], math.prod(shape[2:])))
+        y = self.node("reduce_max", str(self.info(x).dtype), shape[:2], (flat,), axis=2)
+        return self.reshape(y, (*shape[:2], *(1,) * (len(shape) - 2)))
+
+
+def pool_counts(sizes: tuple[int, ...], axes: Axes, include_pad: bool, pads: tuple[int, ...],
+                auto: object) -> np.ndarray:
+    """How many elements each window's average divides by: the elements inside the input,
+    or with count_include_pad also the declared padding (never ceil_mode's extension)."""
+    r = len(sizes)
+    ones = np.ones(sizes, dtype=np.int64)
+    step = window_step(0, ZERO, axes)
+    if include_pad:
+        declared = [(a[2], a[3]) for a in axes]
+        if not auto or auto in (b"NOTSET", "NOTSET"):
+            declared = [(pads[i], pads[r + i]) for i in range(r)]
+        ones = np.pad(ones, declared, constant_values=1)
+        step = window_step(0, ZERO, [(k, s, b - pb, e - pe, d) for (k, s, b, e, d), (pb, pe)
+                                     in zip(axes, declared, strict=True)])
+    counted = windows(ones, ViewOp("window", step))
+    return counted.reshape(*counted.shape[:r], -1).sum(axis=-1)
