@@ -91,7 +91,9 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     widest K): every C whose program fits the architecture's columns and crossbars is
     built (routines are synthesised once, so a candidate costs a lowering, not a
     synthesis) and counted from its structure; the one with the least `objective`
-    (latency, or energy's upper bound) wins, ties to fewer crossbars."""
+    (latency, or energy's upper bound) wins, ties to fewer crossbars. When no power of
+    two fits (too few columns below, too many crossbars above), the fewest chunks that
+    fit are found by bisection."""
     if mode not in ("ieee", "ftz"):
         raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
     if objective not in OBJECTIVES:
@@ -106,10 +108,11 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     widest = max((_lanes(imported.kernel, n) for n in imported.kernel.graph), default=1)
     best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None
     failure: PimError | None = None
-    chunks = 1
     progress = Progress(f"{file}: compile", max(1, widest.bit_length()), "splits tried")
-    while True:
-        progress.update(chunks.bit_length() - 1)
+
+    def attempt(chunks: int) -> str:
+        """Build with `chunks`; 'ok', or why not: 'columns' (too few), 'crossbars'."""
+        nonlocal best, failure
         k = dce(split_matmuls(imported.kernel, chunks))
         try:
             low, placements = lower_tensors(k, mode, chunks, arch)
@@ -124,15 +127,28 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
             if not ("columns" in str(exc) or too_many):
                 raise
             failure = exc  # the last: the most split that was tried
-            if too_many:
-                break  # more chunks only need more crossbars
-        else:
-            key = (program_cost(prog, objective), prog.crossbars)
-            if best is None or key < best[0]:
-                best = (key, prog, k, low)
-        if chunks >= widest:
+            return "crossbars" if too_many else "columns"
+        key = (program_cost(prog, objective), prog.crossbars)
+        if best is None or key < best[0]:
+            best = (key, prog, k, low)
+        return "ok"
+
+    chunks, last = 1, 0  # the most chunks known to leave too few columns
+    while True:
+        progress.update(chunks.bit_length() - 1)
+        outcome = attempt(chunks)
+        if outcome == "columns":
+            last = chunks
+        if outcome == "crossbars" or chunks >= widest:
             break
         chunks = min(2 * chunks, widest)
+    if best is None and last and chunks > last + 1:
+        # between too few columns and too many crossbars: the fewest chunks that fit
+        lo, hi = last, chunks
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            outcome = attempt(mid)
+            lo, hi = (mid, hi) if outcome == "columns" else (lo, mid)
     progress.close()
     if best is None:
         assert failure is not None
@@ -205,6 +221,10 @@ def build_word_program(low: Lowered, placements: list[Placement], arch: Arch, fi
     routines = routines_used(tuple(net.steps), REGISTRY)
     scratch = arch.cols - max((r.starts().get("t", (0, 0))[1] for r in routines), default=0)
     product = scratch - max((net.width[s.out] for s in net.steps if s.kind == "mac"), default=0)
+    if product <= place.first_scratch:
+        raise PimError(f"{file}: {what} needs {place.first_scratch} columns for its placed "
+                       f"inputs and results and {arch.cols - product} for routine scratch; "
+                       f"crossbars have {arch.cols}")
     outputs = [(value, t.col) for t, (_, value) in zip(place.outputs, low.outputs, strict=True)]
     placed = allocate_words(net, outputs, place.first_scratch, product,
                             f"{file}: {what}")

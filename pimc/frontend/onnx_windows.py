@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from pimc.isa.errors import PimError
 from pimc.isa.view import LOWEST, ZERO, ViewOp, window_size, windows
 
 Axes = list[tuple[int, int, int, int, int]]  # per spatial axis: kernel, stride, pads, dilation
@@ -34,10 +33,10 @@ def spatial_axes(attrs: dict[str, Any], sizes: tuple[int, ...], kernel: tuple[in
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
     if len(strides) != r or len(dilations) != r or len(pads) != 2 * r:
-        raise PimError(f"strides, dilations and pads must give {r} spatial axes "
+        raise Unsupported(f"strides, dilations and pads must give {r} spatial axes "
                        f"(got {strides}, {dilations}, {pads})")
     if min(strides + dilations + list(kernel), default=1) < 1 or min(pads, default=0) < 0:
-        raise PimError(f"kernel {list(kernel)}, strides {strides}, dilations {dilations} must "
+        raise Unsupported(f"kernel {list(kernel)}, strides {strides}, dilations {dilations} must "
                        f"be positive and pads {pads} not negative")
     out: Axes = []
     for i, n in enumerate(sizes):
@@ -50,7 +49,7 @@ def spatial_axes(attrs: dict[str, Any], sizes: tuple[int, ...], kernel: tuple[in
             begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
             end = total - begin
         elif auto != "NOTSET":
-            raise PimError(f"auto_pad '{auto}' is not one of NOTSET, VALID, SAME_UPPER, "
+            raise Unsupported(f"auto_pad '{auto}' is not one of NOTSET, VALID, SAME_UPPER, "
                            "SAME_LOWER")
         if ceil:
             span = n + begin + end - (k - 1) * d - 1
@@ -59,7 +58,7 @@ def spatial_axes(attrs: dict[str, Any], sizes: tuple[int, ...], kernel: tuple[in
                 count -= 1
             end += max(0, (count - 1) * s + (k - 1) * d + 1 - (n + begin + end))
         if window_size(n, k, s, begin, end, d) < 1:
-            raise PimError(f"a window of {k} (dilation {d}) does not fit an axis of {n} "
+            raise Unsupported(f"a window of {k} (dilation {d}) does not fit an axis of {n} "
                            f"padded by {begin}+{end}")
         out.append((k, s, begin, end, d))
     return out
@@ -84,11 +83,11 @@ class WindowOps:
         x = self.operand(nd.input[0])  # type: ignore[attr-defined]
         shape = self.info(x).shape  # type: ignore[attr-defined]
         if len(shape) < 3:
-            raise PimError(f"input of shape {list(shape)}: expected (N, C, spatial...)")
+            raise Unsupported(f"input of shape {list(shape)}: expected (N, C, spatial...)")
         sizes = shape[2:]
         kernel = tuple(attrs.get("kernel_shape", kernel or ()))
         if len(kernel) != len(sizes):
-            raise PimError(f"kernel_shape {list(kernel)} for {len(sizes)} spatial axes")
+            raise Unsupported(f"kernel_shape {list(kernel)} for {len(sizes)} spatial axes")
         return x, shape, spatial_axes(attrs, sizes, kernel, ceil)
 
     def op_Conv(self, nd, attrs):  # type: ignore[no-untyped-def]
@@ -99,7 +98,7 @@ class WindowOps:
         n, c, sizes = shape[0], shape[1], shape[2:]
         g, m = int(attrs.get("group", 1)), ws[0]
         if g < 1 or c % g or m % g or ws[1] != c // g:
-            raise PimError(f"group {g}: input channels {c} and weights {list(ws)} disagree")
+            raise Unsupported(f"group {g}: input channels {c} and weights {list(ws)} disagree")
         r = len(sizes)
         win = self._window(x, axes, ZERO)  # (N, C, *O, *k)
         out = self.info(win).shape[2:2 + r]

@@ -32,9 +32,12 @@ class ViewOp:
         if self.kind not in KINDS:
             raise PimError(f"unknown view step '{self.kind}' ({', '.join(KINDS)})")
         if self.kind == "window" and (len(self.dims) < 7 or (len(self.dims) - 2) % 5
-                                      or self.dims[1] not in (ZERO, LOWEST)):
+                                      or self.dims[1] not in (ZERO, LOWEST)
+                                      or min(a[j] for a in self.window()[2] for j in (0, 1, 4))
+                                      < 1):
             raise PimError(f"malformed window step {self}: expected axis, fill (0 or 1), then "
-                           f"kernel, strides, pads at the beginning and end, dilations per axis")
+                           f"kernels, strides (positive), pads at the beginning and at the end, "
+                           f"dilations (positive) per axis")
 
     def window(self) -> tuple[int, int, list[tuple[int, int, int, int, int]]]:
         """(axis, fill, per spatial axis (kernel, stride, pad begin, pad end, dilation))."""
@@ -58,8 +61,7 @@ class ViewOp:
             axis, _, axes = self.window()
             if axis + len(axes) <= len(shape):
                 out = [window_size(n, *a) for n, a in zip(shape[axis:], axes, strict=False)]
-                if all(o >= 1 and a[1] >= 1 and a[4] >= 1 for o, a in zip(out, axes,
-                                                                          strict=True)):
+                if min(out) >= 1:
                     return (*shape[:axis], *out, *(a[0] for a in axes),
                             *shape[axis + len(axes):])
         raise PimError(f"view step {self} does not apply to shape {list(shape)}")
@@ -74,12 +76,13 @@ def window_size(n: int, kernel: int, stride: int, begin: int, end: int, dilation
 
 
 def lowest(dtype: np.dtype) -> object:
-    """The value max pooling pads with: -inf for floats, the least integer otherwise."""
-    if dtype.kind == "f":
-        return -np.inf
+    """The value max pooling pads with: the least integer, or -inf for floats (also
+    those numpy does not know as floats, such as bfloat16)."""
     if dtype.kind in "iu":
         return np.iinfo(dtype).min
-    return False
+    if dtype.kind == "b":
+        return False
+    return np.array(-np.inf).astype(dtype)
 
 
 def windows(values: np.ndarray, step: ViewOp, low: object = None) -> np.ndarray:

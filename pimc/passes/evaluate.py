@@ -110,9 +110,9 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
                 here = here & ~seen
         elif node.op in REDUCTIONS:
             values[n], seen = _reduce(node, arg_dt[0], args, mode, max_rows)
+            here = _reduce_mask(node, here, np.shape(args[0]))
             if mode == "ftz" and arg_dt[0].kind is Kind.FLOAT:
-                operand_ok = _reduce_mask(node, here, np.shape(args[0]))
-                here = operand_ok & ~seen
+                here = here & ~seen
         elif arg_dt[0].kind is Kind.FLOAT and node.op != "select":
             args = list(np.broadcast_arrays(*[np.asarray(a, dtype=np.uint64) for a in args]))
             fmt = FORMATS[arg_dt[0].name]
