@@ -158,6 +158,10 @@ class _TensorLowering:
         by doubling SHIFTs where each segment needs one value (_broadcast_in_segments),
         else by one SHIFT per lane and row distance over the strided rows that need it, in
         every crossbar with the same pattern at once."""
+        if any(step.kind == "window" for step in view):
+            raise PimError(f"{self.k.node(n).loc.label or self.k.node(n).op}: a convolution or "
+                           "pooling window over a computed feature map is not supported yet "
+                           "(windows over the network's input are)")
         (word,) = self.words(n, self.natural(shape))
         rows_per = self.geo.rows
         spread = self.chunks > 1 and self.geo.crossbars > 1  # chunks in their own crossbars
