@@ -1,5 +1,6 @@
-"""Writes the ONNX sample of samples/: a two-layer perceptron, Gemm -> Relu -> Gemm, with
-fixed random weights (4 inputs of 8 features, 16 hidden neurons, 8 outputs).
+"""Writes the ONNX samples of samples/: a two-layer perceptron, Gemm -> Relu -> Gemm, with
+fixed random weights (4 inputs of 8 features, 16 hidden neurons, 8 outputs), and a
+convolution layer, Conv -> Relu (3 x 16 x 16 in, 8 channels of 3 x 3 out, padded).
 
 Run `python samples/make_onnx_samples.py`; the tests check the shipped file is exactly
 what this script writes.
@@ -62,8 +63,30 @@ def gemm_chain(sizes: list[int], batch: int = 1, seed: int = 0) -> onnx.ModelPro
     return model
 
 
+def conv_relu(shape: tuple[int, ...] = (1, 3, 16, 16), channels: int = 8, kernel: int = 3,
+              stride: int = 1, pad: int = 1, seed: int = 0) -> onnx.ModelProto:
+    """One convolution layer with bias and ReLU, weights N(0, 1/fan-in)."""
+    rng = np.random.default_rng(seed)
+    fan = shape[1] * kernel * kernel
+    w = rng.normal(0, fan ** -0.5, (channels, shape[1], kernel, kernel)).astype(np.float32)
+    b = rng.normal(0, 0.1, channels).astype(np.float32)
+    side = [(n + 2 * pad - kernel) // stride + 1 for n in shape[2:]]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[pad] * 4,
+                              strides=[stride] * 2, kernel_shape=[kernel] * 2),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    graph = helper.make_graph(
+        nodes, "conv_relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], channels, *side])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="pimc samples")
+    model.ir_version = 8
+    return model
+
+
 def main() -> None:
     onnx.save(gemm_relu_gemm(), str(HERE / "gemm_relu_gemm.onnx"))
+    onnx.save(conv_relu(), str(HERE / "conv_relu.onnx"))
 
 
 if __name__ == "__main__":

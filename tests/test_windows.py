@@ -172,3 +172,17 @@ def test_a_window_over_a_computed_feature_map_is_refused_clearly(tmp_path, capsy
     assert main(["compile", str(path), "-o", str(tmp_path / "cp.uop")]) == 2
     assert "window over a computed feature map" in capsys.readouterr().err
     assert not list(tmp_path.glob("cp.uop*"))
+
+
+def test_the_shipped_convolution_sample_compiles_runs_and_verifies(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from samples.make_onnx_samples import conv_relu
+
+    sample = Path(__file__).resolve().parent.parent / "samples" / "conv_relu.onnx"
+    assert sample.read_bytes() == conv_relu().SerializeToString()
+    prog = tmp_path / "conv.uop"
+    assert main(["compile", str(sample), "-o", str(prog)]) == 0
+    assert main(["run", str(prog), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "2048 of 2048 elements bit-exact" in out and "2048 of 2048 within" in out
