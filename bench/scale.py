@@ -31,7 +31,7 @@ _CHILD = """
 import json, resource, sys, time
 from pimc.cli import main
 t = time.perf_counter()
-rc = main(["compile", sys.argv[1], "-o", sys.argv[2]])
+rc = main(["compile", sys.argv[1], "-o", sys.argv[2], *sys.argv[3:]])
 took = time.perf_counter() - t
 try:
     hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
@@ -42,8 +42,8 @@ print(json.dumps({"rc": rc, "compile_s": took, "peak_rss_mb": hwm / 1024}))
 """
 
 
-def compile_in_child(model: Path, out: Path) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(model), str(out)], cwd=ROOT,
+def compile_in_child(model: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(model), str(out), *extra], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     record = json.loads(done.stdout.strip().splitlines()[-1])
     if record["rc"]:
@@ -51,7 +51,10 @@ def compile_in_child(model: Path, out: Path) -> dict[str, float]:
     return record
 
 
-def measure(name: str, model: object, tmp: Path, run_max_ops: int) -> dict[str, object]:
+def measure(name: str, model: object, tmp: Path, run_max_ops: int,
+            extra: tuple[str, ...] = ()) -> dict[str, object]:
+    """Compile in a child process (with `extra` compile arguments), count, and run with
+    --verify when at most `run_max_ops` micro-ops."""
     import onnx
     from pimc.runtime.count import count_program
 
@@ -61,7 +64,7 @@ def measure(name: str, model: object, tmp: Path, run_max_ops: int) -> dict[str, 
     path = tmp / f"{name}.onnx"
     onnx.save(model, str(path))  # type: ignore[arg-type]
     out = tmp / f"{name}.uop"
-    rec: dict[str, object] = {"case": name, **compile_in_child(path, out)}
+    rec: dict[str, object] = {"case": name, **compile_in_child(path, out, extra)}
     del rec["rc"]
     rec["uop_bytes"] = out.stat().st_size
     t = time.perf_counter()
