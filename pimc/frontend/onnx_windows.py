@@ -129,12 +129,10 @@ class WindowOps:
 
     def op_AveragePool(self, nd, attrs):  # type: ignore[no-untyped-def]
         x, shape, axes = self._spatial(nd, attrs, None, bool(attrs.get("ceil_mode", 0)))
-        win = self._window(x, axes, ZERO)
-        r = len(axes)
-        total = self._reduce_window(win, r, "sum")
-        counts = pool_counts(shape[2:], axes, bool(attrs.get("count_include_pad", 0)),
-                             tuple(attrs.get("pads", [0] * 2 * r)), attrs.get("auto_pad"))
-        return self._divide(total, counts)
+        total = self._reduce_window(self._window(x, axes, ZERO), len(axes), "sum")
+        declared = spatial_axes(attrs, shape[2:], tuple(a[0] for a in axes))  # no ceil_mode
+        include = bool(attrs.get("count_include_pad", 0))
+        return self._divide(total, pool_counts(shape[2:], axes, declared if include else None))
 
     def _divide(self, y: int, counts: np.ndarray) -> int:
         dt = str(self.info(y).dtype)
@@ -144,36 +142,31 @@ class WindowOps:
         self.consts[name] = counts.astype(np.float32)
         return self.binary("div", y, self.value(name))
 
-    def op_GlobalAveragePool(self, nd, attrs):  # type: ignore[no-untyped-def]
-        x = self.operand(nd.input[0])
-        shape = self.info(x).shape
+    def _global(self, nd: onnx.NodeProto, op: str) -> tuple[int, int]:
+        """(the reduction over all spatial positions as (N, C, 1, ...), their count)."""
+        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
+        shape = self.info(x).shape  # type: ignore[attr-defined]
         lanes = math.prod(shape[2:])
-        flat = self.reshape(x, (*shape[:2], lanes))
-        total = self.node("sum", str(self.info(x).dtype), shape[:2], (flat,), axis=2)
-        y = self.binary("div", total, self._scalar(float(lanes), str(self.info(x).dtype)))
-        return self.reshape(y, (*shape[:2], *(1,) * (len(shape) - 2)))
+        flat = self.reshape(x, (*shape[:2], lanes))  # type: ignore[attr-defined]
+        y = self.node(op, str(self.info(x).dtype), shape[:2], (flat,), axis=2)  # type: ignore[attr-defined]
+        return self.reshape(y, (*shape[:2], *(1,) * (len(shape) - 2))), lanes  # type: ignore[attr-defined]
+
+    def op_GlobalAveragePool(self, nd, attrs):  # type: ignore[no-untyped-def]
+        total, lanes = self._global(nd, "sum")
+        return self._divide(total, np.array([lanes]))
 
     def op_GlobalMaxPool(self, nd, attrs):  # type: ignore[no-untyped-def]
-        x = self.operand(nd.input[0])
-        shape = self.info(x).shape
-        flat = self.reshape(x, (*shape[:2], math.prod(shape[2:])))
-        y = self.node("reduce_max", str(self.info(x).dtype), shape[:2], (flat,), axis=2)
-        return self.reshape(y, (*shape[:2], *(1,) * (len(shape) - 2)))
+        return self._global(nd, "reduce_max")[0]
 
 
-def pool_counts(sizes: tuple[int, ...], axes: Axes, include_pad: bool, pads: tuple[int, ...],
-                auto: object) -> np.ndarray:
-    """How many elements each window's average divides by: the elements inside the input,
-    or with count_include_pad also the declared padding (never ceil_mode's extension)."""
-    r = len(sizes)
+def pool_counts(sizes: tuple[int, ...], axes: Axes, declared: Axes | None) -> np.ndarray:
+    """How many elements each window's average divides by: those inside the input, or
+    with `declared` (count_include_pad) also the declared padding, never ceil_mode's
+    extension of it."""
     ones = np.ones(sizes, dtype=np.int64)
-    step = window_step(0, ZERO, axes)
-    if include_pad:
-        declared = [(a[2], a[3]) for a in axes]
-        if not auto or auto in (b"NOTSET", "NOTSET"):
-            declared = [(pads[i], pads[r + i]) for i in range(r)]
-        ones = np.pad(ones, declared, constant_values=1)
-        step = window_step(0, ZERO, [(k, s, b - pb, e - pe, d) for (k, s, b, e, d), (pb, pe)
-                                     in zip(axes, declared, strict=True)])
-    counted = windows(ones, ViewOp("window", step))
-    return counted.reshape(*counted.shape[:r], -1).sum(axis=-1)
+    if declared is not None:
+        ones = np.pad(ones, [(a[2], a[3]) for a in declared], constant_values=1)
+        axes = [(k, s, b - db, e - de, d) for (k, s, b, e, d), (_, _, db, de, _)
+                in zip(axes, declared, strict=True)]
+    counted = windows(ones, ViewOp("window", window_step(0, ZERO, axes)))
+    return counted.reshape(*counted.shape[:len(sizes)], -1).sum(axis=-1)

@@ -333,7 +333,9 @@ class _TensorLowering:
         if not chunked:
             return total
         self.net.annotation = f"{node.loc} {node.loc.label or node.op}"
-        return self._across_chunks(dt, self.net.copy(total), op, identity)
+        if total in self.net.inputs:  # one lane per chunk: the tree writes in place
+            total = self.net.copy(total)
+        return self._across_chunks(dt, total, op, identity)
 
     def _lanes_on_demand(self, ops: list[int], operand: tuple[int, ...], lanes_view: View,
                          dot: bool, chunked: bool = False) -> Callable[[int], Value]:
