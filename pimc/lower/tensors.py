@@ -158,17 +158,21 @@ class _TensorLowering:
         by doubling SHIFTs where each segment needs one value (_broadcast_in_segments),
         else by one SHIFT per lane and row distance over the strided rows that need it, in
         every crossbar with the same pattern at once."""
+        label = self.k.node(n).loc.label or self.k.node(n).op
         if any(step.kind == "window" for step in view):
-            raise PimError(f"{self.k.node(n).loc.label or self.k.node(n).op}: a convolution or "
-                           "pooling window over a computed feature map is not supported yet "
-                           "(windows over the network's input are)")
-        (word,) = self.words(n, self.natural(shape))
+            raise PimError(f"{label}: a convolution or pooling window over a computed feature "
+                           "map is not supported yet (windows over the network's input are)")
+        try:
+            natural = self.natural(shape)
+        except PimError as exc:
+            raise PimError(f"{label}: {exc}") from None
+        (word,) = self.words(n, natural)
         rows_per = self.geo.rows
         spread = self.chunks > 1 and self.geo.crossbars > 1  # chunks in their own crossbars
         if spread:
             word = self._copy_to_chunks(word)
         ids = np.arange(1, math.prod(shape) + 1).reshape(shape)  # 0 marks padding
-        have = apply_view(ids, self.natural(shape)).reshape(-1)
+        have = apply_view(ids, natural).reshape(-1)
         slot_of = np.zeros(ids.size + 1, dtype=np.int64)
         slot_of[have[have > 0]] = np.flatnonzero(have > 0)
         lanes_in = view_shape(shape, view)[-1]
