@@ -157,10 +157,12 @@ def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from pimc.isa.check import validate
     from pimc.listing import listing
 
-    sys.stdout.write(listing(load_program(args.program), summary_only=args.summary,
-                             flat_ops=args.flat))
+    prog = load_program(args.program)
+    validate(prog, args.program)  # what the listing costs must be a program that can run
+    sys.stdout.write(listing(prog, summary_only=args.summary, flat_ops=args.flat))
     return 0
 
 

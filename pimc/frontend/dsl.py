@@ -6,10 +6,12 @@ read `file:line:col: what was expected`, then the line and a caret.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lark
-from lark import Transformer, v_args
+from lark import v_args
+from lark.visitors import Transformer_NonRecursive
 
 from pimc.grammar import KERNEL_GRAMMAR
 from pimc.ir import Kernel, Loc, Node, Param, add_node
@@ -63,7 +65,7 @@ def located_error(text: str, loc: Loc, what: str) -> PimError:
 
 
 @v_args(inline=True)
-class _ToKernels(Transformer):
+class _ToKernels(Transformer_NonRecursive):
     """One method per grammar rule. Expressions become IR nodes of the kernel being built."""
 
     def __init__(self, name: str, text: str) -> None:
@@ -186,18 +188,34 @@ class _ToKernels(Transformer):
         return list(kernels)
 
 
+DEPTH = 12_000  # Python frames allowed while building: expressions ~3,000 operators deep
+
+
+def _too_deep(name: str) -> PimError:
+    return PimError(f"{name}: an expression is nested too deeply (over about "
+                    f"{DEPTH // 4} operators in a chain): split it with intermediate variables")
+
+
 def parse_kernels(text: str, name: str = "<kernel>") -> list[Kernel]:
     """Parse a file of kernels into IR (types not yet checked)."""
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as exc:
         raise syntax_error(text, name, exc) from None
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, DEPTH))  # expressions build their nodes recursively
     try:
         kernels = _ToKernels(name, text).transform(tree)
     except lark.exceptions.VisitError as exc:
         if isinstance(exc.orig_exc, PimError):
             raise exc.orig_exc from None
+        if isinstance(exc.orig_exc, RecursionError):
+            raise _too_deep(name) from None
         raise
+    except RecursionError:
+        raise _too_deep(name) from None
+    finally:
+        sys.setrecursionlimit(limit)
     seen: set[str] = set()
     for k in kernels:
         if k.name in seen:

@@ -92,7 +92,10 @@ class _Builder(WindowOps):
 
     def dtype_of(self, elem_type: int, what: str) -> str:
         if elem_type not in DTYPES:
-            name = helper.tensor_dtype_to_string(elem_type) if elem_type else "unknown"
+            try:
+                name = helper.tensor_dtype_to_string(elem_type) if elem_type else "unknown"
+            except KeyError:
+                name = f"number {elem_type} (not an ONNX element type)"
             raise PimError(f"{self.name}: {what} has element type {name}, which pimc does "
                            f"not compute with")
         dt = DTYPES[elem_type]
@@ -180,7 +183,11 @@ class _Builder(WindowOps):
         graph = self.model.graph
         self.collect_types(graph)
         for init in graph.initializer:
-            self.consts[init.name] = numpy_helper.to_array(init)
+            try:
+                self.consts[init.name] = numpy_helper.to_array(init)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise PimError(f"{self.name}: initializer '{init.name}' is corrupt: {exc}"
+                               ) from None
         for inp in graph.input:
             if inp.name in self.consts:
                 continue  # an initializer's default value: folded as a constant

@@ -96,6 +96,8 @@ class WindowOps:
         ws = self.info(w).shape
         x, shape, axes = self._spatial(nd, attrs, tuple(ws[2:]))
         n, c, sizes = shape[0], shape[1], shape[2:]
+        if len(ws) != len(shape):
+            raise Unsupported(f"weights of shape {list(ws)} for an input of shape {list(shape)}")
         g, m = int(attrs.get("group", 1)), ws[0]
         if g < 1 or c % g or m % g or ws[1] != c // g:
             raise Unsupported(f"group {g}: input channels {c} and weights {list(ws)} disagree")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,10 @@ class Arch:
             )
         if self.max_crossbars <= 0 or self.max_shift < 0:
             raise PimError("arch: max_crossbars must be positive and max_shift non-negative")
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not (math.isfinite(v) and v >= 0):
+                raise PimError(f"arch: {f.name} must be a finite number >= 0, got {v}")
 
     @property
     def partition_width(self) -> int:

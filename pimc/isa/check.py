@@ -157,6 +157,8 @@ def io_problem(prog: Program, t: TensorIO) -> str | None:
         return f"tensor name '{t.name}' is not an identifier"
     if t.stride < 1:
         return f"tensor '{t.name}': stride must be positive"
+    if 0 in t.shape:
+        return f"tensor '{t.name}' of shape {list(t.shape)} has no elements"
     if t.broadcast:
         if t.shape != () or t.lanes != 1:
             return f"broadcast tensor '{t.name}' must be a scalar in one lane"

@@ -23,7 +23,9 @@ from pimc.isa.uop import (
     Transfer,
 )
 
-SPAN = re.compile(r"(\d+)(?::(\d+)(?::(\d+))?)?$")
+NUM = r"[0-9]{1,9}"  # ASCII digits only, and few enough for any real machine
+SPAN = re.compile(rf"({NUM})(?::({NUM})(?::({NUM}))?)?$")
+MAX_RUN = 1 << 20  # columns one range may name (a crossbar has far fewer)
 
 
 class Tokens:
@@ -85,6 +87,8 @@ class Tokens:
         stop = int(m.group(2)) if m.group(2) else start + 1
         if stop <= start:
             raise self.fail(f"empty column range '{part}'")
+        if stop - start > MAX_RUN:
+            raise self.fail(f"column range '{part}' is longer than any crossbar")
         if self.frame is not None:
             first, width = self.frame[seg]
             if stop > width:
@@ -121,6 +125,8 @@ class Tokens:
 
     def integer(self, what: str) -> int:
         tok = self.next(what)
+        if not tok.isascii() or len(tok) > 24:
+            raise self.fail(f"expected {what}, found '{tok[:40]}'")
         try:
             return int(tok, 0)
         except ValueError:
@@ -130,7 +136,7 @@ class Tokens:
         tok = self.take_if(lambda t: t.startswith("rep="))
         if tok is None:
             return NO_REP
-        m = re.fullmatch(r"rep=(\d+)/(\d+)", tok)
+        m = re.fullmatch(rf"rep=({NUM})/({NUM})", tok)
         if not m:
             raise self.fail(f"expected rep=COUNT/STEP, found '{tok}'")
         return Rep(int(m.group(1)), int(m.group(2)))
@@ -140,7 +146,7 @@ class Tokens:
             raise self.fail(f"unexpected '{self.peek()}'")
 
 
-_ARG = re.compile(r"(?P<seg>[A-Za-z_]\w*)=(?P<col>[^+-]+)(?P<stride>[+-]\d+)?$")
+_ARG = re.compile(rf"(?P<seg>[A-Za-z_]\w*)=(?P<col>[^+-]+)(?P<stride>[+-]{NUM})?$", re.ASCII)
 
 
 def parse_call(t: Tokens, src: str, line: int) -> Call:

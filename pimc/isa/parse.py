@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pimc.isa.arch import Arch
 from pimc.isa.errors import PimError
-from pimc.isa.oplines import Tokens, parse_call, parse_op
+from pimc.isa.oplines import NUM, Tokens, parse_call, parse_op
 from pimc.isa.uop import (
     Item,
     Loop,
@@ -31,13 +31,13 @@ FORMAT_VERSIONS = (1, 2)  # 2: routines and loops
 
 _LINE = re.compile(r'^(?P<body>[^"#]*?)\s*(?:@(?P<src>"(?:[^"\\]|\\.)*"))?\s*(?:#.*)?$')
 _IO = re.compile(
-    r"(?P<name>\S+) (?P<dtype>\S+) \[(?P<shape>[\d, ]*)\] (?P<xbs>x\S+) (?P<rows>r\S+) "
-    r"c(?P<col>\d+)(?: lanes=(?P<lanes>\d+))?(?: stride=(?P<stride>\d+))?"
-    r"(?: fold=(?P<fold>\d+))?(?P<broadcast> broadcast)?(?: view=(?P<view>\S+))?$"
+    rf"(?P<name>\S+) (?P<dtype>\S+) \[(?P<shape>(?:{NUM})?(?:, ?{NUM})*)\] (?P<xbs>x\S+) "
+    rf"(?P<rows>r\S+) c(?P<col>{NUM})(?: lanes=(?P<lanes>{NUM}))?(?: stride=(?P<stride>{NUM}))?"
+    rf"(?: fold=(?P<fold>{NUM}))?(?P<broadcast> broadcast)?(?: view=(?P<view>\S+))?$"
 )
 
 
-_VIEW_STEP = re.compile(r"(\w+)\(([\d,]*)\)$")
+_VIEW_STEP = re.compile(rf"([a-z]+)\(((?:{NUM})?(?:,{NUM})*)\)$")
 
 
 def _view(text: str | None, where: str) -> tuple[ViewOp, ...]:
@@ -68,7 +68,7 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
             pairs[k] = v
         fields["arch"] = Arch.from_fields(pairs, where=where)
     elif key == "crossbars":
-        if not rest.strip().isdigit():
+        if not re.fullmatch(NUM, rest.strip()):
             raise PimError(f"{where}: expected a crossbar count, found '{rest.strip()}'")
         fields["crossbars"] = int(rest)
     elif key == "source":
@@ -115,11 +115,11 @@ def _split(text: str, name: str) -> Iterator[tuple[int, str, str]]:
             yield n, body, _json_string(f"{name}:{n}", src) if src else ""
 
 
-_SEGMENT = re.compile(r"([A-Za-z_]\w*):(\d+)$")
+_SEGMENT = re.compile(rf"([A-Za-z_]\w*):({NUM})$", re.ASCII)
 
 
 def _routine_header(where: str, rest: str, src: str, line: int) -> Routine:
-    name, *segs = rest.split()
+    name, *segs = rest.split() or [""]
     if not name.isidentifier() or not segs:
         raise PimError(f"{where}: expected '.routine NAME SEG:WIDTH ...'")
     segments: list[Segment] = []
