@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pimc import __version__
-from pimc.fileio import write_atomic
+from pimc.fileio import Writer, check_paths, write_all
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import Kind, parse_dtype, quantize
 from pimc.isa.errors import PimError
@@ -58,13 +59,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pimc.runtime import run_program
     from pimc.runtime.hostio import complete_inputs
 
+    check_paths([args.output, args.stats], [args.program, args.inputs, args.arch])
     prog = load_program(args.program)
     if args.arch:
         prog = _with_arch(prog, args.arch)
     inputs = _load_inputs(args.inputs) if args.inputs else {}
     weights = dict(prog.meta).get("weights")
     if weights:  # the model's weights, written beside the program by pimc compile
-        inputs = {**_load_inputs(str(Path(args.program).parent / weights)), **inputs}
+        sidecar = str(Path(args.program).parent / weights)
+        check_paths([args.output, args.stats], [sidecar])
+        inputs = {**_load_inputs(sidecar), **inputs}
     if "model" in dict(prog.meta):  # a model's inputs: standard normal values, not bit noise
         rng = np.random.default_rng(args.seed)
         real = dict(prog.meta).get("dtype", "f32")[0] in "fbq"
@@ -84,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"executed) on {prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
         print(stats.table())
         _print_layers(stats)
-        _write_stats(args, stats)
+        write_all(_stats_file(args, stats))
         return 0
     if args.verify:
         inputs = complete_inputs(prog.inputs, inputs, args.seed)
@@ -95,10 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(stats.table())
     _print_layers(stats)
     status = verify_outputs(prog, inputs, outputs, args.program) if args.verify else 0
+    files = _stats_file(args, stats)
     if args.output:
         arrays = _host_arrays(prog, outputs)
-        write_atomic(args.output, lambda f: np.savez(f, **arrays))
-    _write_stats(args, stats)
+        files.append((args.output, lambda f: np.savez(f, **arrays)))
+    write_all(files)  # the outputs and the statistics together, or neither
     return status
 
 
@@ -112,10 +117,11 @@ def _print_layers(stats: Stats) -> None:
         print(layer_table(stats.layers))
 
 
-def _write_stats(args: argparse.Namespace, stats: Stats) -> None:
-    if args.stats:
-        text = json.dumps({"program": args.program, **stats.as_dict()}, indent=2)
-        write_atomic(args.stats, lambda f: f.write(text.encode() + b"\n"))
+def _stats_file(args: argparse.Namespace, stats: Stats) -> list[tuple[str, Writer]]:
+    if not args.stats:
+        return []
+    text = json.dumps({"program": args.program, **stats.as_dict()}, indent=2)
+    return [(args.stats, lambda f: f.write(text.encode() + b"\n"))]
 
 
 def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
@@ -183,8 +189,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise PimError(f"{args.source}: cannot read: {exc}") from None
     arch = Arch.from_toml(args.arch) if args.arch else None
+    if args.output:
+        check_paths([args.output, _sidecar(args.output)], [args.source, args.arch])
+    files: list[tuple[str, Writer]] = []
     if args.source.endswith(".onnx"):
-        prog, note = _compile_onnx(args, arch)
+        prog, note = _compile_onnx(args, arch, files)
     else:
         prog, note = compile_source(text, args.source, kernel=args.kernel, arch=arch,
                                     mode=args.dtype_mode, runs=args.runs,
@@ -193,7 +202,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if prog is None:  # --stop-after: the IR was printed, nothing is written
         return 0
     listing = print_program(prog)
-    write_atomic(args.output, lambda f: f.write(listing.encode()))
+    write_all([*files, (args.output, lambda f: f.write(listing.encode()))])
     columns = dict(prog.meta).get("columns")
     from pimc.isa.cost import item_counts
 
@@ -206,8 +215,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> tuple[Program | None, str]:
-    """An ONNX model's program, its weights written beside it (OUTPUT.weights.npz)."""
+def _sidecar(output: str) -> str:
+    """Where an ONNX model's weights go: beside its program."""
+    return str(Path(output).parent / (Path(output).name + ".weights.npz"))
+
+
+def _compile_onnx(args: argparse.Namespace, arch: Arch | None,
+                  files: list[tuple[str, Writer]]) -> tuple[Program | None, str]:
+    """An ONNX model's program; its weights (OUTPUT.weights.npz) added to `files`, to be
+    written with the program."""
     from pimc.compile import compile_model
     from pimc.frontend.onnx_import import load_model
 
@@ -227,10 +243,10 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None) -> tuple[Program 
         return None, ""
     if not imported.constants:
         return prog, ""
-    weights = Path(args.output).name + ".weights.npz"
+    weights = Path(_sidecar(args.output)).name
     raw = {k: v.view(f"u{v.itemsize}") if v.dtype.kind == "V" else v  # bfloat16 as its bits
            for k, v in imported.constants.items()}
-    write_atomic(str(Path(args.output).parent / weights), lambda f: np.savez(f, **raw))
+    files.append((_sidecar(args.output), lambda f: np.savez(f, **raw)))
     return dataclasses.replace(prog, meta=(*prog.meta, ("weights", weights))), \
         f"; weights in {weights}"
 
@@ -253,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(missing ones are random, from --seed)")
     run.add_argument("-o", "--output", help="write the outputs to this .npz")
     run.add_argument("--stats", help="write the statistics to this JSON file")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    run.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     run.add_argument("--arch", help="a TOML file of architecture parameters to cost with")
     run.add_argument("--no-strict", action="store_true",
                      help="skip the MAGIC initialisation and read-before-write checks")
@@ -306,13 +322,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seed(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, not '{text}'")
+    return int(text)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # cleaned up as an interrupt: temporary files removed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.func(args)
     except PimError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("pimc: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,69 @@
-"""Writing output files atomically: a failed run never leaves a half-written file."""
+"""Writing output files atomically: a failed or interrupted command never leaves a
+half-written file, and the files one command writes appear together or not at all."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+from pimc.isa.errors import PimError
 
-def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write` on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+Writer = Callable[[IO[bytes]], None]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_all(files: Sequence[tuple[str | Path, Writer]]) -> None:
+    """Write every file to a temporary file beside it, then rename them all into place
+    (with the permissions a new file gets); on any failure none is left behind."""
+    temps: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for path, write in files:
+            path = Path(path)
+            if path.is_dir():
+                raise PimError(f"{path}: is a directory, not a file to write")
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                           suffix=".tmp")
+            except OSError as exc:
+                raise PimError(f"{path}: cannot write: {exc.strerror or exc}") from None
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.chmod(tmp, 0o666 & ~_umask())
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise PimError(f"{exc.filename or 'output'}: cannot write: {exc.strerror or exc}"
+                       ) from None
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, write: Writer) -> None:
+    """One file, written atomically."""
+    write_all([(path, write)])
+
+
+def check_paths(outputs: Sequence[str | Path | None], inputs: Sequence[str | Path | None]
+                ) -> None:
+    """Refuse, before any work, an output that is one of the inputs or another output."""
+    seen: dict[Path, str] = {}
+    for p in inputs:
+        if p is not None:
+            seen[Path(p).resolve()] = f"the input {p}"
+    for p in outputs:
+        if p is None:
+            continue
+        key = Path(p).resolve()
+        if key in seen:
+            raise PimError(f"{p}: this output would overwrite {seen[key]}")
+        seen[key] = f"the output {p}"

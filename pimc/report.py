@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pimc.fileio import write_atomic
+from pimc.fileio import check_paths, write_atomic
 from pimc.isa.errors import PimError
 from pimc.isa.text import load_program
 
@@ -28,6 +28,7 @@ def layers_of(program: str, stats: str | None) -> tuple[list[dict], int, int, st
 
 
 def draw(program: str, output: str, stats: str | None = None) -> None:
+    check_paths([output], [program, stats])
     try:
         import matplotlib
 

@@ -155,3 +155,80 @@ def test_mutated_kernels_parse_and_typecheck_or_fail_cleanly(text):  # type: ign
     with contextlib.suppress(PimError):
         for k in parse_kernels(text, "t.pk"):
             run_passes(k, text, "ieee")
+
+
+# ---------------------------------------------------------------- the CLI's files
+
+
+def _no_temporaries(folder: Path) -> bool:
+    return not list(folder.glob(".*.tmp"))
+
+
+def test_unwritable_outputs_are_clean_errors(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    src = SAMPLES / "axpy.pk"
+    assert main(["compile", str(src), "-o", str(tmp_path / "no" / "a.uop")]) == 2
+    assert main(["compile", str(src), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "is a directory" in err and "Traceback" not in err
+    assert _no_temporaries(tmp_path)
+
+
+def test_an_output_never_overwrites_an_input(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    src = tmp_path / "k.pk"
+    src.write_text((SAMPLES / "axpy.pk").read_text())
+    assert main(["compile", str(src), "-o", str(src)]) == 2
+    assert src.read_text() == (SAMPLES / "axpy.pk").read_text()
+    prog = tmp_path / "k.uop"
+    assert main(["compile", str(src), "-o", str(prog)]) == 0
+    assert main(["run", str(prog), "-o", str(prog)]) == 2
+    assert main(["run", str(prog), "-o", str(tmp_path / "o.npz"), "--stats",
+                 str(tmp_path / "o.npz")]) == 2
+    assert "would overwrite" in capsys.readouterr().err
+
+
+def test_a_run_writes_its_outputs_and_statistics_together_or_neither(tmp_path):  # type: ignore[no-untyped-def]
+    stats = tmp_path / "s.json"
+    assert main(["run", str(SAMPLES / "ripple_add8.uop"), "--stats", str(stats),
+                 "-o", str(tmp_path / "missing" / "o.npz")]) == 2
+    assert not stats.exists() and _no_temporaries(tmp_path)
+
+
+def test_write_all_leaves_nothing_when_one_file_fails(tmp_path):  # type: ignore[no-untyped-def]
+    from pimc.fileio import write_all
+
+    def fail(f):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_all([(tmp_path / "a.uop", lambda f: f.write(b"x")), (tmp_path / "b.npz", fail)])
+    assert not list(tmp_path.iterdir())
+
+
+def test_outputs_get_the_permissions_of_new_files(tmp_path):  # type: ignore[no-untyped-def]
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        out = tmp_path / "a.uop"
+        assert main(["compile", str(SAMPLES / "axpy.pk"), "-o", str(out)]) == 0
+    finally:
+        os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_interrupt_exits_130_without_a_traceback_or_files(tmp_path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+    import pimc.compile
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pimc.compile, "compile_source", interrupted)
+    assert main(["compile", str(SAMPLES / "axpy.pk"), "-o", str(tmp_path / "a.uop")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_negative_seed_is_refused_by_the_argument_parser(capsys):  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(SAMPLES / "ripple_add8.uop"), "--seed", "-1"])
+    assert exc.value.code == 2 and "non-negative" in capsys.readouterr().err

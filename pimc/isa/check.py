@@ -97,7 +97,9 @@ def _frame_arch(arch: Arch, width: int) -> Arch:
 def _op_problem(prog: Program, op: Op, arch: Arch) -> str | None:
     if isinstance(op, Init):
         if not 0 <= op.value < 1 << len(op.cols):
-            return f"value {op.value} does not fit in {len(op.cols)} columns"
+            shown = str(op.value) if op.value.bit_length() <= 64 else \
+                f"of {op.value.bit_length()} bits"
+            return f"value {shown} does not fit in {len(op.cols)} columns"
         return _check_cols(arch, op.cols, "INIT") or _check_rep(arch, op.cols, op.rep) or (
             _check_cols(arch, sum(rep_columns(arch, op.cols, op.rep), ()), "INIT"))
     if isinstance(op, Nor):

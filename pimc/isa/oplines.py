@@ -125,12 +125,12 @@ class Tokens:
 
     def integer(self, what: str) -> int:
         tok = self.next(what)
-        if not tok.isascii() or len(tok) > 24:
+        if not tok.isascii() or len(tok) > 1 << 16:
             raise self.fail(f"expected {what}, found '{tok[:40]}'")
         try:
             return int(tok, 0)
         except ValueError:
-            raise self.fail(f"expected {what}, found '{tok}'") from None
+            raise self.fail(f"expected {what}, found '{tok[:40]}'") from None
 
     def rep(self) -> Rep:
         tok = self.take_if(lambda t: t.startswith("rep="))
