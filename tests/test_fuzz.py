@@ -112,6 +112,67 @@ def test_an_unknown_element_type_is_a_clean_error():
         import_model(m, "m.onnx")
 
 
+@pytest.mark.parametrize("source,message", [
+    ("kernel k(x: u8[4], x: u8[4]) -> (y: u8[4]) { y = x; }", "'x' is declared twice"),
+    ("kernel k(x: u8[4]) -> (x: u8[4]) { x = x; }", "'x' is declared twice"),
+    ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + 300; }", r"300 is out of range for u8 \(0 .. 255\)"),
+    ("kernel k(x: i8[4]) -> (y: i8[4]) { y = x + 128; }", "out of range for i8"),
+    ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + 1.5; }", "1.5 is not an integer"),
+    ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + u8(256); }", "out of range"),
+    ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + 1e400; }", "inf is not a value of u8"),
+    ("kernel k(x: q8.8[4]) -> (y: q8.8[4]) { y = x + 200.0; }", "out of range for q8.8"),
+    ("kernel k(x: u8[0]) -> (y: u8[0]) { y = x; }", "zero-size dimension"),
+    ("kernel k(x: u8[4,0]) -> (y: u8[4]) { y = sum(x, axis=1); }", "zero-size dimension"),
+    ("kernel k(x: u8[" + ",".join(["1"] * 33) + "]) -> (y: u8[1]) { y = u8(1); }",
+     "33 dimensions; at most 32"),
+])
+def test_kernel_declarations_and_literals_are_checked(source, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(PimError, match=message) as err:
+        (k,) = parse_kernels(source, "k.pk")
+        run_passes(k, source, "ieee")
+    assert str(err.value).startswith("k.pk:1:")
+
+
+def test_literals_that_fit_their_type_are_accepted():
+    source = ("kernel k(x: i8[4], q: q8.8[4]) -> (y: i8[4], z: q8.8[4]) "
+              "{ y = x + 127 - 0; z = q * 0.3 - 128.0; }")
+    (k,) = parse_kernels(source)
+    run_passes(k, source, "ieee")
+
+
+def _one_node(op: str, ins: list, out_shape: tuple, inits: tuple = (),  # type: ignore[type-arg]
+              **attrs: object) -> onnx.ModelProto:
+    names = [i.name for i in ins] + [t.name for t in inits]
+    node = helper.make_node(op, names, ["y"], name="n1", **attrs)
+    g = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, out_shape)], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _vi(name: str, shape: tuple, elem: int = TensorProto.FLOAT):  # type: ignore[type-arg,no-untyped-def]
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+@pytest.mark.parametrize("model,message", [
+    (lambda: _one_node("Flatten", [_vi("x", (2, 3))], (2, 3), axis=7),
+     r"n1 \(Flatten\): .*axis"),
+    (lambda: _one_node("Squeeze", [_vi("x", (2, 1))], (2,),
+                       (numpy_helper.from_array(np.array([5]), "ax"),)),
+     r"n1 \(Squeeze\): .*axis value: 5"),
+    (lambda: _one_node("Add", [_vi("x", (4,), TensorProto.BOOL), _vi("z", (4,), TensorProto.BOOL)],
+                       (4,)), r"n1 \(Add\): .*bool"),
+    (lambda: _one_node("Add", [_vi("x", (2, 3)), _vi("z", (4,))], (2, 3)),
+     r"n1 \(Add\): Incompatible dimensions"),
+    (lambda: _one_node("Relu", [_vi("x", (0, 3))], (0, 3)), "'x' has a zero-size dimension"),
+    (lambda: _one_node("MatMul", [_vi("x", (1, 4))], (1, 0),
+                       (numpy_helper.from_array(np.zeros((4, 0), np.float32), "w"),)),
+     "'w' has a zero-size dimension"),
+])
+def test_invalid_onnx_nodes_are_named(model, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(PimError, match=message):
+        import_model(model(), "m.onnx")
+
+
 HOSTILE = ["0", "-1", "9" * 5000, "²", "\u0661\u0662", "", "é", "1e309", "nan", "c0:100000000",
            "r0:99999999", "x0:9999999", '@"', "[", "]", ",", "=", ":", "LOOP", "END", ".end",
            "CALL", "c1024", "x8192"]

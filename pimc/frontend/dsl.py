@@ -83,7 +83,14 @@ class _ToKernels(Transformer_NonRecursive):
         return str(dtype), shape
 
     def param(self, name, typ):  # type: ignore[no-untyped-def]
-        return Param(str(name), typ[0], typ[1], self._loc(name))
+        loc = self._loc(name)
+        if 0 in typ[1]:
+            raise located_error(self.text, loc, f"'{name}' has a zero-size dimension "
+                                f"{list(typ[1])}: every dimension must be at least 1")
+        if len(typ[1]) > MAX_RANK:
+            raise located_error(self.text, loc, f"'{name}' has {len(typ[1])} dimensions; "
+                                f"at most {MAX_RANK} are supported")
+        return Param(str(name), typ[0], typ[1], loc)
 
     def inputs(self, *ps):  # type: ignore[no-untyped-def]
         return tuple(ps)
@@ -160,6 +167,12 @@ class _ToKernels(Transformer_NonRecursive):
         params, results = parts.pop(0), parts.pop(0)
         k = Kernel(str(name), params, results, source=self.name)
         env: dict[str, int] = {}
+        seen: set[str] = set()
+        for p in (*params, *results):
+            if p.name in seen:
+                raise located_error(self.text, p.loc, f"'{p.name}' is declared twice in "
+                                    f"kernel '{name}'")
+            seen.add(p.name)
         for p in params:
             env[p.name] = add_node(k, Node("input", p.loc, p.dtype, p.shape,
                                            (("name", p.name),)))
@@ -188,6 +201,7 @@ class _ToKernels(Transformer_NonRecursive):
         return list(kernels)
 
 
+MAX_RANK = 32  # numpy's limit on dimensions
 DEPTH = 12_000  # Python frames allowed while building: expressions ~3,000 operators deep
 
 

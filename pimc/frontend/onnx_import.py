@@ -15,6 +15,7 @@ pooling with `window` too (pimc.frontend.onnx_windows).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -494,8 +495,44 @@ def import_model(model: onnx.ModelProto, name: str = "<model>", *, dtype: str = 
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise PimError(f"{name}: not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+    _check_initializers(model, name)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                                     data_prop=True)
     except Exception as exc:
-        raise PimError(f"{name}: shape inference failed: {exc}") from None
+        raise PimError(f"{name}: {_inference_problems(str(exc))}") from None
+    _refuse_empty(inferred, name)
     return _Builder(inferred, name, dtype, dict(bind or {})).run()
+
+
+def _inference_problems(text: str) -> str:
+    """onnx's shape-inference report as one line per node: 'node (Op): reason'."""
+    found = re.findall(r"\(op_type:(\w+), node name: ([^)]*)\): (?:\[\w+\] )?([^\n]+)", text)
+    if not found:
+        return f"shape inference failed: {text.strip()}"
+    return "invalid node(s):\n" + "\n".join(
+        f"  {node or '(unnamed)'} ({op}): {why.strip()}" for op, node, why in found)
+
+
+def _refuse_empty(model: onnx.ModelProto, name: str) -> None:
+    """A tensor with a zero-size dimension has no elements to place on rows."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    g = model.graph
+    for info in (*g.input, *g.value_info, *g.output):
+        dims = info.type.tensor_type.shape.dim
+        if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+            node = producer.get(info.name)
+            where = f" (output of {node.name or '(unnamed)'} {node.op_type})" if node else ""
+            raise PimError(f"{name}: tensor '{info.name}'{where} has a zero-size dimension "
+                           f"{[d.dim_value if d.HasField('dim_value') else '?' for d in dims]}")
+
+
+def _check_initializers(model: onnx.ModelProto, name: str) -> None:
+    """Element types and sizes of the stored tensors, named, before shape inference."""
+    for init in model.graph.initializer:
+        if init.data_type not in onnx.TensorProto.DataType.values():
+            raise PimError(f"{name}: initializer '{init.name}' has element type number "
+                           f"{init.data_type}, not an ONNX element type")
+        if 0 in init.dims:
+            raise PimError(f"{name}: initializer '{init.name}' has a zero-size dimension "
+                           f"{list(init.dims)}")

@@ -7,11 +7,13 @@ Arithmetic takes operands of one dtype; a literal takes the type of the operand 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pimc.frontend.dsl import located_error
 from pimc.ir import Kernel, Node
-from pimc.isa.dtypes import parse_dtype
+from pimc.isa.dtypes import Kind, parse_dtype
 from pimc.isa.errors import PimError
 
 ARITHMETIC = {"add", "sub", "mul"}
@@ -75,6 +77,23 @@ def _resolve_call(node: Node, arity: int, fail, n: int) -> str:  # type: ignore[
     return op
 
 
+def _check_literal(lit: Node, dtype: str, fail, n: int) -> None:  # type: ignore[no-untyped-def]
+    """A literal must be a value of the type it takes: no silent wrap or truncation."""
+    value, dt = lit.attr("value"), parse_dtype(dtype)
+    if dt.kind is Kind.FLOAT:
+        return
+    if not math.isfinite(value):
+        raise fail(n, f"{value} is not a value of {dtype}")
+    if dt.kind is not Kind.FIXED and value != int(value):
+        raise fail(n, f"{value} is not an integer: it cannot be a {dtype}")
+    scale = 1 << dt.frac_bits  # fixed point: a literal rounds to the nearest step
+    lo = -(1 << (dt.bits - 1)) if dt.signed else 0
+    hi = (1 << (dt.bits - 1)) - 1 if dt.signed else (1 << dt.bits) - 1
+    if not lo <= round(value * scale) <= hi:
+        raise fail(n, f"{value} is out of range for {dtype} "
+                      f"({lo / scale:g} .. {hi / scale:g})")
+
+
 def _infer(op, node, typed, ops, k, fail, n):  # type: ignore[no-untyped-def]
     if op == "input":
         return node.dtype, node.shape
@@ -84,6 +103,7 @@ def _infer(op, node, typed, ops, k, fail, n):  # type: ignore[no-untyped-def]
         to = str(node.attr("to"))
         parse_dtype(to)
         if typed[0].dtype is None:  # a typed literal: f16(3)
+            _check_literal(typed[0], to, fail, ops[0])
             k.graph.nodes[ops[0]]["node"] = typed[0].with_type(to, ())
         return to, typed[0].shape
     dtypes = {t.dtype for t in typed if t.dtype is not None}
@@ -100,6 +120,7 @@ def _infer(op, node, typed, ops, k, fail, n):  # type: ignore[no-untyped-def]
     dtype = dtypes.pop()
     for o, t in zip(ops, typed, strict=True):
         if t.dtype is None:  # the literal takes the type it meets
+            _check_literal(t, dtype, fail, o)
             k.graph.nodes[o]["node"] = t.with_type(dtype, ())
     if op in ("sum", "reduce_max"):
         axis = node.attr("axis")
