@@ -135,7 +135,7 @@ def test_kernel_declarations_and_literals_are_checked(source, message):  # type:
 
 def test_literals_that_fit_their_type_are_accepted():
     source = ("kernel k(x: i8[4], q: q8.8[4]) -> (y: i8[4], z: q8.8[4]) "
-              "{ y = x + 127 - 0; z = q * 0.3 - 128.0; }")
+              "{ y = x + 127 - 0; z = q * 0.3 - 127.5; }")
     (k,) = parse_kernels(source)
     run_passes(k, source, "ieee")
 
