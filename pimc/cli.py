@@ -57,7 +57,7 @@ def _host_arrays(prog: Program, outputs: dict[str, np.ndarray]) -> dict[str, np.
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pimc.runtime import run_program
-    from pimc.runtime.hostio import complete_inputs
+    from pimc.runtime.hostio import complete_inputs, host_values
 
     check_paths([args.output, args.stats], [args.program, args.inputs, args.arch])
     prog = load_program(args.program)
@@ -68,7 +68,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if weights:  # the model's weights, written beside the program by pimc compile
         sidecar = str(Path(args.program).parent / weights)
         check_paths([args.output, args.stats], [sidecar])
-        inputs = {**_load_inputs(sidecar), **inputs}
+        stored = _load_inputs(sidecar)
+        missing = [k for k in dict(prog.meta).get("weight-names", "").split(",")
+                   if k and k not in stored]
+        if missing:
+            raise PimError(f"{sidecar}: the weights file lacks {', '.join(missing)}, which "
+                           f"{args.program} needs (compile the model again)")
+        inputs = {**stored, **inputs}
     if "model" in dict(prog.meta):  # a model's inputs: standard normal values, not bit noise
         rng = np.random.default_rng(args.seed)
         real = dict(prog.meta).get("dtype", "f32")[0] in "fbq"
@@ -90,8 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_layers(stats)
         write_all(_stats_file(args, stats))
         return 0
-    if args.verify:
+    if args.verify:  # the reference sees the values the host writes
         inputs = complete_inputs(prog.inputs, inputs, args.seed)
+        inputs = {t.name: host_values(t, inputs[t.name], args.program) for t in prog.inputs}
     outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
                                  strict=not args.no_strict)
     print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops executed on "
@@ -247,7 +254,8 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None,
     raw = {k: v.view(f"u{v.itemsize}") if v.dtype.kind == "V" else v  # bfloat16 as its bits
            for k, v in imported.constants.items()}
     files.append((_sidecar(args.output), lambda f: np.savez(f, **raw)))
-    return dataclasses.replace(prog, meta=(*prog.meta, ("weights", weights))), \
+    meta = (("weights", weights), ("weight-names", ",".join(sorted(raw))))
+    return dataclasses.replace(prog, meta=(*prog.meta, *meta)), \
         f"; weights in {weights}"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from pimc.runtime.bitops import pack_rows, popcount, unpack_rows
 from pimc.runtime.endurance import count_host_writes
 
-from pimc.isa.dtypes import DType, Kind, parse_dtype
+from pimc.isa.dtypes import DType, Kind, parse_dtype, quantize
 from pimc.isa.errors import PimError
 from pimc.isa.uop import TensorIO, apply_view, unview, view_shape
 
@@ -47,16 +47,7 @@ class HostPort:
         complete = complete_inputs(self.m.prog.inputs, given, seed)
         used: dict[str, np.ndarray] = {}
         for t in self.m.prog.inputs:
-            values = np.asarray(complete[t.name])
-            dt = self.dtype(t)
-            if dt.kind is Kind.FLOAT and values.dtype == dt.storage:
-                values = values.view(dt.host)  # raw bit patterns, as pimc run -o writes bf16
-            elif values.dtype != dt.host and values.dtype.kind not in "biuf":
-                raise PimError(f"{self.m.name}: input '{t.name}' holds {values.dtype}, "
-                               f"not numbers")
-            if tuple(values.shape) != t.shape:
-                raise PimError(f"{self.m.name}: input '{t.name}' has shape {values.shape}, "
-                               f"the program declares {t.shape}")
+            values = host_values(t, complete[t.name], self.m.name)
             self.write(t, values)
             used[t.name] = values
         return used
@@ -133,3 +124,32 @@ def complete_inputs(inputs: tuple[TensorIO, ...], given: dict[str, np.ndarray],
         if t.name not in out:
             out[t.name] = random_input(t, rng)
     return out
+
+
+def host_values(t: TensorIO, given: np.ndarray, name: str) -> np.ndarray:
+    """An input as the host writes it, in the tensor's host dtype: float types given as
+    their raw bit patterns are viewed as floats, real values for a fixed-point type are
+    rounded to its steps; anything it cannot hold is refused, not wrapped or truncated."""
+    values, dt = np.asarray(given), parse_dtype(t.dtype)
+    if values.dtype.kind not in "biuf" and values.dtype != dt.host:
+        raise PimError(f"{name}: input '{t.name}' holds {values.dtype}, not numbers")
+    if tuple(values.shape) != t.shape:
+        raise PimError(f"{name}: input '{t.name}' has shape {values.shape}, the program "
+                       f"declares {t.shape}")
+    if dt.kind is Kind.FLOAT:
+        return values.view(dt.host) if values.dtype == dt.storage else values.astype(dt.host)
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise PimError(f"{name}: input '{t.name}' holds NaN or infinity, which "
+                           f"{t.dtype} cannot represent")
+        if dt.kind is Kind.FIXED:
+            return quantize(values, dt)
+        if (values != np.round(values)).any():
+            raise PimError(f"{name}: input '{t.name}' holds fractions; {t.dtype} is an "
+                           "integer type")
+    lo = -(1 << (dt.bits - 1)) if dt.signed else 0
+    hi = (1 << (dt.bits - 1)) - 1 if dt.signed else (1 << dt.bits) - 1
+    if values.size and dt.kind is not Kind.FIXED and (values.min() < lo or values.max() > hi):
+        raise PimError(f"{name}: input '{t.name}' holds values outside {t.dtype}'s range "
+                       f"{lo}..{hi}")
+    return values.astype(dt.host)

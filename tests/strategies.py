@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import strategies as st
 
 from pimc.isa.arch import Arch, InitModel
@@ -103,4 +105,13 @@ def programs(draw: st.DrawFn, arch: Arch = SMALL, crossbars: int = CROSSBARS,
     shell = program(arch, crossbars, [])
     body = draw(st.lists(ops(arch, crossbars).filter(lambda o: op_problem(shell, o) is None),
                          max_size=max_ops))
-    return program(arch, crossbars, body, inputs=(x,))
+    return program(arch, crossbars, _tagged(body), inputs=(x,))
+
+
+def _tagged(body: list[Op]) -> list[Op]:
+    """Ops predicated only once a SEARCH has set the tags (the checker refuses others)."""
+    out, searched = [], False
+    for op in body:
+        out.append(dataclasses.replace(op, pred=False) if op.pred and not searched else op)
+        searched = searched or isinstance(op, Search)
+    return out

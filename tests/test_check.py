@@ -89,3 +89,18 @@ def test_io_problems(io, message):
 def test_too_many_crossbars():
     with pytest.raises(PimError, match="9 crossbars requested, the architecture has 8"):
         validate(program(Arch(rows=64, cols=64, max_crossbars=8), 9, []), "p.uop")
+
+
+def test_a_predicated_op_needs_a_search_before_it():
+    from pathlib import Path
+
+    from pimc.isa.text import parse_program
+
+    text = (Path(__file__).resolve().parent.parent / "samples" / "row_ops.uop").read_text()
+    validate(parse_program(text, "t.uop"), "t.uop")  # SEARCH, then ?tag: fine
+    lines = text.splitlines()
+    search = next(i for i, line in enumerate(lines) if line.startswith("SEARCH"))
+    del lines[search]
+    pred = next(i for i, line in enumerate(lines) if "?tag" in line) + 1
+    with pytest.raises(PimError, match=rf"t\.uop:{pred}: a predicated op .* no SEARCH"):
+        validate(parse_program("\n".join(lines) + "\n", "t.uop"), "t.uop")

@@ -293,3 +293,51 @@ def test_a_negative_seed_is_refused_by_the_argument_parser(capsys):  # type: ign
     with pytest.raises(SystemExit) as exc:
         main(["run", str(SAMPLES / "ripple_add8.uop"), "--seed", "-1"])
     assert exc.value.code == 2 and "non-negative" in capsys.readouterr().err
+
+
+def _kernel_program(tmp_path: Path, source: str) -> str:
+    src, prog = tmp_path / "k.pk", tmp_path / "k.uop"
+    src.write_text(source)
+    assert main(["compile", str(src), "-o", str(prog)]) == 0
+    return str(prog)
+
+
+def test_verify_takes_float_inputs_given_as_their_bits(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    """The format `run -o` writes (bf16 as uint16 bits) is accepted by --inputs --verify."""
+    prog = _kernel_program(tmp_path, "kernel k(x: bf16[64]) -> (y: bf16[64]) { y = x * x; }")
+    bits = np.random.default_rng(1).integers(0, 1 << 16, 64, dtype=np.uint16)
+    np.savez(tmp_path / "in.npz", x=bits)
+    assert main(["run", prog, "--inputs", str(tmp_path / "in.npz"), "--verify"]) == 0
+    assert "64 of 64 elements bit-exact" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source,value,message", [
+    ("kernel k(x: q8.8[4]) -> (y: q8.8[4]) { y = x + x; }", np.full(4, np.nan), "NaN or infinity"),
+    ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + x; }", np.full(4, 0.5), "fractions"),
+    ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + x; }", np.full(4, 300), "outside u8's range"),
+    ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + x; }", np.zeros(5), "shape (5,)"),
+])
+def test_inputs_a_type_cannot_hold_are_refused(tmp_path, capsys, source, value, message):  # type: ignore[no-untyped-def]
+    prog = _kernel_program(tmp_path, source)
+    np.savez(tmp_path / "in.npz", x=value)
+    assert main(["run", prog, "--inputs", str(tmp_path / "in.npz")]) == 2
+    assert message in capsys.readouterr().err or pytest.fail(capsys.readouterr().err)
+
+
+def test_real_inputs_to_a_fixed_point_kernel_are_rounded_not_truncated(tmp_path):  # type: ignore[no-untyped-def]
+    prog = _kernel_program(tmp_path, "kernel k(x: q8.8[4]) -> (y: q8.8[4]) { y = x + x; }")
+    np.savez(tmp_path / "in.npz", x=np.array([0.5, 0.25, -1.0, 0.00196]))
+    assert main(["run", prog, "--inputs", str(tmp_path / "in.npz"), "--verify",
+                 "-o", str(tmp_path / "o.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npz")["y"], [256, 128, -512, 2])
+
+
+def test_a_weights_file_missing_a_tensor_is_refused(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    prog = tmp_path / "g.uop"
+    assert main(["compile", str(SAMPLES / "gemm_relu_gemm.onnx"), "-o", str(prog)]) == 0
+    sidecar = tmp_path / "g.uop.weights.npz"
+    weights = dict(np.load(sidecar))
+    del weights["b1"]
+    np.savez(sidecar, **weights)
+    assert main(["run", str(prog)]) == 2
+    assert "lacks b1" in capsys.readouterr().err

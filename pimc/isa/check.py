@@ -204,6 +204,43 @@ def validate(prog: Program, name: str = "<uop>") -> None:
         if problem:
             line, what = problem
             raise PimError(f"{name}:{line or item_line(prog, i, item)}: {what}")
+    first = _untagged_predicate(prog)
+    if first is not None:
+        raise PimError(f"{name}:{item_line(prog, first, prog.ops[first])}: a predicated op "
+                       "('?') with no SEARCH before it: every tag is still empty, so it "
+                       "would do nothing")
+
+
+def _untagged_predicate(prog: Program) -> int | None:
+    """The index of the top-level item holding the first predicated op that no SEARCH
+    precedes in execution order (each routine walked once: what matters is whether its
+    body searches before it predicates)."""
+    table = {r.name: r for r in prog.routines}
+    memo: dict[str, tuple[bool, bool]] = {}
+
+    def walk(body: tuple[Item, ...], searched: bool) -> tuple[bool, bool]:
+        """(a predicated op runs before any SEARCH, a SEARCH has run) after `body`."""
+        for item in body:
+            if isinstance(item, Loop):
+                bad, searched = walk(item.body, searched)
+            elif isinstance(item, Call):
+                if item.routine not in memo:
+                    memo[item.routine] = walk(table[item.routine].body, False)
+                early, searches = memo[item.routine]
+                bad, searched = early and not searched, searched or searches
+            else:
+                bad = item.pred and not searched
+                searched = searched or isinstance(item, Search)
+            if bad:
+                return True, searched
+        return False, searched
+
+    searched = False
+    for i, item in enumerate(prog.ops):
+        bad, searched = walk((item,), searched)
+        if bad:
+            return i
+    return None
 
 
 def item_line(prog: Program, index: int, item: Item) -> int:
