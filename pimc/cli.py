@@ -85,8 +85,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     Kind.FLOAT, Kind.FIXED) else rng.integers(-4, 5, size=t.shape))
             inputs[t.name] = quantize(inputs[t.name], dt)  # fixed point: rounded by the host
     if args.count_only:
-        if args.verify or args.output:
-            raise PimError("--count-only executes nothing: it cannot --verify or write -o")
+        if args.verify or args.output or args.faults:
+            raise PimError("--count-only executes nothing: it cannot --verify, inject "
+                           "--faults or write -o")
         from pimc.runtime.count import count_program
 
         stats = count_program(prog, args.program)
@@ -96,15 +97,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_layers(stats)
         write_all(_stats_file(args, stats))
         return 0
-    if args.verify:  # the reference sees the values the host writes
+    if args.verify or args.faults:  # the reference sees the values the host writes
         inputs = complete_inputs(prog.inputs, inputs, args.seed)
         inputs = {t.name: host_values(t, inputs[t.name], args.program) for t in prog.inputs}
+    model = _fault_model(args.faults, prog) if args.faults else None
     outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
-                                 strict=not args.no_strict)
+                                 strict=not args.no_strict, faults=model)
     print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops executed on "
           f"{prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
     print(stats.table())
     _print_layers(stats)
+    if model is not None:
+        clean, _ = run_program(prog, inputs, name=args.program, seed=args.seed,
+                               strict=not args.no_strict, count_writes=False)
+        _report_faults(model, stats, outputs, clean)
     status = verify_outputs(prog, inputs, outputs, args.program) if args.verify else 0
     files = _stats_file(args, stats)
     if args.output:
@@ -112,6 +118,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         files.append((args.output, lambda f: np.savez(f, **arrays)))
     write_all(files)  # the outputs and the statistics together, or neither
     return status
+
+
+def _fault_model(spec: str, prog: Program):  # type: ignore[no-untyped-def]
+    from pimc.runtime.faults import FaultModel, fault_spec
+
+    return FaultModel(fault_spec(spec, prog.arch), prog.arch, prog.crossbars)
+
+
+def _report_faults(model, stats: Stats, outputs: dict[str, np.ndarray],  # type: ignore[no-untyped-def]
+                   clean: dict[str, np.ndarray]) -> None:
+    """What the faults did, and which outputs differ from a fault-free run."""
+    print()
+    for line in model.report.lines():
+        print(line)
+    changed: dict[str, int] = {}
+    for name, want in clean.items():
+        got = outputs[name]
+        differ = got.view(f"u{got.itemsize}") != want.view(f"u{want.itemsize}")
+        changed[name] = int(np.count_nonzero(differ))
+        first = (f"; first at {[int(i) for i in np.argwhere(differ)[0]]}"
+                 if changed[name] else "")
+        print(f"faults: output {name}: {changed[name]:,} of {got.size:,} elements differ from "
+              f"a fault-free run{first}")
+    assert stats.faults is not None
+    stats.faults["outputs_changed"] = changed
 
 
 def _print_layers(stats: Stats) -> None:
@@ -287,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verify", action="store_true",
                      help="compare the outputs bit for bit with the reference the program "
                           "records (programs compiled from kernels)")
+    run.add_argument("--faults", metavar="SPEC",
+                     help="inject faults: a fault map file, or comma-separated map=FILE, "
+                          "stuck0=RATE, stuck1=RATE, stuck=RATE, transient=P (per gate and "
+                          "row), endurance=N|arch (writes before a cell sticks), seed=N; the "
+                          "outputs are compared with a fault-free run")
     run.set_defaults(func=cmd_run)
     comp = sub.add_parser("compile", help="compile a kernel file or an ONNX model to a .uop "
                                            "program")

@@ -70,6 +70,8 @@ class HostPort:
         data, mask = pack_rows(cells), pack_rows(placed)
         xs = slice(lo, hi)
         m.bits[cols, xs] = (m.bits[cols, xs] & ~mask) | data
+        if m.faults is not None:
+            m.faults.after_write(m.bits, cols, xs, mask)
         m.written.update(cols, xs, mask, True)
         m.armed.update(cols, xs, mask, False)
         if m.writes is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from pimc.runtime.bitops import ALL, pack_rows, popcount, row_mask, shift_rows, unpack_rows
 from pimc.runtime.endurance import WriteCounter
+from pimc.runtime.faults import FaultModel
 from pimc.runtime.flags import CellFlags
 from pimc.runtime.hostio import HostPort
 from pimc.runtime.progress import Progress
@@ -58,7 +59,7 @@ class Machine:
     """Executes one program; `strict` turns on the MAGIC and read-before-write checks."""
 
     def __init__(self, prog: Program, name: str = "<uop>", *, strict: bool = True,
-                 count_writes: bool = True) -> None:
+                 count_writes: bool = True, faults: FaultModel | None = None) -> None:
         validate(prog, name)
         self.prog, self.name, self.strict = prog, name, strict
         arch = prog.arch
@@ -67,6 +68,12 @@ class Machine:
         shape = (arch.cols, prog.crossbars, self.words)
         self.bits = np.zeros(shape, dtype=np.uint64)
         self.tag = np.zeros(shape[1:], dtype=np.uint64)
+        self.faults = faults
+        if faults is not None:
+            if faults.crossbars != prog.crossbars or faults.arch.cols != arch.cols or \
+                    faults.arch.rows != arch.rows:
+                raise PimError(f"{name}: the fault model is for another memory shape")
+            faults.settle(self.bits)
         self.written = CellFlags(*shape)
         self.armed = CellFlags(*shape)
         self.writes = WriteCounter(arch.cols, prog.crossbars, arch.rows) if count_writes else None
@@ -174,6 +181,8 @@ class Machine:
     def _finish(self) -> None:
         if self.writes is not None:
             self.stats.endurance = self.writes.summary()
+        if self.faults is not None:
+            self.stats.faults = self.faults.finish().as_dict()
 
     def mask_of(self, step: _Step, xs: slice | None = None) -> np.ndarray | None:
         """Rows an op acts on: its row span, narrowed by each crossbar's tag if predicated."""
@@ -215,6 +224,8 @@ class Machine:
         if self.writes is not None:
             dense = mask if (mask is not None and step.op.pred) else None
             self.writes.add(cols, xs, rows, dense)
+        if self.faults is not None:
+            self.faults.after_write(self.bits, cols, xs, mask)
 
     def write_energy(self, data: np.ndarray, mask: np.ndarray | None, rows_active: int,
                      ncols: int) -> float:
@@ -269,6 +280,8 @@ class Machine:
                 acc &= mask
             np.invert(acc, out=acc)
             bits[out, xs] &= acc
+        if self.faults is not None:
+            self.faults.gate(bits, out, xs, mask)
         self.note_write(step, out, xs, mask, step.rows)
         rows = self.active_rows(step, mask) * step.reps
         self.stats.energy_fj["NOR"] += self.arch.e_nor_fj * rows
@@ -389,9 +402,11 @@ def _bound(step: _Step, cmap: np.ndarray) -> _Step:
 
 def run_program(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
                 name: str = "<uop>", seed: int = 0, strict: bool = True,
-                count_writes: bool = True) -> tuple[dict[str, np.ndarray], Stats]:
-    """Load inputs (random ones, from `seed`, where missing), run, and read the outputs."""
-    machine = Machine(prog, name, strict=strict, count_writes=count_writes)
+                count_writes: bool = True, faults: FaultModel | None = None,
+                ) -> tuple[dict[str, np.ndarray], Stats]:
+    """Load inputs (random ones, from `seed`, where missing), run, and read the outputs
+    (on a memory with `faults`, if given)."""
+    machine = Machine(prog, name, strict=strict, count_writes=count_writes, faults=faults)
     machine.host.load(inputs or {}, seed)
     stats = machine.run()
     from pimc.runtime.count import layer_report

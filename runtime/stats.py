@@ -42,6 +42,7 @@ class Stats:
     counted: bool = False
     energy_bounds: tuple[float, float] | None = None
     layers: list[dict[str, object]] = field(default_factory=list)  # runtime.count.layer_report
+    faults: dict[str, object] | None = None  # runtime.faults.FaultReport, when injected
 
     @property
     def total_cycles(self) -> int:
@@ -72,6 +73,7 @@ class Stats:
             "endurance": asdict(self.endurance) if self.endurance else None,
             "host_io": asdict(self.host),
             "layers": self.layers,
+            **({"faults": self.faults} if self.faults is not None else {}),
         }
 
     def table(self) -> str:

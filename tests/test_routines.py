@@ -15,6 +15,7 @@ from pimc.runtime.count import count_program
 from pimc.cli import main
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.check import validate
+from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.flow import flat
 from pimc.isa.text import load_program, parse_program, print_program
@@ -29,7 +30,8 @@ EXACT_KEYS = ("ops", "cycles", "cycles_by_kind", "cycles_bulk_init", "cycles_per
 
 def _inputs(prog, seed=0):
     rng = np.random.default_rng(seed)
-    return {t.name: rng.integers(0, 256, t.shape).astype(np.uint8) for t in prog.inputs}
+    return {t.name: rng.integers(0, 1 << parse_dtype(t.dtype).bits, t.shape).astype(np.uint8)
+            for t in prog.inputs}
 
 
 def test_routine_program_round_trips():

@@ -42,6 +42,9 @@ class Arch:
     e_set_fj: float = 23.8
     e_reset_fj: float = 0.32
     e_search_fj: float = 5340.0
+    # Writes a cell survives before it is stuck: FloatPIM's lower figure for ReRAM (Sec. 7.8
+    # studies 1e9 and 1e15); used by fault injection (`pimc run --faults endurance`).
+    endurance_writes: int = 10**9
 
     def __post_init__(self) -> None:
         if self.rows <= 0 or self.rows % 64:
@@ -52,6 +55,8 @@ class Arch:
             raise PimError(
                 f"arch: partitions ({self.partitions}) must divide cols ({self.cols})"
             )
+        if self.endurance_writes <= 0:
+            raise PimError(f"arch: endurance_writes must be positive, got {self.endurance_writes}")
         if self.max_crossbars <= 0 or self.max_shift < 0:
             raise PimError("arch: max_crossbars must be positive and max_shift non-negative")
         for f in dataclasses.fields(self):
