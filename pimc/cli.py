@@ -228,7 +228,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise PimError(f"{args.source}: cannot read: {exc}") from None
     arch = Arch.from_toml(args.arch) if args.arch else None
     if args.output:
-        check_paths([args.output, _sidecar(args.output)], [args.source, args.arch])
+        check_paths([args.output, _sidecar(args.output)], [args.source, args.arch, args.avoid])
     files: list[tuple[str, Writer]] = []
     if args.source.endswith(".onnx"):
         prog, note = _compile_onnx(args, arch, files)
@@ -239,6 +239,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                     stop_after=args.stop_after), ""
     if prog is None:  # --stop-after: the IR was printed, nothing is written
         return 0
+    if args.avoid:
+        from pimc.avoid import avoid
+        from pimc.isa.faults import load_faults
+
+        prog, placed = avoid(prog, load_faults(args.avoid), args.source)
+        note += f"; --avoid: {placed}"
     listing = print_program(prog)
     write_all([*files, (args.output, lambda f: f.write(listing.encode()))])
     columns = dict(prog.meta).get("columns")
@@ -349,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--wear-level", action="store_true",
                       help="rotate the scratch columns between runs (FloatPIM's endurance "
                            "management)")
+    comp.add_argument("--avoid", metavar="FAULTMAP",
+                      help="place the program clear of the stuck cells, columns and rows "
+                           "listed in this fault map (moving it onto spare crossbars, "
+                           "columns or rows), or say why it cannot")
     comp.set_defaults(func=cmd_compile)
     show = sub.add_parser("show", help="print a program's micro-code by source line")
     show.add_argument("program", help="the .uop file")
