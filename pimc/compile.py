@@ -12,7 +12,7 @@ import math
 import numpy as np
 import onnx
 
-from pimc.frontend.dsl import parse_kernels
+from pimc.frontend.dsl import deep_recursion, parse_kernels
 from pimc.frontend.onnx_import import Imported, import_model
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
@@ -62,21 +62,32 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     k = ran
     meta = (("kernel", k.name), ("mode", mode), ("kernel-source", text))
     sizes = {math.prod(p.shape) for p in k.params if p.shape}
-    if len(sizes) > 1:
-        # tensors of different sizes, broadcast as numpy does: the tensor lowering's views
+    operations = sum(k.node(n).op not in ("input", "const") for n in k.graph)
+    if len(sizes) > 1 or (operations > ROUTINE_LOWERING and runs == 1 and not wear_level):
+        # routine calls: needed to broadcast tensors of different sizes (the tensor
+        # lowering's views), and what keeps a long kernel's compile time per distinct op
         try:
-            tensors, placements = lower_tensors(k, mode, 1, arch)
+            with deep_recursion():
+                tensors, placements = lower_tensors(k, mode, 1, arch)
         except PimError as exc:
-            raise PimError(f"{file}: kernel '{k.name}': {exc}") from None
-        if runs != 1 or wear_level:
-            raise PimError(f"{file}: --runs and --wear-level are not available for kernels "
-                           "that broadcast tensors of different sizes yet")
-        return build_word_program(tensors, placements, arch, file, f"kernel '{k.name}'", meta)
+            if len(sizes) > 1:
+                raise PimError(f"{file}: kernel '{k.name}': {exc}") from None
+        else:
+            if runs != 1 or wear_level:
+                raise PimError(f"{file}: --runs and --wear-level are not available for "
+                               "kernels that broadcast tensors of different sizes yet")
+            return build_word_program(tensors, placements, arch, file, f"kernel '{k.name}'",
+                                      meta)
     low = lower(k, text, mode, arch.rows)
     return build_program(low, None, arch, file, f"kernel '{k.name}'", meta, runs, wear_level)
 
 
 OBJECTIVES = ("latency", "energy")
+# Kernels with more operations than this are lowered to calls of one routine per distinct
+# operation (as models are), when the tensor lowering covers them; smaller ones become one
+# netlist, where gates are shared across operations (fewer cycles, a compile time that
+# grows with the number of operations: ~50 s for 600 float32 adds).
+ROUTINE_LOWERING = 64
 
 
 def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None,

@@ -341,3 +341,12 @@ def test_a_weights_file_missing_a_tensor_is_refused(tmp_path, capsys):  # type: 
     np.savez(sidecar, **weights)
     assert main(["run", str(prog)]) == 2
     assert "lacks b1" in capsys.readouterr().err
+
+
+def test_a_long_kernel_compiles_per_distinct_operation(tmp_path):  # type: ignore[no-untyped-def]
+    """600 float32 adds: one routine called 599 times, not a 600-adder netlist."""
+    from pimc.compile import compile_source
+
+    source = "kernel k(x: f32[4]) -> (y: f32[4]) { y = " + " + ".join(["x"] * 600) + "; }"
+    prog = compile_source(source, "k.pk")
+    assert prog is not None and len(prog.routines) == 1 and len(prog.ops) == 599

@@ -6,7 +6,9 @@ read `file:line:col: what was expected`, then the line and a caret.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import lark
@@ -210,26 +212,35 @@ def _too_deep(name: str) -> PimError:
                     f"{DEPTH // 4} operators in a chain): split it with intermediate variables")
 
 
+@contextlib.contextmanager
+def deep_recursion(name: str = "<kernel>") -> Iterator[None]:
+    """Room for walks that recurse once per level of an expression (building it, lowering
+    it); past ~3,000 levels a clean "nested too deeply" error instead of a RecursionError."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, DEPTH))
+    try:
+        yield
+    except RecursionError:
+        raise _too_deep(name) from None
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def parse_kernels(text: str, name: str = "<kernel>") -> list[Kernel]:
     """Parse a file of kernels into IR (types not yet checked)."""
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as exc:
         raise syntax_error(text, name, exc) from None
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, DEPTH))  # expressions build their nodes recursively
-    try:
-        kernels = _ToKernels(name, text).transform(tree)
-    except lark.exceptions.VisitError as exc:
-        if isinstance(exc.orig_exc, PimError):
-            raise exc.orig_exc from None
-        if isinstance(exc.orig_exc, RecursionError):
-            raise _too_deep(name) from None
-        raise
-    except RecursionError:
-        raise _too_deep(name) from None
-    finally:
-        sys.setrecursionlimit(limit)
+    with deep_recursion(name):
+        try:
+            kernels = _ToKernels(name, text).transform(tree)
+        except lark.exceptions.VisitError as exc:
+            if isinstance(exc.orig_exc, PimError):
+                raise exc.orig_exc from None
+            if isinstance(exc.orig_exc, RecursionError):
+                raise _too_deep(name) from None
+            raise
     seen: set[str] = set()
     for k in kernels:
         if k.name in seen:
