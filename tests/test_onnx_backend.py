@@ -16,7 +16,7 @@ from pimc import onnx_backend
 OPS = ["add", "sub", "mul", "neg", "abs", "relu", "leakyrelu", "clip", "max", "min", "sum",
        "identity", "dropout", "flatten", "reshape", "squeeze", "unsqueeze", "transpose",
        "matmul", "gemm", "batchnorm", "conv", "basic_conv", "maxpool", "averagepool",
-       "globalaveragepool", "globalmaxpool"]
+       "globalaveragepool", "globalmaxpool", "exp", "sigmoid", "tanh"]
 
 backend_test = onnx.backend.test.BackendTest(onnx_backend, __name__)
 backend_test.include(rf"^test_({'|'.join(OPS)})(_.*)?_cpu$")

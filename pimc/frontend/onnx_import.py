@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from pimc.frontend.onnx_transcendental import TranscendentalOps
 from pimc.frontend.onnx_windows import Unsupported, WindowOps
 from pimc.ir import Kernel, Loc, Node, Param, add_node
 from pimc.isa.dtypes import parse_dtype, quantize
@@ -46,7 +47,8 @@ COMPARE = {"Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual":
 SHAPE_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze")
 WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, *WINDOWS, "Transpose", "MatMul",
-             "Gemm", "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike")
+             "Gemm", "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike",
+             "Exp", "Sigmoid", "Tanh")
 
 
 @dataclass
@@ -71,7 +73,7 @@ def _opset(model: onnx.ModelProto, name: str) -> int:
     return version
 
 
-class _Builder(WindowOps):
+class _Builder(WindowOps, TranscendentalOps):
     """Walks the graph once, folding constants and emitting IR nodes."""
 
     def __init__(self, model: onnx.ModelProto, name: str, dtype: str,

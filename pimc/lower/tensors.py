@@ -123,6 +123,8 @@ class _TensorLowering:
         if node.op == "window":
             step = ViewOp("window", tuple(node.attr("step")))  # type: ignore[arg-type]
             return self.words(ops[0], (step, *view), chunked)
+        if node.op == "bitcast":  # the same words read as another type
+            return self.words(ops[0], view, chunked)
         if lanes > 1 and n in self.after_matmul:
             return self._relayout(n, shape, view, chunked)
         if node.op == "matmul":

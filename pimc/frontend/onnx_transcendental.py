@@ -1,0 +1,117 @@
+"""Exp, Sigmoid and Tanh from the IR's float32 arithmetic (each op IEEE, round to
+nearest even), so that the micro-code and the order-matched reference agree bit for bit
+by construction; bfloat16 and float16 compute in float32 and round once at the end.
+
+exp(x): k = round(x / ln 2) by adding and subtracting 1.5 * 2^23; r = x - k ln 2 in two
+steps (Cody and Waite: ln 2's high part has 16 significant bits, so k * LN2_HI is exact);
+exp(r) on [-ln2/2, ln2/2] by its Taylor polynomial of degree 7 (truncation below 0.05
+ulp), in Horner form; then the scaling by 2^k as two multiplications by powers of two
+built from integer bits (k split in halves, so each factor is a normal float and only
+the last product rounds: subnormal results and overflow to infinity come out right).
+x is first clamped to [-104, 89], beyond which the result is 0 or infinity anyway; NaN
+passes through. sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) below, e =
+exp(-|x|) (no cancellation on either side); tanh(x) = sign(x) (1 - 2 / (1 + exp(2|x|)))
+for |x| >= 0.5625 and an odd minimax polynomial below, where 1 - ... would cancel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pimc.frontend.onnx_windows import Unsupported
+
+MAGIC = 12582912.0  # 1.5 * 2^23: x + MAGIC - MAGIC rounds x to an integer (|x| < 2^22)
+MAGIC_BITS = 0x4B400000
+LOG2E = float(np.float32(1.4426950408889634))
+LN2_HI = 0.693145751953125  # 0x3f317200
+LN2_LO = float(np.float32(1.4286068203094172e-06))
+EXP_TAYLOR = [1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1.0, 1.0]  # x^7 .. x^0
+# tanh(x) = x + x^3 * q(x^2) on [0, 0.5625]: q's coefficients (highest first), a least-
+# squares fit of (tanh(x) - x) / x^3 on 2,000 Chebyshev nodes weighted for relative error,
+# rounded to float32 (0.78 ulp at most over the interval, evaluated in float32).
+TANH_Q = [float(np.float32(c)) for c in (
+    -6.1933915131e-03, 2.1018454805e-02, -5.3840547800e-02, 1.3332487643e-01,
+    -3.3333316445e-01)]
+TANH_SMALL = 0.5625
+
+
+class TranscendentalOps:
+    """A mixin of the ONNX importer (pimc.frontend.onnx_import._Builder)."""
+
+    def _f32(self, x: int) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+        """x in float32 (and its own type, to round back to at the end)."""
+        dt = str(self.info(x).dtype)  # type: ignore[attr-defined]
+        if dt not in ("f32", "bf16", "f16"):
+            raise Unsupported(f"needs a float type, not {dt} (compile with --dtype f32, "
+                              "bf16 or f16)")
+        return self._cast(x, "f32"), dt  # type: ignore[attr-defined]
+
+    def _c(self, value: float) -> int:
+        return self._scalar(value, "f32")  # type: ignore[attr-defined]
+
+    def _f(self, op: str, a: int, b: int | float) -> int:
+        """A float32 binary op; a Python number is a constant."""
+        return self.binary(op, a, self._c(b) if isinstance(b, float) else b)  # type: ignore[attr-defined]
+
+    def _i(self, op: str, a: int, b: int) -> int:
+        """An int32 binary op with a constant."""
+        const = self._scalar(b, "i32")  # type: ignore[attr-defined]
+        return self.binary(op, a, const)  # type: ignore[attr-defined]
+
+    def _bitcast(self, x: int, dt: str) -> int:
+        return self.node("bitcast", dt, self.info(x).shape, (x,))  # type: ignore[attr-defined]
+
+    def _round_int(self, x: int) -> tuple[int, int]:
+        """(x rounded to an integer, as float32; the same as int32 bits)."""
+        u = self._f("add", x, MAGIC)
+        return self._f("sub", u, MAGIC), self._i("sub", self._bitcast(u, "i32"), MAGIC_BITS)
+
+    def _power_of_two(self, k: int) -> int:
+        """2^k as float32 for an int32 k in -126..127: (k + 127) << 23 as bits."""
+        biased = self._i("add", k, 127)
+        return self._bitcast(self._i("mul", biased, 1 << 23), "f32")
+
+    def exp32(self, x: int) -> int:
+        x = self._f("min", self._f("max", x, -104.0), 89.0)
+        kf, _ = self._round_int(self._f("mul", x, LOG2E))
+        r = self._f("sub", self._f("sub", x, self._f("mul", kf, LN2_HI)),
+                    self._f("mul", kf, LN2_LO))
+        p = self._c(EXP_TAYLOR[0])
+        for c in EXP_TAYLOR[1:]:
+            p = self._f("add", self._f("mul", p, r), c)
+        half, k1 = self._round_int(self._f("mul", kf, 0.5))
+        _, k2 = self._round_int(self._f("sub", kf, half))
+        return self._f("mul", self._f("mul", p, self._power_of_two(k1)), self._power_of_two(k2))
+
+    def op_Exp(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
+        return self._cast(self.exp32(x), dt)  # type: ignore[attr-defined]
+
+    def op_Sigmoid(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
+        e = self.exp32(self.unary("neg", self.unary("abs", x)))  # type: ignore[attr-defined]
+        one_plus = self._f("add", e, 1.0)
+        pos = self.binary("div", self._c(1.0), one_plus)  # type: ignore[attr-defined]
+        neg = self.binary("div", e, one_plus)  # type: ignore[attr-defined]
+        y = self._select(self._f("ge", x, 0.0), pos, neg)
+        return self._cast(y, dt)  # type: ignore[attr-defined]
+
+    def op_Tanh(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
+        a = self.unary("abs", x)  # type: ignore[attr-defined]
+        e = self.exp32(self._f("add", a, a))
+        big = self._f("sub", self._c(1.0), self.binary(  # type: ignore[attr-defined]
+            "div", self._c(2.0), self._f("add", e, 1.0)))
+        big = self._select(self._f("lt", x, 0.0), self.unary("neg", big), big)  # type: ignore[attr-defined]
+        s = self._f("mul", x, x)
+        q = self._c(TANH_Q[0])
+        for c in TANH_Q[1:]:
+            q = self._f("add", self._f("mul", q, s), c)
+        small = self._f("add", x, self._f("mul", self._f("mul", x, s), q))  # keeps -0's sign
+        y = self._select(self._f("lt", a, TANH_SMALL), small, big)
+        y = self._select(self._f("eq", x, 0.0), x, y)  # tanh(-0) = -0
+        return self._cast(y, dt)  # type: ignore[attr-defined]
+
+    def _select(self, c: int, a: int, b: int) -> int:
+        shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, a, b)))  # type: ignore[attr-defined]
+        return self.node("select", "f32", shape, (c, a, b))  # type: ignore[attr-defined]

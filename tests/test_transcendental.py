@@ -1,0 +1,97 @@
+"""Exp, Sigmoid and Tanh: executed on the runtime bit-exact against the order-matched
+reference, correctly rounded over every bfloat16 input, and within a stated ulp bound in
+float32 (bench/transcendentals.py measures the same at volume)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from pimc.runtime import run_program
+
+from pimc.compile import compile_model
+from pimc.isa.dtypes import parse_dtype
+from pimc.passes.evaluate import evaluate
+
+FUNCTIONS = ("Exp", "Sigmoid", "Tanh")
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
+
+
+TRUE = {"Exp": np.exp, "Sigmoid": _sigmoid, "Tanh": np.tanh}
+
+
+def _compiled(function: str, n: int, dtype: str = "f32"):  # type: ignore[no-untyped-def]
+    g = helper.make_graph([helper.make_node(function, ["x"], ["y"], name="f")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return compile_model(m, "f.onnx", dtype=dtype)
+
+
+def _reference(function: str, x: np.ndarray, dtype: str = "f32") -> np.ndarray:
+    """The order-matched reference's result bits."""
+    prog, imported = _compiled(function, len(x), dtype)
+    raw, _ = evaluate(imported.kernel, {"x": x, **imported.constants}, "ieee", prog.arch.rows)
+    return raw["y"]
+
+
+def _ulps(got_bits: np.ndarray, x: np.ndarray, function: str, dtype: str) -> np.ndarray:
+    dt = parse_dtype(dtype)
+    got = dt.from_bits(got_bits.astype(dt.storage)).astype(np.float64)
+    with np.errstate(all="ignore"):
+        want = TRUE[function](x.astype(np.float64))
+        rounded = want.astype(dt.host)
+        spacing = np.spacing(np.abs(rounded).astype(dt.host)).astype(np.float64)
+        err = np.abs(got - want) / spacing
+    exact = (got == rounded.astype(np.float64)) | (np.isnan(got) & np.isnan(want))
+    return np.where(exact, 0.0, err)
+
+
+EDGES = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-30, -1e-30, 0.5625,
+                  -0.5625, 0.5624999, 1.0, -1.0, 9.0, -9.0, 20.0, -20.0, 88.72283, 88.72284,
+                  -87.33655, -103.27893, -103.97208, -104.5, 1e10, -1e10, 3.4028235e38,
+                  -3.4028235e38], dtype=np.float32)
+
+
+def test_the_runtime_matches_the_reference_bit_for_bit():
+    """Tanh holds every routine the three use (exp's clamp, rounding and scaling, the
+    division, the polynomials, the selects); onnx's node tests of all three also run on
+    the runtime (tests/test_onnx_backend.py)."""
+    function = "Tanh"
+    x = np.concatenate([EDGES, np.random.default_rng(3).normal(0, 8, 36).astype(np.float32)])
+    prog, imported = _compiled(function, len(x))
+    out, _ = run_program(prog, {"x": x, **imported.constants}, strict=False)
+    assert (out["y"].view(np.uint32) == _reference(function, x)).all()
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_bfloat16_input_is_correctly_rounded(function):  # type: ignore[no-untyped-def]
+    dt = parse_dtype("bf16")
+    x = dt.from_bits(np.arange(1 << 16, dtype=np.uint16))
+    x = x[np.isfinite(x.astype(np.float64))]
+    assert _ulps(_reference(function, x, "bf16"), x, function, "bf16").max() <= 0.5
+
+
+@pytest.mark.parametrize("function,bound", [("Exp", 1.5), ("Sigmoid", 2.5), ("Tanh", 1.5)])
+def test_float32_error_stays_within_its_stated_bound(function, bound):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    x = np.concatenate([EDGES, rng.uniform(-110, 110, 10_000).astype(np.float32),
+                        rng.uniform(-1, 1, 10_000).astype(np.float32),
+                        rng.integers(0, 1 << 32, 10_000, dtype=np.uint64).astype(np.uint32)
+                        .view(np.float32)])
+    assert _ulps(_reference(function, x), x, function, "f32").max() <= bound
+
+
+def test_special_values():
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 89.0, -104.0], dtype=np.float32)
+    bits = {f: _reference(f, x).astype(np.uint32) for f in FUNCTIONS}
+    exp = bits["Exp"].view(np.float32)
+    assert list(exp[:4]) == [1, 1, np.inf, 0] and np.isnan(exp[4]) and exp[5] == np.inf
+    assert bits["Exp"][6] == 0  # below the smallest subnormal's half: +0
+    assert bits["Tanh"][1] == 0x80000000  # tanh(-0) = -0
+    assert list(bits["Tanh"].view(np.float32)[2:4]) == [1, -1]
+    assert list(bits["Sigmoid"].view(np.float32)[:4]) == [0.5, 0.5, 1, 0]
