@@ -1,4 +1,4 @@
-"""Accuracy and cost of Exp, Sigmoid and Tanh (pimc.frontend.onnx_transcendental), beside
+"""Accuracy and cost of Exp, Log, Sigmoid and Tanh (pimc.frontend.onnx_transcendental), beside
 FloatPIM's three-term Taylor sigmoid (1/2 + x/4 - x^3/48).
 
     python bench/transcendentals.py [--json FILE] [--f32 N] [--run N]
@@ -43,7 +43,7 @@ def _sigmoid(v: np.ndarray) -> np.ndarray:
     return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
 
 
-TRUE = {"Exp": np.exp, "Sigmoid": _sigmoid, "Tanh": np.tanh, "TaylorSigmoid": _sigmoid}
+TRUE = {"Exp": np.exp, "Log": np.log, "Sigmoid": _sigmoid, "Tanh": np.tanh, "TaylorSigmoid": _sigmoid}
 
 
 def model(function: str, n: int) -> onnx.ModelProto:
@@ -136,7 +136,7 @@ def main() -> None:
     records = []
     print(f"{'function':<14} {'dtype':<5} {'inputs':>9} {'max ulp':>9} {'faithful':>8} "
           f"{'abs err |x|<=2':>14} {'cycles':>8} {'pJ/elem':>8}")
-    for function in ("Exp", "Sigmoid", "Tanh", "TaylorSigmoid"):
+    for function in ("Exp", "Log", "Sigmoid", "Tanh", "TaylorSigmoid"):
         for dtype in ("bf16", "f16", "f32"):
             r = measure(function, dtype, args.f32, args.run)
             records.append(r)

@@ -125,6 +125,8 @@ def test_an_unknown_element_type_is_a_clean_error():
     ("kernel k(x: u8[4,0]) -> (y: u8[4]) { y = sum(x, axis=1); }", "zero-size dimension"),
     ("kernel k(x: u8[" + ",".join(["1"] * 33) + "]) -> (y: u8[1]) { y = u8(1); }",
      "33 dimensions; at most 32"),
+    ("kernel k(x: f32[4]) -> (y: f32[4]) { y = x + " + "9" * 5000 + "; }",
+     "a literal of 5000 characters is too long"),
 ])
 def test_kernel_declarations_and_literals_are_checked(source, message):  # type: ignore[no-untyped-def]
     with pytest.raises(PimError, match=message) as err:

@@ -1,4 +1,4 @@
-"""Exp, Sigmoid and Tanh: executed on the runtime bit-exact against the order-matched
+"""Exp, Log, Sigmoid and Tanh: executed on the runtime bit-exact against the order-matched
 reference, correctly rounded over every bfloat16 input, and within a stated ulp bound in
 float32 (bench/transcendentals.py measures the same at volume)."""
 
@@ -13,7 +13,7 @@ from pimc.compile import compile_model
 from pimc.isa.dtypes import parse_dtype
 from pimc.passes.evaluate import evaluate
 
-FUNCTIONS = ("Exp", "Sigmoid", "Tanh")
+FUNCTIONS = ("Exp", "Log", "Sigmoid", "Tanh")
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:
@@ -21,7 +21,7 @@ def _sigmoid(v: np.ndarray) -> np.ndarray:
     return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
 
 
-TRUE = {"Exp": np.exp, "Sigmoid": _sigmoid, "Tanh": np.tanh}
+TRUE = {"Exp": np.exp, "Log": np.log, "Sigmoid": _sigmoid, "Tanh": np.tanh}
 
 
 def _compiled(function: str, n: int, dtype: str = "f32"):  # type: ignore[no-untyped-def]
@@ -57,11 +57,11 @@ EDGES = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-30, -1e-
                   -3.4028235e38], dtype=np.float32)
 
 
-def test_the_runtime_matches_the_reference_bit_for_bit():
-    """Tanh holds every routine the three use (exp's clamp, rounding and scaling, the
-    division, the polynomials, the selects); onnx's node tests of all three also run on
-    the runtime (tests/test_onnx_backend.py)."""
-    function = "Tanh"
+@pytest.mark.parametrize("function", ["Tanh", "Log"])
+def test_the_runtime_matches_the_reference_bit_for_bit(function):  # type: ignore[no-untyped-def]
+    """Tanh holds every routine Exp and Sigmoid use (exp's clamp, rounding and scaling,
+    the division, the polynomials, the selects), Log the rest; onnx's node tests of all
+    four also run on the runtime (tests/test_onnx_backend.py)."""
     x = np.concatenate([EDGES, np.random.default_rng(3).normal(0, 8, 36).astype(np.float32)])
     prog, imported = _compiled(function, len(x))
     out, _ = run_program(prog, {"x": x, **imported.constants}, strict=False)
@@ -76,7 +76,8 @@ def test_every_bfloat16_input_is_correctly_rounded(function):  # type: ignore[no
     assert _ulps(_reference(function, x, "bf16"), x, function, "bf16").max() <= 0.5
 
 
-@pytest.mark.parametrize("function,bound", [("Exp", 1.5), ("Sigmoid", 2.5), ("Tanh", 1.5)])
+@pytest.mark.parametrize("function,bound", [("Exp", 1.5), ("Log", 1.5), ("Sigmoid", 2.5),
+                                            ("Tanh", 1.5)])
 def test_float32_error_stays_within_its_stated_bound(function, bound):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     x = np.concatenate([EDGES, rng.uniform(-110, 110, 10_000).astype(np.float32),
@@ -95,3 +96,6 @@ def test_special_values():
     assert bits["Tanh"][1] == 0x80000000  # tanh(-0) = -0
     assert list(bits["Tanh"].view(np.float32)[2:4]) == [1, -1]
     assert list(bits["Sigmoid"].view(np.float32)[:4]) == [0.5, 0.5, 1, 0]
+    log = bits["Log"].view(np.float32)
+    assert list(log[:3]) == [-np.inf, -np.inf, np.inf] and np.isnan(log[3:5]).all()
+    assert np.isnan(log[6]) and log[5] == np.float32(np.log(89.0))

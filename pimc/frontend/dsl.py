@@ -102,6 +102,9 @@ class _ToKernels(Transformer_NonRecursive):
     # Expressions: closures that add nodes to a kernel (built once the kernel exists).
     @v_args(meta=True, inline=True)
     def number(self, meta, tok):  # type: ignore[no-untyped-def]
+        if len(tok) > 400:  # past any type's range; Python refuses > 4300-digit integers
+            raise located_error(self.text, self._loc(meta),
+                                f"a literal of {len(tok)} characters is too long")
         value = float(tok) if any(c in tok for c in ".eE") else int(tok)
         return lambda k, env: add_node(k, Node("const", self._loc(meta),
                                                attrs=(("value", value),)))

@@ -48,7 +48,7 @@ SHAPE_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze"
 WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, *WINDOWS, "Transpose", "MatMul",
              "Gemm", "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike",
-             "Exp", "Sigmoid", "Tanh")
+             "Exp", "Log", "Sigmoid", "Tanh")
 
 
 @dataclass
@@ -144,7 +144,7 @@ class _Builder(WindowOps, TranscendentalOps):
     def binary(self, op: str, a: int, b: int) -> int:
         na, nb = self.info(a), self.info(b)
         shape = np.broadcast_shapes(na.shape, nb.shape)
-        dtype = "u1" if op in ("lt", "le", "gt", "ge", "eq") else na.dtype
+        dtype = "u1" if op in ("lt", "le", "gt", "ge", "eq", "ne") else na.dtype
         return self.node(op, str(dtype), shape, (a, b))
 
     def unary(self, op: str, a: int) -> int:

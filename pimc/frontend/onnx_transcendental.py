@@ -1,4 +1,4 @@
-"""Exp, Sigmoid and Tanh from the IR's float32 arithmetic (each op IEEE, round to
+"""Exp, Log, Sigmoid and Tanh from the IR's float32 arithmetic (each op IEEE, round to
 nearest even), so that the micro-code and the order-matched reference agree bit for bit
 by construction; bfloat16 and float16 compute in float32 and round once at the end.
 
@@ -12,6 +12,9 @@ x is first clamped to [-104, 89], beyond which the result is 0 or infinity anywa
 passes through. sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) below, e =
 exp(-|x|) (no cancellation on either side); tanh(x) = sign(x) (1 - 2 / (1 + exp(2|x|)))
 for |x| >= 0.5625 and an odd minimax polynomial below, where 1 - ... would cancel.
+log(x) = e ln 2 + log(m) with m in [sqrt(1/2), sqrt(2)): the exponent field (an AND of
+the bits) converted to float, the significand given exponent 0; log(m) through
+s = (m - 1) / (m + 1) and atanh's series; zero, negatives, infinity and NaN by selects.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ TANH_Q = [float(np.float32(c)) for c in (
     -6.1933915131e-03, 2.1018454805e-02, -5.3840547800e-02, 1.3332487643e-01,
     -3.3333316445e-01)]
 TANH_SMALL = 0.5625
+SQRT2 = float(np.float32(1.4142135))
+# log(1 + f) = 2 atanh(s) = 2s + s z Q(z), s = f / (2 + f), z = s^2 <= 0.0295: Q's Taylor
+# coefficients 2/3, 2/5, 2/7, 2/9, 2/11 (highest first; truncation below 0.02 ulp).
+LOG_Q = [2 / 11, 2 / 9, 2 / 7, 2 / 5, 2 / 3]
 
 
 class TranscendentalOps:
@@ -111,6 +118,36 @@ class TranscendentalOps:
         y = self._select(self._f("lt", a, TANH_SMALL), small, big)
         y = self._select(self._f("eq", x, 0.0), x, y)  # tanh(-0) = -0
         return self._cast(y, dt)  # type: ignore[attr-defined]
+
+    def log32(self, x: int) -> int:
+        tiny = self._f("lt", x, 2.0 ** -126)  # subnormals: scaled up by 2^23 first
+        x = self._select(tiny, self._f("mul", x, 2.0 ** 23), x)
+        bits = self._bitcast(x, "i32")
+        field = self._i("and", bits, 0x7F800000)  # the exponent field, E << 23
+        ef = self._f("sub", self._f("mul", self.node(  # type: ignore[attr-defined]
+            "cast", "f32", self.info(field).shape, (field,)), 2.0 ** -23), 127.0)  # type: ignore[attr-defined]
+        ef = self._f("sub", ef, self._select(tiny, self._c(23.0), self._c(0.0)))
+        m = self._bitcast(self._i("add", self._i("and", bits, 0x007FFFFF), 0x3F800000), "f32")
+        big = self._f("gt", m, SQRT2)  # m in [sqrt(1/2), sqrt(2)): |log m| < ln2 / 2
+        m = self._select(big, self._f("mul", m, 0.5), m)
+        ef = self._f("add", ef, self._select(big, self._c(1.0), self._c(0.0)))
+        f = self._f("sub", m, 1.0)
+        s = self.binary("div", f, self._f("add", f, 2.0))  # type: ignore[attr-defined]
+        z = self._f("mul", s, s)
+        q = self._c(LOG_Q[0])
+        for c in LOG_Q[1:]:
+            q = self._f("add", self._f("mul", q, z), c)
+        log1p = self._f("add", self._f("add", s, s), self._f("mul", self._f("mul", s, z), q))
+        y = self._f("add", self._f("mul", ef, LN2_HI),
+                    self._f("add", log1p, self._f("mul", ef, LN2_LO)))
+        y = self._select(self._f("eq", x, float("inf")), x, y)
+        y = self._select(self._f("eq", x, 0.0), self._c(float("-inf")), y)
+        y = self._select(self._f("lt", x, 0.0), self._c(float("nan")), y)
+        return self._select(self._f("ne", x, x), x, y)  # NaN in, NaN out
+
+    def op_Log(self, nd, attrs):  # type: ignore[no-untyped-def]
+        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
+        return self._cast(self.log32(x), dt)  # type: ignore[attr-defined]
 
     def _select(self, c: int, a: int, b: int) -> int:
         shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, a, b)))  # type: ignore[attr-defined]

@@ -274,6 +274,8 @@ def _int_op(op, node, src, dt, args, arg_dt, mode):  # type: ignore[no-untyped-d
         return int_reference(swapped[op], src, [args[1], args[0]], 1)
     if op == "ne":
         return np.uint64(1) - int_reference("eq", src, args, 1)
+    if op == "and":
+        return args[0] & args[1]
     if op in ("neg", "abs", "relu", "add", "sub", "mul", "min", "max", "lt", "le", "eq"):
         if op in ("abs", "relu") and not src.signed:
             return args[0]

@@ -283,7 +283,8 @@ def lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str | 
                  "lt": lambda: [f.less_than(*ops, s)], "le": lambda: [f.less_equal(*ops, s)],
                  "gt": lambda: [f.less_than(ops[1], ops[0], s)],
                  "ge": lambda: [f.less_equal(ops[1], ops[0], s)],
-                 "eq": lambda: [f.equal(*ops)], "ne": lambda: [f.not_(f.equal(*ops))]}
+                 "eq": lambda: [f.equal(*ops)], "ne": lambda: [f.not_(f.equal(*ops))],
+                 "and": lambda: [f.and_(a, b) for a, b in zip(*ops, strict=True)]}
     if op not in table:
         raise PimError(f"no lowering for {op} on {operand_dt.name} yet")
     return list(table[op]())
