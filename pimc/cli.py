@@ -64,6 +64,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.arch:
         prog = _with_arch(prog, args.arch)
     inputs = _load_inputs(args.inputs) if args.inputs else {}
+    if args.inputs:  # say which inputs the file leaves to chance (weights come later)
+        weight_names = set(dict(prog.meta).get("weight-names", "").split(","))
+        drawn = sorted({t.name for t in prog.inputs} - set(inputs) - weight_names)
+        if drawn:
+            print(f"{args.inputs}: no {', '.join(drawn)}; drawn at random (--seed "
+                  f"{args.seed})", file=sys.stderr)
     weights = dict(prog.meta).get("weights")
     if weights:  # the model's weights, written beside the program by pimc compile
         sidecar = str(Path(args.program).parent / weights)

@@ -352,3 +352,10 @@ def test_a_long_kernel_compiles_per_distinct_operation(tmp_path):  # type: ignor
     source = "kernel k(x: f32[4]) -> (y: f32[4]) { y = " + " + ".join(["x"] * 600) + "; }"
     prog = compile_source(source, "k.pk")
     assert prog is not None and len(prog.routines) == 1 and len(prog.ops) == 599
+
+
+def test_inputs_left_out_of_an_inputs_file_are_named(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    np.savez(tmp_path / "in.npz", a=np.arange(1024, dtype=np.uint8))
+    assert main(["run", str(SAMPLES / "ripple_add8.uop"), "--inputs",
+                 str(tmp_path / "in.npz")]) == 0
+    assert "in.npz: no b; drawn at random (--seed 0)" in capsys.readouterr().err
