@@ -16,7 +16,8 @@ from pimc import onnx_backend
 OPS = ["add", "sub", "mul", "neg", "abs", "relu", "leakyrelu", "clip", "max", "min", "sum",
        "identity", "dropout", "flatten", "reshape", "squeeze", "unsqueeze", "transpose",
        "matmul", "gemm", "batchnorm", "conv", "basic_conv", "maxpool", "averagepool",
-       "globalaveragepool", "globalmaxpool", "exp", "log", "sigmoid", "tanh"]
+       "globalaveragepool", "globalmaxpool", "exp", "log", "sigmoid", "tanh", "constant_pad",
+       "edge_pad", "reflect_pad", "wrap_pad"]
 
 backend_test = onnx.backend.test.BackendTest(onnx_backend, __name__)
 backend_test.include(rf"^test_({'|'.join(OPS)})(_.*)?_cpu$")
@@ -29,6 +30,7 @@ EXCLUDED = {
     r"^test_reshape_allowzero_reordered_cpu$": "a zero-element tensor: nothing to place",
     r"^test_maxpool_with_argmax_.*_cpu$": "MaxPool's Indices output (pimc computes the values)",
     r"^test_log_softmax_.*_cpu$": "LogSoftmax: a reduction over a computed tensor, not yet",
+    r"^test_(edge|reflect|wrap)_pad_cpu$": "Pad's edge, reflect and wrap modes (constant only)",
 }
 for pattern in EXCLUDED:
     backend_test.exclude(pattern)

@@ -45,7 +45,7 @@ VARIADIC = {"Max": "max", "Min": "min", "Sum": "add"}
 COMPARE = {"Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge",
            "Equal": "eq"}
 SHAPE_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze")
-WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Pad")
 SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, *WINDOWS, "Transpose", "MatMul",
              "Gemm", "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike",
              "Exp", "Log", "Sigmoid", "Tanh")

@@ -78,6 +78,44 @@ class WindowOps:
         out = ViewOp("window", step).shape_after(shape)
         return self.node("window", str(self.info(x).dtype), out, (x,), step=step)  # type: ignore[attr-defined]
 
+    def op_Pad(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """Constant padding: a window of size 1 over every padded axis (zeros), then the
+        value selected outside the tensor if it is not zero."""
+        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
+        shape = self.info(x).shape  # type: ignore[attr-defined]
+        mode = attrs.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if self.opset < 11:  # type: ignore[attr-defined]
+            pads, value = list(attrs.get("pads", [])), float(attrs.get("value", 0.0))
+            axes = list(range(len(shape)))
+        else:
+            pads = [int(p) for p in self._static(nd.input[1], "Pad's pads").reshape(-1)]  # type: ignore[attr-defined]
+            given = len(nd.input) > 2 and nd.input[2]
+            value = float(self._static(nd.input[2], "Pad's value").reshape(-1)[0]) if given else 0.0  # type: ignore[attr-defined]
+            axes = [int(a) % len(shape) for a in self._static(nd.input[3], "Pad's axes")  # type: ignore[attr-defined]
+                    .reshape(-1)] if len(nd.input) > 3 and nd.input[3] else list(range(len(shape)))
+        if mode != "constant":
+            raise Unsupported(f"mode '{mode}' (only constant padding)")
+        if len(pads) != 2 * len(axes) or min(pads, default=0) < 0:
+            raise Unsupported(f"pads {pads}: two non-negative values per padded axis")
+        begin, end = [0] * len(shape), [0] * len(shape)
+        for k, a in enumerate(axes):
+            begin[a], end[a] = pads[k], pads[k + len(axes)]
+        if not any(begin) and not any(end):
+            return x
+        r = len(shape)
+        step = (0, ZERO, *[1] * r, *[1] * r, *begin, *end, *[1] * r)
+        out = ViewOp("window", step).shape_after(shape)
+        dt = str(self.info(x).dtype)  # type: ignore[attr-defined]
+        y = self.reshape(self.node("window", dt, out, (x,), step=step), out[:r])  # type: ignore[attr-defined]
+        if value == 0.0:
+            return y
+        # Another value: selected where a host-written mask (the unpadded cells) is false.
+        name = f"{nd.output[0]}_pad_mask"
+        self.consts[name] = np.pad(np.ones(shape, bool), list(zip(begin, end, strict=True)))  # type: ignore[attr-defined]
+        fill = self._scalar(value, dt)  # type: ignore[attr-defined]
+        return self.node("select", dt, out[:r], (self.value(name), y, fill))  # type: ignore[attr-defined]
+
     def _spatial(self, nd: onnx.NodeProto, attrs: dict[str, Any], kernel: tuple[int, ...] | None,
                  ceil: bool = False) -> tuple[int, tuple[int, ...], Axes]:
         x = self.operand(nd.input[0])  # type: ignore[attr-defined]
