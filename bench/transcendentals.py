@@ -103,7 +103,7 @@ def measure(function: str, dtype: str, n32: int, run: int) -> dict[str, object]:
     got = dt.from_bits(raw["y"].astype(dt.storage)).astype(np.float64)
     want = TRUE[function](x.astype(np.float64))
     err = ulp_error(got, want, dtype)
-    near = np.abs(x.astype(np.float64)) <= 2
+    near = (np.abs(x.astype(np.float64)) <= 2) & np.isfinite(want)
     checked = 0
     if run:  # the same computation on the runtime, on a few of the inputs
         small, imp_small = compile_model(model(function, run), "t.onnx", dtype=dtype)
@@ -119,7 +119,7 @@ def measure(function: str, dtype: str, n32: int, run: int) -> dict[str, object]:
     return {"function": function, "dtype": dtype, "inputs": len(x),
             "max_ulp": float(err.max()), "worst_input": float(x[worst]),
             "faithful": bool(err.max() < 1),
-            "max_abs_error_within_2": float(np.max(np.abs(got[near] - want[near]))),
+            "max_abs_error_within_2": float(np.nanmax(np.abs(got[near] - want[near]))),
             "cycles": stats.total_cycles,
             "energy_pj_per_element": (stats.energy_bounds or (stats.energy_fj,))[-1]
             / 1e3 / len(x), "runtime_checked": checked}

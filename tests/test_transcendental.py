@@ -76,7 +76,7 @@ def test_every_bfloat16_input_is_correctly_rounded(function):  # type: ignore[no
     assert _ulps(_reference(function, x, "bf16"), x, function, "bf16").max() <= 0.5
 
 
-@pytest.mark.parametrize("function,bound", [("Exp", 1.5), ("Log", 1.5), ("Sigmoid", 2.5),
+@pytest.mark.parametrize("function,bound", [("Exp", 1.5), ("Log", 2.0), ("Sigmoid", 2.5),
                                             ("Tanh", 1.5)])
 def test_float32_error_stays_within_its_stated_bound(function, bound):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
