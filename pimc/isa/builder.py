@@ -178,5 +178,5 @@ class ProgramBuilder:
                        source=self.source, meta=self.meta, routines=tuple(self.routines),
                        version=2 if self.routines else 1)
         prog = Program(**{**prog.__dict__, "lines": op_lines(prog)})
-        validate(prog, "<builder>")
+        validate(prog, self.source or "<builder>")  # errors name the file compiled
         return prog
