@@ -64,9 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.arch:
         prog = _with_arch(prog, args.arch)
     inputs = _load_inputs(args.inputs) if args.inputs else {}
+    weight_names = [k for k in dict(prog.meta).get("weight-names", "").split(",") if k]
     if args.inputs:  # say which inputs the file leaves to chance (weights come later)
-        weight_names = set(dict(prog.meta).get("weight-names", "").split(","))
-        drawn = sorted({t.name for t in prog.inputs} - set(inputs) - weight_names)
+        drawn = sorted({t.name for t in prog.inputs} - set(inputs) - set(weight_names))
         if drawn:
             print(f"{args.inputs}: no {', '.join(drawn)}; drawn at random (--seed "
                   f"{args.seed})", file=sys.stderr)
@@ -75,8 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sidecar = str(Path(args.program).parent / weights)
         check_paths([args.output, args.stats], [sidecar])
         stored = _load_inputs(sidecar)
-        missing = [k for k in dict(prog.meta).get("weight-names", "").split(",")
-                   if k and k not in stored]
+        missing = [k for k in weight_names if k not in stored]
         if missing:
             raise PimError(f"{sidecar}: the weights file lacks {', '.join(missing)}, which "
                            f"{args.program} needs (compile the model again)")

@@ -132,11 +132,15 @@ class FaultModel:
             raise PimError(f"fault '{f.text()}' is outside the memory ({a.max_crossbars} "
                            f"crossbars of {a.rows} rows x {a.cols} columns)")
 
-    def _stick(self, col: int, xb: int, row: int, value: int) -> None:
+    def _column(self, col: int) -> None:
+        """Room for the stuck cells of a column (its mask, values and hits)."""
         if col not in self.mask:
             shape = (self.crossbars, self.words)
             self.mask[col], self.value[col], self.hit[col] = (
                 np.zeros(shape, np.uint64) for _ in range(3))
+
+    def _stick(self, col: int, xb: int, row: int, value: int) -> None:
+        self._column(col)
         bit = np.uint64(1) << np.uint64(row % 64)
         self.mask[col][xb, row // 64] |= bit
         if value:
@@ -172,10 +176,7 @@ class FaultModel:
         limit = (counts == self.spec.endurance) & written
         if limit.any():
             worn = pack_rows(limit)
-            if c not in self.mask:
-                shape = (self.crossbars, self.words)
-                self.mask[c], self.value[c], self.hit[c] = (
-                    np.zeros(shape, np.uint64) for _ in range(3))
+            self._column(c)
             self.mask[c][xs] |= worn
             self.value[c][xs] = (self.value[c][xs] & ~worn) | (bits[c, xs] & worn)
             self.report.worn_cells += popcount(worn)

@@ -149,8 +149,7 @@ def host_values(t: TensorIO, given: np.ndarray, name: str) -> np.ndarray:
         if (values != np.round(values)).any():
             raise PimError(f"{name}: input '{t.name}' holds fractions; {t.dtype} is an "
                            "integer type")
-    lo = -(1 << (dt.bits - 1)) if dt.signed else 0
-    hi = (1 << (dt.bits - 1)) - 1 if dt.signed else (1 << dt.bits) - 1
+    lo, hi = dt.raw_range
     if values.size and dt.kind is not Kind.FIXED and (values.min() < lo or values.max() > hi):
         raise PimError(f"{name}: input '{t.name}' holds values outside {t.dtype}'s range "
                        f"{lo}..{hi}")

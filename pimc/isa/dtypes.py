@@ -38,6 +38,14 @@ class DType:
         return self.kind in (Kind.SINT, Kind.FIXED)
 
     @property
+    def raw_range(self) -> tuple[int, int]:
+        """The least and greatest integer a raw pattern stands for (two's complement for
+        the signed kinds; a Q format's steps)."""
+        if self.signed:
+            return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+        return 0, (1 << self.bits) - 1
+
+    @property
     def storage(self) -> np.dtype:
         """The unsigned integer numpy dtype that holds one raw bit pattern."""
         for width, dt in ((8, np.uint8), (16, np.uint16), (32, np.uint32), (64, np.uint64)):
@@ -79,7 +87,7 @@ def quantize(values: np.ndarray, dt: DType) -> np.ndarray:
     if dt.kind is not Kind.FIXED or values.dtype.kind not in "fc":
         return values.astype(dt.host)
     scaled = np.round(values.astype(np.float64) * (1 << dt.frac_bits))
-    low, high = -(1 << (dt.bits - 1)), (1 << (dt.bits - 1)) - 1
+    low, high = dt.raw_range
     return np.clip(scaled, low, high).astype(dt.host)
 
 

@@ -87,8 +87,7 @@ def _check_literal(lit: Node, dtype: str, fail, n: int) -> None:  # type: ignore
     if dt.kind is not Kind.FIXED and value != int(value):
         raise fail(n, f"{value} is not an integer: it cannot be a {dtype}")
     scale = 1 << dt.frac_bits  # fixed point: a literal rounds to the nearest step
-    lo = -(1 << (dt.bits - 1)) if dt.signed else 0
-    hi = (1 << (dt.bits - 1)) - 1 if dt.signed else (1 << dt.bits) - 1
+    lo, hi = dt.raw_range
     if not lo <= round(value * scale) <= hi:
         raise fail(n, f"{value} is out of range for {dtype} "
                       f"({lo / scale:g} .. {hi / scale:g})")
