@@ -1,21 +1,26 @@
 """Runtime throughput: executed bit-operations per second, ours vs the design's limit and a
 numpy-bool simulator, measured in the same run.
 
-    python bench/runtime.py [--json FILE] [--gates N]
+    python bench/runtime.py [--json FILE] [--adders N] [--program prog.uop]
 
-A bit-operation is one NOR gate in one row of one crossbar. The workload is a chain of
-9-NOR full adders (a bulk INIT before each), over every row of 1, 64 and 1024 crossbars,
-with strict checks and per-cell write counting on. The limit is a bare numpy NOR over
-the same bit-packed words; the baseline is runtime.reference (numpy bool per cell, the
-way published Python PIM simulators hold a crossbar) on the same program, with the same
-checks and counting; "bare bool" is the same NORs on bool arrays with no checks at all.
+A bit-operation is one NOR gate in one row of one crossbar. The workloads are a chain of
+9-NOR full adders (a bulk INIT before each) over every row ("whole-column") or over rows
+0:512 ("row-span") of 1, 64 and 1024 crossbars, with strict checks and per-cell write
+counting on. The limit is the same NORs and INITs as bare numpy calls on the same
+bit-packed words; "numpy eng" is the machine's numpy engine (no compiled kernel); the
+baseline is runtime.reference (numpy bool per cell, the way published Python PIM
+simulators hold a crossbar) on the same program, with the same checks and counting;
+"bare bool" is the same NORs on bool arrays with no checks at all. Then the load of a
+compiled program (parse, the decoded sidecar, machine set-up) and host I/O at 1M rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,34 +33,43 @@ from pimc.runtime.reference import ReferenceMachine  # noqa: E402
 
 from pimc.isa.arch import Arch  # noqa: E402
 from pimc.isa.builder import ProgramBuilder  # noqa: E402
-from pimc.isa.uop import Nor, Program  # noqa: E402
+from pimc.isa.uop import Nor, Program, Span  # noqa: E402
 
 ARCH = Arch(rows=1024, cols=64)
 SCRATCH = list(range(16, 25))
 
 
-def adder_chain(crossbars: int, adders: int) -> Program:
-    """`adders` full adders in a row, each summing three input columns into scratch."""
+WORKLOADS = {"whole-column": None, "row-span": Span(0, 512)}
+
+
+def adder_chain(crossbars: int, adders: int, rows: Span | None = None) -> Program:
+    """`adders` full adders in a row, each summing three input columns into scratch, on
+    every row (rows=None) or on a row span."""
     b = ProgramBuilder(crossbars, arch=ARCH)
     b.input("x", "u16", [crossbars, ARCH.rows], 0)
     for i in range(adders):
         a, bb, c = i % 14, (i + 1) % 14, (i + 2) % 14
         t1, t2, t3, xn, t4, t5, t6, s, co = SCRATCH
-        b.init(SCRATCH, (1 << 9) - 1)
+        b.init(SCRATCH, (1 << 9) - 1, rows=rows)
         for out, ins in ((t1, (a, bb)), (t2, (a, t1)), (t3, (bb, t1)), (xn, (t2, t3)),
                          (t4, (xn, c)), (t5, (xn, t4)), (t6, (c, t4)), (s, (t5, t6)),
                          (co, (t1, t4))):
-            b.nor(out, *ins)
+            b.nor(out, *ins, rows=rows)
     return b.build()
+
+
+def active_rows(prog: Program) -> int:
+    rows = prog.ops[0].rows  # type: ignore[union-attr]
+    return len(rows) if rows is not None else prog.arch.rows
 
 
 def nor_rows(prog: Program) -> int:
     gates = sum(isinstance(op, Nor) for op in prog.ops)
-    return gates * prog.crossbars * prog.arch.rows
+    return gates * prog.crossbars * active_rows(prog)
 
 
-def time_ours(prog: Program) -> float:
-    m = Machine(prog)
+def time_ours(prog: Program, engine: str = "auto") -> float:
+    m = Machine(prog, engine=engine)
     m.host.load({}, 0)
     start = time.perf_counter()
     m.run()
@@ -72,25 +86,33 @@ def time_reference(prog: Program) -> float:
 
 
 def time_limit(prog: Program) -> float:
-    """The same NORs as bare numpy calls on the same packed words, nothing else."""
+    """The same NORs and INITs as bare numpy calls on the same packed words (the row
+    span's words only), nothing else: no checks, no counting."""
     words = np.random.default_rng(0).integers(0, 2**63, (ARCH.cols, prog.crossbars, 16),
                                               dtype=np.uint64)
-    tmp = np.empty_like(words[0])
-    gates = [(op.out, op.ins) for op in prog.ops if isinstance(op, Nor)]
+    span = slice(0, -(-active_rows(prog) // 64))
+    tmp = np.empty_like(words[0, :, span])
+    ops = [(op.out, op.ins) if isinstance(op, Nor) else (slice(op.cols[0], op.cols[-1] + 1), ())
+           for op in prog.ops]
+    ones = np.uint64(2**64 - 1)
     start = time.perf_counter()
-    for out, (a, b) in gates:
-        np.bitwise_or(words[a], words[b], out=tmp)
-        np.invert(tmp, out=words[out])
+    for out, ins in ops:
+        if ins:
+            np.bitwise_or(words[ins[0], :, span], words[ins[1], :, span], out=tmp)
+            np.invert(tmp, out=words[out, :, span])
+        else:
+            words[out, :, span] = ones
     return time.perf_counter() - start
 
 
 def time_bare_bool(prog: Program) -> float:
     """The same NORs on a bool-per-cell array with no checks or counting at all."""
     cells = np.zeros((prog.crossbars, ARCH.rows, ARCH.cols), dtype=bool)
+    rows = slice(0, active_rows(prog))
     gates = [(op.out, op.ins) for op in prog.ops if isinstance(op, Nor)]
     start = time.perf_counter()
     for out, (a, b) in gates:
-        cells[:, :, out] = ~(cells[:, :, a] | cells[:, :, b])
+        cells[:, rows, out] = ~(cells[:, rows, a] | cells[:, rows, b])
     return time.perf_counter() - start
 
 
@@ -103,26 +125,30 @@ def numpy_call_seconds(crossbars: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def measure(crossbars: int, adders: int) -> dict[str, float | int]:
-    prog = adder_chain(crossbars, adders)
-    # The reference is slow at scale: time it on a shorter chain of the same shape.
-    ref_prog = adder_chain(crossbars, max(2, adders // (1 if crossbars == 1 else 8)))
-    ours, limit, ref = time_ours(prog), time_limit(prog), time_reference(ref_prog)
-    bare = time_bare_bool(ref_prog)
+def measure(workload: str, crossbars: int, adders: int) -> dict[str, float | int | str]:
+    rows = WORKLOADS[workload]
+    prog = adder_chain(crossbars, adders, rows)
+    # The slow simulators run a shorter chain of the same shape.
+    short = adder_chain(crossbars, max(2, adders // (1 if crossbars == 1 else 8)), rows)
+    ours, limit, ref = time_ours(prog), time_limit(prog), time_reference(short)
+    numpy_path = time_ours(short, "numpy")
+    bare = time_bare_bool(short)
     bitops = nor_rows(prog)
     ours_rate, limit_rate = bitops / ours, bitops / limit
-    base_rate = nor_rows(ref_prog) / ref
+    base_rate = nor_rows(short) / ref
     call = numpy_call_seconds(crossbars)
     uops_per_s = len(prog.ops) / ours
     return {
+        "workload": workload,
         "crossbars": crossbars,
         "micro_ops": len(prog.ops),
         "bitops_per_s": ours_rate,
         "limit_bitops_per_s": limit_rate,
         "baseline_bitops_per_s": base_rate,
+        "numpy_engine_bitops_per_s": nor_rows(short) / numpy_path,
         "ratio": ours_rate / base_rate,
-        "bare_bool_bitops_per_s": nor_rows(ref_prog) / bare,
-        "ratio_to_bare_bool": ours_rate * bare / nor_rows(ref_prog),
+        "bare_bool_bitops_per_s": nor_rows(short) / bare,
+        "ratio_to_bare_bool": ours_rate * bare / nor_rows(short),
         "fraction_of_limit": ours_rate / limit_rate,
         "uops_per_s": uops_per_s,
         "numpy_call_us": call * 1e6,
@@ -130,21 +156,64 @@ def measure(crossbars: int, adders: int) -> dict[str, float | int]:
     }
 
 
+def load_and_io(path: Path) -> dict[str, float | int | str]:
+    """Parsing and machine set-up of a compiled program, and host I/O at 1M rows."""
+    from pimc.isa.parse import load_program, parse_program
+
+    text = path.read_text()
+    start = time.perf_counter()
+    prog = parse_program(text, str(path))
+    parse_s = time.perf_counter() - start
+    start = time.perf_counter()
+    Machine(prog)
+    setup_s = time.perf_counter() - start
+    load_program(path)  # writes the decoded sidecar (if there was none)
+    start = time.perf_counter()
+    load_program(path)  # reads it
+    cached_s = time.perf_counter() - start
+    big = adder_chain(1024, 1)
+    m = Machine(big)
+    x = np.random.default_rng(0).integers(0, 2**16, (1024, ARCH.rows), dtype=np.uint16)
+    start = time.perf_counter()
+    m.host.load({"x": x}, 0)
+    write_s = time.perf_counter() - start
+    start = time.perf_counter()
+    m.host.read(big.inputs[0])
+    read_s = time.perf_counter() - start
+    return {"workload": "load", "program": path.name, "lines": text.count("\n"),
+            "parse_s": parse_s, "cached_load_s": cached_s, "setup_s": setup_s,
+            "host_write_1m_rows_s": write_s, "host_read_1m_rows_s": read_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the records to this file")
     parser.add_argument("--adders", type=int, default=200, help="full adders per program")
+    parser.add_argument("--program", help="a compiled program to time loading (default: "
+                        "the compiled samples/gemm_relu_gemm.onnx)")
     args = parser.parse_args()
-    rows = [measure(n, args.adders) for n in (1, 64, 1024)]
-    print(f"{'crossbars':>9} {'ours bitop/s':>13} {'limit':>9} {'numpy-bool':>10} "
-          f"{'bare bool':>9} {'ours/limit':>10} {'ours/bool':>9} {'ours/bare':>9} "
-          f"{'uop/s':>8} {'np calls/uop':>12}")
+    time_ours(adder_chain(1, 2))  # load the compiled kernel before timing
+    rows = [measure(w, n, args.adders) for w in WORKLOADS for n in (1, 64, 1024)]
+    print(f"{'workload':>12} {'crossbars':>9} {'ours bitop/s':>13} {'limit':>9} "
+          f"{'numpy eng':>9} {'numpy-bool':>10} {'ours/limit':>10} {'ours/bool':>9} "
+          f"{'uop/s':>9}")
     for r in rows:
-        print(f"{r['crossbars']:>9} {r['bitops_per_s']:>13.3e} {r['limit_bitops_per_s']:>9.2e} "
-              f"{r['baseline_bitops_per_s']:>10.2e} {r['bare_bool_bitops_per_s']:>9.2e} "
-              f"{r['fraction_of_limit']:>10.1%} {r['ratio']:>8.1f}x "
-              f"{r['ratio_to_bare_bool']:>8.1f}x {r['uops_per_s']:>8,.0f} "
-              f"{r['numpy_calls_per_uop']:>12.1f}")
+        print(f"{r['workload']:>12} {r['crossbars']:>9} {r['bitops_per_s']:>13.3e} "
+              f"{r['limit_bitops_per_s']:>9.2e} {r['numpy_engine_bitops_per_s']:>9.2e} "
+              f"{r['baseline_bitops_per_s']:>10.2e} {r['fraction_of_limit']:>10.1%} "
+              f"{r['ratio']:>8.1f}x {r['uops_per_s']:>9,.0f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        program = Path(args.program or Path(tmp) / "gemm.uop")
+        if not args.program:
+            sample = Path(__file__).resolve().parent.parent / "samples" / "gemm_relu_gemm.onnx"
+            subprocess.run([sys.executable, "-m", "pimc", "compile", str(sample), "-o",
+                            str(program)], check=True, capture_output=True)
+        io = load_and_io(program)
+    print(f"\nload {io['program']} ({io['lines']:,} lines): parse {io['parse_s']:.3f} s, "
+          f"from the sidecar {io['cached_load_s']:.3f} s, machine set-up {io['setup_s']:.3f} s; "
+          f"host write of 1M rows {io['host_write_1m_rows_s']:.3f} s, "
+          f"read {io['host_read_1m_rows_s']:.3f} s")
+    rows.append(io)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

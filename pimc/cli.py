@@ -107,14 +107,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         inputs = {t.name: host_values(t, inputs[t.name], args.program) for t in prog.inputs}
     model = _fault_model(args.faults, prog) if args.faults else None
     outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
-                                 strict=not args.no_strict, faults=model)
+                                 strict=not args.no_strict, faults=model, engine=args.engine)
     print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops executed on "
           f"{prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
     print(stats.table())
     _print_layers(stats)
     if model is not None:
         clean, _ = run_program(prog, inputs, name=args.program, seed=args.seed,
-                               strict=not args.no_strict, count_writes=False)
+                               strict=not args.no_strict, count_writes=False,
+                               engine=args.engine)
         _report_faults(model, stats, outputs, clean)
     status = verify_outputs(prog, inputs, outputs, args.program) if args.verify else 0
     files = _stats_file(args, stats)
@@ -323,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--arch", help="a TOML file of architecture parameters to cost with")
     run.add_argument("--no-strict", action="store_true",
                      help="skip the MAGIC initialisation and read-before-write checks")
+    run.add_argument("--engine", choices=("auto", "numba", "numpy"), default="auto",
+                     help="numba: NOR and INIT run in a compiled kernel (the 'fast' extra); "
+                          "numpy: numpy calls only; auto (default): numba when installed, "
+                          "numpy with --faults")
     run.add_argument("--count-only", action="store_true",
                      help="count cycles, energy, writes and host traffic from the program's "
                           "structure without executing it (data-dependent energy as bounds)")

@@ -248,9 +248,9 @@ def _count(prog: Program, stats: Stats, writes: WriteCounter | None,
     return total
 
 
-def static_totals(prog: Program, stats: Stats) -> None:
+def static_totals(prog: Program, stats: Stats, walker: Walker | None = None) -> None:
     """The data-independent part of what a run will count (the machine calls this)."""
-    _count(prog, stats, None)
+    _count(prog, stats, None, walker=walker)
 
 
 def count_program(prog: Program, name: str = "<uop>") -> Stats:

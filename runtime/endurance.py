@@ -55,8 +55,22 @@ class WriteCounter:
     def __init__(self, cols: int, crossbars: int, rows: int) -> None:
         self.cols, self.crossbars, self.rows = cols, crossbars, rows
         self.full = np.zeros((cols, crossbars), dtype=np.int64)
-        self.spans: dict[range, np.ndarray] = {}
+        # One (column, crossbar) table per row span, stacked so compiled code can index it.
+        self.span_ids: dict[range, int] = {}
+        self.span_counts = np.zeros((0, cols, crossbars), dtype=np.int64)
         self.dense: dict[int, np.ndarray] = {}
+
+    def span_id(self, rows: range) -> int:
+        """The index of the table that counts writes of this row span."""
+        sid = self.span_ids.get(rows)
+        if sid is None:
+            sid = self.span_ids[rows] = len(self.span_ids)
+            self.span_counts = np.concatenate([self.span_counts, np.zeros_like(self.full)[None]])
+        return sid
+
+    @property
+    def spans(self) -> list[tuple[range, np.ndarray]]:
+        return [(rows, self.span_counts[sid]) for rows, sid in self.span_ids.items()]
 
     def add(self, cols: int | np.ndarray | tuple[int, ...], xbs: slice, rows: range | None,
             mask: np.ndarray | None = None, times: int | np.ndarray = 1) -> None:
@@ -66,9 +80,8 @@ class WriteCounter:
         if mask is None:
             if rows is not None and rows.start == 0 and rows.step == 1 and rows.stop >= self.rows:
                 rows = None
-            table = self.full if rows is None else self.spans.get(rows)
-            if table is None:
-                table = self.spans[rows] = np.zeros_like(self.full)  # type: ignore[index]
+            sid = -1 if rows is None else self.span_id(rows)  # may grow span_counts
+            table = self.full if rows is None else self.span_counts[sid]
             add = np.asarray(times)
             table[index, xbs] += add[:, None] if add.ndim else add
             return
@@ -84,7 +97,7 @@ class WriteCounter:
         row spans hold them; within a class every row of a (column, crossbar) has the same
         count, so each class is one (columns x crossbars) table weighted by its rows.
         Columns with per-row (masked) counts are added row by row."""
-        spans = list(self.spans.items())
+        spans = self.spans
         member = np.zeros((len(spans), self.rows), dtype=bool)
         for k, (span, _) in enumerate(spans):
             member[k, span.start:span.stop:span.step] = True

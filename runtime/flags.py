@@ -1,8 +1,10 @@
 """Per-cell boolean flags (written, armed) that stay cheap for whole-column operations.
 
-Each (column, crossbar) pair has a summary code: CLEAR (no row set), FULL (every row set) or
-MIXED (see the bit-packed per-row map). Full-row ops only touch the small code array, so
-strict checks cost almost nothing on the common path; masked ops fall back to the map.
+Each (column, crossbar) pair has a summary code: CLEAR (no row set), FULL (every row set),
+NAMED + k (exactly the rows of row span k of the machine's span table) or MIXED (see the
+bit-packed per-row map). Whole-column and row-span ops mostly touch only the small code
+array, so strict checks cost almost nothing on the common paths; other masks fall back
+to the map.
 """
 
 from __future__ import annotations
@@ -10,21 +12,47 @@ from __future__ import annotations
 import numpy as np
 from pimc.runtime.bitops import ALL
 
-CLEAR, MIXED, FULL = np.uint8(0), np.uint8(1), np.uint8(2)  # ordered: all FULL <=> min is FULL
+CLEAR, MIXED, FULL, NAMED = np.uint8(0), np.uint8(1), np.uint8(2), 3
+MAX_SPANS = 256 - NAMED  # spans beyond these are kept in the map
+
+
+class SpanTable:
+    """The row spans ops act on, each as a word mask, numbered in order of first use;
+    `subset[a, b]` says span b's rows are all in span a."""
+
+    def __init__(self, words: int) -> None:
+        self.ids: dict[range, int] = {}
+        self.masks = np.zeros((0, words), dtype=np.uint64)
+        self.subset = np.zeros((0, 0), dtype=np.bool_)
+
+    def id(self, rows: range, mask: np.ndarray) -> int:
+        sid = self.ids.get(rows)
+        if sid is None:
+            sid = self.ids[rows] = len(self.ids)
+            self.masks = np.concatenate([self.masks, mask[None]])
+            m = self.masks
+            self.subset = ~np.any(m[None, :, :] & ~m[:, None, :], axis=-1)  # [a, b]: b in a
+        return sid
 
 ColIndex = int | np.ndarray
 XbIndex = slice
 
 
 class CellFlags:
-    def __init__(self, cols: int, crossbars: int, words: int) -> None:
+    def __init__(self, cols: int, crossbars: int, words: int, spans: SpanTable) -> None:
         self.code = np.zeros((cols, crossbars), dtype=np.uint8)
         self.map = np.zeros((cols, crossbars, words), dtype=np.uint64)
+        self.spans = spans
 
     def _effective(self, cols: ColIndex, xbs: XbIndex) -> np.ndarray:
         """The per-row bits of the selection, whatever its summary codes say."""
-        code = self.code[cols, xbs][..., None]
-        return np.where(code == MIXED, self.map[cols, xbs], np.where(code == FULL, ALL, 0))
+        code = self.code[cols, xbs]
+        out = np.where(code[..., None] == MIXED, self.map[cols, xbs],
+                       np.where(code[..., None] == FULL, ALL, np.uint64(0)))
+        spans = code >= NAMED
+        if spans.any():
+            out[spans] = self.spans.masks[code[spans].astype(np.intp) - NAMED]
+        return out
 
     def update(self, cols: ColIndex, xbs: XbIndex, mask: np.ndarray | None, value: bool) -> None:
         """Set (value=True) or clear the flag in the rows of `mask` (None: every row)."""
@@ -40,11 +68,11 @@ class CellFlags:
 
     def all_full(self, cols: ColIndex, xbs: XbIndex) -> bool:
         """Every row of the selection is set (answered from the summary codes alone)."""
-        return bool(self.code[cols, xbs].min() == FULL)
+        return bool((self.code[cols, xbs] == FULL).all())
 
     def all_set(self, cols: ColIndex, xbs: XbIndex, mask: np.ndarray | None) -> bool:
         code = self.code[cols, xbs]
-        if code.min() == FULL:
+        if (code == FULL).all():
             return True
         if mask is None and (code == CLEAR).any():
             return False

@@ -58,15 +58,18 @@ class HostPort:
         flat = apply_view(values, t.view).reshape(-1)
         if t.broadcast:  # FloatPIM's row-parallel write: one value into every row
             flat = np.repeat(flat, len(xb))
-        raw = dt.to_bits(flat).astype(np.uint64).reshape(len(xb), t.lanes)
-        shifts = np.arange(dt.bits, dtype=np.uint64)
-        per_col = ((raw[:, :, None] >> shifts) & np.uint64(1)).astype(bool)
-        per_col = per_col.reshape(len(xb), len(cols)).T  # [cols, slots]
+        raw = dt.to_bits(flat).reshape(len(xb), t.lanes)
+        per_col = _bits_of(raw, dt).reshape(len(xb), len(cols)).T  # [cols, slots]
         lo, hi = int(xb.min()), int(xb.max()) + 1
         cells = np.zeros((len(cols), hi - lo, m.arch.rows), dtype=bool)
-        cells[:, xb - lo, row] = per_col
         placed = np.zeros((hi - lo, m.arch.rows), dtype=bool)
-        placed[xb - lo, row] = True
+        grid = _grid(t, len(xb), lo)
+        if grid is None:
+            cells[:, xb - lo, row] = per_col
+            placed[xb - lo, row] = True
+        else:  # whole crossbars of slots: a strided copy, not a scatter
+            cells[(slice(None), *grid)] = per_col.reshape(len(cols), -1, len(t.rows))
+            placed[grid] = True
         data, mask = pack_rows(cells), pack_rows(placed)
         xs = slice(lo, hi)
         m.bits[cols, xs] = (m.bits[cols, xs] & ~mask) | data
@@ -95,19 +98,50 @@ class HostPort:
                 c, x, r = m.written.first_unset(cols, xs, mask)
                 raise PimError(f"{m.name}: output '{t.name}' reads c{cols[c]} of crossbar "
                                f"{lo + x} row {r}, which was never written")
-        cells = unpack_rows(m.bits[cols, xs])[:, xb - lo, row]  # [cols, slots]
-        weights = np.uint64(1) << np.arange(dt.bits, dtype=np.uint64)
-        per_lane = cells.T.reshape(len(xb), t.lanes, dt.bits).astype(np.uint64)
-        raw = (per_lane * weights).sum(axis=-1, dtype=np.uint64)
+        grid = _grid(t, len(xb), lo)
+        every = unpack_rows(m.bits[cols, xs])
+        cells = (every[:, xb - lo, row] if grid is None else  # [cols, slots]
+                 every[(slice(None), *grid)].reshape(len(cols), -1))
+        raw = _words_of(cells.T.reshape(len(xb), t.lanes, dt.bits), dt)
         m.stats.host.output_cells += len(cols) * len(xb)
         m.stats.host.output_row_reads += len(xb)
-        values = dt.from_bits(raw.reshape(-1).astype(dt.storage))
+        values = dt.from_bits(raw.reshape(-1))
         if t.view:  # read back through the view: padding dropped, copies read once
             return unview(values.reshape(view_shape(t.shape, t.view)), t.shape, t.view)
         return values.reshape(t.shape)
 
     def read_outputs(self) -> dict[str, np.ndarray]:
         return {t.name: self.read(t) for t in self.m.prog.outputs}
+
+
+def _grid(t: TensorIO, slots: int, lo: int) -> tuple[slice, slice] | None:
+    """(crossbars, rows) as slices when the slots fill whole crossbars' rows in order."""
+    per = len(t.rows)
+    if slots % per:
+        return None
+    xbs = slice(t.xbs.start - lo, t.xbs.start - lo + (slots // per - 1) * t.xbs.step + 1,
+                t.xbs.step)
+    return xbs, t.rows.as_slice()
+
+
+def _bits_of(raw: np.ndarray, dt: DType) -> np.ndarray:
+    """bool[..., lanes * bits]: each value's bits, least significant first."""
+    width = dt.storage.itemsize * 8
+    as_bytes = np.ascontiguousarray(raw, dtype=dt.storage.newbyteorder("<")).view(np.uint8)
+    bits = np.unpackbits(as_bytes, axis=-1, bitorder="little").astype(bool)
+    if width == dt.bits:
+        return bits
+    return bits.reshape(*raw.shape, width)[..., :dt.bits].reshape(*raw.shape[:-1], -1)
+
+
+def _words_of(bits: np.ndarray, dt: DType) -> np.ndarray:
+    """The inverse of _bits_of for bool[..., bits]: values of dt's storage type."""
+    width = dt.storage.itemsize * 8
+    if width != dt.bits:
+        pad = np.zeros((*bits.shape[:-1], width - dt.bits), dtype=bool)
+        bits = np.concatenate([bits, pad], axis=-1)
+    packed = np.ascontiguousarray(np.packbits(bits, axis=-1, bitorder="little"))
+    return packed.view(dt.storage.newbyteorder("<")).reshape(bits.shape[:-1]).astype(dt.storage)
 
 
 def random_input(t: TensorIO, rng: np.random.Generator) -> np.ndarray:

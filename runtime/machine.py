@@ -11,10 +11,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from pimc.runtime import kernel
 from pimc.runtime.bitops import ALL, pack_rows, popcount, row_mask, shift_rows, unpack_rows
+from pimc.runtime.block import Block, Template, site_block, template, top_block
 from pimc.runtime.endurance import WriteCounter
 from pimc.runtime.faults import FaultModel
-from pimc.runtime.flags import CellFlags
+from pimc.runtime.flags import CellFlags, SpanTable
 from pimc.runtime.hostio import HostPort
 from pimc.runtime.progress import Progress
 from pimc.runtime.stats import Stats
@@ -59,9 +61,11 @@ class Machine:
     """Executes one program; `strict` turns on the MAGIC and read-before-write checks."""
 
     def __init__(self, prog: Program, name: str = "<uop>", *, strict: bool = True,
-                 count_writes: bool = True, faults: FaultModel | None = None) -> None:
+                 count_writes: bool = True, faults: FaultModel | None = None,
+                 engine: str = "auto") -> None:
         validate(prog, name)
         self.prog, self.name, self.strict = prog, name, strict
+        self.engine = _engine(engine, faults)
         arch = prog.arch
         self.arch = arch
         self.words = arch.rows // 64
@@ -74,12 +78,18 @@ class Machine:
                     faults.arch.rows != arch.rows:
                 raise PimError(f"{name}: the fault model is for another memory shape")
             faults.settle(self.bits)
-        self.written = CellFlags(*shape)
-        self.armed = CellFlags(*shape)
+        self.spans = SpanTable(self.words)
+        self.written = CellFlags(*shape, self.spans)
+        self.armed = CellFlags(*shape, self.spans)
         self.writes = WriteCounter(arch.cols, prog.crossbars, arch.rows) if count_writes else None
         self.stats = Stats(arch.init_model, arch.partitions)
         self.host = HostPort(self)
         self._masks: dict[range, np.ndarray] = {}
+        self._blocks: dict[int, list[Block | Item]] = {}  # id of a list of steps -> its blocks
+        self._identity = np.arange(arch.cols, dtype=np.int64)
+        self._energy = np.zeros(2, dtype=np.float64)  # the kernel's NOR and INIT energy
+        self._tally = np.zeros(4, dtype=np.int64)  # ... bit operations, NORs, INITs, first
+        self._status = np.zeros(5, dtype=np.int64)
         # Python-side memo of the flag codes for whole columns of a crossbar span, so the
         # common whole-column op needs no numpy call to check them. "Written" only grows,
         # so a positive answer stays true; "armed" is dropped at every write of a column.
@@ -88,11 +98,17 @@ class Machine:
         self._routines = {r.name: r for r in prog.routines}
         self.layer_energy: dict[str, Counter[str]] = {}
         self._sites: dict[tuple[str, Span, Span | None], list[_Step | Item]] = {}
+        self._keep: list[list] = []  # type: ignore[type-arg]
+        self._templates: dict[str, list[Template | Item]] = {}
         self._items = [self._prepare(item, prog.line_of(i)) if isinstance(item, Op) else item
                        for i, item in enumerate(prog.ops)]
         self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
                       Shift: self._shift, Transfer: self._transfer}
         self._static_totals()
+        self._groups = _layer_groups(self._items)
+        if self.engine == "numba":  # decode top-level ops now: loading, not running
+            for group in self._groups:
+                self._blocks_of(group)
 
     # ------------------------------------------------------------------ preparation
 
@@ -101,6 +117,10 @@ class Machine:
         if mask is None:
             mask = self._masks[rows] = row_mask(self.arch.rows, rows)
         return mask
+
+    def mask_id(self, rows: range) -> int:
+        """The index of this row span's mask in the table the kernel reads."""
+        return self.spans.id(rows, self.rows_mask(rows))
 
     def _prepare(self, op: Op, line: int) -> _Step:
         rows = op.rows.indices() if op.rows is not None else None
@@ -122,12 +142,14 @@ class Machine:
         energy = self.stats.energy_fj
         progress = Progress(f"{self.name}: run", sum(self.stats.ops.values()), "micro-ops")
         done, memo = 0, {}  # type: ignore[var-annotated]
-        for item in self._items:
+        for group in self._groups:
             progress.update(done)
-            done += item_counts(item.op if isinstance(item, _Step) else item,
-                                self._routines, self.arch, memo)[0]
+            for item in group:
+                done += 1 if isinstance(item, _Step) else item_counts(
+                    item, self._routines, self.arch, memo)[0]
             before = Counter(energy)
-            self._run([item], None, None, None, 0)
+            self._run(group, None, None, None, 0)
+            item = group[0]
             src = item.op.src if isinstance(item, _Step) else item.src
             spent = self.layer_energy.setdefault(src, Counter())
             for kind, fj in energy.items():
@@ -142,8 +164,12 @@ class Machine:
         """Execute items; inside a routine, `cmap` maps its frame columns to crossbar
         columns and `xbs`/`rows` are the call's."""
         execute = self._exec
+        if self.engine == "numba" and cmap is None:
+            items = self._blocks_of(items)
         for item in items:
-            if isinstance(item, _Step):
+            if isinstance(item, Block):
+                self._run_block(item, cmap)
+            elif isinstance(item, _Step):
                 if cmap is None:
                     execute[type(item.op)](item)
                 else:
@@ -158,7 +184,95 @@ class Machine:
                                     None if cmap is None else cmap.tolist())
                 inner = np.concatenate([np.arange(b, b + seg.width) for seg, b in
                                         zip(routine.segments, bases, strict=True)])
-                self._run(self._site(routine, *where), inner, *where, 0)  # type: ignore[arg-type]
+                body = (self._site_blocks(routine, *where) if self.engine == "numba"  # type: ignore[arg-type]
+                        else self._site(routine, *where))  # type: ignore[arg-type]
+                self._run(body, inner, *where, 0)  # type: ignore[arg-type]
+
+    def _blocks_of(self, items: list) -> list[Block | Item]:  # type: ignore[type-arg]
+        """Top-level runs of consecutive steps as blocks (decoded once per list)."""
+        blocks = self._blocks.get(id(items))
+        if blocks is None:
+            blocks = []
+            for run in _runs(items):
+                if isinstance(run, list):
+                    block = top_block(self, tuple(s.op for s in run))
+                    block.escapes.update(enumerate(run))  # prepared already, with lines
+                    run = block
+                blocks.append(run)
+            self._blocks[id(items)] = blocks
+            self._keep.append(items)  # ids stay valid while the lists live
+        return blocks
+
+    def _site_blocks(self, routine: Routine, xbs: Span, rows: Span | None) -> list[Block | Item]:
+        """A routine's body placed at one site: each run of ops a block, from templates
+        decoded once per routine."""
+        key = (routine.name, xbs, rows)
+        blocks = self._sites.get(key)
+        if blocks is None:
+            templates = self._templates.get(routine.name)
+            if templates is None:
+                templates = self._templates[routine.name] = [
+                    template(tuple(run), self.arch.partition_width) if isinstance(run, list)
+                    else run for run in _runs(list(routine.body), Op)]
+            blocks = self._sites[key] = [  # type: ignore[assignment]
+                site_block(self, t, xbs, rows) if isinstance(t, Template) else t
+                for t in templates]
+        return blocks  # type: ignore[return-value]
+
+    def _escape(self, block: Block, i: int) -> _Step:
+        step = block.escapes.get(i)
+        if step is None:
+            op = block.ops[i]
+            if block.where is not None:
+                op = dataclasses.replace(op, xbs=block.where[0], rows=block.where[1])
+            step = block.escapes[i] = self._prepare(op, op.line)
+        return step
+
+    def _run_block(self, block: Block, cmap: np.ndarray | None) -> None:
+        """Run a block in the kernel, handing its escapes to the numpy path."""
+        energy, tally, status, stats = self._energy, self._tally, self._status, self.stats.energy_fj
+        writes = self.writes
+        start, n = 0, len(block.ops)
+        while start < n:
+            energy[0], energy[1] = stats["NOR"], stats["INIT"]
+            tally[:] = 0
+            kernel.run_block(
+                block.steps, block.cols, block.vals, block.energy,
+                self._identity if cmap is None else cmap, start, self.bits,
+                self.written.code, self.written.map, self.armed.code, self.armed.map,
+                self.spans.masks, self.spans.subset, writes is not None,
+                self.writes.full if writes else _NO_COUNTS[0],
+                self.writes.span_counts if writes else _NO_COUNTS[1],
+                self.strict, energy, tally, status)
+            self.stats.row_ops += int(tally[0])
+            for kind in (("NOR", "INIT") if tally[3] == 1 else ("INIT", "NOR")):
+                k = int(kind == "INIT")  # keys in the order the numpy engine adds them
+                if tally[1 + k]:
+                    stats[kind] = float(energy[k])
+            self._armed_memo.clear()
+            if status[0] == kernel.DONE:
+                return
+            i = int(status[1])
+            if status[0] != kernel.ESCAPED:
+                raise self._kernel_failure(block, i, cmap)
+            step = self._escape(block, i)
+            self._exec[type(step.op)](step if cmap is None else _bound(step, cmap))
+            start = i + 1
+
+    def _kernel_failure(self, block: Block, i: int, cmap: np.ndarray | None) -> PimError:
+        """The numpy path's message for the check the kernel failed."""
+        kind, k, xi, row = (int(v) for v in self._status[[0, 2, 3, 4]])
+        step, row_of = self._escape(block, i), block.steps[i]
+        off, reps = int(row_of[kernel.OFF]), int(row_of[kernel.REPS])
+        j = k % reps
+        frame = int(block.cols[off + (1 + k // reps if kind == kernel.UNWRITTEN else 0)])
+        col = int((self._identity if cmap is None else cmap)[frame]) + j * int(row_of[kernel.RSHIFT])
+        xb = step.xs.start + xi * (step.xs.step or 1)
+        if kind == kernel.UNWRITTEN:
+            return self.fail(step.line, f"reads c{col} of crossbar {xb} row {row}, "
+                             "which was never written")
+        return self.fail(step.line, f"NOR into c{col} of crossbar {xb} row {row}, not "
+                         "initialised to 1 since its last write (INIT it, or mark the op '&=')")
 
     def _site(self, routine: Routine, xbs: Span, rows: Span | None) -> list:  # type: ignore[type-arg]
         """A routine's body decoded once per place it runs (crossbars and rows)."""
@@ -174,9 +288,10 @@ class Machine:
         """Cycles, latency and the columns and crossbars touched do not depend on data, so
         they are counted from the program's structure when it is loaded (run() adds what
         does: energy, writes)."""
-        from pimc.runtime.count import static_totals
+        from pimc.runtime.count import Walker, static_totals
 
-        static_totals(self.prog, self.stats)
+        self.walker = Walker(self.prog)  # routine summaries, kept for the layer report
+        static_totals(self.prog, self.stats, self.walker)
 
     def _finish(self) -> None:
         if self.writes is not None:
@@ -369,6 +484,49 @@ class Machine:
                                              + (block.size - ones) * self.arch.e_reset_fj)
 
 
+_NO_COUNTS = (np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1, 1), dtype=np.int64))
+
+
+def _engine(name: str, faults: FaultModel | None) -> str:
+    """"numba" (the compiled kernel) or "numpy"; "auto" picks numba where it can run."""
+    if name == "auto":
+        return "numba" if kernel.AVAILABLE and faults is None else "numpy"
+    if name == "numba" and not kernel.AVAILABLE:
+        raise PimError("the numba engine needs numba: pip install 'pimc[fast]'")
+    if name == "numba" and faults is not None:
+        raise PimError("fault injection runs on the numpy engine")
+    if name not in ("numba", "numpy"):
+        raise PimError(f"unknown engine '{name}' (auto, numba or numpy)")
+    return name
+
+
+def _runs(items: list, kind: type = _Step) -> list:  # type: ignore[type-arg]
+    """Items with each run of consecutive `kind` items gathered in a list."""
+    out: list = []  # type: ignore[type-arg]
+    for item in items:
+        if isinstance(item, kind):
+            if out and isinstance(out[-1], list):
+                out[-1].append(item)
+            else:
+                out.append([item])
+        else:
+            out.append(item)
+    return out
+
+
+def _layer_groups(items: list) -> list[list]:  # type: ignore[type-arg]
+    """Top-level items in runs of consecutive steps of one source line or node (one
+    block each for the kernel; energy is still attributed per source)."""
+    groups: list[list] = []  # type: ignore[type-arg]
+    for item in items:
+        if isinstance(item, _Step) and groups and isinstance(groups[-1][-1], _Step) and \
+                groups[-1][-1].op.src == item.op.src:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
 def _init_columns(arch: Arch, op: Init) -> tuple[np.ndarray, np.ndarray]:
     """The columns an INIT sets to 1 and resets to 0, over all its repetitions."""
     cols = [(c, op.value >> i & 1) for r in rep_columns(arch, op.cols, op.rep)
@@ -403,13 +561,14 @@ def _bound(step: _Step, cmap: np.ndarray) -> _Step:
 def run_program(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
                 name: str = "<uop>", seed: int = 0, strict: bool = True,
                 count_writes: bool = True, faults: FaultModel | None = None,
-                ) -> tuple[dict[str, np.ndarray], Stats]:
+                engine: str = "auto") -> tuple[dict[str, np.ndarray], Stats]:
     """Load inputs (random ones, from `seed`, where missing), run, and read the outputs
     (on a memory with `faults`, if given)."""
-    machine = Machine(prog, name, strict=strict, count_writes=count_writes, faults=faults)
+    machine = Machine(prog, name, strict=strict, count_writes=count_writes, faults=faults,
+                      engine=engine)
     machine.host.load(inputs or {}, seed)
     stats = machine.run()
     from pimc.runtime.count import layer_report
 
-    stats.layers = layer_report(prog, machine.layer_energy)
+    stats.layers = layer_report(prog, machine.layer_energy, machine.walker)
     return machine.host.read_outputs(), stats

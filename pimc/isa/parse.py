@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from pimc.isa import cache as decoded
 from pimc.isa.arch import Arch
 from pimc.isa.errors import PimError
 from pimc.isa.oplines import NUM, Tokens, parse_call, parse_op
@@ -246,9 +247,20 @@ def parse_program(text: str, name: str = "<uop>") -> Program:
     )
 
 
-def load_program(path: str | Path) -> Program:
+def load_program(path: str | Path, *, cache: bool = True) -> Program:
+    """Parse a `.uop` file, or (with `cache`) take the decoded program from the cache of
+    programs already parsed with this text (pimc.isa.cache), adding it after a parse."""
+    path = Path(path)
     try:
-        text = Path(path).read_text()
+        data = path.read_bytes()
+        text = data.decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise PimError(f"{path}: cannot read program: {exc}") from None
-    return parse_program(text, str(path))
+    if not cache:
+        return parse_program(text, str(path))
+    key = decoded.key_of(data)
+    prog = decoded.load(key)
+    if prog is None:
+        prog = parse_program(text, str(path))
+        decoded.store(key, prog)
+    return prog

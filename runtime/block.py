@@ -1,0 +1,122 @@
+"""Decoding runs of micro-ops into the tables runtime/kernel.py executes.
+
+A block is a run of consecutive ops of a routine body at one site (its crossbars and
+rows), or of one layer at top level. NOR and INIT ops become table rows; the rest
+(SEARCH, SHIFT, TRANSFER, predicated ops) become escapes that the numpy path runs.
+Columns stay as the ops name them (frame columns inside a routine), mapped per call.
+A routine body is decoded once into a template; each site then fills in its crossbars
+and rows with a few array operations, so the cost of a new site does not grow with
+the body's length in Python steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pimc.runtime import kernel as K
+
+from pimc.isa.uop import Init, Nor, Op, Span
+
+if TYPE_CHECKING:
+    from pimc.runtime.machine import Machine, _Step
+
+
+@dataclass(frozen=True)
+class Template:
+    """What does not depend on where the ops run."""
+
+    steps: np.ndarray  # int64[n, K.FIELDS], the site columns zero
+    cols: np.ndarray  # int64: each op's columns (NOR: out, then ins), from steps[:, OFF]
+    vals: np.ndarray  # uint8: an INIT's bit for each of its columns
+    ones: np.ndarray  # int64[n]: INIT: cells set per row (over repetitions)
+    zeros: np.ndarray  # int64[n]: INIT: cells reset per row
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True)
+class Block:
+    steps: np.ndarray  # int64[n, K.FIELDS]
+    cols: np.ndarray
+    vals: np.ndarray
+    energy: np.ndarray  # float64[n]: each op's energy, which does not depend on data here
+    ops: tuple[Op, ...]
+    where: tuple[Span, Span | None] | None  # the site; None: each op's own fields
+    escapes: dict[int, _Step] = field(default_factory=dict)  # prepared on first use
+
+
+def template(ops: tuple[Op, ...], arch_partition_width: int) -> Template:
+    n = len(ops)
+    steps = np.zeros((n, K.FIELDS), dtype=np.int64)
+    ones, zeros = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    cols: list[int] = []
+    vals: list[int] = []
+    for i, op in enumerate(ops):
+        row = steps[i]
+        if op.pred or not isinstance(op, Nor | Init):
+            row[K.KIND] = K.ESCAPE
+            continue
+        reps = op.rep.count
+        row[K.OFF], row[K.REPS] = len(cols), reps
+        row[K.RSHIFT] = op.rep.step * arch_partition_width
+        if isinstance(op, Nor):
+            row[K.KIND], row[K.ACC] = K.NOR, op.acc
+            names = (op.out, *op.ins)
+            cols.extend(names)
+            vals.extend([0] * len(names))
+        else:
+            row[K.KIND] = K.INIT
+            bits = [op.value >> k & 1 for k in range(len(op.cols))]
+            cols.extend(op.cols)
+            vals.extend(bits)
+            ones[i], zeros[i] = sum(bits) * reps, (len(bits) - sum(bits)) * reps
+        row[K.NCOLS] = len(cols) - row[K.OFF]
+    return Template(steps, np.array(cols, dtype=np.int64), np.array(vals, dtype=np.uint8),
+                    ones, zeros, ops)
+
+
+def _fill(machine: Machine, t: Template, steps: np.ndarray, energy: np.ndarray,
+          index: slice | np.ndarray, xbs: Span, rows: Span | None) -> None:
+    """Fill the site columns and the energy of the ops at `index`, all run at (xbs, rows)."""
+    arch = machine.arch
+    sel = steps[index]
+    r = rows.indices() if rows is not None else None
+    if r is not None and r == range(arch.rows):
+        r = None
+    sel[:, K.X0], sel[:, K.NX], sel[:, K.XSTEP] = xbs.start, len(xbs), xbs.step
+    if r is None:
+        sel[:, K.MASK], sel[:, K.W0], sel[:, K.W1], sel[:, K.SPAN] = -1, 0, machine.words, -1
+        active = arch.rows * len(xbs)
+    else:
+        mask = machine.rows_mask(r)
+        live = np.flatnonzero(mask)
+        sel[:, K.MASK], sel[:, K.W0], sel[:, K.W1] = machine.mask_id(r), live[0], live[-1] + 1
+        sel[:, K.SPAN] = machine.writes.span_id(r) if machine.writes else -1
+        active = int(np.bitwise_count(mask).sum()) * len(xbs)
+    nor = sel[:, K.KIND] == K.NOR
+    sel[:, K.ROWOPS] = np.where(nor, active * sel[:, K.REPS], 0)
+    e_init = active * (t.ones[index] * arch.e_set_fj + t.zeros[index] * arch.e_reset_fj)
+    energy[index] = np.where(nor, arch.e_nor_fj * (active * sel[:, K.REPS]), e_init)
+    steps[index] = sel
+
+
+def site_block(machine: Machine, t: Template, xbs: Span, rows: Span | None) -> Block:
+    """A routine body's template placed at a call site."""
+    steps, energy = t.steps.copy(), np.zeros(len(t.ops), dtype=np.float64)
+    live = steps[:, K.KIND] != K.ESCAPE
+    _fill(machine, t, steps, energy, np.flatnonzero(live), xbs, rows)
+    return Block(steps, t.cols, t.vals, energy, t.ops, (xbs, rows))
+
+
+def top_block(machine: Machine, ops: tuple[Op, ...]) -> Block:
+    """Top-level ops, each acting where its own fields say (filled per distinct place)."""
+    t = template(ops, machine.arch.partition_width)
+    steps, energy = t.steps.copy(), np.zeros(len(ops), dtype=np.float64)
+    places: dict[tuple[Span, Span | None], list[int]] = {}
+    for i, op in enumerate(ops):
+        if steps[i, K.KIND] != K.ESCAPE:
+            places.setdefault((op.xbs, op.rows), []).append(i)
+    for (xbs, rows), index in places.items():
+        _fill(machine, t, steps, energy, np.array(index), xbs, rows)
+    return Block(steps, t.cols, t.vals, energy, ops, None)

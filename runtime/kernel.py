@@ -1,0 +1,250 @@
+"""The compiled inner loop: NOR and INIT steps of a decoded block run as one numba call.
+
+A block (runtime/tape.py) is a table of steps, one row each; this loop executes them in
+order with the same strict checks, flag updates and per-cell write counts as the numpy
+path in runtime/machine.py, on the same arrays, so the two paths can take turns within
+one program. Anything else (SEARCH, SHIFT, TRANSFER, predicated ops) is an "escape": the
+loop stops there and the numpy path executes that step.
+
+numba is optional (the `fast` extra): without it `AVAILABLE` is False and the machine
+uses the numpy path throughout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from numba import njit
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised where numba is not installed
+    AVAILABLE = False
+
+# Columns of a block's step table.
+KIND, X0, NX, XSTEP, MASK, W0, W1, SPAN, OFF, NCOLS, ACC, REPS, RSHIFT, ROWOPS = range(14)
+FIELDS = 14
+NOR, INIT, ESCAPE = 0, 1, 2
+# Outcomes, in status[0]: DONE, an escape at status[1], or a strict-check failure at step
+# status[1], column index status[2] (k * reps + j for input k, repetition j), crossbar
+# index status[3], row status[4].
+DONE, ESCAPED, UNWRITTEN, UNARMED = 0, 1, 2, 3
+CLEAR, MIXED, FULL, NAMED = 0, 1, 2, 3  # as runtime/flags.py (NAMED + k: span k's rows)
+MAX_SPANS = 256 - NAMED
+ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _lowest_bit(word: np.uint64) -> int:
+    n = 0
+    while not (word >> np.uint64(n)) & np.uint64(1):
+        n += 1
+    return n
+
+
+def _first_unset(code, fmap, c, x0, nx, xstep, w0, w1, mid, masks, subset):  # type: ignore[no-untyped-def]
+    """-1, or (crossbar index * 64 * words + row) of the first selected row not set."""
+    words = fmap.shape[2]
+    cm, fm, m = code[c], fmap[c], masks[max(mid, 0)]
+    for xi in range(nx):
+        x = x0 + xi * xstep
+        cd = cm[x]
+        if cd == FULL or (cd >= NAMED and mid >= 0 and subset[cd - NAMED, mid]):
+            continue
+        for w in range(w0, w1):
+            want = ALL if mid < 0 else m[w]
+            if cd == CLEAR:
+                have = np.uint64(0)
+            elif cd == MIXED:
+                have = fm[x, w]
+            else:
+                have = masks[cd - NAMED, w]
+            bad = want & ~have
+            if bad:
+                return xi * 64 * words + w * 64 + _lowest_bit(bad)
+    return -1
+
+
+def _set_flag(code, fmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, value):  # type: ignore[no-untyped-def]
+    """Set (value) or clear the flag in the selected rows. A row-span write leaves the
+    code naming the span where the result is exactly that span's rows (NAMED + mid); a
+    partial write otherwise leaves it MIXED without re-summarising (the map is exact,
+    and a whole-column write makes the code FULL or CLEAR again). Either way a row-span
+    write costs little more per crossbar than a whole-column one."""
+    cm = code[c]
+    if mid < 0 and xstep == 1:
+        cm[x0:x0 + nx] = FULL if value else CLEAR
+        return
+    if mid < 0:
+        for xi in range(nx):
+            cm[x0 + xi * xstep] = FULL if value else CLEAR
+        return
+    fm, m = fmap[c], masks[mid]
+    named = mid < MAX_SPANS
+    for xi in range(nx):
+        x = x0 + xi * xstep
+        cd = cm[x]
+        if value:
+            if cd == FULL:
+                continue
+            if cd == CLEAR and named:
+                cm[x] = NAMED + mid
+                continue
+        elif cd == CLEAR:
+            continue
+        if cd >= NAMED:
+            k = cd - NAMED
+            if value and subset[k, mid]:
+                continue  # already set in these rows
+            if named and subset[mid, k]:
+                cm[x] = NAMED + mid if value else CLEAR  # this span covers the old one
+                continue
+            fm[x, :] = masks[k]
+        elif cd != MIXED:
+            fm[x, :] = ALL if cd == FULL else np.uint64(0)
+        cm[x] = MIXED
+        if value:
+            for w in range(w0, w1):
+                fm[x, w] |= m[w]
+        else:
+            for w in range(w0, w1):
+                fm[x, w] &= ~m[w]
+
+
+def _count(counting, wfull, wspans, sid, c, x0, nx, xstep):  # type: ignore[no-untyped-def]
+    if not counting:
+        return
+    if xstep == 1:
+        if sid < 0:
+            wfull[c, x0:x0 + nx] += 1
+        else:
+            wspans[sid, c, x0:x0 + nx] += 1
+        return
+    for xi in range(nx):
+        x = x0 + xi * xstep
+        if sid < 0:
+            wfull[c, x] += 1
+        else:
+            wspans[sid, c, x] += 1
+
+
+def _nor(bits, out, cmap, cols, first, nins, shift, x0, nx, xstep, w0, w1, mid, masks):  # type: ignore[no-untyped-def]
+    """bits[out] &= ~(OR of the inputs) in the selected rows; the common shapes (one to
+    three inputs, every row) get loops simple enough for the compiler to vectorise."""
+    a = cmap[cols[first]] + shift
+    b = cmap[cols[first + 1]] + shift if nins > 1 else a
+    c = cmap[cols[first + 2]] + shift if nins > 2 else b
+    if nins <= 3 and mid < 0 and xstep == 1:  # one contiguous run of words
+        o = bits[out, x0:x0 + nx].reshape(-1)
+        pa, pb = bits[a, x0:x0 + nx].reshape(-1), bits[b, x0:x0 + nx].reshape(-1)
+        pc = bits[c, x0:x0 + nx].reshape(-1)
+        for w in range(o.size):
+            o[w] &= ~(pa[w] | pb[w] | pc[w])
+        return
+    o, pa, pb, pc = bits[out], bits[a], bits[b], bits[c]
+    if nins <= 3 and mid < 0:
+        for xi in range(nx):
+            x = x0 + xi * xstep
+            for w in range(w0, w1):
+                o[x, w] &= ~(pa[x, w] | pb[x, w] | pc[x, w])
+        return
+    if nins <= 3:
+        m = masks[mid]
+        for xi in range(nx):
+            x = x0 + xi * xstep
+            for w in range(w0, w1):
+                o[x, w] &= ~((pa[x, w] | pb[x, w] | pc[x, w]) & m[w])
+        return
+    for xi in range(nx):
+        x = x0 + xi * xstep
+        for w in range(w0, w1):
+            acc = pa[x, w] | pb[x, w] | pc[x, w]
+            for k in range(3, nins):
+                acc |= bits[cmap[cols[first + k]] + shift, x, w]
+            if mid >= 0:
+                acc &= masks[mid, w]
+            o[x, w] &= ~acc
+
+
+def _fail(status, kind, i, k, where, words):  # type: ignore[no-untyped-def]
+    per = 64 * words
+    status[0], status[1], status[2] = kind, i, k
+    status[3], status[4] = where // per, where % per
+
+
+def run_block(steps, cols, vals, energy_of, cmap, start, bits, wcode, wmap, acode, amap,  # type: ignore[no-untyped-def]
+              masks, subset, counting, wfull, wspans, strict, energy, tally, status):
+    """Execute steps from `start` until the end or an escape; see the module docstring.
+    energy[0|1] accumulate NOR|INIT energy (fJ); tally = [bit operations, NORs, INITs,
+    which ran first (1 NOR, 2 INIT)]."""
+    words = bits.shape[2]
+    for i in range(start, steps.shape[0]):
+        kind = steps[i, KIND]
+        if kind == ESCAPE:
+            status[0], status[1] = ESCAPED, i
+            return
+        x0, nx, xstep = steps[i, X0], steps[i, NX], steps[i, XSTEP]
+        mid, w0, w1, sid = steps[i, MASK], steps[i, W0], steps[i, W1], steps[i, SPAN]
+        off, ncols, reps, rshift = steps[i, OFF], steps[i, NCOLS], steps[i, REPS], steps[i, RSHIFT]
+        if kind == NOR:
+            if strict:
+                for k in range(1, ncols):
+                    for j in range(reps):
+                        c = cmap[cols[off + k]] + j * rshift
+                        bad = _first_unset(wcode, wmap, c, x0, nx, xstep, w0, w1, mid, masks, subset)
+                        if bad >= 0:
+                            _fail(status, UNWRITTEN, i, (k - 1) * reps + j, bad, words)
+                            return
+                if not steps[i, ACC]:
+                    for j in range(reps):
+                        c = cmap[cols[off]] + j * rshift
+                        bad = _first_unset(acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset)
+                        if bad >= 0:
+                            _fail(status, UNARMED, i, j, bad, words)
+                            return
+            for j in range(reps):
+                out = cmap[cols[off]] + j * rshift
+                _nor(bits, out, cmap, cols, off + 1, ncols - 1, j * rshift, x0, nx, xstep,
+                     w0, w1, mid, masks)
+                _set_flag(wcode, wmap, out, x0, nx, xstep, w0, w1, mid, masks, subset, True)
+                _set_flag(acode, amap, out, x0, nx, xstep, w0, w1, mid, masks, subset, False)
+                _count(counting, wfull, wspans, sid, out, x0, nx, xstep)
+            energy[0] += energy_of[i]
+            tally[0] += steps[i, ROWOPS]
+            tally[1] += 1
+            if tally[3] == 0:
+                tally[3] = 1
+        else:  # INIT
+            for j in range(reps):
+                for k in range(ncols):
+                    c = cmap[cols[off + k]] + j * rshift
+                    one = vals[off + k] != 0
+                    fill = ALL if one else np.uint64(0)
+                    if mid < 0 and xstep == 1:
+                        bits[c, x0:x0 + nx] = fill
+                    elif mid < 0:
+                        for xi in range(nx):
+                            bits[c, x0 + xi * xstep] = fill
+                    else:
+                        m, col = masks[mid], bits[c]
+                        for xi in range(nx):
+                            x = x0 + xi * xstep
+                            for w in range(w0, w1):
+                                col[x, w] = (col[x, w] & ~m[w]) | (fill & m[w])
+                    _set_flag(wcode, wmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, True)
+                    _set_flag(acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, one)
+                    _count(counting, wfull, wspans, sid, c, x0, nx, xstep)
+            energy[1] += energy_of[i]
+            tally[2] += 1
+            if tally[3] == 0:
+                tally[3] = 2
+    status[0] = DONE
+
+
+if AVAILABLE:
+    _lowest_bit = njit(cache=True, inline="always")(_lowest_bit)
+    _first_unset = njit(cache=True)(_first_unset)
+    _set_flag = njit(cache=True)(_set_flag)
+    _count = njit(cache=True, inline="always")(_count)
+    _fail = njit(cache=True)(_fail)
+    _nor = njit(cache=True)(_nor)
+    run_block = njit(cache=True)(run_block)
