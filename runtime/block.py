@@ -20,7 +20,8 @@ from pimc.runtime import kernel as K
 from pimc.isa.uop import Init, Nor, Op, Span
 
 if TYPE_CHECKING:
-    from pimc.runtime.machine import Machine, _Step
+    from pimc.runtime.machine import Machine
+    from pimc.runtime.step import Step
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Block:
     energy: np.ndarray  # float64[n]: each op's energy, which does not depend on data here
     ops: tuple[Op, ...]
     where: tuple[Span, Span | None] | None  # the site; None: each op's own fields
-    escapes: dict[int, _Step] = field(default_factory=dict)  # prepared on first use
+    escapes: dict[int, Step] = field(default_factory=dict)  # prepared on first use
 
 
 def template(ops: tuple[Op, ...], arch_partition_width: int) -> Template:

@@ -1,0 +1,159 @@
+"""The numpy path: each micro-op as a few numpy calls on the machine's bit-packed state.
+
+Every op kind runs here on the numpy engine; on the numba engine, the SEARCH, SHIFT,
+TRANSFER and predicated ops the kernel hands back (runtime/engine.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pimc.runtime.bitops import ALL, pack_rows, popcount, shift_rows, unpack_rows
+from pimc.runtime.step import Step, as_index
+
+from pimc.isa.check import rep_columns
+from pimc.isa.uop import Nor, Search, SearchKind, Shift, Transfer
+
+
+class NumpyOps:
+    """The op implementations of Machine (a mixin: they use its state and checks)."""
+
+    def write_energy(self, data: np.ndarray, mask: np.ndarray | None, rows_active: int,
+                     ncols: int) -> float:
+        """E_set per 1 bit and E_reset per 0 bit written in the active rows."""
+        ones = popcount(data if mask is None else data & mask)
+        return ones * self.arch.e_set_fj + (rows_active * ncols - ones) * self.arch.e_reset_fj
+
+    def _store(self, cols: np.ndarray, xs: slice, data: np.ndarray,
+               mask: np.ndarray | None) -> None:
+        if mask is None:
+            self.bits[cols, xs] = data
+        else:
+            self.bits[cols, xs] = (self.bits[cols, xs] & ~mask) | (data & mask)
+
+    # ------------------------------------------------------------------ the ops
+
+    def _nor(self, step: Step) -> None:
+        op: Nor = step.op  # type: ignore[assignment]
+        xs, mask = step.xs, self.mask_of(step)
+        if step.reps == 1:
+            out: int | np.ndarray = op.out
+            ins: list[int | np.ndarray] = list(op.ins)
+        else:
+            cols = np.array(rep_columns(self.arch, (op.out, *op.ins), op.rep))
+            out, ins = cols[:, 0], [cols[:, k] for k in range(1, cols.shape[1])]
+        # An armed cell holds 1, so a NOR into fully armed columns is a plain NOR.
+        key = (xs.start, xs.stop, xs.step or 1)
+        plain = mask is None and step.reps == 1 and (
+            key in self._armed_memo.get(out, ()) or self.armed.all_full(out, xs))  # type: ignore[arg-type]
+        if self.strict:
+            for c in ins:
+                self.check_written(step, c, xs, mask)
+            if not (op.acc or plain or self.armed.all_set(out, xs, mask)):
+                c, x, r = self.armed.first_unset(np.atleast_1d(out), xs, mask)
+                raise self.fail(step.line, f"NOR into c{np.atleast_1d(out)[c]} of crossbar "
+                                f"{xs.start + x * (xs.step or 1)} row {r}, not initialised to 1 "
+                                "since its last write (INIT it, or mark the op '&=')")
+        bits = self.bits
+        if plain:
+            target = bits[out, xs]  # a view: computed in place, no temporary
+            if len(ins) == 1:
+                np.invert(bits[ins[0], xs], out=target)
+            else:
+                np.bitwise_or(bits[ins[0], xs], bits[ins[1], xs], out=target)
+                for c in ins[2:]:
+                    np.bitwise_or(target, bits[c, xs], out=target)
+                np.invert(target, out=target)
+        else:
+            acc = np.bitwise_or.reduce([bits[c, xs] for c in ins]) if len(ins) > 1 else (
+                bits[ins[0], xs].copy())
+            if mask is not None:
+                acc &= mask
+            np.invert(acc, out=acc)
+            bits[out, xs] &= acc
+        if self.faults is not None:
+            self.faults.gate(bits, out, xs, mask)
+        self.note_write(step, out, xs, mask, step.rows)
+        rows = self.active_rows(step, mask) * step.reps
+        self.stats.energy_fj["NOR"] += self.arch.e_nor_fj * rows
+        self.stats.row_ops += rows
+
+    def _init(self, step: Step) -> None:
+        xs, mask = step.xs, self.mask_of(step)
+        ones, zeros = step.aux
+        for cols, fill in ((ones, ALL), (zeros, np.uint64(0))):
+            if len(cols):
+                index = as_index(cols)
+                self._store(index, xs, fill, mask)
+                self.note_write(step, cols, xs, mask, step.rows)
+        if len(ones):
+            self.armed.update(as_index(ones), xs, mask, True)
+            if mask is None:
+                key = (xs.start, xs.stop, xs.step or 1)
+                for c in ones.tolist():
+                    self._armed_memo.setdefault(c, set()).add(key)
+        active = self.active_rows(step, mask)
+        self.stats.energy_fj["INIT"] += active * (
+            len(ones) * self.arch.e_set_fj + len(zeros) * self.arch.e_reset_fj)
+
+    def _search(self, step: Step) -> None:
+        op: Search = step.op  # type: ignore[assignment]
+        xs, mask = step.xs, self.mask_of(step)
+        cols = np.array(op.cols)
+        self.check_written(step, cols, xs, mask)
+        sel = np.broadcast_to(ALL if mask is None else mask, self.tag[xs].shape)
+        data = self.bits[cols, xs]
+        if op.kind is SearchKind.EXACT:
+            match = sel.copy()
+            for i in range(len(cols)):
+                match &= data[i] if op.key >> i & 1 else ~data[i]
+        else:
+            match = sel.copy()
+            for i in reversed(range(len(cols))):  # most significant column first
+                hit = match & (data[i] if op.kind is SearchKind.MAX else ~data[i])
+                match = np.where(hit.any(axis=-1, keepdims=True), hit, match)
+        self.stats.energy_fj["SEARCH"] += (self.arch.e_search_fj * self.active_rows(step, mask)
+                                           * step.timing.cycles_bulk)
+        self.tag[xs] = match  # last: `mask` may be a view of the old tag
+
+    def _shift(self, step: Step) -> None:
+        op: Shift = step.op  # type: ignore[assignment]
+        xs, mask = step.xs, self.mask_of(step)
+        src, dst = np.array(op.src_cols), np.array(op.dst_cols)
+        want = np.broadcast_to(ALL if mask is None else mask, self.tag[xs].shape)
+        self.check_written(step, src, xs, shift_rows(want, -op.by))
+        data = shift_rows(self.bits[src, xs], op.by)
+        self._store(dst, xs, data, mask)
+        self.note_write(step, dst, xs, mask, step.rows)
+        self.stats.energy_fj["SHIFT"] += self.write_energy(
+            data, mask, self.active_rows(step, mask), len(dst))
+
+    def _transfer(self, step: Step) -> None:
+        op: Transfer = step.op  # type: ignore[assignment]
+        dxs = op.dst_xbs.as_slice()
+        src = np.array(op.src_cols)
+        if op.dst_row is not None:
+            self._transpose(step, op, dxs, src)
+            return
+        mask = self.mask_of(step, dxs)  # predicated on the destination's tag
+        dst = np.array(op.dst_cols)
+        self.check_written(step, src, step.xs, mask)
+        data = self.bits[src, step.xs]
+        self._store(dst, dxs, data, mask)
+        self.note_write(step, dst, dxs, mask, step.rows)
+        self.stats.energy_fj["TRANSFER"] += self.write_energy(
+            data, mask, self.active_rows(step, mask), len(dst))
+
+    def _transpose(self, step: Step, op: Transfer, dxs: slice, src: np.ndarray) -> None:
+        rows = op.rows.indices() if op.rows is not None else range(self.arch.rows)
+        self.check_written(step, src, step.xs, step.static_mask)
+        block = unpack_rows(self.bits[src, step.xs])[:, :, rows.start:rows.stop]  # [k, nx, L]
+        dst = np.arange(op.dst_cols[0], op.dst_cols[0] + len(rows))
+        target = unpack_rows(self.bits[dst, dxs])  # [L, nx, R]
+        target[:, :, op.dst_row:op.dst_row + len(src)] = block.transpose(2, 1, 0)
+        self.bits[dst, dxs] = pack_rows(target)
+        dst_rows = range(op.dst_row, op.dst_row + len(src))
+        dmask = self.rows_mask(dst_rows)
+        self.note_write(step, dst, dxs, dmask, dst_rows)
+        ones = int(np.count_nonzero(block))
+        self.stats.energy_fj["TRANSFER"] += (ones * self.arch.e_set_fj
+                                             + (block.size - ones) * self.arch.e_reset_fj)
