@@ -41,7 +41,6 @@ class Block:
     steps: np.ndarray  # int64[n, K.FIELDS]
     cols: np.ndarray
     vals: np.ndarray
-    energy: np.ndarray  # float64[n]: each op's energy, which does not depend on data here
     ops: tuple[Op, ...]
     where: tuple[Span, Span | None] | None  # the site; None: each op's own fields
     escapes: dict[int, Step] = field(default_factory=dict)  # prepared on first use
@@ -77,9 +76,10 @@ def template(ops: tuple[Op, ...], arch_partition_width: int) -> Template:
                     ones, zeros, ops)
 
 
-def _fill(machine: Machine, t: Template, steps: np.ndarray, energy: np.ndarray,
-          index: slice | np.ndarray, xbs: Span, rows: Span | None) -> None:
-    """Fill the site columns and the energy of the ops at `index`, all run at (xbs, rows)."""
+def _fill(machine: Machine, t: Template, steps: np.ndarray, index: slice | np.ndarray,
+          xbs: Span, rows: Span | None) -> None:
+    """Fill the site columns and the energy events of the ops at `index`, all run at
+    (xbs, rows); these do not depend on data for NOR and INIT."""
     arch = machine.arch
     sel = steps[index]
     r = rows.indices() if rows is not None else None
@@ -97,27 +97,27 @@ def _fill(machine: Machine, t: Template, steps: np.ndarray, energy: np.ndarray,
         active = int(np.bitwise_count(mask).sum()) * len(xbs)
     nor = sel[:, K.KIND] == K.NOR
     sel[:, K.ROWOPS] = np.where(nor, active * sel[:, K.REPS], 0)
-    e_init = active * (t.ones[index] * arch.e_set_fj + t.zeros[index] * arch.e_reset_fj)
-    energy[index] = np.where(nor, arch.e_nor_fj * (active * sel[:, K.REPS]), e_init)
+    sel[:, K.SET] = np.where(nor, 0, active * t.ones[index])
+    sel[:, K.RESET] = np.where(nor, 0, active * t.zeros[index])
     steps[index] = sel
 
 
 def site_block(machine: Machine, t: Template, xbs: Span, rows: Span | None) -> Block:
     """A routine body's template placed at a call site."""
-    steps, energy = t.steps.copy(), np.zeros(len(t.ops), dtype=np.float64)
+    steps = t.steps.copy()
     live = steps[:, K.KIND] != K.ESCAPE
-    _fill(machine, t, steps, energy, np.flatnonzero(live), xbs, rows)
-    return Block(steps, t.cols, t.vals, energy, t.ops, (xbs, rows))
+    _fill(machine, t, steps, np.flatnonzero(live), xbs, rows)
+    return Block(steps, t.cols, t.vals, t.ops, (xbs, rows))
 
 
 def top_block(machine: Machine, ops: tuple[Op, ...]) -> Block:
     """Top-level ops, each acting where its own fields say (filled per distinct place)."""
     t = template(ops, machine.arch.partition_width)
-    steps, energy = t.steps.copy(), np.zeros(len(ops), dtype=np.float64)
+    steps = t.steps.copy()
     places: dict[tuple[Span, Span | None], list[int]] = {}
     for i, op in enumerate(ops):
         if steps[i, K.KIND] != K.ESCAPE:
             places.setdefault((op.xbs, op.rows), []).append(i)
     for (xbs, rows), index in places.items():
-        _fill(machine, t, steps, energy, np.array(index), xbs, rows)
-    return Block(steps, t.cols, t.vals, energy, ops, None)
+        _fill(machine, t, steps, np.array(index), xbs, rows)
+    return Block(steps, t.cols, t.vals, ops, None)

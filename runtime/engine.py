@@ -17,6 +17,9 @@ from pimc.isa.uop import Item, Op, Routine, Span
 NO_COUNTS = (np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1, 1), dtype=np.int64))
 
 
+ARMED_RANK = 1 << 30  # an op checks its output after all of its inputs
+
+
 def choose_engine(name: str, faults: FaultModel | None) -> str:
     """"numba" (the compiled kernel) or "numpy"; "auto" picks numba where it can run."""
     if name == "auto":
@@ -102,44 +105,49 @@ class KernelPath:
 
     def _run_block(self, block: Block, cmap: np.ndarray | None) -> None:
         """Run a block in the kernel, handing its escapes to the numpy path."""
-        energy, tally, status, stats = self._energy, self._tally, self._status, self.stats.energy_fj
+        units, tally, status = self._units, self._tally, self._status
         writes = self.writes
         start, n = 0, len(block.ops)
         while start < n:
-            energy[0], energy[1] = stats["NOR"], stats["INIT"]
+            units[:] = 0
             tally[:] = 0
             kernel.run_block(
-                block.steps, block.cols, block.vals, block.energy,
+                block.steps, block.cols, block.vals,
                 self._identity if cmap is None else cmap, start, self.bits,
                 self.written.code, self.written.map, self.armed.code, self.armed.map,
                 self.spans.masks, self.spans.subset, writes is not None,
                 self.writes.full if writes else NO_COUNTS[0],
                 self.writes.span_counts if writes else NO_COUNTS[1],
-                self.strict, energy, tally, status)
+                self.strict, units, tally, status)
             self.stats.row_ops += int(tally[0])
             for kind in (("NOR", "INIT") if tally[3] == 1 else ("INIT", "NOR")):
-                k = int(kind == "INIT")  # keys in the order the numpy engine adds them
-                if tally[1 + k]:
-                    stats[kind] = float(energy[k])
+                if kind == "NOR" and tally[1]:  # kinds in the order the numpy engine meets them
+                    self.events.add("NOR", units[0])
+                elif kind == "INIT" and tally[2]:
+                    self.events.add("INIT", units[1], units[2])
             self._armed_memo.clear()
             if status[0] == kernel.DONE:
+                self.executed += n - start
                 return
             i = int(status[1])
+            self.executed += i - start
             if status[0] != kernel.ESCAPED:
                 raise self._kernel_failure(block, i, cmap)
             step = self._escape(block, i)
             self._exec[type(step.op)](step if cmap is None else bound(step, cmap))
+            self.executed += 1
             start = i + 1
 
     def _kernel_failure(self, block: Block, i: int, cmap: np.ndarray | None) -> PimError:
         """The numpy path's message for the check the kernel failed."""
         kind, k, xi, row = (int(v) for v in self._status[[0, 2, 3, 4]])
+        self.check_rank = k if kind == kernel.UNWRITTEN else ARMED_RANK + k
         step, row_of = self._escape(block, i), block.steps[i]
         off, reps = int(row_of[kernel.OFF]), int(row_of[kernel.REPS])
         j = k % reps
         frame = int(block.cols[off + (1 + k // reps if kind == kernel.UNWRITTEN else 0)])
         col = int((self._identity if cmap is None else cmap)[frame]) + j * int(row_of[kernel.RSHIFT])
-        xb = step.xs.start + xi * (step.xs.step or 1)
+        xb = self.xb_base + step.xs.start + xi * (step.xs.step or 1)
         if kind == kernel.UNWRITTEN:
             return self.fail(step.line, f"reads c{col} of crossbar {xb} row {row}, "
                              "which was never written")

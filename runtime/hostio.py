@@ -83,7 +83,10 @@ class HostPort:
         h = m.stats.host
         h.input_cells += len(cols) * len(xb)
         h.input_row_writes += 2 if t.broadcast else len(xb)  # a SET and a RESET phase
-        h.input_energy_fj += ones * m.arch.e_set_fj + (len(cols) * len(xb) - ones) * m.arch.e_reset_fj
+        h.input_set_cells += ones
+        h.input_reset_cells += len(cols) * len(xb) - ones
+        h.input_energy_fj = h.input_set_cells * m.arch.e_set_fj + \
+            h.input_reset_cells * m.arch.e_reset_fj
 
     def read(self, t: TensorIO) -> np.ndarray:
         m, dt = self.m, self.dtype(t)

@@ -22,8 +22,9 @@ except ImportError:  # pragma: no cover - exercised where numba is not installed
     AVAILABLE = False
 
 # Columns of a block's step table.
-KIND, X0, NX, XSTEP, MASK, W0, W1, SPAN, OFF, NCOLS, ACC, REPS, RSHIFT, ROWOPS = range(14)
-FIELDS = 14
+KIND, X0, NX, XSTEP, MASK, W0, W1, SPAN, OFF, NCOLS, ACC, REPS, RSHIFT, ROWOPS, SET, RESET = (
+    range(16))
+FIELDS = 16  # SET, RESET: an INIT's cells set and reset (active rows x columns)
 NOR, INIT, ESCAPE = 0, 1, 2
 # Outcomes, in status[0]: DONE, an escape at status[1], or a strict-check failure at step
 # status[1], column index status[2] (k * reps + j for input k, repetition j), crossbar
@@ -171,11 +172,11 @@ def _fail(status, kind, i, k, where, words):  # type: ignore[no-untyped-def]
     status[3], status[4] = where // per, where % per
 
 
-def run_block(steps, cols, vals, energy_of, cmap, start, bits, wcode, wmap, acode, amap,  # type: ignore[no-untyped-def]
-              masks, subset, counting, wfull, wspans, strict, energy, tally, status):
+def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  # type: ignore[no-untyped-def]
+              masks, subset, counting, wfull, wspans, strict, units, tally, status):
     """Execute steps from `start` until the end or an escape; see the module docstring.
-    energy[0|1] accumulate NOR|INIT energy (fJ); tally = [bit operations, NORs, INITs,
-    which ran first (1 NOR, 2 INIT)]."""
+    units = [NOR row-gates, cells INIT sets, cells INIT resets] (energy events, added to);
+    tally = [bit operations, NORs, INITs, which ran first (1 NOR, 2 INIT)]."""
     words = bits.shape[2]
     for i in range(start, steps.shape[0]):
         kind = steps[i, KIND]
@@ -208,7 +209,7 @@ def run_block(steps, cols, vals, energy_of, cmap, start, bits, wcode, wmap, acod
                 _set_flag(wcode, wmap, out, x0, nx, xstep, w0, w1, mid, masks, subset, True)
                 _set_flag(acode, amap, out, x0, nx, xstep, w0, w1, mid, masks, subset, False)
                 _count(counting, wfull, wspans, sid, out, x0, nx, xstep)
-            energy[0] += energy_of[i]
+            units[0] += steps[i, ROWOPS]
             tally[0] += steps[i, ROWOPS]
             tally[1] += 1
             if tally[3] == 0:
@@ -233,7 +234,8 @@ def run_block(steps, cols, vals, energy_of, cmap, start, bits, wcode, wmap, acod
                     _set_flag(wcode, wmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, True)
                     _set_flag(acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, one)
                     _count(counting, wfull, wspans, sid, c, x0, nx, xstep)
-            energy[1] += energy_of[i]
+            units[1] += steps[i, SET]
+            units[2] += steps[i, RESET]
             tally[2] += 1
             if tally[3] == 0:
                 tally[3] = 2

@@ -19,7 +19,7 @@ from pimc.runtime.flags import CellFlags, SpanTable
 from pimc.runtime.hostio import HostPort
 from pimc.runtime.ops import NumpyOps
 from pimc.runtime.progress import Progress
-from pimc.runtime.stats import Stats
+from pimc.runtime.stats import Events, Stats, energy_of
 from pimc.runtime.step import Step, bound, init_columns
 
 from pimc.isa.check import validate
@@ -46,8 +46,9 @@ class Machine(KernelPath, NumpyOps):
 
     def __init__(self, prog: Program, name: str = "<uop>", *, strict: bool = True,
                  count_writes: bool = True, faults: FaultModel | None = None,
-                 engine: str = "auto") -> None:
+                 engine: str = "auto", xb_base: int = 0) -> None:
         validate(prog, name)
+        self.xb_base = xb_base  # a shard's first crossbar: messages name the whole memory's
         self.prog, self.name, self.strict = prog, name, strict
         self.engine = choose_engine(engine, faults)
         arch = prog.arch
@@ -71,7 +72,8 @@ class Machine(KernelPath, NumpyOps):
         self._masks: dict[range, np.ndarray] = {}
         self._blocks: dict[int, list[Block | Item]] = {}  # id of a list of steps -> its blocks
         self._identity = np.arange(arch.cols, dtype=np.int64)
-        self._energy = np.zeros(2, dtype=np.float64)  # the kernel's NOR and INIT energy
+        self.events = Events()
+        self._units = np.zeros(3, dtype=np.int64)  # the kernel's NOR, INIT set, INIT reset
         self._tally = np.zeros(4, dtype=np.int64)  # ... bit operations, NORs, INITs, first
         self._status = np.zeros(5, dtype=np.int64)
         # Python-side memo of the flag codes for whole columns of a crossbar span, so the
@@ -80,7 +82,7 @@ class Machine(KernelPath, NumpyOps):
         self._written_memo: set[tuple[int, int, int, int]] = set()
         self._armed_memo: dict[int, set[tuple[int, int, int]]] = {}
         self._routines = {r.name: r for r in prog.routines}
-        self.layer_energy: dict[str, Counter[str]] = {}
+        self.layer_events: dict[str, Events] = {}
         self._sites: dict[tuple[str, Span, Span | None], list[Step | Item]] = {}
         self._keep: list[list] = []  # type: ignore[type-arg]
         self._templates: dict[str, list[Template | Item]] = {}
@@ -89,10 +91,11 @@ class Machine(KernelPath, NumpyOps):
         self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
                       Shift: self._shift, Transfer: self._transfer}
         self._static_totals()
-        self._groups = layer_groups(self._items)
-        if self.engine == "numba":  # decode top-level ops now: loading, not running
-            for group in self._groups:
-                self._blocks_of(group)
+        self._ranges: dict[tuple[int, int], list[tuple[int, list]]] = {}  # type: ignore[type-arg]
+        self._groups_in(0, len(self._items))  # decode top-level ops now: loading, not running
+        self.executed = 0  # micro-ops executed so far
+        self.failure: tuple[int, int, int] | None = None
+        self.check_rank = 0  # which check of an op failed (its input, or its output)
 
     # ------------------------------------------------------------------ preparation
 
@@ -123,33 +126,65 @@ class Machine(KernelPath, NumpyOps):
     def run(self) -> Stats:
         """Execute every op in order, then total the costs (and the energy of each source
         line or ONNX node, in `layer_energy`)."""
-        energy = self.stats.energy_fj
         progress = Progress(f"{self.name}: run", sum(self.stats.ops.values()), "micro-ops")
-        done, memo = 0, {}  # type: ignore[var-annotated]
-        for group in self._groups:
-            progress.update(done)
-            for item in group:
-                done += 1 if isinstance(item, Step) else item_counts(
-                    item, self._routines, self.arch, memo)[0]
-            before = Counter(energy)
-            self._run(group, None, None, None, 0)
-            item = group[0]
-            src = item.op.src if isinstance(item, Step) else item.src
-            spent = self.layer_energy.setdefault(src, Counter())
-            for kind, fj in energy.items():
-                if fj != before[kind]:
-                    spent[kind] += fj - before[kind]
+        self.run_items(0, len(self._items), progress)
         progress.close()
         self._finish()
         return self.stats
+
+    def run_items(self, lo: int, hi: int, progress: Progress | None = None) -> None:
+        """Execute top-level items lo..hi-1 (all of them, or one segment of a shard's
+        program), noting each source's energy. On a failed check, `failure` says where in
+        the execution it happened: (top-level item, micro-ops into it, check)."""
+        done, memo = 0, {}  # type: ignore[var-annotated]
+        for first, group in self._groups_in(lo, hi):
+            if progress is not None:
+                progress.update(done)
+                for item in group:
+                    done += 1 if isinstance(item, Step) else item_counts(
+                        item, self._routines, self.arch, memo)[0]
+            before = self.events.snapshot()
+            self._top(group, first)
+            item = group[0]
+            src = item.op.src if isinstance(item, Step) else item.src
+            spent = self.layer_events.setdefault(src, Events())
+            for kind, (a, b) in self.events.since(before).items():
+                spent.add(kind, a, b)
+
+    def _groups_in(self, lo: int, hi: int) -> list[tuple[int, list]]:  # type: ignore[type-arg]
+        """The top-level items lo..hi-1 in runs of one source line or node each (with
+        the index of each run's first item), decoded for the kernel once."""
+        groups = self._ranges.get((lo, hi))
+        if groups is None:
+            groups = self._ranges[(lo, hi)] = []
+            first = lo
+            for group in layer_groups(self._items[lo:hi]):
+                groups.append((first, group))
+                first += len(group)
+                if self.engine == "numba":
+                    self._blocks_of(group)
+        return groups
+
+    def _top(self, group: list, first: int) -> None:  # type: ignore[type-arg]
+        """Run top-level items, keeping where a failed check happened."""
+        index = first
+        for item in (self._blocks_of(group) if self.engine == "numba" else group):
+            start = self.executed
+            try:
+                self._run([item], None, None, None, 0)
+            except PimError:
+                into = self.executed - start
+                if isinstance(item, Block):  # top-level ops: one item each
+                    index, into = index + into, 0
+                self.failure = (index, into, self.check_rank)
+                raise
+            index += len(item.ops) if isinstance(item, Block) else 1
 
     def _run(self, items: list, cmap: np.ndarray | None, xbs: Span | None,  # type: ignore[type-arg]
              rows: Span | None, iteration: int) -> None:
         """Execute items; inside a routine, `cmap` maps its frame columns to crossbar
         columns and `xbs`/`rows` are the call's."""
         execute = self._exec
-        if self.engine == "numba" and cmap is None:
-            items = self._blocks_of(items)
         for item in items:
             if isinstance(item, Block):
                 self._run_block(item, cmap)
@@ -158,6 +193,7 @@ class Machine(KernelPath, NumpyOps):
                     execute[type(item.op)](item)
                 else:
                     execute[type(item.op)](bound(item, cmap))
+                self.executed += 1
             elif isinstance(item, Loop):  # a loop holds calls only
                 for i in range(item.count):
                     self._run(item.body, cmap, xbs, rows, i)  # type: ignore[arg-type]
@@ -191,7 +227,13 @@ class Machine(KernelPath, NumpyOps):
         self.walker = Walker(self.prog)  # routine summaries, kept for the layer report
         static_totals(self.prog, self.stats, self.walker)
 
+    @property
+    def layer_energy(self) -> dict[str, Counter[str]]:
+        """fJ by op kind for each source line or node, as executed."""
+        return {src: energy_of(e.counts, self.arch) for src, e in self.layer_events.items()}
+
     def _finish(self) -> None:
+        self.stats.energy_fj = energy_of(self.events.counts, self.arch)
         if self.writes is not None:
             self.stats.endurance = self.writes.summary()
         if self.faults is not None:
@@ -224,8 +266,10 @@ class Machine(KernelPath, NumpyOps):
         else:
             cols_a = np.atleast_1d(cols)
             c, x, r = self.written.first_unset(cols_a, xs, mask)
+            self.check_rank += c
             raise self.fail(step.line, f"reads c{cols_a[c]} of crossbar "
-                            f"{xs.start + x * (xs.step or 1)} row {r}, which was never written")
+                            f"{self.xb_base + xs.start + x * (xs.step or 1)} row {r}, which was "
+                            "never written")
 
     def note_write(self, step: Step, cols: np.ndarray | int, xs: slice,
                    mask: np.ndarray | None, rows: range | None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from pimc.runtime.bitops import ALL, pack_rows, popcount, shift_rows, unpack_rows
+from pimc.runtime.engine import ARMED_RANK
 from pimc.runtime.step import Step, as_index
 
 from pimc.isa.check import rep_columns
@@ -17,11 +18,11 @@ from pimc.isa.uop import Nor, Search, SearchKind, Shift, Transfer
 class NumpyOps:
     """The op implementations of Machine (a mixin: they use its state and checks)."""
 
-    def write_energy(self, data: np.ndarray, mask: np.ndarray | None, rows_active: int,
-                     ncols: int) -> float:
-        """E_set per 1 bit and E_reset per 0 bit written in the active rows."""
+    def count_copy(self, kind: str, data: np.ndarray, mask: np.ndarray | None,
+                   rows_active: int, ncols: int) -> None:
+        """A copy sets the 1 bits and resets the 0 bits it writes in the active rows."""
         ones = popcount(data if mask is None else data & mask)
-        return ones * self.arch.e_set_fj + (rows_active * ncols - ones) * self.arch.e_reset_fj
+        self.events.add(kind, ones, rows_active * ncols - ones)
 
     def _store(self, cols: np.ndarray, xs: slice, data: np.ndarray,
                mask: np.ndarray | None) -> None:
@@ -46,13 +47,16 @@ class NumpyOps:
         plain = mask is None and step.reps == 1 and (
             key in self._armed_memo.get(out, ()) or self.armed.all_full(out, xs))  # type: ignore[arg-type]
         if self.strict:
-            for c in ins:
+            for k, c in enumerate(ins):
+                self.check_rank = k * step.reps
                 self.check_written(step, c, xs, mask)
             if not (op.acc or plain or self.armed.all_set(out, xs, mask)):
                 c, x, r = self.armed.first_unset(np.atleast_1d(out), xs, mask)
+                self.check_rank = ARMED_RANK + c
                 raise self.fail(step.line, f"NOR into c{np.atleast_1d(out)[c]} of crossbar "
-                                f"{xs.start + x * (xs.step or 1)} row {r}, not initialised to 1 "
-                                "since its last write (INIT it, or mark the op '&=')")
+                                f"{self.xb_base + xs.start + x * (xs.step or 1)} row {r}, not "
+                                "initialised to 1 since its last write (INIT it, or mark the op "
+                                "'&=')")
         bits = self.bits
         if plain:
             target = bits[out, xs]  # a view: computed in place, no temporary
@@ -74,7 +78,7 @@ class NumpyOps:
             self.faults.gate(bits, out, xs, mask)
         self.note_write(step, out, xs, mask, step.rows)
         rows = self.active_rows(step, mask) * step.reps
-        self.stats.energy_fj["NOR"] += self.arch.e_nor_fj * rows
+        self.events.add("NOR", rows)
         self.stats.row_ops += rows
 
     def _init(self, step: Step) -> None:
@@ -92,13 +96,13 @@ class NumpyOps:
                 for c in ones.tolist():
                     self._armed_memo.setdefault(c, set()).add(key)
         active = self.active_rows(step, mask)
-        self.stats.energy_fj["INIT"] += active * (
-            len(ones) * self.arch.e_set_fj + len(zeros) * self.arch.e_reset_fj)
+        self.events.add("INIT", active * len(ones), active * len(zeros))
 
     def _search(self, step: Step) -> None:
         op: Search = step.op  # type: ignore[assignment]
         xs, mask = step.xs, self.mask_of(step)
         cols = np.array(op.cols)
+        self.check_rank = 0
         self.check_written(step, cols, xs, mask)
         sel = np.broadcast_to(ALL if mask is None else mask, self.tag[xs].shape)
         data = self.bits[cols, xs]
@@ -111,8 +115,7 @@ class NumpyOps:
             for i in reversed(range(len(cols))):  # most significant column first
                 hit = match & (data[i] if op.kind is SearchKind.MAX else ~data[i])
                 match = np.where(hit.any(axis=-1, keepdims=True), hit, match)
-        self.stats.energy_fj["SEARCH"] += (self.arch.e_search_fj * self.active_rows(step, mask)
-                                           * step.timing.cycles_bulk)
+        self.events.add("SEARCH", self.active_rows(step, mask) * step.timing.cycles_bulk)
         self.tag[xs] = match  # last: `mask` may be a view of the old tag
 
     def _shift(self, step: Step) -> None:
@@ -120,12 +123,12 @@ class NumpyOps:
         xs, mask = step.xs, self.mask_of(step)
         src, dst = np.array(op.src_cols), np.array(op.dst_cols)
         want = np.broadcast_to(ALL if mask is None else mask, self.tag[xs].shape)
+        self.check_rank = 0
         self.check_written(step, src, xs, shift_rows(want, -op.by))
         data = shift_rows(self.bits[src, xs], op.by)
         self._store(dst, xs, data, mask)
         self.note_write(step, dst, xs, mask, step.rows)
-        self.stats.energy_fj["SHIFT"] += self.write_energy(
-            data, mask, self.active_rows(step, mask), len(dst))
+        self.count_copy("SHIFT", data, mask, self.active_rows(step, mask), len(dst))
 
     def _transfer(self, step: Step) -> None:
         op: Transfer = step.op  # type: ignore[assignment]
@@ -136,15 +139,16 @@ class NumpyOps:
             return
         mask = self.mask_of(step, dxs)  # predicated on the destination's tag
         dst = np.array(op.dst_cols)
+        self.check_rank = 0
         self.check_written(step, src, step.xs, mask)
         data = self.bits[src, step.xs]
         self._store(dst, dxs, data, mask)
         self.note_write(step, dst, dxs, mask, step.rows)
-        self.stats.energy_fj["TRANSFER"] += self.write_energy(
-            data, mask, self.active_rows(step, mask), len(dst))
+        self.count_copy("TRANSFER", data, mask, self.active_rows(step, mask), len(dst))
 
     def _transpose(self, step: Step, op: Transfer, dxs: slice, src: np.ndarray) -> None:
         rows = op.rows.indices() if op.rows is not None else range(self.arch.rows)
+        self.check_rank = 0
         self.check_written(step, src, step.xs, step.static_mask)
         block = unpack_rows(self.bits[src, step.xs])[:, :, rows.start:rows.stop]  # [k, nx, L]
         dst = np.arange(op.dst_cols[0], op.dst_cols[0] + len(rows))
@@ -155,5 +159,4 @@ class NumpyOps:
         dmask = self.rows_mask(dst_rows)
         self.note_write(step, dst, dxs, dmask, dst_rows)
         ones = int(np.count_nonzero(block))
-        self.stats.energy_fj["TRANSFER"] += (ones * self.arch.e_set_fj
-                                             + (block.size - ones) * self.arch.e_reset_fj)
+        self.events.add("TRANSFER", ones, block.size - ones)

@@ -12,13 +12,58 @@ from pimc.isa.arch import InitModel
 STATS_FORMAT = 2  # 2: counted_without_executing, energy_fj_bounds, histogram, layers
 
 
+# The energy per counted event of each op kind: (first count's unit, second count's unit).
+UNITS = {"NOR": ("e_nor_fj", None), "INIT": ("e_set_fj", "e_reset_fj"),
+         "SEARCH": ("e_search_fj", None), "SHIFT": ("e_set_fj", "e_reset_fj"),
+         "TRANSFER": ("e_set_fj", "e_reset_fj")}
+
+
+class Events:
+    """Energy as integer counts per op kind: NOR row-gates, cells set and reset by INIT,
+    SHIFT and TRANSFER, SEARCH row-cycles. Integer sums do not depend on the order of
+    addition, so the kernel, the numpy path and shards of a memory add them in any order
+    and the energy (count x unit, once, at the end) is the same to the last bit."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {}  # in order of first use
+
+    def add(self, kind: str, first: int, second: int = 0) -> None:
+        c = self.counts.setdefault(kind, [0, 0])
+        c[0] += int(first)
+        c[1] += int(second)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        return {k: (a, b) for k, (a, b) in self.counts.items()}
+
+    def since(self, before: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        out = {}
+        for k, (a, b) in self.counts.items():
+            a0, b0 = before.get(k, (0, 0))
+            if (a, b) != (a0, b0):
+                out[k] = (a - a0, b - b0)
+        return out
+
+
+def energy_of(counts: dict[str, tuple[int, int]] | dict[str, list[int]], arch: object
+              ) -> Counter[str]:
+    """fJ per op kind from event counts, kinds in sorted order (totals are then summed in
+    one order however the counts were gathered)."""
+    out: Counter[str] = Counter()
+    for kind, (a, b) in sorted(counts.items()):
+        ua, ub = UNITS[kind]
+        out[kind] = a * getattr(arch, ua) + (b * getattr(arch, ub) if ub else 0.0)
+    return out
+
+
 @dataclass
 class HostIO:
     """Host I/O, counted apart from compute: writes of inputs, reads of outputs."""
 
     input_cells: int = 0
     input_row_writes: int = 0  # one row-write (SET + RESET phase) per placed slot
-    input_energy_fj: float = 0.0
+    input_energy_fj: float = 0.0  # from the two counts below
+    input_set_cells: int = 0
+    input_reset_cells: int = 0
     output_cells: int = 0
     output_row_reads: int = 0
 
