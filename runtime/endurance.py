@@ -15,7 +15,7 @@ import numpy as np
 from pimc.runtime.bitops import unpack_rows
 
 from pimc.isa.dtypes import parse_dtype
-from pimc.isa.uop import TensorIO
+from pimc.isa.uop import Span, TensorIO
 
 
 @dataclass(frozen=True)
@@ -135,18 +135,25 @@ class WriteCounter:
         return Endurance(best, mean, written, total, {_label(k): hist[k] for k in sorted(hist)})
 
 
-def count_host_writes(writes: WriteCounter, t: TensorIO) -> None:
-    """The host's writes of a placed input: whole crossbars of slots as one span write,
-    then the partly filled last one."""
+def host_writes(t: TensorIO) -> list[tuple[np.ndarray, Span, range]]:
+    """The host's writes of a placed input as (columns, crossbars, rows): whole crossbars
+    of slots as one span write, then the partly filled last one."""
     bits = parse_dtype(t.dtype).bits
     cols = np.array(t.columns(bits))
     slots = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
     per, xbs, rows = len(t.rows), t.xbs, t.rows
     full, rest = divmod(slots, per)
+    out = []
     if full:
-        writes.add(cols, slice(xbs.start, xbs.start + full * xbs.step, xbs.step),
-                   rows.indices())
+        out.append((cols, Span(xbs.start, xbs.start + (full - 1) * xbs.step + 1, xbs.step),
+                    rows.indices()))
     if rest:
         x = xbs.start + full * xbs.step
-        writes.add(cols, slice(x, x + 1), range(rows.start, rows.start + rest * rows.step,
-                                                rows.step))
+        out.append((cols, Span.one(x), range(rows.start, rows.start + rest * rows.step,
+                                             rows.step)))
+    return out
+
+
+def count_host_writes(writes: WriteCounter, t: TensorIO) -> None:
+    for cols, xbs, rows in host_writes(t):
+        writes.add(cols, xbs.as_slice(), rows)

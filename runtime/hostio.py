@@ -6,12 +6,15 @@ the bits written. Element e of a tensor is in lane e % lanes of slot e // lanes 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pimc.runtime.bitops import pack_rows, popcount, unpack_rows
 from pimc.runtime.endurance import count_host_writes
+from pimc.runtime.stats import HostIO
 
+from pimc.isa.arch import Arch
 from pimc.isa.dtypes import DType, Kind, parse_dtype, quantize
 from pimc.isa.errors import PimError
 from pimc.isa.uop import TensorIO, apply_view, unview, view_shape
@@ -23,19 +26,6 @@ if TYPE_CHECKING:
 class HostPort:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
-
-    def dtype(self, t: TensorIO) -> DType:
-        return parse_dtype(t.dtype)
-
-    def _slots(self, t: TensorIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Columns of the tensor, and each slot's crossbar and row."""
-        bits = self.dtype(t).bits
-        count = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
-        slots = np.arange(count)
-        per = len(t.rows)
-        xb = t.xbs.start + (slots // per) * t.xbs.step
-        row = t.rows.start + (slots % per) * t.rows.step
-        return np.array(t.columns(bits)), xb, row
 
     def load(self, given: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
         """Write every declared input (random where not given); return what was written."""
@@ -53,68 +43,136 @@ class HostPort:
         return used
 
     def write(self, t: TensorIO, values: np.ndarray) -> None:
-        m, dt = self.m, self.dtype(t)
-        cols, xb, row = self._slots(t)
-        flat = apply_view(values, t.view).reshape(-1)
-        if t.broadcast:  # FloatPIM's row-parallel write: one value into every row
-            flat = np.repeat(flat, len(xb))
-        raw = dt.to_bits(flat).reshape(len(xb), t.lanes)
-        per_col = _bits_of(raw, dt).reshape(len(xb), len(cols)).T  # [cols, slots]
-        lo, hi = int(xb.min()), int(xb.max()) + 1
-        cells = np.zeros((len(cols), hi - lo, m.arch.rows), dtype=bool)
-        placed = np.zeros((hi - lo, m.arch.rows), dtype=bool)
-        grid = _grid(t, len(xb), lo)
-        if grid is None:
-            cells[:, xb - lo, row] = per_col
-            placed[xb - lo, row] = True
-        else:  # whole crossbars of slots: a strided copy, not a scatter
-            cells[(slice(None), *grid)] = per_col.reshape(len(cols), -1, len(t.rows))
-            placed[grid] = True
-        data, mask = pack_rows(cells), pack_rows(placed)
-        xs = slice(lo, hi)
+        m = self.m
+        p = encode(t, values, m.arch.rows)
+        self.place(p.cols, slice(p.lo, p.lo + p.mask.shape[0]), p.data, p.mask)
+        if m.writes is not None:
+            count_host_writes(m.writes, t)
+        account(m.stats.host, p, m.arch)
+
+    def place(self, cols: np.ndarray, xs: slice, data: np.ndarray, mask: np.ndarray) -> None:
+        """Write encoded cells (under their mask) and mark them written."""
+        m = self.m
         m.bits[cols, xs] = (m.bits[cols, xs] & ~mask) | data
         if m.faults is not None:
             m.faults.after_write(m.bits, cols, xs, mask)
         m.written.update(cols, xs, mask, True)
         m.armed.update(cols, xs, mask, False)
-        if m.writes is not None:
-            count_host_writes(m.writes, t)
-        ones = popcount(data)
-        h = m.stats.host
-        h.input_cells += len(cols) * len(xb)
-        h.input_row_writes += 2 if t.broadcast else len(xb)  # a SET and a RESET phase
-        h.input_set_cells += ones
-        h.input_reset_cells += len(cols) * len(xb) - ones
-        h.input_energy_fj = h.input_set_cells * m.arch.e_set_fj + \
-            h.input_reset_cells * m.arch.e_reset_fj
+
+    def unwritten(self, cols: np.ndarray, xs: slice, mask: np.ndarray
+                  ) -> tuple[int, int, int] | None:
+        """(column index, crossbar, row) of the first cell under `mask` never written."""
+        if self.m.written.all_set(cols, xs, mask):
+            return None
+        c, x, r = self.m.written.first_unset(cols, xs, mask)
+        return c, self.m.xb_base + xs.start + x, r
 
     def read(self, t: TensorIO) -> np.ndarray:
-        m, dt = self.m, self.dtype(t)
-        cols, xb, row = self._slots(t)
+        m = self.m
+        cols, xb, _ = slots(t)
         lo, hi = int(xb.min()), int(xb.max()) + 1
         xs = slice(lo, hi)
         if m.strict:
-            placed = np.zeros((hi - lo, m.arch.rows), dtype=bool)
-            placed[xb - lo, row] = True
-            mask = pack_rows(placed)
-            if not m.written.all_set(cols, xs, mask):
-                c, x, r = m.written.first_unset(cols, xs, mask)
-                raise PimError(f"{m.name}: output '{t.name}' reads c{cols[c]} of crossbar "
-                               f"{lo + x} row {r}, which was never written")
-        grid = _grid(t, len(xb), lo)
-        every = unpack_rows(m.bits[cols, xs])
-        cells = (every[:, xb - lo, row] if grid is None else  # [cols, slots]
-                 every[(slice(None), *grid)].reshape(len(cols), -1))
-        raw = _words_of(cells.T.reshape(len(xb), t.lanes, dt.bits), dt)
-        m.stats.host.output_cells += len(cols) * len(xb)
-        m.stats.host.output_row_reads += len(xb)
-        values = dt.from_bits(raw.reshape(-1))
-        if t.view:  # read back through the view: padding dropped, copies read once
-            return unview(values.reshape(view_shape(t.shape, t.view)), t.shape, t.view)
-        return values.reshape(t.shape)
+            bad = self.unwritten(cols, xs, placed_mask(t, m.arch.rows, lo, hi))
+            if bad is not None:
+                raise unwritten_output(m.name, t, cols, bad)
+        account_read(m.stats.host, t)
+        return decode(t, m.bits[cols, xs], lo)
 
     def read_outputs(self) -> dict[str, np.ndarray]:
         return {t.name: self.read(t) for t in self.m.prog.outputs}
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An input tensor as the cells the host writes: data and mask over crossbars lo.."""
+
+    cols: np.ndarray
+    lo: int
+    data: np.ndarray  # uint64[cols, crossbars, words]
+    mask: np.ndarray  # uint64[crossbars, words]: the slots' rows
+    slots: int
+    broadcast: bool
+
+
+def slots(t: TensorIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns of the tensor, and each slot's crossbar and row."""
+    bits = parse_dtype(t.dtype).bits
+    count = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
+    index = np.arange(count)
+    per = len(t.rows)
+    xb = t.xbs.start + (index // per) * t.xbs.step
+    row = t.rows.start + (index % per) * t.rows.step
+    return np.array(t.columns(bits)), xb, row
+
+
+def placed_mask(t: TensorIO, rows: int, lo: int, hi: int) -> np.ndarray:
+    """uint64[crossbars lo..hi-1, words]: the rows holding the tensor's slots."""
+    _, xb, row = slots(t)
+    placed = np.zeros((hi - lo, rows), dtype=bool)
+    placed[xb - lo, row] = True
+    return pack_rows(placed)
+
+
+def encode(t: TensorIO, values: np.ndarray, rows: int) -> Encoded:
+    """The cells an input's values make, bit-packed, with the mask of their rows."""
+    dt = parse_dtype(t.dtype)
+    cols, xb, row = slots(t)
+    flat = apply_view(values, t.view).reshape(-1)
+    if t.broadcast:  # FloatPIM's row-parallel write: one value into every row
+        flat = np.repeat(flat, len(xb))
+    raw = dt.to_bits(flat).reshape(len(xb), t.lanes)
+    per_col = _bits_of(raw, dt).reshape(len(xb), len(cols)).T  # [cols, slots]
+    lo, hi = int(xb.min()), int(xb.max()) + 1
+    cells = np.zeros((len(cols), hi - lo, rows), dtype=bool)
+    placed = np.zeros((hi - lo, rows), dtype=bool)
+    grid = _grid(t, len(xb), lo)
+    if grid is None:
+        cells[:, xb - lo, row] = per_col
+        placed[xb - lo, row] = True
+    else:  # whole crossbars of slots: a strided copy, not a scatter
+        cells[(slice(None), *grid)] = per_col.reshape(len(cols), -1, len(t.rows))
+        placed[grid] = True
+    return Encoded(cols, lo, pack_rows(cells), pack_rows(placed), len(xb), t.broadcast)
+
+
+def account(h: HostIO, p: Encoded, arch: Arch) -> None:
+    """Host write statistics: cells, row writes, cells set and reset, energy."""
+    ones = popcount(p.data)
+    cells = len(p.cols) * p.slots
+    h.input_cells += cells
+    h.input_row_writes += 2 if p.broadcast else p.slots  # a SET and a RESET phase
+    h.input_set_cells += ones
+    h.input_reset_cells += cells - ones
+    h.input_energy_fj = h.input_set_cells * arch.e_set_fj + h.input_reset_cells * arch.e_reset_fj
+
+
+def account_read(h: HostIO, t: TensorIO) -> None:
+    cols, xb, _ = slots(t)
+    h.output_cells += len(cols) * len(xb)
+    h.output_row_reads += len(xb)
+
+
+def decode(t: TensorIO, words: np.ndarray, lo: int) -> np.ndarray:
+    """An output's values from its columns' words over crossbars lo.. ."""
+    dt = parse_dtype(t.dtype)
+    cols, xb, row = slots(t)
+    grid = _grid(t, len(xb), lo)
+    every = unpack_rows(words)
+    cells = (every[:, xb - lo, row] if grid is None else  # [cols, slots]
+             every[(slice(None), *grid)].reshape(len(cols), -1))
+    raw = _words_of(cells.T.reshape(len(xb), t.lanes, dt.bits), dt)
+    values = dt.from_bits(raw.reshape(-1))
+    if t.view:  # read back through the view: padding dropped, copies read once
+        return unview(values.reshape(view_shape(t.shape, t.view)), t.shape, t.view)
+    return values.reshape(t.shape)
+
+
+def unwritten_output(name: str, t: TensorIO, cols: np.ndarray, bad: tuple[int, int, int]
+                     ) -> PimError:
+    c, x, r = bad
+    return PimError(f"{name}: output '{t.name}' reads c{cols[c]} of crossbar {x} row {r}, "
+                    "which was never written")
 
 
 def _grid(t: TensorIO, slots: int, lo: int) -> tuple[slice, slice] | None:

@@ -131,26 +131,42 @@ class NumpyOps:
         self.count_copy("SHIFT", data, mask, self.active_rows(step, mask), len(dst))
 
     def _transfer(self, step: Step) -> None:
+        dst_mask = self.transfer_mask(step)
+        self.transfer_in(step, self.transfer_out(step, dst_mask), dst_mask)
+
+    def transfer_mask(self, step: Step) -> np.ndarray | None:
+        """The rows a plain copy writes in each destination crossbar (its tag if predicated)."""
+        op: Transfer = step.op  # type: ignore[assignment]
+        return None if op.dst_row is not None else self.mask_of(step, op.dst_xbs.as_slice())
+
+    def transfer_out(self, step: Step, dst_mask: np.ndarray | None) -> np.ndarray:
+        """A copy's source half: check and read the source columns (a sharded memory runs
+        it where the source crossbars are)."""
+        op: Transfer = step.op  # type: ignore[assignment]
+        src = np.array(op.src_cols)
+        self.check_rank = 0
+        if op.dst_row is None:
+            self.check_written(step, src, step.xs, dst_mask)
+            return self.bits[src, step.xs]
+        rows = op.rows.indices() if op.rows is not None else range(self.arch.rows)
+        self.check_written(step, src, step.xs, step.static_mask)
+        return unpack_rows(self.bits[src, step.xs])[:, :, rows.start:rows.stop]  # [k, nx, L]
+
+    def transfer_in(self, step: Step, data: np.ndarray, mask: np.ndarray | None) -> None:
+        """A copy's destination half: write what transfer_out read, count it."""
         op: Transfer = step.op  # type: ignore[assignment]
         dxs = op.dst_xbs.as_slice()
-        src = np.array(op.src_cols)
         if op.dst_row is not None:
-            self._transpose(step, op, dxs, src)
+            self._transpose(step, op, dxs, data)
             return
-        mask = self.mask_of(step, dxs)  # predicated on the destination's tag
         dst = np.array(op.dst_cols)
-        self.check_rank = 0
-        self.check_written(step, src, step.xs, mask)
-        data = self.bits[src, step.xs]
         self._store(dst, dxs, data, mask)
         self.note_write(step, dst, dxs, mask, step.rows)
         self.count_copy("TRANSFER", data, mask, self.active_rows(step, mask), len(dst))
 
-    def _transpose(self, step: Step, op: Transfer, dxs: slice, src: np.ndarray) -> None:
+    def _transpose(self, step: Step, op: Transfer, dxs: slice, block: np.ndarray) -> None:
         rows = op.rows.indices() if op.rows is not None else range(self.arch.rows)
-        self.check_rank = 0
-        self.check_written(step, src, step.xs, step.static_mask)
-        block = unpack_rows(self.bits[src, step.xs])[:, :, rows.start:rows.stop]  # [k, nx, L]
+        src = op.src_cols
         dst = np.arange(op.dst_cols[0], op.dst_cols[0] + len(rows))
         target = unpack_rows(self.bits[dst, dxs])  # [L, nx, R]
         target[:, :, op.dst_row:op.dst_row + len(src)] = block.transpose(2, 1, 0)
