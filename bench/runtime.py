@@ -11,7 +11,8 @@ bit-packed words; "numpy eng" is the machine's numpy engine (no compiled kernel)
 baseline is runtime.reference (numpy bool per cell, the way published Python PIM
 simulators hold a crossbar) on the same program, with the same checks and counting;
 "bare bool" is the same NORs on bool arrays with no checks at all. Then the load of a
-compiled program (parse, the decoded sidecar, machine set-up) and host I/O at 1M rows.
+compiled program (parse, the decoded-program cache, machine set-up) and host I/O at 1M
+rows; last, one process against 2 Dask workers on a 1024-crossbar program.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def load_and_io(path: Path) -> dict[str, float | int | str]:
     start = time.perf_counter()
     Machine(prog)
     setup_s = time.perf_counter() - start
-    load_program(path)  # writes the decoded sidecar (if there was none)
+    load_program(path)  # caches the decoded program (if it was not)
     start = time.perf_counter()
     load_program(path)  # reads it
     cached_s = time.perf_counter() - start
@@ -183,6 +184,35 @@ def load_and_io(path: Path) -> dict[str, float | int | str]:
     return {"workload": "load", "program": path.name, "lines": text.count("\n"),
             "parse_s": parse_s, "cached_load_s": cached_s, "setup_s": setup_s,
             "host_write_1m_rows_s": write_s, "host_read_1m_rows_s": read_s}
+
+
+def workers(adders: int, crossbars: int = 1024) -> dict[str, float | int | str]:
+    """One process against 2 Dask workers (a local cluster) on the same program: run
+    time only (cluster start, shard set-up and input writes are reported apart)."""
+    import logging
+
+    from distributed import LocalCluster
+    from pimc.runtime import run_program
+    from pimc.runtime.cluster import run_sharded
+
+    prog = adder_chain(crossbars, adders)
+    ones, twos, same = [], [], True
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        for _ in range(3):  # the best of three of each, interleaved
+            m = Machine(prog)
+            m.host.load({}, 0)
+            start = time.perf_counter()
+            m.run()
+            ones.append(time.perf_counter() - start)
+            single, _ = run_program(prog)
+            sharded, _, report = run_sharded(prog, scheduler=cluster.scheduler_address)
+            twos.append(report.run_s)
+            same = same and all(np.array_equal(single[k], sharded[k]) for k in single)
+    return {"workload": "workers", "crossbars": crossbars, "micro_ops": len(prog.ops),
+            "one_process_run_s": min(ones), "two_workers_run_s": min(twos),
+            "speedup": min(ones) / min(twos), "two_workers_setup_s": report.setup_s,
+            "identical_outputs": same}
 
 
 def main() -> None:
@@ -210,13 +240,19 @@ def main() -> None:
                             str(program)], check=True, capture_output=True)
         io = load_and_io(program)
     print(f"\nload {io['program']} ({io['lines']:,} lines): parse {io['parse_s']:.3f} s, "
-          f"from the sidecar {io['cached_load_s']:.3f} s, machine set-up {io['setup_s']:.3f} s; "
+          f"from the cache {io['cached_load_s']:.3f} s, machine set-up {io['setup_s']:.3f} s; "
           f"host write of 1M rows {io['host_write_1m_rows_s']:.3f} s, "
           f"read {io['host_read_1m_rows_s']:.3f} s")
     rows.append(io)
+    w = workers(args.adders * 40)
+    print(f"\n{w['crossbars']} crossbars, {w['micro_ops']:,} micro-ops: one process "
+          f"{w['one_process_run_s']:.2f} s, 2 workers {w['two_workers_run_s']:.2f} s "
+          f"({w['speedup']:.2f}x; set-up {w['two_workers_setup_s']:.1f} s apart; outputs "
+          f"{'identical' if w['identical_outputs'] else 'DIFFERENT'})")
+    rows.append(w)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # (worker processes import this file: keep the guard)
     main()

@@ -106,8 +106,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         inputs = complete_inputs(prog.inputs, inputs, args.seed)
         inputs = {t.name: host_values(t, inputs[t.name], args.program) for t in prog.inputs}
     model = _fault_model(args.faults, prog) if args.faults else None
-    outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
-                                 strict=not args.no_strict, faults=model, engine=args.engine)
+    sharded = args.workers is not None or args.scheduler is not None
+    if sharded and model is not None:
+        raise PimError("--faults runs in one process: it cannot be combined with --workers "
+                       "or --scheduler")
+    if sharded:
+        from pimc.runtime.cluster import run_sharded
+
+        outputs, stats, report = run_sharded(
+            prog, inputs, workers=args.workers, scheduler=args.scheduler,
+            name=args.program, seed=args.seed, strict=not args.no_strict, engine=args.engine)
+        for line in report.lines():
+            print(line)
+    else:
+        outputs, stats = run_program(prog, inputs, name=args.program, seed=args.seed,
+                                     strict=not args.no_strict, faults=model,
+                                     engine=args.engine)
     print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops executed on "
           f"{prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
     print(stats.table())
@@ -328,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="numba: NOR and INIT run in a compiled kernel (the 'fast' extra); "
                           "numpy: numpy calls only; auto (default): numba when installed, "
                           "numpy with --faults")
+    run.add_argument("--workers", type=_positive, metavar="N",
+                     help="shard the crossbars over N Dask worker processes (a local cluster "
+                          "unless --scheduler is given; the 'cluster' extra)")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run on the Dask cluster whose scheduler is at ADDRESS "
+                          "(e.g. tcp://host:8786), sharded over its workers")
     run.add_argument("--count-only", action="store_true",
                      help="count cycles, energy, writes and host traffic from the program's "
                           "structure without executing it (data-dependent energy as bounds)")
@@ -384,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the program is counted from its structure")
     rep.set_defaults(func=cmd_report)
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) <= 4096:
+        raise argparse.ArgumentTypeError(f"expected a number of workers, 1 to 4096, not '{text}'")
+    return int(text)
 
 
 def _seed(text: str) -> int:

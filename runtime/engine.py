@@ -100,7 +100,7 @@ class KernelPath:
             op = block.ops[i]
             if block.where is not None:
                 op = dataclasses.replace(op, xbs=block.where[0], rows=block.where[1])
-            step = block.escapes[i] = self._prepare(op, op.line)
+            step = block.escapes[i] = self.prepare(op, op.line)
         return step
 
     def _run_block(self, block: Block, cmap: np.ndarray | None) -> None:

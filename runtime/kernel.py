@@ -242,6 +242,20 @@ def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  #
     status[0] = DONE
 
 
+def warm() -> None:
+    """Load (or compile) the kernel now, so the first block does not pay for it."""
+    if not AVAILABLE:
+        return
+    steps = np.zeros((0, FIELDS), dtype=np.int64)
+    z1, z2 = np.zeros(1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64)
+    run_block(steps, z1, np.zeros(1, dtype=np.uint8), z1, 0, np.zeros((1, 1, 1), dtype=np.uint64),
+              np.zeros((1, 1), dtype=np.uint8), np.zeros((1, 1, 1), dtype=np.uint64),
+              np.zeros((1, 1), dtype=np.uint8), np.zeros((1, 1, 1), dtype=np.uint64),
+              np.zeros((1, 1), dtype=np.uint64), np.zeros((1, 1), dtype=np.bool_), True, z2,
+              np.zeros((1, 1, 1), dtype=np.int64), True, np.zeros(3, dtype=np.int64),
+              np.zeros(4, dtype=np.int64), np.zeros(5, dtype=np.int64))
+
+
 if AVAILABLE:
     _lowest_bit = njit(cache=True, inline="always")(_lowest_bit)
     _first_unset = njit(cache=True)(_first_unset)

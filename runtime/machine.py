@@ -46,8 +46,9 @@ class Machine(KernelPath, NumpyOps):
 
     def __init__(self, prog: Program, name: str = "<uop>", *, strict: bool = True,
                  count_writes: bool = True, faults: FaultModel | None = None,
-                 engine: str = "auto", xb_base: int = 0) -> None:
-        validate(prog, name)
+                 engine: str = "auto", xb_base: int = 0, validated: bool = False) -> None:
+        if not validated:  # a shard's program was checked whole, before it was cut
+            validate(prog, name)
         self.xb_base = xb_base  # a shard's first crossbar: messages name the whole memory's
         self.prog, self.name, self.strict = prog, name, strict
         self.engine = choose_engine(engine, faults)
@@ -86,7 +87,7 @@ class Machine(KernelPath, NumpyOps):
         self._sites: dict[tuple[str, Span, Span | None], list[Step | Item]] = {}
         self._keep: list[list] = []  # type: ignore[type-arg]
         self._templates: dict[str, list[Template | Item]] = {}
-        self._items = [self._prepare(item, prog.line_of(i)) if isinstance(item, Op) else item
+        self._items = [self.prepare(item, prog.line_of(i)) if isinstance(item, Op) else item
                        for i, item in enumerate(prog.ops)]
         self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
                       Shift: self._shift, Transfer: self._transfer}
@@ -96,6 +97,7 @@ class Machine(KernelPath, NumpyOps):
         self.executed = 0  # micro-ops executed so far
         self.failure: tuple[int, int, int] | None = None
         self.check_rank = 0  # which check of an op failed (its input, or its output)
+        self.unset = (0, 0, 0)  # and the cell: (column index, crossbar, row)
 
     # ------------------------------------------------------------------ preparation
 
@@ -109,7 +111,7 @@ class Machine(KernelPath, NumpyOps):
         """The index of this row span's mask in the table the kernel reads."""
         return self.spans.id(rows, self.rows_mask(rows))
 
-    def _prepare(self, op: Op, line: int) -> Step:
+    def prepare(self, op: Op, line: int) -> Step:
         rows = op.rows.indices() if op.rows is not None else None
         if rows is not None and rows == range(self.arch.rows):
             rows = None
@@ -214,7 +216,7 @@ class Machine(KernelPath, NumpyOps):
         steps = self._sites.get(key)
         if steps is None:
             steps = self._sites[key] = [
-                self._prepare(dataclasses.replace(i, xbs=xbs, rows=rows), i.line)
+                self.prepare(dataclasses.replace(i, xbs=xbs, rows=rows), i.line)
                 if isinstance(i, Op) else i for i in routine.body]
         return steps
 
@@ -267,6 +269,7 @@ class Machine(KernelPath, NumpyOps):
             cols_a = np.atleast_1d(cols)
             c, x, r = self.written.first_unset(cols_a, xs, mask)
             self.check_rank += c
+            self.unset = (c, self.xb_base + xs.start + x * (xs.step or 1), r)
             raise self.fail(step.line, f"reads c{cols_a[c]} of crossbar "
                             f"{self.xb_base + xs.start + x * (xs.step or 1)} row {r}, which was "
                             "never written")
