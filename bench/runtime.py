@@ -208,10 +208,12 @@ def workers(adders: int, crossbars: int = 1024) -> dict[str, float | int | str]:
             single, _ = run_program(prog)
             sharded, _, report = run_sharded(prog, scheduler=cluster.scheduler_address)
             twos.append(report.run_s)
+            busy = report.worker_busy_s
             same = same and all(np.array_equal(single[k], sharded[k]) for k in single)
     return {"workload": "workers", "crossbars": crossbars, "micro_ops": len(prog.ops),
             "one_process_run_s": min(ones), "two_workers_run_s": min(twos),
             "speedup": min(ones) / min(twos), "two_workers_setup_s": report.setup_s,
+            "worker_busy_s": busy,
             "identical_outputs": same}
 
 

@@ -62,6 +62,7 @@ class ShardWorker:
                          engine=engine, xb_base=part.lo, validated=True)
         if self.m.engine == "numba":
             kernel.warm()  # set-up, not run time
+        self.busy = 0.0  # seconds spent running segments
 
     def _local(self, lo: int, hi: int) -> tuple[int, int] | None:
         a, b = max(lo, self.part.lo), min(hi, self.part.hi)
@@ -88,11 +89,14 @@ class ShardWorker:
         (item, micro-ops into it, check, crossbar, message)."""
         kept = self.part.kept
         a, b = bisect.bisect_left(kept, lo), bisect.bisect_left(kept, hi)
+        start = time.perf_counter()
         try:
             self.m.run_items(a, b)
         except PimError as exc:
             item, into, rank = self.m.failure or (a, 0, 0)
             return kept[item], into, rank, self.part.lo, str(exc)
+        finally:
+            self.busy += time.perf_counter() - start
         return None
 
     def mask(self, op: Transfer, line: int) -> np.ndarray | None:
@@ -132,7 +136,7 @@ class ShardWorker:
                 "layers": {k: e.snapshot() for k, e in m.layer_events.items()},
                 "row_ops": m.stats.row_ops,
                 "endurance": m.writes.summary() if m.writes is not None else None,
-                "rss_mb": memory_mb()}
+                "rss_mb": memory_mb(), "busy_s": self.busy}
 
     def memory(self) -> float:
         return memory_mb()
@@ -163,12 +167,14 @@ class ClusterReport:
     setup_s: float
     run_s: float
     worker_rss_mb: list[float]
+    worker_busy_s: list[float]  # each shard's time running segments, within run_s
 
     def lines(self) -> list[str]:
         return [f"sharded over {self.workers} workers: {self.segments} segments, "
                 f"{self.crossing_transfers} TRANSFERs between shards; set-up "
-                f"{self.setup_s:.2f} s, run {self.run_s:.2f} s; peak memory per worker "
-                + ", ".join(f"{m:,.0f} MB" for m in self.worker_rss_mb)]
+                f"{self.setup_s:.2f} s, run {self.run_s:.2f} s (busy "
+                + ", ".join(f"{b:.2f}" for b in self.worker_busy_s) + " s); peak memory per "
+                "worker " + ", ".join(f"{m:,.0f} MB" for m in self.worker_rss_mb)]
 
 
 def _client(workers: int, scheduler: str | None):  # type: ignore[no-untyped-def]
@@ -313,7 +319,7 @@ def _run(client, prog: Program, given: dict[str, np.ndarray], name: str, seed: i
     stats.layers = layer_report(prog, {k: energy_of(e.counts, prog.arch)
                                        for k, e in layers.items()}, walker)
     report = ClusterReport(len(parts), len(cuts), len(moved), setup_s, run_s,
-                           [s["rss_mb"] for s in summaries])
+                           [s["rss_mb"] for s in summaries], [s["busy_s"] for s in summaries])
     return outputs, stats, report
 
 
