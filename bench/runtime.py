@@ -186,7 +186,8 @@ def load_and_io(path: Path) -> dict[str, float | int | str]:
             "host_write_1m_rows_s": write_s, "host_read_1m_rows_s": read_s}
 
 
-def workers(adders: int, crossbars: int = 1024) -> dict[str, float | int | str]:
+def workers(adders: int, crossbars: int = 1024, rows: Span | None = None
+            ) -> dict[str, float | int | str]:
     """One process against 2 Dask workers (a local cluster) on the same program: run
     time only (cluster start, shard set-up and input writes are reported apart)."""
     import logging
@@ -195,7 +196,7 @@ def workers(adders: int, crossbars: int = 1024) -> dict[str, float | int | str]:
     from pimc.runtime import run_program
     from pimc.runtime.cluster import run_sharded
 
-    prog = adder_chain(crossbars, adders)
+    prog = adder_chain(crossbars, adders, rows)
     ones, twos, same = [], [], True
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None, silence_logs=logging.ERROR) as cluster:
@@ -210,7 +211,8 @@ def workers(adders: int, crossbars: int = 1024) -> dict[str, float | int | str]:
             twos.append(report.run_s)
             busy = report.worker_busy_s
             same = same and all(np.array_equal(single[k], sharded[k]) for k in single)
-    return {"workload": "workers", "crossbars": crossbars, "micro_ops": len(prog.ops),
+    return {"workload": "workers", "rows": "all" if rows is None else f"{rows.start}:{rows.stop}",
+            "crossbars": crossbars, "micro_ops": len(prog.ops),
             "one_process_run_s": min(ones), "two_workers_run_s": min(twos),
             "speedup": min(ones) / min(twos), "two_workers_setup_s": report.setup_s,
             "worker_busy_s": busy,
@@ -246,12 +248,14 @@ def main() -> None:
           f"host write of 1M rows {io['host_write_1m_rows_s']:.3f} s, "
           f"read {io['host_read_1m_rows_s']:.3f} s")
     rows.append(io)
-    w = workers(args.adders * 40)
-    print(f"\n{w['crossbars']} crossbars, {w['micro_ops']:,} micro-ops: one process "
-          f"{w['one_process_run_s']:.2f} s, 2 workers {w['two_workers_run_s']:.2f} s "
-          f"({w['speedup']:.2f}x; set-up {w['two_workers_setup_s']:.1f} s apart; outputs "
-          f"{'identical' if w['identical_outputs'] else 'DIFFERENT'})")
-    rows.append(w)
+    print()
+    for span in (Span(0, 64), None):
+        w = workers(args.adders * 40, rows=span)
+        print(f"{w['crossbars']} crossbars, rows {w['rows']}, {w['micro_ops']:,} micro-ops: one "
+              f"process {w['one_process_run_s']:.2f} s, 2 workers {w['two_workers_run_s']:.2f} s "
+              f"({w['speedup']:.2f}x; set-up {w['two_workers_setup_s']:.1f} s apart; outputs "
+              f"{'identical' if w['identical_outputs'] else 'DIFFERENT'})")
+        rows.append(w)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 
