@@ -166,6 +166,14 @@ def _nor(bits, out, cmap, cols, first, nins, shift, x0, nx, xstep, w0, w1, mid, 
             o[x, w] &= ~acc
 
 
+def _wrote(wcode, wmap, acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, armed,  # type: ignore[no-untyped-def]
+           counting, wfull, wspans, sid):
+    """After a write of column c: written, armed only if it now holds 1s, one more write."""
+    _set_flag(wcode, wmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, True)
+    _set_flag(acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, armed)
+    _count(counting, wfull, wspans, sid, c, x0, nx, xstep)
+
+
 def _fail(status, kind, i, k, where, words):  # type: ignore[no-untyped-def]
     per = 64 * words
     status[0], status[1], status[2] = kind, i, k
@@ -206,14 +214,10 @@ def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  #
                 out = cmap[cols[off]] + j * rshift
                 _nor(bits, out, cmap, cols, off + 1, ncols - 1, j * rshift, x0, nx, xstep,
                      w0, w1, mid, masks)
-                _set_flag(wcode, wmap, out, x0, nx, xstep, w0, w1, mid, masks, subset, True)
-                _set_flag(acode, amap, out, x0, nx, xstep, w0, w1, mid, masks, subset, False)
-                _count(counting, wfull, wspans, sid, out, x0, nx, xstep)
+                _wrote(wcode, wmap, acode, amap, out, x0, nx, xstep, w0, w1, mid, masks, subset,
+                       False, counting, wfull, wspans, sid)
             units[0] += steps[i, ROWOPS]
             tally[0] += steps[i, ROWOPS]
-            tally[1] += 1
-            if tally[3] == 0:
-                tally[3] = 1
         else:  # INIT
             for j in range(reps):
                 for k in range(ncols):
@@ -231,14 +235,13 @@ def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  #
                             x = x0 + xi * xstep
                             for w in range(w0, w1):
                                 col[x, w] = (col[x, w] & ~m[w]) | (fill & m[w])
-                    _set_flag(wcode, wmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, True)
-                    _set_flag(acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, one)
-                    _count(counting, wfull, wspans, sid, c, x0, nx, xstep)
+                    _wrote(wcode, wmap, acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset,
+                           one, counting, wfull, wspans, sid)
             units[1] += steps[i, SET]
             units[2] += steps[i, RESET]
-            tally[2] += 1
-            if tally[3] == 0:
-                tally[3] = 2
+        tally[1 + kind] += 1  # NOR is 0, INIT 1
+        if tally[3] == 0:
+            tally[3] = 1 + kind
     status[0] = DONE
 
 
@@ -263,4 +266,5 @@ if AVAILABLE:
     _count = njit(cache=True, inline="always")(_count)
     _fail = njit(cache=True)(_fail)
     _nor = njit(cache=True)(_nor)
+    _wrote = njit(cache=True)(_wrote)
     run_block = njit(cache=True)(run_block)
