@@ -39,7 +39,7 @@ from pimc.runtime.hostio import (
 )
 from pimc.runtime.machine import Machine
 from pimc.runtime.progress import Progress
-from pimc.runtime.shard import Shard, bounds, crosses, driver_items, shard
+from pimc.runtime.shard import Shard, bounds, clip, crosses, driver_items, shard
 from pimc.runtime.stats import Events, Stats, energy_of
 
 from pimc.isa.check import validate
@@ -77,8 +77,6 @@ class ShardWorker:
             cut = slice(a + self.part.lo - lo, b + self.part.lo - lo)
             self.m.host.place(cols, slice(a, b), data[:, cut], mask[cut])
         if self.m.writes is not None:
-            from pimc.runtime.shard import clip
-
             for c, xbs, rows in spans:
                 local = clip(xbs, self.part.lo, self.part.hi)
                 if local is not None:

@@ -64,18 +64,14 @@ class KernelPath:
     """The kernel-driving methods of Machine (a mixin)."""
 
     def _blocks_of(self, items: list) -> list[Block | Item]:  # type: ignore[type-arg]
-        """Top-level runs of consecutive steps as blocks (decoded once per list)."""
-        blocks = self._blocks.get(id(items))
-        if blocks is None:
-            blocks = []
-            for run in runs(items):
-                if isinstance(run, list):
-                    block = top_block(self, tuple(s.op for s in run))
-                    block.escapes.update(enumerate(run))  # prepared already, with lines
-                    run = block
-                blocks.append(run)
-            self._blocks[id(items)] = blocks
-            self._keep.append(items)  # ids stay valid while the lists live
+        """Top-level items with each run of consecutive steps decoded into a block."""
+        blocks: list[Block | Item] = []
+        for run in runs(items):
+            if isinstance(run, list):
+                block = top_block(self, tuple(s.op for s in run))
+                block.escapes.update(enumerate(run))  # prepared already, with lines
+                run = block
+            blocks.append(run)
         return blocks
 
     def _site_blocks(self, routine: Routine, xbs: Span, rows: Span | None) -> list[Block | Item]:

@@ -71,7 +71,6 @@ class Machine(KernelPath, NumpyOps):
         self.stats = Stats(arch.init_model, arch.partitions)
         self.host = HostPort(self)
         self._masks: dict[range, np.ndarray] = {}
-        self._blocks: dict[int, list[Block | Item]] = {}  # id of a list of steps -> its blocks
         self._identity = np.arange(arch.cols, dtype=np.int64)
         self.events = Events()
         self._units = np.zeros(3, dtype=np.int64)  # the kernel's NOR, INIT set, INIT reset
@@ -85,14 +84,13 @@ class Machine(KernelPath, NumpyOps):
         self._routines = {r.name: r for r in prog.routines}
         self.layer_events: dict[str, Events] = {}
         self._sites: dict[tuple[str, Span, Span | None], list[Step | Item]] = {}
-        self._keep: list[list] = []  # type: ignore[type-arg]
         self._templates: dict[str, list[Template | Item]] = {}
         self._items = [self.prepare(item, prog.line_of(i)) if isinstance(item, Op) else item
                        for i, item in enumerate(prog.ops)]
         self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
                       Shift: self._shift, Transfer: self._transfer}
         self._static_totals()
-        self._ranges: dict[tuple[int, int], list[tuple[int, list]]] = {}  # type: ignore[type-arg]
+        self._ranges: dict[tuple[int, int], list[tuple[int, list, list]]] = {}  # type: ignore[type-arg]
         self._groups_in(0, len(self._items))  # decode top-level ops now: loading, not running
         self.executed = 0  # micro-ops executed so far
         self.failure: tuple[int, int, int] | None = None
@@ -139,38 +137,39 @@ class Machine(KernelPath, NumpyOps):
         program), noting each source's energy. On a failed check, `failure` says where in
         the execution it happened: (top-level item, micro-ops into it, check)."""
         done, memo = 0, {}  # type: ignore[var-annotated]
-        for first, group in self._groups_in(lo, hi):
+        for first, group, runnable in self._groups_in(lo, hi):
             if progress is not None:
                 progress.update(done)
                 for item in group:
                     done += 1 if isinstance(item, Step) else item_counts(
                         item, self._routines, self.arch, memo)[0]
             before = self.events.snapshot()
-            self._top(group, first)
+            self._top(runnable, first)
             item = group[0]
             src = item.op.src if isinstance(item, Step) else item.src
             spent = self.layer_events.setdefault(src, Events())
             for kind, (a, b) in self.events.since(before).items():
                 spent.add(kind, a, b)
 
-    def _groups_in(self, lo: int, hi: int) -> list[tuple[int, list]]:  # type: ignore[type-arg]
-        """The top-level items lo..hi-1 in runs of one source line or node each (with
-        the index of each run's first item), decoded for the kernel once."""
+    def _groups_in(self, lo: int, hi: int) -> list[tuple[int, list, list]]:  # type: ignore[type-arg]
+        """The top-level items lo..hi-1 in runs of one source line or node each: the
+        index of each run's first item, the run, and what executes it (for the kernel,
+        its steps decoded into blocks, once)."""
         groups = self._ranges.get((lo, hi))
         if groups is None:
             groups = self._ranges[(lo, hi)] = []
             first = lo
             for group in layer_groups(self._items[lo:hi]):
-                groups.append((first, group))
+                groups.append((first, group, self._blocks_of(group) if self.engine == "numba"
+                               else group))
                 first += len(group)
-                if self.engine == "numba":
-                    self._blocks_of(group)
         return groups
 
-    def _top(self, group: list, first: int) -> None:  # type: ignore[type-arg]
-        """Run top-level items, keeping where a failed check happened."""
+    def _top(self, items: list, first: int) -> None:  # type: ignore[type-arg]
+        """Run top-level items (steps, or their blocks), keeping where a failed check
+        happened."""
         index = first
-        for item in (self._blocks_of(group) if self.engine == "numba" else group):
+        for item in items:
             start = self.executed
             try:
                 self._run([item], None, None, None, 0)
