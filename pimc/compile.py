@@ -22,6 +22,8 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
+from pimc.lower.link import StageProgram, link
+from pimc.lower.stages import VIEWS, split_stages
 from pimc.lower.tensors import Placement, lower_tensors
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
 from pimc.passes.dce import dce
@@ -116,15 +118,43 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     if ran is None:
         return None, imported
     imported.kernel = ran
-    widest = max((_lanes(imported.kernel, n) for n in imported.kernel.graph), default=1)
+    stages = split_stages(ran)
+    if len(stages) == 1:
+        _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, dtype, objective)
+        imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
+        return prog, imported
+    built, chunks = [], {}
+    for i, st in enumerate(stages):
+        _, prog, k, low = _best_split(st.kernel, file, arch, mode, dtype, objective)
+        if low.host_values:  # a stage's own row-index column: a name of its own
+            prog, values = _own_names(prog, low.host_values, f"_{i}")
+            imported.constants.update(values)
+        for n in k.graph:
+            c = k.node(n).attr("chunks")
+            if c is not None and k.node(n).op != "input" and chunks.setdefault(n, c) != c:
+                raise PimError(f"{file}: {k.node(n).loc.label or k.node(n).op} is "
+                               "computed in two stages split differently")
+        built.append(StageProgram(prog, st.residents, _reader(st.kernel, st.residents)))
+    imported.kernel = with_chunks(ran, chunks)
+    meta = (("model", file), ("mode", mode), ("dtype", dtype), ("objective", objective),
+            ("stages", str(len(stages))),
+            ("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items()))))
+    return link(built, file, meta), imported
+
+
+def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
+                objective: str) -> tuple[tuple[float, int], Program, Kernel, Lowered]:
+    """The kernel built with every split of its inner axes that fits, the best kept."""
+    widest = max((_lanes(kernel, n) for n in kernel.graph), default=1)
     best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None
     failure: PimError | None = None
-    progress = Progress(f"{file}: compile", max(1, widest.bit_length()), "splits tried")
+    progress = Progress(f"{file}: compile {kernel.name}", max(1, widest.bit_length()),
+                        "splits tried")
 
     def attempt(chunks: int) -> str:
         """Build with `chunks`; 'ok', or why not: 'columns' (too few), 'crossbars'."""
         nonlocal best, failure
-        k = dce(split_matmuls(imported.kernel, chunks))
+        k = dce(split_matmuls(kernel, chunks))
         try:
             low, placements = lower_tensors(k, mode, chunks, arch)
         except PimError as exc:
@@ -164,9 +194,39 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     if best is None:
         assert failure is not None
         raise failure
-    _, prog, imported.kernel, low = best
-    imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
-    return prog, imported
+    return best
+
+
+def _own_names(prog: Program, values: dict[str, np.ndarray], suffix: str
+               ) -> tuple[Program, dict[str, np.ndarray]]:
+    """Host-written values the lowering added, renamed apart from other stages'."""
+    ins = tuple(dataclasses.replace(t, name=t.name + suffix) if t.name in values else t
+                for t in prog.inputs)
+    return (dataclasses.replace(prog, inputs=ins),
+            {name + suffix: v for name, v in values.items()})
+
+
+def _reader(kernel: Kernel, residents: tuple[str, ...]) -> str:
+    """The annotation of a stage's moves: the first node that reads a resident."""
+    for n in kernel.nodes_in_order():
+        node = kernel.node(n)
+        if node.op != "input" or node.attr("name") not in residents:
+            continue
+        while node.op in ("input", *VIEWS) and kernel.graph.out_degree(n):
+            n = min(kernel.graph.successors(n))
+            node = kernel.node(n)
+        return f"{node.loc} {node.loc.label or node.op}"
+    return ""
+
+
+def with_chunks(kernel: Kernel, chunks: dict[int, object]) -> Kernel:
+    """The kernel with the recorded split of each node's inner axis."""
+    k = kernel.copy()
+    for n, c in chunks.items():
+        node = k.node(n)
+        attrs = {**dict(node.attrs), "chunks": c}
+        k.graph.nodes[n]["node"] = dataclasses.replace(node, attrs=tuple(sorted(attrs.items())))
+    return k
 
 
 def program_cost(prog: Program, objective: str) -> float:

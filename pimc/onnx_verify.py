@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pimc.compile import split_matmuls
+from pimc.compile import split_matmuls, with_chunks
 from pimc.frontend.onnx_import import import_model, load_model
 from pimc.isa.dtypes import Kind, dequantize, parse_dtype
 from pimc.isa.uop import Program
@@ -35,7 +35,11 @@ def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str
     model = load_model(meta["model"])
     dtype = meta.get("dtype", "f32")
     imported = import_model(model, meta["model"], dtype=dtype)
-    kernel = dce(split_matmuls(imported.kernel, int(meta.get("chunks", "1"))))
+    if "node-chunks" in meta:  # staged: each stage split its own way
+        chunks = dict(map(int, c.split(":")) for c in meta["node-chunks"].split())
+        kernel = dce(with_chunks(imported.kernel, chunks))  # type: ignore[arg-type]
+    else:
+        kernel = dce(split_matmuls(imported.kernel, int(meta.get("chunks", "1"))))
     want, checkable = evaluate(kernel, inputs, meta.get("mode", "ieee"))
     params = {p.name: parse_dtype(p.dtype) for p in kernel.params}
     onnx_inputs = {i.name: dequantize(inputs[i.name], params[i.name]).astype(np.float32)

@@ -84,9 +84,41 @@ def conv_relu(shape: tuple[int, ...] = (1, 3, 16, 16), channels: int = 8, kernel
     return model
 
 
+def small_cnn(shape: tuple[int, ...] = (1, 3, 12, 12), channels: tuple[int, int] = (8, 8),
+              classes: int = 4, seed: int = 0) -> onnx.ModelProto:
+    """A CNN whose feature maps stay in the crossbars: Conv 3x3 -> Relu -> MaxPool 2x2/2
+    -> Conv 3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm, weights N(0, 1/fan-in)."""
+    rng = np.random.default_rng(seed)
+    c0, (c1, c2) = shape[1], channels
+    inits = {"w1": rng.normal(0, (c0 * 9) ** -0.5, (c1, c0, 3, 3)),
+             "b1": rng.normal(0, 0.1, c1),
+             "w2": rng.normal(0, (c1 * 9) ** -0.5, (c2, c1, 3, 3)),
+             "b2": rng.normal(0, 0.1, c2),
+             "w3": rng.normal(0, c2 ** -0.5, (classes, c2)), "b3": rng.normal(0, 0.1, classes)}
+    conv = {"pads": [1] * 4, "kernel_shape": [3, 3]}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", **conv),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2", **conv),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(
+        nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [shape[0], classes])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="pimc samples")
+    model.ir_version = 8
+    return model
+
+
 def main() -> None:
     onnx.save(gemm_relu_gemm(), str(HERE / "gemm_relu_gemm.onnx"))
     onnx.save(conv_relu(), str(HERE / "conv_relu.onnx"))
+    onnx.save(small_cnn(), str(HERE / "small_cnn.onnx"))
 
 
 if __name__ == "__main__":

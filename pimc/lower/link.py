@@ -1,0 +1,80 @@
+"""Linking stage programs into one: each stage in crossbars of its own (FloatPIM keeps a
+layer's weights in its own blocks, so the host writes every stage's weights before the
+program starts), its resident inputs built by moves from the stage that computed them,
+the routines (synthesised once per process) shared."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from pimc.isa.builder import ProgramBuilder
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.errors import PimError
+from pimc.isa.uop import Call, Item, Loop, Program, Span, TensorIO, Transfer
+from pimc.lower.relayout import emit_moves
+
+
+@dataclass(frozen=True)
+class StageProgram:
+    program: Program
+    residents: tuple[str, ...]  # inputs built by moves, not written by the host
+    label: str  # what its moves are annotated with
+
+
+def shifted(span: Span, by: int) -> Span:
+    return Span(span.start + by, span.stop + by, span.step)
+
+
+def relocate(item: Item, by: int) -> Item:
+    """The same op acting `by` crossbars further on."""
+    if isinstance(item, Loop):
+        return dataclasses.replace(item, body=tuple(relocate(i, by) for i in item.body))
+    if isinstance(item, Call):
+        return dataclasses.replace(item, xbs=shifted(item.xbs, by) if item.xbs else None)
+    if isinstance(item, Transfer):
+        return dataclasses.replace(item, xbs=shifted(item.xbs, by),
+                                   dst_xbs=shifted(item.dst_xbs, by))
+    return dataclasses.replace(item, xbs=shifted(item.xbs, by))  # type: ignore[call-arg]
+
+
+def _end(ts: tuple[TensorIO, ...]) -> int:
+    """The first column after every placed tensor."""
+    return max((t.col + t.lanes * parse_dtype(t.dtype).bits for t in ts), default=0)
+
+
+def link(stages: list[StageProgram], file: str, meta: tuple[tuple[str, str], ...]
+         ) -> Program:
+    """One program: the stages one after another in consecutive crossbar ranges; only
+    the last stage's outputs are read by the host."""
+    arch = stages[0].program.arch
+    total = sum(s.program.crossbars for s in stages)
+    if total > arch.max_crossbars:
+        sizes = ", ".join(str(s.program.crossbars) for s in stages)
+        raise PimError(f"{file}: the stages need {total} crossbars ({sizes}), the "
+                       f"architecture has {arch.max_crossbars}")
+    b = ProgramBuilder(total, arch=arch, source=file, meta=meta)
+    made: dict[str, TensorIO] = {}  # resident name -> where its stage left it
+    routines = {}
+    base = 0
+    for s in stages:
+        p = s.program
+        ins = tuple(dataclasses.replace(t, xbs=shifted(t.xbs, base)) for t in p.inputs)
+        outs = tuple(dataclasses.replace(t, xbs=shifted(t.xbs, base)) for t in p.outputs)
+        staging = _end(ins + outs)
+        b.source_note = s.label
+        for t in ins:
+            if t.name in s.residents:
+                emit_moves(b, made[t.name], t, staging, arch)
+            else:
+                b.inputs.append(t)
+        b.source_note = ""
+        b.ops += [relocate(i, base) for i in p.ops]
+        for r in p.routines:
+            routines[r.name] = r
+        for t in outs:
+            made[t.name] = t
+        base += p.crossbars
+    b.outputs = list(outs)
+    b.routines = sorted(routines.values(), key=lambda r: r.name)
+    return b.build()

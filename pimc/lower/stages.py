@@ -1,0 +1,100 @@
+"""Stages: a tensor graph cut where a computed feature map is read through a window or a
+reduction (a convolution, a pooling, a global pool after a layer), so that each stage
+has its own iteration space (FloatPIM: a layer per group of memory blocks).
+
+A cut value stays in the crossbars of the stage that computes it (a *resident*); each
+stage that reads it gets it as an input, which the linker builds with moves
+(pimc.lower.relayout) instead of host writes. Node ids are kept, so what the lowering
+records per node (the chunks of a split inner axis) carries back to the whole kernel,
+which the reference evaluates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from pimc.ir import Kernel, Node, Param
+from pimc.passes.lower import REDUCTIONS
+
+VIEWS = ("reshape", "transpose", "window", "bitcast")
+KEPT = ("input", "const", *VIEWS)  # what never is a resident: placed or free
+
+
+@dataclass(frozen=True)
+class Stage:
+    kernel: Kernel
+    residents: tuple[str, ...]  # its inputs that earlier stages compute
+
+
+def resident_name(n: int) -> str:
+    return f"fmap{n}"
+
+
+def cuts(kernel: Kernel) -> list[int]:
+    """Computed values read through a view by a window or a reduction, and reductions
+    a matrix product reads (a pooled map into a classifier), in order."""
+    out = set()
+    for n in kernel.graph:
+        op = kernel.node(n).op
+        if op in REDUCTIONS and any(kernel.node(d).op == "matmul"
+                                    for d in nx.descendants(kernel.graph, n)):
+            out.add(n)
+        if op != "window" and op not in REDUCTIONS:
+            continue
+        for x in kernel.operands(n):
+            viewed = op == "window"
+            while kernel.node(x).op in VIEWS:
+                viewed = True
+                (x,) = kernel.operands(x)
+            if viewed and kernel.node(x).op not in KEPT:
+                out.add(x)
+    return [n for n in kernel.nodes_in_order() if n in out]
+
+
+def split_stages(kernel: Kernel) -> list[Stage]:
+    """One stage per cut value, in order, then the stage of the kernel's results; a
+    kernel without cuts is one stage, itself."""
+    cut = cuts(kernel)
+    if not cut:
+        return [Stage(kernel, ())]
+    stages = []
+    for n in cut:
+        node = kernel.node(n)
+        name = resident_name(n)
+        result = Param(name, str(node.dtype), tuple(node.shape or ()), node.loc)
+        stages.append(_stage(kernel, f"{kernel.name}.{name}", {name: n}, (result,), set(cut)))
+    stages.append(_stage(kernel, kernel.name, dict(kernel.outputs), kernel.results,
+                         set(cut)))
+    return stages
+
+
+def _stage(kernel: Kernel, name: str, outputs: dict[str, int], results: tuple[Param, ...],
+           cut: set[int]) -> Stage:
+    keep: set[int] = set()
+    residents: dict[int, str] = {}
+    todo = list(outputs.values())
+    roots = set(todo)
+    while todo:
+        n = todo.pop()
+        if n in keep:
+            continue
+        keep.add(n)
+        if n in cut and n not in roots:
+            residents[n] = resident_name(n)
+            continue
+        todo += kernel.operands(n)
+    graph = nx.MultiDiGraph(kernel.graph.subgraph(keep))
+    params = [p for p in kernel.params
+              if any(kernel.node(n).op == "input" and kernel.node(n).attr("name") == p.name
+                     for n in keep)]
+    for n, rname in residents.items():
+        node = kernel.node(n)
+        graph.remove_edges_from(list(graph.in_edges(n, keys=True)))
+        graph.nodes[n]["node"] = Node("input", node.loc, node.dtype, node.shape,
+                                      (("name", rname),))
+        params.append(Param(rname, str(node.dtype), tuple(node.shape or ()), node.loc))
+    sub = Kernel(name, tuple(params), tuple(results), graph, dict(outputs), kernel.source,
+                 {r.name: kernel.result_locs.get(r.name, r.loc) for r in results})
+    return Stage(sub, tuple(residents.values()))
