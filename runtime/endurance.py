@@ -48,6 +48,9 @@ def _as_index(cols: int | np.ndarray | tuple[int, ...]) -> np.ndarray:
     return np.atleast_1d(np.asarray(cols, dtype=np.intp))
 
 
+SPAN_TABLES = 64  # row spans counted in a (columns x crossbars) table of their own
+
+
 class WriteCounter:
     """Dense counts: per (column, crossbar) for writes of every row, per row span for
     writes of some rows, per row for writes under a data-dependent mask."""
@@ -59,6 +62,10 @@ class WriteCounter:
         self.span_ids: dict[range, int] = {}
         self.span_counts = np.zeros((0, cols, crossbars), dtype=np.int64)
         self.dense: dict[int, np.ndarray] = {}
+        # Writes of row spans beyond the first SPAN_TABLES: (columns, crossbars, rows,
+        # times), folded per touched (column, crossbar) when summarised (moves between
+        # stages use many small spans: a table each would not fit).
+        self.events: list[tuple[np.ndarray, np.ndarray, range, np.ndarray]] = []
 
     def span_id(self, rows: range) -> int:
         """The index of the table that counts writes of this row span."""
@@ -80,6 +87,11 @@ class WriteCounter:
         if mask is None:
             if rows is not None and rows.start == 0 and rows.step == 1 and rows.stop >= self.rows:
                 rows = None
+            if rows is not None and rows not in self.span_ids and len(self.span_ids) >= SPAN_TABLES:
+                xs = np.arange(self.crossbars)[xbs]
+                t = np.broadcast_to(np.asarray(times), index.shape).astype(np.int64)
+                self.events.append((index, xs, rows, t))
+                return
             sid = -1 if rows is None else self.span_id(rows)  # may grow span_counts
             table = self.full if rows is None else self.span_counts[sid]
             add = np.asarray(times)
@@ -91,6 +103,20 @@ class WriteCounter:
             if dense is None:
                 dense = self.dense[c] = np.zeros((self.crossbars, self.rows), dtype=np.uint32)
             dense[xbs] += per_row
+
+    def _events(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (column, crossbar) pairs written by span events, as c * crossbars + x,
+        and their writes per row."""
+        if not self.events:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.rows), dtype=np.int64)
+        keys = [(c[:, None] * self.crossbars + x[None, :]).ravel() for c, x, _, _ in self.events]
+        pairs = np.unique(np.concatenate(keys))
+        extra = np.zeros((len(pairs), self.rows), dtype=np.int64)
+        for key, (_, x, rows, t) in zip(keys, self.events, strict=True):
+            at = np.searchsorted(pairs, key)
+            add = np.repeat(t, len(x))
+            extra[at, rows.start:rows.stop:rows.step] += add[:, None]
+        return pairs, extra
 
     def summary(self) -> Endurance:
         """Max, mean and histogram of writes per cell. Rows fall into classes by which
@@ -104,8 +130,10 @@ class WriteCounter:
         classes, weight = np.unique(member.T, axis=0, return_counts=True) if spans else (
             np.zeros((1, 0), dtype=bool), np.array([self.rows]))
         dense = sorted(self.dense)
-        plain = np.ones(self.cols, dtype=bool)
+        plain = np.ones((self.cols, self.crossbars), dtype=bool)
         plain[dense] = False
+        pairs, extra = self._events()
+        plain[pairs // self.crossbars, pairs % self.crossbars] = False
         best, written, total = 0, 0, 0
         hist: Counter[int] = Counter()
 
@@ -130,7 +158,16 @@ class WriteCounter:
             counts = np.repeat(self.full[c][:, None], self.rows, axis=1)
             for span, table in spans:
                 counts[:, span.start:span.stop:span.step] += table[c][:, None]
+            mine = pairs // self.crossbars == c
+            counts[pairs[mine] % self.crossbars] += extra[mine]
             tally(counts + self.dense[c], 1)
+        alone = ~np.isin(pairs // self.crossbars, dense)
+        if alone.any():
+            c, x = pairs[alone] // self.crossbars, pairs[alone] % self.crossbars
+            counts = extra[alone] + self.full[c, x][:, None]
+            for span, table in spans:
+                counts[:, span.start:span.stop:span.step] += table[c, x][:, None]
+            tally(counts, 1)
         mean = total / written if written else 0.0
         return Endurance(best, mean, written, total, {_label(k): hist[k] for k in sorted(hist)})
 
