@@ -25,6 +25,7 @@ from pimc.lower.arith import REGISTRY
 from pimc.lower.link import StageProgram, link
 from pimc.lower.stages import VIEWS, split_stages
 from pimc.lower.tensors import Placement, lower_tensors
+from pimc.lower.views import View
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
 from pimc.passes.dce import dce
 from pimc.passes.layout import layout
@@ -125,7 +126,8 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
         return prog, imported
     built, chunks = [], {}
     for i, st in enumerate(stages):
-        _, prog, k, low = _best_split(st.kernel, file, arch, mode, dtype, objective)
+        _, prog, k, low = _best_split(st.kernel, file, arch, mode, dtype, objective,
+                                      st.result_view)
         if low.host_values:  # a stage's own row-index column: a name of its own
             prog, values = _own_names(prog, low.host_values, f"_{i}")
             imported.constants.update(values)
@@ -143,7 +145,8 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
 
 
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
-                objective: str) -> tuple[tuple[float, int], Program, Kernel, Lowered]:
+                objective: str, result_view: View = ()
+                ) -> tuple[tuple[float, int], Program, Kernel, Lowered]:
     """The kernel built with every split of its inner axes that fits, the best kept."""
     widest = max((_lanes(kernel, n) for n in kernel.graph), default=1)
     best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None
@@ -156,7 +159,7 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
         nonlocal best, failure
         k = dce(split_matmuls(kernel, chunks))
         try:
-            low, placements = lower_tensors(k, mode, chunks, arch)
+            low, placements = lower_tensors(k, mode, chunks, arch, result_view)
         except PimError as exc:
             raise PimError(f"{file}: {exc}") from None
         meta = (("model", file), ("mode", mode), ("dtype", dtype), ("chunks", str(chunks)),

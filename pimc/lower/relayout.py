@@ -18,38 +18,42 @@ from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Span, TensorIO, apply_view
+from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
 from pimc.isa.view import lowest
 
 PAD_LOWEST = -1  # an id the gather marks max pooling's padding with (ids start at 1)
+COPIED = -2  # a slot a doubling copy fills
 
 
 @dataclass(frozen=True)
 class Move:
-    """Lane `lane` in rows `rows` of crossbars `xbs` takes the source word of crossbar
-    x + dx, row r - by (a TRANSFER, then a SHIFT by `by` if it is not 0)."""
+    """Lanes `lanes` in rows `rows` of crossbars `xbs` take the word of crossbar x + dx,
+    row r - by (a TRANSFER when dx is not 0, a SHIFT when by is not 0). From the
+    producer's word (`copy` False: one lane), or from the same lanes (a doubling copy)."""
 
-    lane: int
+    lanes: tuple[int, ...]
     dx: int
     by: int
     xbs: Span
     rows: Span
+    copy: bool = False
 
 
 @dataclass(frozen=True)
 class Fill:
-    """Lane `lane` in rows `rows` of crossbars `xbs` holds the dtype's lowest value."""
+    """Lanes in rows `rows` of crossbars `xbs` hold zero, or the dtype's lowest value."""
 
-    lane: int
+    lanes: tuple[int, ...]
     xbs: Span
     rows: Span
+    lowest: bool
 
 
 @dataclass(frozen=True)
 class Plan:
-    moves: tuple[Move, ...]
-    fills: tuple[Fill, ...]
-    zeros: bool  # some slot lanes are zero padding (a window's or a chunk's)
+    moves: tuple[Move, ...]  # from the producer, lane by lane
+    fills: tuple[Fill, ...]  # then the padding
+    copies: tuple[Move, ...]  # then the repeated blocks, doubling
 
 
 def _slots(t: TensorIO) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +66,13 @@ def _slots(t: TensorIO) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plan(src: TensorIO, dst: TensorIO) -> Plan:
-    """The moves that build `dst`'s placement from `src`'s (one value a slot)."""
+    """The moves that build `dst`'s placement from `src`'s (one value a slot).
+
+    Where the placement repeats a block of slots (a convolution's input windows, the
+    same for every output channel), the first block is gathered and then doubled.
+    Padding slots next to moved ones ride along with the move (whatever the shifted
+    block holds) and are written after it, so a tap's block is one move, not a move per
+    image row."""
     if src.lanes != 1 or src.shape != dst.shape or src.dtype != dst.dtype:
         raise PimError(f"{dst.name}: cannot move a {src.dtype}{list(src.shape)} placement "
                        f"into a {dst.dtype}{list(dst.shape)} one")
@@ -72,22 +82,70 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
     sx, sr = _slots(src)
     at = np.zeros(size + 1, dtype=np.int64)
     at[have[have > 0]] = np.flatnonzero(have > 0)
+    sources = np.zeros((int(sx.max()) + 1, int(sr.max()) + 1), dtype=bool)
+    sources[sx, sr] = True  # where a move may read (whatever it holds)
     need = apply_view(ids, dst.view, low=PAD_LOWEST).reshape(-1, dst.lanes)
     dx_, dr = _slots(dst)
+    need, copies = _doubling(need, view_shape(dst.shape, dst.view), dx_, dr)
     moves: list[Move] = []
-    fills: list[Fill] = []
+    pads: dict[tuple[bool, Span, Span], list[int]] = {}
     for lane in range(dst.lanes):
         col = need[:, lane]
         dest = np.flatnonzero(col > 0)
         source = at[col[dest]]
         dx = sx[source] - dx_[dest]
         by = dr[dest] - sr[source]
+        pad = np.flatnonzero((col == 0) | (col == PAD_LOWEST))
+        if len(dest) and len(pad):  # padding rides along with the most common move
+            keys, counts = np.unique(np.stack([dx, by]), axis=1, return_counts=True)
+            kx, kb = keys[:, np.argmax(counts)]
+            fx, fr = dx_[pad] + kx, dr[pad] - kb
+            ok = (fx >= 0) & (fx < sources.shape[0]) & (fr >= 0) & (fr < sources.shape[1])
+            ok[ok] = sources[fx[ok], fr[ok]]
+            dest = np.r_[dest, pad[ok]]
+            dx = np.r_[dx, np.full(int(ok.sum()), kx)]
+            by = np.r_[by, np.full(int(ok.sum()), kb)]
         for (d, b), xbs, rows in _groups(dx, by, dx_[dest], dr[dest]):
-            moves.append(Move(lane, d, b, xbs, rows))
-        low = np.flatnonzero(col == PAD_LOWEST)
-        zero = np.zeros(len(low), dtype=np.int64)
-        fills += [Fill(lane, xbs, rows) for _, xbs, rows in _groups(zero, zero, dx_[low], dr[low])]
-    return Plan(tuple(moves), tuple(fills), bool(np.any(need == 0)))
+            moves.append(Move((lane,), d, b, xbs, rows))
+        for lowest in (False, True):
+            where = np.flatnonzero(col == (PAD_LOWEST if lowest else 0))
+            zero = np.zeros(len(where), dtype=np.int64)
+            for _, xbs, rows in _groups(zero, zero, dx_[where], dr[where]):
+                pads.setdefault((lowest, xbs, rows), []).append(lane)
+    fills = tuple(Fill(tuple(lanes), xbs, rows, lowest)
+                  for (lowest, xbs, rows), lanes in pads.items())
+    return Plan(tuple(moves), fills, tuple(copies))
+
+
+def _doubling(need: np.ndarray, shape: tuple[int, ...], xb: np.ndarray, row: np.ndarray
+              ) -> tuple[np.ndarray, list[Move]]:
+    """If each chunk's slots repeat a block of T slots M times, the need with the
+    repeats marked COPIED, and the copies that double the first block into them."""
+    chunks = shape[0] if len(shape) == 3 else 1
+    per = need.shape[0] // chunks
+    blocks = need.reshape(chunks, per, -1)
+    for t in range(1, per // 2 + 1):
+        if not np.array_equal(blocks[:, t], blocks[:, 0]):
+            continue
+        m = per // t
+        if np.array_equal(blocks[:, t:m * t], blocks[:, :(m - 1) * t]) and (blocks[:, :t] > 0).any():
+            break
+    else:
+        return need, []
+    lanes = tuple(range(need.shape[1]))
+    blocks = blocks.copy()
+    blocks[:, t:m * t] = COPIED
+    copies: list[Move] = []
+    done = 1
+    while done < m:
+        count = min(done, m - done)
+        first = (np.arange(chunks)[:, None] * per + np.arange(count * t)[None, :]).ravel()
+        dest = first + done * t
+        for (d, b), xbs, rows in _groups(xb[first] - xb[dest], row[dest] - row[first],
+                                         xb[dest], row[dest]):
+            copies.append(Move(lanes, d, b, xbs, rows, copy=True))
+        done += count
+    return blocks.reshape(need.shape), copies
 
 
 def _groups(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
@@ -136,34 +194,50 @@ def _row_spans(rows: np.ndarray) -> tuple[Span, ...]:
 
 def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
                arch: Arch) -> int:
-    """Append the micro-ops of plan(src, dst); `staging` is the first of a word of free
-    columns in dst's crossbars (where a TRANSFER lands before its SHIFT). The count of
-    ops."""
+    """Append the micro-ops of plan(src, dst); columns from `staging` on are free in
+    dst's crossbars (a TRANSFER lands there before its SHIFT). The count of ops."""
     p = plan(src, dst)
     dt = parse_dtype(dst.dtype)
     bits = dt.bits
     cols = dst.columns(bits)
-    words = src.columns(bits)
-    temp = list(range(staging, staging + bits))
-    if staging + bits > arch.cols:
-        raise PimError(f"{dst.name}: no free columns to stage a move in")
     start = len(b.ops)
-    if p.zeros:
-        b.init(cols, 0, xbs=dst.xbs, rows=dst.rows)
-    if p.fills:
-        raw = int(dt.to_bits(np.array([lowest(np.dtype(dt.host))], dtype=dt.host))[0])
-        for f in p.fills:
-            b.init(cols[f.lane * bits:(f.lane + 1) * bits], raw, xbs=f.xbs, rows=f.rows)
+
+    def lanes(ls: tuple[int, ...]) -> list[int]:
+        return [c for lane in ls for c in cols[lane * bits:(lane + 1) * bits]]
+
     for m in p.moves:
-        lane = cols[m.lane * bits:(m.lane + 1) * bits]
-        if abs(m.by) > arch.max_shift:
-            raise PimError(f"{dst.name}: a move of {abs(m.by)} rows exceeds the barrel "
-                           f"shifter's {arch.max_shift}")
-        from_xbs = Span(m.xbs.start + m.dx, m.xbs.stop + m.dx, m.xbs.step)
-        if m.by == 0:
-            b.transfer(from_xbs, m.xbs, words, lane, rows=m.rows)
-            continue
-        before = Span(m.rows.start - m.by, m.rows.stop - m.by, m.rows.step)
-        b.transfer(from_xbs, m.xbs, words, temp, rows=before)
-        b.shift(temp, lane, m.by, xbs=m.xbs, rows=m.rows)
+        _move(b, m, src.columns(bits), lanes(m.lanes), staging, arch, dst.name)
+    raw = int(dt.to_bits(np.array([lowest(np.dtype(dt.host))], dtype=dt.host))[0])
+    for f in p.fills:
+        b.init(lanes(f.lanes), raw if f.lowest else 0, xbs=f.xbs, rows=f.rows)
+    width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
+    for m in p.copies:
+        step = width if m.dx and m.by else len(m.lanes)
+        for k in range(0, len(m.lanes), step):
+            part = lanes(m.lanes[k:k + step])
+            _move(b, m, part, part, staging, arch, dst.name)
     return len(b.ops) - start
+
+
+def _move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging: int,
+          arch: Arch, name: str) -> None:
+    if abs(m.by) > arch.max_shift:
+        raise PimError(f"{name}: a move of {abs(m.by)} rows exceeds the barrel shifter's "
+                       f"{arch.max_shift}")
+    if staging + (len(lane) if m.by and m.dx else 0) > arch.cols:
+        raise PimError(f"{name}: no free columns to stage a move in")
+    if m.dx == 0:
+        b.shift(words, lane, m.by, xbs=m.xbs, rows=m.rows)
+        return
+    pairs = [(x, x + m.dx) for x in m.xbs.indices()]
+    overlap = m.copy and any(x + m.dx in m.xbs.indices() for x in m.xbs.indices())
+    spans = [(Span.one(x), Span.one(y)) for x, y in pairs] if overlap else [
+        (m.xbs, Span(m.xbs.start + m.dx, m.xbs.stop + m.dx, m.xbs.step))]
+    before = Span(m.rows.start - m.by, m.rows.stop - m.by, m.rows.step)
+    temp = list(range(staging, staging + len(lane)))
+    for into, from_xbs in spans:
+        if m.by == 0:
+            b.transfer(from_xbs, into, words, lane, rows=m.rows)
+        else:
+            b.transfer(from_xbs, into, words, temp, rows=before)
+            b.shift(temp, lane, m.by, xbs=into, rows=m.rows)

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dataclasses
+
 import networkx as nx
 
 from pimc.ir import Kernel, Node, Param
+from pimc.isa.view import ViewOp
+from pimc.lower.views import View
 from pimc.passes.lower import REDUCTIONS
 
 VIEWS = ("reshape", "transpose", "window", "bitcast")
@@ -26,6 +30,7 @@ KEPT = ("input", "const", *VIEWS)  # what never is a resident: placed or free
 class Stage:
     kernel: Kernel
     residents: tuple[str, ...]  # its inputs that earlier stages compute
+    result_view: View = ()  # the order its (resident) result is computed in
 
 
 def resident_name(n: int) -> str:
@@ -64,10 +69,43 @@ def split_stages(kernel: Kernel) -> list[Stage]:
         node = kernel.node(n)
         name = resident_name(n)
         result = Param(name, str(node.dtype), tuple(node.shape or ()), node.loc)
-        stages.append(_stage(kernel, f"{kernel.name}.{name}", {name: n}, (result,), set(cut)))
+        st = _stage(kernel, f"{kernel.name}.{name}", {name: n}, (result,), set(cut))
+        stages.append(dataclasses.replace(st, result_view=phase_view(kernel, n)))
     stages.append(_stage(kernel, kernel.name, dict(kernel.outputs), kernel.results,
                          set(cut)))
     return stages
+
+
+def phase_view(kernel: Kernel, n: int) -> View:
+    """When every window over value n strides by s (per spatial axis, some s > 1): its
+    elements in polyphase order, (s1, s2, N, C, H/s1, W/s2), so that each window tap
+    reads one phase plane at a constant offset: the moves that gather a tap are whole
+    shifted blocks, not an element at a time. () otherwise."""
+    strides = set()
+    todo = list(kernel.graph.successors(n))
+    while todo:
+        u = todo.pop()
+        op = kernel.node(u).op
+        if op == "window":
+            axis, _, axes = ViewOp("window", tuple(kernel.node(u).attr("step"))).window()  # type: ignore[arg-type]
+            strides.add((axis, tuple(a[1] for a in axes)))
+        elif op in ("reshape", "transpose", "bitcast"):
+            return ()  # a window over another view of it: keep the natural order
+        elif op in REDUCTIONS:
+            return ()
+    if len(strides) != 1:
+        return ()
+    ((axis, s),) = strides
+    shape = tuple(kernel.node(n).shape or ())
+    if axis + len(s) != len(shape) or max(s) < 2:
+        return ()
+    outer, sizes = shape[:axis], shape[axis:]
+    padded = tuple(-(-m // k) * k for m, k in zip(sizes, s, strict=True))
+    split = tuple(d for m, k in zip(padded, s, strict=True) for d in (m // k, k))
+    r = len(s)
+    perm = (*(axis + 2 * i + 1 for i in range(r)), *range(axis), *(axis + 2 * i for i in range(r)))
+    steps = [ViewOp("pad", (*outer, *padded))] if padded != sizes else []
+    return (*steps, ViewOp("reshape", (*outer, *split)), ViewOp("transpose", perm))
 
 
 def _stage(kernel: Kernel, name: str, outputs: dict[str, int], results: tuple[Param, ...],

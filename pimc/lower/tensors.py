@@ -455,21 +455,26 @@ def result_space(kernel: Kernel) -> tuple[int, ...]:
 
 
 def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, arch: Arch | None = None,
-                  ) -> tuple[Lowered, list[Placement]]:
+                  result_view: View = ()) -> tuple[Lowered, list[Placement]]:
     """The word program of a tensor graph (in Lowered.net) and where the host places each
-    input, matrix products' inner axes split in `chunks`."""
+    input, matrix products' inner axes split in `chunks`. A `result_view` (one result)
+    orders the result's elements in the space (a stage's resident map in the order its
+    readers want, pimc.lower.stages)."""
     space = result_space(kernel)
+    if result_view:
+        space = view_shape(tuple(kernel.results[0].shape), result_view)
     low = _TensorLowering(kernel, mode, space, chunks, arch or Arch())
     outputs, views = [], {}
     for r in kernel.results:
         n = kernel.outputs[r.name]
         shape = tuple(r.shape)
         widened = math.prod(shape) != math.prod(space)  # the space's last axis is wider
-        to_space = simplify(shape, (ViewOp("pad", space) if widened else
-                                    ViewOp("reshape", space), ViewOp("reshape", (*space, 1))))
+        to_space = simplify(shape, (*result_view, ViewOp("reshape", (*space, 1))) if result_view
+                            else (ViewOp("pad", space) if widened else ViewOp("reshape", space),
+                                  ViewOp("reshape", (*space, 1))))
         (word,) = low.words(n, to_space)
         outputs.append((r, word))
-        if any(step.kind == "pad" for step in to_space):
+        if any(step.kind in ("pad", "transpose") for step in to_space):
             views[r.name] = to_space[:-1]
     elements = chunks * low.slots if chunks > 1 else low.size
     lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows,  # type: ignore[arg-type]
