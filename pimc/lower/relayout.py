@@ -107,13 +107,12 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
             by = np.r_[by, np.full(int(ok.sum()), kb)]
         for (d, b), xbs, rows in _groups(dx, by, dx_[dest], dr[dest]):
             moves.append(Move((lane,), d, b, xbs, rows))
-        for lowest in (False, True):
-            where = np.flatnonzero(col == (PAD_LOWEST if lowest else 0))
+        for low in (False, True):
+            where = np.flatnonzero(col == (PAD_LOWEST if low else 0))
             zero = np.zeros(len(where), dtype=np.int64)
             for _, xbs, rows in _groups(zero, zero, dx_[where], dr[where]):
-                pads.setdefault((lowest, xbs, rows), []).append(lane)
-    fills = tuple(Fill(tuple(lanes), xbs, rows, lowest)
-                  for (lowest, xbs, rows), lanes in pads.items())
+                pads.setdefault((low, xbs, rows), []).append(lane)
+    fills = tuple(Fill(tuple(lanes), xbs, rows, low) for (low, xbs, rows), lanes in pads.items())
     return Plan(tuple(moves), fills, tuple(copies))
 
 

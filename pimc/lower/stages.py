@@ -11,9 +11,8 @@ which the reference evaluates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dataclasses
+from dataclasses import dataclass
 
 import networkx as nx
 
