@@ -119,7 +119,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     if ran is None:
         return None, imported
     imported.kernel = ran
-    stages = split_stages(ran)
+    stages = split_stages(ran, arch.rows)
     if len(stages) == 1:
         _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, dtype, objective)
         imported.constants.update(low.host_values)  # e.g. a relayout's row-index column

@@ -78,7 +78,7 @@ def test_valid_ops_have_no_problem():
     (TensorIO("x", "u8", (65,), X, Span(0, 64), 0), "needs 65 rows but its placement holds 64"),
     (TensorIO("x", "u8", (6,), X, Span(0, 64), 0, lanes=4), "lanes=4 must divide its 6"),
     (TensorIO("x", "f32", (4,), X, Span(0, 64), 1000), "needs columns up to c1031"),
-    (TensorIO("x y", "u8", (4,), X, Span(0, 64), 0), "not an identifier"),
+    (TensorIO("x y", "u8", (4,), X, Span(0, 64), 0), "holds a space"),
     (TensorIO("x", "u99", (4,), X, Span(0, 64), 0), "unknown dtype"),
 ])
 def test_io_problems(io, message):

@@ -155,8 +155,8 @@ def io_problem(prog: Program, t: TensorIO) -> str | None:
         bits = parse_dtype(t.dtype).bits
     except PimError as exc:
         return str(exc)
-    if not t.name.isidentifier():
-        return f"tensor name '{t.name}' is not an identifier"
+    if not t.name or any(ch.isspace() or ch in '#@"' for ch in t.name):
+        return f"tensor name '{t.name}' is empty or holds a space, '#', '@' or '\"'"
     if t.stride < 1:
         return f"tensor '{t.name}': stride must be positive"
     if 0 in t.shape:

@@ -118,33 +118,40 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
 
 def _doubling(need: np.ndarray, shape: tuple[int, ...], xb: np.ndarray, row: np.ndarray
               ) -> tuple[np.ndarray, list[Move]]:
-    """If each chunk's slots repeat a block of T slots M times, the need with the
-    repeats marked COPIED, and the copies that double the first block into them."""
+    """Where each chunk's slots repeat a block of T slots M times (and, inside that
+    block, a smaller one, and so on): the need with the repeats marked COPIED, and the
+    copies that double each block into them, innermost first."""
     chunks = shape[0] if len(shape) == 3 else 1
     per = need.shape[0] // chunks
-    blocks = need.reshape(chunks, per, -1)
-    for t in range(1, per // 2 + 1):
-        if not np.array_equal(blocks[:, t], blocks[:, 0]):
-            continue
-        m = per // t
-        if np.array_equal(blocks[:, t:m * t], blocks[:, :(m - 1) * t]) and (blocks[:, :t] > 0).any():
-            break
-    else:
-        return need, []
+    blocks = need.reshape(chunks, per, -1).copy()
     lanes = tuple(range(need.shape[1]))
-    blocks = blocks.copy()
-    blocks[:, t:m * t] = COPIED
     copies: list[Move] = []
-    done = 1
-    while done < m:
-        count = min(done, m - done)
-        first = (np.arange(chunks)[:, None] * per + np.arange(count * t)[None, :]).ravel()
-        dest = first + done * t
-        for (d, b), xbs, rows in _groups(xb[first] - xb[dest], row[dest] - row[first],
-                                         xb[dest], row[dest]):
-            copies.append(Move(lanes, d, b, xbs, rows, copy=True))
-        done += count
-    return blocks.reshape(need.shape), copies
+    span = per
+    while True:
+        for t in range(1, span // 2 + 1):
+            if not np.array_equal(blocks[:, t], blocks[:, 0]) or not (blocks[:, :t] > 0).any():
+                continue
+            m = 1  # how many times the first t slots repeat
+            while (m + 1) * t <= span and np.array_equal(blocks[:, m * t:(m + 1) * t],
+                                                         blocks[:, :t]):
+                m += 1
+            if m > 1:
+                break
+        else:
+            return blocks.reshape(need.shape), copies
+        blocks[:, t:m * t] = COPIED
+        level: list[Move] = []
+        done = 1
+        while done < m:
+            count = min(done, m - done)
+            first = (np.arange(chunks)[:, None] * per + np.arange(count * t)[None, :]).ravel()
+            dest = first + done * t
+            for (d, b), xbs, rows in _groups(xb[first] - xb[dest], row[dest] - row[first],
+                                             xb[dest], row[dest]):
+                level.append(Move(lanes, d, b, xbs, rows, copy=True))
+            done += count
+        copies = level + copies
+        span = t
 
 
 def _groups(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
@@ -159,20 +166,32 @@ def _groups(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
     per_xb: list[tuple[tuple[int, int], int, tuple[Span, ...]]] = []
     for lo, hi in zip(np.r_[0, cut], np.r_[cut, len(xb)], strict=True):
         per_xb.append(((int(dx[lo]), int(by[lo])), int(xb[lo]), _row_spans(row[lo:hi])))
+    by_rows: dict[tuple[tuple[int, int], tuple[Span, ...]], list[int]] = {}
+    for key, x, spans in per_xb:  # crossbars with one key and the same rows ...
+        by_rows.setdefault((key, spans), []).append(x)
     out: list[tuple[tuple[int, int], Span, Span]] = []
-    i = 0
-    while i < len(per_xb):  # runs of crossbars with one key and the same rows
-        key, first, spans = per_xb[i]
-        j, step = i + 1, 0
-        while j < len(per_xb) and per_xb[j][0] == key and per_xb[j][2] == spans:
-            gap = per_xb[j][1] - per_xb[j - 1][1]
-            if step and gap != step:
-                break
-            step, j = gap, j + 1
-        xbs = Span(first, per_xb[j - 1][1] + 1, step or 1)
-        out += [(key, xbs, rows) for rows in spans]
-        i = j
+    for (key, spans), xs in by_rows.items():  # ... in evenly spaced runs
+        for run in _runs(xs):
+            out += [(key, run, rows) for rows in spans]
     return out
+
+
+def _runs(xs: list[int]) -> list[Span]:
+    """Sorted crossbars as few evenly spaced runs: the best of splitting them by their
+    residue modulo q (q = 1..16: a layout's crossbars repeat their pattern with some
+    period) and taking greedy runs of step q in each class, or greedy runs of any step."""
+    arr = np.asarray(xs)
+    best = list(_row_spans(arr))  # greedy runs of any step
+    for q in range(1, min(16, len(xs)) + 1):
+        out: list[Span] = []
+        for r in range(q):
+            cls = arr[arr % q == r]
+            if len(cls):
+                cut = np.flatnonzero(np.diff(cls) != q) + 1
+                out += [Span(int(run[0]), int(run[-1]) + 1, q) for run in np.split(cls, cut)]
+        if len(out) < len(best):
+            best = out
+    return best
 
 
 def _row_spans(rows: np.ndarray) -> tuple[Span, ...]:

@@ -12,13 +12,14 @@ which the reference evaluates.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import networkx as nx
 
 from pimc.ir import Kernel, Node, Param
-from pimc.isa.view import ViewOp
-from pimc.lower.views import View
+from pimc.isa.view import ViewOp, view_shape
+from pimc.lower.views import View, simplify
 from pimc.passes.lower import REDUCTIONS
 
 VIEWS = ("reshape", "transpose", "window", "bitcast")
@@ -57,9 +58,9 @@ def cuts(kernel: Kernel) -> list[int]:
     return [n for n in kernel.nodes_in_order() if n in out]
 
 
-def split_stages(kernel: Kernel) -> list[Stage]:
+def split_stages(kernel: Kernel, rows: int) -> list[Stage]:
     """One stage per cut value, in order, then the stage of the kernel's results; a
-    kernel without cuts is one stage, itself."""
+    kernel without cuts is one stage, itself. `rows`: a crossbar's."""
     cut = cuts(kernel)
     if not cut:
         return [Stage(kernel, ())]
@@ -69,10 +70,36 @@ def split_stages(kernel: Kernel) -> list[Stage]:
         name = resident_name(n)
         result = Param(name, str(node.dtype), tuple(node.shape or ()), node.loc)
         st = _stage(kernel, f"{kernel.name}.{name}", {name: n}, (result,), set(cut))
-        stages.append(dataclasses.replace(st, result_view=phase_view(kernel, n)))
-    stages.append(_stage(kernel, kernel.name, dict(kernel.outputs), kernel.results,
-                         set(cut)))
-    return stages
+        stages.append(dataclasses.replace(st, result_view=resident_view(kernel, n, rows)))
+    last = _stage(kernel, kernel.name, dict(kernel.outputs), kernel.results, set(cut))
+    if len(kernel.results) == 1:  # a map read back by the host: laid out as residents are
+        view = resident_view(kernel, kernel.outputs[kernel.results[0].name], rows)
+        last = dataclasses.replace(last, result_view=view)
+    return [*stages, last]
+
+
+def resident_view(kernel: Kernel, n: int, rows: int) -> View:
+    """The order a resident map is computed in: polyphase for strided readers, then
+    each crossbar of `rows` rows holding whole planes (or whole image rows), so that
+    every crossbar has the same pattern and one move serves them all."""
+    steps = phase_view(kernel, n)
+    shape = view_shape(tuple(kernel.node(n).shape or ()), steps)
+    if len(shape) < 3:
+        return steps
+    plane, outer = shape[-2] * shape[-1], math.prod(shape[:-2])
+    if plane <= rows:
+        g = rows // plane
+        padded = -(-outer // g) * g
+        more = (ViewOp("reshape", (outer, plane)), ViewOp("pad", (padded, plane)),
+                ViewOp("reshape", (padded // g, g * plane)), ViewOp("pad", (padded // g, rows)))
+    elif shape[-1] <= rows:
+        g, h, w = rows // shape[-1], shape[-2], shape[-1]
+        hp = -(-h // g) * g
+        more = (ViewOp("reshape", (outer, h, w)), ViewOp("pad", (outer, hp, w)),
+                ViewOp("reshape", (outer, hp // g, g * w)), ViewOp("pad", (outer, hp // g, rows)))
+    else:
+        return steps
+    return simplify(tuple(kernel.node(n).shape or ()), (*steps, *more))
 
 
 def phase_view(kernel: Kernel, n: int) -> View:
