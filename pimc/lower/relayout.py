@@ -160,17 +160,43 @@ def _groups(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
     the same evenly spaced rows in each."""
     if not len(xb):
         return []
-    order = np.lexsort((row, xb, by, dx))
+    place = xb * (int(row.max()) + 1) + row
+    if np.any(np.diff(place) < 0):  # callers mostly give destinations in order already
+        first = np.argsort(place, kind="stable")
+        dx, by, xb, row = dx[first], by[first], xb[first], row[first]
+    key = (dx - dx.min()) * (int(by.max() - by.min()) + 1) + (by - by.min())
+    order = np.argsort(key, kind="stable")  # by (dx, by), then crossbar and row
     dx, by, xb, row = dx[order], by[order], xb[order], row[order]
     cut = np.flatnonzero((np.diff(dx) != 0) | (np.diff(by) != 0) | (np.diff(xb) != 0)) + 1
-    per_xb: list[tuple[tuple[int, int], int, tuple[Span, ...]]] = []
-    for lo, hi in zip(np.r_[0, cut], np.r_[cut, len(xb)], strict=True):
-        per_xb.append(((int(dx[lo]), int(by[lo])), int(xb[lo]), _row_spans(row[lo:hi])))
-    by_rows: dict[tuple[tuple[int, int], tuple[Span, ...]], list[int]] = {}
-    for key, x, spans in per_xb:  # crossbars with one key and the same rows ...
-        by_rows.setdefault((key, spans), []).append(x)
+    lo, hi = np.r_[0, cut], np.r_[cut, len(xb)]
+    # a crossbar's rows are one evenly spaced run when their steps agree (most are)
+    step = np.r_[np.diff(row), 0]
+    last = hi - 1
+    inner = np.maximum(last - lo, 1)
+    big = np.iinfo(np.int64).max
+    low_step = np.minimum.reduceat(np.where(np.arange(len(row)) < np.repeat(last, hi - lo),
+                                            step, big), lo)
+    high_step = np.maximum.reduceat(np.where(np.arange(len(row)) < np.repeat(last, hi - lo),
+                                             step, -1), lo)
+    even = (hi - lo == 1) | (low_step == high_step)
     out: list[tuple[tuple[int, int], Span, Span]] = []
-    for (key, spans), xs in by_rows.items():  # ... in evenly spaced runs
+    # even crossbars: grouped by (dx, by, first row, last row, step) with numpy ...
+    e = np.flatnonzero(even)
+    fields = np.stack([dx[lo[e]], by[lo[e]], row[lo[e]], row[last[e]],
+                       np.maximum((row[last[e]] - row[lo[e]]) // inner[e], 1), xb[lo[e]]])
+    fields = fields[:, np.lexsort(fields[::-1])]
+    new = np.flatnonzero(np.any(np.diff(fields[:5], axis=1) != 0, axis=0)) + 1
+    ends = np.r_[new, fields.shape[1]] if len(e) else np.zeros(0, dtype=np.int64)
+    for g0, g1 in zip(np.r_[0, new][:len(ends)].tolist(), ends.tolist(), strict=True):
+        kdx, kby, first, end, st = (int(v) for v in fields[:5, g0])
+        rows = Span(first, end + 1, st)
+        out += [((kdx, kby), run, rows) for run in _runs(fields[5, g0:g1].tolist())]
+    # ... the others (rows in several runs) one by one
+    by_rows: dict[tuple[tuple[int, int], tuple[Span, ...]], list[int]] = {}
+    for i in np.flatnonzero(~even).tolist():
+        key = (int(dx[lo[i]]), int(by[lo[i]]))
+        by_rows.setdefault((key, _row_spans(row[lo[i]:hi[i]])), []).append(int(xb[lo[i]]))
+    for (key, spans), xs in by_rows.items():
         for run in _runs(xs):
             out += [(key, run, rows) for rows in spans]
     return out
