@@ -77,7 +77,7 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         raise PimError(f"{dst.name}: cannot move a {src.dtype}{list(src.shape)} placement "
                        f"into a {dst.dtype}{list(dst.shape)} one")
     size = int(np.prod(src.shape, dtype=np.int64))
-    ids = np.arange(1, size + 1, dtype=np.int64).reshape(src.shape)
+    ids = np.arange(1, size + 1, dtype=np.int32 if size < 2**31 - 1 else np.int64).reshape(src.shape)
     have = apply_view(ids, src.view).reshape(-1)
     sx, sr = _slots(src)
     at = np.zeros(size + 1, dtype=np.int64)

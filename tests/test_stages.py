@@ -1,0 +1,192 @@
+"""Stages: where a CNN is cut, how a resident map is laid out, and the moves that rebuild
+a placement from another (checked by replaying the plan cell by cell, and end to end
+on the runtime, bit for bit)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from pimc.compile import compile_model
+from pimc.frontend.onnx_import import import_model
+from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
+from pimc.isa.view import LOWEST, ZERO
+from pimc.lower.relayout import PAD_LOWEST, plan
+from pimc.lower.stages import resident_view, split_stages
+from pimc.onnx_verify import verify_model
+from pimc.passes.pipeline import run_passes
+from pimc.runtime import run_program
+from samples.make_onnx_samples import small_cnn
+
+
+def _kernel(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
+    imported = import_model(model, "m.onnx")
+    return run_passes(imported.kernel, "", "ieee", skip=("typecheck",))
+
+
+def test_a_cnn_is_cut_where_a_computed_map_is_windowed_or_pooled():
+    k = _kernel(small_cnn())
+    stages = split_stages(k, 1024)
+    labels = [st.kernel.node(st.kernel.outputs[st.kernel.results[0].name]).loc.label
+              for st in stages]
+    assert labels == ["relu1 Relu", "pool1 MaxPool", "relu2 Relu", "gap GlobalAveragePool",
+                      "fc Gemm"]
+    assert [len(st.residents) for st in stages] == [0, 1, 1, 1, 1]
+    # each stage reads its resident as an input of the same node id
+    for st in stages[1:]:
+        (name,) = st.residents
+        assert any(st.kernel.node(n).op == "input" and st.kernel.node(n).attr("name") == name
+                   for n in st.kernel.graph)
+    # the map a stride-2 pooling reads is computed in polyphase order
+    assert any(step.kind == "transpose" for step in stages[0].result_view)
+    assert not any(step.kind == "transpose" for step in stages[2].result_view)
+
+
+def test_a_kernel_without_windows_over_computed_maps_is_one_stage():
+    from samples.make_onnx_samples import gemm_relu_gemm
+
+    k = _kernel(gemm_relu_gemm())
+    (only,) = split_stages(k, 1024)
+    assert only.kernel is k and only.residents == ()
+
+
+@pytest.mark.parametrize("shape,rows,after", [
+    ((1, 8, 6, 6), 64, (8, 64)),  # a plane of 36 per crossbar of 64 rows
+    ((1, 2, 10, 10), 64, (2, 2, 64)),  # 6 image rows of 10 per crossbar
+    ((1, 3, 4, 4), 64, (1, 64)),  # 4 planes of 16
+])
+def test_resident_maps_fill_crossbars_with_whole_planes_or_image_rows(shape, rows, after):
+    from pimc.ir import Kernel, Loc, Node, add_node
+
+    k = Kernel("k", (), ())
+    n = add_node(k, Node("relu", Loc("", 1, 1), "f32", shape))
+    view = resident_view(k, n, rows)
+    assert view_shape(shape, view) == after
+    ids = np.arange(1, int(np.prod(shape)) + 1).reshape(shape)
+    placed = apply_view(ids, view).reshape(-1, rows)
+    assert sorted(placed[placed > 0].tolist()) == ids.ravel().tolist()  # each element once
+
+
+def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
+    """What each slot lane of dst holds after the plan's moves, fills and copies, cell
+    by cell: element ids, 0 for zero padding, PAD_LOWEST for -inf, -9 for never written."""
+    size = int(np.prod(src.shape))
+    ids = np.arange(1, size + 1).reshape(src.shape)
+    have = apply_view(ids, src.view).reshape(-1)
+    held = {}
+    for s, v in enumerate(have):
+        held[(src.xbs.start + s // len(src.rows), src.rows.start + s % len(src.rows))] = v
+    xbs = dst.xbs.stop + 1
+    grid = np.full((xbs, dst.rows.stop, dst.lanes), -9)
+    p = plan(src, dst)
+    for m in p.moves:
+        for x in m.xbs.indices():
+            for r in m.rows.indices():
+                grid[x, r, list(m.lanes)] = held.get((x + m.dx, r - m.by), -7)
+    for f in p.fills:
+        for x in f.xbs.indices():
+            grid[x, f.rows.as_slice(), list(f.lanes)] = PAD_LOWEST if f.lowest else 0
+    for m in p.copies:
+        before = grid.copy()
+        for x in m.xbs.indices():
+            for r in m.rows.indices():
+                grid[x, r, list(m.lanes)] = before[x + m.dx, r - m.by, list(m.lanes)]
+    slots = dst.placed_elements // dst.lanes
+    index = np.arange(slots)
+    return grid[dst.xbs.start + index // len(dst.rows), dst.rows.start + index % len(dst.rows)]
+
+
+def _io(name, shape, view, lanes, xb, rows):  # type: ignore[no-untyped-def]
+    return TensorIO(name, "f32", shape, Span(xb, xb + 64), Span(0, rows), 0, lanes=lanes,
+                    view=view)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(3, 9), st.integers(1, 3), st.integers(1, 2),
+       st.integers(0, 1), st.sampled_from([ZERO, LOWEST]), st.integers(1, 4),
+       st.sampled_from([16, 64]))
+def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copies, rows):
+    """Any map layout (natural, polyphase, aligned) into a window placement repeated
+    for `copies` output channels (the doubled blocks) and split in chunks of lanes."""
+    from pimc.ir import Kernel, Loc, Node, add_node
+
+    k = min(k, side)
+    shape = (1, c, side, side)
+    kern = Kernel("k", (), ())
+    n = add_node(kern, Node("relu", Loc("", 1, 1), "f32", shape))
+    win = add_node(kern, Node("window", Loc("", 1, 1), "f32", None,
+                              (("step", (2, fill, k, k, s, s, pad, pad, pad, pad, 1, 1)),)), (n,))
+    assert win
+    src_view = resident_view(kern, n, rows) if s == 1 else ()
+    step = ViewOp("window", (2, fill, k, k, s, s, pad, pad, pad, pad, 1, 1))
+    o = view_shape(shape, (step,))[2]
+    lanes = c * k * k
+    chunks = 2 if lanes > 2 else 1
+    per = -(-lanes // chunks)
+    dst_view = (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)),
+                ViewOp("reshape", (1, 1, o * o, lanes)),
+                ViewOp("broadcast", (1, copies, o * o, lanes)),
+                ViewOp("reshape", (copies * o * o, lanes)),
+                ViewOp("pad", (copies * o * o, chunks * per)),
+                ViewOp("reshape", (copies * o * o, chunks, per)),
+                ViewOp("transpose", (1, 0, 2)))
+    src = _io("x", shape, src_view, 1, 0, rows)
+    dst = _io("x", shape, dst_view, per, 70, rows)
+    got = _replay(src, dst)
+    ids = np.arange(1, int(np.prod(shape)) + 1).reshape(shape)
+    want = apply_view(ids, dst_view, low=PAD_LOWEST).reshape(got.shape)
+    assert np.array_equal(got, want)
+
+
+def _residual_model() -> onnx.ModelProto:
+    """Conv -> Relu -> Conv (stride 2) -> Relu -> Conv -> Add (residual) -> Relu ->
+    AveragePool (padded, count_include_pad) -> Flatten -> Gemm: a residual add of two
+    resident maps, a strided convolution and a padded average over computed maps."""
+    rng = np.random.default_rng(1)
+    w = {"w1": rng.normal(0, 0.4, (4, 2, 3, 3)), "w2": rng.normal(0, 0.3, (4, 4, 3, 3)),
+         "w3": rng.normal(0, 0.3, (4, 4, 1, 1)), "b": rng.normal(0, 0.1, 4),
+         "wf": rng.normal(0, 0.5, (3, 16))}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b"], ["c1"], pads=[1] * 4),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1] * 4, strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+             helper.make_node("Add", ["r2", "c3"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r3"]),
+             helper.make_node("AveragePool", ["r3"], ["p"], kernel_shape=[3, 3], pads=[1] * 4,
+                              strides=[2, 2], count_include_pad=1),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in w.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("model,dtype", [(small_cnn(), "f32"), (_residual_model(), "f32"),
+                                         (_residual_model(), "bf16")])
+def test_a_cnn_runs_bit_exact_with_its_maps_kept_in_the_crossbars(tmp_path, model, dtype, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    prog, imported = compile_model(model, str(path), dtype=dtype)
+    assert prog is not None and dict(prog.meta)["stages"] != "1"
+    names = {t.name for t in prog.inputs}
+    assert names == {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
+    inputs = {**imported.constants, "x": x.astype(np.float32)}
+    if dtype == "bf16":
+        from pimc.isa.dtypes import parse_dtype
+
+        inputs = {k: parse_dtype("bf16").from_bits(parse_dtype("bf16").to_bits(v))
+                  if np.asarray(v).dtype == np.float32 else v for k, v in inputs.items()}
+    outputs, stats = run_program(prog, inputs)
+    assert verify_model(prog, inputs, outputs, "m") == 0
+    assert "bit-exact" in capsys.readouterr().out
+    moves = stats.ops["SHIFT"] + stats.ops["TRANSFER"]
+    assert moves > 0  # the maps moved inside the memory; the host wrote only x and weights
