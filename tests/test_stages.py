@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from pimc.runtime import run_program
 
 from pimc.compile import compile_model
 from pimc.frontend.onnx_import import import_model
@@ -19,7 +20,6 @@ from pimc.lower.relayout import PAD_LOWEST, plan
 from pimc.lower.stages import resident_view, split_stages
 from pimc.onnx_verify import verify_model
 from pimc.passes.pipeline import run_passes
-from pimc.runtime import run_program
 from samples.make_onnx_samples import small_cnn
 
 
@@ -31,16 +31,16 @@ def _kernel(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
 def test_a_cnn_is_cut_where_a_computed_map_is_windowed_or_pooled():
     k = _kernel(small_cnn())
     stages = split_stages(k, 1024)
-    labels = [st.kernel.node(st.kernel.outputs[st.kernel.results[0].name]).loc.label
-              for st in stages]
+    labels = [g.kernel.node(g.kernel.outputs[g.kernel.results[0].name]).loc.label
+              for g in stages]
     assert labels == ["relu1 Relu", "pool1 MaxPool", "relu2 Relu", "gap GlobalAveragePool",
                       "fc Gemm"]
-    assert [len(st.residents) for st in stages] == [0, 1, 1, 1, 1]
+    assert [len(g.residents) for g in stages] == [0, 1, 1, 1, 1]
     # each stage reads its resident as an input of the same node id
-    for st in stages[1:]:
-        (name,) = st.residents
-        assert any(st.kernel.node(n).op == "input" and st.kernel.node(n).attr("name") == name
-                   for n in st.kernel.graph)
+    for g in stages[1:]:
+        (name,) = g.residents
+        assert any(g.kernel.node(n).op == "input" and g.kernel.node(n).attr("name") == name
+                   for n in g.kernel.graph)
     # the map a stride-2 pooling reads is computed in polyphase order
     assert any(step.kind == "transpose" for step in stages[0].result_view)
     assert not any(step.kind == "transpose" for step in stages[2].result_view)
