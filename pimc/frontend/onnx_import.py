@@ -45,10 +45,11 @@ VARIADIC = {"Max": "max", "Min": "min", "Sum": "add"}
 COMPARE = {"Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge",
            "Equal": "eq"}
 SHAPE_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze")
-WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Pad")
+WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Pad",
+           "ReduceMax", "ReduceSum")
 SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, *WINDOWS, "Transpose", "MatMul",
              "Gemm", "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike",
-             "Exp", "Log", "Sigmoid", "Tanh")
+             "Exp", "Log", "Sigmoid", "Tanh", "Softmax", "LogSoftmax")
 
 
 @dataclass

@@ -19,6 +19,8 @@ s = (m - 1) / (m + 1) and atanh's series; zero, negatives, infinity and NaN by s
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pimc.frontend.onnx_windows import Unsupported
@@ -148,6 +150,43 @@ class TranscendentalOps:
     def op_Log(self, nd, attrs):  # type: ignore[no-untyped-def]
         x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
         return self._cast(self.log32(x), dt)  # type: ignore[attr-defined]
+
+    def _softmax(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """(x - max, exp of it, their sum, the type to round back to, the way back to
+        x's shape), over `axis` (before opset 13: the axes from `axis` on, flattened)."""
+        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
+        shape = self.info(x).shape  # type: ignore[attr-defined]
+        r = max(len(shape), 1)
+        axis = int(attrs.get("axis", -1 if self.opset >= 13 else 1))  # type: ignore[attr-defined]
+        if not -r <= axis < r:
+            raise Unsupported(f"axis {axis} of a rank-{len(shape)} input")
+        axis %= r
+        if self.opset < 13:  # type: ignore[attr-defined]
+            flat = self.reshape(x, (math.prod(shape[:axis]), math.prod(shape[axis:])))  # type: ignore[attr-defined]
+            back = lambda y: self.reshape(y, shape)  # type: ignore[attr-defined]  # noqa: E731
+        else:  # the axis last, and back
+            perm = (*[i for i in range(len(shape)) if i != axis], axis)
+            flat = self.transpose(x, perm)  # type: ignore[attr-defined]
+            inv = tuple(int(i) for i in np.argsort(perm))
+            back = lambda y: self.transpose(y, inv)  # type: ignore[attr-defined]  # noqa: E731
+        xf, dt = self._f32(flat)
+        s = self.info(xf).shape  # type: ignore[attr-defined]
+        keep = (*s[:-1], 1)
+        top = self.reshape(self.node("reduce_max", "f32", s[:-1], (xf,), axis=len(s) - 1), keep)  # type: ignore[attr-defined]
+        d = self._f("sub", xf, top)
+        e = self.exp32(d)
+        total = self.reshape(self.node("sum", "f32", s[:-1], (e,), axis=len(s) - 1), keep)  # type: ignore[attr-defined]
+        return d, e, total, dt, back
+
+    def op_Softmax(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """exp(x - max) / their sum: the max and the sum are reductions over computed
+        values, so the graph is cut there (pimc.lower.stages)."""
+        _, e, total, dt, back = self._softmax(nd, attrs)
+        return back(self._cast(self.binary("div", e, total), dt))  # type: ignore[attr-defined]
+
+    def op_LogSoftmax(self, nd, attrs):  # type: ignore[no-untyped-def]
+        d, _, total, dt, back = self._softmax(nd, attrs)
+        return back(self._cast(self._f("sub", d, self.log32(total)), dt))  # type: ignore[attr-defined]
 
     def _select(self, c: int, a: int, b: int) -> int:
         shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, a, b)))  # type: ignore[attr-defined]

@@ -198,6 +198,33 @@ class WindowOps:
     def op_GlobalMaxPool(self, nd, attrs):  # type: ignore[no-untyped-def]
         return self._global(nd, "reduce_max")[0]
 
+    def _reduce(self, nd: onnx.NodeProto, attrs: dict[str, Any], op: str) -> int:
+        """ReduceMax / ReduceSum: the reduced axes moved last and flattened into one,
+        reduced by the pairwise tree; keepdims puts them back as ones."""
+        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
+        shape = self.info(x).shape  # type: ignore[attr-defined]
+        if len(nd.input) > 1 and nd.input[1]:  # opset 18 (ReduceSum 13): axes as an input
+            axes = [int(a) for a in self._static(nd.input[1], "axes").reshape(-1)]  # type: ignore[attr-defined]
+        else:
+            axes = [int(a) for a in attrs.get("axes", [])]
+        if not axes and int(attrs.get("noop_with_empty_axes", 0)):
+            return x
+        axes = sorted({a % len(shape) for a in axes} if axes else set(range(len(shape))))
+        rest = [i for i in range(len(shape)) if i not in axes]
+        moved = self.transpose(x, (*rest, *axes))  # type: ignore[attr-defined]
+        kept = tuple(shape[i] for i in rest)
+        flat = self.reshape(moved, (*kept, math.prod(shape[a] for a in axes)))  # type: ignore[attr-defined]
+        y = self.node(op, str(self.info(x).dtype), kept, (flat,), axis=len(kept))  # type: ignore[attr-defined]
+        if int(attrs.get("keepdims", 1)):
+            y = self.reshape(y, tuple(1 if i in axes else n for i, n in enumerate(shape)))  # type: ignore[attr-defined]
+        return y
+
+    def op_ReduceMax(self, nd, attrs):  # type: ignore[no-untyped-def]
+        return self._reduce(nd, attrs, "reduce_max")
+
+    def op_ReduceSum(self, nd, attrs):  # type: ignore[no-untyped-def]
+        return self._reduce(nd, attrs, "sum")
+
 
 def pool_counts(sizes: tuple[int, ...], axes: Axes, declared: Axes | None) -> np.ndarray:
     """How many elements each window's average divides by: those inside the input, or

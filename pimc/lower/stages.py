@@ -53,9 +53,20 @@ def cuts(kernel: Kernel) -> list[int]:
             while kernel.node(x).op in VIEWS:
                 viewed = True
                 (x,) = kernel.operands(x)
-            if viewed and kernel.node(x).op not in KEPT:
+            if kernel.node(x).op not in KEPT and (viewed or not _by_lanes(kernel, x)):
                 out.add(x)
     return [n for n in kernel.nodes_in_order() if n in out]
+
+
+def _by_lanes(kernel: Kernel, n: int) -> bool:
+    """Whether a reduction can compute node n lane by lane where it needs it: an
+    elementwise op of placed values (sum(a * b) over inputs)."""
+    for x in kernel.operands(n):
+        while kernel.node(x).op in VIEWS:
+            (x,) = kernel.operands(x)
+        if kernel.node(x).op not in ("input", "const"):
+            return False
+    return kernel.node(n).op not in (*REDUCTIONS, "matmul")
 
 
 def split_stages(kernel: Kernel, rows: int) -> list[Stage]:
