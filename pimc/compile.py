@@ -124,10 +124,25 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
         _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, dtype, objective)
         imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
         return prog, imported
+    options: list[list[tuple[float, int]]] = []
+    found = [_best_split(st.kernel, file, arch, mode, dtype, objective, st.result_view,
+                         options) for st in stages]
+    if sum(f[1].crossbars for f in found) > arch.max_crossbars:
+        # the largest per-stage cap at which every stage's best split within it fits
+        for cap in sorted({x for o in options for _, x in o}, reverse=True):
+            picks = [min((o for o in opts if o[1] <= cap), default=None) for opts in options]
+            if None not in picks and sum(p[1] for p in picks) <= arch.max_crossbars:  # type: ignore[index]
+                break
+        else:
+            need = sum(min(x for _, x in o) for o in options)
+            raise PimError(f"{file}: its {len(stages)} stages need at least {need} "
+                           f"crossbars, the architecture has {arch.max_crossbars}")
+        for i, st in enumerate(stages):
+            if found[i][1].crossbars > cap:
+                found[i] = _best_split(st.kernel, file, dataclasses.replace(
+                    arch, max_crossbars=cap), mode, dtype, objective, st.result_view)
     built, chunks = [], {}
-    for i, st in enumerate(stages):
-        _, prog, k, low = _best_split(st.kernel, file, arch, mode, dtype, objective,
-                                      st.result_view)
+    for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
         if low.host_values:  # a stage's own row-index column: a name of its own
             prog, values = _own_names(prog, low.host_values, f"_{i}")
             imported.constants.update(values)
@@ -141,13 +156,15 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     meta = (("model", file), ("mode", mode), ("dtype", dtype), ("objective", objective),
             ("stages", str(len(stages))),
             ("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items()))))
-    return link(built, file, meta), imported
+    return link(built, arch, file, meta), imported
 
 
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
-                objective: str, result_view: View = ()
+                objective: str, result_view: View = (),
+                options: list[list[tuple[float, int]]] | None = None
                 ) -> tuple[tuple[float, int], Program, Kernel, Lowered]:
-    """The kernel built with every split of its inner axes that fits, the best kept."""
+    """The kernel built with every split of its inner axes that fits, the best kept
+    (and every fitting one's (cost, crossbars) appended to `options`)."""
     widest = max((_lanes(kernel, n) for n in kernel.graph), default=1)
     best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None
     failure: PimError | None = None
@@ -173,10 +190,12 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
             failure = exc  # the last: the most split that was tried
             return "crossbars" if too_many else "columns"
         key = (program_cost(prog, objective), prog.crossbars)
+        tried.append(key)
         if best is None or key < best[0]:
             best = (key, prog, k, low)
         return "ok"
 
+    tried: list[tuple[float, int]] = []
     chunks, last = 1, 0  # the most chunks known to leave too few columns
     while True:
         progress.update(chunks.bit_length() - 1)
@@ -197,6 +216,8 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
     if best is None:
         assert failure is not None
         raise failure
+    if options is not None:
+        options.append(tried)
     return best
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
@@ -43,11 +44,10 @@ def _end(ts: tuple[TensorIO, ...]) -> int:
     return max((t.col + t.lanes * parse_dtype(t.dtype).bits for t in ts), default=0)
 
 
-def link(stages: list[StageProgram], file: str, meta: tuple[tuple[str, str], ...]
-         ) -> Program:
+def link(stages: list[StageProgram], arch: Arch, file: str,
+         meta: tuple[tuple[str, str], ...]) -> Program:
     """One program: the stages one after another in consecutive crossbar ranges; only
     the last stage's outputs are read by the host."""
-    arch = stages[0].program.arch
     total = sum(s.program.crossbars for s in stages)
     if total > arch.max_crossbars:
         sizes = ", ".join(str(s.program.crossbars) for s in stages)
