@@ -5,7 +5,7 @@ the counted cycles, on a memory the size of ConvPIM's (48 GB of 1024 x 1024 cros
     python bench/conv_layers.py [--json FILE] [--run-max-ops N]
 
 Each layer is Conv (+ bias) -> Relu reading the network's input (the host places the
-windows; layers over computed feature maps are not compiled yet). Records as
+windows; layers over computed feature maps: bench/cnn.py). Records as
 bench/scale.py's: case, compile_s, peak_rss_mb, uop_bytes, micro_ops_executed, cycles,
 crossbars, count_s, run_s, verified. The sample layer (3 x 16 x 16 -> 8) is also run and
 verified bit for bit.

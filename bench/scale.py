@@ -42,10 +42,22 @@ print(json.dumps({"rc": rc, "compile_s": took, "peak_rss_mb": hwm / 1024}))
 """
 
 
-def compile_in_child(model: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, float]:
+def compile_in_child(model: Path, out: Path, extra: tuple[str, ...] = (),
+                     timeout: float | None = None, memory_gb: float | None = None
+                     ) -> dict[str, float]:
+    """Compile in a child process (at most `timeout` seconds and `memory_gb` of address
+    space, if given): rc, compile_s, peak_rss_mb."""
+    def limit() -> None:
+        if memory_gb is not None:
+            import resource
+
+            size = int(memory_gb * 2 ** 30)
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
     done = subprocess.run([sys.executable, "-c", _CHILD, str(model), str(out), *extra], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
-    record = json.loads(done.stdout.strip().splitlines()[-1])
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=limit)
+    lines = done.stdout.strip().splitlines()
+    record = json.loads(lines[-1]) if lines else {"rc": done.returncode}
     if record["rc"]:
         raise RuntimeError(f"compile of {model} failed: {done.stderr}")
     return record

@@ -253,14 +253,15 @@ def static_totals(prog: Program, stats: Stats, walker: Walker | None = None) -> 
     _count(prog, stats, None, walker=walker)
 
 
-def count_program(prog: Program, name: str = "<uop>") -> Stats:
+def count_program(prog: Program, name: str = "<uop>", wear: bool = True) -> Stats:
     """Everything `run` reports, from the structure alone; data-dependent energy as its
     upper bound (bounds in `energy_fj_bounds`), predicated writes as if every selected
-    row were tagged."""
+    row were tagged. Without `wear`, no writes per cell (their tables grow with columns
+    x crossbars: a whole network's hundreds of thousands of crossbars)."""
     validate(prog, name)
     stats = Stats(prog.arch.init_model, prog.arch.partitions)
-    writes = WriteCounter(prog.arch.cols, prog.crossbars, prog.arch.rows)
-    for t in prog.inputs:
+    writes = WriteCounter(prog.arch.cols, prog.crossbars, prog.arch.rows) if wear else None
+    for t in prog.inputs if writes is not None else ():
         count_host_writes(writes, t)
     walker = Walker(prog)
     total = _count(prog, stats, writes, walker=walker)
@@ -269,7 +270,7 @@ def count_program(prog: Program, name: str = "<uop>") -> Stats:
     stats.energy_bounds = (float(sum(total.energy_lo.values())),
                            float(sum(total.energy_hi.values())))
     stats.counted = True
-    stats.endurance = writes.summary()
+    stats.endurance = writes.summary() if writes is not None else None
     stats.host = host_traffic(prog)
     stats.layers = layer_report(prog, walker=walker)
     return stats

@@ -57,8 +57,10 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
     made: dict[str, TensorIO] = {}  # resident name -> where its stage left it
     routines = {}
     base = 0
+    starts = []
     for s in stages:
         p = s.program
+        starts.append(len(b.ops))
         ins = tuple(dataclasses.replace(t, xbs=shifted(t.xbs, base)) for t in p.inputs)
         outs = tuple(dataclasses.replace(t, xbs=shifted(t.xbs, base)) for t in p.outputs)
         staging = _end(ins + outs)
@@ -76,5 +78,6 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
             made[t.name] = t
         base += p.crossbars
     b.outputs = list(outs)
+    b.meta += (("stage-starts", " ".join(map(str, starts))),)  # the pipeline's stages
     b.routines = sorted(routines.values(), key=lambda r: r.name)
     return b.build()

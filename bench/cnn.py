@@ -1,0 +1,208 @@
+"""CNNs with their feature maps kept in the crossbars: the compiler's cost, the counted
+cycles and energy, movement against compute, and the pipelined throughput on FloatPIM's
+and ConvPIM's memories.
+
+    python bench/cnn.py [--json FILE] [--whole-timeout S]
+
+Cases: the small CNN sample (compiled, executed and verified bit for bit), and blocks
+cut from the onnx wheel's ImageNet CNNs at full size (224 x 224, seeded random weights,
+samples/light.py) ending before the first operator pimc lacks (LRN, Concat); then each
+whole network is tried under the issue's limits (8 GB of address space, a timeout).
+
+Throughput follows FloatPIM Sec. 5: every stage (layer) in its own crossbars works on
+another image, so a copy of the network delivers one image per interval of its slowest
+stage, and the memory holds floor(memory / crossbars) copies:
+img/s = copies / (slowest stage's time); img/J = 1 / (energy per image). Cycles, time and
+energy are counted from the program's micro-ops (energy: the upper bound, every INIT
+bit a SET); ConvPIM's memory is 48 GB of 1024 x 1024 crossbars (393,216), a 3 ns cycle
+and 6.4 fJ per gate (the program re-costed with those values). Published numbers are
+comparison columns only: ConvPIM's upper bounds (MACs only) and an RTX A6000 (measured
+/ peak), images/s.
+
+Records (one per case and memory): model, compile_s, peak_mb, cycles, energy_nJ,
+crossbars, movement_share, stages, interval_cycles, img_per_s, img_per_J, memory,
+verified, note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from scale import compile_in_child  # noqa: E402
+
+from pimc.isa.arch import Arch  # noqa: E402
+
+CONVPIM_CROSSBARS = 48 * 2 ** 30 * 8 // (1024 * 1024)
+MEMORIES = {
+    "FloatPIM": {"max_crossbars": 8192},
+    "ConvPIM": {"max_crossbars": CONVPIM_CROSSBARS, "t_nor_ns": 3.0, "t_write_ns": 3.0,
+                "t_search_ns": 3.0, "t_shift_ns": 3.0, "t_transfer_ns": 3.0, "e_nor_fj": 6.4},
+}
+PUBLISHED = {  # images/s: ConvPIM's upper bound, A6000 measured, A6000 peak
+    "alexnet": (11_885, 16_315, 53_415), "inception_v1": (6_858, 3_495, 30_823),
+    "resnet50": (2_004, 1_360, 9_008),
+}
+# (light model, the tensor the block ends at)
+BLOCKS = {
+    "resnet50 stem + res2a": ("light_resnet50", "r15"),
+    "vgg19 conv1 block": ("light_vgg19", None),
+    "alexnet conv1 + relu": ("light_bvlc_alexnet", None),
+    "squeezenet conv1 + pool + fire2 squeeze": ("light_squeezenet", None),
+    "inception_v1 conv1 + pool": ("light_inception_v1", None),
+}
+STOP = ("LRN", "Concat")
+
+
+def _cut(model, until):  # type: ignore[no-untyped-def]
+    """The tensor a block ends at: given, or the last before LRN / Concat, or after the
+    first MaxPool (VGG's first block)."""
+    if until:
+        return until
+    last = None
+    for n in model.graph.node:
+        if n.op_type in STOP:
+            return last
+        last = n.output[0]
+        if n.op_type == "MaxPool":
+            return last
+    return last
+
+
+def _stage_cycles(prog) -> list[int]:  # type: ignore[no-untyped-def]
+    """The cycles of each stage's items (its moves and its layer)."""
+    from pimc.isa.cost import item_counts
+
+    meta = dict(prog.meta)
+    starts = [int(s) for s in meta.get("stage-starts", "0").split()] + [len(prog.ops)]
+    routines = {r.name: r for r in prog.routines}
+    memo: dict = {}  # type: ignore[type-arg]
+    out = []
+    for a, b in zip(starts, starts[1:], strict=False):
+        out.append(sum(item_counts(i, routines, prog.arch, memo)[1] for i in prog.ops[a:b]))
+    return out
+
+
+def _records(name: str, prog, compiled: dict, verified: bool, note: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    from pimc.runtime.count import count_program
+
+    out = []
+    for memory, fields in MEMORIES.items():
+        cost = {k: v for k, v in fields.items() if k != "max_crossbars"}  # counted as built
+        p = dataclasses.replace(prog, arch=dataclasses.replace(prog.arch, **cost))
+        stats = count_program(p, wear=False)
+        cycles = stats.total_cycles
+        moved = sum(r["movement_cycles"] for r in stats.layers)
+        energy = stats.energy_bounds[1]  # type: ignore[index]
+        per_cycle = stats.latency_ns / max(cycles, 1)
+        stages = _stage_cycles(p)
+        interval = max(stages)
+        copies = fields["max_crossbars"] // prog.crossbars
+        out.append({
+            "model": name, **compiled, "cycles": cycles, "energy_nJ": energy / 1e6,
+            "crossbars": prog.crossbars, "movement_share": moved / max(cycles, 1),
+            "stages": len(stages), "interval_cycles": interval,
+            "img_per_s": copies / (interval * per_cycle * 1e-9) if copies else 0.0,
+            "img_per_J": 1 / (energy * 1e-15) if copies else 0.0, "memory": memory,
+            "verified": verified, "note": note if copies else
+            f"{note}; needs {prog.crossbars:,} crossbars, the memory has {fields['max_crossbars']:,}"})
+    return out
+
+
+def _compile(path: Path, out: Path, arch: Path, timeout: float | None = None) -> dict:  # type: ignore[type-arg]
+    """compile_s, peak_mb; or an error's first line."""
+    try:
+        rec = compile_in_child(path, out, ("--arch", str(arch)), timeout=timeout,
+                               memory_gb=8.0 if timeout else None)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        lines = [x for x in str(exc).splitlines() if x.strip()]
+        return {"error": (lines[-1] if lines else type(exc).__name__)[:200]}
+    return {"compile_s": rec["compile_s"], "peak_mb": rec["peak_rss_mb"]}
+
+
+def main() -> None:
+    import onnx
+
+    from pimc.cli import main as cli
+    from pimc.isa.text import load_program
+    from samples.light import load_light
+    from samples.make_onnx_samples import small_cnn
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", help="write the records here")
+    parser.add_argument("--whole-timeout", type=float, default=300.0,
+                        help="seconds each whole network may take to compile")
+    args = parser.parse_args()
+    records: list[dict] = []  # type: ignore[type-arg]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        big = tmp / "big.toml"  # room to count what does not fit, then judged per memory
+        big.write_text("max_crossbars = 4194304\n")
+        cases = [("small_cnn (sample)", small_cnn())]
+        for name, (light, until) in BLOCKS.items():
+            model = load_light(light)
+            cases.append((name, load_light(light, until=_cut(model, until))))
+        for name, model in cases:
+            path, out = tmp / "m.onnx", tmp / "m.uop"
+            onnx.save(model, str(path))
+            compiled = _compile(path, out, big)
+            if "error" in compiled:
+                records.append({"model": name, "note": compiled["error"]})
+                _row(records[-1])
+                continue
+            verified, note = False, "counted"
+            if name.startswith("small"):
+                t = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    verified = cli(["run", str(out), "--verify"]) == 0
+                note = f"executed and verified in {time.perf_counter() - t:.1f} s"
+            for r in _records(name, load_program(out), compiled, verified, note):
+                records.append(r)
+                _row(r)
+        for light in ("light_resnet50", "light_vgg19", "light_bvlc_alexnet", "light_squeezenet",
+                      "light_inception_v1"):
+            path, out = tmp / f"{light}.onnx", tmp / f"{light}.uop"
+            onnx.save(load_light(light), str(path))
+            compiled = _compile(path, out, big, args.whole_timeout)
+            if "error" in compiled:
+                records.append({"model": f"{light} (whole)", "note": compiled["error"]})
+                _row(records[-1])
+                continue
+            for r in _records(f"{light} (whole)", load_program(out), compiled, False, "counted"):
+                records.append(r)
+                _row(r)
+    print("\npublished, images/s (comparison only): "
+          + "; ".join(f"{k}: ConvPIM bound {a:,}, A6000 {b:,} measured / {c:,} peak"
+                      for k, (a, b, c) in PUBLISHED.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+
+
+def _row(r: dict) -> None:  # type: ignore[type-arg]
+    if not getattr(_row, "done", False):
+        print(f"{'model':<42}{'memory':>9}{'compile s':>10}{'peak MB':>8}{'cycles':>12}"
+              f"{'xbars':>9}{'move %':>7}{'img/s':>11}{'img/J':>10}  note")
+        _row.done = True  # type: ignore[attr-defined]
+    if "cycles" not in r:
+        print(f"{r['model']:<42}{'':>9}  not compiled: {r['note']}")
+        return
+    print(f"{r['model']:<42}{r['memory']:>9}{r['compile_s']:>10.1f}{r['peak_mb']:>8.0f}"
+          f"{r['cycles']:>12,}{r['crossbars']:>9,}{100 * r['movement_share']:>7.1f}"
+          f"{r['img_per_s']:>11,.0f}{r['img_per_J']:>10,.0f}  {r['note']}")
+
+
+if __name__ == "__main__":
+    main()
