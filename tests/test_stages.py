@@ -82,11 +82,19 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
         held[(src.xbs.start + s // len(src.rows), src.rows.start + s % len(src.rows))] = v
     xbs = dst.xbs.stop + 1
     grid = np.full((xbs, dst.rows.stop, dst.lanes), -9)
+    home = np.full((xbs, dst.rows.stop), -9)  # the chunks' copies of the producer's word
     p = plan(src, dst)
+    for m in p.spread:
+        before = home.copy()
+        for x in m.xbs.indices():
+            for r in m.rows.indices():
+                home[x, r] = (before[x + m.dx, r - m.by] if m.local
+                              else held.get((x + m.dx, r - m.by), -7))
     for m in p.moves:
         for x in m.xbs.indices():
             for r in m.rows.indices():
-                grid[x, r, list(m.lanes)] = held.get((x + m.dx, r - m.by), -7)
+                grid[x, r, list(m.lanes)] = (home[x + m.dx, r - m.by] if m.local
+                                             else held.get((x + m.dx, r - m.by), -7))
     for f in p.fills:
         for x in f.xbs.indices():
             grid[x, f.rows.as_slice(), list(f.lanes)] = PAD_LOWEST if f.lowest else 0
@@ -108,10 +116,12 @@ def _io(name, shape, view, lanes, xb, rows):  # type: ignore[no-untyped-def]
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 3), st.integers(3, 9), st.integers(1, 3), st.integers(1, 2),
        st.integers(0, 1), st.sampled_from([ZERO, LOWEST]), st.integers(1, 4),
-       st.sampled_from([16, 64]))
-def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copies, rows):
+       st.sampled_from([16, 64]), st.booleans())
+def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copies, rows,
+                                                  whole):
     """Any map layout (natural, polyphase, aligned) into a window placement repeated
-    for `copies` output channels (the doubled blocks) and split in chunks of lanes."""
+    for `copies` output channels (the doubled blocks) and split in chunks of lanes
+    (`whole`: each chunk whole crossbars, so the map is first copied into each)."""
     from pimc.ir import Kernel, Loc, Node, add_node
 
     k = min(k, side)
@@ -127,12 +137,14 @@ def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copi
     lanes = c * k * k
     chunks = 2 if lanes > 2 else 1
     per = -(-lanes // chunks)
+    slots = copies * o * o
+    room = -(-slots // rows) * rows if whole else slots  # chunks of whole crossbars
     dst_view = (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)),
                 ViewOp("reshape", (1, 1, o * o, lanes)),
                 ViewOp("broadcast", (1, copies, o * o, lanes)),
-                ViewOp("reshape", (copies * o * o, lanes)),
-                ViewOp("pad", (copies * o * o, chunks * per)),
-                ViewOp("reshape", (copies * o * o, chunks, per)),
+                ViewOp("reshape", (slots, lanes)),
+                ViewOp("pad", (room, chunks * per)),
+                ViewOp("reshape", (room, chunks, per)),
                 ViewOp("transpose", (1, 0, 2)))
     src = _io("x", shape, src_view, 1, 0, rows)
     dst = _io("x", shape, dst_view, per, 70, rows)

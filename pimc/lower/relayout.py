@@ -10,6 +10,7 @@ host uses; the runtime's tests of host placement cover what they must reproduce.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ class Move:
     xbs: Span
     rows: Span
     copy: bool = False
+    local: bool = False  # from the copy of the producer's word in dst's crossbars
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,10 @@ class Fill:
 
 @dataclass(frozen=True)
 class Plan:
-    moves: tuple[Move, ...]  # from the producer, lane by lane
+    moves: tuple[Move, ...]  # from the producer (or its local copies), lane by lane
     fills: tuple[Fill, ...]  # then the padding
     copies: tuple[Move, ...]  # then the repeated blocks, doubling
+    spread: tuple[Move, ...] = ()  # first: the producer's word copied into every chunk
 
 
 def _slots(t: TensorIO) -> tuple[np.ndarray, np.ndarray]:
@@ -86,34 +89,78 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
     sources[sx, sr] = True  # where a move may read (whatever it holds)
     need = apply_view(ids, dst.view, low=PAD_LOWEST).reshape(-1, dst.lanes)
     dx_, dr = _slots(dst)
-    need, copies = _doubling(need, view_shape(dst.shape, dst.view), dx_, dr)
+    shape = view_shape(dst.shape, dst.view)
+    need, copies = _doubling(need, shape, dx_, dr)
+    spread, local = _spread(src, dst, shape, sx[have > 0])
+    if local is not None:  # read from the chunk's own copy, a few crossbars away
+        lo_x, per_xb, first = local
+        sx = sx - lo_x  # the copy's crossbar, relative to its chunk's first
+        home = np.zeros((per_xb, sources.shape[1]), dtype=bool)
+        home[: sources.shape[0] - lo_x] = sources[lo_x:lo_x + per_xb]
+        sources = home
     moves: list[Move] = []
     pads: dict[tuple[bool, Span, Span], list[int]] = {}
     for lane in range(dst.lanes):
         col = need[:, lane]
         dest = np.flatnonzero(col > 0)
         source = at[col[dest]]
-        dx = sx[source] - dx_[dest]
+        base = 0 if local is None else first + (dx_[dest] - first) // per_xb * per_xb
+        dx = base + sx[source] - dx_[dest]
         by = dr[dest] - sr[source]
         pad = np.flatnonzero((col == 0) | (col == PAD_LOWEST))
         if len(dest) and len(pad):  # padding rides along with the most common move
             keys, counts = np.unique(np.stack([dx, by]), axis=1, return_counts=True)
             kx, kb = keys[:, np.argmax(counts)]
             fx, fr = dx_[pad] + kx, dr[pad] - kb
+            if local is not None:  # the copy in the padding slot's own chunk
+                fx = np.where((fx - first) // per_xb == (dx_[pad] - first) // per_xb,
+                              (fx - first) % per_xb, -1)
             ok = (fx >= 0) & (fx < sources.shape[0]) & (fr >= 0) & (fr < sources.shape[1])
             ok[ok] = sources[fx[ok], fr[ok]]
             dest = np.r_[dest, pad[ok]]
             dx = np.r_[dx, np.full(int(ok.sum()), kx)]
             by = np.r_[by, np.full(int(ok.sum()), kb)]
         for (d, b), xbs, rows in _groups(dx, by, dx_[dest], dr[dest]):
-            moves.append(Move((lane,), d, b, xbs, rows))
+            moves.append(Move((lane,), d, b, xbs, rows, local=local is not None))
         for low in (False, True):
             where = np.flatnonzero(col == (PAD_LOWEST if low else 0))
             zero = np.zeros(len(where), dtype=np.int64)
             for _, xbs, rows in _groups(zero, zero, dx_[where], dr[where]):
                 pads.setdefault((low, xbs, rows), []).append(lane)
     fills = tuple(Fill(tuple(lanes), xbs, rows, low) for (low, xbs, rows), lanes in pads.items())
-    return Plan(tuple(moves), fills, tuple(copies))
+    return Plan(tuple(moves), fills, tuple(copies), tuple(spread))
+
+
+def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray
+            ) -> tuple[list[Move], tuple[int, int, int] | None]:
+    """When dst's lanes are split in chunks of whole crossbars, each wide enough for the
+    producer's word: the moves that copy it into every chunk (once into the first, then
+    doubling), so that each lane is gathered from a copy a few crossbars away rather
+    than from the producer, which may be tens of thousands of crossbars off (a TRANSFER
+    costs its distance). And (the producer's first crossbar, crossbars per chunk, dst's
+    first crossbar)."""
+    chunks = shape[0] if len(shape) == 3 else 1
+    per = math.prod(shape[1:-1]) if len(shape) == 3 else 0
+    rows = len(dst.rows)
+    if chunks < 2 or per % rows or src.rows != dst.rows or not len(held):
+        return [], None
+    lo, span, per_xb = int(held.min()), int(held.max() - held.min()) + 1, per // rows
+    if span > per_xb or dst.xbs.step != 1:
+        return [], None
+    first = dst.xbs.start
+    moves = [Move((), lo - first, 0, Span(first, first + span), src.rows)]
+    done = 1
+    while done < chunks:
+        count = min(done, chunks - done)
+        at = first + done * per_xb
+        if span == per_xb:
+            moves.append(Move((), -done * per_xb, 0, Span(at, at + count * per_xb), src.rows,
+                              copy=True, local=True))
+        else:
+            moves += [Move((), -done * per_xb, 0, Span(at + u, at + count * per_xb, per_xb),
+                           src.rows, copy=True, local=True) for u in range(span)]
+        done += count
+    return moves, (lo, per_xb, first)
 
 
 def _doubling(need: np.ndarray, shape: tuple[int, ...], xb: np.ndarray, row: np.ndarray
@@ -249,8 +296,14 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     def lanes(ls: tuple[int, ...]) -> list[int]:
         return [c for lane in ls for c in cols[lane * bits:(lane + 1) * bits]]
 
+    home = list(range(staging + bits, staging + 2 * bits))  # the chunks' copies
+    if p.spread and home[-1] >= arch.cols:
+        raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
+    for m in p.spread:
+        _move(b, m, home if m.local else src.columns(bits), home, staging, arch, dst.name)
     for m in p.moves:
-        _move(b, m, src.columns(bits), lanes(m.lanes), staging, arch, dst.name)
+        _move(b, m, home if m.local else src.columns(bits), lanes(m.lanes), staging, arch,
+              dst.name)
     raw = int(dt.to_bits(np.array([lowest(np.dtype(dt.host))], dtype=dt.host))[0])
     for f in p.fills:
         b.init(lanes(f.lanes), raw if f.lowest else 0, xbs=f.xbs, rows=f.rows)
