@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -44,8 +45,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from scale import compile_in_child  # noqa: E402
-
-from pimc.isa.arch import Arch  # noqa: E402
 
 CONVPIM_CROSSBARS = 48 * 2 ** 30 * 8 // (1024 * 1024)
 MEMORIES = {
@@ -92,7 +91,7 @@ def _stage_cycles(prog) -> list[int]:  # type: ignore[no-untyped-def]
     routines = {r.name: r for r in prog.routines}
     memo: dict = {}  # type: ignore[type-arg]
     out = []
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in itertools.pairwise(starts):
         out.append(sum(item_counts(i, routines, prog.arch, memo)[1] for i in prog.ops[a:b]))
     return out
 
