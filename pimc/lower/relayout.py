@@ -326,10 +326,14 @@ def _move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging
     if m.dx == 0:
         b.shift(words, lane, m.by, xbs=m.xbs, rows=m.rows)
         return
-    pairs = [(x, x + m.dx) for x in m.xbs.indices()]
-    overlap = m.copy and any(x + m.dx in m.xbs.indices() for x in m.xbs.indices())
-    spans = [(Span.one(x), Span.one(y)) for x, y in pairs] if overlap else [
-        (m.xbs, Span(m.xbs.start + m.dx, m.xbs.stop + m.dx, m.xbs.step))]
+    d, step = abs(m.dx), m.xbs.step
+    if d % step == 0 and d < m.xbs.stop - m.xbs.start:  # sources among the destinations:
+        # destinations 2d apart, whose sources (d away) are none of them
+        spans = [(Span(m.xbs.start + u, m.xbs.stop, 2 * d),
+                  Span(m.xbs.start + u + m.dx, m.xbs.stop + m.dx, 2 * d))
+                 for u in range(0, min(2 * d, m.xbs.stop - m.xbs.start), step)]
+    else:
+        spans = [(m.xbs, Span(m.xbs.start + m.dx, m.xbs.stop + m.dx, step))]
     before = Span(m.rows.start - m.by, m.rows.stop - m.by, m.rows.step)
     temp = list(range(staging, staging + len(lane)))
     for into, from_xbs in spans:
