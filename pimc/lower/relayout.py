@@ -133,19 +133,23 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
 
 def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray
             ) -> tuple[list[Move], tuple[int, int, int] | None]:
-    """When dst's lanes are split in chunks of whole crossbars, each wide enough for the
-    producer's word: the moves that copy it into every chunk (once into the first, then
-    doubling), so that each lane is gathered from a copy a few crossbars away rather
-    than from the producer, which may be tens of thousands of crossbars off (a TRANSFER
-    costs its distance). And (the producer's first crossbar, crossbars per chunk, dst's
-    first crossbar)."""
+    """The moves that copy the producer's word into dst's crossbars, so that each lane
+    is gathered from a copy near it rather than from the producer, which may be tens of
+    thousands of crossbars off (a TRANSFER costs its distance): into every chunk when
+    dst's lanes are split in chunks of whole crossbars, each wide enough (once into the
+    first, then doubling), else once at the start of dst's crossbars if it fits there.
+    And (the producer's first crossbar, crossbars per copy, dst's first crossbar)."""
     chunks = shape[0] if len(shape) == 3 else 1
     per = math.prod(shape[1:-1]) if len(shape) == 3 else 0
     rows = len(dst.rows)
-    if chunks < 2 or per % rows or src.rows != dst.rows or not len(held):
+    if src.rows != dst.rows or not len(held) or dst.xbs.step != 1:
         return [], None
-    lo, span, per_xb = int(held.min()), int(held.max() - held.min()) + 1, per // rows
-    if span > per_xb or dst.xbs.step != 1:
+    lo, span = int(held.min()), int(held.max() - held.min()) + 1
+    if chunks > 1 and per % rows == 0 and span <= per // rows:
+        per_xb = per // rows  # a copy in each chunk
+    elif span <= len(dst.xbs):
+        per_xb, chunks = len(dst.xbs), 1  # one copy, at the start of dst's crossbars
+    else:
         return [], None
     first = dst.xbs.start
     moves = [Move((), lo - first, 0, Span(first, first + span), src.rows)]
