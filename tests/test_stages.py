@@ -84,6 +84,8 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
     grid = np.full((xbs, dst.rows.stop, dst.lanes), -9)
     home = np.full((xbs, dst.rows.stop), -9)  # the chunks' copies of the producer's word
     p = plan(src, dst)
+    if p.home_zero is not None:
+        home[p.home_zero.as_slice(), dst.rows.as_slice()] = 0
     for m in p.spread:
         before = home.copy()
         for x in m.xbs.indices():

@@ -57,6 +57,7 @@ class Plan:
     fills: tuple[Fill, ...]  # then the padding
     copies: tuple[Move, ...]  # then the repeated blocks, doubling
     spread: tuple[Move, ...] = ()  # first: the producer's word copied into every chunk
+    home_zero: Span | None = None  # before that: zeros where the first copy does not reach
 
 
 def _slots(t: TensorIO) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +92,7 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
     dx_, dr = _slots(dst)
     shape = view_shape(dst.shape, dst.view)
     need, copies = _doubling(need, shape, dx_, dr)
-    spread, local = _spread(src, dst, shape, sx[have > 0])
+    spread, local, home_zero = _spread(src, dst, shape, sx[have > 0])
     if local is not None:  # read from the chunk's own copy, a few crossbars away
         lo_x, per_xb, first = local
         sx = sx - lo_x  # the copy's crossbar, relative to its chunk's first
@@ -128,43 +129,42 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
             for _, xbs, rows in _groups(zero, zero, dx_[where], dr[where]):
                 pads.setdefault((low, xbs, rows), []).append(lane)
     fills = tuple(Fill(tuple(lanes), xbs, rows, low) for (low, xbs, rows), lanes in pads.items())
-    return Plan(tuple(moves), fills, tuple(copies), tuple(spread))
+    return Plan(tuple(moves), fills, tuple(copies), tuple(spread), home_zero)
 
 
 def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray
-            ) -> tuple[list[Move], tuple[int, int, int] | None]:
+            ) -> tuple[list[Move], tuple[int, int, int] | None, Span | None]:
     """The moves that copy the producer's word into dst's crossbars, so that each lane
     is gathered from a copy near it rather than from the producer, which may be tens of
     thousands of crossbars off (a TRANSFER costs its distance): into every chunk when
     dst's lanes are split in chunks of whole crossbars, each wide enough (once into the
     first, then doubling), else once at the start of dst's crossbars if it fits there.
-    And (the producer's first crossbar, crossbars per copy, dst's first crossbar)."""
+    And (the producer's first crossbar, crossbars per copy, dst's first crossbar), and
+    the crossbars of the first copy to zero first (so that each doubling copies whole
+    blocks of crossbars, one TRANSFER a level)."""
     chunks = shape[0] if len(shape) == 3 else 1
     per = math.prod(shape[1:-1]) if len(shape) == 3 else 0
     rows = len(dst.rows)
     if src.rows != dst.rows or not len(held) or dst.xbs.step != 1:
-        return [], None
+        return [], None, None
     lo, span = int(held.min()), int(held.max() - held.min()) + 1
     if chunks > 1 and per % rows == 0 and span <= per // rows:
         per_xb = per // rows  # a copy in each chunk
     elif span <= len(dst.xbs):
         per_xb, chunks = len(dst.xbs), 1  # one copy, at the start of dst's crossbars
     else:
-        return [], None
+        return [], None, None
     first = dst.xbs.start
     moves = [Move((), lo - first, 0, Span(first, first + span), src.rows)]
     done = 1
     while done < chunks:
         count = min(done, chunks - done)
         at = first + done * per_xb
-        if span == per_xb:
-            moves.append(Move((), -done * per_xb, 0, Span(at, at + count * per_xb), src.rows,
-                              copy=True, local=True))
-        else:
-            moves += [Move((), -done * per_xb, 0, Span(at + u, at + count * per_xb, per_xb),
-                           src.rows, copy=True, local=True) for u in range(span)]
+        moves.append(Move((), -done * per_xb, 0, Span(at, at + count * per_xb), src.rows,
+                          copy=True, local=True))
         done += count
-    return moves, (lo, per_xb, first)
+    zero = Span(first, first + per_xb) if chunks > 1 and span < per_xb else None
+    return moves, (lo, per_xb, first), zero
 
 
 def _doubling(need: np.ndarray, shape: tuple[int, ...], xb: np.ndarray, row: np.ndarray
@@ -303,6 +303,8 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     home = list(range(staging + bits, staging + 2 * bits))  # the chunks' copies
     if p.spread and home[-1] >= arch.cols:
         raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
+    if p.home_zero is not None:
+        b.init(home, 0, xbs=p.home_zero, rows=dst.rows)
     for m in p.spread:
         _move(b, m, home if m.local else src.columns(bits), home, staging, arch, dst.name)
     for m in p.moves:
