@@ -116,6 +116,45 @@ class WindowOps:
         fill = self._scalar(value, dt)  # type: ignore[attr-defined]
         return self.node("select", dt, out[:r], (self.value(name), y, fill))  # type: ignore[attr-defined]
 
+    def op_Concat(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """Along `axis`: each input padded with zeros to the whole length (a window of
+        size 1, as Pad), then taken where a host-written mask says the element is its,
+        in a chain of selects: exact, no arithmetic touches a value. Over maps other
+        stages computed, the padding is placement: the moves put each input's channels
+        where they belong."""
+        xs = [self.operand(n) for n in nd.input if n]  # type: ignore[attr-defined]
+        shapes = [tuple(self.info(x).shape) for x in xs]  # type: ignore[attr-defined]
+        r = len(shapes[0])
+        axis = int(attrs.get("axis", 0))
+        if not -r <= axis < r or any(len(s) != r for s in shapes):
+            raise Unsupported(f"axis {axis} of inputs of shapes {[list(s) for s in shapes]}")
+        axis %= r
+        parts = [(x, s) for x, s in zip(xs, shapes, strict=True) if s[axis]]
+        total = sum(s[axis] for _, s in parts)
+        out = (*shapes[0][:axis], total, *shapes[0][axis + 1:])
+        if any(s[:axis] + s[axis + 1:] != out[:axis] + out[axis + 1:] for s in shapes):
+            raise Unsupported(f"inputs of shapes {[list(s) for s in shapes]} differ off axis {axis}")
+        dt = str(self.info(xs[0]).dtype)  # type: ignore[attr-defined]
+        if len(parts) == 1:
+            return parts[0][0]
+        padded, at = [], 0
+        for x, s in parts:
+            begin, end = [0] * r, [0] * r
+            begin[axis], end[axis] = at, total - at - s[axis]
+            step = (0, ZERO, *[1] * r, *[1] * r, *begin, *end, *[1] * r)
+            win = self.node("window", dt, ViewOp("window", step).shape_after(s), (x,), step=step)  # type: ignore[attr-defined]
+            padded.append((self.reshape(win, out), at, s[axis]))  # type: ignore[attr-defined]
+            at += s[axis]
+        y = padded[-1][0]
+        for k in range(len(padded) - 2, -1, -1):
+            v, first, n = padded[k]
+            name = f"{nd.output[0]}__concat{k}"
+            mask = np.zeros(out, bool)
+            mask[(slice(None),) * axis + (slice(first, first + n),)] = True
+            self.consts[name] = mask  # type: ignore[attr-defined]
+            y = self.node("select", dt, out, (self.value(name), v, y))  # type: ignore[attr-defined]
+        return y
+
     def _spatial(self, nd: onnx.NodeProto, attrs: dict[str, Any], kernel: tuple[int, ...] | None,
                  ceil: bool = False) -> tuple[int, tuple[int, ...], Axes]:
         x = self.operand(nd.input[0])  # type: ignore[attr-defined]
