@@ -17,7 +17,7 @@ OPS = ["add", "sub", "mul", "neg", "abs", "relu", "leakyrelu", "clip", "max", "m
        "identity", "dropout", "flatten", "reshape", "squeeze", "unsqueeze", "transpose",
        "matmul", "gemm", "batchnorm", "conv", "basic_conv", "maxpool", "averagepool",
        "globalaveragepool", "globalmaxpool", "exp", "log", "sigmoid", "tanh", "constant_pad",
-       "edge_pad", "reflect_pad", "wrap_pad", "softmax", "log_softmax", "logsoftmax", "concat"]
+       "edge_pad", "reflect_pad", "wrap_pad", "softmax", "log_softmax", "logsoftmax", "concat", "lrn"]
 
 backend_test = onnx.backend.test.BackendTest(onnx_backend, __name__)
 backend_test.include(rf"^test_({'|'.join(OPS)})(_.*)?_cpu$")

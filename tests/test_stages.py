@@ -183,14 +183,16 @@ def _residual_model() -> onnx.ModelProto:
 
 
 def _fire_model() -> onnx.ModelProto:
-    """SqueezeNet's fire module: Conv 1x1 -> Relu, then Conv 1x1 and Conv 3x3 of it ->
+    """SqueezeNet's fire module: Conv 1x1 -> Relu -> LRN (AlexNet's, GoogLeNet's), then
+    Conv 1x1 and Conv 3x3 of it ->
     Relu each -> Concat (channels) -> MaxPool 3x3/2 (ceil) -> Softmax of the pooled
     channels' global average."""
     rng = np.random.default_rng(2)
     w = {"ws": rng.normal(0, 0.5, (2, 3, 1, 1)), "we1": rng.normal(0, 0.5, (3, 2, 1, 1)),
          "we3": rng.normal(0, 0.3, (2, 2, 3, 3))}
     nodes = [helper.make_node("Conv", ["x", "ws"], ["s"]),
-             helper.make_node("Relu", ["s"], ["rs"]),
+             helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("LRN", ["r"], ["rs"], size=3, alpha=0.5, beta=0.75, bias=2.0),
              helper.make_node("Conv", ["rs", "we1"], ["e1"]),
              helper.make_node("Relu", ["e1"], ["r1"]),
              helper.make_node("Conv", ["rs", "we3"], ["e3"], pads=[1] * 4),

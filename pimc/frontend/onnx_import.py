@@ -49,7 +49,7 @@ WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool
            "ReduceMax", "ReduceSum", "Concat")
 SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, *WINDOWS, "Transpose", "MatMul",
              "Gemm", "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike",
-             "Exp", "Log", "Sigmoid", "Tanh", "Softmax", "LogSoftmax")
+             "Exp", "Log", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "LRN")
 
 
 @dataclass

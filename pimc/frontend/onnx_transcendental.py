@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from pimc.frontend.onnx_windows import Unsupported
+from pimc.isa.view import ZERO, ViewOp
 
 MAGIC = 12582912.0  # 1.5 * 2^23: x + MAGIC - MAGIC rounds x to an integer (|x| < 2^22)
 MAGIC_BITS = 0x4B400000
@@ -187,6 +188,29 @@ class TranscendentalOps:
     def op_LogSoftmax(self, nd, attrs):  # type: ignore[no-untyped-def]
         d, _, total, dt, back = self._softmax(nd, attrs)
         return back(self._cast(self._f("sub", d, self.log32(total)), dt))  # type: ignore[attr-defined]
+
+    def op_LRN(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """x / (bias + alpha / size * the sum of x^2 over `size` neighbouring channels)
+        ^ beta: the sum a window over the channel axis of the computed squares (a stage
+        of its own), the power exp(beta * log(.)) from the same exp and log."""
+        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
+        shape = self.info(x).shape  # type: ignore[attr-defined]
+        size = int(attrs.get("size", 0))
+        if size < 1 or len(shape) < 2:
+            raise Unsupported(f"size {size} over an input of shape {list(shape)}")
+        alpha, beta = float(attrs.get("alpha", 1e-4)), float(attrs.get("beta", 0.75))
+        bias = float(attrs.get("bias", 1.0))
+        lo = (size - 1) // 2
+        step = (1, ZERO, size, 1, lo, size - 1 - lo, 1)
+        sq = self._f("mul", x, x)
+        win = self.node("window", "f32", ViewOp("window", step).shape_after(shape), (sq,),  # type: ignore[attr-defined]
+                        step=step)  # (N, C, size, ...)
+        r = len(shape)
+        lanes = self.transpose(win, (0, 1, *range(3, r + 1), 2))  # type: ignore[attr-defined]
+        total = self.node("sum", "f32", shape, (lanes,), axis=r)  # type: ignore[attr-defined]
+        base = self._f("add", self._f("mul", total, float(np.float32(alpha / size))), bias)
+        power = self.exp32(self._f("mul", self.log32(base), beta))
+        return self._cast(self.binary("div", x, power), dt)  # type: ignore[attr-defined]
 
     def _select(self, c: int, a: int, b: int) -> int:
         shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, a, b)))  # type: ignore[attr-defined]
