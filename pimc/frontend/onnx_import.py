@@ -260,9 +260,10 @@ class _Builder(WindowOps, TranscendentalOps):
 
     def _evaluator_wrong(self, op: str) -> bool:
         """Operators onnx's reference evaluator gets wrong at this opset (so not folded
-        with it): Softmax-family before 13, BatchNormalization-9."""
+        with it): Softmax-family before 13, BatchNormalization-9, LRN (it sums the
+        squares over the batch axis's length, not the channels)."""
         return (op in ("Softmax", "LogSoftmax", "Hardmax") and self.opset < 13) or (
-            op == "BatchNormalization" and 9 <= self.opset < 14)
+            op == "BatchNormalization" and 9 <= self.opset < 14) or op == "LRN"
 
     def _fold(self, nd: onnx.NodeProto) -> None:
         from onnx.reference import ReferenceEvaluator

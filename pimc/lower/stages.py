@@ -71,10 +71,25 @@ def _by_lanes(kernel: Kernel, n: int) -> bool:
 
 def split_stages(kernel: Kernel, rows: int) -> list[Stage]:
     """One stage per cut value, in order, then the stage of the kernel's results; a
-    kernel without cuts is one stage, itself. `rows`: a crossbar's."""
+    kernel without cuts is one stage, itself. `rows`: a crossbar's. A value two stages
+    would both compute becomes a cut too (computed once, kept, moved to both)."""
     cut = cuts(kernel)
     if not cut:
         return [Stage(kernel, ())]
+    while True:
+        stages = _stages(kernel, cut, rows)
+        owner: dict[int, int] = {}
+        shared = set()
+        for i, st in enumerate(stages):
+            for n in st.kernel.graph:
+                if st.kernel.node(n).op not in KEPT and owner.setdefault(n, i) != i:
+                    shared.add(n)
+        if not shared - set(cut):
+            return stages
+        cut = [n for n in kernel.nodes_in_order() if n in shared or n in cut]
+
+
+def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
     stages = []
     for n in cut:
         node = kernel.node(n)
