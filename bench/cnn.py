@@ -6,8 +6,9 @@ and ConvPIM's memories.
 
 Cases: the small CNN sample (compiled, executed and verified bit for bit), and blocks
 cut from the onnx wheel's ImageNet CNNs at full size (224 x 224, seeded random weights,
-samples/light.py): each network's first layers; then each whole network. Every compile runs under the issue's limit of 8 GB of address space (and
-a timeout); what does not compile within them is listed with its error.
+samples/light.py): each network's first layers; then each whole network. Every compile
+runs under the issue's limit of 8 GB of address space (and a timeout); what does not
+compile within them is listed with its error.
 
 Throughput follows FloatPIM Sec. 5: every stage (layer) in its own crossbars works on
 another image, so a copy of the network delivers one image per interval of its slowest
