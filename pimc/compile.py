@@ -23,7 +23,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
 from pimc.lower.link import StageProgram, link
-from pimc.lower.stages import VIEWS, split_stages
+from pimc.lower.stages import VIEWS, Stage, split_stages
 from pimc.lower.tensors import Placement, lower_tensors
 from pimc.lower.views import View
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
@@ -119,9 +119,25 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     if ran is None:
         return None, imported
     imported.kernel = ran
-    stages = split_stages(ran, arch.rows)
+    weights = dict(imported.constants)
+    try:
+        return _compile_stages(imported, split_stages(ran, arch.rows), file, arch, mode,
+                               dtype, objective)
+    except PimError as exc:  # a relayout inside a stage it cannot do: products apart
+        if "relayout" not in str(exc):
+            raise
+        imported.kernel, imported.constants = ran, weights
+        return _compile_stages(imported, split_stages(ran, arch.rows, products=True), file,
+                               arch, mode, dtype, objective)
+
+
+def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Arch,
+                    mode: str, dtype: str, objective: str) -> tuple[Program, Imported]:
+    """Each stage split its best way (within the memory, together), then linked."""
+    ran = imported.kernel
     if len(stages) == 1:
-        _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, dtype, objective)
+        _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, dtype, objective,
+                                                    stages[0].result_view)
         imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
         return prog, imported
     options: list[list[tuple[float, int]]] = []

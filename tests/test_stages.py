@@ -233,3 +233,21 @@ def test_a_cnn_runs_bit_exact_with_its_maps_kept_in_the_crossbars(tmp_path, mode
     assert "bit-exact" in capsys.readouterr().out
     moves = stats.ops["SHIFT"] + stats.ops["TRANSFER"]
     assert moves > 0  # the maps moved inside the memory; the host wrote only x and weights
+
+
+def test_hidden_layers_wider_than_a_crossbar_go_through_stages(tmp_path, capsys):
+    """A perceptron whose hidden layer straddles crossbars (100 neurons, 64 rows): the
+    relayout inside one stage cannot, so each product gets a stage and its input is
+    moved; bit-exact."""
+    from pimc.isa.arch import Arch
+    from samples.make_onnx_samples import gemm_chain
+
+    model = gemm_chain([8, 100, 4])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    prog, imported = compile_model(model, str(path), arch=Arch(rows=64))
+    assert prog is not None and dict(prog.meta)["stages"] == "2"
+    x = np.random.default_rng(3).normal(0, 1, (1, 8)).astype(np.float32)
+    inputs = {**imported.constants, "x": x}
+    outputs, _ = run_program(prog, inputs)
+    assert verify_model(prog, inputs, outputs, "m") == 0

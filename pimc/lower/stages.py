@@ -37,12 +37,20 @@ def resident_name(n: int) -> str:
     return f"fmap{n}"
 
 
-def cuts(kernel: Kernel) -> list[int]:
+def cuts(kernel: Kernel, products: bool = False) -> list[int]:
     """Computed values read through a view by a window or a reduction, and reductions
-    a matrix product reads (a pooled map into a classifier), in order."""
+    a matrix product reads (a pooled map into a classifier), in order; with `products`
+    also every computed operand of a matrix product (a classifier's hidden layers too
+    wide for the relayout inside one stage)."""
     out = set()
     for n in kernel.graph:
         op = kernel.node(n).op
+        if products and op == "matmul":
+            for x in kernel.operands(n):
+                while kernel.node(x).op in VIEWS:
+                    (x,) = kernel.operands(x)
+                if kernel.node(x).op not in KEPT:
+                    out.add(x)
         if op in REDUCTIONS and any(kernel.node(d).op == "matmul"
                                     for d in nx.descendants(kernel.graph, n)):
             out.add(n)
@@ -69,11 +77,11 @@ def _by_lanes(kernel: Kernel, n: int) -> bool:
     return kernel.node(n).op not in (*REDUCTIONS, "matmul")
 
 
-def split_stages(kernel: Kernel, rows: int) -> list[Stage]:
+def split_stages(kernel: Kernel, rows: int, products: bool = False) -> list[Stage]:
     """One stage per cut value, in order, then the stage of the kernel's results; a
     kernel without cuts is one stage, itself. `rows`: a crossbar's. A value two stages
     would both compute becomes a cut too (computed once, kept, moved to both)."""
-    cut = cuts(kernel)
+    cut = cuts(kernel, products)
     if not cut:
         return [Stage(kernel, ())]
     while True:
