@@ -111,9 +111,14 @@ def _compile(path: Path, out: Path, arch: Path, timeout: float | None = None) ->
     try:
         rec = compile_in_child(path, out, ("--arch", str(arch)), timeout=timeout,
                                memory_gb=8.0)  # the limit
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        lines = [x for x in str(exc).splitlines() if x.strip()]
-        return {"error": (lines[-1] if lines else type(exc).__name__)[:200]}
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not compile within {timeout:.0f} s"}
+    except RuntimeError as exc:
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        last = lines[-1] if lines else "failed"
+        if "MemoryError" in last or "Unable to allocate" in last:
+            return {"error": f"needs more than 8 GB to compile ({last[:120]})"}
+        return {"error": last.split(": ", 1)[-1][:200]}
     return {"compile_s": rec["compile_s"], "peak_mb": rec["peak_rss_mb"]}
 
 
