@@ -92,9 +92,23 @@ def split_stages(kernel: Kernel, rows: int, products: bool = False) -> list[Stag
             for n in st.kernel.graph:
                 if st.kernel.node(n).op not in KEPT and owner.setdefault(n, i) != i:
                     shared.add(n)
+        # the last shared value of each chain (a layer's output, not its matmul)
+        shared = {n for n in shared if any(u not in shared for u in _users(kernel, n))}
         if not shared - set(cut):
             return stages
         cut = [n for n in kernel.nodes_in_order() if n in shared or n in cut]
+
+
+def _users(kernel: Kernel, n: int) -> set[int]:
+    """The nodes that read n, through views."""
+    out, todo = set(), list(kernel.graph.successors(n))
+    while todo:
+        u = todo.pop()
+        if kernel.node(u).op in VIEWS:
+            todo += kernel.graph.successors(u)
+        else:
+            out.add(u)
+    return out
 
 
 def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
@@ -103,20 +117,31 @@ def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
         node = kernel.node(n)
         name = resident_name(n)
         result = Param(name, str(node.dtype), tuple(node.shape or ()), node.loc)
-        st = _stage(kernel, f"{kernel.name}.{name}", {name: n}, (result,), set(cut))
-        stages.append(dataclasses.replace(st, result_view=resident_view(kernel, n, rows)))
+        stages.append(_stage(kernel, f"{kernel.name}.{name}", {name: n}, (result,), set(cut)))
     last = _stage(kernel, kernel.name, dict(kernel.outputs), kernel.results, set(cut))
-    if len(kernel.results) == 1:  # a map read back by the host: laid out as residents are
-        view = resident_view(kernel, kernel.outputs[kernel.results[0].name], rows)
-        last = dataclasses.replace(last, result_view=view)
-    return [*stages, last]
+    stages.append(last)
+    roots = [*cut, kernel.outputs[kernel.results[0].name]] if len(kernel.results) == 1 else cut
+    phase = {n: phase_strides(kernel, n) for n in roots}
+    changed = True
+    while changed:  # a map read in place by a stage computed in polyphase order: the same
+        changed = False
+        for st, n in zip(stages, roots, strict=False):
+            for name in st.residents:
+                m = int(name.removeprefix("fmap"))
+                if (phase[n] and not phase.get(m) and phase_strides(kernel, m, True)
+                        and kernel.node(m).shape == kernel.node(n).shape):
+                    phase[m], changed = phase[n], True
+    return [dataclasses.replace(st, result_view=resident_view(kernel, n, rows, phase[n]))
+            for st, n in zip(stages, roots, strict=False)] + stages[len(roots):]
 
 
-def resident_view(kernel: Kernel, n: int, rows: int) -> View:
-    """The order a resident map is computed in: polyphase for strided readers, then
-    each crossbar of `rows` rows holding whole planes (or whole image rows), so that
-    every crossbar has the same pattern and one move serves them all."""
-    steps = phase_view(kernel, n)
+def resident_view(kernel: Kernel, n: int, rows: int,
+                  strides: tuple[int, tuple[int, ...]] | None = None) -> View:
+    """The order a resident map is computed in: polyphase for strided readers (or the
+    `strides` given), then each crossbar of `rows` rows holding whole planes (or whole
+    image rows), so that every crossbar has the same pattern and one move serves them
+    all."""
+    steps = phase_view(kernel, n, strides or phase_strides(kernel, n))
     shape = view_shape(tuple(kernel.node(n).shape or ()), steps)
     if len(shape) < 3:
         return steps
@@ -136,26 +161,37 @@ def resident_view(kernel: Kernel, n: int, rows: int) -> View:
     return simplify(tuple(kernel.node(n).shape or ()), (*steps, *more))
 
 
-def phase_view(kernel: Kernel, n: int) -> View:
-    """When every window over value n strides by s (per spatial axis, some s > 1): its
-    elements in polyphase order, (s1, s2, N, C, H/s1, W/s2), so that each window tap
-    reads one phase plane at a constant offset: the moves that gather a tap are whole
-    shifted blocks, not an element at a time. () otherwise."""
+def phase_strides(kernel: Kernel, n: int, free: bool = False
+                  ) -> tuple[int, tuple[int, ...]] | None:
+    """(first spatial axis, strides) when every window over value n strides that way
+    over its trailing axes, some stride above 1; with `free`, whether n's readers leave
+    its order free (windows over other axes with stride 1 only, elementwise ops)."""
     strides = set()
-    todo = list(kernel.graph.successors(n))
-    while todo:
-        u = todo.pop()
+    for u in kernel.graph.successors(n):
         op = kernel.node(u).op
         if op == "window":
             axis, _, axes = ViewOp("window", tuple(kernel.node(u).attr("step"))).window()  # type: ignore[arg-type]
-            strides.add((axis, tuple(a[1] for a in axes)))
-        elif op in ("reshape", "transpose", "bitcast"):
-            return ()  # a window over another view of it: keep the natural order
-        elif op in REDUCTIONS:
-            return ()
+            s = tuple(a[1] for a in axes)
+            if axis + len(axes) == len(kernel.node(n).shape or ()) or max(s) > 1:
+                strides.add((axis, s))
+        elif op in ("reshape", "transpose", "bitcast", *REDUCTIONS):
+            return None  # read through another view: keep the natural order
+    if free:
+        return (0, ()) if all(max(s) < 2 for _, s in strides) else None  # type: ignore[return-value]
     if len(strides) != 1:
-        return ()
+        return None
     ((axis, s),) = strides
+    return (axis, s) if max(s) > 1 else None
+
+
+def phase_view(kernel: Kernel, n: int, strides: tuple[int, tuple[int, ...]] | None) -> View:
+    """Value n's elements in polyphase order, (s1, s2, N, C, H/s1, W/s2), for windows
+    of these strides over its trailing axes: each window tap then reads one phase plane
+    at a constant offset, so the moves that gather a tap are whole shifted blocks, not
+    an element at a time. () without strides."""
+    if strides is None:
+        return ()
+    axis, s = strides
     shape = tuple(kernel.node(n).shape or ())
     if axis + len(s) != len(shape) or max(s) < 2:
         return ()
