@@ -29,15 +29,15 @@ COPIED = -2  # a slot a doubling copy fills
 @dataclass(frozen=True)
 class Move:
     """Lanes `lanes` in rows `rows` of crossbars `xbs` take the word of crossbar x + dx,
-    row r - by (a TRANSFER when dx is not 0, a SHIFT when by is not 0). From the
-    producer's word (`copy` False: one lane), or from the same lanes (a doubling copy)."""
+    row r - by (a TRANSFER when dx is not 0, a SHIFT when by is not 0): from the
+    producer's word, its copy in dst's crossbars (`local`), or the same lanes (a
+    doubling copy)."""
 
     lanes: tuple[int, ...]
     dx: int
     by: int
     xbs: Span
     rows: Span
-    copy: bool = False
     local: bool = False  # from the copy of the producer's word in dst's crossbars
 
 
@@ -199,7 +199,7 @@ def _doubling(need: np.ndarray, shape: tuple[int, ...], xb: np.ndarray, row: np.
             dest = first + done * t
             for (d, b), xbs, rows in _groups(xb[first] - xb[dest], row[dest] - row[first],
                                              xb[dest], row[dest]):
-                level.append(Move(lanes, d, b, xbs, rows, copy=True))
+                level.append(Move(lanes, d, b, xbs, rows))
             done += count
         copies = level + copies
         span = t
