@@ -161,7 +161,7 @@ def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarr
         count = min(done, chunks - done)
         at = first + done * per_xb
         moves.append(Move((), -done * per_xb, 0, Span(at, at + count * per_xb), src.rows,
-                          copy=True, local=True))
+                          local=True))
         done += count
     zero = Span(first, first + per_xb) if chunks > 1 and span < per_xb else None
     return moves, (lo, per_xb, first), zero
