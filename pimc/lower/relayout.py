@@ -21,6 +21,7 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
 from pimc.isa.view import lowest
+from pimc.runtime.hostio import slots
 
 PAD_LOWEST = -1  # an id the gather marks max pooling's padding with (ids start at 1)
 COPIED = -2  # a slot a doubling copy fills
@@ -60,15 +61,6 @@ class Plan:
     home_zero: Span | None = None  # before that: zeros where the first copy does not reach
 
 
-def _slots(t: TensorIO) -> tuple[np.ndarray, np.ndarray]:
-    """Each slot's crossbar and row."""
-    count = t.placed_elements // t.lanes
-    index = np.arange(count)
-    per = len(t.rows)
-    return (t.xbs.start + index // per * t.xbs.step,
-            t.rows.start + index % per * t.rows.step)
-
-
 def plan(src: TensorIO, dst: TensorIO) -> Plan:
     """The moves that build `dst`'s placement from `src`'s (one value a slot).
 
@@ -83,13 +75,13 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
     size = int(np.prod(src.shape, dtype=np.int64))
     ids = np.arange(1, size + 1, dtype=np.int32 if size < 2**31 - 1 else np.int64).reshape(src.shape)
     have = apply_view(ids, src.view).reshape(-1)
-    sx, sr = _slots(src)
+    _, sx, sr = slots(src)  # each slot's crossbar and row, as the host places them
     at = np.zeros(size + 1, dtype=np.int64)
     at[have[have > 0]] = np.flatnonzero(have > 0)
     sources = np.zeros((int(sx.max()) + 1, int(sr.max()) + 1), dtype=bool)
     sources[sx, sr] = True  # where a move may read (whatever it holds)
     need = apply_view(ids, dst.view, low=PAD_LOWEST).reshape(-1, dst.lanes)
-    dx_, dr = _slots(dst)
+    _, dx_, dr = slots(dst)
     shape = view_shape(dst.shape, dst.view)
     need, copies = _doubling(need, shape, dx_, dr)
     spread, local, home_zero = _spread(src, dst, shape, sx[have > 0])
@@ -224,11 +216,9 @@ def _groups(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
     step = np.r_[np.diff(row), 0]
     last = hi - 1
     inner = np.maximum(last - lo, 1)
-    big = np.iinfo(np.int64).max
-    low_step = np.minimum.reduceat(np.where(np.arange(len(row)) < np.repeat(last, hi - lo),
-                                            step, big), lo)
-    high_step = np.maximum.reduceat(np.where(np.arange(len(row)) < np.repeat(last, hi - lo),
-                                             step, -1), lo)
+    within = np.arange(len(row)) < np.repeat(last, hi - lo)  # a step to a row of the same run
+    low_step = np.minimum.reduceat(np.where(within, step, np.iinfo(np.int64).max), lo)
+    high_step = np.maximum.reduceat(np.where(within, step, -1), lo)
     even = (hi - lo == 1) | (low_step == high_step)
     out: list[tuple[tuple[int, int], Span, Span]] = []
     # even crossbars: grouped by (dx, by, first row, last row, step) with numpy ...

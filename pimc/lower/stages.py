@@ -128,7 +128,7 @@ def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
         for st, n in zip(stages, roots, strict=False):
             for name in st.residents:
                 m = int(name.removeprefix("fmap"))
-                if (phase[n] and not phase.get(m) and phase_strides(kernel, m, True)
+                if (phase[n] and not phase.get(m) and _order_free(kernel, m)
                         and kernel.node(m).shape == kernel.node(n).shape):
                     phase[m], changed = phase[n], True
     return [dataclasses.replace(st, result_view=resident_view(kernel, n, rows, phase[n]))
@@ -161,11 +161,10 @@ def resident_view(kernel: Kernel, n: int, rows: int,
     return simplify(tuple(kernel.node(n).shape or ()), (*steps, *more))
 
 
-def phase_strides(kernel: Kernel, n: int, free: bool = False
-                  ) -> tuple[int, tuple[int, ...]] | None:
-    """(first spatial axis, strides) when every window over value n strides that way
-    over its trailing axes, some stride above 1; with `free`, whether n's readers leave
-    its order free (windows over other axes with stride 1 only, elementwise ops)."""
+def _window_strides(kernel: Kernel, n: int) -> set[tuple[int, tuple[int, ...]]] | None:
+    """(first axis, strides) of the windows over value n that matter to its order
+    (those over its trailing axes, or strided); None when something reads it through
+    another view or reduces it (its natural order is then kept)."""
     strides = set()
     for u in kernel.graph.successors(n):
         op = kernel.node(u).op
@@ -175,13 +174,24 @@ def phase_strides(kernel: Kernel, n: int, free: bool = False
             if axis + len(axes) == len(kernel.node(n).shape or ()) or max(s) > 1:
                 strides.add((axis, s))
         elif op in ("reshape", "transpose", "bitcast", *REDUCTIONS):
-            return None  # read through another view: keep the natural order
-    if free:
-        return (0, ()) if all(max(s) < 2 for _, s in strides) else None  # type: ignore[return-value]
-    if len(strides) != 1:
+            return None
+    return strides
+
+
+def phase_strides(kernel: Kernel, n: int) -> tuple[int, tuple[int, ...]] | None:
+    """(first spatial axis, strides) when every window over value n strides that way
+    over its trailing axes, some stride above 1."""
+    strides = _window_strides(kernel, n)
+    if strides is None or len(strides) != 1:
         return None
     ((axis, s),) = strides
     return (axis, s) if max(s) > 1 else None
+
+
+def _order_free(kernel: Kernel, n: int) -> bool:
+    """Whether n's readers leave its order free (elementwise ops, windows of stride 1)."""
+    strides = _window_strides(kernel, n)
+    return strides is not None and all(max(s) < 2 for _, s in strides)
 
 
 def phase_view(kernel: Kernel, n: int, strides: tuple[int, tuple[int, ...]] | None) -> View:
