@@ -24,7 +24,7 @@ from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
 from pimc.lower.link import StageProgram, link
 from pimc.lower.stages import VIEWS, Stage, split_stages
-from pimc.lower.tensors import Placement, lower_tensors
+from pimc.lower.tensors import Placement, RelayoutError, lower_tensors
 from pimc.lower.views import View
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
 from pimc.passes.dce import dce
@@ -123,9 +123,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     try:
         return _compile_stages(imported, split_stages(ran, arch.rows), file, arch, mode,
                                dtype, objective)
-    except PimError as exc:  # a relayout inside a stage it cannot do: products apart
-        if "relayout" not in str(exc):
-            raise
+    except RelayoutError:  # a relayout inside a stage it cannot do: products apart
         imported.kernel, imported.constants = ran, weights
         return _compile_stages(imported, split_stages(ran, arch.rows, products=True), file,
                                arch, mode, dtype, objective)
@@ -194,7 +192,7 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
         try:
             low, placements = lower_tensors(k, mode, chunks, arch, result_view)
         except PimError as exc:
-            raise PimError(f"{file}: {exc}") from None
+            raise type(exc)(f"{file}: {exc}") from None
         meta = (("model", file), ("mode", mode), ("dtype", dtype), ("chunks", str(chunks)),
                 ("objective", objective))
         try:
@@ -284,14 +282,10 @@ def split_matmuls(kernel: Kernel, chunks: int) -> Kernel:
     """The kernel with every matrix product's inner axis split in `chunks`, and every
     reduction over the last axis of a placed tensor (a lowering decision the reference
     must follow, so it is recorded in the IR)."""
-    k = kernel.copy()
-    for n in k.graph:
-        node = k.node(n)
-        if node.op == "matmul" or (chunks > 1 and node.op in ("sum", "reduce_max")
-                                   and _placed(k, n)):
-            attrs = {**dict(node.attrs), "chunks": chunks}
-            k.graph.nodes[n]["node"] = dataclasses.replace(node, attrs=tuple(sorted(attrs.items())))
-    return k
+    return with_chunks(kernel, {n: chunks for n in kernel.graph
+                                if kernel.node(n).op == "matmul"
+                                or (chunks > 1 and kernel.node(n).op in ("sum", "reduce_max")
+                                    and _placed(kernel, n))})
 
 
 def _lanes(k: Kernel, n: int) -> int:

@@ -44,6 +44,11 @@ from pimc.passes.lower import REDUCTIONS, Lowered, constant_bits, reduction_iden
 from pimc.synth.netlist import ONE
 
 
+class RelayoutError(PimError):
+    """A computed value this lowering cannot move into another product's lanes inside one
+    space (the compiler then gives each product a stage of its own)."""
+
+
 @dataclass(frozen=True)
 class Placement:
     """A parameter as the host writes it: `lanes` values per row from `col` on, through
@@ -148,7 +153,7 @@ class _TensorLowering:
         (..., j), the space's last axis possibly longer (padding)."""
         space = self.space
         if shape[:-1] != space[:-1] or not shape or shape[-1] > space[-1]:
-            raise PimError(f"a matrix product's result of shape {list(shape)} feeds another "
+            raise RelayoutError(f"a matrix product's result of shape {list(shape)} feeds another "
                            f"one in a space {list(space)} it does not fit")
         return (ViewOp("pad", space), ViewOp("reshape", (*space, 1)))
 
@@ -166,8 +171,8 @@ class _TensorLowering:
                            "map is not supported yet (windows over the network's input are)")
         try:
             natural = self.natural(shape)
-        except PimError as exc:
-            raise PimError(f"{label}: {exc}") from None
+        except RelayoutError as exc:
+            raise RelayoutError(f"{label}: {exc}") from None
         (word,) = self.words(n, natural)
         rows_per = self.geo.rows
         spread = self.chunks > 1 and self.geo.crossbars > 1  # chunks in their own crossbars
@@ -189,7 +194,7 @@ class _TensorLowering:
             if spread:  # from the copy in the destination's own chunk
                 source = source + dest // self.slots * self.slots
             if np.any(source // rows_per != dest // rows_per):
-                raise PimError("a relayout between crossbars is not supported yet")
+                raise RelayoutError("a relayout between crossbars is not supported yet")
             doubled = self._broadcast_in_segments(word, dest, source)
             if doubled is not None:
                 lanes.append(doubled)
@@ -412,7 +417,7 @@ def _shift_groups(dest: np.ndarray, delta: np.ndarray, rows_per: int
     for (d, rows), xbs in by_pattern.items():
         step = rows[1] - rows[0] if len(rows) > 1 else 1
         if any(b - a != step for a, b in itertools.pairwise(rows)):
-            raise PimError("a relayout whose rows are not evenly spaced is not supported yet")
+            raise RelayoutError("a relayout whose rows are not evenly spaced is not supported yet")
         span = (rows[0], rows[-1] + 1, step)
         start = 0
         for i in range(1, len(xbs) + 1):  # runs of consecutive crossbars
