@@ -99,11 +99,14 @@ def slots(t: TensorIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Columns of the tensor, and each slot's crossbar and row."""
     bits = parse_dtype(t.dtype).bits
     count = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
-    index = np.arange(count)
+    return np.array(t.columns(bits)), *slot_places(t, np.arange(count))
+
+
+def slot_places(t: TensorIO, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The crossbar and row of the tensor's slots `index` (slots fill a crossbar's rows,
+    then the next crossbar's)."""
     per = len(t.rows)
-    xb = t.xbs.start + (index // per) * t.xbs.step
-    row = t.rows.start + (index % per) * t.rows.step
-    return np.array(t.columns(bits)), xb, row
+    return t.xbs.start + (index // per) * t.xbs.step, t.rows.start + (index % per) * t.rows.step
 
 
 def placed_mask(t: TensorIO, rows: int, lo: int, hi: int) -> np.ndarray:

@@ -21,7 +21,8 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
 from pimc.isa.view import lowest
-from pimc.runtime.hostio import slots
+from pimc.lower.factor import Factored, factor
+from pimc.runtime.hostio import slot_places, slots
 
 PAD_LOWEST = -1  # an id the gather marks max pooling's padding with (ids start at 1)
 COPIED = -2  # a slot a doubling copy fills
@@ -78,19 +79,25 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
     _, sx, sr = slots(src)  # each slot's crossbar and row, as the host places them
     at = np.zeros(size + 1, dtype=np.int64)
     at[have[have > 0]] = np.flatnonzero(have > 0)
-    sources = np.zeros((int(sx.max()) + 1, int(sr.max()) + 1), dtype=bool)
-    sources[sx, sr] = True  # where a move may read (whatever it holds)
-    need = apply_view(ids, dst.view, low=PAD_LOWEST).reshape(-1, dst.lanes)
-    _, dx_, dr = slots(dst)
+    x0 = int(sx.min())
+    sources = np.zeros((int(sx.max()) - x0 + 1, int(sr.max()) + 1), dtype=bool)
+    sources[sx - x0, sr] = True  # where a move may read (whatever it holds)
     shape = view_shape(dst.shape, dst.view)
-    need, copies = _doubling(need, shape, dx_, dr)
+    rows = factor(dst.shape, dst.view, low=PAD_LOWEST)
+    blank: list[Fill] = []
+    if rows is None:
+        need = apply_view(ids, dst.view, low=PAD_LOWEST).reshape(-1, dst.lanes)
+        _, dx_, dr = slots(dst)
+        need, copies = _doubling(need, shape, dx_, dr)
+    else:  # each distinct row gathered once, then copied to its repeats
+        need, dx_, dr, copies, blank = _repeats(rows, dst)
     spread, local, home_zero = _spread(src, dst, shape, sx[have > 0])
     if local is not None:  # read from the chunk's own copy, a few crossbars away
         lo_x, per_xb, first = local
         sx = sx - lo_x  # the copy's crossbar, relative to its chunk's first
         home = np.zeros((per_xb, sources.shape[1]), dtype=bool)
-        home[: sources.shape[0] - lo_x] = sources[lo_x:lo_x + per_xb]
-        sources = home
+        home[: sources.shape[0] - (lo_x - x0)] = sources[lo_x - x0:lo_x - x0 + per_xb]
+        sources, x0 = home, 0
     moves: list[Move] = []
     pads: dict[tuple[bool, Span, Span], list[int]] = {}
     for lane in range(dst.lanes):
@@ -101,18 +108,21 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         dx = base + sx[source] - dx_[dest]
         by = dr[dest] - sr[source]
         pad = np.flatnonzero((col == 0) | (col == PAD_LOWEST))
-        if len(dest) and len(pad):  # padding rides along with the most common move
-            keys, counts = np.unique(np.stack([dx, by]), axis=1, return_counts=True)
-            kx, kb = keys[:, np.argmax(counts)]
-            fx, fr = dx_[pad] + kx, dr[pad] - kb
-            if local is not None:  # the copy in the padding slot's own chunk
-                fx = np.where((fx - first) // per_xb == (dx_[pad] - first) // per_xb,
-                              (fx - first) % per_xb, -1)
-            ok = (fx >= 0) & (fx < sources.shape[0]) & (fr >= 0) & (fr < sources.shape[1])
-            ok[ok] = sources[fx[ok], fr[ok]]
-            dest = np.r_[dest, pad[ok]]
-            dx = np.r_[dx, np.full(int(ok.sum()), kx)]
-            by = np.r_[by, np.full(int(ok.sum()), kb)]
+        if len(dest) and len(pad):  # padding rides along with a neighbour's move
+            rides = np.full(len(pad), -1)
+            for near in _neighbours(dest, pad, dx_):
+                try_ = np.flatnonzero((rides < 0) & (near >= 0))
+                fx, fr = dx_[pad[try_]] + dx[near[try_]], dr[pad[try_]] - by[near[try_]]
+                if local is not None:  # the copy in the padding slot's own chunk
+                    fx = np.where((fx - first) // per_xb == (dx_[pad[try_]] - first) // per_xb,
+                                  (fx - first) % per_xb, -1)
+                fx = fx - x0
+                ok = (fx >= 0) & (fx < sources.shape[0]) & (fr >= 0) & (fr < sources.shape[1])
+                ok[ok] = sources[fx[ok], fr[ok]]
+                rides[try_[ok]] = near[try_[ok]]
+            go = np.flatnonzero(rides >= 0)
+            dest = np.r_[dest, pad[go]]
+            dx, by = np.r_[dx, dx[rides[go]]], np.r_[by, by[rides[go]]]
         for (d, b), xbs, rows in _groups(dx, by, dx_[dest], dr[dest]):
             moves.append(Move((lane,), d, b, xbs, rows, local=local is not None))
         for low in (False, True):
@@ -121,7 +131,90 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
             for _, xbs, rows in _groups(zero, zero, dx_[where], dr[where]):
                 pads.setdefault((low, xbs, rows), []).append(lane)
     fills = tuple(Fill(tuple(lanes), xbs, rows, low) for (low, xbs, rows), lanes in pads.items())
-    return Plan(tuple(moves), fills, tuple(copies), tuple(spread), home_zero)
+    return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
+
+
+def _neighbours(dest: np.ndarray, pad: np.ndarray, xb: np.ndarray) -> list[np.ndarray]:
+    """For each padding slot, the index in `dest` of the moved slot just before it in its
+    crossbar, and of the one just after it (-1: none); slots in (crossbar, row) order."""
+    order = np.argsort(np.r_[dest, pad], kind="stable")
+    moved = order < len(dest)
+    at = np.arange(len(order))
+    before = np.maximum.accumulate(np.where(moved, at, -1))
+    after = np.minimum.accumulate(np.where(moved, at, len(order))[::-1])[::-1]
+    here = np.flatnonzero(~moved)
+    slot = pad[order[here] - len(dest)]
+    out = []
+    for near in (before[here], after[here]):
+        found = (near >= 0) & (near < len(order))
+        index = np.where(found, order[np.clip(near, 0, len(order) - 1)], -1)
+        index[found] = np.where(xb[dest[index[found]]] == xb[slot[found]], index[found], -1)
+        result = np.full(len(pad), -1)
+        result[order[here] - len(dest)] = index
+        out.append(result)
+    return out
+
+
+def _repeats(f: Factored, dst: TensorIO
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Move], list[Fill]]:
+    """For a factored placement: the ids the first slot row of each row of x needs (in
+    every chunk) and those slots' crossbars and rows; the copies that double each first
+    row into its repeats, all lanes and chunks at once; zeros for the padding rows."""
+    slots_a_chunk = len(f.row)
+    valid = np.flatnonzero(f.row >= 0)
+    order = valid[np.argsort(f.row[valid], kind="stable")]  # by row of x, then slot row
+    new = np.r_[True, f.row[order][1:] != f.row[order][:-1]]
+    starts = np.flatnonzero(new)
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    first = np.sort(order[new])
+    blank = np.flatnonzero(f.row < 0)
+    # padding rows amid first rows go with them (a move may carry garbage in, a fill follows)
+    per_xb = len(dst.rows)
+    lo = np.full(-(-slots_a_chunk // per_xb), slots_a_chunk)
+    hi = np.full(len(lo), -1)
+    np.minimum.at(lo, first // per_xb, first)
+    np.maximum.at(hi, first // per_xb, first)
+    amid = (blank >= lo[blank // per_xb]) & (blank <= hi[blank // per_xb])
+    first, blank = np.sort(np.r_[first, blank[amid]]), blank[~amid]
+    chunk0 = np.arange(f.chunks)[:, None] * slots_a_chunk
+    xb, row = slot_places(dst, (chunk0 + first[None, :]).ravel())
+    lanes = tuple(range(f.per))
+    copies: list[Move] = []
+    d = 1
+    while d <= int(rank.max(initial=0)):
+        pick = np.flatnonzero((rank >= d) & (rank < 2 * d))
+        copies += [Move(lanes, dx, by, xbs, rows) for (dx, by), xbs, rows
+                   in _chunk_groups(dst, f, order[pick], order[pick - d])]
+        d *= 2
+    fills = [Fill(lanes, xbs, rows, False) for _, xbs, rows in _chunk_groups(dst, f, blank, None)]
+    return f.need(first), xb, row, copies, fills
+
+
+def _chunk_groups(dst: TensorIO, f: Factored, into: np.ndarray, source: np.ndarray | None
+                  ) -> list[tuple[tuple[int, int], Span, Span]]:
+    """_groups of the moves from slot rows `source` (None: fills) into `into`, in every
+    chunk: from chunk 0's, a chunk's crossbars away, when chunks are whole crossbars."""
+    per_chunk, per_xb, chunks = len(f.row), len(dst.rows), f.chunks
+    aligned = per_chunk % per_xb == 0
+    if not aligned:  # chunks share crossbars: every chunk's slots spelled out
+        base = (np.arange(chunks)[:, None] * per_chunk)
+        into = (base + into[None, :]).ravel()
+        source = None if source is None else (base + source[None, :]).ravel()
+    tx, tr = slot_places(dst, into)
+    fx, fr = (tx, tr) if source is None else slot_places(dst, source)
+    groups = _groups(fx - tx, tr - fr, tx, tr)
+    if not aligned or chunks == 1:
+        return groups
+    step = per_chunk // per_xb * dst.xbs.step
+    out = []
+    for key, xbs, rows in groups:
+        if len(xbs) <= chunks:  # a move per crossbar, over the chunks
+            spans = [Span(x, x + (chunks - 1) * step + 1, step) for x in xbs.indices()]
+        else:  # a move per chunk
+            spans = [Span(xbs.start + c * step, xbs.stop + c * step, xbs.step)
+                     for c in range(chunks)]
+        out += [(key, s, rows) for s in spans]
+    return out
 
 
 def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray

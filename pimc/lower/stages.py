@@ -121,30 +121,93 @@ def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
     last = _stage(kernel, kernel.name, dict(kernel.outputs), kernel.results, set(cut))
     stages.append(last)
     roots = [*cut, kernel.outputs[kernel.results[0].name]] if len(kernel.results) == 1 else cut
-    phase = {n: phase_strides(kernel, n) for n in roots}
-    changed = True
-    while changed:  # a map read in place by a stage computed in polyphase order: the same
-        changed = False
-        for st, n in zip(stages, roots, strict=False):
-            for name in st.residents:
-                m = int(name.removeprefix("fmap"))
-                if (phase[n] and not phase.get(m) and _order_free(kernel, m)
-                        and kernel.node(m).shape == kernel.node(n).shape):
-                    phase[m], changed = phase[n], True
-    return [dataclasses.replace(st, result_view=resident_view(kernel, n, rows, phase[n]))
+    phase = _phases(kernel, roots, stages)
+    planes = _planes(kernel, roots, stages, phase)
+    return [dataclasses.replace(st, result_view=resident_view(kernel, n, rows, phase[n],
+                                                              planes[n]))
             for st, n in zip(stages, roots, strict=False)] + stages[len(roots):]
 
 
+def _planes(kernel: Kernel, roots: list[int], stages: list[Stage], phase: dict[int, Phase]
+            ) -> dict[int, tuple[int, ...]]:
+    """The (phase) plane each map is stored in: its own, or larger where a map its stage
+    reads has larger planes (a pooling's 6 x 6 output stored as its 7 x 7 input is):
+    with the same rows a plane and a plane row, a window tap or an in-place read is one
+    shifted block for every channel, not a move per channel."""
+    out: dict[int, tuple[int, ...]] = {}
+    for st, n in zip(stages, roots, strict=False):
+        shape = view_shape(tuple(kernel.node(n).shape or ()), phase_view(kernel, n, phase[n]))
+        plane = shape[-2:] if len(shape) >= 3 else ()
+        for name in st.residents:
+            other = out.get(int(name.removeprefix("fmap")), ())
+            if plane and len(other) == len(plane) and len(kernel.node(
+                    int(name.removeprefix("fmap"))).shape or ()) == len(kernel.node(n).shape or ()):
+                plane = tuple(max(a, b) for a, b in zip(plane, other, strict=True))
+        out[n] = plane
+    return out
+
+
+Phase = tuple[int, tuple[int, ...]] | None  # (first spatial axis, strides), or natural order
+
+
+def _phases(kernel: Kernel, roots: list[int], stages: list[Stage]) -> dict[int, Phase]:
+    """The polyphase order each stage computes its result in, from the last stage back:
+    what the readers want, so that every window tap they gather is whole phase planes
+    shifted. A stage computed in phase order t that reads the map through windows of
+    strides s wants s * t (a tap of output position t*i + a reads s*t*i + s*a + k); an
+    in-place reader (elementwise, a window over the channels) wants t; a reader through
+    another view or a reduction the natural order. Where readers disagree, the most
+    common want."""
+    where: dict[int, list[int]] = {}  # node -> the roots of the stages computing it
+    for st, n in zip(stages, roots, strict=False):
+        for m in st.kernel.graph:
+            if st.kernel.node(m).op != "input":
+                where.setdefault(m, []).append(n)
+    phase: dict[int, Phase] = {}
+    for n in reversed(roots):
+        shape = tuple(kernel.node(n).shape or ())
+        wants = [_want(kernel, u, shape, phase.get(r))
+                 for u in kernel.graph.successors(n) for r in where.get(u, [])]
+        phase[n] = max(wants, key=wants.count) if wants else None
+    return phase
+
+
+def _want(kernel: Kernel, u: int, shape: tuple[int, ...], t: Phase) -> Phase:
+    """The order node u, computed in order t, wants of its operand (of `shape`)."""
+    node = kernel.node(u)
+    if node.op in ("reshape", "transpose", "bitcast", "matmul", *REDUCTIONS):
+        return None
+    if node.op != "window":  # in place
+        return t if t is None or _fits(t, shape, tuple(node.shape or ())) else None
+    axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()  # type: ignore[arg-type]
+    s = tuple(a[1] for a in axes)
+    if axis + len(s) != len(shape):  # over other axes (LRN's channels): in place if stride 1
+        return t if max(s) == 1 and (t is None or _fits(t, shape, shape)) else None
+    if t is not None and t[0] == axis and len(t[1]) == len(s):
+        s = tuple(a * b for a, b in zip(s, t[1], strict=True))
+    return (axis, s) if max(s) > 1 else None
+
+
+def _fits(t: tuple[int, tuple[int, ...]], shape: tuple[int, ...], other: tuple[int, ...]) -> bool:
+    """Whether phase order t applies to both shapes the same way (same spatial axes)."""
+    axis = t[0]
+    return len(shape) == len(other) == axis + len(t[1]) and shape[axis:] == other[axis:]
+
+
 def resident_view(kernel: Kernel, n: int, rows: int,
-                  strides: tuple[int, tuple[int, ...]] | None = None) -> View:
+                  strides: tuple[int, tuple[int, ...]] | None = None,
+                  plane: tuple[int, ...] = ()) -> View:
     """The order a resident map is computed in: polyphase for strided readers (or the
-    `strides` given), then each crossbar of `rows` rows holding whole planes (or whole
-    image rows), so that every crossbar has the same pattern and one move serves them
-    all."""
+    `strides` given), each (phase) plane padded to `plane` if given, then each crossbar
+    of `rows` rows holding whole planes (or whole image rows), so that every crossbar
+    has the same pattern and one move serves them all."""
     steps = phase_view(kernel, n, strides or phase_strides(kernel, n))
     shape = view_shape(tuple(kernel.node(n).shape or ()), steps)
     if len(shape) < 3:
         return steps
+    if plane and plane != shape[-2:]:
+        shape = (*shape[:-2], *plane)
+        steps = (*steps, ViewOp("pad", shape))
     plane, outer = shape[-2] * shape[-1], math.prod(shape[:-2])
     if plane <= rows:
         g = rows // plane
@@ -186,12 +249,6 @@ def phase_strides(kernel: Kernel, n: int) -> tuple[int, tuple[int, ...]] | None:
         return None
     ((axis, s),) = strides
     return (axis, s) if max(s) > 1 else None
-
-
-def _order_free(kernel: Kernel, n: int) -> bool:
-    """Whether n's readers leave its order free (elementwise ops, windows of stride 1)."""
-    strides = _window_strides(kernel, n)
-    return strides is not None and all(max(s) < 2 for _, s in strides)
 
 
 def phase_view(kernel: Kernel, n: int, strides: tuple[int, tuple[int, ...]] | None) -> View:
