@@ -86,6 +86,7 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
 
 
 OBJECTIVES = ("latency", "energy")
+Split = tuple[tuple[float, int], Program, Kernel, Lowered]  # (cost, crossbars), ...
 # Kernels with more operations than this are lowered to calls of one routine per distinct
 # operation (as models are), when the tensor lowering covers them; smaller ones become one
 # netlist, where gates are shared across operations (fewer cycles, a compile time that
@@ -120,18 +121,22 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
         return None, imported
     imported.kernel = ran
     weights = dict(imported.constants)
+    built: dict[object, tuple[Split, list[tuple[float, int]]]] = {}  # stages both tries share
     try:
         return _compile_stages(imported, split_stages(ran, arch.rows), file, arch, mode,
-                               dtype, objective)
+                               dtype, objective, built)
     except RelayoutError:  # a relayout inside a stage it cannot do: products apart
         imported.kernel, imported.constants = ran, weights
         return _compile_stages(imported, split_stages(ran, arch.rows, products=True), file,
-                               arch, mode, dtype, objective)
+                               arch, mode, dtype, objective, built)
 
 
 def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Arch,
-                    mode: str, dtype: str, objective: str) -> tuple[Program, Imported]:
-    """Each stage split its best way (within the memory, together), then linked."""
+                    mode: str, dtype: str, objective: str,
+                    built: dict[object, tuple[Split, list[tuple[float, int]]]]
+                    ) -> tuple[Program, Imported]:
+    """Each stage split its best way (within the memory, together), then linked.
+    `built`: the stages already split, by their nodes, order and inputs."""
     ran = imported.kernel
     if len(stages) == 1:
         _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, dtype, objective,
@@ -139,8 +144,15 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
         return prog, imported
     options: list[list[tuple[float, int]]] = []
-    found = [_best_split(st.kernel, file, arch, mode, dtype, objective, st.result_view,
-                         options) for st in stages]
+    found = []
+    for st in stages:
+        key = (st.kernel.name, tuple(sorted(st.kernel.graph)), st.result_view, st.residents)
+        if key not in built:
+            tried: list[list[tuple[float, int]]] = []
+            built[key] = (_best_split(st.kernel, file, arch, mode, dtype, objective,
+                                      st.result_view, tried), tried[0])
+        found.append(built[key][0])
+        options.append(built[key][1])
     if sum(f[1].crossbars for f in found) > arch.max_crossbars:
         # the largest per-stage cap at which every stage's best split within it fits
         for cap in sorted({x for o in options for _, x in o}, reverse=True):
@@ -175,12 +187,11 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
 
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
                 objective: str, result_view: View = (),
-                options: list[list[tuple[float, int]]] | None = None
-                ) -> tuple[tuple[float, int], Program, Kernel, Lowered]:
+                options: list[list[tuple[float, int]]] | None = None) -> Split:
     """The kernel built with every split of its inner axes that fits, the best kept
     (and every fitting one's (cost, crossbars) appended to `options`)."""
     widest = max((_lanes(kernel, n) for n in kernel.graph), default=1)
-    best: tuple[tuple[float, int], Program, Kernel, Lowered] | None = None
+    best: Split | None = None
     failure: PimError | None = None
     progress = Progress(f"{file}: compile {kernel.name}", max(1, widest.bit_length()),
                         "splits tried")

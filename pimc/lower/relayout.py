@@ -159,25 +159,27 @@ def _repeats(f: Factored, dst: TensorIO
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Move], list[Fill]]:
     """For a factored placement: the ids the first slot row of each row of x needs (in
     every chunk) and those slots' crossbars and rows; the copies that double each first
-    row into its repeats, all lanes and chunks at once; zeros for the padding rows."""
-    slots_a_chunk = len(f.row)
-    valid = np.flatnonzero(f.row >= 0)
-    order = valid[np.argsort(f.row[valid], kind="stable")]  # by row of x, then slot row
-    new = np.r_[True, f.row[order][1:] != f.row[order][:-1]]
+    row into its repeats, all lanes and chunks at once (whole blocks of crossbars where
+    the rows repeat so); zeros for the padding rows."""
+    per_xb = len(dst.rows)
+    block, times = _period(f.row, per_xb)
+    row = f.row[:block]
+    valid = np.flatnonzero(row >= 0)
+    order = valid[np.argsort(row[valid], kind="stable")]  # by row of x, then slot row
+    new = np.r_[True, row[order][1:] != row[order][:-1]]
     starts = np.flatnonzero(new)
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     first = np.sort(order[new])
-    blank = np.flatnonzero(f.row < 0)
+    blank = np.flatnonzero(row < 0)
     # padding rows amid first rows go with them (a move may carry garbage in, a fill follows)
-    per_xb = len(dst.rows)
-    lo = np.full(-(-slots_a_chunk // per_xb), slots_a_chunk)
+    lo = np.full(-(-block // per_xb), block)
     hi = np.full(len(lo), -1)
     np.minimum.at(lo, first // per_xb, first)
     np.maximum.at(hi, first // per_xb, first)
     amid = (blank >= lo[blank // per_xb]) & (blank <= hi[blank // per_xb])
     first, blank = np.sort(np.r_[first, blank[amid]]), blank[~amid]
-    chunk0 = np.arange(f.chunks)[:, None] * slots_a_chunk
-    xb, row = slot_places(dst, (chunk0 + first[None, :]).ravel())
+    chunk0 = np.arange(f.chunks)[:, None] * len(f.row)
+    xb, at = slot_places(dst, (chunk0 + first[None, :]).ravel())
     lanes = tuple(range(f.per))
     copies: list[Move] = []
     d = 1
@@ -187,30 +189,56 @@ def _repeats(f: Factored, dst: TensorIO
                    in _chunk_groups(dst, f, order[pick], order[pick - d])]
         d *= 2
     fills = [Fill(lanes, xbs, rows, False) for _, xbs, rows in _chunk_groups(dst, f, blank, None)]
-    return f.need(first), xb, row, copies, fills
+    width = block // per_xb * dst.xbs.step  # the block's crossbars
+    d = 1
+    while d < times:  # the whole block doubled, a level at a time
+        n = min(d, times - d)
+        into = Span(dst.xbs.start + d * width, dst.xbs.start + (d + n) * width, dst.xbs.step)
+        copies += [Move(lanes, dx, by, xbs, rows) for (dx, by), xbs, rows
+                   in _in_chunks([((-d * width, 0), into, dst.rows)], f, dst)]
+        d += n
+    return f.need(first), xb, at, copies, fills
+
+
+def _period(row: np.ndarray, per_xb: int) -> tuple[int, int]:
+    """(B, m): the slot rows are their first B (whole crossbars) repeated m times."""
+    if len(row) % per_xb or len(row) == per_xb:
+        return len(row), 1
+    xbs = row.reshape(-1, per_xb)
+    for k in np.flatnonzero((xbs == xbs[0]).all(axis=1))[1:].tolist():
+        if len(xbs) % k == 0 and (xbs.reshape(-1, k, per_xb) == xbs[:k]).all():
+            return k * per_xb, len(xbs) // k
+    return len(row), 1
 
 
 def _chunk_groups(dst: TensorIO, f: Factored, into: np.ndarray, source: np.ndarray | None
                   ) -> list[tuple[tuple[int, int], Span, Span]]:
     """_groups of the moves from slot rows `source` (None: fills) into `into`, in every
-    chunk: from chunk 0's, a chunk's crossbars away, when chunks are whole crossbars."""
-    per_chunk, per_xb, chunks = len(f.row), len(dst.rows), f.chunks
-    aligned = per_chunk % per_xb == 0
-    if not aligned:  # chunks share crossbars: every chunk's slots spelled out
+    chunk."""
+    per_chunk, chunks = len(f.row), f.chunks
+    if per_chunk % len(dst.rows):  # chunks share crossbars: every chunk's slots spelled out
         base = (np.arange(chunks)[:, None] * per_chunk)
         into = (base + into[None, :]).ravel()
         source = None if source is None else (base + source[None, :]).ravel()
     tx, tr = slot_places(dst, into)
     fx, fr = (tx, tr) if source is None else slot_places(dst, source)
     groups = _groups(fx - tx, tr - fr, tx, tr)
-    if not aligned or chunks == 1:
+    return groups if per_chunk % len(dst.rows) else _in_chunks(groups, f, dst)
+
+
+def _in_chunks(groups: list[tuple[tuple[int, int], Span, Span]], f: Factored, dst: TensorIO
+               ) -> list[tuple[tuple[int, int], Span, Span]]:
+    """Chunk 0's moves made in every chunk (chunks of whole crossbars): a move per
+    crossbar over the chunks, or a move per chunk, whichever is fewer."""
+    chunks = f.chunks
+    if chunks == 1:
         return groups
-    step = per_chunk // per_xb * dst.xbs.step
+    step = len(f.row) // len(dst.rows) * dst.xbs.step
     out = []
     for key, xbs, rows in groups:
-        if len(xbs) <= chunks:  # a move per crossbar, over the chunks
+        if len(xbs) <= chunks:
             spans = [Span(x, x + (chunks - 1) * step + 1, step) for x in xbs.indices()]
-        else:  # a move per chunk
+        else:
             spans = [Span(xbs.start + c * step, xbs.stop + c * step, xbs.step)
                      for c in range(chunks)]
         out += [(key, s, rows) for s in spans]
@@ -264,9 +292,9 @@ def _doubling(need: np.ndarray, shape: tuple[int, ...], xb: np.ndarray, row: np.
     copies: list[Move] = []
     span = per
     while True:
-        for t in range(1, span // 2 + 1):
-            if not np.array_equal(blocks[:, t], blocks[:, 0]) or not (blocks[:, :t] > 0).any():
-                continue
+        same = (blocks[:, 1:span // 2 + 1] == blocks[:, :1]).all(axis=(0, 2))
+        data = np.cumsum((blocks[:, :span // 2] > 0).any(axis=(0, 2))) > 0
+        for t in (np.flatnonzero(same & data) + 1).tolist()[:64]:  # blocks[:, t] repeats 0
             m = 1  # how many times the first t slots repeat
             while (m + 1) * t <= span and np.array_equal(blocks[:, m * t:(m + 1) * t],
                                                          blocks[:, :t]):
@@ -337,21 +365,30 @@ def _groups(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
 
 
 def _runs(xs: list[int]) -> list[Span]:
-    """Sorted crossbars as few evenly spaced runs: the best of splitting them by their
-    residue modulo q (q = 1..16: a layout's crossbars repeat their pattern with some
-    period) and taking greedy runs of step q in each class, or greedy runs of any step."""
-    arr = np.asarray(xs)
-    best = list(_row_spans(arr))  # greedy runs of any step
-    for q in range(1, min(16, len(xs)) + 1):
-        out: list[Span] = []
-        for r in range(q):
-            cls = arr[arr % q == r]
-            if len(cls):
-                cut = np.flatnonzero(np.diff(cls) != q) + 1
-                out += [Span(int(run[0]), int(run[-1]) + 1, q) for run in np.split(cls, cut)]
-        if len(out) < len(best):
-            best = out
-    return best
+    """Sorted crossbars as few evenly spaced runs: the best of runs of one step q in each
+    residue class modulo q (q = 1..16, or a common gap: a layout's crossbars repeat
+    their pattern with some period), or greedy runs of any step (for short lists)."""
+    arr = np.asarray(xs, dtype=np.int64)
+    if len(arr) == 1:
+        return [Span(int(arr[0]), int(arr[0]) + 1)]
+    gaps, counts = np.unique(np.diff(arr), return_counts=True)
+    steps = set(range(1, min(16, len(arr)) + 1)) | set(gaps[np.argsort(-counts)[:4]].tolist())
+
+    def starts(q: int) -> np.ndarray:  # whether x begins a run of step q (x - q absent)
+        at = np.searchsorted(arr, arr - q)
+        return (at >= len(arr)) | (arr[np.minimum(at, len(arr) - 1)] != arr - q)
+
+    q = min(sorted(steps), key=lambda q: int(starts(q).sum()))
+    count = int(starts(q).sum())
+    if len(arr) <= 256:
+        greedy = _row_spans(arr)
+        if len(greedy) < count:
+            return list(greedy)
+    order = np.lexsort((arr, arr % q))  # by class, then crossbar
+    cls = arr[order]
+    cut = np.flatnonzero((np.diff(cls) != q) | (np.diff(cls % q) != 0)) + 1
+    lo, hi = np.r_[0, cut], np.r_[cut, len(cls)] - 1
+    return [Span(a, b + 1, q) for a, b in zip(cls[lo].tolist(), cls[hi].tolist(), strict=True)]
 
 
 def _row_spans(rows: np.ndarray) -> tuple[Span, ...]:

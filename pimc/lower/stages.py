@@ -121,27 +121,63 @@ def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
     last = _stage(kernel, kernel.name, dict(kernel.outputs), kernel.results, set(cut))
     stages.append(last)
     roots = [*cut, kernel.outputs[kernel.results[0].name]] if len(kernel.results) == 1 else cut
-    phase = _phases(kernel, roots, stages)
+    where: dict[int, list[int]] = {}  # node -> the roots of the stages computing it
+    for st, n in zip(stages, roots, strict=False):
+        for m in st.kernel.graph:
+            if st.kernel.node(m).op != "input":
+                where.setdefault(m, []).append(n)
+    phase = _phases(kernel, roots, where)
     planes = _planes(kernel, roots, stages, phase)
+    pitch = _pitches(kernel, roots, where, phase)
     return [dataclasses.replace(st, result_view=resident_view(kernel, n, rows, phase[n],
-                                                              planes[n]))
+                                                              planes[n], pitch[n]))
             for st, n in zip(stages, roots, strict=False)] + stages[len(roots):]
+
+
+def _pitches(kernel: Kernel, roots: list[int], where: dict[int, list[int]],
+             phase: dict[int, Phase]) -> dict[int, int]:
+    """The planes each map's channels take in a phase block (its channels, or more),
+    from the last stage back: a stage that reads a map in its own phase order, in place
+    or through stride-1 windows (a convolution), wants it at its own result's pitch, so
+    that a tap's source planes are as far apart as the destination's for every phase (a
+    64-channel map read by a 128-channel convolution: a move for all phases of a tap,
+    not one a phase)."""
+    pitch: dict[int, int] = {}
+    for n in reversed(roots):
+        shape = tuple(kernel.node(n).shape or ())
+        pitch[n] = shape[-3] if len(shape) >= 3 else 0
+        for u in kernel.graph.successors(n):
+            node = kernel.node(u)
+            if node.op == "window":
+                axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()  # type: ignore[arg-type]
+                if axis + len(axes) != len(shape) or max(a[1] for a in axes) > 1:
+                    continue
+            elif node.op in ("reshape", "transpose", "bitcast", "matmul", *REDUCTIONS):
+                continue
+            for r in where.get(u, []):
+                if (phase.get(r) == phase[n] and r in pitch
+                        and len(kernel.node(r).shape or ()) == len(shape)):
+                    pitch[n] = max(pitch[n], pitch[r])
+    return pitch
 
 
 def _planes(kernel: Kernel, roots: list[int], stages: list[Stage], phase: dict[int, Phase]
             ) -> dict[int, tuple[int, ...]]:
     """The (phase) plane each map is stored in: its own, or larger where a map its stage
-    reads has larger planes (a pooling's 6 x 6 output stored as its 7 x 7 input is):
-    with the same rows a plane and a plane row, a window tap or an in-place read is one
-    shifted block for every channel, not a move per channel."""
+    reads, in the order it wants, has larger planes (a pooling's 6 x 6 output stored as
+    its 7 x 7 input is): with the same rows a plane and a plane row, a window tap or an
+    in-place read is one shifted block for every channel, not a move per channel."""
     out: dict[int, tuple[int, ...]] = {}
     for st, n in zip(stages, roots, strict=False):
         shape = view_shape(tuple(kernel.node(n).shape or ()), phase_view(kernel, n, phase[n]))
         plane = shape[-2:] if len(shape) >= 3 else ()
         for name in st.residents:
-            other = out.get(int(name.removeprefix("fmap")), ())
-            if plane and len(other) == len(plane) and len(kernel.node(
-                    int(name.removeprefix("fmap"))).shape or ()) == len(kernel.node(n).shape or ()):
+            m = int(name.removeprefix("fmap"))
+            other = out.get(m, ())
+            mine = tuple(kernel.node(m).shape or ())
+            if (plane and len(other) == len(plane) and len(mine) == len(kernel.node(n).shape or ())
+                    and all(_want(kernel, u, mine, phase[n]) == phase[m]
+                            for u in kernel.graph.successors(m) if u in st.kernel.graph)):
                 plane = tuple(max(a, b) for a, b in zip(plane, other, strict=True))
         out[n] = plane
     return out
@@ -150,19 +186,15 @@ def _planes(kernel: Kernel, roots: list[int], stages: list[Stage], phase: dict[i
 Phase = tuple[int, tuple[int, ...]] | None  # (first spatial axis, strides), or natural order
 
 
-def _phases(kernel: Kernel, roots: list[int], stages: list[Stage]) -> dict[int, Phase]:
+def _phases(kernel: Kernel, roots: list[int], where: dict[int, list[int]]
+            ) -> dict[int, Phase]:
     """The polyphase order each stage computes its result in, from the last stage back:
     what the readers want, so that every window tap they gather is whole phase planes
     shifted. A stage computed in phase order t that reads the map through windows of
     strides s wants s * t (a tap of output position t*i + a reads s*t*i + s*a + k); an
     in-place reader (elementwise, a window over the channels) wants t; a reader through
     another view or a reduction the natural order. Where readers disagree, the most
-    common want."""
-    where: dict[int, list[int]] = {}  # node -> the roots of the stages computing it
-    for st, n in zip(stages, roots, strict=False):
-        for m in st.kernel.graph:
-            if st.kernel.node(m).op != "input":
-                where.setdefault(m, []).append(n)
+    common want. `where`: the roots of the stages computing each node."""
     phase: dict[int, Phase] = {}
     for n in reversed(roots):
         shape = tuple(kernel.node(n).shape or ())
@@ -196,17 +228,18 @@ def _fits(t: tuple[int, tuple[int, ...]], shape: tuple[int, ...], other: tuple[i
 
 def resident_view(kernel: Kernel, n: int, rows: int,
                   strides: tuple[int, tuple[int, ...]] | None = None,
-                  plane: tuple[int, ...] = ()) -> View:
+                  plane: tuple[int, ...] = (), pitch: int = 0) -> View:
     """The order a resident map is computed in: polyphase for strided readers (or the
-    `strides` given), each (phase) plane padded to `plane` if given, then each crossbar
-    of `rows` rows holding whole planes (or whole image rows), so that every crossbar
-    has the same pattern and one move serves them all."""
+    `strides` given), each (phase) plane padded to `plane` and the channels to `pitch`
+    if given, then each crossbar of `rows` rows holding whole planes (or whole image
+    rows), so that every crossbar has the same pattern and one move serves them all."""
     steps = phase_view(kernel, n, strides or phase_strides(kernel, n))
     shape = view_shape(tuple(kernel.node(n).shape or ()), steps)
     if len(shape) < 3:
         return steps
-    if plane and plane != shape[-2:]:
-        shape = (*shape[:-2], *plane)
+    wider = (*shape[:-3], max(pitch, shape[-3]), *(plane or shape[-2:]))
+    if wider != shape:
+        shape = wider
         steps = (*steps, ViewOp("pad", shape))
     plane, outer = shape[-2] * shape[-1], math.prod(shape[:-2])
     if plane <= rows:
