@@ -154,19 +154,22 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         found.append(built[key][0])
         options.append(built[key][1])
     if sum(f[1].crossbars for f in found) > arch.max_crossbars:
-        # the largest per-stage cap at which every stage's best split within it fits
+        # the largest per-stage cap at which every stage's best split within it (or its
+        # fewest crossbars, if more) fits
+        fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
         for cap in sorted({x for o in options for _, x in o}, reverse=True):
-            picks = [min((o for o in opts if o[1] <= cap), default=None) for opts in options]
-            if None not in picks and sum(p[1] for p in picks) <= arch.max_crossbars:  # type: ignore[index]
+            if sum(min((o for o in opts if o[1] <= cap), default=least)[1]
+                   for opts, least in zip(options, fewest, strict=True)) <= arch.max_crossbars:
                 break
         else:
-            need = sum(min(x for _, x in o) for o in options)
+            need = sum(least[1] for least in fewest)
             raise PimError(f"{file}: its {len(stages)} stages need at least {need} "
                            f"crossbars, the architecture has {arch.max_crossbars}")
         for i, st in enumerate(stages):
-            if found[i][1].crossbars > cap:
+            limit = max(cap, fewest[i][1])
+            if found[i][1].crossbars > limit:
                 found[i] = _best_split(st.kernel, file, dataclasses.replace(
-                    arch, max_crossbars=cap), mode, dtype, objective, st.result_view)
+                    arch, max_crossbars=limit), mode, dtype, objective, st.result_view)
     built, chunks = [], {}
     for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
         if low.host_values:  # a stage's own row-index column: a name of its own

@@ -16,6 +16,7 @@ from pimc.compile import compile_model
 from pimc.frontend.onnx_import import import_model
 from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.isa.view import LOWEST, ZERO
+from pimc.lower.factor import factor
 from pimc.lower.relayout import PAD_LOWEST, plan
 from pimc.lower.stages import resident_view, split_stages
 from pimc.onnx_verify import verify_model
@@ -156,6 +157,88 @@ def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copi
     assert np.array_equal(got, want)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(3, 7), st.integers(1, 3), st.integers(0, 1),
+       st.integers(1, 4), st.integers(1, 3))
+def test_a_factored_placement_holds_what_the_whole_view_places(c, side, k, pad, copies, chunks):
+    """factor(): what each slot holds, from the distinct rows and their repeats, equals
+    the view applied to the whole tensor (padding included)."""
+    k = min(k, side)
+    shape = (1, c, side, side)
+    step = ViewOp("window", (2, ZERO, k, k, 1, 1, pad, pad, pad, pad, 1, 1))
+    o = view_shape(shape, (step,))[2]
+    lanes = c * k * k
+    per = -(-lanes // chunks)
+    view = (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)), ViewOp("reshape", (1, o * o, lanes)),
+            ViewOp("broadcast", (copies, o * o, lanes)), ViewOp("reshape", (copies * o * o, lanes)),
+            ViewOp("pad", (copies * o * o + 3, chunks * per)),
+            ViewOp("reshape", (copies * o * o + 3, chunks, per)), ViewOp("transpose", (1, 0, 2)))
+    f = factor(shape, view)
+    assert f is not None and f.x.shape == (o * o, lanes)  # the windows once, not per copy
+    ids = np.arange(1, c * side * side + 1).reshape(shape)
+    want = apply_view(ids, view).reshape(-1, per)
+    got = f.need(np.arange(len(f.row)))
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("copies", [2, 3, 5])
+def test_a_map_read_in_every_chunk_is_copied_as_whole_crossbar_blocks(copies):
+    """A map an elementwise op reads in each of `copies` chunks: built once, then doubled
+    block by block (one move a level), as the replay confirms."""
+    from pimc.ir import Kernel, Loc, Node, add_node
+
+    shape = (1, 3, 6, 6)
+    kern = Kernel("k", (), ())
+    n = add_node(kern, Node("relu", Loc("", 1, 1), "f32", shape))
+    home = resident_view(kern, n, 16)
+    slots = int(np.prod(view_shape(shape, home)))
+    dst_view = (*home, ViewOp("reshape", (1, slots, 1)), ViewOp("broadcast", (copies, slots, 1)))
+    src = _io("x", shape, home, 1, 0, 16)
+    dst = _io("x", shape, dst_view, 1, 30, 16)
+    p = plan(src, dst)
+    assert len(p.copies) == (copies - 1).bit_length()
+    ids = np.arange(1, int(np.prod(shape)) + 1).reshape(shape)
+    assert np.array_equal(_replay(src, dst), apply_view(ids, dst_view).reshape(-1, 1))
+
+
+def _chain() -> onnx.ModelProto:
+    """Conv 3x3 (2 -> 4) -> MaxPool 2x2/2 -> Conv 3x3 (4 -> 8) -> MaxPool 2x2/2: the map the
+    first pool reads is wanted in the order of both strides downstream."""
+    rng = np.random.default_rng(3)
+    w = {"w1": rng.normal(0, 0.4, (4, 2, 3, 3)), "w2": rng.normal(0, 0.3, (8, 4, 3, 3))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1] * 4),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("MaxPool", ["r2"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2, 2])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in w.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_maps_are_ordered_by_every_stride_downstream_at_their_readers_pitch():
+    """r1 is read by a stride-2 pool whose output a stage in phase order 2 reads through
+    stride-1 windows: r1 in phase order 4 (planes of 2 x 2), p1 and r2 in order 2; p1
+    (4 channels) is stored at the pitch of the 8-channel convolution that reads it."""
+    k = _kernel(_chain())
+    stages = split_stages(k, 64)
+    assert [g.kernel.node(g.kernel.outputs[g.kernel.results[0].name]).loc.label.split()[-1]
+            for g in stages] == ["Relu", "MaxPool", "Relu", "MaxPool"]
+    relu1, pool1, relu2, _ = stages
+
+    def first_row(stage, shape):  # type: ignore[no-untyped-def]
+        ids = np.arange(int(np.prod(shape))).reshape(shape)
+        return apply_view(ids, stage.result_view)[0].tolist()
+
+    # phase (0, 0) of channel 0 of r1: positions (0, 0) (0, 4) (4, 0) (4, 4), then channel 1
+    assert first_row(relu1, (1, 4, 8, 8))[:6] == [0, 4, 32, 36, 64, 68]
+    assert first_row(relu2, (1, 8, 4, 4))[:6] == [0, 2, 8, 10, 16, 18]  # phase order 2
+    assert ViewOp("pad", (2, 2, 1, 8, 2, 2)) in pool1.result_view  # 4 channels at pitch 8
+
+
 def _residual_model() -> onnx.ModelProto:
     """Conv -> Relu -> Conv (stride 2) -> Relu -> Conv -> Add (residual) -> Relu ->
     AveragePool (padded, count_include_pad) -> Flatten -> Gemm: a residual add of two
@@ -211,7 +294,8 @@ def _fire_model() -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("model,dtype", [(small_cnn(), "f32"), (_residual_model(), "f32"),
-                                         (_residual_model(), "bf16"), (_fire_model(), "f32")])
+                                         (_residual_model(), "bf16"), (_fire_model(), "f32"),
+                                         (_chain(), "f32")])
 def test_a_cnn_runs_bit_exact_with_its_maps_kept_in_the_crossbars(tmp_path, model, dtype, capsys):
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))

@@ -141,11 +141,13 @@ def _pitches(kernel: Kernel, roots: list[int], where: dict[int, list[int]],
     or through stride-1 windows (a convolution), wants it at its own result's pitch, so
     that a tap's source planes are as far apart as the destination's for every phase (a
     64-channel map read by a 128-channel convolution: a move for all phases of a tap,
-    not one a phase)."""
+    not one a phase), unless that would more than double the map's rows."""
     pitch: dict[int, int] = {}
     for n in reversed(roots):
         shape = tuple(kernel.node(n).shape or ())
         pitch[n] = shape[-3] if len(shape) >= 3 else 0
+        if not pitch[n]:
+            continue
         for u in kernel.graph.successors(n):
             node = kernel.node(u)
             if node.op == "window":
@@ -155,9 +157,9 @@ def _pitches(kernel: Kernel, roots: list[int], where: dict[int, list[int]],
             elif node.op in ("reshape", "transpose", "bitcast", "matmul", *REDUCTIONS):
                 continue
             for r in where.get(u, []):
-                if (phase.get(r) == phase[n] and r in pitch
+                if (phase.get(r) == phase[n] and r in pitch and pitch[r] <= 2 * shape[-3]
                         and len(kernel.node(r).shape or ()) == len(shape)):
-                    pitch[n] = max(pitch[n], pitch[r])
+                    pitch[n] = max(pitch[n], pitch[r])  # at most twice the rows
     return pitch
 
 
@@ -176,6 +178,7 @@ def _planes(kernel: Kernel, roots: list[int], stages: list[Stage], phase: dict[i
             other = out.get(m, ())
             mine = tuple(kernel.node(m).shape or ())
             if (plane and len(other) == len(plane) and len(mine) == len(kernel.node(n).shape or ())
+                    and all(b <= 2 * a for a, b in zip(plane, other, strict=True))
                     and all(_want(kernel, u, mine, phase[n]) == phase[m]
                             for u in kernel.graph.successors(m) if u in st.kernel.graph)):
                 plane = tuple(max(a, b) for a, b in zip(plane, other, strict=True))
@@ -215,8 +218,10 @@ def _want(kernel: Kernel, u: int, shape: tuple[int, ...], t: Phase) -> Phase:
     s = tuple(a[1] for a in axes)
     if axis + len(s) != len(shape):  # over other axes (LRN's channels): in place if stride 1
         return t if max(s) == 1 and (t is None or _fits(t, shape, shape)) else None
-    if t is not None and t[0] == axis and len(t[1]) == len(s):
-        s = tuple(a * b for a, b in zip(s, t[1], strict=True))
+    if t is not None and axis <= t[0] and t[0] + len(t[1]) == len(shape):
+        s = (*s[:t[0] - axis], *(a * b for a, b in zip(s[t[0] - axis:], t[1], strict=True)))
+    while len(s) > 1 and s[0] == 1:  # a window over the channels too (Concat's padding)
+        axis, s = axis + 1, s[1:]
     return (axis, s) if max(s) > 1 else None
 
 
@@ -237,7 +242,12 @@ def resident_view(kernel: Kernel, n: int, rows: int,
     shape = view_shape(tuple(kernel.node(n).shape or ()), steps)
     if len(shape) < 3:
         return steps
-    wider = (*shape[:-3], max(pitch, shape[-3]), *(plane or shape[-2:]))
+    plane = plane or shape[-2:]
+    pitch = max(pitch, shape[-3])
+    g = rows // math.prod(plane)
+    if math.prod(shape[:-3]) > 1 and g and pitch >= g:  # each phase block whole crossbars
+        pitch = -(-pitch // g) * g
+    wider = (*shape[:-3], pitch, *plane)
     if wider != shape:
         shape = wider
         steps = (*steps, ViewOp("pad", shape))
