@@ -157,6 +157,37 @@ def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copi
     assert np.array_equal(got, want)
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 5), st.integers(1, 3), st.integers(0, 1), st.integers(1, 3),
+       st.booleans())
+def test_chunks_alike_but_for_their_channel_are_planned_once(c, k, pad, copies, whole):
+    """One chunk per input channel (its k x k taps), each channel plane a crossbar of
+    its own: the chunks are one class, gathered for one and made in the others; the
+    replay still rebuilds every slot."""
+    from pimc.lower.relayout import _classes, _Source  # noqa: F401 (the path under test)
+
+    side = 4
+    rows = side * side
+    k = min(k, side)
+    shape = (1, c, side, side)
+    step = ViewOp("window", (2, ZERO, k, k, 1, 1, pad, pad, pad, pad, 1, 1))
+    o = view_shape(shape, (step,))[2]
+    lanes = c * k * k
+    slots = copies * o * o
+    room = -(-slots // rows) * rows if whole else slots
+    dst_view = (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)),
+                ViewOp("reshape", (1, 1, o * o, lanes)),
+                ViewOp("broadcast", (1, copies, o * o, lanes)),
+                ViewOp("reshape", (slots, lanes)), ViewOp("pad", (room, lanes)),
+                ViewOp("reshape", (room, c, k * k)), ViewOp("transpose", (1, 0, 2)))
+    src = _io("x", shape, (ViewOp("reshape", (c, rows)),), 1, 0, rows)
+    dst = _io("x", shape, dst_view, k * k, 70, rows)
+    got = _replay(src, dst)
+    ids = np.arange(1, int(np.prod(shape)) + 1).reshape(shape)
+    want = apply_view(ids, dst_view, low=PAD_LOWEST).reshape(got.shape)
+    assert np.array_equal(got, want)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 3), st.integers(3, 7), st.integers(1, 3), st.integers(0, 1),
        st.integers(1, 4), st.integers(1, 3))

@@ -10,6 +10,7 @@ host uses; the runtime's tests of host placement cover what they must reproduce.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -98,40 +99,166 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         home = np.zeros((per_xb, sources.shape[1]), dtype=bool)
         home[: sources.shape[0] - (lo_x - x0)] = sources[lo_x - x0:lo_x - x0 + per_xb]
         sources, x0 = home, 0
+    read = _Source(at, sx, sr, sources, x0, local)
+    classes = None
+    if rows is not None and rows.chunks > 1 and len(rows.row) % len(dst.rows) == 0:
+        classes = _classes(need, rows.chunks, read)
+    if classes is None:
+        moves, pads, _ = _gather(need, dx_, dr, read)
+    else:  # gathered for one chunk of each class, then made in the others
+        n = len(need) // rows.chunks
+        width = len(rows.row) // len(dst.rows) * dst.xbs.step  # a chunk's crossbars
+        made: list[tuple[Move, int]] = []  # a move, and how many chunks on
+        filled: list[tuple[bool, Span, Span, tuple[int, ...], int]] = []
+        for rep, members in classes.items():
+            part = slice(rep * n, (rep + 1) * n)
+            got, holes, rides = _gather(need[part], dx_[part], dr[part], read)
+            for c, shift in members:
+                moved = [_moved(m, shift, c - rep, width, read) for m in got]
+                if None in moved or not _can_ride(rides, shift, read):
+                    got_c, holes_c, _ = _gather(need[c * n:(c + 1) * n], dx_[c * n:(c + 1) * n],
+                                                dr[c * n:(c + 1) * n], read)
+                    made += [(m, 0) for m in got_c]
+                    filled += [(low, xbs, r, tuple(ls), 0) for (low, xbs, r), ls in holes_c.items()]
+                    continue
+                made += [(m, c - rep) for m in moved]  # type: ignore[misc]
+                filled += [(low, xbs, r, tuple(ls), c - rep) for (low, xbs, r), ls in holes.items()]
+            made += [(m, 0) for m in got]
+            filled += [(low, xbs, r, tuple(ls), 0) for (low, xbs, r), ls in holes.items()]
+        moves = [dataclasses.replace(m, xbs=xbs) for m, xbs
+                 in _merged([(m, m.xbs, on) for m, on in made], width)]
+        pads = {}
+        for (low, _, r, ls, _), xbs in _merged([((low, xbs, r, ls, 0), xbs, on)
+                                                 for low, xbs, r, ls, on in filled], width):
+            pads.setdefault((low, xbs, r), []).extend(ls)
+    fills = tuple(Fill(tuple(lanes), xbs, rows, low) for (low, xbs, rows), lanes in pads.items())
+    return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the producer's elements are: each id's slot (at), the slots' crossbars and
+    rows, the cells a move may read, and the chunks' local copies (if any)."""
+
+    at: np.ndarray
+    sx: np.ndarray
+    sr: np.ndarray
+    cells: np.ndarray  # bool[crossbar - x0, row]
+    x0: int
+    local: tuple[int, int, int] | None
+
+
+def _gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: _Source
+            ) -> tuple[list[Move], dict[tuple[bool, Span, Span], list[int]], np.ndarray]:
+    """Lane by lane, the moves that bring each slot its element (padding riding along
+    with a neighbour's move where the cell it reads exists), and the padding fills; and
+    the cells the ridden moves read ((crossbar - x0, row) pairs)."""
     moves: list[Move] = []
     pads: dict[tuple[bool, Span, Span], list[int]] = {}
-    for lane in range(dst.lanes):
+    ridden = [np.zeros((2, 0), dtype=np.int64)]
+    for lane in range(need.shape[1]):
         col = need[:, lane]
         dest = np.flatnonzero(col > 0)
-        source = at[col[dest]]
-        base = 0 if local is None else first + (dx_[dest] - first) // per_xb * per_xb
-        dx = base + sx[source] - dx_[dest]
-        by = dr[dest] - sr[source]
+        source = src.at[col[dest]]
+        if src.local is None:
+            base = 0
+        else:
+            lo_x, per_xb, first = src.local
+            base = first + (dx_[dest] - first) // per_xb * per_xb
+        dx = base + src.sx[source] - dx_[dest]
+        by = dr[dest] - src.sr[source]
         pad = np.flatnonzero((col == 0) | (col == PAD_LOWEST))
         if len(dest) and len(pad):  # padding rides along with a neighbour's move
             rides = np.full(len(pad), -1)
             for near in _neighbours(dest, pad, dx_):
                 try_ = np.flatnonzero((rides < 0) & (near >= 0))
                 fx, fr = dx_[pad[try_]] + dx[near[try_]], dr[pad[try_]] - by[near[try_]]
-                if local is not None:  # the copy in the padding slot's own chunk
+                if src.local is not None:  # the copy in the padding slot's own chunk
                     fx = np.where((fx - first) // per_xb == (dx_[pad[try_]] - first) // per_xb,
                                   (fx - first) % per_xb, -1)
-                fx = fx - x0
-                ok = (fx >= 0) & (fx < sources.shape[0]) & (fr >= 0) & (fr < sources.shape[1])
-                ok[ok] = sources[fx[ok], fr[ok]]
+                fx = fx - src.x0
+                ok = ((fx >= 0) & (fx < src.cells.shape[0]) & (fr >= 0)
+                      & (fr < src.cells.shape[1]))
+                ok[ok] = src.cells[fx[ok], fr[ok]]
                 rides[try_[ok]] = near[try_[ok]]
+                ridden.append(np.stack([fx[ok], fr[ok]]))
             go = np.flatnonzero(rides >= 0)
             dest = np.r_[dest, pad[go]]
             dx, by = np.r_[dx, dx[rides[go]]], np.r_[by, by[rides[go]]]
         for (d, b), xbs, rows in _groups(dx, by, dx_[dest], dr[dest]):
-            moves.append(Move((lane,), d, b, xbs, rows, local=local is not None))
+            moves.append(Move((lane,), d, b, xbs, rows, local=src.local is not None))
         for low in (False, True):
             where = np.flatnonzero(col == (PAD_LOWEST if low else 0))
             zero = np.zeros(len(where), dtype=np.int64)
             for _, xbs, rows in _groups(zero, zero, dx_[where], dr[where]):
                 pads.setdefault((low, xbs, rows), []).append(lane)
-    fills = tuple(Fill(tuple(lanes), xbs, rows, low) for (low, xbs, rows), lanes in pads.items())
-    return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
+    return moves, pads, np.concatenate(ridden, axis=1)
+
+
+def _classes(need: np.ndarray, chunks: int, src: _Source) -> dict[int, list[tuple[int, int]]] | None:
+    """Chunks whose slots hold a representative chunk's ids plus one offset (the same
+    padding), read from cells one crossbar offset away in the same rows: a convolution's
+    chunks of one channel's taps, for channels whole crossbars apart.
+    {representative: [(chunk, crossbar offset)]}; None when that saves little."""
+    blocks = need.reshape(chunks, -1)
+    data = blocks > 0
+    lo = np.where(data, blocks, np.iinfo(blocks.dtype).max).min(axis=1)
+    sx, sr = src.sx[src.at], src.sr[src.at]  # each element's crossbar and row
+    reps: dict[bytes, list[int]] = {}
+    out: dict[int, list[tuple[int, int]]] = {}
+    for c in range(chunks):
+        mine = blocks[c][data[c]]
+        key = np.where(data[c], blocks[c] - lo[c] + 1, blocks[c]).tobytes() + sr[mine].tobytes()
+        alike = reps.setdefault(key, [])
+        for r in alike[-4:]:
+            theirs = blocks[r][data[r]]
+            shift = sx[mine] - sx[theirs]
+            if len(mine) and (shift == shift[0]).all() and (sr[mine] == sr[theirs]).all():
+                out[r].append((c, int(shift[0])))
+                break
+        else:
+            alike.append(c)
+            out[c] = []
+    return out if len(out) <= chunks // 2 else None
+
+
+def _moved(m: Move, shift: int, on: int, width: int, src: _Source) -> Move | None:
+    """A representative chunk's move made `on` chunks further (its sources `shift`
+    crossbars further in the producer's map or its local copy); None if the move
+    straddles local copies."""
+    if src.local is None:
+        return dataclasses.replace(m, dx=m.dx + shift - on * width)
+    _, per_xb, first = src.local
+
+    def copy(x: int) -> int:
+        return (x - first) // per_xb
+
+    a, b = m.xbs.start, m.xbs.stop - 1
+    if copy(a) != copy(b) or copy(a + on * width) != copy(b + on * width):
+        return None
+    return dataclasses.replace(
+        m, dx=m.dx + shift - on * width + (copy(a + on * width) - copy(a)) * per_xb)
+
+
+def _can_ride(ridden: np.ndarray, shift: int, src: _Source) -> bool:
+    """Whether the cells the ridden moves read, `shift` crossbars on, exist too."""
+    fx, fr = ridden[0] + shift, ridden[1]
+    return bool(((fx >= 0) & (fx < src.cells.shape[0])).all() and src.cells[fx, fr].all())
+
+
+def _merged(items: list[tuple[object, Span, int]], width: int) -> list[tuple[object, Span]]:
+    """(op, its crossbars in its representative chunk, chunks on): each op placed in its
+    chunk, and the ops alike but for their one crossbar merged into evenly spaced runs."""
+    single: dict[object, list[int]] = {}
+    out: list[tuple[object, Span]] = []
+    for op, xbs, on in items:
+        if len(xbs) == 1:
+            single.setdefault(op, []).append(xbs.start + on * width)
+        else:
+            out.append((op, Span(xbs.start + on * width, xbs.stop + on * width, xbs.step)))
+    for op, starts in single.items():
+        out += [(op, run) for run in _runs(sorted(set(starts)))]
+    return out
 
 
 def _neighbours(dest: np.ndarray, pad: np.ndarray, xb: np.ndarray) -> list[np.ndarray]:
