@@ -94,7 +94,7 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         need, dx_, dr, copies, blank = _repeats(rows, dst)
     spread, local, home_zero = _spread(src, dst, shape, sx[have > 0])
     if local is not None:  # read from the chunk's own copy, a few crossbars away
-        lo_x, per_xb, first = local
+        lo_x, per_xb, _ = local
         sx = sx - lo_x  # the copy's crossbar, relative to its chunk's first
         home = np.zeros((per_xb, sources.shape[1]), dtype=bool)
         home[: sources.shape[0] - (lo_x - x0)] = sources[lo_x - x0:lo_x - x0 + per_xb]
@@ -163,7 +163,7 @@ def _gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: _Source
         if src.local is None:
             base = 0
         else:
-            lo_x, per_xb, first = src.local
+            _, per_xb, first = src.local
             base = first + (dx_[dest] - first) // per_xb * per_xb
         dx = base + src.sx[source] - dx_[dest]
         by = dr[dest] - src.sr[source]
