@@ -149,12 +149,15 @@ def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copi
                 ViewOp("pad", (room, chunks * per)),
                 ViewOp("reshape", (room, chunks, per)),
                 ViewOp("transpose", (1, 0, 2)))
-    src = _io("x", shape, src_view, 1, 0, rows)
-    dst = _io("x", shape, dst_view, per, 70, rows)
-    got = _replay(src, dst)
+    _rebuilds(shape, src_view, dst_view, per, rows)
+
+
+def _rebuilds(shape, src_view, dst_view, lanes, rows):  # type: ignore[no-untyped-def]
+    """The plan from src_view's placement to dst_view's, replayed, fills every slot as
+    the host would have."""
+    got = _replay(_io("x", shape, src_view, 1, 0, rows), _io("x", shape, dst_view, lanes, 70, rows))
     ids = np.arange(1, int(np.prod(shape)) + 1).reshape(shape)
-    want = apply_view(ids, dst_view, low=PAD_LOWEST).reshape(got.shape)
-    assert np.array_equal(got, want)
+    assert np.array_equal(got, apply_view(ids, dst_view, low=PAD_LOWEST).reshape(got.shape))
 
 
 @settings(max_examples=15, deadline=None)
@@ -164,8 +167,6 @@ def test_chunks_alike_but_for_their_channel_are_planned_once(c, k, pad, copies, 
     """One chunk per input channel (its k x k taps), each channel plane a crossbar of
     its own: the chunks are one class, gathered for one and made in the others; the
     replay still rebuilds every slot."""
-    from pimc.lower.relayout import _classes, _Source  # noqa: F401 (the path under test)
-
     side = 4
     rows = side * side
     k = min(k, side)
@@ -180,12 +181,7 @@ def test_chunks_alike_but_for_their_channel_are_planned_once(c, k, pad, copies, 
                 ViewOp("broadcast", (1, copies, o * o, lanes)),
                 ViewOp("reshape", (slots, lanes)), ViewOp("pad", (room, lanes)),
                 ViewOp("reshape", (room, c, k * k)), ViewOp("transpose", (1, 0, 2)))
-    src = _io("x", shape, (ViewOp("reshape", (c, rows)),), 1, 0, rows)
-    dst = _io("x", shape, dst_view, k * k, 70, rows)
-    got = _replay(src, dst)
-    ids = np.arange(1, int(np.prod(shape)) + 1).reshape(shape)
-    want = apply_view(ids, dst_view, low=PAD_LOWEST).reshape(got.shape)
-    assert np.array_equal(got, want)
+    _rebuilds(shape, (ViewOp("reshape", (c, rows)),), dst_view, k * k, rows)
 
 
 @settings(max_examples=30, deadline=None)
@@ -224,12 +220,9 @@ def test_a_map_read_in_every_chunk_is_copied_as_whole_crossbar_blocks(copies):
     home = resident_view(kern, n, 16)
     slots = int(np.prod(view_shape(shape, home)))
     dst_view = (*home, ViewOp("reshape", (1, slots, 1)), ViewOp("broadcast", (copies, slots, 1)))
-    src = _io("x", shape, home, 1, 0, 16)
-    dst = _io("x", shape, dst_view, 1, 30, 16)
-    p = plan(src, dst)
+    p = plan(_io("x", shape, home, 1, 0, 16), _io("x", shape, dst_view, 1, 70, 16))
     assert len(p.copies) == (copies - 1).bit_length()
-    ids = np.arange(1, int(np.prod(shape)) + 1).reshape(shape)
-    assert np.array_equal(_replay(src, dst), apply_view(ids, dst_view).reshape(-1, 1))
+    _rebuilds(shape, home, dst_view, 1, 16)
 
 
 def _chain() -> onnx.ModelProto:
