@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pimc.isa.arch import Arch
 from pimc.isa.check import op_problem, rep_columns, validate
@@ -104,3 +106,19 @@ def test_a_predicated_op_needs_a_search_before_it():
     pred = next(i for i, line in enumerate(lines) if "?tag" in line) + 1
     with pytest.raises(PimError, match=rf"t\.uop:{pred}: a predicated op .* no SEARCH"):
         validate(parse_program("\n".join(lines) + "\n", "t.uop"), "t.uop")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 40), st.integers(0, 40), st.integers(1, 5), st.integers(1, 5),
+       st.integers(1, 12))
+def test_transfer_spans_are_checked_and_costed_without_listing_them(a, b, sa, sb, n):
+    """Overlap of a TRANSFER's source and destination crossbars, and its distance, from
+    the spans' ends, as listing every crossbar would give."""
+    from pimc.isa.check import _runs_meet
+    from pimc.isa.cost import transfer_distance
+
+    src, dst = range(a, a + n * sa, sa), range(b, b + n * sb, sb)
+    assert _runs_meet(src, dst) == bool(set(src) & set(dst))
+    op = Transfer(xbs=Span(a, a + n * sa, sa), dst_xbs=Span(b, b + n * sb, sb), src_cols=(0,),
+                  dst_cols=(0,))
+    assert transfer_distance(op) == max(abs(d - s) for s, d in zip(src, dst, strict=True))

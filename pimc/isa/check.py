@@ -126,6 +126,15 @@ def _op_problem(prog: Program, op: Op, arch: Arch) -> str | None:
     return f"unknown micro-op {type(op).__name__}"
 
 
+def _runs_meet(a: range, b: range) -> bool:
+    """Whether two evenly spaced runs share an element (without listing them)."""
+    if not a or not b or a[-1] < b[0] or b[-1] < a[0]:
+        return False
+    if a.step == b.step:
+        return (b[0] - a[0]) % a.step == 0
+    return bool(set(a) & set(b))
+
+
 def _transfer_problem(prog: Program, op: Transfer) -> str | None:
     arch = prog.arch
     problem = _check_span(op.dst_xbs, prog.crossbars, "destination crossbar") or _check_cols(
@@ -134,7 +143,7 @@ def _transfer_problem(prog: Program, op: Transfer) -> str | None:
         return problem
     if len(op.dst_xbs) != len(op.xbs):
         return f"{len(op.xbs)} source crossbars but {len(op.dst_xbs)} destinations"
-    if set(op.xbs.indices()) & set(op.dst_xbs.indices()):
+    if _runs_meet(op.xbs.indices(), op.dst_xbs.indices()):
         return "source and destination crossbars overlap (copy inside a crossbar with SHIFT)"
     if op.dst_row is None:
         if len(op.src_cols) != len(op.dst_cols):
