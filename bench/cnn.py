@@ -181,14 +181,14 @@ def main() -> None:
 
 def _row(r: dict) -> None:  # type: ignore[type-arg]
     if not getattr(_row, "done", False):
-        print(f"{'model':<42}{'memory':>9}{'compile s':>10}{'peak MB':>8}{'cycles':>12}"
-              f"{'xbars':>9}{'move %':>7}{'img/s':>11}{'img/J':>10}  note")
+        print(f"{'model':<42}{'memory':>9}{'compile s':>10}{'peak MB':>8}{'cycles':>15}"
+              f"{'xbars':>11}{'move %':>7}{'img/s':>11}{'img/J':>10}  note")
         _row.done = True  # type: ignore[attr-defined]
     if "cycles" not in r:
         print(f"{r['model']:<42}{'':>9}  not compiled: {r['note']}")
         return
-    print(f"{r['model']:<42}{r['memory']:>9}{r['compile_s']:>10.1f}{r['peak_mb']:>8.0f}"
-          f"{r['cycles']:>12,}{r['crossbars']:>9,}{100 * r['movement_share']:>7.1f}"
+    print(f"{r['model']:<42}{r['memory']:>9}{r['compile_s']:>10.1f} {r['peak_mb']:>7.0f}"
+          f" {r['cycles']:>14,} {r['crossbars']:>10,}{100 * r['movement_share']:>7.1f}"
           f"{r['img_per_s']:>11,.0f}{r['img_per_J']:>10,.0f}  {r['note']}")
 
 
