@@ -23,35 +23,11 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
 from pimc.isa.view import lowest
 from pimc.lower.factor import Factored, factor
+from pimc.lower.gather import Source, can_ride, chunk_classes, gather, merge_chunks, moved_on
+from pimc.lower.moves import COPIED, PAD_LOWEST, Fill, Move, group_spans
 from pimc.runtime.hostio import slot_places, slots
 
-PAD_LOWEST = -1  # an id the gather marks max pooling's padding with (ids start at 1)
-COPIED = -2  # a slot a doubling copy fills
-
-
-@dataclass(frozen=True)
-class Move:
-    """Lanes `lanes` in rows `rows` of crossbars `xbs` take the word of crossbar x + dx,
-    row r - by (a TRANSFER when dx is not 0, a SHIFT when by is not 0): from the
-    producer's word, its copy in dst's crossbars (`local`), or the same lanes (a
-    doubling copy)."""
-
-    lanes: tuple[int, ...]
-    dx: int
-    by: int
-    xbs: Span
-    rows: Span
-    local: bool = False  # from the copy of the producer's word in dst's crossbars
-
-
-@dataclass(frozen=True)
-class Fill:
-    """Lanes in rows `rows` of crossbars `xbs` hold zero, or the dtype's lowest value."""
-
-    lanes: tuple[int, ...]
-    xbs: Span
-    rows: Span
-    lowest: bool
+__all__ = ["PAD_LOWEST", "Plan", "emit_moves", "plan"]
 
 
 @dataclass(frozen=True)
@@ -99,12 +75,12 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         home = np.zeros((per_xb, sources.shape[1]), dtype=bool)
         home[: sources.shape[0] - (lo_x - x0)] = sources[lo_x - x0:lo_x - x0 + per_xb]
         sources, x0 = home, 0
-    read = _Source(at, sx, sr, sources, x0, local)
+    read = Source(at, sx, sr, sources, x0, local)
     classes = None
     if rows is not None and rows.chunks > 1 and len(rows.row) % len(dst.rows) == 0:
-        classes = _classes(need, rows.chunks, read)
+        classes = chunk_classes(need, rows.chunks, read)
     if classes is None:
-        moves, pads, _ = _gather(need, dx_, dr, read)
+        moves, pads, _ = gather(need, dx_, dr, read)
     else:  # gathered for one chunk of each class, then made in the others
         n = len(need) // rows.chunks
         width = len(rows.row) // len(dst.rows) * dst.xbs.step  # a chunk's crossbars
@@ -112,11 +88,11 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         filled: list[tuple[bool, Span, Span, tuple[int, ...], int]] = []
         for rep, members in classes.items():
             part = slice(rep * n, (rep + 1) * n)
-            got, holes, rides = _gather(need[part], dx_[part], dr[part], read)
+            got, holes, rides = gather(need[part], dx_[part], dr[part], read)
             for c, shift in members:
-                moved = [_moved(m, shift, c - rep, width, read) for m in got]
-                if None in moved or not _can_ride(rides, shift, read):
-                    got_c, holes_c, _ = _gather(need[c * n:(c + 1) * n], dx_[c * n:(c + 1) * n],
+                moved = [moved_on(m, shift, c - rep, width, read) for m in got]
+                if None in moved or not can_ride(rides, shift, read):
+                    got_c, holes_c, _ = gather(need[c * n:(c + 1) * n], dx_[c * n:(c + 1) * n],
                                                 dr[c * n:(c + 1) * n], read)
                     made += [(m, 0) for m in got_c]
                     filled += [(low, xbs, r, tuple(ls), 0) for (low, xbs, r), ls in holes_c.items()]
@@ -126,160 +102,13 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
             made += [(m, 0) for m in got]
             filled += [(low, xbs, r, tuple(ls), 0) for (low, xbs, r), ls in holes.items()]
         moves = [dataclasses.replace(m, xbs=xbs) for m, xbs
-                 in _merged([(m, m.xbs, on) for m, on in made], width)]
+                 in merge_chunks([(m, m.xbs, on) for m, on in made], width)]
         pads = {}
-        for (low, _, r, ls, _), xbs in _merged([((low, xbs, r, ls, 0), xbs, on)
+        for (low, _, r, ls, _), xbs in merge_chunks([((low, xbs, r, ls, 0), xbs, on)
                                                  for low, xbs, r, ls, on in filled], width):
             pads.setdefault((low, xbs, r), []).extend(ls)
     fills = tuple(Fill(tuple(lanes), xbs, rows, low) for (low, xbs, rows), lanes in pads.items())
     return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
-
-
-@dataclass(frozen=True)
-class _Source:
-    """Where the producer's elements are: each id's slot (at), the slots' crossbars and
-    rows, the cells a move may read, and the chunks' local copies (if any)."""
-
-    at: np.ndarray
-    sx: np.ndarray
-    sr: np.ndarray
-    cells: np.ndarray  # bool[crossbar - x0, row]
-    x0: int
-    local: tuple[int, int, int] | None
-
-
-def _gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: _Source
-            ) -> tuple[list[Move], dict[tuple[bool, Span, Span], list[int]], np.ndarray]:
-    """Lane by lane, the moves that bring each slot its element (padding riding along
-    with a neighbour's move where the cell it reads exists), and the padding fills; and
-    the cells the ridden moves read ((crossbar - x0, row) pairs)."""
-    moves: list[Move] = []
-    pads: dict[tuple[bool, Span, Span], list[int]] = {}
-    ridden = [np.zeros((2, 0), dtype=np.int64)]
-    for lane in range(need.shape[1]):
-        col = need[:, lane]
-        dest = np.flatnonzero(col > 0)
-        source = src.at[col[dest]]
-        if src.local is None:
-            base = 0
-        else:
-            _, per_xb, first = src.local
-            base = first + (dx_[dest] - first) // per_xb * per_xb
-        dx = base + src.sx[source] - dx_[dest]
-        by = dr[dest] - src.sr[source]
-        pad = np.flatnonzero((col == 0) | (col == PAD_LOWEST))
-        if len(dest) and len(pad):  # padding rides along with a neighbour's move
-            rides = np.full(len(pad), -1)
-            for near in _neighbours(dest, pad, dx_):
-                try_ = np.flatnonzero((rides < 0) & (near >= 0))
-                fx, fr = dx_[pad[try_]] + dx[near[try_]], dr[pad[try_]] - by[near[try_]]
-                if src.local is not None:  # the copy in the padding slot's own chunk
-                    fx = np.where((fx - first) // per_xb == (dx_[pad[try_]] - first) // per_xb,
-                                  (fx - first) % per_xb, -1)
-                fx = fx - src.x0
-                ok = ((fx >= 0) & (fx < src.cells.shape[0]) & (fr >= 0)
-                      & (fr < src.cells.shape[1]))
-                ok[ok] = src.cells[fx[ok], fr[ok]]
-                rides[try_[ok]] = near[try_[ok]]
-                ridden.append(np.stack([fx[ok], fr[ok]]))
-            go = np.flatnonzero(rides >= 0)
-            dest = np.r_[dest, pad[go]]
-            dx, by = np.r_[dx, dx[rides[go]]], np.r_[by, by[rides[go]]]
-        for (d, b), xbs, rows in _groups(dx, by, dx_[dest], dr[dest]):
-            moves.append(Move((lane,), d, b, xbs, rows, local=src.local is not None))
-        for low in (False, True):
-            where = np.flatnonzero(col == (PAD_LOWEST if low else 0))
-            zero = np.zeros(len(where), dtype=np.int64)
-            for _, xbs, rows in _groups(zero, zero, dx_[where], dr[where]):
-                pads.setdefault((low, xbs, rows), []).append(lane)
-    return moves, pads, np.concatenate(ridden, axis=1)
-
-
-def _classes(need: np.ndarray, chunks: int, src: _Source) -> dict[int, list[tuple[int, int]]] | None:
-    """Chunks whose slots hold a representative chunk's ids plus one offset (the same
-    padding), read from cells one crossbar offset away in the same rows: a convolution's
-    chunks of one channel's taps, for channels whole crossbars apart.
-    {representative: [(chunk, crossbar offset)]}; None when that saves little."""
-    blocks = need.reshape(chunks, -1)
-    data = blocks > 0
-    lo = np.where(data, blocks, np.iinfo(blocks.dtype).max).min(axis=1)
-    sx, sr = src.sx[src.at], src.sr[src.at]  # each element's crossbar and row
-    reps: dict[bytes, list[int]] = {}
-    out: dict[int, list[tuple[int, int]]] = {}
-    for c in range(chunks):
-        mine = blocks[c][data[c]]
-        key = np.where(data[c], blocks[c] - lo[c] + 1, blocks[c]).tobytes() + sr[mine].tobytes()
-        alike = reps.setdefault(key, [])
-        for r in alike[-4:]:
-            theirs = blocks[r][data[r]]
-            shift = sx[mine] - sx[theirs]
-            if len(mine) and (shift == shift[0]).all() and (sr[mine] == sr[theirs]).all():
-                out[r].append((c, int(shift[0])))
-                break
-        else:
-            alike.append(c)
-            out[c] = []
-    return out if len(out) <= chunks // 2 else None
-
-
-def _moved(m: Move, shift: int, on: int, width: int, src: _Source) -> Move | None:
-    """A representative chunk's move made `on` chunks further (its sources `shift`
-    crossbars further in the producer's map or its local copy); None if the move
-    straddles local copies."""
-    if src.local is None:
-        return dataclasses.replace(m, dx=m.dx + shift - on * width)
-    _, per_xb, first = src.local
-
-    def copy(x: int) -> int:
-        return (x - first) // per_xb
-
-    a, b = m.xbs.start, m.xbs.stop - 1
-    if copy(a) != copy(b) or copy(a + on * width) != copy(b + on * width):
-        return None
-    return dataclasses.replace(
-        m, dx=m.dx + shift - on * width + (copy(a + on * width) - copy(a)) * per_xb)
-
-
-def _can_ride(ridden: np.ndarray, shift: int, src: _Source) -> bool:
-    """Whether the cells the ridden moves read, `shift` crossbars on, exist too."""
-    fx, fr = ridden[0] + shift, ridden[1]
-    return bool(((fx >= 0) & (fx < src.cells.shape[0])).all() and src.cells[fx, fr].all())
-
-
-def _merged(items: list[tuple[object, Span, int]], width: int) -> list[tuple[object, Span]]:
-    """(op, its crossbars in its representative chunk, chunks on): each op placed in its
-    chunk, and the ops alike but for their one crossbar merged into evenly spaced runs."""
-    single: dict[object, list[int]] = {}
-    out: list[tuple[object, Span]] = []
-    for op, xbs, on in items:
-        if len(xbs) == 1:
-            single.setdefault(op, []).append(xbs.start + on * width)
-        else:
-            out.append((op, Span(xbs.start + on * width, xbs.stop + on * width, xbs.step)))
-    for op, starts in single.items():
-        out += [(op, run) for run in _runs(sorted(set(starts)))]
-    return out
-
-
-def _neighbours(dest: np.ndarray, pad: np.ndarray, xb: np.ndarray) -> list[np.ndarray]:
-    """For each padding slot, the index in `dest` of the moved slot just before it in its
-    crossbar, and of the one just after it (-1: none); slots in (crossbar, row) order."""
-    order = np.argsort(np.r_[dest, pad], kind="stable")
-    moved = order < len(dest)
-    at = np.arange(len(order))
-    before = np.maximum.accumulate(np.where(moved, at, -1))
-    after = np.minimum.accumulate(np.where(moved, at, len(order))[::-1])[::-1]
-    here = np.flatnonzero(~moved)
-    slot = pad[order[here] - len(dest)]
-    out = []
-    for near in (before[here], after[here]):
-        found = (near >= 0) & (near < len(order))
-        index = np.where(found, order[np.clip(near, 0, len(order) - 1)], -1)
-        index[found] = np.where(xb[dest[index[found]]] == xb[slot[found]], index[found], -1)
-        result = np.full(len(pad), -1)
-        result[order[here] - len(dest)] = index
-        out.append(result)
-    return out
 
 
 def _repeats(f: Factored, dst: TensorIO
@@ -313,9 +142,9 @@ def _repeats(f: Factored, dst: TensorIO
     while d <= int(rank.max(initial=0)):
         pick = np.flatnonzero((rank >= d) & (rank < 2 * d))
         copies += [Move(lanes, dx, by, xbs, rows) for (dx, by), xbs, rows
-                   in _chunk_groups(dst, f, order[pick], order[pick - d])]
+                   in _chunkgroups(dst, f, order[pick], order[pick - d])]
         d *= 2
-    fills = [Fill(lanes, xbs, rows, False) for _, xbs, rows in _chunk_groups(dst, f, blank, None)]
+    fills = [Fill(lanes, xbs, rows, False) for _, xbs, rows in _chunkgroups(dst, f, blank, None)]
     width = block // per_xb * dst.xbs.step  # the block's crossbars
     d = 1
     while d < times:  # the whole block doubled, a level at a time
@@ -338,7 +167,7 @@ def _period(row: np.ndarray, per_xb: int) -> tuple[int, int]:
     return len(row), 1
 
 
-def _chunk_groups(dst: TensorIO, f: Factored, into: np.ndarray, source: np.ndarray | None
+def _chunkgroups(dst: TensorIO, f: Factored, into: np.ndarray, source: np.ndarray | None
                   ) -> list[tuple[tuple[int, int], Span, Span]]:
     """_groups of the moves from slot rows `source` (None: fills) into `into`, in every
     chunk."""
@@ -349,7 +178,7 @@ def _chunk_groups(dst: TensorIO, f: Factored, into: np.ndarray, source: np.ndarr
         source = None if source is None else (base + source[None, :]).ravel()
     tx, tr = slot_places(dst, into)
     fx, fr = (tx, tr) if source is None else slot_places(dst, source)
-    groups = _groups(fx - tx, tr - fr, tx, tr)
+    groups = group_spans(fx - tx, tr - fr, tx, tr)
     return groups if per_chunk % len(dst.rows) else _in_chunks(groups, f, dst)
 
 
@@ -437,101 +266,12 @@ def _doubling(need: np.ndarray, shape: tuple[int, ...], xb: np.ndarray, row: np.
             count = min(done, m - done)
             first = (np.arange(chunks)[:, None] * per + np.arange(count * t)[None, :]).ravel()
             dest = first + done * t
-            for (d, b), xbs, rows in _groups(xb[first] - xb[dest], row[dest] - row[first],
+            for (d, b), xbs, rows in group_spans(xb[first] - xb[dest], row[dest] - row[first],
                                              xb[dest], row[dest]):
                 level.append(Move(lanes, d, b, xbs, rows))
             done += count
         copies = level + copies
         span = t
-
-
-def _groups(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
-            ) -> list[tuple[tuple[int, int], Span, Span]]:
-    """Destinations grouped into ops: one (dx, by), a run of crossbars with a step, and
-    the same evenly spaced rows in each."""
-    if not len(xb):
-        return []
-    place = xb * (int(row.max()) + 1) + row
-    if np.any(np.diff(place) < 0):  # callers mostly give destinations in order already
-        first = np.argsort(place, kind="stable")
-        dx, by, xb, row = dx[first], by[first], xb[first], row[first]
-    key = (dx - dx.min()) * (int(by.max() - by.min()) + 1) + (by - by.min())
-    order = np.argsort(key, kind="stable")  # by (dx, by), then crossbar and row
-    dx, by, xb, row = dx[order], by[order], xb[order], row[order]
-    cut = np.flatnonzero((np.diff(dx) != 0) | (np.diff(by) != 0) | (np.diff(xb) != 0)) + 1
-    lo, hi = np.r_[0, cut], np.r_[cut, len(xb)]
-    # a crossbar's rows are one evenly spaced run when their steps agree (most are)
-    step = np.r_[np.diff(row), 0]
-    last = hi - 1
-    inner = np.maximum(last - lo, 1)
-    within = np.arange(len(row)) < np.repeat(last, hi - lo)  # a step to a row of the same run
-    low_step = np.minimum.reduceat(np.where(within, step, np.iinfo(np.int64).max), lo)
-    high_step = np.maximum.reduceat(np.where(within, step, -1), lo)
-    even = (hi - lo == 1) | (low_step == high_step)
-    out: list[tuple[tuple[int, int], Span, Span]] = []
-    # even crossbars: grouped by (dx, by, first row, last row, step) with numpy ...
-    e = np.flatnonzero(even)
-    fields = np.stack([dx[lo[e]], by[lo[e]], row[lo[e]], row[last[e]],
-                       np.maximum((row[last[e]] - row[lo[e]]) // inner[e], 1), xb[lo[e]]])
-    fields = fields[:, np.lexsort(fields[::-1])]
-    new = np.flatnonzero(np.any(np.diff(fields[:5], axis=1) != 0, axis=0)) + 1
-    ends = np.r_[new, fields.shape[1]] if len(e) else np.zeros(0, dtype=np.int64)
-    for g0, g1 in zip(np.r_[0, new][:len(ends)].tolist(), ends.tolist(), strict=True):
-        kdx, kby, first, end, st = (int(v) for v in fields[:5, g0])
-        rows = Span(first, end + 1, st)
-        out += [((kdx, kby), run, rows) for run in _runs(fields[5, g0:g1].tolist())]
-    # ... the others (rows in several runs) one by one
-    by_rows: dict[tuple[tuple[int, int], tuple[Span, ...]], list[int]] = {}
-    for i in np.flatnonzero(~even).tolist():
-        key = (int(dx[lo[i]]), int(by[lo[i]]))
-        by_rows.setdefault((key, _row_spans(row[lo[i]:hi[i]])), []).append(int(xb[lo[i]]))
-    for (key, spans), xs in by_rows.items():
-        for run in _runs(xs):
-            out += [(key, run, rows) for rows in spans]
-    return out
-
-
-def _runs(xs: list[int]) -> list[Span]:
-    """Sorted crossbars as few evenly spaced runs: the best of runs of one step q in each
-    residue class modulo q (q = 1..16, or a common gap: a layout's crossbars repeat
-    their pattern with some period), or greedy runs of any step (for short lists)."""
-    arr = np.asarray(xs, dtype=np.int64)
-    if len(arr) == 1:
-        return [Span(int(arr[0]), int(arr[0]) + 1)]
-    gaps, counts = np.unique(np.diff(arr), return_counts=True)
-    steps = set(range(1, min(16, len(arr)) + 1)) | set(gaps[np.argsort(-counts)[:4]].tolist())
-
-    def starts(q: int) -> np.ndarray:  # whether x begins a run of step q (x - q absent)
-        at = np.searchsorted(arr, arr - q)
-        return (at >= len(arr)) | (arr[np.minimum(at, len(arr) - 1)] != arr - q)
-
-    q = min(sorted(steps), key=lambda q: int(starts(q).sum()))
-    count = int(starts(q).sum())
-    if len(arr) <= 256:
-        greedy = _row_spans(arr)
-        if len(greedy) < count:
-            return list(greedy)
-    order = np.lexsort((arr, arr % q))  # by class, then crossbar
-    cls = arr[order]
-    cut = np.flatnonzero((np.diff(cls) != q) | (np.diff(cls % q) != 0)) + 1
-    lo, hi = np.r_[0, cut], np.r_[cut, len(cls)] - 1
-    return [Span(a, b + 1, q) for a, b in zip(cls[lo].tolist(), cls[hi].tolist(), strict=True)]
-
-
-def _row_spans(rows: np.ndarray) -> tuple[Span, ...]:
-    """Sorted rows as few evenly spaced runs (greedy)."""
-    out, i, n = [], 0, len(rows)
-    while i < n:
-        j = i
-        if i + 1 < n:
-            step = rows[i + 1] - rows[i]
-            j = i + 1
-            while j + 1 < n and rows[j + 1] - rows[j] == step:
-                j += 1
-        out.append(Span(int(rows[i]), int(rows[j]) + 1, int(rows[j] - rows[i]) // max(1, j - i)
-                        or 1))
-        i = j + 1
-    return tuple(out)
 
 
 def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,

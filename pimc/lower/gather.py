@@ -1,0 +1,160 @@
+"""The gather of a relayout: for each slot lane, the move that brings its element from
+the producer's map (or a local copy of it), padding riding along with a neighbour's
+move; and the chunks alike but for their channel, gathered once and made in the others."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from pimc.isa.uop import Span
+from pimc.lower.moves import PAD_LOWEST, Move, group_spans, runs
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the producer's elements are: each id's slot (at), the slots' crossbars and
+    rows, the cells a move may read, and the chunks' local copies (if any)."""
+
+    at: np.ndarray
+    sx: np.ndarray
+    sr: np.ndarray
+    cells: np.ndarray  # bool[crossbar - x0, row]
+    x0: int
+    local: tuple[int, int, int] | None
+
+
+def gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
+            ) -> tuple[list[Move], dict[tuple[bool, Span, Span], list[int]], np.ndarray]:
+    """Lane by lane, the moves that bring each slot its element (padding riding along
+    with a neighbour's move where the cell it reads exists), and the padding fills; and
+    the cells the ridden moves read ((crossbar - x0, row) pairs)."""
+    moves: list[Move] = []
+    pads: dict[tuple[bool, Span, Span], list[int]] = {}
+    ridden = [np.zeros((2, 0), dtype=np.int64)]
+    for lane in range(need.shape[1]):
+        col = need[:, lane]
+        dest = np.flatnonzero(col > 0)
+        source = src.at[col[dest]]
+        if src.local is None:
+            base = 0
+        else:
+            _, per_xb, first = src.local
+            base = first + (dx_[dest] - first) // per_xb * per_xb
+        dx = base + src.sx[source] - dx_[dest]
+        by = dr[dest] - src.sr[source]
+        pad = np.flatnonzero((col == 0) | (col == PAD_LOWEST))
+        if len(dest) and len(pad):  # padding rides along with a neighbour's move
+            rides = np.full(len(pad), -1)
+            for near in neighbours(dest, pad, dx_):
+                try_ = np.flatnonzero((rides < 0) & (near >= 0))
+                fx, fr = dx_[pad[try_]] + dx[near[try_]], dr[pad[try_]] - by[near[try_]]
+                if src.local is not None:  # the copy in the padding slot's own chunk
+                    fx = np.where((fx - first) // per_xb == (dx_[pad[try_]] - first) // per_xb,
+                                  (fx - first) % per_xb, -1)
+                fx = fx - src.x0
+                ok = ((fx >= 0) & (fx < src.cells.shape[0]) & (fr >= 0)
+                      & (fr < src.cells.shape[1]))
+                ok[ok] = src.cells[fx[ok], fr[ok]]
+                rides[try_[ok]] = near[try_[ok]]
+                ridden.append(np.stack([fx[ok], fr[ok]]))
+            go = np.flatnonzero(rides >= 0)
+            dest = np.r_[dest, pad[go]]
+            dx, by = np.r_[dx, dx[rides[go]]], np.r_[by, by[rides[go]]]
+        for (d, b), xbs, rows in group_spans(dx, by, dx_[dest], dr[dest]):
+            moves.append(Move((lane,), d, b, xbs, rows, local=src.local is not None))
+        for low in (False, True):
+            where = np.flatnonzero(col == (PAD_LOWEST if low else 0))
+            zero = np.zeros(len(where), dtype=np.int64)
+            for _, xbs, rows in group_spans(zero, zero, dx_[where], dr[where]):
+                pads.setdefault((low, xbs, rows), []).append(lane)
+    return moves, pads, np.concatenate(ridden, axis=1)
+
+
+def chunk_classes(need: np.ndarray, chunks: int, src: Source) -> dict[int, list[tuple[int, int]]] | None:
+    """Chunks whose slots hold a representative chunk's ids plus one offset (the same
+    padding), read from cells one crossbar offset away in the same rows: a convolution's
+    chunks of one channel's taps, for channels whole crossbars apart.
+    {representative: [(chunk, crossbar offset)]}; None when that saves little."""
+    blocks = need.reshape(chunks, -1)
+    data = blocks > 0
+    lo = np.where(data, blocks, np.iinfo(blocks.dtype).max).min(axis=1)
+    sx, sr = src.sx[src.at], src.sr[src.at]  # each element's crossbar and row
+    reps: dict[bytes, list[int]] = {}
+    out: dict[int, list[tuple[int, int]]] = {}
+    for c in range(chunks):
+        mine = blocks[c][data[c]]
+        key = np.where(data[c], blocks[c] - lo[c] + 1, blocks[c]).tobytes() + sr[mine].tobytes()
+        alike = reps.setdefault(key, [])
+        for r in alike[-4:]:
+            theirs = blocks[r][data[r]]
+            shift = sx[mine] - sx[theirs]
+            if len(mine) and (shift == shift[0]).all() and (sr[mine] == sr[theirs]).all():
+                out[r].append((c, int(shift[0])))
+                break
+        else:
+            alike.append(c)
+            out[c] = []
+    return out if len(out) <= chunks // 2 else None
+
+
+def moved_on(m: Move, shift: int, on: int, width: int, src: Source) -> Move | None:
+    """A representative chunk's move made `on` chunks further (its sources `shift`
+    crossbars further in the producer's map or its local copy); None if the move
+    straddles local copies."""
+    if src.local is None:
+        return dataclasses.replace(m, dx=m.dx + shift - on * width)
+    _, per_xb, first = src.local
+
+    def copy(x: int) -> int:
+        return (x - first) // per_xb
+
+    a, b = m.xbs.start, m.xbs.stop - 1
+    if copy(a) != copy(b) or copy(a + on * width) != copy(b + on * width):
+        return None
+    return dataclasses.replace(
+        m, dx=m.dx + shift - on * width + (copy(a + on * width) - copy(a)) * per_xb)
+
+
+def can_ride(ridden: np.ndarray, shift: int, src: Source) -> bool:
+    """Whether the cells the ridden moves read, `shift` crossbars on, exist too."""
+    fx, fr = ridden[0] + shift, ridden[1]
+    return bool(((fx >= 0) & (fx < src.cells.shape[0])).all() and src.cells[fx, fr].all())
+
+
+def merge_chunks(items: list[tuple[object, Span, int]], width: int) -> list[tuple[object, Span]]:
+    """(op, its crossbars in its representative chunk, chunks on): each op placed in its
+    chunk, and the ops alike but for their one crossbar merged into evenly spaced runs."""
+    single: dict[object, list[int]] = {}
+    out: list[tuple[object, Span]] = []
+    for op, xbs, on in items:
+        if len(xbs) == 1:
+            single.setdefault(op, []).append(xbs.start + on * width)
+        else:
+            out.append((op, Span(xbs.start + on * width, xbs.stop + on * width, xbs.step)))
+    for op, starts in single.items():
+        out += [(op, run) for run in runs(sorted(set(starts)))]
+    return out
+
+
+def neighbours(dest: np.ndarray, pad: np.ndarray, xb: np.ndarray) -> list[np.ndarray]:
+    """For each padding slot, the index in `dest` of the moved slot just before it in its
+    crossbar, and of the one just after it (-1: none); slots in (crossbar, row) order."""
+    order = np.argsort(np.r_[dest, pad], kind="stable")
+    moved = order < len(dest)
+    at = np.arange(len(order))
+    before = np.maximum.accumulate(np.where(moved, at, -1))
+    after = np.minimum.accumulate(np.where(moved, at, len(order))[::-1])[::-1]
+    here = np.flatnonzero(~moved)
+    slot = pad[order[here] - len(dest)]
+    out = []
+    for near in (before[here], after[here]):
+        found = (near >= 0) & (near < len(order))
+        index = np.where(found, order[np.clip(near, 0, len(order) - 1)], -1)
+        index[found] = np.where(xb[dest[index[found]]] == xb[slot[found]], index[found], -1)
+        result = np.full(len(pad), -1)
+        result[order[here] - len(dest)] = index
+        out.append(result)
+    return out

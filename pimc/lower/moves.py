@@ -1,0 +1,128 @@
+"""The moves of a relayout (pimc.lower.relayout): a word moved by a crossbar and row
+distance, or a padding fill, and how slot arrays group into such ops (runs of crossbars
+with a step, evenly spaced rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pimc.isa.uop import Span
+
+PAD_LOWEST = -1  # an id the gather marks max pooling's padding with (ids start at 1)
+COPIED = -2  # a slot a doubling copy fills
+
+
+@dataclass(frozen=True)
+class Move:
+    """Lanes `lanes` in rows `rows` of crossbars `xbs` take the word of crossbar x + dx,
+    row r - by (a TRANSFER when dx is not 0, a SHIFT when by is not 0): from the
+    producer's word, its copy in dst's crossbars (`local`), or the same lanes (a
+    doubling copy)."""
+
+    lanes: tuple[int, ...]
+    dx: int
+    by: int
+    xbs: Span
+    rows: Span
+    local: bool = False  # from the copy of the producer's word in dst's crossbars
+
+
+@dataclass(frozen=True)
+class Fill:
+    """Lanes in rows `rows` of crossbars `xbs` hold zero, or the dtype's lowest value."""
+
+    lanes: tuple[int, ...]
+    xbs: Span
+    rows: Span
+    lowest: bool
+
+
+def group_spans(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
+            ) -> list[tuple[tuple[int, int], Span, Span]]:
+    """Destinations grouped into ops: one (dx, by), a run of crossbars with a step, and
+    the same evenly spaced rows in each."""
+    if not len(xb):
+        return []
+    place = xb * (int(row.max()) + 1) + row
+    if np.any(np.diff(place) < 0):  # callers mostly give destinations in order already
+        first = np.argsort(place, kind="stable")
+        dx, by, xb, row = dx[first], by[first], xb[first], row[first]
+    key = (dx - dx.min()) * (int(by.max() - by.min()) + 1) + (by - by.min())
+    order = np.argsort(key, kind="stable")  # by (dx, by), then crossbar and row
+    dx, by, xb, row = dx[order], by[order], xb[order], row[order]
+    cut = np.flatnonzero((np.diff(dx) != 0) | (np.diff(by) != 0) | (np.diff(xb) != 0)) + 1
+    lo, hi = np.r_[0, cut], np.r_[cut, len(xb)]
+    # a crossbar's rows are one evenly spaced run when their steps agree (most are)
+    step = np.r_[np.diff(row), 0]
+    last = hi - 1
+    inner = np.maximum(last - lo, 1)
+    within = np.arange(len(row)) < np.repeat(last, hi - lo)  # a step to a row of the same run
+    low_step = np.minimum.reduceat(np.where(within, step, np.iinfo(np.int64).max), lo)
+    high_step = np.maximum.reduceat(np.where(within, step, -1), lo)
+    even = (hi - lo == 1) | (low_step == high_step)
+    out: list[tuple[tuple[int, int], Span, Span]] = []
+    # even crossbars: grouped by (dx, by, first row, last row, step) with numpy ...
+    e = np.flatnonzero(even)
+    fields = np.stack([dx[lo[e]], by[lo[e]], row[lo[e]], row[last[e]],
+                       np.maximum((row[last[e]] - row[lo[e]]) // inner[e], 1), xb[lo[e]]])
+    fields = fields[:, np.lexsort(fields[::-1])]
+    new = np.flatnonzero(np.any(np.diff(fields[:5], axis=1) != 0, axis=0)) + 1
+    ends = np.r_[new, fields.shape[1]] if len(e) else np.zeros(0, dtype=np.int64)
+    for g0, g1 in zip(np.r_[0, new][:len(ends)].tolist(), ends.tolist(), strict=True):
+        kdx, kby, first, end, st = (int(v) for v in fields[:5, g0])
+        rows = Span(first, end + 1, st)
+        out += [((kdx, kby), run, rows) for run in runs(fields[5, g0:g1].tolist())]
+    # ... the others (rows in several runs) one by one
+    by_rows: dict[tuple[tuple[int, int], tuple[Span, ...]], list[int]] = {}
+    for i in np.flatnonzero(~even).tolist():
+        key = (int(dx[lo[i]]), int(by[lo[i]]))
+        by_rows.setdefault((key, row_spans(row[lo[i]:hi[i]])), []).append(int(xb[lo[i]]))
+    for (key, spans), xs in by_rows.items():
+        for run in runs(xs):
+            out += [(key, run, rows) for rows in spans]
+    return out
+
+
+def runs(xs: list[int]) -> list[Span]:
+    """Sorted crossbars as few evenly spaced runs: the best of runs of one step q in each
+    residue class modulo q (q = 1..16, or a common gap: a layout's crossbars repeat
+    their pattern with some period), or greedy runs of any step (for short lists)."""
+    arr = np.asarray(xs, dtype=np.int64)
+    if len(arr) == 1:
+        return [Span(int(arr[0]), int(arr[0]) + 1)]
+    gaps, counts = np.unique(np.diff(arr), return_counts=True)
+    steps = set(range(1, min(16, len(arr)) + 1)) | set(gaps[np.argsort(-counts)[:4]].tolist())
+
+    def starts(q: int) -> np.ndarray:  # whether x begins a run of step q (x - q absent)
+        at = np.searchsorted(arr, arr - q)
+        return (at >= len(arr)) | (arr[np.minimum(at, len(arr) - 1)] != arr - q)
+
+    q = min(sorted(steps), key=lambda q: int(starts(q).sum()))
+    count = int(starts(q).sum())
+    if len(arr) <= 256:
+        greedy = row_spans(arr)
+        if len(greedy) < count:
+            return list(greedy)
+    order = np.lexsort((arr, arr % q))  # by class, then crossbar
+    cls = arr[order]
+    cut = np.flatnonzero((np.diff(cls) != q) | (np.diff(cls % q) != 0)) + 1
+    lo, hi = np.r_[0, cut], np.r_[cut, len(cls)] - 1
+    return [Span(a, b + 1, q) for a, b in zip(cls[lo].tolist(), cls[hi].tolist(), strict=True)]
+
+
+def row_spans(rows: np.ndarray) -> tuple[Span, ...]:
+    """Sorted rows as few evenly spaced runs (greedy)."""
+    out, i, n = [], 0, len(rows)
+    while i < n:
+        j = i
+        if i + 1 < n:
+            step = rows[i + 1] - rows[i]
+            j = i + 1
+            while j + 1 < n and rows[j + 1] - rows[j] == step:
+                j += 1
+        out.append(Span(int(rows[i]), int(rows[j]) + 1, int(rows[j] - rows[i]) // max(1, j - i)
+                        or 1))
+        i = j + 1
+    return tuple(out)
