@@ -121,22 +121,22 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
         return None, imported
     imported.kernel = ran
     weights = dict(imported.constants)
-    built: dict[object, tuple[Split, list[tuple[float, int]]]] = {}  # stages both tries share
+    memo: dict[object, tuple[Split, list[tuple[float, int]]]] = {}  # stages both tries share
     try:
         return _compile_stages(imported, split_stages(ran, arch.rows), file, arch, mode,
-                               dtype, objective, built)
+                               dtype, objective, memo)
     except RelayoutError:  # a relayout inside a stage it cannot do: products apart
         imported.kernel, imported.constants = ran, weights
         return _compile_stages(imported, split_stages(ran, arch.rows, products=True), file,
-                               arch, mode, dtype, objective, built)
+                               arch, mode, dtype, objective, memo)
 
 
 def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Arch,
                     mode: str, dtype: str, objective: str,
-                    built: dict[object, tuple[Split, list[tuple[float, int]]]]
+                    memo: dict[object, tuple[Split, list[tuple[float, int]]]]
                     ) -> tuple[Program, Imported]:
     """Each stage split its best way (within the memory, together), then linked.
-    `built`: the stages already split, by their nodes, order and inputs."""
+    `memo`: the stages already split, by their nodes, order and inputs."""
     ran = imported.kernel
     if len(stages) == 1:
         _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, dtype, objective,
@@ -147,12 +147,12 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
     found = []
     for st in stages:
         key = (st.kernel.name, tuple(sorted(st.kernel.graph)), st.result_view, st.residents)
-        if key not in built:
+        if key not in memo:
             tried: list[list[tuple[float, int]]] = []
-            built[key] = (_best_split(st.kernel, file, arch, mode, dtype, objective,
-                                      st.result_view, tried), tried[0])
-        found.append(built[key][0])
-        options.append(built[key][1])
+            memo[key] = (_best_split(st.kernel, file, arch, mode, dtype, objective,
+                                     st.result_view, tried), tried[0])
+        found.append(memo[key][0])
+        options.append(memo[key][1])
     if sum(f[1].crossbars for f in found) > arch.max_crossbars:
         # the largest per-stage cap at which every stage's best split within it (or its
         # fewest crossbars, if more) fits
