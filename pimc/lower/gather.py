@@ -158,3 +158,38 @@ def neighbours(dest: np.ndarray, pad: np.ndarray, xb: np.ndarray) -> list[np.nda
         result[order[here] - len(dest)] = index
         out.append(result)
     return out
+
+
+def gather_chunks(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, chunks: int,
+                  width: int) -> tuple[list[Move], dict[tuple[bool, Span, Span], list[int]]]:
+    """gather() for slots in `chunks` chunks of `width` crossbars each: for one chunk of
+    each class of alike chunks, then made in the others (each gathered itself where its
+    moves would straddle local copies or ride over missing cells)."""
+    classes = chunk_classes(need, chunks, src)
+    if classes is None:
+        moves, pads, _ = gather(need, dx_, dr, src)
+        return moves, pads
+    n = len(need) // chunks
+    made: list[tuple[Move, int]] = []  # a move, and how many chunks on
+    filled: list[tuple[tuple[bool, Span, Span, tuple[int, ...]], int]] = []
+    for rep, members in classes.items():
+        part = slice(rep * n, (rep + 1) * n)
+        got, holes, rides = gather(need[part], dx_[part], dr[part], src)
+        for c, shift in members:
+            moved = [moved_on(m, shift, c - rep, width, src) for m in got]
+            if None not in moved and can_ride(rides, shift, src):
+                made += [(m, c - rep) for m in moved]  # type: ignore[misc]
+                filled += [((low, xbs, r, tuple(ls)), c - rep) for (low, xbs, r), ls in holes.items()]
+                continue
+            own = slice(c * n, (c + 1) * n)
+            got_c, holes_c, _ = gather(need[own], dx_[own], dr[own], src)
+            made += [(m, 0) for m in got_c]
+            filled += [((low, xbs, r, tuple(ls)), 0) for (low, xbs, r), ls in holes_c.items()]
+        made += [(m, 0) for m in got]
+        filled += [((low, xbs, r, tuple(ls)), 0) for (low, xbs, r), ls in holes.items()]
+    moves = [dataclasses.replace(m, xbs=xbs)
+             for m, xbs in merge_chunks([(m, m.xbs, on) for m, on in made], width)]
+    pads: dict[tuple[bool, Span, Span], list[int]] = {}
+    for (low, _, r, ls), xbs in merge_chunks([(key, key[1], on) for key, on in filled], width):
+        pads.setdefault((low, xbs, r), []).extend(ls)
+    return moves, pads

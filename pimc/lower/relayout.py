@@ -10,7 +10,6 @@ host uses; the runtime's tests of host placement cover what they must reproduce.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
 from pimc.isa.view import lowest
 from pimc.lower.factor import Factored, factor
-from pimc.lower.gather import Source, can_ride, chunk_classes, gather, merge_chunks, moved_on
+from pimc.lower.gather import Source, gather, gather_chunks
 from pimc.lower.moves import COPIED, PAD_LOWEST, Fill, Move, group_spans
 from pimc.runtime.hostio import slot_places, slots
 
@@ -60,14 +59,14 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
     sources = np.zeros((int(sx.max()) - x0 + 1, int(sr.max()) + 1), dtype=bool)
     sources[sx - x0, sr] = True  # where a move may read (whatever it holds)
     shape = view_shape(dst.shape, dst.view)
-    rows = factor(dst.shape, dst.view, low=PAD_LOWEST)
+    factored = factor(dst.shape, dst.view, low=PAD_LOWEST)
     blank: list[Fill] = []
-    if rows is None:
+    if factored is None:
         need = apply_view(ids, dst.view, low=PAD_LOWEST).reshape(-1, dst.lanes)
         _, dx_, dr = slots(dst)
         need, copies = _doubling(need, shape, dx_, dr)
     else:  # each distinct row gathered once, then copied to its repeats
-        need, dx_, dr, copies, blank = _repeats(rows, dst)
+        need, dx_, dr, copies, blank = _repeats(factored, dst)
     spread, local, home_zero = _spread(src, dst, shape, sx[have > 0])
     if local is not None:  # read from the chunk's own copy, a few crossbars away
         lo_x, per_xb, _ = local
@@ -76,38 +75,12 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         home[: sources.shape[0] - (lo_x - x0)] = sources[lo_x - x0:lo_x - x0 + per_xb]
         sources, x0 = home, 0
     read = Source(at, sx, sr, sources, x0, local)
-    classes = None
-    if rows is not None and rows.chunks > 1 and len(rows.row) % len(dst.rows) == 0:
-        classes = chunk_classes(need, rows.chunks, read)
-    if classes is None:
+    if factored is not None and factored.chunks > 1 and len(factored.row) % len(dst.rows) == 0:
+        width = len(factored.row) // len(dst.rows) * dst.xbs.step  # a chunk's crossbars
+        moves, pads = gather_chunks(need, dx_, dr, read, factored.chunks, width)
+    else:
         moves, pads, _ = gather(need, dx_, dr, read)
-    else:  # gathered for one chunk of each class, then made in the others
-        n = len(need) // rows.chunks
-        width = len(rows.row) // len(dst.rows) * dst.xbs.step  # a chunk's crossbars
-        made: list[tuple[Move, int]] = []  # a move, and how many chunks on
-        filled: list[tuple[bool, Span, Span, tuple[int, ...], int]] = []
-        for rep, members in classes.items():
-            part = slice(rep * n, (rep + 1) * n)
-            got, holes, rides = gather(need[part], dx_[part], dr[part], read)
-            for c, shift in members:
-                moved = [moved_on(m, shift, c - rep, width, read) for m in got]
-                if None in moved or not can_ride(rides, shift, read):
-                    got_c, holes_c, _ = gather(need[c * n:(c + 1) * n], dx_[c * n:(c + 1) * n],
-                                                dr[c * n:(c + 1) * n], read)
-                    made += [(m, 0) for m in got_c]
-                    filled += [(low, xbs, r, tuple(ls), 0) for (low, xbs, r), ls in holes_c.items()]
-                    continue
-                made += [(m, c - rep) for m in moved]  # type: ignore[misc]
-                filled += [(low, xbs, r, tuple(ls), c - rep) for (low, xbs, r), ls in holes.items()]
-            made += [(m, 0) for m in got]
-            filled += [(low, xbs, r, tuple(ls), 0) for (low, xbs, r), ls in holes.items()]
-        moves = [dataclasses.replace(m, xbs=xbs) for m, xbs
-                 in merge_chunks([(m, m.xbs, on) for m, on in made], width)]
-        pads = {}
-        for (low, _, r, ls, _), xbs in merge_chunks([((low, xbs, r, ls, 0), xbs, on)
-                                                 for low, xbs, r, ls, on in filled], width):
-            pads.setdefault((low, xbs, r), []).extend(ls)
-    fills = tuple(Fill(tuple(lanes), xbs, rows, low) for (low, xbs, rows), lanes in pads.items())
+    fills = tuple(Fill(tuple(lanes), xbs, span, low) for (low, xbs, span), lanes in pads.items())
     return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
 
 
