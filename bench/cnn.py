@@ -44,9 +44,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from scale import compile_in_child  # noqa: E402
+from scale import CONVPIM_CROSSBARS, compile_in_child  # noqa: E402
 
-CONVPIM_CROSSBARS = 48 * 2 ** 30 * 8 // (1024 * 1024)
 MEMORIES = {
     "FloatPIM": {"max_crossbars": 8192},
     "ConvPIM": {"max_crossbars": CONVPIM_CROSSBARS, "t_nor_ns": 3.0, "t_write_ns": 3.0,

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from scale import _row, measure  # noqa: E402
+from scale import CONVPIM_CROSSBARS, _row, measure  # noqa: E402
 
 from samples.make_onnx_samples import conv_relu  # noqa: E402
 
@@ -36,7 +36,6 @@ LAYERS = {
     "resnet50_res2_3x3": ((1, 64, 56, 56), 64, 3, 1, 1),
     "resnet50_res5_3x3": ((1, 512, 7, 7), 512, 3, 1, 1),
 }
-CONVPIM_CROSSBARS = 48 * 2 ** 30 * 8 // (1024 * 1024)
 
 
 def main() -> None:

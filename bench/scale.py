@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHAINS = [[64, 32, 10], [784, 128, 10], [784, 256, 128, 10], [2048, 1000]]
 CURVE = [64, 256, 1024, 4096, 8192]
+# ConvPIM's memory: 48 GB of 1024 x 1024 crossbars
+CONVPIM_CROSSBARS = 48 * 2 ** 30 * 8 // (1024 * 1024)
 
 # Peak memory from VmHWM (reset by exec); ru_maxrss would keep the forking parent's.
 _CHILD = """
