@@ -15,6 +15,8 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
+
 from pimc.isa.uop import Call, Item, Op, Program, Span, Transfer
 
 
@@ -43,26 +45,54 @@ def clip(span: Span, lo: int, hi: int) -> Span | None:
     return Span(first - lo, last - lo + 1, span.step)
 
 
+def _which(ranges: list[tuple[int, int]], xs: np.ndarray) -> np.ndarray:
+    """The shard of each crossbar in xs."""
+    return np.searchsorted(np.array([a for a, _ in ranges]), xs, side="right") - 1
+
+
+def _pairs(op: Transfer) -> tuple[np.ndarray, np.ndarray]:
+    src, dst = op.xbs, op.dst_xbs
+    return (np.arange(src.start, src.stop, src.step), np.arange(dst.start, dst.stop, dst.step))
+
+
 def crosses(op: Transfer, ranges: list[tuple[int, int]]) -> bool:
     """Some pair of the copy has its source and destination in different shards."""
-    def shard(x: int) -> int:
-        return next(k for k, (a, b) in enumerate(ranges) if a <= x < b)
-    return any(shard(s) != shard(d) for s, d in zip(op.xbs.indices(), op.dst_xbs.indices(),
-                                                     strict=True))
+    src, dst = _pairs(op)
+    return bool(np.any(_which(ranges, src) != _which(ranges, dst)))
 
 
 def _local_pairs(op: Transfer, lo: int, hi: int) -> Transfer | None:
     """The pairs of a copy that stays within shards, restricted to this shard."""
-    pairs = [i for i, (s, d) in enumerate(zip(op.xbs.indices(), op.dst_xbs.indices(), strict=True))
-             if lo <= s < hi and lo <= d < hi]
-    if not pairs:
+    src, dst = _pairs(op)
+    pairs = np.flatnonzero((src >= lo) & (src < hi) & (dst >= lo) & (dst < hi))
+    if not pairs.size:
         return None
-    i, j = pairs[0], pairs[-1]
+    i, j = int(pairs[0]), int(pairs[-1])
     return dataclasses.replace(
         op, xbs=Span(op.xbs.start + i * op.xbs.step - lo, op.xbs.start + j * op.xbs.step - lo + 1,
                      op.xbs.step),
         dst_xbs=Span(op.dst_xbs.start + i * op.dst_xbs.step - lo,
                      op.dst_xbs.start + j * op.dst_xbs.step - lo + 1, op.dst_xbs.step))
+
+
+def pieces(op: Transfer, ranges: list[tuple[int, int]]
+           ) -> list[tuple[int, int, Transfer, Transfer]]:
+    """The copy cut into runs of pairs with one source shard and one destination shard:
+    (source shard, destination shard, the run as the source shard numbers its crossbars,
+    the run as the destination shard does)."""
+    src, dst = _pairs(op)
+    s_of, d_of = _which(ranges, src), _which(ranges, dst)
+    cuts = np.flatnonzero((np.diff(s_of) != 0) | (np.diff(d_of) != 0)) + 1
+    out = []
+    for i, j in itertools.pairwise([0, *cuts.tolist(), len(src)]):
+        s, d = int(s_of[i]), int(d_of[i])
+        src_span = Span(int(src[i]), int(src[j - 1]) + 1, op.xbs.step)
+        dst_span = Span(int(dst[i]), int(dst[j - 1]) + 1, op.dst_xbs.step)
+        shifted = [Span(sp.start - ranges[k][0], sp.stop - ranges[k][0], sp.step)
+                   for sp, k in ((src_span, s), (dst_span, d))]
+        out.append((s, d, dataclasses.replace(op, xbs=shifted[0], dst_xbs=dst_span),
+                    dataclasses.replace(op, xbs=src_span, dst_xbs=shifted[1])))
+    return out
 
 
 def _clip_item(item: Item, lo: int, hi: int) -> Item | None:
@@ -85,12 +115,16 @@ def driver_items(prog: Program, ranges: list[tuple[int, int]]) -> list[int]:
             if isinstance(item, Transfer) and crosses(item, ranges)]
 
 
-def shard(prog: Program, ranges: list[tuple[int, int]], k: int) -> Shard:
+def shard(prog: Program, ranges: list[tuple[int, int]], k: int,
+          moved: set[int] | None = None, window: tuple[int, int] | None = None) -> Shard:
+    """Shard k's program. `moved`: driver_items, if known; `window`: the first and last
+    top-level item that touch the shard (none outside it does), to look at only those."""
     lo, hi = ranges[k]
-    moved = set(driver_items(prog, ranges))
+    moved = set(driver_items(prog, ranges)) if moved is None else moved
+    first, last = window or (0, len(prog.ops) - 1)
     kept, items = [], []
-    for i, item in enumerate(prog.ops):
-        clipped = None if i in moved else _clip_item(item, lo, hi)
+    for i in range(first, last + 1):
+        clipped = None if i in moved else _clip_item(prog.ops[i], lo, hi)
         if clipped is not None:
             kept.append(i)
             items.append(clipped)
