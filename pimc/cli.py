@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import zipfile
@@ -25,6 +26,11 @@ from pimc.isa.uop import Program
 
 if TYPE_CHECKING:
     from pimc.runtime.stats import Stats
+
+
+def _ram() -> float:
+    """This computer's memory, in bytes."""
+    return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def _with_arch(prog: Program, path: str) -> Program:
@@ -110,7 +116,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sharded and model is not None:
         raise PimError("--faults runs in one process: it cannot be combined with --workers "
                        "or --scheduler")
-    if sharded:
+    if sharded and args.stream:
+        raise PimError("--stream runs in one process: it cannot be combined with --workers "
+                       "or --scheduler")
+    from pimc.runtime.stream import needs_streaming, run_streamed
+
+    if args.stream or (not sharded and model is None and needs_streaming(prog, _ram() / 2)):
+        if model is not None:
+            raise PimError("--faults needs the whole memory at once: it cannot --stream")
+        outputs, stats, streamed = run_streamed(
+            prog, inputs, name=args.program, seed=args.seed, strict=not args.no_strict,
+            engine=args.engine)
+        for line in streamed.lines():
+            print(line)
+    elif sharded:
         from pimc.runtime.cluster import run_sharded
 
         outputs, stats, report = run_sharded(
@@ -348,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="run on the Dask cluster whose scheduler is at ADDRESS "
                           "(e.g. tcp://host:8786), sharded over its workers")
+    run.add_argument("--stream", action="store_true",
+                     help="make each shard of crossbars only while its data lives, so a "
+                          "memory larger than this computer's runs (chosen by itself when "
+                          "one machine for the whole memory would need over half of it)")
     run.add_argument("--count-only", action="store_true",
                      help="count cycles, energy, writes and host traffic from the program's "
                           "structure without executing it (data-dependent energy as bounds)")

@@ -141,10 +141,23 @@ def encode(t: TensorIO, values: np.ndarray, rows: int) -> Encoded:
 
 def account(h: HostIO, p: Encoded, arch: Arch) -> None:
     """Host write statistics: cells, row writes, cells set and reset, energy."""
-    ones = popcount(p.data)
-    cells = len(p.cols) * p.slots
+    _account(h, len(p.cols) * p.slots, popcount(p.data), p.slots, p.broadcast, arch)
+
+
+def account_values(h: HostIO, t: TensorIO, values: np.ndarray, arch: Arch) -> None:
+    """account() of the cells encode(t, values) would make, without making them."""
+    dt = parse_dtype(t.dtype)
+    _, xb, _ = slots(t)
+    raw = dt.to_bits(apply_view(values, t.view).reshape(-1))
+    ones = int(_bits_of(raw.reshape(-1, 1), dt).sum(dtype=np.int64))
+    bits = dt.bits * t.lanes
+    _account(h, bits * len(xb), ones * (len(xb) if t.broadcast else 1), len(xb), t.broadcast,
+             arch)
+
+
+def _account(h: HostIO, cells: int, ones: int, slots: int, broadcast: bool, arch: Arch) -> None:
     h.input_cells += cells
-    h.input_row_writes += 2 if p.broadcast else p.slots  # a SET and a RESET phase
+    h.input_row_writes += 2 if broadcast else slots  # a SET and a RESET phase
     h.input_set_cells += ones
     h.input_reset_cells += cells - ones
     h.input_energy_fj = h.input_set_cells * arch.e_set_fj + h.input_reset_cells * arch.e_reset_fj

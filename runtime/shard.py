@@ -122,6 +122,7 @@ def shard(prog: Program, ranges: list[tuple[int, int]], k: int,
     lo, hi = ranges[k]
     moved = set(driver_items(prog, ranges)) if moved is None else moved
     first, last = window or (0, len(prog.ops) - 1)
+    last = min(last, len(prog.ops) - 1)  # an output lives past the last item
     kept, items = [], []
     for i in range(first, last + 1):
         clipped = None if i in moved else _clip_item(prog.ops[i], lo, hi)

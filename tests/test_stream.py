@@ -1,0 +1,112 @@
+"""A streamed run (shards of crossbars made and dropped by lifetime) gives what one
+machine gives: outputs, counts, wear, host traffic and the first failed check."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pimc.runtime import run_program
+from pimc.runtime.stream import lifetimes, live_ranges, peak_crossbars, run_streamed, windows
+
+from pimc.isa.builder import ProgramBuilder
+from pimc.isa.errors import PimError
+from pimc.isa.parse import load_program
+from pimc.isa.uop import Program, Span, TensorIO
+from tests.strategies import SMALL, programs
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+def _both(prog: Program, inputs=None, strict=True, ranges=None):
+    """(outputs, stats dict) or the error, from one machine and streamed."""
+    out = []
+    for run in (lambda: run_program(prog, inputs, strict=strict),
+                lambda: run_streamed(prog, inputs, strict=strict, ranges=ranges)[:2]):
+        try:
+            values, stats = run()
+            out.append(({k: v.tobytes() for k, v in values.items()}, stats.as_dict()))
+        except PimError as exc:
+            out.append(str(exc))
+    return out
+
+
+@st.composite
+def short_lived(draw):
+    """Random programs on 4 crossbars of which only the last is read back, cut into
+    random shards (so some die before the end)."""
+    prog = draw(programs(crossbars=4, max_ops=16))
+    y = TensorIO("y", "u32", (1, SMALL.rows), Span(3, 4), Span(0, SMALL.rows), 0)
+    cuts = sorted(draw(st.sets(st.integers(1, 3))))
+    ranges = list(zip([0, *cuts], [*cuts, 4], strict=True))
+    return dataclasses.replace(prog, outputs=(y,)), ranges
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(short_lived(), st.booleans())
+def test_random_programs_agree(case, strict):
+    prog, ranges = case
+    single, streamed = _both(prog, strict=strict, ranges=ranges)
+    assert single == streamed
+
+
+def test_lifetimes_cut_the_memory_into_shards_that_live_apart():
+    b = ProgramBuilder(8, arch=SMALL)
+    b.input("x", "u8", [2, SMALL.rows], 0, xbs=Span(0, 2))
+    b.init(10, 1, xbs=Span(0, 2))
+    b.nor(10, 0, xbs=Span(0, 2))
+    b.transfer(Span(0, 2), Span(2, 4), [10], [10])  # the stage on 0-1 ends here
+    b.init(11, 1, xbs=Span(2, 4))
+    b.nor(11, 10, xbs=Span(2, 4))
+    b.transfer(Span(2, 4), Span(6, 8), [11], [0])  # and the one on 2-3 here
+    b.output("y", "u8", [2, SMALL.rows], 0, xbs=Span(6, 8))
+    prog = b.build()
+    first, last = lifetimes(prog)
+    assert first.tolist() == [0, 0, 2, 2, -1, -1, 5, 5]
+    assert last.tolist() == [2, 2, 5, 5, -1, -1, 7, 7]  # the output lives to the end
+    ranges = live_ranges(first, last, small=0)
+    assert ranges == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    spans = windows(first, last, ranges)
+    assert spans == [(0, 2), (2, 5), (-1, -1), (5, 7)]
+    assert peak_crossbars(ranges, spans) == 4  # never all six used ones at once
+    assert live_ranges(first, last) == [(0, 8)]  # small ones go together
+    x = {"x": np.arange(2 * SMALL.rows).reshape(2, -1) % 256}
+    single, streamed = _both(prog, x, ranges=ranges)
+    assert single == streamed
+
+
+def test_the_first_failure_in_execution_order_is_reported():
+    b = ProgramBuilder(4, arch=SMALL)
+    b.input("x", "u8", [4, SMALL.rows], 0)
+    b.init(10, 1, xbs=Span(0, 4))
+    b.nor(10, 0, xbs=Span(0, 4))
+    b.nor(11, 9 + 3, xbs=Span(2, 4))  # c12 never written: fails on crossbars 2, 3
+    b.nor(12, 13, xbs=Span(0, 2))  # would fail on crossbars 0, 1, later
+    single, streamed = _both(b.build(), ranges=[(0, 2), (2, 4)])
+    assert isinstance(single, str) and single == streamed
+    assert "crossbar 2" in single
+
+
+def test_conv_sample_streamed_from_the_command_line(tmp_path, capsys):
+    from pimc.cli import main
+
+    out = tmp_path / "conv.uop"
+    assert main(["compile", str(SAMPLES / "conv_relu.onnx"), "-o", str(out)]) == 0
+    prog = load_program(out)
+    weights = dict(np.load(out.with_name(out.name + ".weights.npz")))
+    first, last = lifetimes(prog)
+    single, streamed = _both(prog, weights, ranges=live_ranges(first, last, small=0))
+    assert single == streamed
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["run", str(out), "--verify", "-o", f"{one}.npz", "--stats", f"{one}.json"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(out), "--verify", "-o", f"{two}.npz", "--stats", f"{two}.json",
+                 "--stream"]) == 0
+    assert "streamed in" in capsys.readouterr().out
+    assert Path(f"{one}.json").read_text() == Path(f"{two}.json").read_text()
+    a, b = np.load(f"{one}.npz"), np.load(f"{two}.npz")
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    assert main(["run", str(out), "--stream", "--workers", "2"]) == 2
