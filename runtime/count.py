@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pimc.runtime.endurance import WriteCounter, count_host_writes
-from pimc.runtime.stats import HostIO, Stats
+from pimc.runtime.stats import HostIO, Stats, aligned
 
 from pimc.isa.arch import Arch
 from pimc.isa.check import rep_columns, validate
@@ -329,14 +329,15 @@ def layer_report(prog: Program, executed: dict[str, Counter[str]] | None = None,
 
 
 def layer_table(rows: list[dict[str, object]]) -> str:
-    lines = [f"{'layer':<40}{'cycles':>11}{'time us':>10}{'energy nJ':>11}{'xbars':>7}"
-             f"{'rows':>6}{'cols':>6}{'move %':>8}{'share %':>8}"]
+    out = [["layer", "cycles", "time us", "energy nJ", "xbars", "rows", "cols", "move %",
+            "share %"]]
     for r in rows:
         place, _, label = str(r["layer"]).partition(" ")
         name = f"{place.rsplit('/', 1)[-1]} {label}".strip()
         move = 100 * r["movement_cycles"] / max(r["cycles"], 1)  # type: ignore[operator]
-        lines.append(f"{name[-40:]:<40}{r['cycles']:>11,}{r['time_ns'] / 1e3:>10.1f}"  # type: ignore[operator]
-                     f"{r['energy_fj'] / 1e6:>11.2f}{r['crossbars']:>7,}"  # type: ignore[operator]
-                     f"{r['rows_per_crossbar']:>6}{r['column_high_water']:>6}{move:>8.1f}"
-                     f"{100 * r['share_of_cycles']:>8.1f}")  # type: ignore[operator]
+        out.append([name[-40:], f"{r['cycles']:,}", f"{r['time_ns'] / 1e3:,.1f}",  # type: ignore[operator]
+                    f"{r['energy_fj'] / 1e6:,.2f}", f"{r['crossbars']:,}",  # type: ignore[operator]
+                    f"{r['rows_per_crossbar']}", f"{r['column_high_water']}", f"{move:.1f}",
+                    f"{100 * r['share_of_cycles']:.1f}"])  # type: ignore[operator]
+    lines = aligned(out)
     return "\n".join(lines)

@@ -18,6 +18,15 @@ UNITS = {"NOR": ("e_nor_fj", None), "INIT": ("e_set_fj", "e_reset_fj"),
          "TRANSFER": ("e_set_fj", "e_reset_fj")}
 
 
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines: the first column to the left, the others to the right,
+    each as wide as its widest cell (counts of a whole network do not fit a fixed width)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [" ".join([r[0].ljust(widths[0] + 1)] + [c.rjust(w + 1) for c, w
+                                                       in zip(r[1:], widths[1:], strict=True)])
+            for r in rows]
+
+
 class Events:
     """Energy as integer counts per op kind: NOR row-gates, cells set and reset by INIT,
     SHIFT and TRANSFER, SEARCH row-cycles. Integer sums do not depend on the order of
@@ -122,12 +131,12 @@ class Stats:
         }
 
     def table(self) -> str:
-        lines = [f"{'op':<10}{'count':>12}{'cycles':>14}{'energy (pJ)':>16}"]
-        for kind in sorted(self.ops):
-            lines.append(f"{kind:<10}{self.ops[kind]:>12,}{self.cycles[kind]:>14,}"
-                         f"{self.energy_fj[kind] / 1e3:>16,.3f}")
-        lines.append(f"{'total':<10}{sum(self.ops.values()):>12,}{self.total_cycles:>14,}"
-                     f"{self.total_energy_fj / 1e3:>16,.3f}")
+        rows = [["op", "count", "cycles", "energy (pJ)"]]
+        rows += [[kind, f"{self.ops[kind]:,}", f"{self.cycles[kind]:,}",
+                  f"{self.energy_fj[kind] / 1e3:,.3f}"] for kind in sorted(self.ops)]
+        rows.append(["total", f"{sum(self.ops.values()):,}", f"{self.total_cycles:,}",
+                     f"{self.total_energy_fj / 1e3:,.3f}"])
+        lines = aligned(rows)
         other = "per-cell" if self.init_model is InitModel.BULK else "bulk"
         other_cycles = self.cycles_per_cell if other == "per-cell" else self.cycles_bulk
         e = self.endurance

@@ -27,6 +27,9 @@ from pimc.isa.check import validate
 from pimc.isa.uop import Call, Item, Op, Program, Span, TensorIO, Transfer
 
 SMALL = 512  # crossbars (64 MB of cells) that may live longer than they need to
+# Per-cell write counts keep up to 64 (column x crossbar) tables per machine: beyond
+# shards of this many crossbars they would take more memory than the cells themselves.
+WEAR_CROSSBARS = 8192
 BYTES_PER_CROSSBAR_CELL = 1 / 8 + 1 / 16  # the state, plus what checks and counts touch
 
 
@@ -180,13 +183,18 @@ class StreamReport:
     setup_s: float
     run_s: float
     rss_mb: float
+    wear: bool  # writes per cell were counted
 
     def lines(self) -> list[str]:
-        return [f"streamed in {self.shards} shards by lifetime: at most "
-                f"{self.peak_crossbars:,} of {self.crossbars:,} crossbars held at once; "
-                f"{self.segments} segments, {self.crossing_transfers} TRANSFERs between "
-                f"shards; set-up {self.setup_s:.1f} s, run {self.run_s:.1f} s, peak memory "
-                f"{self.rss_mb:,.0f} MB"]
+        out = [f"streamed in {self.shards} shards by lifetime: at most "
+               f"{self.peak_crossbars:,} of {self.crossbars:,} crossbars held at once; "
+               f"{self.segments} segments, {self.crossing_transfers} TRANSFERs between "
+               f"shards; set-up {self.setup_s:.1f} s, run {self.run_s:.1f} s, peak memory "
+               f"{self.rss_mb:,.0f} MB"]
+        if not self.wear:
+            out.append(f"writes per cell not counted: a shard has over {WEAR_CROSSBARS:,} "
+                       "crossbars, more than whose write counts fit beside their cells")
+        return out
 
 
 def needs_streaming(prog: Program, budget_bytes: float) -> bool:
@@ -206,6 +214,7 @@ def run_streamed(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
     start = time.perf_counter()
     first, last = lifetimes(prog)
     ranges = ranges or live_ranges(first, last)
+    count_writes = count_writes and max(hi - lo for lo, hi in ranges) <= WEAR_CROSSBARS
     spans = windows(first, last, ranges)
     moved = driver_items(prog, ranges)
     pool = LocalPool(prog, ranges, spans, moved, name, strict, count_writes, engine)
@@ -213,4 +222,5 @@ def run_streamed(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
                               strict=strict, count_writes=count_writes, start=start,
                               what=f"streamed in {len(ranges)} shards")
     return outputs, stats, StreamReport(len(ranges), prog.crossbars, pool.most, t.segments,
-                                        t.crossing_transfers, t.setup_s, t.run_s, memory_mb())
+                                        t.crossing_transfers, t.setup_s, t.run_s, memory_mb(),
+                                        count_writes)
