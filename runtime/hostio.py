@@ -148,8 +148,8 @@ def account_values(h: HostIO, t: TensorIO, values: np.ndarray, arch: Arch) -> No
     """account() of the cells encode(t, values) would make, without making them."""
     dt = parse_dtype(t.dtype)
     _, xb, _ = slots(t)
-    raw = dt.to_bits(apply_view(values, t.view).reshape(-1))
-    ones = int(_bits_of(raw.reshape(-1, 1), dt).sum(dtype=np.int64))
+    raw = dt.to_bits(apply_view(values, t.view).reshape(-1)).astype(np.uint64)
+    ones = int(np.bitwise_count(raw & np.uint64((1 << dt.bits) - 1)).sum(dtype=np.int64))
     bits = dt.bits * t.lanes
     _account(h, bits * len(xb), ones * (len(xb) if t.broadcast else 1), len(xb), t.broadcast,
              arch)

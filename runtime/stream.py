@@ -120,7 +120,7 @@ class LocalPool:
         self.args = (name, strict, count_writes, engine)
         self.live: dict[int, ShardWorker] = {}
         self.gone: list[dict[str, Any]] = []  # the summaries of dropped shards
-        self.inputs: list[tuple[TensorIO, np.ndarray]] = []
+        self.inputs: list[tuple[TensorIO, np.ndarray, int, int]] = []  # and crossbars
         self.order = sorted((f, k) for k, (f, la) in enumerate(spans) if la >= 0)
         self.next = 0  # into order: shards before it are made
         self.made: set[int] = set()
@@ -128,7 +128,8 @@ class LocalPool:
 
     def place(self, t: TensorIO, values: np.ndarray, host: HostIO) -> None:
         account_values(host, t, values, self.prog.arch)
-        self.inputs.append((t, values))  # written when its shards are made
+        _, xb, _ = slots(t)
+        self.inputs.append((t, values, int(xb.min()), int(xb.max()) + 1))  # written later
 
     def _make(self, k: int) -> ShardWorker:
         if k in self.made:
@@ -136,9 +137,8 @@ class LocalPool:
         self.made.add(k)
         lo, hi = self.ranges[k]
         w = ShardWorker(shard(self.prog, self.ranges, k, self.moved, self.spans[k]), *self.args)
-        for t, values in self.inputs:
-            _, xb, _ = slots(t)
-            if ((xb >= lo) & (xb < hi)).any():
+        for t, values, a, b in self.inputs:
+            if a < hi and lo < b:
                 p = encode(t, values, self.prog.arch.rows)
                 w.place(p.cols, p.lo, p.data, p.mask, host_writes(t))
         self.live[k] = w

@@ -110,3 +110,24 @@ def test_conv_sample_streamed_from_the_command_line(tmp_path, capsys):
     a, b = np.load(f"{one}.npz"), np.load(f"{two}.npz")
     assert all(a[k].tobytes() == b[k].tobytes() for k in a)
     assert main(["run", str(out), "--stream", "--workers", "2"]) == 2
+
+
+def test_host_traffic_counted_from_values_is_that_of_the_cells(tmp_path):
+    from pimc.cli import main
+    from pimc.runtime.hostio import account, account_values, complete_inputs, encode
+    from pimc.runtime.stats import HostIO
+
+    out = tmp_path / "cnn.uop"
+    assert main(["compile", str(SAMPLES / "small_cnn.onnx"), "-o", str(out)]) == 0
+    prog = load_program(out)
+    values = complete_inputs(prog.inputs, dict(np.load(f"{out}.weights.npz")), 0)
+    cells, counted = HostIO(), HostIO()
+    for t in prog.inputs:
+        account(cells, encode(t, values[t.name], prog.arch.rows), prog.arch)
+        account_values(counted, t, values[t.name], prog.arch)
+    assert cells == counted and cells.input_set_cells > 0
+    one = TensorIO("w", "bf16", (), Span(0, 3, 2), Span(0, SMALL.rows), 4, broadcast=True)
+    cells, counted = HostIO(), HostIO()  # one value written into every row
+    account(cells, encode(one, np.float32(-1.5), SMALL.rows), SMALL)
+    account_values(counted, one, np.float32(-1.5), SMALL)
+    assert cells == counted and cells.input_row_writes == 2
