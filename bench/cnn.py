@@ -2,11 +2,13 @@
 cycles and energy, movement against compute, and the pipelined throughput on FloatPIM's
 and ConvPIM's memories.
 
-    python bench/cnn.py [--json FILE] [--whole-timeout S]
+    python bench/cnn.py [--json FILE] [--whole-timeout S] [--execute-whole]
 
 Cases: the small CNN sample (compiled, executed and verified bit for bit), and blocks
 cut from the onnx wheel's ImageNet CNNs at full size (224 x 224, seeded random weights,
-samples/light.py): each network's first layers; then each whole network. Every compile
+samples/light.py): each network's first layers; then each whole network, AlexNet and
+SqueezeNet also executed in full and verified with --execute-whole (a streamed run,
+`pimc run --verify --no-strict`, some minutes each; see docs/runtime.md). Every compile
 runs under the issue's limit of 8 GB of address space (and a timeout); what does not
 compile within them is listed with its error.
 
@@ -121,6 +123,25 @@ def _compile(path: Path, out: Path, arch: Path, timeout: float | None = None) ->
     return {"compile_s": rec["compile_s"], "peak_mb": rec["peak_rss_mb"]}
 
 
+EXECUTED = ("light_bvlc_alexnet", "light_squeezenet")
+
+
+def _execute(program: Path) -> tuple[bool, str]:
+    """Run a whole network on the simulator (its own process: it streams its memory) and
+    verify it: (verified, a note with the time and what the run printed of itself)."""
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pimc", "run", str(program), "--verify",
+                           "--no-strict"], capture_output=True, text=True, check=False)
+    spent = time.perf_counter() - t
+    streamed = next((x for x in done.stdout.splitlines() if x.startswith("streamed")), "")
+    verdict = [x for x in done.stdout.splitlines() if x.startswith("verify")]
+    print(f"{program.name}: exit {done.returncode} in {spent:,.0f} s; {streamed}; "
+          + "; ".join(verdict))
+    ok = done.returncode == 0
+    return ok, (f"executed{' and verified' if ok else ', NOT verified'} in {spent / 60:.1f} "
+                "min (streamed, --no-strict)")
+
+
 def main() -> None:
     import onnx
 
@@ -133,6 +154,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the records here")
     parser.add_argument("--whole-timeout", type=float, default=300.0,
                         help="seconds each compile may take")
+    parser.add_argument("--execute-whole", action="store_true",
+                        help="run whole AlexNet and SqueezeNet on the simulator and verify them")
     args = parser.parse_args()
     records: list[dict] = []  # type: ignore[type-arg]
     with tempfile.TemporaryDirectory() as d:
@@ -168,7 +191,10 @@ def main() -> None:
                 records.append({"model": f"{light} (whole)", "note": compiled["error"]})
                 _row(records[-1])
                 continue
-            for r in _records(f"{light} (whole)", load_program(out), compiled, False, "counted"):
+            verified, note = False, "counted"
+            if args.execute_whole and light in EXECUTED:
+                verified, note = _execute(out)
+            for r in _records(f"{light} (whole)", load_program(out), compiled, verified, note):
                 records.append(r)
                 _row(r)
     print("\npublished, images/s (comparison only): "

@@ -100,11 +100,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise PimError("--count-only executes nothing: it cannot --verify, inject "
                            "--faults or write -o")
         from pimc.runtime.count import count_program
+        from pimc.runtime.endurance import WEAR_CROSSBARS
 
         stats = count_program(prog, args.program)
         print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops (counted, not "
               f"executed) on {prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
         print(stats.table())
+        if stats.endurance is None:
+            print(f"writes per cell not counted: {prog.crossbars:,} crossbars, over the "
+                  f"{WEAR_CROSSBARS:,} whose write counts fit beside their cells")
         _print_layers(stats)
         write_all(_stats_file(args, stats))
         return 0

@@ -49,6 +49,9 @@ def _as_index(cols: int | np.ndarray | tuple[int, ...]) -> np.ndarray:
 
 
 SPAN_TABLES = 64  # row spans counted in a (columns x crossbars) table of their own
+# Beyond this many crossbars in one machine or count, those tables would outweigh the
+# cells themselves (a whole network's memory): writes per cell are then not counted.
+WEAR_CROSSBARS = 8192
 
 
 class WriteCounter:

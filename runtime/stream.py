@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from pimc.runtime.driver import Failure, ShardWorker, drive, memory_mb
-from pimc.runtime.endurance import host_writes
+from pimc.runtime.endurance import WEAR_CROSSBARS, host_writes
 from pimc.runtime.hostio import account_values, encode, slots
 from pimc.runtime.shard import driver_items, shard
 from pimc.runtime.stats import HostIO, Stats
@@ -27,9 +27,6 @@ from pimc.isa.check import validate
 from pimc.isa.uop import Call, Item, Op, Program, Span, TensorIO, Transfer
 
 SMALL = 512  # crossbars (64 MB of cells) that may live longer than they need to
-# Per-cell write counts keep up to 64 (column x crossbar) tables per machine: beyond
-# shards of this many crossbars they would take more memory than the cells themselves.
-WEAR_CROSSBARS = 8192
 BYTES_PER_CROSSBAR_CELL = 1 / 8 + 1 / 16  # the state, plus what checks and counts touch
 
 

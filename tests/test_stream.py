@@ -15,6 +15,7 @@ from pimc.runtime.stream import lifetimes, live_ranges, peak_crossbars, run_stre
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
 from pimc.isa.parse import load_program
+from pimc.isa.text import print_program
 from pimc.isa.uop import Program, Span, TensorIO
 from tests.strategies import SMALL, programs
 
@@ -113,9 +114,10 @@ def test_conv_sample_streamed_from_the_command_line(tmp_path, capsys):
 
 
 def test_host_traffic_counted_from_values_is_that_of_the_cells(tmp_path):
-    from pimc.cli import main
     from pimc.runtime.hostio import account, account_values, complete_inputs, encode
     from pimc.runtime.stats import HostIO
+
+    from pimc.cli import main
 
     out = tmp_path / "cnn.uop"
     assert main(["compile", str(SAMPLES / "small_cnn.onnx"), "-o", str(out)]) == 0
@@ -131,3 +133,26 @@ def test_host_traffic_counted_from_values_is_that_of_the_cells(tmp_path):
     account(cells, encode(one, np.float32(-1.5), SMALL.rows), SMALL)
     account_values(counted, one, np.float32(-1.5), SMALL)
     assert cells == counted and cells.input_row_writes == 2
+
+
+def test_memories_too_large_for_write_tables_say_wear_is_not_counted(tmp_path, capsys,
+                                                                       monkeypatch):
+    from pimc.runtime import count, endurance, stream
+
+    from pimc.cli import main
+
+    for module in (count, stream, endurance):
+        monkeypatch.setattr(module, "WEAR_CROSSBARS", 2)
+    b = ProgramBuilder(4, arch=SMALL)
+    b.input("x", "u8", [4, SMALL.rows], 0)
+    b.init(10, 1)
+    b.nor(10, 0)
+    b.output("y", "u8", [4, SMALL.rows], 0)
+    path = tmp_path / "p.uop"
+    path.write_text(print_program(b.build()))
+    assert main(["run", str(path), "--count-only"]) == 0
+    assert "writes per cell not counted: 4 crossbars" in capsys.readouterr().out
+    assert main(["run", str(path), "--stream"]) == 0
+    out = capsys.readouterr().out
+    assert "writes per cell not counted: a shard has over 2 crossbars" in out
+    assert main(["run", str(path), "--stream", "--count-only"]) == 0
