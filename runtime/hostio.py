@@ -117,26 +117,36 @@ def placed_mask(t: TensorIO, rows: int, lo: int, hi: int) -> np.ndarray:
     return pack_rows(placed)
 
 
-def encode(t: TensorIO, values: np.ndarray, rows: int) -> Encoded:
-    """The cells an input's values make, bit-packed, with the mask of their rows."""
+def encode(t: TensorIO, values: np.ndarray, rows: int,
+           within: tuple[int, int] | None = None) -> Encoded:
+    """The cells an input's values make, bit-packed, with the mask of their rows (only
+    those in crossbars within[0]..within[1]-1, if given: one shard's part)."""
     dt = parse_dtype(t.dtype)
     cols, xb, row = slots(t)
     flat = apply_view(values, t.view).reshape(-1)
     if t.broadcast:  # FloatPIM's row-parallel write: one value into every row
         flat = np.repeat(flat, len(xb))
     raw = dt.to_bits(flat).reshape(len(xb), t.lanes)
-    per_col = _bits_of(raw, dt).reshape(len(xb), len(cols)).T  # [cols, slots]
+    first, count = 0, len(xb)
+    if within is not None:  # slots fill crossbars in order: the shard's are a run of them
+        first, end = (int(v) for v in np.searchsorted(xb, within))
+        xb, row, raw, count = xb[first:end], row[first:end], raw[first:end], end - first
+        if not count:
+            words = rows // 64
+            return Encoded(cols, within[0], np.zeros((len(cols), 0, words), dtype=np.uint64),
+                           np.zeros((0, words), dtype=np.uint64), 0, t.broadcast)
+    per_col = _bits_of(raw, dt).reshape(count, len(cols)).T  # [cols, slots]
     lo, hi = int(xb.min()), int(xb.max()) + 1
     cells = np.zeros((len(cols), hi - lo, rows), dtype=bool)
     placed = np.zeros((hi - lo, rows), dtype=bool)
-    grid = _grid(t, len(xb), lo)
+    grid = _grid(t, first, count, lo)
     if grid is None:
         cells[:, xb - lo, row] = per_col
         placed[xb - lo, row] = True
     else:  # whole crossbars of slots: a strided copy, not a scatter
         cells[(slice(None), *grid)] = per_col.reshape(len(cols), -1, len(t.rows))
         placed[grid] = True
-    return Encoded(cols, lo, pack_rows(cells), pack_rows(placed), len(xb), t.broadcast)
+    return Encoded(cols, lo, pack_rows(cells), pack_rows(placed), count, t.broadcast)
 
 
 def account(h: HostIO, p: Encoded, arch: Arch) -> None:
@@ -173,7 +183,7 @@ def decode(t: TensorIO, words: np.ndarray, lo: int) -> np.ndarray:
     """An output's values from its columns' words over crossbars lo.. ."""
     dt = parse_dtype(t.dtype)
     cols, xb, row = slots(t)
-    grid = _grid(t, len(xb), lo)
+    grid = _grid(t, 0, len(xb), lo)
     every = unpack_rows(words)
     cells = (every[:, xb - lo, row] if grid is None else  # [cols, slots]
              every[(slice(None), *grid)].reshape(len(cols), -1))
@@ -191,14 +201,14 @@ def unwritten_output(name: str, t: TensorIO, cols: np.ndarray, bad: tuple[int, i
                     "which was never written")
 
 
-def _grid(t: TensorIO, slots: int, lo: int) -> tuple[slice, slice] | None:
-    """(crossbars, rows) as slices when the slots fill whole crossbars' rows in order."""
+def _grid(t: TensorIO, first: int, slots: int, lo: int) -> tuple[slice, slice] | None:
+    """(crossbars, rows) as slices when slots first.. fill whole crossbars' rows in order."""
     per = len(t.rows)
-    if slots % per:
+    if slots % per or first % per:
         return None
-    xbs = slice(t.xbs.start - lo, t.xbs.start - lo + (slots // per - 1) * t.xbs.step + 1,
-                t.xbs.step)
-    return xbs, t.rows.as_slice()
+    start = t.xbs.start + (first // per) * t.xbs.step - lo
+    return slice(start, start + (slots // per - 1) * t.xbs.step + 1, t.xbs.step), \
+        t.rows.as_slice()
 
 
 def _bits_of(raw: np.ndarray, dt: DType) -> np.ndarray:

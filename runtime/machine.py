@@ -89,7 +89,8 @@ class Machine(KernelPath, NumpyOps):
                        for i, item in enumerate(prog.ops)]
         self._exec = {Init: self._init, Nor: self._nor, Search: self._search,
                       Shift: self._shift, Transfer: self._transfer}
-        self._static_totals()
+        if not validated:  # a shard's totals are the driver's, counted on the whole program
+            self._static_totals()
         self._ranges: dict[tuple[int, int], list[tuple[int, list, list]]] = {}  # type: ignore[type-arg]
         self._groups_in(0, len(self._items))  # decode top-level ops now: loading, not running
         self.executed = 0  # micro-ops executed so far

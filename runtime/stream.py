@@ -12,6 +12,7 @@ counted is what one machine counts; only the simulator's memory differs.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +137,7 @@ class LocalPool:
         w = ShardWorker(shard(self.prog, self.ranges, k, self.moved, self.spans[k]), *self.args)
         for t, values, a, b in self.inputs:
             if a < hi and lo < b:
-                p = encode(t, values, self.prog.arch.rows)
+                p = encode(t, values, self.prog.arch.rows, (lo, hi))
                 w.place(p.cols, p.lo, p.data, p.mask, host_writes(t))
         self.live[k] = w
         self.most = max(self.most, sum(b - a for a, b in (self.ranges[j] for j in self.live)))
@@ -161,8 +162,11 @@ class LocalPool:
 
     def done(self, upto: int) -> None:
         self._upto(upto)  # a shard whose life was one crossing TRANSFER, or no item at all
-        for k in [k for k in self.live if self.spans[k][1] < upto]:
+        over = [k for k in self.live if self.spans[k][1] < upto]
+        for k in over:
             self.gone.append(self.live.pop(k).summary())
+        if over:
+            gc.collect()  # a Machine and its host port refer to each other: free it now
 
     def each(self, what: str, method: str, *args: Any) -> list[Any]:
         self._upto(len(self.prog.ops) + 1)

@@ -156,3 +156,25 @@ def test_memories_too_large_for_write_tables_say_wear_is_not_counted(tmp_path, c
     out = capsys.readouterr().out
     assert "writes per cell not counted: a shard has over 2 crossbars" in out
     assert main(["run", str(path), "--stream", "--count-only"]) == 0
+
+
+def test_an_input_encoded_shard_by_shard_is_the_whole_encoding(tmp_path):
+    from pimc.cli import main
+    from pimc.runtime.hostio import complete_inputs, encode
+
+    out = tmp_path / "cnn.uop"
+    assert main(["compile", str(SAMPLES / "small_cnn.onnx"), "-o", str(out)]) == 0
+    prog = load_program(out)
+    values = complete_inputs(prog.inputs, dict(np.load(f"{out}.weights.npz")), 0)
+    rows = prog.arch.rows
+    for t in prog.inputs:
+        whole = encode(t, values[t.name], rows)
+        n = whole.mask.shape[0]
+        for cut in {1, n // 2, n - 1} - {0, n}:
+            data, mask = np.zeros_like(whole.data), np.zeros_like(whole.mask)
+            for lo, hi in ((0, whole.lo + cut), (whole.lo + cut, prog.crossbars)):
+                p = encode(t, values[t.name], rows, (lo, hi))
+                if p.slots:
+                    data[:, p.lo - whole.lo:p.lo - whole.lo + p.mask.shape[0]] |= p.data
+                    mask[p.lo - whole.lo:p.lo - whole.lo + p.mask.shape[0]] |= p.mask
+            assert np.array_equal(data, whole.data) and np.array_equal(mask, whole.mask)
