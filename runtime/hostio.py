@@ -95,11 +95,20 @@ class Encoded:
     broadcast: bool
 
 
+def slot_count(t: TensorIO) -> int:
+    return len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
+
+
 def slots(t: TensorIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Columns of the tensor, and each slot's crossbar and row."""
     bits = parse_dtype(t.dtype).bits
-    count = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
-    return np.array(t.columns(bits)), *slot_places(t, np.arange(count))
+    return np.array(t.columns(bits)), *slot_places(t, np.arange(slot_count(t)))
+
+
+def slot_crossbars(t: TensorIO) -> tuple[int, int]:
+    """The first crossbar of the tensor's slots and one past the last."""
+    xb, _ = slot_places(t, np.array([0, slot_count(t) - 1]))
+    return int(xb[0]), int(xb[1]) + 1
 
 
 def slot_places(t: TensorIO, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,12 +166,10 @@ def account(h: HostIO, p: Encoded, arch: Arch) -> None:
 def account_values(h: HostIO, t: TensorIO, values: np.ndarray, arch: Arch) -> None:
     """account() of the cells encode(t, values) would make, without making them."""
     dt = parse_dtype(t.dtype)
-    _, xb, _ = slots(t)
+    n = slot_count(t)
     raw = dt.to_bits(apply_view(values, t.view).reshape(-1)).astype(np.uint64)
     ones = int(np.bitwise_count(raw & np.uint64((1 << dt.bits) - 1)).sum(dtype=np.int64))
-    bits = dt.bits * t.lanes
-    _account(h, bits * len(xb), ones * (len(xb) if t.broadcast else 1), len(xb), t.broadcast,
-             arch)
+    _account(h, dt.bits * t.lanes * n, ones * (n if t.broadcast else 1), n, t.broadcast, arch)
 
 
 def _account(h: HostIO, cells: int, ones: int, slots: int, broadcast: bool, arch: Arch) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pimc.runtime.driver import Failure, ShardWorker, drive, memory_mb
 from pimc.runtime.endurance import WEAR_CROSSBARS, host_writes
-from pimc.runtime.hostio import account_values, encode, slots
+from pimc.runtime.hostio import account_values, encode, slot_crossbars, slots
 from pimc.runtime.shard import driver_items, shard
 from pimc.runtime.stats import HostIO, Stats
 
@@ -126,8 +126,7 @@ class LocalPool:
 
     def place(self, t: TensorIO, values: np.ndarray, host: HostIO) -> None:
         account_values(host, t, values, self.prog.arch)
-        _, xb, _ = slots(t)
-        self.inputs.append((t, values, int(xb.min()), int(xb.max()) + 1))  # written later
+        self.inputs.append((t, values, *slot_crossbars(t)))  # written when its shards are made
 
     def _make(self, k: int) -> ShardWorker:
         if k in self.made:
