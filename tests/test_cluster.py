@@ -19,6 +19,7 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
 from pimc.isa.parse import load_program
 from pimc.isa.uop import Program, Span, TensorIO
+from tests.outcomes import early_failure_in_the_second_half, outcomes
 from tests.strategies import SMALL, programs
 
 distributed = pytest.importorskip("distributed")
@@ -37,16 +38,9 @@ def scheduler():
 
 def _both(prog: Program, scheduler: str, inputs=None, strict=True):
     """(outputs, stats dict) or the error, from one process and from 2 shards."""
-    out = []
-    for run in (lambda: run_program(prog, inputs, strict=strict),
-                lambda: C.run_sharded(prog, inputs, workers=2, scheduler=scheduler,
-                                      strict=strict)[:2]):
-        try:
-            values, stats = run()
-            out.append(({k: v.tobytes() for k, v in values.items()}, stats.as_dict()))
-        except PimError as exc:
-            out.append(str(exc))
-    return out
+    return outcomes(lambda: run_program(prog, inputs, strict=strict),
+                    lambda: C.run_sharded(prog, inputs, workers=2, scheduler=scheduler,
+                                          strict=strict))
 
 
 def test_clip_and_bounds():
@@ -106,14 +100,7 @@ def test_random_programs_agree(scheduler, prog, strict):
 
 def test_the_first_failure_in_execution_order_is_reported(scheduler):
     """Shard 1 fails at an earlier op than shard 0 does: the error is shard 1's."""
-    b = ProgramBuilder(4, arch=SMALL)
-    b.input("x", "u8", [4, SMALL.rows], 0)
-    b.init(10, 1, xbs=Span(0, 4))
-    b.nor(10, 0, xbs=Span(0, 4))
-    b.nor(11, 9 + 3, xbs=Span(2, 4))  # c12 never written: fails on crossbars 2, 3
-    b.nor(12, 13, xbs=Span(0, 2))  # would fail on crossbars 0, 1, later
-    prog = b.build()
-    single, sharded = _both(prog, scheduler)
+    single, sharded = _both(early_failure_in_the_second_half(), scheduler)
     assert isinstance(single, str) and single == sharded
     assert "crossbar 2" in single
 

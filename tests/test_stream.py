@@ -13,10 +13,10 @@ from pimc.runtime import run_program
 from pimc.runtime.stream import lifetimes, live_ranges, peak_crossbars, run_streamed, windows
 
 from pimc.isa.builder import ProgramBuilder
-from pimc.isa.errors import PimError
 from pimc.isa.parse import load_program
 from pimc.isa.text import print_program
 from pimc.isa.uop import Program, Span, TensorIO
+from tests.outcomes import early_failure_in_the_second_half, outcomes
 from tests.strategies import SMALL, programs
 
 SAMPLES = Path(__file__).parent.parent / "samples"
@@ -24,15 +24,8 @@ SAMPLES = Path(__file__).parent.parent / "samples"
 
 def _both(prog: Program, inputs=None, strict=True, ranges=None):
     """(outputs, stats dict) or the error, from one machine and streamed."""
-    out = []
-    for run in (lambda: run_program(prog, inputs, strict=strict),
-                lambda: run_streamed(prog, inputs, strict=strict, ranges=ranges)[:2]):
-        try:
-            values, stats = run()
-            out.append(({k: v.tobytes() for k, v in values.items()}, stats.as_dict()))
-        except PimError as exc:
-            out.append(str(exc))
-    return out
+    return outcomes(lambda: run_program(prog, inputs, strict=strict),
+                    lambda: run_streamed(prog, inputs, strict=strict, ranges=ranges))
 
 
 @st.composite
@@ -80,13 +73,7 @@ def test_lifetimes_cut_the_memory_into_shards_that_live_apart():
 
 
 def test_the_first_failure_in_execution_order_is_reported():
-    b = ProgramBuilder(4, arch=SMALL)
-    b.input("x", "u8", [4, SMALL.rows], 0)
-    b.init(10, 1, xbs=Span(0, 4))
-    b.nor(10, 0, xbs=Span(0, 4))
-    b.nor(11, 9 + 3, xbs=Span(2, 4))  # c12 never written: fails on crossbars 2, 3
-    b.nor(12, 13, xbs=Span(0, 2))  # would fail on crossbars 0, 1, later
-    single, streamed = _both(b.build(), ranges=[(0, 2), (2, 4)])
+    single, streamed = _both(early_failure_in_the_second_half(), ranges=[(0, 2), (2, 4)])
     assert isinstance(single, str) and single == streamed
     assert "crossbar 2" in single
 
@@ -159,8 +146,9 @@ def test_memories_too_large_for_write_tables_say_wear_is_not_counted(tmp_path, c
 
 
 def test_an_input_encoded_shard_by_shard_is_the_whole_encoding(tmp_path):
-    from pimc.cli import main
     from pimc.runtime.hostio import complete_inputs, encode
+
+    from pimc.cli import main
 
     out = tmp_path / "cnn.uop"
     assert main(["compile", str(SAMPLES / "small_cnn.onnx"), "-o", str(out)]) == 0
