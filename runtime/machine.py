@@ -276,11 +276,13 @@ class Machine(KernelPath, NumpyOps):
 
     def note_write(self, step: Step, cols: np.ndarray | int, xs: slice,
                    mask: np.ndarray | None, rows: range | None) -> None:
-        """Book-keeping after writing data: written, no longer armed, one more write."""
-        self.written.update(cols, xs, mask, True)
-        self.armed.update(cols, xs, mask, False)
-        for c in np.atleast_1d(cols).tolist() if not isinstance(cols, int) else (cols,):
-            self._armed_memo.pop(c, None)
+        """Book-keeping after writing data: written, no longer armed (what the strict
+        checks read: a run without them does not keep it), one more write."""
+        if self.strict:
+            self.written.update(cols, xs, mask, True)
+            self.armed.update(cols, xs, mask, False)
+            for c in np.atleast_1d(cols).tolist() if not isinstance(cols, int) else (cols,):
+                self._armed_memo.pop(c, None)
         if self.writes is not None:
             dense = mask if (mask is not None and step.op.pred) else None
             self.writes.add(cols, xs, rows, dense)

@@ -44,7 +44,7 @@ class NumpyOps:
             out, ins = cols[:, 0], [cols[:, k] for k in range(1, cols.shape[1])]
         # An armed cell holds 1, so a NOR into fully armed columns is a plain NOR.
         key = (xs.start, xs.stop, xs.step or 1)
-        plain = mask is None and step.reps == 1 and (
+        plain = self.strict and mask is None and step.reps == 1 and (  # flags kept if strict
             key in self._armed_memo.get(out, ()) or self.armed.all_full(out, xs))  # type: ignore[arg-type]
         if self.strict:
             for k, c in enumerate(ins):
@@ -89,7 +89,7 @@ class NumpyOps:
                 index = as_index(cols)
                 self._store(index, xs, fill, mask)
                 self.note_write(step, cols, xs, mask, step.rows)
-        if len(ones):
+        if len(ones) and self.strict:
             self.armed.update(as_index(ones), xs, mask, True)
             if mask is None:
                 key = (xs.start, xs.stop, xs.step or 1)
