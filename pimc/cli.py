@@ -130,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise PimError("--faults needs the whole memory at once: it cannot --stream")
         outputs, stats, streamed = run_streamed(
             prog, inputs, name=args.program, seed=args.seed, strict=not args.no_strict,
-            engine=args.engine)
+            engine=args.engine, memory_bytes=_ram())
         for line in streamed.lines():
             print(line)
     elif sharded:

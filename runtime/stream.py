@@ -25,6 +25,7 @@ from pimc.runtime.shard import driver_items, shard
 from pimc.runtime.stats import HostIO, Stats
 
 from pimc.isa.check import validate
+from pimc.isa.errors import PimError
 from pimc.isa.uop import Call, Item, Op, Program, Span, TensorIO, Transfer
 
 SMALL = 512  # crossbars (64 MB of cells) that may live longer than they need to
@@ -197,6 +198,20 @@ class StreamReport:
         return out
 
 
+def _check_memory(prog: Program, most: int, strict: bool, memory_bytes: float,
+                  name: str) -> None:
+    """Refuse, before any work, a run whose live shards cannot fit: the state is a bit
+    per cell, and the strict checks' written and armed flags two more."""
+    cells = most * prog.arch.rows * prog.arch.cols
+    need = cells * (3 if strict else 1) / 8
+    if need > memory_bytes:
+        hint = (" (--no-strict keeps one bit per cell instead of three)"
+                if strict and cells / 8 <= memory_bytes else "")
+        raise PimError(f"{name}: {most:,} crossbars are alive at once, about "
+                       f"{need / 2**30:,.1f} GB of cells, more than this computer's "
+                       f"{memory_bytes / 2**30:,.1f} GB{hint}")
+
+
 def needs_streaming(prog: Program, budget_bytes: float) -> bool:
     """One machine for the whole memory would not fit in `budget_bytes`."""
     per_xb = prog.arch.rows * prog.arch.cols * BYTES_PER_CROSSBAR_CELL
@@ -207,15 +222,19 @@ def run_streamed(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
                  name: str = "<uop>", seed: int = 0, strict: bool = True,
                  count_writes: bool = True, engine: str = "auto",
                  ranges: list[tuple[int, int]] | None = None,
+                 memory_bytes: float | None = None,
                  ) -> tuple[dict[str, np.ndarray], Stats, StreamReport]:
     """run_program with shards made and dropped by lifetime (`ranges`: the shards, if
-    not those of live_ranges)."""
+    not those of live_ranges); refused at once if the shards alive together would not
+    fit in `memory_bytes`."""
     validate(prog, name)
     start = time.perf_counter()
     first, last = lifetimes(prog)
     ranges = ranges or live_ranges(first, last)
     count_writes = count_writes and max(hi - lo for lo, hi in ranges) <= WEAR_CROSSBARS
     spans = windows(first, last, ranges)
+    if memory_bytes is not None:
+        _check_memory(prog, peak_crossbars(ranges, spans), strict, memory_bytes, name)
     moved = driver_items(prog, ranges)
     pool = LocalPool(prog, ranges, spans, moved, name, strict, count_writes, engine)
     outputs, stats, t = drive(prog, inputs or {}, pool, moved, name=name, seed=seed,

@@ -7,12 +7,14 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pimc.runtime import run_program
 from pimc.runtime.stream import lifetimes, live_ranges, peak_crossbars, run_streamed, windows
 
 from pimc.isa.builder import ProgramBuilder
+from pimc.isa.errors import PimError
 from pimc.isa.parse import load_program
 from pimc.isa.text import print_program
 from pimc.isa.uop import Program, Span, TensorIO
@@ -166,3 +168,17 @@ def test_an_input_encoded_shard_by_shard_is_the_whole_encoding(tmp_path):
                     data[:, p.lo - whole.lo:p.lo - whole.lo + p.mask.shape[0]] |= p.data
                     mask[p.lo - whole.lo:p.lo - whole.lo + p.mask.shape[0]] |= p.mask
             assert np.array_equal(data, whole.data) and np.array_equal(mask, whole.mask)
+
+
+def test_a_run_whose_live_shards_cannot_fit_is_refused_before_any_work():
+    b = ProgramBuilder(4, arch=SMALL)
+    b.input("x", "u8", [4, SMALL.rows], 0)
+    b.output("y", "u8", [4, SMALL.rows], 0)
+    prog = b.build()
+    cells = 4 * SMALL.rows * SMALL.cols
+    run_streamed(prog, memory_bytes=3 * cells / 8)  # fits, checked
+    with pytest.raises(PimError, match=r"4 crossbars are alive at once.*--no-strict"):
+        run_streamed(prog, memory_bytes=cells / 8)
+    run_streamed(prog, strict=False, memory_bytes=cells / 8)
+    with pytest.raises(PimError, match=r"alive at once.*computer's [0-9.]+ GB$"):
+        run_streamed(prog, strict=False, memory_bytes=cells / 16)
