@@ -24,12 +24,17 @@ class NumpyOps:
         ones = popcount(data if mask is None else data & mask)
         self.events.add(kind, ones, rows_active * ncols - ones)
 
-    def _store(self, cols: np.ndarray, xs: slice, data: np.ndarray,
+    def _store(self, cols: np.ndarray | slice, xs: slice, data: np.ndarray,
                mask: np.ndarray | None) -> None:
+        index = as_index(cols) if isinstance(cols, np.ndarray) else cols
         if mask is None:
-            self.bits[cols, xs] = data
+            self.bits[index, xs] = data
+        elif isinstance(index, slice):  # adjacent columns: in place, no gathered copy
+            target = self.bits[index, xs]
+            np.bitwise_and(target, ~mask, out=target)
+            target |= data & mask
         else:
-            self.bits[cols, xs] = (self.bits[cols, xs] & ~mask) | (data & mask)
+            self.bits[index, xs] = (self.bits[index, xs] & ~mask) | (data & mask)
 
     # ------------------------------------------------------------------ the ops
 
