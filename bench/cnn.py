@@ -126,12 +126,16 @@ def _compile(path: Path, out: Path, arch: Path, timeout: float | None = None) ->
 EXECUTED = ("light_bvlc_alexnet", "light_squeezenet")
 
 
-def _execute(program: Path) -> tuple[bool, str]:
+def _execute(program: Path, timeout: float) -> tuple[bool, str]:
     """Run a whole network on the simulator (its own process: it streams its memory) and
     verify it: (verified, a note with the time and what the run printed of itself)."""
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pimc", "run", str(program), "--verify",
-                           "--no-strict"], capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pimc", "run", str(program), "--verify",
+                               "--no-strict"], capture_output=True, text=True, check=False,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"counted; its run did not finish within {timeout / 60:.0f} min"
     spent = time.perf_counter() - t
     streamed = next((x for x in done.stdout.splitlines() if x.startswith("streamed")), "")
     verdict = [x for x in done.stdout.splitlines() if x.startswith("verify")]
@@ -156,6 +160,8 @@ def main() -> None:
                         help="seconds each compile may take")
     parser.add_argument("--execute-whole", action="store_true",
                         help="run whole AlexNet and SqueezeNet on the simulator and verify them")
+    parser.add_argument("--execute-timeout", type=float, default=3600.0,
+                        help="seconds each whole run may take")
     args = parser.parse_args()
     records: list[dict] = []  # type: ignore[type-arg]
     with tempfile.TemporaryDirectory() as d:
@@ -193,7 +199,7 @@ def main() -> None:
                 continue
             verified, note = False, "counted"
             if args.execute_whole and light in EXECUTED:
-                verified, note = _execute(out)
+                verified, note = _execute(out, args.execute_timeout)
             for r in _records(f"{light} (whole)", load_program(out), compiled, verified, note):
                 records.append(r)
                 _row(r)
