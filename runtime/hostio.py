@@ -126,24 +126,30 @@ def placed_mask(t: TensorIO, rows: int, lo: int, hi: int) -> np.ndarray:
     return pack_rows(placed)
 
 
+def _slot_range(t: TensorIO, n: int, lo: int, hi: int) -> tuple[int, int]:
+    """The run of slots in crossbars lo..hi-1 (slots fill crossbars in order)."""
+    per, start, step = len(t.rows), t.xbs.start, t.xbs.step
+    return tuple(min(max(-(-(x - start) // step) * per, 0), n)  # type: ignore[return-value]
+                 for x in (lo, hi))
+
+
 def encode(t: TensorIO, values: np.ndarray, rows: int,
            within: tuple[int, int] | None = None) -> Encoded:
     """The cells an input's values make, bit-packed, with the mask of their rows (only
     those in crossbars within[0]..within[1]-1, if given: one shard's part)."""
     dt = parse_dtype(t.dtype)
-    cols, xb, row = slots(t)
-    flat = apply_view(values, t.view).reshape(-1)
-    if t.broadcast:  # FloatPIM's row-parallel write: one value into every row
-        flat = np.repeat(flat, len(xb))
-    raw = dt.to_bits(flat).reshape(len(xb), t.lanes)
-    first, count = 0, len(xb)
-    if within is not None:  # slots fill crossbars in order: the shard's are a run of them
-        first, end = (int(v) for v in np.searchsorted(xb, within))
-        xb, row, raw, count = xb[first:end], row[first:end], raw[first:end], end - first
-        if not count:
-            words = rows // 64
-            return Encoded(cols, within[0], np.zeros((len(cols), 0, words), dtype=np.uint64),
-                           np.zeros((0, words), dtype=np.uint64), 0, t.broadcast)
+    cols, n = np.array(t.columns(dt.bits)), slot_count(t)
+    first, end = (0, n) if within is None else _slot_range(t, n, *within)
+    count = end - first
+    if not count:
+        words = rows // 64
+        return Encoded(cols, within[0] if within else 0,
+                       np.zeros((len(cols), 0, words), dtype=np.uint64),
+                       np.zeros((0, words), dtype=np.uint64), 0, t.broadcast)
+    xb, row = slot_places(t, np.arange(first, end))
+    bits = dt.to_bits(apply_view(values, t.view).reshape(-1))
+    raw = (np.repeat(bits, count) if t.broadcast  # FloatPIM's row-parallel write: one
+           else bits.reshape(n, t.lanes)[first:end]).reshape(count, t.lanes)  # value, all rows
     per_col = _bits_of(raw, dt).reshape(count, len(cols)).T  # [cols, slots]
     lo, hi = int(xb.min()), int(xb.max()) + 1
     cells = np.zeros((len(cols), hi - lo, rows), dtype=bool)
