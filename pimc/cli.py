@@ -125,7 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                        "or --scheduler")
     from pimc.runtime.stream import needs_streaming, run_streamed
 
-    if args.stream or (not sharded and model is None and needs_streaming(prog, _ram() / 2)):
+    too_big = needs_streaming(prog, _ram() / 2, not args.no_strict)
+    if args.stream or (not sharded and model is None and too_big):
         if model is not None:
             raise PimError("--faults needs the whole memory at once: it cannot --stream")
         outputs, stats, streamed = run_streamed(

@@ -29,7 +29,6 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Call, Item, Op, Program, Span, TensorIO, Transfer
 
 SMALL = 512  # crossbars (64 MB of cells) that may live longer than they need to
-BYTES_PER_CROSSBAR_CELL = 1 / 8 + 1 / 16  # the state, plus what checks and counts touch
 
 
 def _spans(item: Item) -> list[Span]:
@@ -198,24 +197,27 @@ class StreamReport:
         return out
 
 
+def state_bytes(prog: Program, crossbars: int, strict: bool) -> float:
+    """The cells of that many crossbars: a bit each, and with the strict checks two more
+    (the written and armed flags)."""
+    return crossbars * prog.arch.rows * prog.arch.cols * (3 if strict else 1) / 8
+
+
 def _check_memory(prog: Program, most: int, strict: bool, memory_bytes: float,
                   name: str) -> None:
-    """Refuse, before any work, a run whose live shards cannot fit: the state is a bit
-    per cell, and the strict checks' written and armed flags two more."""
-    cells = most * prog.arch.rows * prog.arch.cols
-    need = cells * (3 if strict else 1) / 8
+    """Refuse, before any work, a run whose live shards cannot fit."""
+    need = state_bytes(prog, most, strict)
     if need > memory_bytes:
         hint = (" (--no-strict keeps one bit per cell instead of three)"
-                if strict and cells / 8 <= memory_bytes else "")
+                if strict and state_bytes(prog, most, False) <= memory_bytes else "")
         raise PimError(f"{name}: {most:,} crossbars are alive at once, about "
                        f"{need / 2**30:,.1f} GB of cells, more than this computer's "
                        f"{memory_bytes / 2**30:,.1f} GB{hint}")
 
 
-def needs_streaming(prog: Program, budget_bytes: float) -> bool:
+def needs_streaming(prog: Program, budget_bytes: float, strict: bool) -> bool:
     """One machine for the whole memory would not fit in `budget_bytes`."""
-    per_xb = prog.arch.rows * prog.arch.cols * BYTES_PER_CROSSBAR_CELL
-    return prog.crossbars * per_xb > budget_bytes
+    return state_bytes(prog, prog.crossbars, strict) > budget_bytes
 
 
 def run_streamed(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
