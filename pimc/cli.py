@@ -100,15 +100,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise PimError("--count-only executes nothing: it cannot --verify, inject "
                            "--faults or write -o")
         from pimc.runtime.count import count_program
-        from pimc.runtime.endurance import WEAR_CROSSBARS
 
         stats = count_program(prog, args.program)
         print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops (counted, not "
               f"executed) on {prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
         print(stats.table())
-        if stats.endurance is None:
-            print(f"writes per cell not counted: {prog.crossbars:,} crossbars, over the "
-                  f"{WEAR_CROSSBARS:,} whose write counts fit beside their cells")
+        _wear_note(prog, stats)
         _print_layers(stats)
         write_all(_stats_file(args, stats))
         return 0
@@ -125,8 +122,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                        "or --scheduler")
     from pimc.runtime.stream import needs_streaming, run_streamed
 
-    too_big = needs_streaming(prog, _ram() / 2, not args.no_strict)
-    if args.stream or (not sharded and model is None and too_big):
+    streaming = args.stream or (not sharded and model is None and needs_streaming(
+        prog, _ram() / 2, not args.no_strict))
+    if streaming:
         if model is not None:
             raise PimError("--faults needs the whole memory at once: it cannot --stream")
         outputs, stats, streamed = run_streamed(
@@ -149,6 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops executed on "
           f"{prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
     print(stats.table())
+    if not (streaming or sharded):  # those report it per shard
+        _wear_note(prog, stats)
     _print_layers(stats)
     if model is not None:
         clean, _ = run_program(prog, inputs, name=args.program, seed=args.seed,
@@ -162,6 +162,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         files.append((args.output, lambda f: np.savez(f, **arrays)))
     write_all(files)  # the outputs and the statistics together, or neither
     return status
+
+
+def _wear_note(prog: Program, stats: Stats) -> None:
+    from pimc.runtime.endurance import WEAR_CROSSBARS
+
+    if stats.endurance is None and prog.crossbars > WEAR_CROSSBARS:
+        print(f"writes per cell not counted: {prog.crossbars:,} crossbars, over the "
+              f"{WEAR_CROSSBARS:,} whose write counts fit beside their cells")
 
 
 def _fault_model(spec: str, prog: Program):  # type: ignore[no-untyped-def]

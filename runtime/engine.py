@@ -114,7 +114,7 @@ class KernelPath:
                 self.spans.masks, self.spans.subset, writes is not None,
                 self.writes.full if writes else NO_COUNTS[0],
                 self.writes.span_counts if writes else NO_COUNTS[1],
-                self.strict, units, tally, status)
+                self.strict, units, tally, status, kernel.TILE_BYTES)
             self.stats.row_ops += int(tally[0])
             for kind in (("NOR", "INIT") if tally[3] == 1 else ("INIT", "NOR")):
                 if kind == "NOR" and tally[1]:  # kinds in the order the numpy engine meets them

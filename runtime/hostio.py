@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pimc.runtime import scatter
 from pimc.runtime.bitops import pack_rows, popcount, unpack_rows
 from pimc.runtime.endurance import count_host_writes
 from pimc.runtime.stats import HostIO
@@ -51,13 +52,15 @@ class HostPort:
         account(m.stats.host, p, m.arch)
 
     def place(self, cols: np.ndarray, xs: slice, data: np.ndarray, mask: np.ndarray) -> None:
-        """Write encoded cells (under their mask) and mark them written."""
+        """Write encoded cells (under their mask) and mark them written (flags only the
+        strict checks read)."""
         m = self.m
         m.bits[cols, xs] = (m.bits[cols, xs] & ~mask) | data
         if m.faults is not None:
             m.faults.after_write(m.bits, cols, xs, mask)
-        m.written.update(cols, xs, mask, True)
-        m.armed.update(cols, xs, mask, False)
+        if m.strict:
+            m.written.update(cols, xs, mask, True)
+            m.armed.update(cols, xs, mask, False)
 
     def unwritten(self, cols: np.ndarray, xs: slice, mask: np.ndarray
                   ) -> tuple[int, int, int] | None:
@@ -146,8 +149,16 @@ def encode(t: TensorIO, values: np.ndarray, rows: int,
         return Encoded(cols, within[0] if within else 0,
                        np.zeros((len(cols), 0, words), dtype=np.uint64),
                        np.zeros((0, words), dtype=np.uint64), 0, t.broadcast)
-    xb, row = slot_places(t, np.arange(first, end))
     bits = dt.to_bits(apply_view(values, t.view).reshape(-1))
+    if scatter.AVAILABLE:
+        lo, hi = slot_places(t, np.array([first, end - 1]))[0]
+        per = len(t.rows)
+        data, placed = scatter.scatter(
+            bits if t.broadcast else bits[first * t.lanes:end * t.lanes], dt.bits, t.lanes,
+            t.broadcast, first, count, per, t.xbs.start, t.xbs.step, t.rows.start,
+            t.rows.step, int(lo), int(hi - lo + 1), rows // 64)
+        return Encoded(cols, int(lo), data, placed, count, t.broadcast)
+    xb, row = slot_places(t, np.arange(first, end))
     raw = (np.repeat(bits, count) if t.broadcast  # FloatPIM's row-parallel write: one
            else bits.reshape(n, t.lanes)[first:end]).reshape(count, t.lanes)  # value, all rows
     per_col = _bits_of(raw, dt).reshape(count, len(cols)).T  # [cols, slots]
@@ -173,8 +184,10 @@ def account_values(h: HostIO, t: TensorIO, values: np.ndarray, arch: Arch) -> No
     """account() of the cells encode(t, values) would make, without making them."""
     dt = parse_dtype(t.dtype)
     n = slot_count(t)
-    raw = dt.to_bits(apply_view(values, t.view).reshape(-1)).astype(np.uint64)
-    ones = int(np.bitwise_count(raw & np.uint64((1 << dt.bits) - 1)).sum(dtype=np.int64))
+    raw = dt.to_bits(apply_view(values, t.view).reshape(-1))
+    if raw.dtype.itemsize * 8 > dt.bits:
+        raw = raw & raw.dtype.type((1 << dt.bits) - 1)
+    ones = int(np.bitwise_count(raw).sum(dtype=np.int64))
     _account(h, dt.bits * t.lanes * n, ones * (n if t.broadcast else 1), n, t.broadcast, arch)
 
 

@@ -1,10 +1,12 @@
 """The compiled inner loop: NOR and INIT steps of a decoded block run as one numba call.
 
-A block (runtime/tape.py) is a table of steps, one row each; this loop executes them in
-order with the same strict checks, flag updates and per-cell write counts as the numpy
-path in runtime/machine.py, on the same arrays, so the two paths can take turns within
-one program. Anything else (SEARCH, SHIFT, TRANSFER, predicated ops) is an "escape": the
-loop stops there and the numpy path executes that step.
+A block (runtime/block.py) is a table of steps, one row each. The kernel runs a stretch
+of them in two passes: first in order, what does not depend on the cells' values (the
+strict checks and the flags they read, write counts, energy), then the cells, a tile of
+crossbars at a time. It keeps the same checks, flags and counts as the numpy path in
+runtime/ops.py, on the same arrays, so the two paths can take turns within one program.
+Anything else (SEARCH, SHIFT, TRANSFER, predicated ops) is an "escape": the stretch ends
+there and the numpy path executes that step.
 
 numba is optional (the `fast` extra): without it `AVAILABLE` is False and the machine
 uses the numpy path throughout.
@@ -15,11 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 try:
-    from numba import njit
+    from numba import njit, prange
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised where numba is not installed
     AVAILABLE = False
+    prange = range
 
 # Columns of a block's step table.
 KIND, X0, NX, XSTEP, MASK, W0, W1, SPAN, OFF, NCOLS, ACC, REPS, RSHIFT, ROWOPS, SET, RESET = (
@@ -33,6 +36,7 @@ DONE, ESCAPED, UNWRITTEN, UNARMED = 0, 1, 2, 3
 CLEAR, MIXED, FULL, NAMED = 0, 1, 2, 3  # as runtime/flags.py (NAMED + k: span k's rows)
 MAX_SPANS = 256 - NAMED
 ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+TILE_BYTES = 1 << 20  # a tile's columns: within a core's share of the cache
 
 
 def _lowest_bit(word: np.uint64) -> int:
@@ -167,10 +171,12 @@ def _nor(bits, out, cmap, cols, first, nins, shift, x0, nx, xstep, w0, w1, mid, 
 
 
 def _wrote(wcode, wmap, acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, armed,  # type: ignore[no-untyped-def]
-           counting, wfull, wspans, sid):
-    """After a write of column c: written, armed only if it now holds 1s, one more write."""
-    _set_flag(wcode, wmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, True)
-    _set_flag(acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, armed)
+           strict, counting, wfull, wspans, sid):
+    """After a write of column c: written, armed only if it now holds 1s (flags the
+    strict checks read, so kept only for them), one more write."""
+    if strict:
+        _set_flag(wcode, wmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, True)
+        _set_flag(acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, armed)
     _count(counting, wfull, wspans, sid, c, x0, nx, xstep)
 
 
@@ -180,17 +186,38 @@ def _fail(status, kind, i, k, where, words):  # type: ignore[no-untyped-def]
     status[3], status[4] = where // per, where % per
 
 
-def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  # type: ignore[no-untyped-def]
-              masks, subset, counting, wfull, wspans, strict, units, tally, status):
-    """Execute steps from `start` until the end or an escape; see the module docstring.
-    units = [NOR row-gates, cells INIT sets, cells INIT resets] (energy events, added to);
-    tally = [bit operations, NORs, INITs, which ran first (1 NOR, 2 INIT)]."""
-    words = bits.shape[2]
-    for i in range(start, steps.shape[0]):
+def _extent(steps, start, end):  # type: ignore[no-untyped-def]
+    """The crossbars steps start..end-1 touch, as [lo, hi), and their crossbar-steps."""
+    lo, hi, work = 1 << 62, 0, 0
+    for i in range(start, end):
+        x0, nx = steps[i, X0], steps[i, NX]
+        lo = min(lo, x0)
+        hi = max(hi, x0 + (nx - 1) * steps[i, XSTEP] + 1)
+        work += nx
+    return lo, max(hi, lo), work
+
+
+def _width(steps, cols, cmap, start, end, ncols):  # type: ignore[no-untyped-def]
+    """How many distinct columns steps start..end-1 touch."""
+    seen = np.zeros(ncols, dtype=np.bool_)
+    for i in range(start, end):
+        off, reps, rshift = steps[i, OFF], steps[i, REPS], steps[i, RSHIFT]
+        for k in range(steps[i, NCOLS]):
+            for j in range(reps):
+                c = cmap[cols[off + k]] + j * rshift
+                if 0 <= c < ncols:
+                    seen[c] = True
+    return max(1, int(seen.sum()))
+
+
+def _checks(steps, cols, vals, cmap, start, end, wcode, wmap, acode, amap, masks,  # type: ignore[no-untyped-def]
+            subset, counting, wfull, wspans, strict, units, tally, status, words):
+    """Everything of steps start..end-1 but their cells, in order: the strict checks and
+    the written/armed flags they read (kept only if strict), write counts, energy units
+    and tallies. None of it depends on the cells' values, so the cells can be computed
+    afterwards, in any order of crossbars. Returns the first failing step, or end."""
+    for i in range(start, end):
         kind = steps[i, KIND]
-        if kind == ESCAPE:
-            status[0], status[1] = ESCAPED, i
-            return
         x0, nx, xstep = steps[i, X0], steps[i, NX], steps[i, XSTEP]
         mid, w0, w1, sid = steps[i, MASK], steps[i, W0], steps[i, W1], steps[i, SPAN]
         off, ncols, reps, rshift = steps[i, OFF], steps[i, NCOLS], steps[i, REPS], steps[i, RSHIFT]
@@ -202,47 +229,101 @@ def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  #
                         bad = _first_unset(wcode, wmap, c, x0, nx, xstep, w0, w1, mid, masks, subset)
                         if bad >= 0:
                             _fail(status, UNWRITTEN, i, (k - 1) * reps + j, bad, words)
-                            return
+                            return i
                 if not steps[i, ACC]:
                     for j in range(reps):
                         c = cmap[cols[off]] + j * rshift
                         bad = _first_unset(acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset)
                         if bad >= 0:
                             _fail(status, UNARMED, i, j, bad, words)
-                            return
+                            return i
             for j in range(reps):
-                out = cmap[cols[off]] + j * rshift
-                _nor(bits, out, cmap, cols, off + 1, ncols - 1, j * rshift, x0, nx, xstep,
-                     w0, w1, mid, masks)
-                _wrote(wcode, wmap, acode, amap, out, x0, nx, xstep, w0, w1, mid, masks, subset,
-                       False, counting, wfull, wspans, sid)
+                _wrote(wcode, wmap, acode, amap, cmap[cols[off]] + j * rshift, x0, nx, xstep,
+                       w0, w1, mid, masks, subset, False, strict, counting, wfull, wspans, sid)
             units[0] += steps[i, ROWOPS]
             tally[0] += steps[i, ROWOPS]
         else:  # INIT
             for j in range(reps):
                 for k in range(ncols):
-                    c = cmap[cols[off + k]] + j * rshift
-                    one = vals[off + k] != 0
-                    fill = ALL if one else np.uint64(0)
-                    if mid < 0 and xstep == 1:
-                        bits[c, x0:x0 + nx] = fill
-                    elif mid < 0:
-                        for xi in range(nx):
-                            bits[c, x0 + xi * xstep] = fill
-                    else:
-                        m, col = masks[mid], bits[c]
-                        for xi in range(nx):
-                            x = x0 + xi * xstep
-                            for w in range(w0, w1):
-                                col[x, w] = (col[x, w] & ~m[w]) | (fill & m[w])
-                    _wrote(wcode, wmap, acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset,
-                           one, counting, wfull, wspans, sid)
+                    _wrote(wcode, wmap, acode, amap, cmap[cols[off + k]] + j * rshift, x0, nx,
+                           xstep, w0, w1, mid, masks, subset, vals[off + k] != 0, strict,
+                           counting, wfull, wspans, sid)
             units[1] += steps[i, SET]
             units[2] += steps[i, RESET]
         tally[1 + kind] += 1  # NOR is 0, INIT 1
         if tally[3] == 0:
             tally[3] = 1 + kind
-    status[0] = DONE
+    return end
+
+
+def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi):  # type: ignore[no-untyped-def]
+    """Step i's writes to the cells of crossbars [lo, hi)."""
+    x0, nx, xstep = steps[i, X0], steps[i, NX], steps[i, XSTEP]
+    k0 = max(0, -((x0 - lo) // xstep))  # the first and last of its crossbars in [lo, hi)
+    k1 = min(nx, -((x0 - hi) // xstep))
+    if k1 <= k0:
+        return
+    x0, nx = x0 + k0 * xstep, k1 - k0
+    mid, w0, w1 = steps[i, MASK], steps[i, W0], steps[i, W1]
+    off, ncols, reps, rshift = steps[i, OFF], steps[i, NCOLS], steps[i, REPS], steps[i, RSHIFT]
+    if steps[i, KIND] == NOR:
+        for j in range(reps):
+            _nor(bits, cmap[cols[off]] + j * rshift, cmap, cols, off + 1, ncols - 1, j * rshift,
+                 x0, nx, xstep, w0, w1, mid, masks)
+        return
+    for j in range(reps):
+        for k in range(ncols):
+            c = cmap[cols[off + k]] + j * rshift
+            fill = ALL if vals[off + k] != 0 else np.uint64(0)
+            if mid < 0 and xstep == 1:
+                bits[c, x0:x0 + nx] = fill
+            elif mid < 0:
+                for xi in range(nx):
+                    bits[c, x0 + xi * xstep] = fill
+            else:
+                m, col = masks[mid], bits[c]
+                for xi in range(nx):
+                    x = x0 + xi * xstep
+                    for w in range(w0, w1):
+                        col[x, w] = (col[x, w] & ~m[w]) | (fill & m[w])
+
+
+def _tiles(steps, cols, vals, cmap, start, end, bits, masks, tile):  # type: ignore[no-untyped-def]
+    """The cells of steps start..end-1, a tile of crossbars at a time (all of the steps
+    on one tile, then the next), so a tile's columns stay in cache from step to step
+    instead of each step streaming the whole memory; tiles run in parallel. NOR and
+    INIT act within a crossbar, so this computes what running the steps in order does."""
+    lo, hi, work = _extent(steps, start, end)
+    ntiles = (hi - lo + tile - 1) // tile
+    if ntiles * (end - start) > work:  # mostly steps on few crossbars each: in order
+        for i in range(start, end):
+            _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi)
+        return
+    for t in prange(ntiles):
+        a = lo + t * tile
+        b = min(hi, a + tile)
+        for i in range(start, end):
+            _cells(i, steps, cols, vals, cmap, bits, masks, a, b)
+
+
+def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  # type: ignore[no-untyped-def]
+              masks, subset, counting, wfull, wspans, strict, units, tally, status,
+              tile_bytes=TILE_BYTES):
+    """Execute steps from `start` until the end or an escape; see the module docstring.
+    units = [NOR row-gates, cells INIT sets, cells INIT resets] (energy events, added to);
+    tally = [bit operations, NORs, INITs, which ran first (1 NOR, 2 INIT)]."""
+    words = bits.shape[2]
+    end = start
+    while end < steps.shape[0] and steps[end, KIND] != ESCAPE:
+        end += 1
+    status[0] = DONE if end == steps.shape[0] else ESCAPED
+    status[1] = end
+    ok = _checks(steps, cols, vals, cmap, start, end, wcode, wmap, acode, amap, masks, subset,
+                 counting, wfull, wspans, strict, units, tally, status, words)
+    if ok > start:
+        width = _width(steps, cols, cmap, start, ok, bits.shape[0])
+        tile = max(1, tile_bytes // (width * words * 8))
+        _tiles(steps, cols, vals, cmap, start, ok, bits, masks, tile)
 
 
 def warm() -> None:
@@ -267,4 +348,9 @@ if AVAILABLE:
     _fail = njit(cache=True)(_fail)
     _nor = njit(cache=True)(_nor)
     _wrote = njit(cache=True)(_wrote)
+    _extent = njit(cache=True)(_extent)
+    _width = njit(cache=True)(_width)
+    _checks = njit(cache=True)(_checks)
+    _cells = njit(cache=True)(_cells)
+    _tiles = njit(cache=True, parallel=True)(_tiles)
     run_block = njit(cache=True)(run_block)

@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 from pimc.runtime.bitops import popcount, row_mask
 from pimc.runtime.block import Block, Template
-from pimc.runtime.endurance import WriteCounter
+from pimc.runtime.endurance import WEAR_CROSSBARS, WriteCounter
 from pimc.runtime.engine import KernelPath, choose_engine, layer_groups
 from pimc.runtime.faults import FaultModel
 from pimc.runtime.flags import CellFlags, SpanTable
@@ -67,7 +67,9 @@ class Machine(KernelPath, NumpyOps):
         self.spans = SpanTable(self.words)
         self.written = CellFlags(*shape, self.spans)
         self.armed = CellFlags(*shape, self.spans)
-        self.writes = WriteCounter(arch.cols, prog.crossbars, arch.rows) if count_writes else None
+        # Beyond WEAR_CROSSBARS the write tables would outweigh the cells: not counted.
+        self.writes = WriteCounter(arch.cols, prog.crossbars, arch.rows) if (
+            count_writes and prog.crossbars <= WEAR_CROSSBARS) else None
         self.stats = Stats(arch.init_model, arch.partitions)
         self.host = HostPort(self)
         self._masks: dict[range, np.ndarray] = {}

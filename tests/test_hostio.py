@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pimc.runtime import run_program
 
 from pimc.isa.arch import Arch
@@ -106,3 +108,39 @@ def test_a_view_places_a_transposed_replicated_copy_and_an_input_may_be_placed_t
     want = np.broadcast_to(w.T.reshape(3, 1, 2), (3, 4, 2)).reshape(12, 2)
     assert np.array_equal(out["y"], want)
     assert stats.host.input_cells == (12 * 2 + 6) * 8  # every replicated copy is written
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from(["u1", "u3", "i8", "f32", "bf16", "f16", "q4.4", "u64"]),
+       lanes=st.integers(1, 3), rows=st.tuples(st.integers(0, 70), st.integers(1, 3)),
+       xbs=st.tuples(st.integers(0, 3), st.integers(1, 3)), slots=st.integers(1, 200),
+       broadcast=st.booleans(), cut=st.integers(0, 12), seed=st.integers(0, 2**32 - 1))
+def test_the_compiled_scatter_encodes_as_the_numpy_path(dtype, lanes, rows, xbs,
+                                                        slots, broadcast, cut, seed):
+    from pimc.runtime import hostio, scatter
+
+    if not scatter.AVAILABLE:
+        pytest.skip("numba is not installed")
+    r = Span(rows[0], min(128, rows[0] + rows[1] * 40), rows[1])
+    per = len(r)
+    if broadcast:
+        lanes, shape = 1, ()
+        slots = per * (slots // per + 1)
+    else:
+        shape = (slots * lanes,)
+    nxb = -(-slots // per)
+    t = TensorIO("x", dtype, shape, Span(xbs[0], xbs[0] + nxb * xbs[1], xbs[1]), r, 3,
+                 lanes=lanes, broadcast=broadcast)
+    dt = parse_dtype(dtype)
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 1 << min(dt.bits, 62), size=shape or (1,), dtype=np.uint64)
+    values = dt.from_bits(raw.astype(dt.storage)).reshape(shape)
+    within = (cut, cut + 2) if cut < 6 else None
+    got = hostio.encode(t, values, 128, within)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scatter, "AVAILABLE", False)
+        want = hostio.encode(t, values, 128, within)
+    assert (got.lo, got.slots, got.broadcast) == (want.lo, want.slots, want.broadcast)
+    assert np.array_equal(got.cols, want.cols)
+    if want.slots:
+        assert np.array_equal(got.data, want.data) and np.array_equal(got.mask, want.mask)

@@ -1,0 +1,49 @@
+"""Host values scattered straight into bit-packed cells, compiled when numba is there.
+
+An input's values go bit by bit to (column, crossbar, row) cells. The numpy path in
+runtime/hostio.py makes a byte per bit and packs it; for a layer's weights replicated
+over every output pixel (billions of cells) that costs most of a run's set-up time and
+a byte of memory per cell. This loop ORs each bit into its packed word directly,
+crossbars in parallel (slots fill a crossbar's rows, then the next crossbar's, so no two
+threads write one word).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from numba import njit, prange
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised where numba is not installed
+    AVAILABLE = False
+    prange = range
+
+
+def scatter(raw, nbits, lanes, broadcast, first, count, per, xstart, xstep,  # type: ignore[no-untyped-def]
+            rstart, rstep, lo, nxb, words):
+    """(data uint64[lanes * nbits, nxb, words], placed uint64[nxb, words]) for slots
+    first..first+count-1 of a tensor: slot s lies in crossbar xstart + (s // per) * xstep
+    (less lo), row rstart + (s % per) * rstep; its lane l is raw[(s - first) * lanes + l]
+    (raw[l] for every slot if broadcast), bit b of it in column l * nbits + b."""
+    data = np.zeros((lanes * nbits, nxb, words), dtype=np.uint64)
+    placed = np.zeros((nxb, words), dtype=np.uint64)
+    g0, g1 = first // per, (first + count - 1) // per + 1  # groups of slots: one crossbar each
+    for g in prange(g1 - g0):
+        x = xstart + (g0 + g) * xstep - lo
+        for s in range(max(first, (g0 + g) * per), min(first + count, (g0 + g + 1) * per)):
+            row = rstart + (s % per) * rstep
+            w, sh = row >> 6, np.uint64(row & 63)
+            placed[x, w] |= np.uint64(1) << sh
+            base = 0 if broadcast else (s - first) * lanes
+            for lane in range(lanes):
+                v = np.uint64(raw[base + lane])
+                c = lane * nbits
+                for b in range(nbits):
+                    data[c + b, x, w] |= ((v >> np.uint64(b)) & np.uint64(1)) << sh
+    return data, placed
+
+
+if AVAILABLE:
+    scatter = njit(cache=True, parallel=True)(scatter)
