@@ -1,8 +1,10 @@
 """Decoding runs of micro-ops into the tables runtime/kernel.py executes.
 
 A block is a run of consecutive ops of a routine body at one site (its crossbars and
-rows), or of one layer at top level. NOR and INIT ops become table rows; the rest
-(SEARCH, SHIFT, TRANSFER, predicated ops) become escapes that the numpy path runs.
+rows), or of one layer at top level. NOR, INIT, SHIFT and plain TRANSFER ops become
+table rows; the rest (SEARCH, predicated ops, transposing TRANSFERs) become escapes that
+the numpy path runs, as do SHIFT and TRANSFER in runs that keep strict checks or write
+counts.
 Columns stay as the ops name them (frame columns inside a routine), mapped per call.
 A routine body is decoded once into a template; each site then fills in its crossbars
 and rows with a few array operations, so the cost of a new site does not grow with
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pimc.runtime import kernel as K
 
-from pimc.isa.uop import Init, Nor, Op, Span
+from pimc.isa.uop import Init, Nor, Op, Shift, Span, Transfer
 
 if TYPE_CHECKING:
     from pimc.runtime.machine import Machine
@@ -46,7 +48,17 @@ class Block:
     escapes: dict[int, Step] = field(default_factory=dict)  # prepared on first use
 
 
-def template(ops: tuple[Op, ...], arch_partition_width: int) -> Template:
+def _copy(op: Shift | Transfer, top: bool) -> bool:
+    """Whether the kernel runs this SHIFT or TRANSFER (when the run keeps no per-row
+    flags or counts): not predicated; a TRANSFER only at top level (a routine's names
+    crossbars of its own) and plain (its source and destination crossbars never meet:
+    the checker holds them apart)."""
+    if op.pred:
+        return False
+    return isinstance(op, Shift) or (top and op.dst_row is None)
+
+
+def template(ops: tuple[Op, ...], arch_partition_width: int, top: bool = False) -> Template:
     n = len(ops)
     steps = np.zeros((n, K.FIELDS), dtype=np.int64)
     ones, zeros = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
@@ -54,6 +66,16 @@ def template(ops: tuple[Op, ...], arch_partition_width: int) -> Template:
     vals: list[int] = []
     for i, op in enumerate(ops):
         row = steps[i]
+        if isinstance(op, Shift | Transfer) and _copy(op, top):
+            row[K.KIND], row[K.OFF] = (K.SHIFT if isinstance(op, Shift) else K.MOVE), len(cols)
+            cols.extend((*op.src_cols, *op.dst_cols))
+            vals.extend([0] * 2 * len(op.src_cols))
+            row[K.NCOLS], row[K.REPS] = 2 * len(op.src_cols), 1
+            if isinstance(op, Shift):
+                row[K.BY] = op.by
+            else:
+                row[K.DX0], row[K.DXSTEP] = op.dst_xbs.start, op.dst_xbs.step
+            continue
         if op.pred or not isinstance(op, Nor | Init):
             row[K.KIND] = K.ESCAPE
             continue
@@ -93,12 +115,15 @@ def _fill(machine: Machine, t: Template, steps: np.ndarray, index: slice | np.nd
         mask = machine.rows_mask(r)
         live = np.flatnonzero(mask)
         sel[:, K.MASK], sel[:, K.W0], sel[:, K.W1] = machine.mask_id(r), live[0], live[-1] + 1
-        sel[:, K.SPAN] = machine.writes.span_id(r) if machine.writes else -1
+        gates = np.isin(sel[:, K.KIND], (K.NOR, K.INIT)).any()  # moves count on the numpy path
+        sel[:, K.SPAN] = machine.writes.span_id(r) if machine.writes and gates else -1
         active = int(np.bitwise_count(mask).sum()) * len(xbs)
     nor = sel[:, K.KIND] == K.NOR
-    sel[:, K.ROWOPS] = np.where(nor, active * sel[:, K.REPS], 0)
-    sel[:, K.SET] = np.where(nor, 0, active * t.ones[index])
-    sel[:, K.RESET] = np.where(nor, 0, active * t.zeros[index])
+    copy = (sel[:, K.KIND] == K.SHIFT) | (sel[:, K.KIND] == K.MOVE)
+    sel[:, K.ROWOPS] = np.where(nor, active * sel[:, K.REPS],
+                                np.where(copy, active * sel[:, K.NCOLS] // 2, 0))
+    sel[:, K.SET] = np.where(nor | copy, 0, active * t.ones[index])
+    sel[:, K.RESET] = np.where(nor | copy, 0, active * t.zeros[index])
     steps[index] = sel
 
 
@@ -112,7 +137,7 @@ def site_block(machine: Machine, t: Template, xbs: Span, rows: Span | None) -> B
 
 def top_block(machine: Machine, ops: tuple[Op, ...]) -> Block:
     """Top-level ops, each acting where its own fields say (filled per distinct place)."""
-    t = template(ops, machine.arch.partition_width)
+    t = template(ops, machine.arch.partition_width, top=True)
     steps = t.steps.copy()
     places: dict[tuple[Span, Span | None], list[int]] = {}
     for i, op in enumerate(ops):

@@ -116,11 +116,7 @@ class KernelPath:
                 self.writes.span_counts if writes else NO_COUNTS[1],
                 self.strict, units, tally, status, kernel.TILE_BYTES)
             self.stats.row_ops += int(tally[0])
-            for kind in (("NOR", "INIT") if tally[3] == 1 else ("INIT", "NOR")):
-                if kind == "NOR" and tally[1]:  # kinds in the order the numpy engine meets them
-                    self.events.add("NOR", units[0])
-                elif kind == "INIT" and tally[2]:
-                    self.events.add("INIT", units[1], units[2])
+            self._add_events(units, tally)
             self._armed_memo.clear()
             if status[0] == kernel.DONE:
                 self.executed += n - start
@@ -133,6 +129,18 @@ class KernelPath:
             self._exec[type(step.op)](step if cmap is None else bound(step, cmap))
             self.executed += 1
             start = i + 1
+
+    def _add_events(self, units: np.ndarray, tally: np.ndarray) -> None:
+        """The kernel's energy events, kinds in the order it met them (as the numpy path
+        would add them)."""
+        U = kernel
+        events = (("NOR", units[U.U_NOR], 0), ("INIT", units[U.U_SET], units[U.U_RESET]),
+                  ("SHIFT", units[U.U_SHIFT_ONES], units[U.U_SHIFT] - units[U.U_SHIFT_ONES]),
+                  ("TRANSFER", units[U.U_MOVE_ONES], units[U.U_MOVE] - units[U.U_MOVE_ONES]))
+        met = tally[1 + U.KINDS:1 + 2 * U.KINDS]
+        for slot in sorted(np.flatnonzero(met).tolist(), key=lambda k: met[k]):
+            kind, a, b = events[slot]
+            self.events.add(kind, a, b)
 
     def _kernel_failure(self, block: Block, i: int, cmap: np.ndarray | None) -> PimError:
         """The numpy path's message for the check the kernel failed."""

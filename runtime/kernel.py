@@ -25,10 +25,14 @@ except ImportError:  # pragma: no cover - exercised where numba is not installed
     prange = range
 
 # Columns of a block's step table.
-KIND, X0, NX, XSTEP, MASK, W0, W1, SPAN, OFF, NCOLS, ACC, REPS, RSHIFT, ROWOPS, SET, RESET = (
-    range(16))
-FIELDS = 16  # SET, RESET: an INIT's cells set and reset (active rows x columns)
-NOR, INIT, ESCAPE = 0, 1, 2
+(KIND, X0, NX, XSTEP, MASK, W0, W1, SPAN, OFF, NCOLS, ACC, REPS, RSHIFT, ROWOPS, SET, RESET,
+ BY, DX0, DXSTEP) = range(19)
+FIELDS = 19  # SET, RESET: an INIT's cells set and reset (active rows x columns)
+# ROWOPS: a NOR's row-gates; a SHIFT's or TRANSFER's cells written. BY: a SHIFT's rows;
+# DX0, DXSTEP: a TRANSFER's destination crossbars. A copy's columns: sources, then
+# destinations.
+NOR, INIT, ESCAPE, SHIFT, MOVE = 0, 1, 2, 3, 4
+KINDS = 4  # NOR, INIT, SHIFT, MOVE (TRANSFER): tally and units are kept per kind
 # Outcomes, in status[0]: DONE, an escape at status[1], or a strict-check failure at step
 # status[1], column index status[2] (k * reps + j for input k, repetition j), crossbar
 # index status[3], row status[4].
@@ -37,6 +41,15 @@ CLEAR, MIXED, FULL, NAMED = 0, 1, 2, 3  # as runtime/flags.py (NAMED + k: span k
 MAX_SPANS = 256 - NAMED
 ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 TILE_BYTES = 1 << 20  # a tile's columns: within a core's share of the cache
+# units (energy events): NOR row-gates, INIT cells set, reset, SHIFT cells written, 1s
+# among them, TRANSFER cells written, 1s among them. tally: bit operations, then per kind
+# the ops run and the order it was first met in (1, 2, ...; 0: not met).
+U_NOR, U_SET, U_RESET, U_SHIFT, U_SHIFT_ONES, U_MOVE, U_MOVE_ONES = range(7)
+
+
+def _kind_slot(kind):  # type: ignore[no-untyped-def]
+    """The index of a kind in the per-kind tallies (escapes never reach them)."""
+    return kind if kind < ESCAPE else kind - 1
 
 
 def _lowest_bit(word: np.uint64) -> int:
@@ -215,7 +228,8 @@ def _checks(steps, cols, vals, cmap, start, end, wcode, wmap, acode, amap, masks
     """Everything of steps start..end-1 but their cells, in order: the strict checks and
     the written/armed flags they read (kept only if strict), write counts, energy units
     and tallies. None of it depends on the cells' values, so the cells can be computed
-    afterwards, in any order of crossbars. Returns the first failing step, or end."""
+    afterwards, in any order of crossbars. (SHIFT and TRANSFER come here only in runs
+    without checks or write counts.) Returns the first failing step, or end."""
     for i in range(start, end):
         kind = steps[i, KIND]
         x0, nx, xstep = steps[i, X0], steps[i, NX], steps[i, XSTEP]
@@ -240,37 +254,82 @@ def _checks(steps, cols, vals, cmap, start, end, wcode, wmap, acode, amap, masks
             for j in range(reps):
                 _wrote(wcode, wmap, acode, amap, cmap[cols[off]] + j * rshift, x0, nx, xstep,
                        w0, w1, mid, masks, subset, False, strict, counting, wfull, wspans, sid)
-            units[0] += steps[i, ROWOPS]
+            units[U_NOR] += steps[i, ROWOPS]
             tally[0] += steps[i, ROWOPS]
-        else:  # INIT
+        elif kind == INIT:
             for j in range(reps):
                 for k in range(ncols):
                     _wrote(wcode, wmap, acode, amap, cmap[cols[off + k]] + j * rshift, x0, nx,
                            xstep, w0, w1, mid, masks, subset, vals[off + k] != 0, strict,
                            counting, wfull, wspans, sid)
-            units[1] += steps[i, SET]
-            units[2] += steps[i, RESET]
-        tally[1 + kind] += 1  # NOR is 0, INIT 1
-        if tally[3] == 0:
-            tally[3] = 1 + kind
+            units[U_SET] += steps[i, SET]
+            units[U_RESET] += steps[i, RESET]
+        else:
+            units[U_SHIFT if kind == SHIFT else U_MOVE] += steps[i, ROWOPS]
+        slot = _kind_slot(kind)
+        tally[1 + slot] += 1
+        if tally[1 + KINDS + slot] == 0:
+            tally[1 + 2 * KINDS] += 1
+            tally[1 + KINDS + slot] = tally[1 + 2 * KINDS]
     return end
 
 
-def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi):  # type: ignore[no-untyped-def]
-    """Step i's writes to the cells of crossbars [lo, hi)."""
+def _popcount(v):  # type: ignore[no-untyped-def]
+    v = v - ((v >> np.uint64(1)) & np.uint64(0x5555_5555_5555_5555))
+    v = (v & np.uint64(0x3333_3333_3333_3333)) + ((v >> np.uint64(2)) & np.uint64(0x3333_3333_3333_3333))
+    v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F_0F0F_0F0F_0F0F)
+    return int((v * np.uint64(0x0101_0101_0101_0101)) >> np.uint64(56))
+
+
+def _shifted(col, by, out):  # type: ignore[no-untyped-def]
+    """out = the words of a crossbar's column with row r taking row r - by (0 from
+    outside), as runtime/bitops.shift_rows."""
+    n = col.shape[0]
+    q, r = abs(by) // 64, abs(by) % 64
+    for w in range(n):
+        src = w - q if by >= 0 else w + q
+        v = np.uint64(0)
+        if 0 <= src < n:
+            v = col[src] << np.uint64(r) if by >= 0 else col[src] >> np.uint64(r)
+        nb = src - 1 if by >= 0 else src + 1
+        if r and 0 <= nb < n:
+            v |= col[nb] >> np.uint64(64 - r) if by >= 0 else col[nb] << np.uint64(64 - r)
+        out[w] = v
+
+
+def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch):  # type: ignore[no-untyped-def]
+    """Step i's writes to the cells of crossbars [lo, hi); a SHIFT's 1s written."""
     x0, nx, xstep = steps[i, X0], steps[i, NX], steps[i, XSTEP]
     k0 = max(0, -((x0 - lo) // xstep))  # the first and last of its crossbars in [lo, hi)
     k1 = min(nx, -((x0 - hi) // xstep))
     if k1 <= k0:
-        return
+        return 0
     x0, nx = x0 + k0 * xstep, k1 - k0
     mid, w0, w1 = steps[i, MASK], steps[i, W0], steps[i, W1]
     off, ncols, reps, rshift = steps[i, OFF], steps[i, NCOLS], steps[i, REPS], steps[i, RSHIFT]
-    if steps[i, KIND] == NOR:
+    kind = steps[i, KIND]
+    if kind == NOR:
         for j in range(reps):
             _nor(bits, cmap[cols[off]] + j * rshift, cmap, cols, off + 1, ncols - 1, j * rshift,
                  x0, nx, xstep, w0, w1, mid, masks)
-        return
+        return 0
+    if kind == SHIFT:  # all sources read before any destination is written
+        pairs, ones, by = ncols // 2, 0, steps[i, BY]
+        for xi in range(nx):
+            x = x0 + xi * xstep
+            for p in range(pairs):
+                _shifted(bits[cmap[cols[off + p]], x], by, scratch[p])
+            for p in range(pairs):
+                dst = bits[cmap[cols[off + pairs + p]], x]
+                for w in range(w0, w1):
+                    v = scratch[p, w]
+                    if mid >= 0:
+                        v &= masks[mid, w]
+                        dst[w] = (dst[w] & ~masks[mid, w]) | v
+                    else:
+                        dst[w] = v
+                    ones += _popcount(v)
+        return ones
     for j in range(reps):
         for k in range(ncols):
             c = cmap[cols[off + k]] + j * rshift
@@ -286,44 +345,97 @@ def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi):  # type: ignore[no-
                     x = x0 + xi * xstep
                     for w in range(w0, w1):
                         col[x, w] = (col[x, w] & ~m[w]) | (fill & m[w])
+    return 0
 
 
 def _tiles(steps, cols, vals, cmap, start, end, bits, masks, tile):  # type: ignore[no-untyped-def]
     """The cells of steps start..end-1, a tile of crossbars at a time (all of the steps
     on one tile, then the next), so a tile's columns stay in cache from step to step
-    instead of each step streaming the whole memory; tiles run in parallel. NOR and
-    INIT act within a crossbar, so this computes what running the steps in order does."""
+    instead of each step streaming the whole memory; tiles run in parallel. NOR, INIT
+    and SHIFT act within a crossbar, so this computes what running the steps in order
+    does. Returns the 1s the SHIFTs wrote."""
     lo, hi, work = _extent(steps, start, end)
+    pairs = 1
+    for i in range(start, end):
+        pairs = max(pairs, steps[i, NCOLS] // 2 if steps[i, KIND] == SHIFT else 1)
     ntiles = (hi - lo + tile - 1) // tile
+    ones = 0
     if ntiles * (end - start) > work:  # mostly steps on few crossbars each: in order
+        scratch = np.empty((pairs, bits.shape[2]), dtype=np.uint64)
         for i in range(start, end):
-            _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi)
-        return
+            ones += _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch)
+        return ones
     for t in prange(ntiles):
         a = lo + t * tile
         b = min(hi, a + tile)
+        scratch = np.empty((pairs, bits.shape[2]), dtype=np.uint64)
         for i in range(start, end):
-            _cells(i, steps, cols, vals, cmap, bits, masks, a, b)
+            ones += _cells(i, steps, cols, vals, cmap, bits, masks, a, b, scratch)
+    return ones
+
+
+def _move(i, steps, cols, cmap, bits, masks):  # type: ignore[no-untyped-def]
+    """A TRANSFER (plain, its sources and destinations apart): crossbar k of the source
+    span copies its columns' selected rows into crossbar k of the destination span,
+    crossbars in parallel. Returns the 1s written."""
+    x0, nx, xstep = steps[i, X0], steps[i, NX], steps[i, XSTEP]
+    d0, dstep = steps[i, DX0], steps[i, DXSTEP]
+    mid, w0, w1 = steps[i, MASK], steps[i, W0], steps[i, W1]
+    off, pairs = steps[i, OFF], steps[i, NCOLS] // 2
+    ones = 0
+    for k in prange(nx):
+        sx, dx = x0 + k * xstep, d0 + k * dstep
+        for p in range(pairs):
+            src, dst = bits[cmap[cols[off + p]], sx], bits[cmap[cols[off + pairs + p]], dx]
+            for w in range(w0, w1):
+                v = src[w]
+                if mid >= 0:
+                    v &= masks[mid, w]
+                    dst[w] = (dst[w] & ~masks[mid, w]) | v
+                else:
+                    dst[w] = v
+                ones += _popcount(v)
+    return ones
+
+
+def _tileable(kind, copies):  # type: ignore[no-untyped-def]
+    return kind <= INIT or (kind == SHIFT and copies)  # NOR, INIT, or a SHIFT
 
 
 def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  # type: ignore[no-untyped-def]
               masks, subset, counting, wfull, wspans, strict, units, tally, status,
               tile_bytes=TILE_BYTES):
     """Execute steps from `start` until the end or an escape; see the module docstring.
-    units = [NOR row-gates, cells INIT sets, cells INIT resets] (energy events, added to);
-    tally = [bit operations, NORs, INITs, which ran first (1 NOR, 2 INIT)]."""
-    words = bits.shape[2]
-    end = start
-    while end < steps.shape[0] and steps[end, KIND] != ESCAPE:
-        end += 1
-    status[0] = DONE if end == steps.shape[0] else ESCAPED
-    status[1] = end
-    ok = _checks(steps, cols, vals, cmap, start, end, wcode, wmap, acode, amap, masks, subset,
-                 counting, wfull, wspans, strict, units, tally, status, words)
-    if ok > start:
-        width = _width(steps, cols, cmap, start, ok, bits.shape[0])
-        tile = max(1, tile_bytes // (width * words * 8))
-        _tiles(steps, cols, vals, cmap, start, ok, bits, masks, tile)
+    SHIFT and TRANSFER run here only without the strict checks and write counts (those
+    of the numpy path keep per-row flags and span tables the moves would multiply).
+    units and tally: see U_NOR; added to."""
+    words, n = bits.shape[2], steps.shape[0]
+    copies = not strict and not counting
+    i = start
+    while i < n:
+        kind = steps[i, KIND]
+        if kind == ESCAPE or (kind >= SHIFT and not copies):
+            status[0], status[1] = ESCAPED, i
+            return
+        if kind == MOVE:
+            _checks(steps, cols, vals, cmap, i, i + 1, wcode, wmap, acode, amap, masks, subset,
+                    counting, wfull, wspans, strict, units, tally, status, words)
+            units[U_MOVE_ONES] += _move(i, steps, cols, cmap, bits, masks)
+            i += 1
+            continue
+        end = i
+        while end < n and _tileable(steps[end, KIND], copies):
+            end += 1
+        ok = _checks(steps, cols, vals, cmap, i, end, wcode, wmap, acode, amap, masks, subset,
+                     counting, wfull, wspans, strict, units, tally, status, words)
+        if ok > i:
+            width = _width(steps, cols, cmap, i, ok, bits.shape[0])
+            tile = max(1, tile_bytes // (width * words * 8))
+            units[U_SHIFT_ONES] += _tiles(steps, cols, vals, cmap, i, ok, bits, masks, tile)
+        if ok < end:
+            return  # a failed check: status says which
+        i = end
+    status[0] = DONE
 
 
 def warm() -> None:
@@ -336,8 +448,8 @@ def warm() -> None:
               np.zeros((1, 1), dtype=np.uint8), np.zeros((1, 1, 1), dtype=np.uint64),
               np.zeros((1, 1), dtype=np.uint8), np.zeros((1, 1, 1), dtype=np.uint64),
               np.zeros((1, 1), dtype=np.uint64), np.zeros((1, 1), dtype=np.bool_), True, z2,
-              np.zeros((1, 1, 1), dtype=np.int64), True, np.zeros(3, dtype=np.int64),
-              np.zeros(4, dtype=np.int64), np.zeros(5, dtype=np.int64))
+              np.zeros((1, 1, 1), dtype=np.int64), True, np.zeros(7, dtype=np.int64),
+              np.zeros(2 + 2 * KINDS, dtype=np.int64), np.zeros(5, dtype=np.int64), TILE_BYTES)
 
 
 if AVAILABLE:
@@ -351,6 +463,11 @@ if AVAILABLE:
     _extent = njit(cache=True)(_extent)
     _width = njit(cache=True)(_width)
     _checks = njit(cache=True)(_checks)
+    _kind_slot = njit(cache=True, inline="always")(_kind_slot)
+    _popcount = njit(cache=True, inline="always")(_popcount)
+    _shifted = njit(cache=True)(_shifted)
     _cells = njit(cache=True)(_cells)
+    _move = njit(cache=True, parallel=True)(_move)
+    _tileable = njit(cache=True, inline="always")(_tileable)
     _tiles = njit(cache=True, parallel=True)(_tiles)
     run_block = njit(cache=True)(run_block)

@@ -10,6 +10,7 @@ import dataclasses
 from collections import Counter
 
 import numpy as np
+from pimc.runtime import kernel
 from pimc.runtime.bitops import popcount, row_mask
 from pimc.runtime.block import Block, Template
 from pimc.runtime.endurance import WEAR_CROSSBARS, WriteCounter
@@ -75,8 +76,8 @@ class Machine(KernelPath, NumpyOps):
         self._masks: dict[range, np.ndarray] = {}
         self._identity = np.arange(arch.cols, dtype=np.int64)
         self.events = Events()
-        self._units = np.zeros(3, dtype=np.int64)  # the kernel's NOR, INIT set, INIT reset
-        self._tally = np.zeros(4, dtype=np.int64)  # ... bit operations, NORs, INITs, first
+        self._units = np.zeros(7, dtype=np.int64)  # the kernel's energy events (kernel.U_NOR)
+        self._tally = np.zeros(2 + 2 * kernel.KINDS, dtype=np.int64)  # ... and op tallies
         self._status = np.zeros(5, dtype=np.int64)
         # Python-side memo of the flag codes for whole columns of a crossbar span, so the
         # common whole-column op needs no numpy call to check them. "Written" only grows,

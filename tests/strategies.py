@@ -71,6 +71,15 @@ def ops(draw: st.DrawFn, arch: Arch = SMALL, crossbars: int = CROSSBARS) -> Op:
         src_x = draw(st.integers(0, crossbars - 2))
         dst_x = draw(st.integers(src_x + 1, crossbars - 1))
         common.update(xbs=Span.one(src_x))
+        if kind == "transfer" and crossbars >= 4:  # room for several crossbars each way
+            length, step = draw(st.integers(1, crossbars // 4 + 1)), draw(st.integers(1, 2))
+            far = (length - 1) * step + 1
+            src_x = draw(st.integers(0, crossbars - far))
+            dst_x = draw(st.integers(0, crossbars - far))
+            common.update(xbs=Span(src_x, src_x + far, step))
+            dst_xbs = Span(dst_x, dst_x + far, step)
+        else:
+            dst_xbs = Span.one(dst_x)
         if kind == "transpose":
             r0 = draw(st.integers(0, arch.rows - 1))
             length = draw(st.integers(1, min(arch.rows - r0, arch.cols)))
@@ -79,7 +88,7 @@ def ops(draw: st.DrawFn, arch: Arch = SMALL, crossbars: int = CROSSBARS) -> Op:
                           dst_cols=(draw(st.integers(0, arch.cols - length)),),
                           dst_row=draw(st.integers(0, arch.rows - n)), **common)
         else:
-            op = Transfer(dst_xbs=Span.one(dst_x), src_cols=draw(distinct_cols(arch, n, n)),
+            op = Transfer(dst_xbs=dst_xbs, src_cols=draw(distinct_cols(arch, n, n)),
                           dst_cols=draw(distinct_cols(arch, n, n)), **common)
     return op
 

@@ -15,7 +15,7 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.check import op_problem
 from pimc.isa.errors import PimError
 from pimc.isa.parse import load_program
-from pimc.isa.uop import Program, Span
+from pimc.isa.uop import Program, Span, Transfer
 from tests.strategies import SMALL, programs
 
 pytestmark = pytest.mark.skipif(not kernel.AVAILABLE, reason="numba is not installed")
@@ -25,8 +25,8 @@ SAMPLES = Path(__file__).parent.parent / "samples"
 SPANS = [None, Span(0, 64), Span(0, 32), Span(32, 96), Span(0, 128, 2), Span(5, 70), Span(0, 128)]
 
 
-def _execute(prog: Program, engine: str, strict: bool, inputs=None):
-    m = Machine(prog, strict=strict, engine=engine)
+def _execute(prog: Program, engine: str, strict: bool, inputs=None, count_writes=True):
+    m = Machine(prog, strict=strict, engine=engine, count_writes=count_writes)
     x = np.random.default_rng(len(prog.ops)).integers(0, 256, size=prog.inputs[0].shape,
                                                       dtype=np.uint8)
     m.host.load(inputs if inputs is not None else {"x": x}, 0)
@@ -37,8 +37,9 @@ def _execute(prog: Program, engine: str, strict: bool, inputs=None):
     return m, None
 
 
-def _same(prog: Program, strict: bool) -> None:
-    (a, ea), (b, eb) = (_execute(prog, e, strict) for e in ("numba", "numpy"))
+def _same(prog: Program, strict: bool, count_writes: bool = True) -> None:
+    (a, ea), (b, eb) = (_execute(prog, e, strict, count_writes=count_writes)
+                        for e in ("numba", "numpy"))
     assert ea == eb
     if ea is None:
         assert np.array_equal(a.bits, b.bits)
@@ -51,6 +52,33 @@ def _same(prog: Program, strict: bool) -> None:
 @given(programs(), st.booleans())
 def test_random_programs_agree(prog, strict):
     _same(prog, strict)
+
+
+@settings(max_examples=150, deadline=None)
+@given(programs(crossbars=8, max_ops=20))
+def test_shifts_and_transfers_in_the_kernel_agree(prog):
+    """Without checks or write counts, the kernel runs SHIFT and TRANSFER itself (tiled
+    with the NORs around them): the same cells, energy and counts."""
+    _same(prog, False, count_writes=False)
+
+
+@st.composite
+def wide_programs(draw):
+    """Random programs whose ops (but TRANSFERs) act on every crossbar."""
+    prog = draw(programs(crossbars=8, max_ops=20))
+    every = Span(0, prog.crossbars)
+    body = [op if isinstance(op, Transfer) else dataclasses.replace(op, xbs=every)
+            for op in prog.ops]
+    return dataclasses.replace(prog, ops=tuple(body))
+
+
+@settings(max_examples=100, deadline=None)
+@given(wide_programs(), st.booleans())
+def test_one_crossbar_tiles_agree(prog, strict):
+    """Tiles of one crossbar each: a stretch runs crossbar by crossbar, in parallel."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernel, "TILE_BYTES", 1)
+        _same(prog, strict, count_writes=strict)
 
 
 @settings(max_examples=100, deadline=None)
@@ -79,6 +107,12 @@ def span_programs(draw):
 @given(span_programs(), st.booleans())
 def test_shared_row_spans_agree(prog, strict):
     _same(prog, strict)
+
+
+@settings(max_examples=100, deadline=None)
+@given(span_programs())
+def test_shifts_and_transfers_on_row_spans_agree(prog):
+    _same(prog, False, count_writes=False)
 
 
 def test_error_messages_agree_on_rows_read_before_written():
