@@ -72,7 +72,7 @@ def template(ops: tuple[Op, ...], arch_partition_width: int, top: bool = False) 
             vals.extend([0] * 2 * len(op.src_cols))
             row[K.NCOLS], row[K.REPS] = 2 * len(op.src_cols), 1
             if isinstance(op, Shift):
-                row[K.BY] = op.by
+                row[K.BY], row[K.ACC] = op.by, not set(op.src_cols) & set(op.dst_cols)
             else:
                 row[K.DX0], row[K.DXSTEP] = op.dst_xbs.start, op.dst_xbs.step
             continue

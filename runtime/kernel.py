@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover - exercised where numba is not installed
 (KIND, X0, NX, XSTEP, MASK, W0, W1, SPAN, OFF, NCOLS, ACC, REPS, RSHIFT, ROWOPS, SET, RESET,
  BY, DX0, DXSTEP) = range(19)
 FIELDS = 19  # SET, RESET: an INIT's cells set and reset (active rows x columns)
-# ROWOPS: a NOR's row-gates; a SHIFT's or TRANSFER's cells written. BY: a SHIFT's rows;
+# ROWOPS: a NOR's row-gates; a SHIFT's or TRANSFER's cells written. BY: a SHIFT's rows
+# (ACC: its source and destination columns are apart);
 # DX0, DXSTEP: a TRANSFER's destination crossbars. A copy's columns: sources, then
 # destinations.
 NOR, INIT, ESCAPE, SHIFT, MOVE = 0, 1, 2, 3, 4
@@ -281,12 +282,12 @@ def _popcount(v):  # type: ignore[no-untyped-def]
     return int((v * np.uint64(0x0101_0101_0101_0101)) >> np.uint64(56))
 
 
-def _shifted(col, by, out):  # type: ignore[no-untyped-def]
-    """out = the words of a crossbar's column with row r taking row r - by (0 from
-    outside), as runtime/bitops.shift_rows."""
+def _shifted(col, by, out, w0, w1):  # type: ignore[no-untyped-def]
+    """out[w0:w1] = those words of a crossbar's column with row r taking row r - by (0
+    from outside), as runtime/bitops.shift_rows."""
     n = col.shape[0]
     q, r = abs(by) // 64, abs(by) % 64
-    for w in range(n):
+    for w in range(w0, w1):
         src = w - q if by >= 0 else w + q
         v = np.uint64(0)
         if 0 <= src < n:
@@ -295,6 +296,36 @@ def _shifted(col, by, out):  # type: ignore[no-untyped-def]
         if r and 0 <= nb < n:
             v |= col[nb] >> np.uint64(64 - r) if by >= 0 else col[nb] << np.uint64(64 - r)
         out[w] = v
+
+
+def _shift_column(i, p, steps, cols, cmap, bits, masks, x0, nx, buf):  # type: ignore[no-untyped-def]
+    """Pair p of SHIFT i (its columns apart) over nx of its crossbars from x0, a column
+    at a time (its crossbars' words lie near each other). Returns the 1s written."""
+    xstep, mid, w0, w1 = steps[i, XSTEP], steps[i, MASK], steps[i, W0], steps[i, W1]
+    off, pairs, by = steps[i, OFF], steps[i, NCOLS] // 2, steps[i, BY]
+    src, dst = bits[cmap[cols[off + p]]], bits[cmap[cols[off + pairs + p]]]
+    ones = 0
+    for xi in range(nx):
+        x = x0 + xi * xstep
+        _shifted(src[x], by, buf, w0, w1)
+        for w in range(w0, w1):
+            v = buf[w]
+            if mid >= 0:
+                v &= masks[mid, w]
+                dst[x, w] = (dst[x, w] & ~masks[mid, w]) | v
+            else:
+                dst[x, w] = v
+            ones += _popcount(v)
+    return ones
+
+
+def _shift_columns(i, steps, cols, cmap, bits, masks):  # type: ignore[no-untyped-def]
+    """A whole SHIFT with its columns apart, pairs in parallel."""
+    ones = 0
+    for p in prange(steps[i, NCOLS] // 2):
+        buf = np.empty(bits.shape[2], dtype=np.uint64)
+        ones += _shift_column(i, p, steps, cols, cmap, bits, masks, steps[i, X0], steps[i, NX], buf)
+    return ones
 
 
 def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch):  # type: ignore[no-untyped-def]
@@ -313,12 +344,17 @@ def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch):  # type: i
             _nor(bits, cmap[cols[off]] + j * rshift, cmap, cols, off + 1, ncols - 1, j * rshift,
                  x0, nx, xstep, w0, w1, mid, masks)
         return 0
+    if kind == SHIFT and steps[i, ACC]:  # sources and destinations apart
+        ones = 0
+        for p in range(ncols // 2):
+            ones += _shift_column(i, p, steps, cols, cmap, bits, masks, x0, nx, scratch[0])
+        return ones
     if kind == SHIFT:  # all sources read before any destination is written
         pairs, ones, by = ncols // 2, 0, steps[i, BY]
         for xi in range(nx):
             x = x0 + xi * xstep
             for p in range(pairs):
-                _shifted(bits[cmap[cols[off + p]], x], by, scratch[p])
+                _shifted(bits[cmap[cols[off + p]], x], by, scratch[p], w0, w1)
             for p in range(pairs):
                 dst = bits[cmap[cols[off + pairs + p]], x]
                 for w in range(w0, w1):
@@ -363,7 +399,10 @@ def _tiles(steps, cols, vals, cmap, start, end, bits, masks, tile):  # type: ign
     if ntiles * (end - start) > work:  # mostly steps on few crossbars each: in order
         scratch = np.empty((pairs, bits.shape[2]), dtype=np.uint64)
         for i in range(start, end):
-            ones += _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch)
+            if steps[i, KIND] == SHIFT and steps[i, ACC]:
+                ones += _shift_columns(i, steps, cols, cmap, bits, masks)
+            else:
+                ones += _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch)
         return ones
     for t in prange(ntiles):
         a = lo + t * tile
@@ -375,25 +414,25 @@ def _tiles(steps, cols, vals, cmap, start, end, bits, masks, tile):  # type: ign
 
 
 def _move(i, steps, cols, cmap, bits, masks):  # type: ignore[no-untyped-def]
-    """A TRANSFER (plain, its sources and destinations apart): crossbar k of the source
-    span copies its columns' selected rows into crossbar k of the destination span,
-    crossbars in parallel. Returns the 1s written."""
+    """A TRANSFER (plain, its source and destination crossbars apart): crossbar k of the
+    source span copies its columns' selected rows into crossbar k of the destination
+    span, columns in parallel. Returns the 1s written."""
     x0, nx, xstep = steps[i, X0], steps[i, NX], steps[i, XSTEP]
     d0, dstep = steps[i, DX0], steps[i, DXSTEP]
     mid, w0, w1 = steps[i, MASK], steps[i, W0], steps[i, W1]
     off, pairs = steps[i, OFF], steps[i, NCOLS] // 2
     ones = 0
-    for k in prange(nx):
-        sx, dx = x0 + k * xstep, d0 + k * dstep
-        for p in range(pairs):
-            src, dst = bits[cmap[cols[off + p]], sx], bits[cmap[cols[off + pairs + p]], dx]
+    for p in prange(pairs):  # a column at a time: its crossbars' words are near each other
+        src, dst = bits[cmap[cols[off + p]]], bits[cmap[cols[off + pairs + p]]]
+        for k in range(nx):
+            sx, dx = x0 + k * xstep, d0 + k * dstep
             for w in range(w0, w1):
-                v = src[w]
+                v = src[sx, w]
                 if mid >= 0:
                     v &= masks[mid, w]
-                    dst[w] = (dst[w] & ~masks[mid, w]) | v
+                    dst[dx, w] = (dst[dx, w] & ~masks[mid, w]) | v
                 else:
-                    dst[w] = v
+                    dst[dx, w] = v
                 ones += _popcount(v)
     return ones
 
@@ -465,7 +504,9 @@ if AVAILABLE:
     _checks = njit(cache=True)(_checks)
     _kind_slot = njit(cache=True, inline="always")(_kind_slot)
     _popcount = njit(cache=True, inline="always")(_popcount)
-    _shifted = njit(cache=True)(_shifted)
+    _shifted = njit(cache=True, inline="always")(_shifted)
+    _shift_column = njit(cache=True)(_shift_column)
+    _shift_columns = njit(cache=True, parallel=True)(_shift_columns)
     _cells = njit(cache=True)(_cells)
     _move = njit(cache=True, parallel=True)(_move)
     _tileable = njit(cache=True, inline="always")(_tileable)

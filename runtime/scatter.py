@@ -32,16 +32,18 @@ def scatter(raw, nbits, lanes, broadcast, first, count, per, xstart, xstep,  # t
     g0, g1 = first // per, (first + count - 1) // per + 1  # groups of slots: one crossbar each
     for g in prange(g1 - g0):
         x = xstart + (g0 + g) * xstep - lo
-        for s in range(max(first, (g0 + g) * per), min(first + count, (g0 + g + 1) * per)):
+        s0, s1 = max(first, (g0 + g) * per), min(first + count, (g0 + g + 1) * per)
+        for s in range(s0, s1):
             row = rstart + (s % per) * rstep
-            w, sh = row >> 6, np.uint64(row & 63)
-            placed[x, w] |= np.uint64(1) << sh
-            base = 0 if broadcast else (s - first) * lanes
-            for lane in range(lanes):
-                v = np.uint64(raw[base + lane])
-                c = lane * nbits
-                for b in range(nbits):
-                    data[c + b, x, w] |= ((v >> np.uint64(b)) & np.uint64(1)) << sh
+            placed[x, row >> 6] |= np.uint64(1) << np.uint64(row & 63)
+        # a column at a time: its words of this crossbar stay in cache while its rows fill
+        for lane in range(lanes):
+            for b in range(nbits):
+                col, sh = data[lane * nbits + b, x], np.uint64(b)
+                for s in range(s0, s1):
+                    v = np.uint64(raw[(0 if broadcast else (s - first) * lanes) + lane])
+                    row = rstart + (s % per) * rstep
+                    col[row >> 6] |= ((v >> sh) & np.uint64(1)) << np.uint64(row & 63)
     return data, placed
 
 
