@@ -298,6 +298,21 @@ def _shifted(col, by, out, w0, w1):  # type: ignore[no-untyped-def]
         out[w] = v
 
 
+def _put(dst, words, w0, w1, mid, masks):  # type: ignore[no-untyped-def]
+    """A copy's words w0..w1 into a crossbar's column under the row mask (every row if
+    mid < 0); returns the 1s written."""
+    ones = 0
+    for w in range(w0, w1):
+        v = words[w]
+        if mid >= 0:
+            v &= masks[mid, w]
+            dst[w] = (dst[w] & ~masks[mid, w]) | v
+        else:
+            dst[w] = v
+        ones += _popcount(v)
+    return ones
+
+
 def _shift_column(i, p, steps, cols, cmap, bits, masks, x0, nx, buf):  # type: ignore[no-untyped-def]
     """Pair p of SHIFT i (its columns apart) over nx of its crossbars from x0, a column
     at a time (its crossbars' words lie near each other). Returns the 1s written."""
@@ -308,14 +323,7 @@ def _shift_column(i, p, steps, cols, cmap, bits, masks, x0, nx, buf):  # type: i
     for xi in range(nx):
         x = x0 + xi * xstep
         _shifted(src[x], by, buf, w0, w1)
-        for w in range(w0, w1):
-            v = buf[w]
-            if mid >= 0:
-                v &= masks[mid, w]
-                dst[x, w] = (dst[x, w] & ~masks[mid, w]) | v
-            else:
-                dst[x, w] = v
-            ones += _popcount(v)
+        ones += _put(dst[x], buf, w0, w1, mid, masks)
     return ones
 
 
@@ -356,15 +364,7 @@ def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch):  # type: i
             for p in range(pairs):
                 _shifted(bits[cmap[cols[off + p]], x], by, scratch[p], w0, w1)
             for p in range(pairs):
-                dst = bits[cmap[cols[off + pairs + p]], x]
-                for w in range(w0, w1):
-                    v = scratch[p, w]
-                    if mid >= 0:
-                        v &= masks[mid, w]
-                        dst[w] = (dst[w] & ~masks[mid, w]) | v
-                    else:
-                        dst[w] = v
-                    ones += _popcount(v)
+                ones += _put(bits[cmap[cols[off + pairs + p]], x], scratch[p], w0, w1, mid, masks)
         return ones
     for j in range(reps):
         for k in range(ncols):
@@ -425,15 +425,7 @@ def _move(i, steps, cols, cmap, bits, masks):  # type: ignore[no-untyped-def]
     for p in prange(pairs):  # a column at a time: its crossbars' words are near each other
         src, dst = bits[cmap[cols[off + p]]], bits[cmap[cols[off + pairs + p]]]
         for k in range(nx):
-            sx, dx = x0 + k * xstep, d0 + k * dstep
-            for w in range(w0, w1):
-                v = src[sx, w]
-                if mid >= 0:
-                    v &= masks[mid, w]
-                    dst[dx, w] = (dst[dx, w] & ~masks[mid, w]) | v
-                else:
-                    dst[dx, w] = v
-                ones += _popcount(v)
+            ones += _put(dst[d0 + k * dstep], src[x0 + k * xstep], w0, w1, mid, masks)
     return ones
 
 
@@ -505,6 +497,7 @@ if AVAILABLE:
     _kind_slot = njit(cache=True, inline="always")(_kind_slot)
     _popcount = njit(cache=True, inline="always")(_popcount)
     _shifted = njit(cache=True, inline="always")(_shifted)
+    _put = njit(cache=True, inline="always")(_put)
     _shift_column = njit(cache=True)(_shift_column)
     _shift_columns = njit(cache=True, parallel=True)(_shift_columns)
     _cells = njit(cache=True)(_cells)
