@@ -165,11 +165,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _wear_note(prog: Program, stats: Stats) -> None:
-    from pimc.runtime.endurance import WEAR_CROSSBARS
+    from pimc.runtime.endurance import wear_fits, wear_not_counted
 
-    if stats.endurance is None and prog.crossbars > WEAR_CROSSBARS:
-        print(f"writes per cell not counted: {prog.crossbars:,} crossbars, over the "
-              f"{WEAR_CROSSBARS:,} whose write counts fit beside their cells")
+    if stats.endurance is None and not wear_fits(prog.crossbars):
+        print(wear_not_counted(prog.crossbars))
 
 
 def _fault_model(spec: str, prog: Program):  # type: ignore[no-untyped-def]

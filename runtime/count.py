@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from pimc.runtime.endurance import WEAR_CROSSBARS, WriteCounter, count_host_writes
+from pimc.runtime.endurance import WriteCounter, count_host_writes, wear_fits
 from pimc.runtime.stats import HostIO, Stats, aligned
 
 from pimc.isa.arch import Arch
@@ -260,7 +260,7 @@ def count_program(prog: Program, name: str = "<uop>", wear: bool = True) -> Stat
     x crossbars: a whole network's hundreds of thousands of crossbars)."""
     validate(prog, name)
     stats = Stats(prog.arch.init_model, prog.arch.partitions)
-    wear = wear and prog.crossbars <= WEAR_CROSSBARS
+    wear = wear and wear_fits(prog.crossbars)
     writes = WriteCounter(prog.arch.cols, prog.crossbars, prog.arch.rows) if wear else None
     for t in prog.inputs if writes is not None else ():
         count_host_writes(writes, t)

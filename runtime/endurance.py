@@ -54,6 +54,17 @@ SPAN_TABLES = 64  # row spans counted in a (columns x crossbars) table of their 
 WEAR_CROSSBARS = 8192
 
 
+def wear_fits(crossbars: int) -> bool:
+    """Whether writes per cell are counted for a memory of this many crossbars (a whole
+    program's: streamed and sharded runs count as one machine would)."""
+    return crossbars <= WEAR_CROSSBARS
+
+
+def wear_not_counted(crossbars: int) -> str:
+    return (f"writes per cell not counted: {crossbars:,} crossbars, over the "
+            f"{WEAR_CROSSBARS:,} whose write counts fit beside their cells")
+
+
 class WriteCounter:
     """Dense counts: per (column, crossbar) for writes of every row, per row span for
     writes of some rows, per row for writes under a data-dependent mask."""

@@ -13,7 +13,7 @@ import numpy as np
 from pimc.runtime import kernel
 from pimc.runtime.bitops import popcount, row_mask
 from pimc.runtime.block import Block, Template
-from pimc.runtime.endurance import WEAR_CROSSBARS, WriteCounter
+from pimc.runtime.endurance import WriteCounter, wear_fits
 from pimc.runtime.engine import KernelPath, choose_engine, layer_groups
 from pimc.runtime.faults import FaultModel
 from pimc.runtime.flags import CellFlags, SpanTable
@@ -68,9 +68,9 @@ class Machine(KernelPath, NumpyOps):
         self.spans = SpanTable(self.words)
         self.written = CellFlags(*shape, self.spans)
         self.armed = CellFlags(*shape, self.spans)
-        # Beyond WEAR_CROSSBARS the write tables would outweigh the cells: not counted.
+        # Beyond wear_fits the write tables would outweigh the cells: not counted.
         self.writes = WriteCounter(arch.cols, prog.crossbars, arch.rows) if (
-            count_writes and prog.crossbars <= WEAR_CROSSBARS) else None
+            count_writes and wear_fits(prog.crossbars)) else None
         self.stats = Stats(arch.init_model, arch.partitions)
         self.host = HostPort(self)
         self._masks: dict[range, np.ndarray] = {}

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from pimc.runtime.driver import Failure, ShardWorker, drive, memory_mb
-from pimc.runtime.endurance import WEAR_CROSSBARS, host_writes
+from pimc.runtime.endurance import host_writes, wear_fits, wear_not_counted
 from pimc.runtime.hostio import account_values, encode, slot_crossbars, slots
 from pimc.runtime.shard import driver_items, shard
 from pimc.runtime.stats import HostIO, Stats
@@ -192,8 +192,7 @@ class StreamReport:
                f"shards; set-up {self.setup_s:.1f} s, run {self.run_s:.1f} s, peak memory "
                f"{self.rss_mb:,.0f} MB"]
         if not self.wear:
-            out.append(f"writes per cell not counted: a shard has over {WEAR_CROSSBARS:,} "
-                       "crossbars, more than whose write counts fit beside their cells")
+            out.append(wear_not_counted(self.crossbars))
         return out
 
 
@@ -233,7 +232,7 @@ def run_streamed(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
     start = time.perf_counter()
     first, last = lifetimes(prog)
     ranges = ranges or live_ranges(first, last)
-    count_writes = count_writes and max(hi - lo for lo, hi in ranges) <= WEAR_CROSSBARS
+    count_writes = count_writes and wear_fits(prog.crossbars)  # as one machine would
     spans = windows(first, last, ranges)
     if memory_bytes is not None:
         _check_memory(prog, peak_crossbars(ranges, spans), strict, memory_bytes, name)
