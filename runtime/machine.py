@@ -140,6 +140,8 @@ class Machine(KernelPath, NumpyOps):
         """Execute top-level items lo..hi-1 (all of them, or one segment of a shard's
         program), noting each source's energy. On a failed check, `failure` says where in
         the execution it happened: (top-level item, micro-ops into it, check)."""
+        if lo >= hi:  # a segment with nothing for this shard
+            return
         done, memo = 0, {}  # type: ignore[var-annotated]
         for first, group, runnable in self._groups_in(lo, hi):
             if progress is not None:
@@ -161,7 +163,9 @@ class Machine(KernelPath, NumpyOps):
         its steps decoded into blocks, once)."""
         groups = self._ranges.get((lo, hi))
         if groups is None:
-            groups = self._ranges[(lo, hi)] = []
+            groups = []
+            if (lo, hi) == (0, len(self._items)):  # decoded at load, run later; a shard's
+                self._ranges[(lo, hi)] = groups  # segments each run once: not kept
             first = lo
             for group in layer_groups(self._items[lo:hi]):
                 groups.append((first, group, self._blocks_of(group) if self.engine == "numba"
