@@ -359,3 +359,29 @@ def test_hidden_layers_wider_than_a_crossbar_go_through_stages(tmp_path, capsys)
     inputs = {**imported.constants, "x": x}
     outputs, _ = run_program(prog, inputs)
     assert verify_model(prog, inputs, outputs, "m") == 0
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_an_opset_9_softmax_over_a_pooled_map_is_verified_by_its_own_definition(
+        tmp_path, capsys, op):
+    """SqueezeNet ends with an opset-9 Softmax of a (1, C, 1, 1) map: the input coerced
+    to 2-D at axis 1, a distribution over C. onnx's evaluator takes opset 13's meaning
+    (the last axis: all ones); verification holds to the definition of the opset."""
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+             helper.make_node(op, ["g"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 4
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    prog, _ = compile_model(model, str(path))
+    x = np.random.default_rng(4).normal(0, 1, (1, 5, 2, 2)).astype(np.float32)
+    outputs, _ = run_program(prog, {"x": x})
+    g = x.mean(axis=(2, 3)).ravel()
+    e = np.exp(g - g.max())
+    want = np.log(e / e.sum()) if op == "LogSoftmax" else e / e.sum()
+    assert np.allclose(outputs["y"].ravel(), want, rtol=1e-5, atol=1e-6)
+    assert verify_model(prog, {"x": x}, outputs, "m") == 0
+    assert "5 of 5 within" in capsys.readouterr().out
