@@ -147,8 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{args.program}: {sum(stats.ops.values()):,} micro-ops executed on "
           f"{prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
     print(stats.table())
-    if not (streaming or sharded):  # those report it per shard
-        _wear_note(prog, stats)
+    _wear_note(prog, stats)
     _print_layers(stats)
     if model is not None:
         clean, _ = run_program(prog, inputs, name=args.program, seed=args.seed,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from pimc.runtime.driver import Failure, ShardWorker, drive
-from pimc.runtime.endurance import host_writes
+from pimc.runtime.endurance import host_writes, wear_fits
 from pimc.runtime.hostio import account, encode
 from pimc.runtime.shard import bounds, driver_items, shard
 from pimc.runtime.stats import HostIO, Stats
@@ -129,6 +129,7 @@ def run_sharded(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
     is called once the shards hold their inputs, before anything runs."""
     validate(prog, name)
     start = time.perf_counter()
+    count_writes = count_writes and wear_fits(prog.crossbars)  # as one machine would
     client, cluster = _client(workers or 2, scheduler)
     try:
         return _run(client, prog, inputs or {}, name, seed, strict, count_writes, engine,

@@ -1,12 +1,14 @@
-"""The compiled inner loop: NOR and INIT steps of a decoded block run as one numba call.
+"""The compiled inner loop: the NOR, INIT, SHIFT and TRANSFER steps of a decoded block
+run as one numba call.
 
 A block (runtime/block.py) is a table of steps, one row each. The kernel runs a stretch
 of them in two passes: first in order, what does not depend on the cells' values (the
 strict checks and the flags they read, write counts, energy), then the cells, a tile of
 crossbars at a time. It keeps the same checks, flags and counts as the numpy path in
 runtime/ops.py, on the same arrays, so the two paths can take turns within one program.
-Anything else (SEARCH, SHIFT, TRANSFER, predicated ops) is an "escape": the stretch ends
-there and the numpy path executes that step.
+The ops it does not run (SEARCH, predicated ops, transposing TRANSFERs, and SHIFT and
+TRANSFER in checked or counted runs) are "escapes": the stretch ends there and the numpy
+path executes that step. A TRANSFER it runs is a step of its own, not tiled.
 
 numba is optional (the `fast` extra): without it `AVAILABLE` is False and the machine
 uses the numpy path throughout.

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from pimc.runtime.driver import Failure, ShardWorker, drive, memory_mb
-from pimc.runtime.endurance import host_writes, wear_fits, wear_not_counted
+from pimc.runtime.endurance import host_writes, wear_fits
 from pimc.runtime.hostio import account_values, encode, slot_crossbars, slots
 from pimc.runtime.shard import driver_items, shard
 from pimc.runtime.stats import HostIO, Stats
@@ -183,17 +183,13 @@ class StreamReport:
     setup_s: float
     run_s: float
     rss_mb: float
-    wear: bool  # writes per cell were counted
 
     def lines(self) -> list[str]:
-        out = [f"streamed in {self.shards} shards by lifetime: at most "
+        return [f"streamed in {self.shards} shards by lifetime: at most "
                f"{self.peak_crossbars:,} of {self.crossbars:,} crossbars held at once; "
                f"{self.segments} segments, {self.crossing_transfers} TRANSFERs between "
                f"shards; set-up {self.setup_s:.1f} s, run {self.run_s:.1f} s, peak memory "
                f"{self.rss_mb:,.0f} MB"]
-        if not self.wear:
-            out.append(wear_not_counted(self.crossbars))
-        return out
 
 
 def state_bytes(prog: Program, crossbars: int, strict: bool) -> float:
@@ -242,5 +238,4 @@ def run_streamed(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
                               strict=strict, count_writes=count_writes, start=start,
                               what=f"streamed in {len(ranges)} shards")
     return outputs, stats, StreamReport(len(ranges), prog.crossbars, pool.most, t.segments,
-                                        t.crossing_transfers, t.setup_s, t.run_s, memory_mb(),
-                                        count_writes)
+                                        t.crossing_transfers, t.setup_s, t.run_s, memory_mb())
