@@ -67,7 +67,8 @@ def measure(size: tuple[int, int, int, int], dtype: str) -> dict[str, object]:
             "dtype": dtype, "crossbars": prog.crossbars, "chunks": int(dict(prog.meta)["chunks"]),
             "cycles": stats.total_cycles, "energy_nJ": stats.total_energy_fj / 1e6,
             "micro_ops": len(ops), "relayout_shifts": shifts,
-            "transfers": stats.ops.get("TRANSFER", 0), "host_cells": stats.host.input_cells,
+            "transfers": stats.ops.get("TRANSFER", 0), "host_cells":
+            stats.host.input.cells + stats.host.setup.cells,
             "bit_exact": bool(np.array_equal(got, want["y"])),
             "max_abs_error_vs_onnx": float(np.max(np.abs(out["y"].astype(np.float64) - ref))),
             "floatpim_formula_cycles": formula, "compile_s": round(compile_s, 2)}

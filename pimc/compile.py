@@ -123,12 +123,15 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     weights = dict(imported.constants)
     memo: dict[object, tuple[Split, list[tuple[float, int]]]] = {}  # stages both tries share
     try:
-        return _compile_stages(imported, split_stages(ran, arch.rows), file, arch, mode,
-                               dtype, objective, memo)
+        prog, imported = _compile_stages(imported, split_stages(ran, arch.rows), file, arch,
+                                         mode, dtype, objective, memo)
     except RelayoutError:  # a relayout inside a stage it cannot do: products apart
         imported.kernel, imported.constants = ran, weights
-        return _compile_stages(imported, split_stages(ran, arch.rows, products=True), file,
-                               arch, mode, dtype, objective, memo)
+        prog, imported = _compile_stages(imported, split_stages(ran, arch.rows, products=True),
+                                         file, arch, mode, dtype, objective, memo)
+    setup = tuple(dataclasses.replace(t, setup=t.name in imported.constants)
+                  for t in prog.inputs)  # weights and constants: written once, at set-up
+    return dataclasses.replace(prog, inputs=setup), imported
 
 
 def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Arch,

@@ -98,7 +98,7 @@ class _Pool:
     def place(self, t: TensorIO, values: np.ndarray, host: HostIO) -> None:
         p = encode(t, values, self.arch.rows)
         self.each("host writes", "place", p.cols, p.lo, p.data, p.mask, host_writes(t))
-        account(host, p, self.arch)
+        account(host, t, p, self.arch)
 
     def start(self, k: int, method: str, *args: Any) -> Any:
         return getattr(self.actors[k], method)(*args)

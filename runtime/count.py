@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pimc.runtime.endurance import WriteCounter, count_host_writes, wear_fits
+from pimc.runtime.hostio import row_writes, slot_count
 from pimc.runtime.stats import HostIO, Stats, aligned
 
 from pimc.isa.arch import Arch
@@ -278,16 +279,13 @@ def count_program(prog: Program, name: str = "<uop>", wear: bool = True) -> Stat
 
 
 def host_traffic(prog: Program) -> HostIO:
-    """Host writes and reads as the host port counts them (cells, row writes, energy is
+    """Host writes and reads as the host port counts them (cells, row writes; energy is
     data-dependent: bounded above by E_set per cell)."""
     h = HostIO()
     for t in prog.inputs:
         bits = parse_dtype(t.dtype).bits
-        slots = len(t.xbs) * len(t.rows) if t.broadcast else t.placed_elements // t.lanes
-        cells = slots * t.lanes * bits
-        h.input_cells += cells
-        h.input_row_writes += 2 if t.broadcast else slots
-        h.input_energy_fj += cells * prog.arch.e_set_fj
+        cells = slot_count(t) * t.lanes * bits
+        h.writes(t.setup).add(cells, cells, row_writes(t), prog.arch)
     for t in prog.outputs:
         bits = parse_dtype(t.dtype).bits
         slots = t.placed_elements // t.lanes

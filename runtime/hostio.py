@@ -1,11 +1,14 @@
 """Host I/O: writing input tensors into their placed cells and reading outputs back.
 
-Counted apart from compute (HostIO in stats): one row write per placed slot, energy by
-the bits written. Element e of a tensor is in lane e % lanes of slot e // lanes (TensorIO).
+Counted apart from compute (HostIO in stats): set-up writes (weights) apart from the
+inputs of a run, in row-parallel writes (row_writes), energy by the bits written.
+Element e of a tensor is in lane e % lanes of slot e // lanes (TensorIO).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,7 +52,7 @@ class HostPort:
         self.place(p.cols, slice(p.lo, p.lo + p.mask.shape[0]), p.data, p.mask)
         if m.writes is not None:
             count_host_writes(m.writes, t)
-        account(m.stats.host, p, m.arch)
+        account(m.stats.host, t, p, m.arch)
 
     def place(self, cols: np.ndarray, xs: slice, data: np.ndarray, mask: np.ndarray) -> None:
         """Write encoded cells (under their mask) and mark them written (flags only the
@@ -175,9 +178,9 @@ def encode(t: TensorIO, values: np.ndarray, rows: int,
     return Encoded(cols, lo, pack_rows(cells), pack_rows(placed), count, t.broadcast)
 
 
-def account(h: HostIO, p: Encoded, arch: Arch) -> None:
+def account(h: HostIO, t: TensorIO, p: Encoded, arch: Arch) -> None:
     """Host write statistics: cells, row writes, cells set and reset, energy."""
-    _account(h, len(p.cols) * p.slots, popcount(p.data), p.slots, p.broadcast, arch)
+    h.writes(t.setup).add(len(p.cols) * p.slots, popcount(p.data), row_writes(t), arch)
 
 
 def account_values(h: HostIO, t: TensorIO, values: np.ndarray, arch: Arch) -> None:
@@ -188,15 +191,28 @@ def account_values(h: HostIO, t: TensorIO, values: np.ndarray, arch: Arch) -> No
     if raw.dtype.itemsize * 8 > dt.bits:
         raw = raw & raw.dtype.type((1 << dt.bits) - 1)
     ones = int(np.bitwise_count(raw).sum(dtype=np.int64))
-    _account(h, dt.bits * t.lanes * n, ones * (n if t.broadcast else 1), n, t.broadcast, arch)
+    h.writes(t.setup).add(dt.bits * t.lanes * n, ones * (n if t.broadcast else 1),
+                          row_writes(t), arch)
 
 
-def _account(h: HostIO, cells: int, ones: int, slots: int, broadcast: bool, arch: Arch) -> None:
-    h.input_cells += cells
-    h.input_row_writes += 2 if broadcast else slots  # a SET and a RESET phase
-    h.input_set_cells += ones
-    h.input_reset_cells += cells - ones
-    h.input_energy_fj = h.input_set_cells * arch.e_set_fj + h.input_reset_cells * arch.e_reset_fj
+@functools.lru_cache(maxsize=256)
+def row_writes(t: TensorIO) -> int:
+    """The host's row-parallel writes of t: a run of consecutive slots in one crossbar
+    that hold the same elements of the tensor (a replicated copy, as a convolution's
+    weights in every output position's row) is written at once. Decided by the placement,
+    not by the values, so counting without executing gives the same number."""
+    per = len(t.rows)
+    if t.broadcast:
+        return len(t.xbs)
+    n = slot_count(t)
+    if all(step.kind in ("reshape", "transpose") for step in t.view):
+        return n  # a permutation: every slot holds elements of its own
+    size = math.prod(t.shape)
+    index = np.arange(1, size + 1, dtype=np.int32 if size < 2**31 - 1 else np.int64)
+    slot = apply_view(index.reshape(t.shape), t.view).reshape(n, t.lanes)  # padding: 0 or least
+    new = (slot[1:] != slot[:-1]).any(axis=1)
+    new[per - 1::per] = True  # a crossbar's first slot
+    return 1 + int(np.count_nonzero(new))
 
 
 def account_read(h: HostIO, t: TensorIO) -> None:

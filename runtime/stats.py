@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from pimc.runtime.endurance import Endurance
 
-from pimc.isa.arch import InitModel
+from pimc.isa.arch import Arch, InitModel
 
 STATS_FORMAT = 2  # 2: counted_without_executing, energy_fj_bounds, histogram, layers
 
@@ -65,16 +65,36 @@ def energy_of(counts: dict[str, tuple[int, int]] | dict[str, list[int]], arch: o
 
 
 @dataclass
-class HostIO:
-    """Host I/O, counted apart from compute: writes of inputs, reads of outputs."""
+class HostWrites:
+    """Cells the host writes, and in how many row-parallel writes (a SET and a RESET phase
+    each: FloatPIM's row-parallel write puts one row's bits into any rows of a crossbar)."""
 
-    input_cells: int = 0
-    input_row_writes: int = 0  # one row-write (SET + RESET phase) per placed slot
-    input_energy_fj: float = 0.0  # from the two counts below
-    input_set_cells: int = 0
-    input_reset_cells: int = 0
+    cells: int = 0
+    row_writes: int = 0
+    set_cells: int = 0
+    reset_cells: int = 0
+    energy_fj: float = 0.0  # from the two counts above
+
+    def add(self, cells: int, ones: int, row_writes: int, arch: Arch) -> None:
+        self.cells += cells
+        self.row_writes += row_writes
+        self.set_cells += ones
+        self.reset_cells += cells - ones
+        self.energy_fj = self.set_cells * arch.e_set_fj + self.reset_cells * arch.e_reset_fj
+
+
+@dataclass
+class HostIO:
+    """Host I/O, counted apart from compute: the set-up writes made once per program
+    (weights and constants), the inputs written per run, the outputs read."""
+
+    setup: HostWrites = field(default_factory=HostWrites)
+    input: HostWrites = field(default_factory=HostWrites)
     output_cells: int = 0
     output_row_reads: int = 0
+
+    def writes(self, setup: bool) -> HostWrites:
+        return self.setup if setup else self.input
 
 
 @dataclass
@@ -161,8 +181,10 @@ class Stats:
                 f"mean {e.mean_writes_per_written_cell:.2f} over {e.cells_written:,} written cells",
             ]
         lines += [
-            f"host input        {h.input_cells:,} cells in {h.input_row_writes:,} row writes, "
-            f"{h.input_energy_fj / 1e3:,.3f} pJ",
+            *(f"host {what:<12}{w.cells:,} cells in {w.row_writes:,} row writes, "
+              f"{w.energy_fj / 1e3:,.3f} pJ{note}"
+              for what, w, note in (("setup", h.setup, " (weights: once, not per run)"),
+                                    ("input", h.input, "")) if w.cells or what == "input"),
             f"host output       {h.output_cells:,} cells in {h.output_row_reads:,} row reads",
         ]
         return "\n".join(lines)

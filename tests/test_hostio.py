@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pimc.runtime import run_program
+from pimc.runtime.stats import HostWrites
 
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
@@ -33,7 +34,7 @@ def test_dtype_round_trip(dtype, lanes):
     out, stats = run_program(b.build(), {"x": x})
     assert out["y"].dtype == dt.host
     assert np.array_equal(out["y"].view(dt.storage), x.view(dt.storage))
-    assert stats.host.input_cells == x.size * dt.bits
+    assert stats.host.input.cells == x.size * dt.bits
     assert stats.endurance.max_writes_per_cell == 1
     assert stats.endurance.cells_written == x.size * dt.bits
 
@@ -73,13 +74,13 @@ def test_bit_sliced_layout_puts_bit_b_in_partition_b():
     assert prog.inputs[0].columns(32)[:3] == [3, 11, 19] and stats.columns_used == 32
 
 
-def test_broadcast_input_fills_every_row_in_one_row_parallel_write():
+def test_broadcast_input_fills_every_row_in_one_row_parallel_write_per_crossbar():
     b = ProgramBuilder(2, arch=ARCH)
     b.input("s", "f32", [], 0, broadcast=True)
     b.output("y", "f32", [2, 64], 0)
     out, stats = run_program(b.build(), {"s": np.float32(2.5)})
     assert (out["y"] == 2.5).all()
-    assert stats.host.input_row_writes == 2 and stats.host.input_cells == 32 * 128
+    assert stats.host.input.row_writes == 2 and stats.host.input.cells == 32 * 128
 
 
 def test_meta_and_broadcast_round_trip_through_text():
@@ -87,9 +88,11 @@ def test_meta_and_broadcast_round_trip_through_text():
 
     b = ProgramBuilder(1, arch=ARCH, meta=(("kernel", "axpy"), ("source-text", "a\n# b")))
     b.input("s", "f32", [], 0, broadcast=True)
+    b.inputs.append(TensorIO("w", "i8", (2, 3), Span(0, 1), Span(0, 12), 0, lanes=2,
+                             view=(ViewOp("broadcast", (2, 2, 3)),), setup=True))
     prog = b.build()
     text = print_program(prog)
-    assert ".meta kernel @" in text and " broadcast" in text
+    assert ".meta kernel @" in text and " broadcast" in text and "broadcast(2,2,3) setup" in text
     assert parse_program(text) == prog
 
 
@@ -107,7 +110,9 @@ def test_a_view_places_a_transposed_replicated_copy_and_an_input_may_be_placed_t
     out, stats = run_program(prog, {"w": w})
     want = np.broadcast_to(w.T.reshape(3, 1, 2), (3, 4, 2)).reshape(12, 2)
     assert np.array_equal(out["y"], want)
-    assert stats.host.input_cells == (12 * 2 + 6) * 8  # every replicated copy is written
+    assert stats.host.input.cells == (12 * 2 + 6) * 8  # every replicated copy is written
+    # each run of 4 equal rows is one row-parallel write, the plain copy a write a row
+    assert stats.host.input.row_writes == 3 + 6 and stats.host.setup == HostWrites()
 
 
 @settings(max_examples=60, deadline=None)

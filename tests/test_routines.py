@@ -151,7 +151,7 @@ def test_count_only_equals_executed_counts(name):
         assert a[key] == pytest.approx(b[key]), key
     lo, hi = b["energy_fj_bounds"]
     assert lo * (1 - 1e-12) <= a["energy_fj"] <= hi * (1 + 1e-12)
-    assert a["host_io"]["input_cells"] == b["host_io"]["input_cells"]
+    assert a["host_io"]["input"]["cells"] == b["host_io"]["input"]["cells"]
     if name != "row_ops.uop":  # no predicated op, no data moved: energy and wear are exact
         assert a["energy_fj"] == pytest.approx(b["energy_fj"], rel=1e-12)
         assert a["endurance"] == b["endurance"]

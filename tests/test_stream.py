@@ -103,6 +103,7 @@ def test_conv_sample_streamed_from_the_command_line(tmp_path, capsys):
 
 
 def test_host_traffic_counted_from_values_is_that_of_the_cells(tmp_path):
+    from pimc.runtime.count import host_traffic
     from pimc.runtime.hostio import account, account_values, complete_inputs, encode
     from pimc.runtime.stats import HostIO
 
@@ -111,17 +112,22 @@ def test_host_traffic_counted_from_values_is_that_of_the_cells(tmp_path):
     out = tmp_path / "cnn.uop"
     assert main(["compile", str(SAMPLES / "small_cnn.onnx"), "-o", str(out)]) == 0
     prog = load_program(out)
+    assert {t.name for t in prog.inputs if not t.setup} == {"x"}  # weights: set-up writes
     values = complete_inputs(prog.inputs, dict(np.load(f"{out}.weights.npz")), 0)
     cells, counted = HostIO(), HostIO()
     for t in prog.inputs:
-        account(cells, encode(t, values[t.name], prog.arch.rows), prog.arch)
+        account(cells, t, encode(t, values[t.name], prog.arch.rows), prog.arch)
         account_values(counted, t, values[t.name], prog.arch)
-    assert cells == counted and cells.input_set_cells > 0
+    assert cells == counted and cells.setup.set_cells > 0 and cells.input.set_cells > 0
+    bound = host_traffic(prog)  # counted from the placements alone, as --count-only does
+    for w, b in ((cells.setup, bound.setup), (cells.input, bound.input)):
+        assert (w.cells, w.row_writes) == (b.cells, b.row_writes) and w.energy_fj <= b.energy_fj
+    assert cells.setup.row_writes < cells.setup.cells // 32  # weights: a write serves rows
     one = TensorIO("w", "bf16", (), Span(0, 3, 2), Span(0, SMALL.rows), 4, broadcast=True)
     cells, counted = HostIO(), HostIO()  # one value written into every row
-    account(cells, encode(one, np.float32(-1.5), SMALL.rows), SMALL)
+    account(cells, one, encode(one, np.float32(-1.5), SMALL.rows), SMALL)
     account_values(counted, one, np.float32(-1.5), SMALL)
-    assert cells == counted and cells.input_row_writes == 2
+    assert cells == counted and cells.input.row_writes == 2  # one in each crossbar
 
 
 def test_memories_too_large_for_write_tables_say_wear_is_not_counted(tmp_path, capsys,
@@ -156,6 +162,7 @@ def test_an_input_encoded_shard_by_shard_is_the_whole_encoding(tmp_path):
     out = tmp_path / "cnn.uop"
     assert main(["compile", str(SAMPLES / "small_cnn.onnx"), "-o", str(out)]) == 0
     prog = load_program(out)
+    assert {t.name for t in prog.inputs if not t.setup} == {"x"}  # weights: set-up writes
     values = complete_inputs(prog.inputs, dict(np.load(f"{out}.weights.npz")), 0)
     rows = prog.arch.rows
     for t in prog.inputs:

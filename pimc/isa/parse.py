@@ -34,7 +34,8 @@ _LINE = re.compile(r'^(?P<body>[^"#]*?)\s*(?:@(?P<src>"(?:[^"\\]|\\.)*"))?\s*(?:
 _IO = re.compile(
     rf"(?P<name>\S+) (?P<dtype>\S+) \[(?P<shape>(?:{NUM})?(?:, ?{NUM})*)\] (?P<xbs>x\S+) "
     rf"(?P<rows>r\S+) c(?P<col>{NUM})(?: lanes=(?P<lanes>{NUM}))?(?: stride=(?P<stride>{NUM}))?"
-    rf"(?: fold=(?P<fold>{NUM}))?(?P<broadcast> broadcast)?(?: view=(?P<view>\S+))?$"
+    rf"(?: fold=(?P<fold>{NUM}))?(?P<broadcast> broadcast)?(?: view=(?P<view>\S+))?"
+    r"(?P<setup> setup)?$"
 )
 
 
@@ -84,13 +85,14 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
         m = _IO.match(" ".join(rest.split()))
         if not m:
             raise PimError(f"{where}: expected '.{key} NAME DTYPE [SHAPE] xA:B rA:B cN "
-                           f"[lanes=L] [stride=S]', found '.{key} {rest.strip()}'")
+                           f"[lanes=L] [stride=S] ... [setup]', found '.{key} {rest.strip()}'")
         t = Tokens(where, [m.group("xbs"), m.group("rows")])
         shape = tuple(int(d) for d in m.group("shape").replace(" ", "").split(",") if d)
         io = TensorIO(m.group("name"), m.group("dtype"), shape, t.span("x", "crossbars"),
                       t.span("r", "rows"), int(m.group("col")), int(m.group("lanes") or 1),
                       int(m.group("stride") or 1), int(m.group("fold") or 0),
-                      bool(m.group("broadcast")), _view(m.group("view"), where))
+                      bool(m.group("broadcast")), _view(m.group("view"), where),
+                      bool(m.group("setup")))
         fields.setdefault(key + "s", []).append(io)  # type: ignore[union-attr]
     else:
         raise PimError(f"{where}: unknown directive '.{key}'")

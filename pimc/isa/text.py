@@ -158,6 +158,7 @@ def format_io(kind: str, t: TensorIO) -> str:
     stride += f" fold={t.fold}" if t.fold else ""
     stride += " broadcast" if t.broadcast else ""
     stride += f" view={'.'.join(map(str, t.view))}" if t.view else ""
+    stride += " setup" if t.setup else ""
     where = f"{format_span('x', t.xbs)} {format_span('r', t.rows)} c{t.col}"
     return f".{kind} {t.name} {t.dtype} [{shape}] {where}{lanes}{stride}"
 

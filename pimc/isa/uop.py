@@ -171,6 +171,7 @@ class TensorIO:
     fold: int = 0  # with fold F, bit k is in column col + (k % F)*stride + k // F
     broadcast: bool = False  # one value (shape ()), written by the host into every slot
     view: tuple[ViewOp, ...] = ()
+    setup: bool = False  # written once when the program is loaded (weights), not per run
 
     @property
     def placed_elements(self) -> int:
