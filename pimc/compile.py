@@ -23,7 +23,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
 from pimc.lower.link import StageProgram, link
-from pimc.lower.stages import VIEWS, Stage, split_stages
+from pimc.lower.stages import VIEWS, Stage, copy_windowed_inputs, split_stages
 from pimc.lower.tensors import Placement, RelayoutError, lower_tensors
 from pimc.lower.views import View
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
@@ -119,7 +119,8 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
                      print_after=print_after, stop_after=stop_after)
     if ran is None:
         return None, imported
-    imported.kernel = ran
+    per_run = {p.name for p in ran.params} - set(imported.constants)
+    imported.kernel = ran = copy_windowed_inputs(ran, per_run)
     weights = dict(imported.constants)
     memo: dict[object, tuple[Split, list[tuple[float, int]]]] = {}  # stages both tries share
     try:

@@ -385,3 +385,38 @@ def test_an_opset_9_softmax_over_a_pooled_map_is_verified_by_its_own_definition(
     assert np.allclose(outputs["y"].ravel(), want, rtol=1e-5, atol=1e-6)
     assert verify_model(prog, {"x": x}, outputs, "m") == 0
     assert "5 of 5 within" in capsys.readouterr().out
+
+
+def test_the_input_is_written_once_and_its_windows_gathered_with_lowest_padding():
+    """MaxPool with 2 of padding straight over a negative input of 3 crossbars: the host
+    writes each element once (no window copies), the windows are built by moves, and
+    the padding is the lowest value in every lane an INIT fills at once."""
+    from onnx.reference import ReferenceEvaluator
+
+    graph = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], pads=[2] * 4)], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 30, 30])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    prog, _ = compile_model(model, "pool.onnx")
+    assert prog is not None and dict(prog.meta)["stages"] == "2"
+    x = -np.abs(np.random.default_rng(3).normal(size=(1, 3, 28, 28))).astype(np.float32)
+    outputs, stats = run_program(prog, {"x": x})
+    assert np.array_equal(outputs["y"], ReferenceEvaluator(model).run(None, {"x": x})[0])
+    assert stats.host.input.cells == 3 * 1024 * 32  # one element a row, padded crossbars
+    assert stats.ops["SHIFT"] > 0
+
+
+def test_only_a_windowed_network_input_gets_a_copy_stage():
+    from pimc.lower.stages import copy_windowed_inputs
+
+    k = _kernel(small_cnn())
+    inputs = {str(k.node(n).attr("name")): n for n in k.graph if k.node(n).op == "input"}
+    out = copy_windowed_inputs(k, {"x"})
+    copies = [n for n in out.graph if out.node(n).op == "copy"]
+    assert len(copies) == 1 and out.operands(copies[0]) == [inputs["x"]]
+    assert list(out.graph.successors(inputs["x"])) == copies  # every reader goes through it
+    assert out.node(copies[0]).loc.label == "x input placement"
+    assert len(out.graph) == len(k.graph) + 1
+    assert len(split_stages(out, 1024)) == len(split_stages(k, 1024)) + 1
+    assert copy_windowed_inputs(k, set()).graph.number_of_nodes() == len(k.graph)  # weights

@@ -271,8 +271,9 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         _move(b, m, home if m.local else src.columns(bits), lanes(m.lanes), staging, arch,
               dst.name)
     raw = int(dt.to_bits(np.array([lowest(np.dtype(dt.host))], dtype=dt.host))[0])
-    for f in p.fills:
-        b.init(lanes(f.lanes), raw if f.lowest else 0, xbs=f.xbs, rows=f.rows)
+    for f in p.fills:  # the lowest value in every lane of the fill
+        low = sum(raw << (k * bits) for k in range(len(f.lanes)))
+        b.init(lanes(f.lanes), low if f.lowest else 0, xbs=f.xbs, rows=f.rows)
     width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
     for m in p.copies:
         step = width if m.dx and m.by else len(m.lanes)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from pimc.ir import Kernel, Node, Param
+from pimc.ir import Kernel, Node, Param, add_node
 from pimc.isa.view import ViewOp, view_shape
 from pimc.lower.views import View, simplify
 from pimc.passes.lower import REDUCTIONS
@@ -35,6 +35,34 @@ class Stage:
 
 def resident_name(n: int) -> str:
     return f"fmap{n}"
+
+
+def copy_windowed_inputs(kernel: Kernel, per_run: set[str]) -> Kernel:
+    """Each input in `per_run` (a network's input, not its weights) that a window reads
+    gets a copy, which becomes a stage of its own: the host writes the input once, one
+    element a row, and the windows are gathered from it by moves (FloatPIM's shifted
+    input windows), not written by the host once per window and output channel."""
+    out = kernel.copy()
+    for n in list(kernel.graph):
+        node = kernel.node(n)
+        if node.op != "input" or str(node.attr("name")) not in per_run:
+            continue
+        users = list(kernel.graph.successors(n))
+        todo, windowed = list(users), False
+        while todo and not windowed:
+            u = todo.pop()
+            windowed = kernel.node(u).op == "window"
+            if kernel.node(u).op in VIEWS:
+                todo += kernel.graph.successors(u)
+        if not windowed:
+            continue
+        loc = dataclasses.replace(node.loc, label=f"{node.attr('name')} input placement")
+        c = add_node(out, dataclasses.replace(node, op="copy", loc=loc, attrs=()), (n,))
+        for u in set(users):
+            for key, data in list(out.graph.get_edge_data(n, u).items()):
+                out.graph.remove_edge(n, u, key)
+                out.graph.add_edge(c, u, **data)
+    return out
 
 
 def cuts(kernel: Kernel, products: bool = False) -> list[int]:

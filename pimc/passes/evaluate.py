@@ -56,7 +56,7 @@ def evaluate_node(kernel: Kernel, n: int, mode: str) -> np.ndarray:
     args = [np.asarray(values[o], dtype=np.uint64) for o in kernel.operands(n)]
     arg_dt = [parse_dtype(str(kernel.node(o).dtype)) for o in kernel.operands(n)]
     dt = parse_dtype(str(node.dtype))
-    if node.op == "bitcast":
+    if node.op in ("bitcast", "copy"):
         return args[0]
     if arg_dt[0].kind is Kind.FLOAT and node.op != "select":
         return _float_op(node.op, node, arg_dt[0], dt, args, mode)
@@ -91,7 +91,7 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
             values[n] = _raw(dt, inputs[str(node.attr("name"))])
         elif node.op == "const":
             values[n] = _constant(kernel, n)
-        elif node.op == "bitcast":  # the same bits read as another type
+        elif node.op in ("bitcast", "copy"):  # the same bits
             values[n] = args[0]
         elif node.op == "reshape":
             values[n] = np.asarray(args[0]).reshape(node.shape)

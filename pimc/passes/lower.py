@@ -252,7 +252,7 @@ def lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str | 
         return net.word_input(first_col[str(node.attr("name"))], dt.bits)
     if op == "const":
         return constant_bits(node, dt)
-    if op == "bitcast":  # the same bits read as another type: wiring, no gates
+    if op in ("bitcast", "copy"):  # the same bits (copy: into a word of its own)
         return list(ops[0])
     operand_dt = parse_dtype(str(in_dtypes[0])) if in_dtypes else dt
     f = logic_for(net, operand_dt.name, mode, op)
