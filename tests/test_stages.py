@@ -225,6 +225,26 @@ def test_a_map_read_in_every_chunk_is_copied_as_whole_crossbar_blocks(copies):
     _rebuilds(shape, home, dst_view, 1, 16)
 
 
+@pytest.mark.parametrize("chunks", [3, 9])
+def test_chunks_narrower_than_the_map_share_a_copy_a_group(chunks):
+    """A 4-channel 8 x 8 map (16 crossbars of 16 rows) windowed 3 x 3 into chunks of 4
+    crossbars each: a copy of the map in every group of 4 chunks (doubled), so that each
+    lane is gathered from a copy at most a group away, not from one copy at the start."""
+    shape, rows = (1, 4, 8, 8), 16
+    step = ViewOp("window", (2, ZERO, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1))
+    lanes = 36
+    per = -(-lanes // chunks)
+    dst_view = (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)), ViewOp("reshape", (64, lanes)),
+                ViewOp("pad", (64, chunks * per)), ViewOp("reshape", (64, chunks, per)),
+                ViewOp("transpose", (1, 0, 2)))
+    src_view = (ViewOp("reshape", (4, 64)),)
+    p = plan(_io("x", shape, src_view, 1, 0, rows), _io("x", shape, dst_view, per, 70, rows))
+    groups = -(-chunks // 4)
+    assert len(p.spread) == 1 + (groups - 1).bit_length()
+    assert all(m.local and abs(m.dx) < 16 + 4 for m in p.moves)  # within its group's copy
+    _rebuilds(shape, src_view, dst_view, per, rows)
+
+
 def _chain() -> onnx.ModelProto:
     """Conv 3x3 (2 -> 4) -> MaxPool 2x2/2 -> Conv 3x3 (4 -> 8) -> MaxPool 2x2/2: the map the
     first pool reads is wanted in the order of both strides downstream."""

@@ -178,20 +178,25 @@ def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarr
             ) -> tuple[list[Move], tuple[int, int, int] | None, Span | None]:
     """The moves that copy the producer's word into dst's crossbars, so that each lane
     is gathered from a copy near it rather than from the producer, which may be tens of
-    thousands of crossbars off (a TRANSFER costs its distance): into every chunk when
-    dst's lanes are split in chunks of whole crossbars, each wide enough (once into the
-    first, then doubling), else once at the start of dst's crossbars if it fits there.
+    thousands of crossbars off (a TRANSFER costs its distance): when dst's lanes are
+    split in chunks of whole crossbars, into every chunk if each is wide enough, else
+    into every group of the fewest chunks that are (once into the first, then doubling);
+    otherwise once at the start of dst's crossbars if it fits there.
     And (the producer's first crossbar, crossbars per copy, dst's first crossbar), and
     the crossbars of the first copy to zero first (so that each doubling copies whole
     blocks of crossbars, one TRANSFER a level)."""
     chunks = shape[0] if len(shape) == 3 else 1
     per = math.prod(shape[1:-1]) if len(shape) == 3 else 0
     rows = len(dst.rows)
-    if src.rows != dst.rows or not len(held) or dst.xbs.step != 1:
+    if not len(held) or dst.xbs.step != 1:  # (whole crossbars' rows are copied, row for row)
         return [], None, None
     lo, span = int(held.min()), int(held.max() - held.min()) + 1
-    if chunks > 1 and per % rows == 0 and span <= per // rows:
-        per_xb = per // rows  # a copy in each chunk
+    width = per // rows if chunks > 1 and per % rows == 0 else 0  # a chunk's crossbars
+    group = max(1, -(-span // width)) if width else chunks  # chunks a copy serves
+    while group < chunks and (-(-chunks // group) - 1) * group * width + span > len(dst.xbs):
+        group += 1  # the last copy must fit in dst's crossbars
+    if group < chunks:
+        per_xb, chunks = group * width, -(-chunks // group)  # a copy every `group` chunks
     elif span <= len(dst.xbs):
         per_xb, chunks = len(dst.xbs), 1  # one copy, at the start of dst's crossbars
     else:
