@@ -23,6 +23,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
 from pimc.lower.link import StageProgram, link
+from pimc.lower.rowtree import row_tree
 from pimc.lower.stages import VIEWS, Stage, copy_windowed_inputs, split_stages
 from pimc.lower.tensors import Placement, RelayoutError, lower_tensors
 from pimc.lower.views import View
@@ -86,7 +87,7 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
 
 
 OBJECTIVES = ("latency", "energy")
-Split = tuple[tuple[float, int], Program, Kernel, Lowered]  # (cost, crossbars), ...
+Split = tuple[tuple[float, int], Program, Kernel, Lowered | None]  # (cost, crossbars), ...
 # Kernels with more operations than this are lowered to calls of one routine per distinct
 # operation (as models are), when the tensor lowering covers them; smaller ones become one
 # netlist, where gates are shared across operations (fewer cycles, a compile time that
@@ -149,8 +150,14 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         return prog, imported
     options: list[list[tuple[float, int]]] = []
     found = []
+    placed = {s.kernel.results[0].name: s.result_view for s in stages if s.kernel.results}
     for st in stages:
         key = (st.kernel.name, tuple(sorted(st.kernel.graph)), st.result_view, st.residents)
+        pool = row_tree(st.kernel, placed[st.residents[0]], arch, mode, file) \
+            if len(st.residents) == 1 else None
+        if pool is not None:  # a global pool down the rows where its map lies
+            cost = (program_cost(pool, objective), pool.crossbars)
+            memo[key] = ((cost, pool, st.kernel, None), [cost])
         if key not in memo:
             tried: list[list[tuple[float, int]]] = []
             memo[key] = (_best_split(st.kernel, file, arch, mode, dtype, objective,
@@ -176,7 +183,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
                     arch, max_crossbars=limit), mode, dtype, objective, st.result_view)
     built, chunks = [], {}
     for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
-        if low.host_values:  # a stage's own row-index column: a name of its own
+        if low is not None and low.host_values:  # a stage's own row-index column
             prog, values = _own_names(prog, low.host_values, f"_{i}")
             imported.constants.update(values)
         for n in k.graph:
@@ -188,7 +195,8 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
     imported.kernel = with_chunks(ran, chunks)
     meta = (("model", file), ("mode", mode), ("dtype", dtype), ("objective", objective),
             ("stages", str(len(stages))),
-            ("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items()))))
+            *([("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items())))]
+              if chunks else []))
     return link(built, arch, file, meta), imported
 
 

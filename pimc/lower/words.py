@@ -237,8 +237,12 @@ def _span(rows: Rows | None, default: Span | None) -> Span | None:
 
 def routines_used(steps: tuple[Step, ...], registry: dict[str, Routine]) -> list[Routine]:
     """Every routine the steps call, and those they call in turn."""
+    return routines_called([r for s in steps for r in s.routines], registry)
+
+
+def routines_called(todo: list[Routine], registry: dict[str, Routine]) -> list[Routine]:
+    """These routines and every routine they call, in turn."""
     out: dict[str, Routine] = {}
-    todo = [r for s in steps for r in s.routines]
     while todo:
         r = todo.pop()
         if r.name not in out:

@@ -1,0 +1,146 @@
+"""A global pool where the map lies: each channel's spatial positions are consecutive
+rows of one crossbar (a resident map's natural order), so the sum or maximum over them
+is a log-depth tree of row SHIFTs and in-place CALLs, in every plane and crossbar at
+once. Gathering the positions into the lanes of a row instead moves every element on
+its own (the rows of a lane are a plane apart), ~100,000 TRANSFERs for ResNet-50's
+2048 x 7 x 7 map. The result stays in the first row of each plane, where the next
+stage's gather reads it (FloatPIM's reductions run down the rows of a block the same way).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from pimc.ir import Kernel
+from pimc.isa.arch import Arch
+from pimc.isa.builder import ProgramBuilder
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.uop import Program, Span, TensorIO, ViewOp, apply_view, view_shape
+from pimc.lower.arith import REGISTRY, arith_routine
+from pimc.lower.views import View
+from pimc.lower.words import routines_called
+from pimc.passes.lower import reduction_identity, tree_levels
+
+
+def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str) -> Program | None:
+    """The program of a stage that only reduces a resident over its trailing axes (a
+    global pool), when `placed` (the resident's placement, its producer's result view)
+    puts each reduced run in consecutive rows of one crossbar, in order, at the same rows
+    in every crossbar; None otherwise (the stage is lowered as usual)."""
+    found = _pattern(kernel)
+    if found is None:
+        return None
+    name, shape, length, n, after = found
+    node = kernel.node(n)
+    starts = _plane_starts(shape, length, placed, arch.rows)
+    if starts is None:
+        return None
+    first, pitch, count = starts
+    dt = str(node.dtype)
+    bits = parse_dtype(dt).bits
+    op = "max" if node.op == "reduce_max" else "add"
+    acc = arith_routine(op, (dt, dt), dt, mode, arch, inplace=True)
+    scratch = arch.cols - acc.starts()["t"][1]
+    if 2 * bits > scratch:
+        return None
+    crossbars = math.prod(view_shape(shape, placed)) // arch.rows
+    identity = reduction_identity(node.op, parse_dtype(dt))
+    b = ProgramBuilder(crossbars, arch=arch, source=file)
+    b.inputs.append(TensorIO(name, dt, shape, Span(0, crossbars), Span(0, arch.rows), 0,
+                             view=placed))
+    word, partner = range(bits), range(bits, 2 * bits)
+    b.source_note = f"{node.loc} {node.loc.label or node.op}"
+    b.init(partner, identity)
+    for size, m in tree_levels(length):  # position j takes j + m; j in [size - m, m) none
+        b.shift(word, partner, -m, rows=Span(0, arch.rows - m))
+        for j in range(size - m, m):
+            b.init(partner, identity, rows=Span(first + j, first + count * pitch, pitch))
+        b.call(acc.name, a=0, b=bits, t=scratch)
+    tail = [arith_routine(op, (dt, dt), dt, mode, arch, inplace=True) for op, _ in after]
+    if any(2 * bits > arch.cols - r.starts()["t"][1] for r in tail):
+        return None
+    firsts = Span(first, first + count * pitch, pitch)  # the planes' first rows: results
+    for r, (_, raw) in zip(tail, after, strict=True):  # e.g. a mean's division
+        b.init(partner, raw, rows=firsts)
+        b.call(r.name, a=0, b=bits, t=arch.cols - r.starts()["t"][1], rows=firsts)
+    result = kernel.results[0]
+    view = (ViewOp("reshape", (*result.shape, 1)), ViewOp("pad", (*result.shape, length)),
+            ViewOp("reshape", shape), *placed)
+    b.outputs.append(TensorIO(result.name, dt, tuple(result.shape), Span(0, crossbars),
+                              Span(0, arch.rows), 0, view=view))
+    b.source_note = ""
+    b.routines = routines_called([acc, *tail], REGISTRY)
+    return b.build()
+
+
+def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[tuple[str, int]]] | None:
+    """(resident name, its shape, the reduced length, the reduction node, the ops after
+    it) when the kernel is input -> reshape to (..., L) -> sum or max over that last
+    axis, then reshapes and arithmetic with scalar constants (a mean's division) up to
+    its one result. A window over the whole of the trailing axes (an AveragePool as
+    large as its map) may come before the reshape: it only reshapes."""
+    nodes = [n for n in kernel.nodes_in_order() if kernel.node(n).op != "const"]
+    if len(nodes) > 3 and _whole(kernel, nodes[1]):
+        nodes = [nodes[0], *nodes[2:]]
+    if len(nodes) < 3 or len(kernel.results) != 1:
+        return None
+    i, r, n = (kernel.node(x) for x in nodes[:3])
+    if (i.op, r.op, n.op) not in (("input", "reshape", "sum"), ("input", "reshape", "reduce_max")):
+        return None
+    shape, flat = tuple(i.shape or ()), tuple(r.shape or ())
+    if n.attr("axis") != len(flat) - 1 or len(flat) < 2 or math.prod(flat) != math.prod(shape):
+        return None
+    after: list[tuple[str, int]] = []
+    for prev, u in itertools.pairwise(nodes[2:]):
+        node, ops = kernel.node(u), kernel.operands(u)
+        if ops[0] != prev:
+            return None
+        if node.op in ("div", "mul", "add", "sub") and len(ops) == 2:
+            c = kernel.node(ops[1])
+            if c.op != "const" or math.prod(c.shape or ()) != 1 or c.dtype != n.dtype:
+                return None
+            after.append((node.op, int(c.attr("raw"))))  # type: ignore[call-overload]
+        elif node.op != "reshape":
+            return None
+    if kernel.outputs[kernel.results[0].name] != nodes[-1]:
+        return None
+    return str(i.attr("name")), shape, flat[-1], nodes[2], after
+
+
+def _whole(kernel: Kernel, n: int) -> bool:
+    """Whether node n is a window over the whole of its operand's trailing axes (no
+    padding, dilation 1): every output position's window is the whole map, in order."""
+    node = kernel.node(n)
+    if node.op != "window":
+        return False
+    axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()  # type: ignore[arg-type]
+    (operand,) = kernel.operands(n)
+    shape = tuple(kernel.node(operand).shape or ())
+    return axis + len(axes) == len(shape) and all(
+        k == size and pb == pe == 0 and d == 1
+        for (k, _, pb, pe, d), size in zip(axes, shape[axis:], strict=True))
+
+
+def _plane_starts(shape: tuple[int, ...], length: int, placed: View, rows: int
+                  ) -> tuple[int, int, int] | None:
+    """(first row, pitch, planes a crossbar) when every run of `length` elements sits in
+    consecutive rows of one crossbar, in order, the runs' first rows first + k * pitch
+    (k < planes) in every crossbar."""
+    size = math.prod(shape)
+    ids = np.arange(1, size + 1, dtype=np.int64).reshape(shape)
+    have = apply_view(ids, placed).reshape(-1)
+    at = np.zeros(size + 1, dtype=np.int64)
+    at[have[have > 0]] = np.flatnonzero(have > 0)
+    slot = at[1:].reshape(-1, length)
+    xb, row = slot // rows, slot % rows
+    if not ((xb == xb[:, :1]).all() and (row == row[:, :1] + np.arange(length)).all()):
+        return None
+    starts = np.unique(row[:, 0])
+    pitch = int(starts[1] - starts[0]) if len(starts) > 1 else length
+    first, count = int(starts[0]), len(starts)
+    if pitch < length or not np.array_equal(starts, first + pitch * np.arange(count)):
+        return None
+    return first, pitch, count
