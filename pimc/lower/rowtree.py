@@ -20,25 +20,25 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.uop import Program, Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.lower.arith import REGISTRY, arith_routine
-from pimc.lower.views import View
+from pimc.lower.views import View, simplify
 from pimc.lower.words import routines_called
 from pimc.passes.lower import reduction_identity, tree_levels
 
 
 def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str) -> Program | None:
     """The program of a stage that only reduces a resident over its trailing axes (a
-    global pool), when `placed` (the resident's placement, its producer's result view)
-    puts each reduced run in consecutive rows of one crossbar, in order, at the same rows
-    in every crossbar; None otherwise (the stage is lowered as usual)."""
+    global pool, then perhaps its mean's division), when `placed` (the resident's
+    placement, its producer's result view) keeps each reduced run in one crossbar, runs
+    at a fixed pitch (see _runs); None otherwise (the stage is lowered as usual)."""
     found = _pattern(kernel)
     if found is None:
         return None
     name, shape, length, n, after = found
     node = kernel.node(n)
-    starts = _plane_starts(shape, length, placed, arch.rows)
-    if starts is None:
+    runs = _runs(shape, length, placed, arch.rows)
+    if runs is None:
         return None
-    first, pitch, count = starts
+    pitch, count, own = runs
     dt = str(node.dtype)
     bits = parse_dtype(dt).bits
     op = "max" if node.op == "reduce_max" else "add"
@@ -46,29 +46,29 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str) -> 
     scratch = arch.cols - acc.starts()["t"][1]
     if 2 * bits > scratch:
         return None
-    crossbars = math.prod(view_shape(shape, placed)) // arch.rows
+    crossbars = math.prod(view_shape(shape, own)) // arch.rows
     identity = reduction_identity(node.op, parse_dtype(dt))
     b = ProgramBuilder(crossbars, arch=arch, source=file)
     b.inputs.append(TensorIO(name, dt, shape, Span(0, crossbars), Span(0, arch.rows), 0,
-                             view=placed))
+                             view=own))
     word, partner = range(bits), range(bits, 2 * bits)
     b.source_note = f"{node.loc} {node.loc.label or node.op}"
     b.init(partner, identity)
     for size, m in tree_levels(length):  # position j takes j + m; j in [size - m, m) none
         b.shift(word, partner, -m, rows=Span(0, arch.rows - m))
         for j in range(size - m, m):
-            b.init(partner, identity, rows=Span(first + j, first + count * pitch, pitch))
+            b.init(partner, identity, rows=Span(j, count * pitch, pitch))
         b.call(acc.name, a=0, b=bits, t=scratch)
     tail = [arith_routine(op, (dt, dt), dt, mode, arch, inplace=True) for op, _ in after]
     if any(2 * bits > arch.cols - r.starts()["t"][1] for r in tail):
         return None
-    firsts = Span(first, first + count * pitch, pitch)  # the planes' first rows: results
+    firsts = Span(0, count * pitch, pitch)  # the planes' first rows: the results
     for r, (_, raw) in zip(tail, after, strict=True):  # e.g. a mean's division
         b.init(partner, raw, rows=firsts)
         b.call(r.name, a=0, b=bits, t=arch.cols - r.starts()["t"][1], rows=firsts)
     result = kernel.results[0]
     view = (ViewOp("reshape", (*result.shape, 1)), ViewOp("pad", (*result.shape, length)),
-            ViewOp("reshape", shape), *placed)
+            ViewOp("reshape", shape), *own)
     b.outputs.append(TensorIO(result.name, dt, tuple(result.shape), Span(0, crossbars),
                               Span(0, arch.rows), 0, view=view))
     b.source_note = ""
@@ -124,11 +124,14 @@ def _whole(kernel: Kernel, n: int) -> bool:
         for (k, _, pb, pe, d), size in zip(axes, shape[axis:], strict=True))
 
 
-def _plane_starts(shape: tuple[int, ...], length: int, placed: View, rows: int
-                  ) -> tuple[int, int, int] | None:
-    """(first row, pitch, planes a crossbar) when every run of `length` elements sits in
-    consecutive rows of one crossbar, in order, the runs' first rows first + k * pitch
-    (k < planes) in every crossbar."""
+def _runs(shape: tuple[int, ...], length: int, placed: View, rows: int
+          ) -> tuple[int, int, View] | None:
+    """(pitch, runs a crossbar, the stage's own placement) when the producer's placement
+    keeps each run of `length` elements (a plane, perhaps with padding amid it) in one
+    crossbar, the runs' first rows k * pitch (k < runs a crossbar) in crossbar after
+    crossbar: the stage's own placement keeps that, with each run's elements in
+    consecutive rows, so the copy into it moves whole blocks (a row of a padded plane
+    at a time), and the tree's partners are a constant number of rows apart."""
     size = math.prod(shape)
     ids = np.arange(1, size + 1, dtype=np.int64).reshape(shape)
     have = apply_view(ids, placed).reshape(-1)
@@ -136,11 +139,17 @@ def _plane_starts(shape: tuple[int, ...], length: int, placed: View, rows: int
     at[have[have > 0]] = np.flatnonzero(have > 0)
     slot = at[1:].reshape(-1, length)
     xb, row = slot // rows, slot % rows
-    if not ((xb == xb[:, :1]).all() and (row == row[:, :1] + np.arange(length)).all()):
+    outer = len(slot)
+    if not (xb == xb[:, :1]).all() or (row[:, 1:] <= row[:, :-1]).any():
         return None
-    starts = np.unique(row[:, 0])
-    pitch = int(starts[1] - starts[0]) if len(starts) > 1 else length
-    first, count = int(starts[0]), len(starts)
-    if pitch < length or not np.array_equal(starts, first + pitch * np.arange(count)):
+    count = int(np.count_nonzero(xb[:, 0] == xb[0, 0]))
+    pitch = int(row[1, 0] - row[0, 0]) if count > 1 else length
+    k = np.arange(outer)
+    if (pitch < length or count * pitch > rows or (xb[:, 0] != xb[0, 0] + k // count).any()
+            or (row[:, 0] != k % count * pitch).any()):
         return None
-    return first, pitch, count
+    padded = -(-outer // count) * count
+    own = (ViewOp("reshape", (outer, length)), ViewOp("pad", (padded, pitch)),
+           ViewOp("reshape", (padded // count, count * pitch)),
+           ViewOp("pad", (padded // count, rows)))
+    return pitch, count, simplify(shape, own)
