@@ -154,7 +154,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
     for st in stages:
         key = (st.kernel.name, tuple(sorted(st.kernel.graph)), st.result_view, st.residents)
         pool = row_tree(st.kernel, placed[st.residents[0]], arch, mode, file) \
-            if len(st.residents) == 1 else None
+            if key not in memo and len(st.residents) == 1 else None
         if pool is not None:  # a global pool down the rows where its map lies
             cost = (program_cost(pool, objective), pool.crossbars)
             memo[key] = ((cost, pool, st.kernel, None), [cost])

@@ -24,6 +24,7 @@ from pimc.isa.view import lowest
 from pimc.lower.factor import Factored, factor
 from pimc.lower.gather import Source, gather, gather_chunks
 from pimc.lower.moves import COPIED, PAD_LOWEST, Fill, Move, group_spans
+from pimc.lower.views import element_ids, element_slots
 from pimc.runtime.hostio import slot_places, slots
 
 __all__ = ["PAD_LOWEST", "Plan", "emit_moves", "plan"]
@@ -49,12 +50,10 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
     if src.lanes != 1 or src.shape != dst.shape or src.dtype != dst.dtype:
         raise PimError(f"{dst.name}: cannot move a {src.dtype}{list(src.shape)} placement "
                        f"into a {dst.dtype}{list(dst.shape)} one")
-    size = int(np.prod(src.shape, dtype=np.int64))
-    ids = np.arange(1, size + 1, dtype=np.int32 if size < 2**31 - 1 else np.int64).reshape(src.shape)
+    ids = element_ids(src.shape)
     have = apply_view(ids, src.view).reshape(-1)
     _, sx, sr = slots(src)  # each slot's crossbar and row, as the host places them
-    at = np.zeros(size + 1, dtype=np.int64)
-    at[have[have > 0]] = np.flatnonzero(have > 0)
+    at = element_slots(have, ids.size)
     x0 = int(sx.min())
     sources = np.zeros((int(sx.max()) - x0 + 1, int(sr.max()) + 1), dtype=bool)
     sources[sx - x0, sr] = True  # where a move may read (whatever it holds)

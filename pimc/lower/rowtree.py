@@ -20,7 +20,7 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.uop import Program, Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.lower.arith import REGISTRY, arith_routine
-from pimc.lower.views import View, simplify
+from pimc.lower.views import View, element_ids, element_slots, simplify
 from pimc.lower.words import routines_called
 from pimc.passes.lower import reduction_identity, tree_levels
 
@@ -132,12 +132,8 @@ def _runs(shape: tuple[int, ...], length: int, placed: View, rows: int
     crossbar: the stage's own placement keeps that, with each run's elements in
     consecutive rows, so the copy into it moves whole blocks (a row of a padded plane
     at a time), and the tree's partners are a constant number of rows apart."""
-    size = math.prod(shape)
-    ids = np.arange(1, size + 1, dtype=np.int64).reshape(shape)
-    have = apply_view(ids, placed).reshape(-1)
-    at = np.zeros(size + 1, dtype=np.int64)
-    at[have[have > 0]] = np.flatnonzero(have > 0)
-    slot = at[1:].reshape(-1, length)
+    have = apply_view(element_ids(shape), placed).reshape(-1)
+    slot = element_slots(have, math.prod(shape))[1:].reshape(-1, length)
     xb, row = slot // rows, slot % rows
     outer = len(slot)
     if not (xb == xb[:, :1]).all() or (row[:, 1:] <= row[:, :-1]).any():

@@ -3,9 +3,28 @@ simplifying them and moving them across a lane axis."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from pimc.isa.uop import ViewOp
 
 View = tuple[ViewOp, ...]
+
+
+def element_ids(shape: tuple[int, ...]) -> np.ndarray:
+    """Each element's id, 1 on (0 is what a view's padding holds), in the tensor's shape."""
+    size = math.prod(shape)
+    return np.arange(1, size + 1, dtype=np.int32 if size < 2**31 - 1 else np.int64
+                     ).reshape(shape)
+
+
+def element_slots(have: np.ndarray, size: int) -> np.ndarray:
+    """The slot each element id is in, from the ids a placement holds slot by slot
+    (`have`, 0 for padding); index 0 unused."""
+    at = np.zeros(size + 1, dtype=np.int64)
+    at[have[have > 0]] = np.flatnonzero(have > 0)
+    return at
 
 
 def simplify(shape: tuple[int, ...], view: View) -> View:
