@@ -85,6 +85,8 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
     grid = np.full((xbs, dst.rows.stop, dst.lanes), -9)
     home = np.full((xbs, dst.rows.stop), -9)  # the chunks' copies of the producer's word
     p = plan(src, dst)
+    for m in (*p.spread, *p.moves, *p.fills, *p.copies):  # nothing lands in a neighbour
+        assert dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop, m
     if p.home_zero is not None:
         home[p.home_zero.as_slice(), dst.rows.as_slice()] = 0
     for m in p.spread:
@@ -112,7 +114,10 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
 
 
 def _io(name, shape, view, lanes, xb, rows):  # type: ignore[no-untyped-def]
-    return TensorIO(name, "f32", shape, Span(xb, xb + 64), Span(0, rows), 0, lanes=lanes,
+    """A placement in exactly the crossbars its view fills (a stage's neighbours start
+    right after it)."""
+    xbs = -(-int(np.prod(view_shape(shape, view))) // (lanes * rows))
+    return TensorIO(name, "f32", shape, Span(xb, xb + xbs), Span(0, rows), 0, lanes=lanes,
                     view=view)
 
 
@@ -225,11 +230,13 @@ def test_a_map_read_in_every_chunk_is_copied_as_whole_crossbar_blocks(copies):
     _rebuilds(shape, home, dst_view, 1, 16)
 
 
-@pytest.mark.parametrize("chunks", [3, 9])
-def test_chunks_narrower_than_the_map_share_a_copy_a_group(chunks):
+@pytest.mark.parametrize(("chunks", "group"), [(8, 4), (9, 5), (17, 6)])
+def test_chunks_narrower_than_the_map_share_a_copy_a_group(chunks, group):
     """A 4-channel 8 x 8 map (16 crossbars of 16 rows) windowed 3 x 3 into chunks of 4
-    crossbars each: a copy of the map in every group of 4 chunks (doubled), so that each
-    lane is gathered from a copy at most a group away, not from one copy at the start."""
+    crossbars each: a copy of the map in every group of the fewest chunks (4 or more)
+    whose copies all fit the stage (doubled, the last block cut at the stage's end), so
+    that each lane is gathered from a copy at most a group away, not from one copy at
+    the start."""
     shape, rows = (1, 4, 8, 8), 16
     step = ViewOp("window", (2, ZERO, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1))
     lanes = 36
@@ -239,9 +246,9 @@ def test_chunks_narrower_than_the_map_share_a_copy_a_group(chunks):
                 ViewOp("transpose", (1, 0, 2)))
     src_view = (ViewOp("reshape", (4, 64)),)
     p = plan(_io("x", shape, src_view, 1, 0, rows), _io("x", shape, dst_view, per, 70, rows))
-    groups = -(-chunks // 4)
+    groups = -(-chunks // group)
     assert len(p.spread) == 1 + (groups - 1).bit_length()
-    assert all(m.local and abs(m.dx) < 16 + 4 for m in p.moves)  # within its group's copy
+    assert all(m.local and abs(m.dx) < 4 * group + 4 for m in p.moves)  # its group's copy
     _rebuilds(shape, src_view, dst_view, per, rows)
 
 

@@ -200,14 +200,14 @@ def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarr
         per_xb, chunks = len(dst.xbs), 1  # one copy, at the start of dst's crossbars
     else:
         return [], None, None
-    first = dst.xbs.start
+    first, end = dst.xbs.start, dst.xbs.stop
     moves = [Move((), lo - first, 0, Span(first, first + span), src.rows)]
     done = 1
-    while done < chunks:
+    while done < chunks:  # whole blocks, the last cut at dst's end (the next stage's)
         count = min(done, chunks - done)
         at = first + done * per_xb
-        moves.append(Move((), -done * per_xb, 0, Span(at, at + count * per_xb), src.rows,
-                          local=True))
+        moves.append(Move((), -done * per_xb, 0, Span(at, min(at + count * per_xb, end)),
+                          src.rows, local=True))
         done += count
     zero = Span(first, first + per_xb) if chunks > 1 and span < per_xb else None
     return moves, (lo, per_xb, first), zero
@@ -256,6 +256,8 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     """Append the micro-ops of plan(src, dst); columns from `staging` on are free in
     dst's crossbars (a TRANSFER lands there before its SHIFT). The count of ops."""
     p = plan(src, dst)
+    assert all(dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop
+               for m in (*p.spread, *p.moves, *p.fills, *p.copies)), f"{dst.name}: a move leaves"
     dt = parse_dtype(dst.dtype)
     bits = dt.bits
     cols = dst.columns(bits)
