@@ -363,7 +363,7 @@ def build_word_program(low: Lowered, placements: list[Placement], arch: Arch, fi
                            f"{arch.cols - product} for routine scratch"
                 + (f"; the most at {placed.peak_at}" if placed.peak_at else "")),)
     emit_words(placed, net, b, scratch, product, rows)
-    b.routines = routines_used(placed.steps, REGISTRY)
+    b.routines += routines_used(placed.steps, REGISTRY)
     return b.build()
 
 

@@ -495,3 +495,49 @@ def test_a_global_pool_runs_down_the_rows_where_its_map_lies(pool, tmp_path, cap
     assert row_tree(stages[-1].kernel, placed, prog.arch, "ieee", "pool.onnx") is not None
     phased = (ViewOp("reshape", (1, 48, 25)), ViewOp("transpose", (0, 2, 1)))
     assert row_tree(stages[-1].kernel, phased, prog.arch, "ieee", "pool.onnx") is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(-40, 40), st.integers(1, 12), st.data())
+def test_a_shift_wider_than_the_barrel_shifter_goes_in_counted_hops(limit, by, n, data):
+    """shift_hops: the word lands where one SHIFT would put it, every SHIFT within
+    max_shift, ceil(|by| / max_shift) of them executed (strict checks: the hops read
+    only written cells)."""
+    from pimc.isa.arch import Arch
+    from pimc.isa.builder import ProgramBuilder
+    from pimc.lower.moves import shift_hops
+
+    arch = Arch(rows=64, cols=32, max_crossbars=2, max_shift=limit)
+    lo = data.draw(st.integers(max(0, by), min(64, 64 + by) - n))
+    rows = Span(lo, lo + n)
+    b = ProgramBuilder(2, arch=arch)
+    b.input("x", "u8", [2, 64], 0)
+    shift_hops(b, list(range(8)), list(range(8, 16)), by, list(range(16, 24)), rows=rows)
+    b.output("y", "u8", [2, n], 8, rows=rows)
+    x = np.random.default_rng(by % 7).integers(0, 256, (2, 64), dtype=np.uint8)
+    out, stats = run_program(b.build(), {"x": x})
+    assert np.array_equal(out["y"], x[:, lo - by:lo - by + n])
+    assert stats.ops["SHIFT"] == max(1, -(-abs(by) // limit))
+
+
+def test_a_cnn_compiles_for_a_short_barrel_shifter_and_runs_bit_exact(tmp_path, capsys):
+    """With FloatPIM's shifter (max_shift 6) every wider row move of the network, in
+    its relayouts and its reductions, is re-written in hops: more SHIFTs, same results."""
+    from pimc.isa.arch import Arch
+    from pimc.isa.flow import expand
+
+    model = small_cnn()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    wide, _ = compile_model(model, str(path))
+    prog, imported = compile_model(model, str(path), arch=Arch(max_shift=6))
+    assert prog is not None and wide is not None
+    shifts = [op for op in expand(prog) if isinstance(op, Shift)]
+    assert shifts and max(abs(op.by) for op in shifts) <= 6
+    rng = np.random.default_rng(0)
+    inputs = {**imported.constants, "x": rng.normal(0, 1, (1, 3, 12, 12)).astype(np.float32)}
+    outputs, stats = run_program(prog, inputs)
+    assert verify_model(prog, inputs, outputs, "m") == 0
+    assert "bit-exact" in capsys.readouterr().out
+    _, wide_stats = run_program(wide, inputs)
+    assert stats.ops["SHIFT"] > 10 * wide_stats.ops["SHIFT"]

@@ -79,5 +79,6 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
         base += p.crossbars
     b.outputs = list(outs)
     b.meta += (("stage-starts", " ".join(map(str, starts))),)  # the pipeline's stages
+    routines.update((r.name, r) for r in b.routines)  # the moves' own (shifts in hops)
     b.routines = sorted(routines.values(), key=lambda r: r.name)
     return b.build()

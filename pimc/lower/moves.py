@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pimc.isa.builder import ProgramBuilder
+from pimc.isa.errors import PimError
 from pimc.isa.uop import Span
 
 PAD_LOWEST = -1  # an id the gather marks max pooling's padding with (ids start at 1)
@@ -126,3 +128,44 @@ def row_spans(rows: np.ndarray) -> tuple[Span, ...]:
                         or 1))
         i = j + 1
     return tuple(out)
+
+
+def shift_hops(b: ProgramBuilder, src: list[int], dst: list[int], by: int, temp: list[int],
+               *, xbs: Span | None = None, rows: Span | None = None, pred: bool = False
+               ) -> None:
+    """SHIFT src -> dst by `by` rows. A shift wider than the barrel shifter's max_shift
+    (FloatPIM's serves 7 x 7 kernels) is re-written in hops of at most max_shift through
+    `temp` (contiguous free columns in every row, or dst itself when dst holds nothing
+    else it needs), every hop a counted SHIFT: temp zeroed, the first hop from src's
+    rows into temp, the equal ones between (whole columns) as a LOOP of a one-SHIFT
+    routine, so the program does not grow with the distance, the last into dst's rows
+    (predicated with `pred`). Every element passes only through rows between its
+    source and destination, inside the crossbar."""
+    limit = b.arch.max_shift
+    if abs(by) <= limit:
+        b.shift(src, dst, by, xbs=xbs, rows=rows, pred=pred)
+        return
+    if limit < 1:
+        raise PimError(f"a shift of {by} rows needs a barrel shifter (max_shift is 0)")
+    step = limit if by > 0 else -limit
+    hops = -(-abs(by) // limit)
+    first = by - step * (hops - 1)  # the remainder rides on the first hop
+    if src != temp:  # (a caller hopping from temp itself has written all its rows)
+        b.init(temp, 0, xbs=xbs)  # every row the whole-column hops read is written
+    at = None if rows is None else Span(rows.start - by + first, rows.stop - by + first,
+                                        rows.step)
+    b.shift(src, temp, first, xbs=xbs, rows=at)
+    middle = hops - 2
+    if middle == 1:
+        b.shift(temp, temp, step, xbs=xbs)
+    elif middle > 1:
+        name = f"shift_{'down' if step > 0 else 'up'}{limit}_w{len(temp)}"
+        if all(r.name != name for r in b.routines):
+            note, b.source_note = b.source_note, name
+            with b.routine(name, t=len(temp)) as at:
+                cols = range(at["t"], at["t"] + len(temp))
+                b.shift(cols, cols, step)
+            b.source_note = note
+        with b.loop(middle):
+            b.call(name, t=temp[0], xbs=xbs)
+    b.shift(temp, dst, step, xbs=xbs, rows=rows, pred=pred)

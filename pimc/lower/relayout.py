@@ -23,7 +23,7 @@ from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
 from pimc.isa.view import lowest
 from pimc.lower.factor import Factored, factor
 from pimc.lower.gather import Source, gather, gather_chunks
-from pimc.lower.moves import COPIED, PAD_LOWEST, Fill, Move, group_spans
+from pimc.lower.moves import COPIED, PAD_LOWEST, Fill, Move, group_spans, shift_hops
 from pimc.lower.views import element_ids, element_slots
 from pimc.runtime.hostio import slot_places, slots
 
@@ -282,22 +282,26 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         b.init(lanes(f.lanes), low if f.lowest else 0, xbs=f.xbs, rows=f.rows)
     width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
     for m in p.copies:
-        step = width if m.dx and m.by else len(m.lanes)
+        step = width if _staged(m, arch) else len(m.lanes)
         for k in range(0, len(m.lanes), step):
             part = lanes(m.lanes[k:k + step])
             _move(b, m, part, part, staging, arch, dst.name)
     return len(b.ops) - start
 
 
+def _staged(m: Move, arch: Arch) -> bool:
+    """Whether the move passes through the staging columns: a TRANSFER then a SHIFT, or
+    a shift in hops (wider than the barrel shifter)."""
+    return bool(m.dx and m.by) or abs(m.by) > arch.max_shift
+
+
 def _move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging: int,
           arch: Arch, name: str) -> None:
-    if abs(m.by) > arch.max_shift:
-        raise PimError(f"{name}: a move of {abs(m.by)} rows exceeds the barrel shifter's "
-                       f"{arch.max_shift}")
-    if staging + (len(lane) if m.by and m.dx else 0) > arch.cols:
+    if staging + (len(lane) if _staged(m, arch) else 0) > arch.cols:
         raise PimError(f"{name}: no free columns to stage a move in")
+    temp = list(range(staging, staging + len(lane)))
     if m.dx == 0:
-        b.shift(words, lane, m.by, xbs=m.xbs, rows=m.rows)
+        shift_hops(b, words, lane, m.by, temp, xbs=m.xbs, rows=m.rows)
         return
     d, step = abs(m.dx), m.xbs.step
     if d % step == 0 and d < m.xbs.stop - m.xbs.start:  # sources among the destinations:
@@ -308,10 +312,11 @@ def _move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging
     else:
         spans = [(m.xbs, Span(m.xbs.start + m.dx, m.xbs.stop + m.dx, step))]
     before = Span(m.rows.start - m.by, m.rows.stop - m.by, m.rows.step)
-    temp = list(range(staging, staging + len(lane)))
     for into, from_xbs in spans:
         if m.by == 0:
             b.transfer(from_xbs, into, words, lane, rows=m.rows)
         else:
+            if abs(m.by) > arch.max_shift:  # hops read temp's every row
+                b.init(temp, 0, xbs=into)
             b.transfer(from_xbs, into, words, temp, rows=before)
-            b.shift(temp, lane, m.by, xbs=into, rows=m.rows)
+            shift_hops(b, temp, lane, m.by, temp, xbs=into, rows=m.rows)

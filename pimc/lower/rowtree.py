@@ -20,6 +20,7 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.uop import Program, Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.lower.arith import REGISTRY, arith_routine
+from pimc.lower.moves import shift_hops
 from pimc.lower.views import View, element_ids, element_slots, simplify
 from pimc.lower.words import routines_called
 from pimc.passes.lower import reduction_identity, tree_levels
@@ -55,7 +56,7 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str) -> 
     b.source_note = f"{node.loc} {node.loc.label or node.op}"
     b.init(partner, identity)
     for size, m in tree_levels(length):  # position j takes j + m; j in [size - m, m) none
-        b.shift(word, partner, -m, rows=Span(0, arch.rows - m))
+        shift_hops(b, list(word), list(partner), -m, list(partner), rows=Span(0, arch.rows - m))
         for j in range(size - m, m):
             b.init(partner, identity, rows=Span(j, count * pitch, pitch))
         b.call(acc.name, a=0, b=bits, t=scratch)
@@ -72,7 +73,7 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str) -> 
     b.outputs.append(TensorIO(result.name, dt, tuple(result.shape), Span(0, crossbars),
                               Span(0, arch.rows), 0, view=view))
     b.source_note = ""
-    b.routines = routines_called([acc, *tail], REGISTRY)
+    b.routines += routines_called([acc, *tail], REGISTRY)
     return b.build()
 
 

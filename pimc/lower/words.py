@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Routine, Span
+from pimc.lower.moves import shift_hops
 from pimc.passes.lower import tree_levels
 
 Value = int
@@ -285,7 +286,10 @@ def emit_words(placed: Placed, net: WordNet, b: ProgramBuilder, scratch: int, pr
                 b.search(range(cell[v] + lo, cell[v] + net.width[v]), key, xbs=where["xbs"],
                          rows=rows)
                 pred = True
-            b.shift(src, cols, -s.by, pred=pred, **where)  # type: ignore[arg-type]
+            temp = list(range(scratch, scratch + len(cols)))  # free between the calls
+            if abs(s.by) > b.arch.max_shift and temp[-1] >= b.arch.cols:
+                raise PimError(f"{s.src}: no free columns for a shift of {s.by} rows in hops")
+            shift_hops(b, src, cols, -s.by, temp, pred=pred, **where)  # type: ignore[arg-type]
         else:
             assert s.xbs is not None
             src = list(range(cell[s.ins[0]], cell[s.ins[0]] + net.width[s.out]))

@@ -95,6 +95,9 @@ def emit(alloc: Allocation, b: ProgramBuilder, *, xbs: Where = None, rows: Where
             b.init(out, g.fill, pred=predicated, **here)
             continue
         if g.row_shift is not None:
+            if abs(g.row_shift) > b.arch.max_shift:
+                raise PimError(f"a row move of {g.row_shift} in a bit-level netlist exceeds "
+                               f"the barrel shifter's {b.arch.max_shift} rows")
             b.shift([alloc.cell[g.ins[0]]], [out], -g.row_shift, pred=predicated, **here)
             continue
         if g.xb_shift is not None:
