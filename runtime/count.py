@@ -166,6 +166,12 @@ class Layer:
     column_high: int = 0  # one past the highest column it touches
 
 
+def _alike(loop: Loop) -> bool:
+    """Whether every iteration of a top-level loop runs the same ops on the same columns
+    (no call's segment strides; no loop inside)."""
+    return all(isinstance(i, Call) and all(a.stride == 0 for a in i.args) for i in loop.body)
+
+
 def _count(prog: Program, stats: Stats, writes: WriteCounter | None,
            layers: dict[str, Layer] | None = None, walker: Walker | None = None) -> Block:
     """Fill the data-independent totals of `stats`; count writes if asked, and each
@@ -176,11 +182,11 @@ def _count(prog: Program, stats: Stats, writes: WriteCounter | None,
     total = Block()
 
     def note(src: str, block: Block, cols: set[int] | list[int], xbs: list[Span],
-             rows: int) -> None:
+             rows: int, times: int) -> None:
         if layers is None:
             return
         layer = layers.setdefault(src, Layer())
-        layer.block.add(block)
+        layer.block.add(block, times)
         for x in xbs:
             layer.crossbars.update(x.indices())
         layer.rows = max(layer.rows, rows)
@@ -188,11 +194,15 @@ def _count(prog: Program, stats: Stats, writes: WriteCounter | None,
     used_xbs = np.zeros(prog.crossbars, dtype=bool)
     used_cols: set[int] = set()
 
-    def top(items: tuple[Item, ...], iteration_of: int, count: int) -> None:
+    def top(items: tuple[Item, ...], iteration_of: int, count: int, times: int) -> None:
+        """`times`: how often each item runs as it is (a loop whose iterations are alike)."""
         for item in items:
             if isinstance(item, Loop):
+                if _alike(item):  # counted once, times its count
+                    top(item.body, 0, item.count, times * item.count)
+                    continue
                 for i in range(item.count):
-                    top(item.body, i, item.count)
+                    top(item.body, i, item.count, times)
                 continue
             if isinstance(item, Call):
                 r = walker.routines[item.routine]
@@ -201,15 +211,15 @@ def _count(prog: Program, stats: Stats, writes: WriteCounter | None,
                 active = (len(rows) if rows is not None else arch.rows) * len(xbs)
                 block = walker.routine(r, active)
                 cmap = _cmap(r, frame_bases(r, item, iteration_of, None))
-                total.add(block, 1, None)
+                total.add(block, times, None)
                 mapped = [cmap[c] for c in block.cols]
                 used_cols.update(mapped)
-                note(item.src, block, mapped, [xbs], len(rows) if rows else arch.rows)
+                note(item.src, block, mapped, [xbs], len(rows) if rows else arch.rows, times)
                 used_xbs[xbs.as_slice()] = True
                 if writes is not None and block.writes:
                     cols = np.array([cmap[c] for c in block.writes])
-                    times = np.array(list(block.writes.values()))
-                    writes.add(cols, xbs.as_slice(), _rows(rows, arch), times=times)
+                    per = np.array(list(block.writes.values())) * times
+                    writes.add(cols, xbs.as_slice(), _rows(rows, arch), times=per)
                 continue
             op = item
             rows_n = len(op.rows) if op.rows is not None else arch.rows
@@ -224,18 +234,19 @@ def _count(prog: Program, stats: Stats, writes: WriteCounter | None,
                 block.writes = Counter()
                 if writes is not None:
                     writes.add(np.array(dst), op.dst_xbs.as_slice(),
-                               range(op.dst_row, op.dst_row + len(op.src_cols)))
+                               range(op.dst_row, op.dst_row + len(op.src_cols)), times=times)
             elif writes is not None and block.writes:
-                writes.add(np.array(list(block.writes)), xbs.as_slice(), _rows(op.rows, arch))
-            total.add(block)
+                writes.add(np.array(list(block.writes)), xbs.as_slice(), _rows(op.rows, arch),
+                           times=times)
+            total.add(block, times)
             used_cols.update(block.cols)
             note(op.src, block, block.cols,
-                 [op.xbs, op.dst_xbs] if isinstance(op, Transfer) else [op.xbs], rows_n)
+                 [op.xbs, op.dst_xbs] if isinstance(op, Transfer) else [op.xbs], rows_n, times)
             used_xbs[op.xbs.as_slice()] = True
             if isinstance(op, Transfer):
                 used_xbs[op.dst_xbs.as_slice()] = True
 
-    top(prog.ops, 0, 1)
+    top(prog.ops, 0, 1, 1)
     for t in (*prog.inputs, *prog.outputs):
         used_cols.update(t.columns(parse_dtype(t.dtype).bits))
         used_xbs[t.xbs.as_slice()] = True

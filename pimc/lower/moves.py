@@ -137,10 +137,10 @@ def shift_hops(b: ProgramBuilder, src: list[int], dst: list[int], by: int, temp:
     (FloatPIM's serves 7 x 7 kernels) is re-written in hops of at most max_shift through
     `temp` (contiguous free columns in every row, or dst itself when dst holds nothing
     else it needs), every hop a counted SHIFT: temp zeroed, the first hop from src's
-    rows into temp, the equal ones between (whole columns) as a LOOP of a one-SHIFT
-    routine, so the program does not grow with the distance, the last into dst's rows
-    (predicated with `pred`). Every element passes only through rows between its
-    source and destination, inside the crossbar."""
+    rows into temp, the equal ones between (over the band of rows from source to
+    destination) as a LOOP of a one-SHIFT routine, so the program does not grow with
+    the distance, the last into dst's rows (predicated with `pred`). Every element
+    passes only through rows between its source and destination, inside the crossbar."""
     limit = b.arch.max_shift
     if abs(by) <= limit:
         b.shift(src, dst, by, xbs=xbs, rows=rows, pred=pred)
@@ -150,22 +150,26 @@ def shift_hops(b: ProgramBuilder, src: list[int], dst: list[int], by: int, temp:
     step = limit if by > 0 else -limit
     hops = -(-abs(by) // limit)
     first = by - step * (hops - 1)  # the remainder rides on the first hop
+    band = wide = None  # the rows between source and destination; and those hops read
+    if rows is not None:
+        lo, hi = min(rows.start, rows.start - by), max(rows.stop, rows.stop - by)
+        band, wide = Span(lo, hi), Span(max(0, lo - limit), min(b.arch.rows, hi + limit))
     if src != temp:  # (a caller hopping from temp itself has written all its rows)
-        b.init(temp, 0, xbs=xbs)  # every row the whole-column hops read is written
+        b.init(temp, 0, xbs=xbs, rows=wide)  # every row the banded hops read is written
     at = None if rows is None else Span(rows.start - by + first, rows.stop - by + first,
                                         rows.step)
     b.shift(src, temp, first, xbs=xbs, rows=at)
     middle = hops - 2
     if middle == 1:
-        b.shift(temp, temp, step, xbs=xbs)
+        b.shift(temp, temp, step, xbs=xbs, rows=band)
     elif middle > 1:
         name = f"shift_{'down' if step > 0 else 'up'}{limit}_w{len(temp)}"
         if all(r.name != name for r in b.routines):
             note, b.source_note = b.source_note, name
-            with b.routine(name, t=len(temp)) as at:
-                cols = range(at["t"], at["t"] + len(temp))
+            with b.routine(name, t=len(temp)) as f:
+                cols = range(f["t"], f["t"] + len(temp))
                 b.shift(cols, cols, step)
             b.source_note = note
         with b.loop(middle):
-            b.call(name, t=temp[0], xbs=xbs)
+            b.call(name, t=temp[0], xbs=xbs, rows=band)
     b.shift(temp, dst, step, xbs=xbs, rows=rows, pred=pred)

@@ -316,7 +316,9 @@ def _move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging
         if m.by == 0:
             b.transfer(from_xbs, into, words, lane, rows=m.rows)
         else:
-            if abs(m.by) > arch.max_shift:  # hops read temp's every row
-                b.init(temp, 0, xbs=into)
+            if abs(m.by) > arch.max_shift:  # hops read temp's rows around the move's
+                lo, hi = min(m.rows.start, before.start), max(m.rows.stop, before.stop)
+                b.init(temp, 0, xbs=into, rows=Span(max(0, lo - arch.max_shift),
+                                                    min(arch.rows, hi + arch.max_shift)))
             b.transfer(from_xbs, into, words, temp, rows=before)
             shift_hops(b, temp, lane, m.by, temp, xbs=into, rows=m.rows)
