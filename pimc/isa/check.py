@@ -60,9 +60,9 @@ def _check_rep(arch: Arch, cols: tuple[int, ...], rep: Rep) -> str | None:
 
 
 def _check_cols(arch: Arch, cols: tuple[int, ...], what: str) -> str | None:
-    bad = [c for c in cols if c >= arch.cols]
-    if bad:
-        return f"{what} column c{bad[0]} is out of range (crossbars have {arch.cols} columns)"
+    if cols and max(cols) >= arch.cols:
+        bad = next(c for c in cols if c >= arch.cols)
+        return f"{what} column c{bad} is out of range (crossbars have {arch.cols} columns)"
     if len(set(cols)) != len(cols):
         return f"{what} columns repeat a column"
     return None

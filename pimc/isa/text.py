@@ -55,8 +55,23 @@ def format_col(col: int, frame: Frame = None) -> str:
     return f"{prefix}{n}"
 
 
+def _runs(cols: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(first, last) of each ascending run of consecutive columns."""
+    if cols and cols[-1] - cols[0] == len(cols) - 1 and cols == tuple(range(cols[0], cols[-1] + 1)):
+        return [(cols[0], cols[-1])]  # most column lists are one run: checked at C speed
+    out: list[tuple[int, int]] = []
+    for c in cols:
+        if out and c == out[-1][1] + 1:
+            out[-1] = (out[-1][0], c)
+        else:
+            out.append((c, c))
+    return out
+
+
 def format_cols(cols: tuple[int, ...], frame: Frame = None) -> str:
     """Columns as comma-separated ascending runs: c3, c0:8, c1,c4:6 (t.0:8 in a routine)."""
+    if frame is None:
+        return ",".join(f"c{a}" if a == b else f"c{a}:{b + 1}" for a, b in _runs(cols))
     parts: list[str] = []
     i = 0
     while i < len(cols):
