@@ -346,7 +346,8 @@ def _fire_model() -> onnx.ModelProto:
 
 @pytest.mark.parametrize("model,dtype", [(small_cnn(), "f32"), (_residual_model(), "f32"),
                                          (_residual_model(), "bf16"), (_fire_model(), "f32"),
-                                         (_chain(), "f32")])
+                                         (_chain(), "f32"), (_chain(), "f16"),
+                                         (small_cnn(), "q8.8"), (_residual_model(), "q16.16")])
 def test_a_cnn_runs_bit_exact_with_its_maps_kept_in_the_crossbars(tmp_path, model, dtype, capsys):
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
@@ -358,10 +359,11 @@ def test_a_cnn_runs_bit_exact_with_its_maps_kept_in_the_crossbars(tmp_path, mode
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
     inputs = {**imported.constants, "x": x.astype(np.float32)}
-    if dtype == "bf16":
-        from pimc.isa.dtypes import parse_dtype
+    if dtype != "f32":  # the values the host writes (fixed point: raw integers)
+        from pimc.isa.dtypes import parse_dtype, quantize
 
-        inputs = {k: parse_dtype("bf16").from_bits(parse_dtype("bf16").to_bits(v))
+        dt = parse_dtype(dtype)
+        inputs = {k: (dt.from_bits(dt.to_bits(v)) if dtype == "bf16" else quantize(v, dt))
                   if np.asarray(v).dtype == np.float32 else v for k, v in inputs.items()}
     outputs, stats = run_program(prog, inputs)
     assert verify_model(prog, inputs, outputs, "m") == 0
@@ -541,3 +543,28 @@ def test_a_cnn_compiles_for_a_short_barrel_shifter_and_runs_bit_exact(tmp_path, 
     assert "bit-exact" in capsys.readouterr().out
     _, wide_stats = run_program(wide, inputs)
     assert stats.ops["SHIFT"] > 10 * wide_stats.ops["SHIFT"]
+
+
+@pytest.mark.parametrize("include", [0, 1])
+def test_a_fixed_point_average_pool_multiplies_by_the_reciprocal_counts(include, tmp_path, capsys):
+    """There is no fixed-point division: an AveragePool in q8.8 multiplies by 1 / count,
+    quantised as the host writes constants (counts that vary at the padded edges too),
+    bit-exact against the reference and near onnx's."""
+    from pimc.isa.dtypes import parse_dtype, quantize
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=[3, 3], pads=[1] * 4,
+                              count_include_pad=include)]
+    graph = helper.make_graph(
+        nodes, "avg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    prog, imported = compile_model(model, str(path), dtype="q8.8")
+    assert prog is not None
+    x = np.random.default_rng(1).normal(0, 2, (1, 2, 5, 5)).astype(np.float32)
+    inputs = {**imported.constants, "x": quantize(x, parse_dtype("q8.8"))}
+    outputs, _ = run_program(prog, inputs)
+    assert verify_model(prog, inputs, outputs, "m") == 0
+    assert "y: 50 of 50 elements bit-exact" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from pimc.isa.dtypes import Kind, parse_dtype
 from pimc.isa.view import LOWEST, ZERO, ViewOp, window_size, windows
 
 Axes = list[tuple[int, int, int, int, int]]  # per spatial axis: kernel, stride, pads, dilation
@@ -214,12 +215,16 @@ class WindowOps:
         return self._divide(total, pool_counts(shape[2:], axes, declared if include else None))
 
     def _divide(self, y: int, counts: np.ndarray) -> int:
+        """y / counts; in fixed point y * (1 / counts), the reciprocal quantised as the
+        host writes constants (there is no fixed-point division routine)."""
         dt = str(self.info(y).dtype)
-        if np.all(counts == counts.flat[0]):
-            return self.binary("div", y, self._scalar(float(counts.flat[0]), dt))
+        op, values = ("div", counts) if parse_dtype(dt).kind is not Kind.FIXED else (
+            "mul", 1.0 / counts)
+        if np.all(values == values.flat[0]):
+            return self.binary(op, y, self._scalar(float(values.flat[0]), dt))
         name = f"{self.info(y).loc.label.split()[0]}__counts"
-        self.consts[name] = counts.astype(np.float32)
-        return self.binary("div", y, self.value(name))
+        self.consts[name] = values.astype(np.float32)
+        return self.binary(op, y, self.value(name))
 
     def _global(self, nd: onnx.NodeProto, op: str) -> tuple[int, int]:
         """(the reduction over all spatial positions as (N, C, 1, ...), their count)."""
