@@ -156,15 +156,19 @@ def _chunkgroups(dst: TensorIO, f: Factored, into: np.ndarray, source: np.ndarra
 
 def _in_chunks(groups: list[tuple[tuple[int, int], Span, Span]], f: Factored, dst: TensorIO
                ) -> list[tuple[tuple[int, int], Span, Span]]:
-    """Chunk 0's moves made in every chunk (chunks of whole crossbars): a move per
-    crossbar over the chunks, or a move per chunk, whichever is fewer."""
+    """Chunk 0's moves made in every chunk (chunks of whole crossbars): one move where
+    its crossbars, continued at their step, run on into the next chunk's (a crossbar of
+    every phase block, the blocks tiling the chunk); else a move per crossbar over the
+    chunks, or a move per chunk, whichever is fewer."""
     chunks = f.chunks
     if chunks == 1:
         return groups
     step = len(f.row) // len(dst.rows) * dst.xbs.step
     out = []
     for key, xbs, rows in groups:
-        if len(xbs) <= chunks:
+        if len(xbs) * xbs.step == step:
+            spans = [Span(xbs.start, xbs.start + chunks * step, xbs.step)]
+        elif len(xbs) <= chunks:
             spans = [Span(x, x + (chunks - 1) * step + 1, step) for x in xbs.indices()]
         else:
             spans = [Span(xbs.start + c * step, xbs.stop + c * step, xbs.step)
