@@ -22,7 +22,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
 from pimc.isa.view import lowest
 from pimc.lower.factor import Factored, factor
-from pimc.lower.gather import Source, gather, gather_chunks
+from pimc.lower.gather import Source, gather, gather_chunks, neighbours
 from pimc.lower.moves import COPIED, PAD_LOWEST, Fill, Move, group_spans, shift_hops
 from pimc.lower.views import element_ids, element_slots
 from pimc.runtime.hostio import slot_places, slots
@@ -111,10 +111,14 @@ def _repeats(f: Factored, dst: TensorIO
     lanes = tuple(range(f.per))
     copies: list[Move] = []
     d = 1
+    whole = len(f.row) % per_xb == 0  # chunks of whole crossbars: slot s at (s // R, s % R)
     while d <= int(rank.max(initial=0)):
         pick = np.flatnonzero((rank >= d) & (rank < 2 * d))
+        into, source = order[pick], order[pick - d]
+        if whole:
+            into, source = _blank_riders(row, into, source, per_xb)
         copies += [Move(lanes, dx, by, xbs, rows) for (dx, by), xbs, rows
-                   in _chunkgroups(dst, f, order[pick], order[pick - d])]
+                   in _chunkgroups(dst, f, into, source)]
         d *= 2
     fills = [Fill(lanes, xbs, rows, False) for _, xbs, rows in _chunkgroups(dst, f, blank, None)]
     width = block // per_xb * dst.xbs.step  # the block's crossbars
@@ -126,6 +130,29 @@ def _repeats(f: Factored, dst: TensorIO
                    in _in_chunks([((-d * width, 0), into, dst.rows)], f, dst)]
         d += n
     return f.need(first), xb, at, copies, fills
+
+
+def _blank_riders(row: np.ndarray, into: np.ndarray, source: np.ndarray, per_xb: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A copy level's slots, plus the padding slots next to them (in the same crossbar)
+    that the neighbour's move would fill from padding too: padding is zeroed before the
+    copies, so carrying zeros onto zeros changes nothing, and the copy of a block of rows
+    is one run instead of one per image row (a phase plane's padded positions)."""
+    pad = np.flatnonzero(row < 0)
+    if not len(pad) or not len(into):
+        return into, source
+    rides = np.full(len(pad), -1)
+    for near in neighbours(into, pad, np.arange(len(row)) // per_xb):
+        try_ = np.flatnonzero((rides < 0) & (near >= 0))
+        n = near[try_]
+        src = pad[try_] + source[n] - into[n]
+        ok = (src >= 0) & (src < len(row))
+        ok &= (src // per_xb - pad[try_] // per_xb) == (source[n] // per_xb - into[n] // per_xb)
+        ok[ok] = row[src[ok]] < 0
+        rides[try_[ok]] = n[ok]
+    go = np.flatnonzero(rides >= 0)
+    return (np.r_[into, pad[go]],
+            np.r_[source, pad[go] + source[rides[go]] - into[rides[go]]])
 
 
 def _period(row: np.ndarray, per_xb: int) -> tuple[int, int]:
