@@ -135,9 +135,10 @@ def _repeats(f: Factored, dst: TensorIO
 def _blank_riders(row: np.ndarray, into: np.ndarray, source: np.ndarray, per_xb: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """A copy level's slots, plus the padding slots next to them (in the same crossbar)
-    that the neighbour's move would fill from padding too: padding is zeroed before the
-    copies, so carrying zeros onto zeros changes nothing, and the copy of a block of rows
-    is one run instead of one per image row (a phase plane's padded positions)."""
+    that the neighbour's move (the same crossbar and row distance, so they group) would
+    fill from padding too: padding is zeroed before the copies, so carrying zeros onto
+    zeros changes nothing, and the copy of a block of rows is one run instead of one per
+    image row (a phase plane's padded positions)."""
     pad = np.flatnonzero(row < 0)
     if not len(pad) or not len(into):
         return into, source
