@@ -23,8 +23,8 @@ comparison columns only: ConvPIM's upper bounds (MACs only) and an RTX A6000 (me
 / peak), images/s.
 
 Records (one per case and memory): model, compile_s, peak_mb, cycles, energy_nJ,
-crossbars, movement_share, stages, interval_cycles, img_per_s, img_per_J, memory,
-verified, note.
+crossbars, movement_share, stages, interval_cycles, slowest_stage (the layer that sets
+the interval), img_per_s, img_per_J, memory, verified, note.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ BLOCKS = {
 }
 
 
-def _stage_cycles(prog) -> list[int]:  # type: ignore[no-untyped-def]
-    """The cycles of each stage's items (its moves and its layer)."""
+def _stage_cycles(prog) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    """The cycles of each stage's items (its moves and its layers), and the label of the
+    layer that spends the most of them."""
     from pimc.isa.cost import item_counts
 
     meta = dict(prog.meta)
@@ -77,7 +78,11 @@ def _stage_cycles(prog) -> list[int]:  # type: ignore[no-untyped-def]
     memo: dict = {}  # type: ignore[type-arg]
     out = []
     for a, b in itertools.pairwise(starts):
-        out.append(sum(item_counts(i, routines, prog.arch, memo)[1] for i in prog.ops[a:b]))
+        spent: dict[str, int] = {}
+        for i in prog.ops[a:b]:
+            label = i.src.split(" ", 1)[-1]
+            spent[label] = spent.get(label, 0) + item_counts(i, routines, prog.arch, memo)[1]
+        out.append((sum(spent.values()), max(spent, key=spent.__getitem__, default="")))
     return out
 
 
@@ -94,12 +99,12 @@ def _records(name: str, prog, compiled: dict, verified: bool, note: str) -> list
         energy = stats.energy_bounds[1]  # type: ignore[index]
         per_cycle = stats.latency_ns / max(cycles, 1)
         stages = _stage_cycles(p)
-        interval = max(stages)
+        interval, slowest = max(stages)
         copies = fields["max_crossbars"] // prog.crossbars
         out.append({
             "model": name, **compiled, "cycles": cycles, "energy_nJ": energy / 1e6,
             "crossbars": prog.crossbars, "movement_share": moved / max(cycles, 1),
-            "stages": len(stages), "interval_cycles": interval,
+            "stages": len(stages), "interval_cycles": interval, "slowest_stage": slowest,
             "img_per_s": copies / (interval * per_cycle * 1e-9) if copies else 0.0,
             "img_per_J": 1 / (energy * 1e-15) if copies else 0.0, "memory": memory,
             "verified": verified, "note": note if copies else
@@ -220,7 +225,8 @@ def _row(r: dict) -> None:  # type: ignore[type-arg]
         return
     print(f"{r['model']:<42}{r['memory']:>9}{r['compile_s']:>10.1f} {r['peak_mb']:>7.0f}"
           f" {r['cycles']:>14,} {r['crossbars']:>10,}{100 * r['movement_share']:>7.1f}"
-          f"{r['img_per_s']:>11,.0f}{r['img_per_J']:>10,.0f}  {r['note']}")
+          f"{r['img_per_s']:>11,.0f}{r['img_per_J']:>10,.0f}  {r['note']}; slowest stage "
+          f"{r['slowest_stage']} ({r['interval_cycles']:,} cycles)")
 
 
 if __name__ == "__main__":
