@@ -130,6 +130,16 @@ def row_spans(rows: np.ndarray) -> tuple[Span, ...]:
     return tuple(out)
 
 
+def hop_rows(rows: Span | None, by: int, limit: int, nrows: int
+             ) -> tuple[Span | None, Span | None]:
+    """For a shift of `rows` by `by` in hops of `limit`: the rows between source and
+    destination (the hops write), and those with a hop more on each side (they read)."""
+    if rows is None:
+        return None, None
+    lo, hi = min(rows.start, rows.start - by), max(rows.stop, rows.stop - by)
+    return Span(lo, hi), Span(max(0, lo - limit), min(nrows, hi + limit))
+
+
 def shift_hops(b: ProgramBuilder, src: list[int], dst: list[int], by: int, temp: list[int],
                *, xbs: Span | None = None, rows: Span | None = None, pred: bool = False
                ) -> None:
@@ -150,10 +160,7 @@ def shift_hops(b: ProgramBuilder, src: list[int], dst: list[int], by: int, temp:
     step = limit if by > 0 else -limit
     hops = -(-abs(by) // limit)
     first = by - step * (hops - 1)  # the remainder rides on the first hop
-    band = wide = None  # the rows between source and destination; and those hops read
-    if rows is not None:
-        lo, hi = min(rows.start, rows.start - by), max(rows.stop, rows.stop - by)
-        band, wide = Span(lo, hi), Span(max(0, lo - limit), min(b.arch.rows, hi + limit))
+    band, wide = hop_rows(rows, by, limit, b.arch.rows)
     if src != temp:  # (a caller hopping from temp itself has written all its rows)
         b.init(temp, 0, xbs=xbs, rows=wide)  # every row the banded hops read is written
     at = None if rows is None else Span(rows.start - by + first, rows.stop - by + first,

@@ -23,7 +23,15 @@ from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
 from pimc.isa.view import lowest
 from pimc.lower.factor import Factored, factor
 from pimc.lower.gather import Source, gather, gather_chunks, neighbours
-from pimc.lower.moves import COPIED, PAD_LOWEST, Fill, Move, group_spans, shift_hops
+from pimc.lower.moves import (
+    COPIED,
+    PAD_LOWEST,
+    Fill,
+    Move,
+    group_spans,
+    hop_rows,
+    shift_hops,
+)
 from pimc.lower.views import element_ids, element_slots
 from pimc.runtime.hostio import slot_places, slots
 
@@ -349,8 +357,7 @@ def _move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging
             b.transfer(from_xbs, into, words, lane, rows=m.rows)
         else:
             if abs(m.by) > arch.max_shift:  # hops read temp's rows around the move's
-                lo, hi = min(m.rows.start, before.start), max(m.rows.stop, before.stop)
-                b.init(temp, 0, xbs=into, rows=Span(max(0, lo - arch.max_shift),
-                                                    min(arch.rows, hi + arch.max_shift)))
+                b.init(temp, 0, xbs=into, rows=hop_rows(m.rows, m.by, arch.max_shift,
+                                                        arch.rows)[1])
             b.transfer(from_xbs, into, words, temp, rows=before)
             shift_hops(b, temp, lane, m.by, temp, xbs=into, rows=m.rows)
