@@ -568,3 +568,29 @@ def test_a_fixed_point_average_pool_multiplies_by_the_reciprocal_counts(include,
     outputs, _ = run_program(prog, inputs)
     assert verify_model(prog, inputs, outputs, "m") == 0
     assert "y: 50 of 50 elements bit-exact" in capsys.readouterr().out
+
+
+def test_hops_in_loops_are_counted_as_executed():
+    """A shift in hops runs its middle hops as a LOOP of calls whose iterations are alike,
+    which counting takes once, times the count: the counted ops, cycles and writes per
+    cell equal the executed ones."""
+    from pimc.runtime.count import count_program
+
+    from pimc.isa.arch import Arch
+    from pimc.isa.builder import ProgramBuilder
+    from pimc.isa.uop import Loop
+    from pimc.lower.moves import shift_hops
+
+    b = ProgramBuilder(2, arch=Arch(rows=64, cols=32, max_crossbars=2, max_shift=3))
+    b.input("x", "u8", [2, 64], 0)
+    shift_hops(b, list(range(8)), list(range(8, 16)), -29, list(range(16, 24)),
+               rows=Span(2, 30))
+    b.output("y", "u8", [2, 28], 8, rows=Span(2, 30))
+    prog = b.build()
+    assert any(isinstance(i, Loop) for i in prog.ops)
+    x = np.random.default_rng(0).integers(0, 256, (2, 64), dtype=np.uint8)
+    _, ran = run_program(prog, {"x": x})
+    a, c = ran.as_dict(), count_program(prog).as_dict()
+    for key in ("ops", "cycles", "cycles_by_kind", "latency_ns"):
+        assert a[key] == pytest.approx(c[key]), key
+    assert a["endurance"] == c["endurance"]  # every hop's writes, per cell
