@@ -153,9 +153,11 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
     placed = {s.kernel.results[0].name: s.result_view for s in stages if s.kernel.results}
     for st in stages:
         key = (st.kernel.name, tuple(sorted(st.kernel.graph)), st.result_view, st.residents)
-        pool = row_tree(st.kernel, placed[st.residents[0]], arch, mode, file) \
-            if key not in memo and len(st.residents) == 1 else None
-        if pool is not None:  # a global pool down the rows where its map lies
+        pools = [p for by in ("tree", "search")
+                 if (p := row_tree(st.kernel, placed[st.residents[0]], arch, mode, file, by))
+                 is not None] if key not in memo and len(st.residents) == 1 else []
+        if pools:  # a global pool down the rows where its map lies, the cheaper way
+            pool = min(pools, key=lambda p: (program_cost(p, objective), p.crossbars))
             cost = (program_cost(pool, objective), pool.crossbars)
             memo[key] = ((cost, pool, st.kernel, None), [cost])
         if key not in memo:
@@ -181,8 +183,9 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             if found[i][1].crossbars > limit:
                 found[i] = _best_split(st.kernel, file, dataclasses.replace(
                     arch, max_crossbars=limit), mode, dtype, objective, st.result_view)
-    built, chunks = [], {}
+    built, chunks, searched = [], {}, []
     for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
+        searched += [int(v) for m, v in prog.meta if m == "searched"]
         if low is not None and low.host_values:  # a stage's own row-index column
             prog, values = _own_names(prog, low.host_values, f"_{i}")
             imported.constants.update(values)
@@ -192,11 +195,13 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
                 raise PimError(f"{file}: {k.node(n).loc.label or k.node(n).op} is "
                                "computed in two stages split differently")
         built.append(StageProgram(prog, st.residents, _reader(st.kernel, st.residents)))
-    imported.kernel = with_chunks(ran, chunks)
+    imported.kernel = with_chunks(with_chunks(ran, chunks), dict.fromkeys(searched, 1),
+                                  "searched")
     meta = (("model", file), ("mode", mode), ("dtype", dtype), ("objective", objective),
             ("stages", str(len(stages))),
             *([("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items())))]
-              if chunks else []))
+              if chunks else []),
+            *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []))
     return link(built, arch, file, meta), imported
 
 
@@ -283,12 +288,13 @@ def _reader(kernel: Kernel, residents: tuple[str, ...]) -> str:
     return ""
 
 
-def with_chunks(kernel: Kernel, chunks: dict[int, object]) -> Kernel:
-    """The kernel with the recorded split of each node's inner axis."""
+def with_chunks(kernel: Kernel, chunks: dict[int, object], attr: str = "chunks") -> Kernel:
+    """The kernel with the recorded split of each node's inner axis (or another recorded
+    choice, `attr`: "searched", a maximum found by SEARCH)."""
     k = kernel.copy()
     for n, c in chunks.items():
         node = k.node(n)
-        attrs = {**dict(node.attrs), "chunks": c}
+        attrs = {**dict(node.attrs), attr: c}
         k.graph.nodes[n]["node"] = dataclasses.replace(node, attrs=tuple(sorted(attrs.items())))
     return k
 

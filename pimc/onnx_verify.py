@@ -88,6 +88,8 @@ def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str
         kernel = dce(with_chunks(imported.kernel, chunks))  # type: ignore[arg-type]
     else:
         kernel = dce(split_matmuls(imported.kernel, int(meta.get("chunks", "1"))))
+    searched = [int(n) for n in meta.get("node-searched", "").split()]  # maxima by SEARCH
+    kernel = with_chunks(kernel, dict.fromkeys(searched, 1), "searched")
     want, checkable = evaluate(kernel, inputs, meta.get("mode", "ieee"))
     params = {p.name: parse_dtype(p.dtype) for p in kernel.params}
     onnx_inputs = {i.name: dequantize(inputs[i.name], params[i.name]).astype(np.float32)

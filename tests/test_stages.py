@@ -594,3 +594,61 @@ def test_hops_in_loops_are_counted_as_executed():
     for key in ("ops", "cycles", "cycles_by_kind", "latency_ns"):
         assert a[key] == pytest.approx(c[key]), key
     assert a["endurance"] == c["endurance"]  # every hop's writes, per cell
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16", "f16", "q8.8"])
+def test_a_global_max_pool_is_found_by_search_when_that_is_faster(dtype, tmp_path, capsys):
+    """FloatPIM's max pooling: a SEARCH for the largest of each plane (by the words'
+    order keys), a tree of ORs carrying it to the plane's first row. It is picked when
+    its counted latency is lower, the NOR tree when energy is the objective (a search
+    charges every searched row and column); both run bit-exact. The search ranks by
+    IEEE totalOrder, which the reference follows: +0 over -0, a negative NaN below
+    everything, a positive NaN above."""
+    from pimc.isa.dtypes import parse_dtype, quantize
+    from pimc.isa.uop import Search, SearchKind
+
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("GlobalMaxPool", ["t"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["y"])], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "pool.onnx"
+    onnx.save(model, str(path))
+    x = np.random.default_rng(5).normal(size=(1, 48, 5, 5)).astype(np.float32)
+    x[0, 0], x[0, 1] = 0.0, -1.0  # -x: -0 everywhere; +1 everywhere
+    x[0, 2], x[0, 2, 1, 1] = 0.0, -0.0  # one +0 among -0s
+    x[0, 3, 2, 2], x[0, 4, 3, 3], x[0, 5] = np.nan, -np.nan, np.inf  # -NaN; +NaN; all -inf
+    x = x if dtype[0] != "q" else np.nan_to_num(x, posinf=0, neginf=0)
+    dt = parse_dtype(dtype)
+    host = quantize(x, dt) if dtype[0] == "q" else dt.from_bits(dt.to_bits(x))
+    searches = {}
+    for objective in ("latency", "energy"):
+        prog, _ = compile_model(model, str(path), dtype=dtype, objective=objective)
+        assert prog is not None
+        searches[objective] = [o for o in prog.ops if isinstance(o, Search)
+                               and o.kind is SearchKind.MAX]
+        outputs, _ = run_program(prog, {"x": host})
+        by_search = objective == "latency" and dtype[0] != "q"
+        # onnx's maximum propagates the -NaN that totalOrder ranks lowest (channel 3)
+        assert verify_model(prog, {"x": host}, outputs, "pool") == by_search
+        assert "48 of 48 elements bit-exact" in capsys.readouterr().out
+        if by_search:
+            bits = outputs["y"].view(np.uint16 if dt.bits == 16 else np.uint32)[0]
+            top = 1 << (dt.bits - 1)
+            assert bits[0] == top and bits[2] == 0  # -0 alone; +0 over -0
+            assert np.isnan(outputs["y"][0, 4]) and not np.isnan(outputs["y"][0, 3])
+            assert np.isneginf(outputs["y"][0, 5]) and outputs["y"][0, 1] == 1
+    from pimc.compile import program_cost
+    from pimc.lower.rowtree import row_tree
+
+    imported = import_model(model, "pool.onnx", dtype=dtype)
+    stages = split_stages(run_passes(imported.kernel, "", "ieee", skip=("typecheck",)), 1024)
+    both = {by: row_tree(stages[-1].kernel, stages[-2].result_view, prog.arch, "ieee",
+                         "pool.onnx", by) for by in ("tree", "search")}
+    for objective, found in searches.items():
+        cost = {by: program_cost(p, objective) for by, p in both.items()}  # type: ignore[arg-type]
+        picked = len(found) == 1024 // 25  # a search per plane slot of a crossbar
+        assert picked == (cost["search"] < cost["tree"]) and (picked or found == [])
+    assert dtype[0] == "q" or searches["latency"]  # floats: faster by search
+    assert searches["energy"] == []

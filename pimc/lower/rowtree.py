@@ -5,6 +5,8 @@ once. Gathering the positions into the lanes of a row instead moves every elemen
 its own (the rows of a lane are a plane apart), ~100,000 TRANSFERs for ResNet-50's
 2048 x 7 x 7 map. The result stays in the first row of each plane, where the next
 stage's gather reads it (FloatPIM's reductions run down the rows of a block the same way).
+A maximum can instead be found by SEARCH, FloatPIM's max pooling (`by="search"`); the
+compiler counts both and keeps the cheaper.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
-from pimc.isa.dtypes import parse_dtype
-from pimc.isa.uop import Program, Span, TensorIO, ViewOp, apply_view, view_shape
+from pimc.isa.dtypes import Kind, parse_dtype
+from pimc.isa.uop import Program, Routine, SearchKind, Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.lower.arith import REGISTRY, arith_routine
 from pimc.lower.moves import shift_hops
 from pimc.lower.views import View, element_ids, element_slots, simplify
@@ -26,13 +28,19 @@ from pimc.lower.words import routines_called
 from pimc.passes.lower import reduction_identity, tree_levels
 
 
-def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str) -> Program | None:
+def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
+             by: str = "tree") -> Program | None:
     """The program of a stage that only reduces a resident over its trailing axes (a
     global pool, then perhaps its mean's division), when `placed` (the resident's
     placement, its producer's result view) keeps each reduced run in one crossbar, runs
-    at a fixed pitch (see _runs); None otherwise (the stage is lowered as usual)."""
+    at a fixed pitch (see _runs); None otherwise (the stage is lowered as usual).
+
+    `by`: "tree", the reference's pairwise tree of the op; or, for a maximum, "search":
+    FloatPIM's max pooling, a SEARCH for the largest in each plane (see _search_max),
+    then a tree of ORs carries it to the plane's first row. The search picks by IEEE
+    totalOrder (+0 over -0, a NaN by its sign), which the reference then follows."""
     found = _pattern(kernel)
-    if found is None:
+    if found is None or (by == "search" and kernel.node(found[3]).op != "reduce_max"):
         return None
     name, shape, length, n, after = found
     node = kernel.node(n)
@@ -41,31 +49,41 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str) -> 
         return None
     pitch, count, own = runs
     dt = str(node.dtype)
-    bits = parse_dtype(dt).bits
-    op = "max" if node.op == "reduce_max" else "add"
-    acc = arith_routine(op, (dt, dt), dt, mode, arch, inplace=True)
-    scratch = arch.cols - acc.starts()["t"][1]
-    if 2 * bits > scratch:
+    d = parse_dtype(dt)
+    bits = d.bits
+    raw = f"u{bits}"  # the search variant works on the raw bits
+    if by == "search":
+        acc = arith_routine("or", (raw, raw), raw, mode, arch, inplace=True)
+        keyed = "float_key" if d.kind is Kind.FLOAT else "signed_key" if d.signed else None
+        key = [arith_routine(keyed, (raw,), raw, mode, arch)] if keyed else []
+        identity = 0
+    else:
+        op = "max" if node.op == "reduce_max" else "add"
+        acc, key = arith_routine(op, (dt, dt), dt, mode, arch, inplace=True), []
+        identity = reduction_identity(node.op, d)
+    tail = [arith_routine(op, (dt, dt), dt, mode, arch, inplace=True) for op, _ in after]
+    mask = 2 * bits  # the search variant's column of the planes' largest
+    if any(mask + (by == "search") > arch.cols - r.starts()["t"][1]
+           for r in (acc, *key, *tail)):
         return None
     crossbars = math.prod(view_shape(shape, own)) // arch.rows
-    identity = reduction_identity(node.op, parse_dtype(dt))
     b = ProgramBuilder(crossbars, arch=arch, source=file)
     b.inputs.append(TensorIO(name, dt, shape, Span(0, crossbars), Span(0, arch.rows), 0,
                              view=own))
     word, partner = range(bits), range(bits, 2 * bits)
     b.source_note = f"{node.loc} {node.loc.label or node.op}"
+    if by == "search":
+        b.meta = (("searched", str(n)),)
+        _search_max(b, word, partner, mask, key, Span(0, length), pitch, count)
     b.init(partner, identity)
     for size, m in tree_levels(length):  # position j takes j + m; j in [size - m, m) none
         shift_hops(b, list(word), list(partner), -m, list(partner), rows=Span(0, arch.rows - m))
         for j in range(size - m, m):
             b.init(partner, identity, rows=Span(j, count * pitch, pitch))
-        b.call(acc.name, a=0, b=bits, t=scratch)
-    tail = [arith_routine(op, (dt, dt), dt, mode, arch, inplace=True) for op, _ in after]
-    if any(2 * bits > arch.cols - r.starts()["t"][1] for r in tail):
-        return None
+        b.call(acc.name, a=0, b=bits, t=arch.cols - acc.starts()["t"][1])
     firsts = Span(0, count * pitch, pitch)  # the planes' first rows: the results
-    for r, (_, raw) in zip(tail, after, strict=True):  # e.g. a mean's division
-        b.init(partner, raw, rows=firsts)
+    for r, (_, value) in zip(tail, after, strict=True):  # e.g. a mean's division
+        b.init(partner, value, rows=firsts)
         b.call(r.name, a=0, b=bits, t=arch.cols - r.starts()["t"][1], rows=firsts)
     result = kernel.results[0]
     view = (ViewOp("reshape", (*result.shape, 1)), ViewOp("pad", (*result.shape, length)),
@@ -73,8 +91,29 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str) -> 
     b.outputs.append(TensorIO(result.name, dt, tuple(result.shape), Span(0, crossbars),
                               Span(0, arch.rows), 0, view=view))
     b.source_note = ""
-    b.routines += routines_called([acc, *tail], REGISTRY)
+    b.routines += routines_called([acc, *key, *tail], REGISTRY)
     return b.build()
+
+
+def _search_max(b: ProgramBuilder, word: range, keys: range, mask: int, key: list[Routine],
+                plane: Span, pitch: int, count: int) -> None:
+    """Leave each plane's largest word where it is and zero the others: the words'
+    order keys (their raw bits, for unsigned integers), one SEARCH max per plane slot of
+    a crossbar (every crossbar at once; a search spans its crossbar's selected rows, so
+    the slots go one after another), each marking its winners in the mask column
+    through the tag; then one SEARCH for the unmarked rows, whose words an INIT zeroes.
+    Ties are equal words, so the OR tree after gives the largest."""
+    cols = list(word)
+    if key:
+        b.call(key[0].name, a=word[0], out=keys[0], t=b.arch.cols - key[0].starts()["t"][1])
+        cols = list(keys)
+    b.init(mask, 0)
+    for j in range(count):
+        rows = Span(j * pitch + plane.start, j * pitch + plane.stop)
+        b.search(cols, kind=SearchKind.MAX, rows=rows)
+        b.init(mask, 1, pred=True)
+    b.search([mask], 0)
+    b.init(word, 0, pred=True)
 
 
 def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[tuple[str, int]]] | None:

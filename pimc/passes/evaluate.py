@@ -150,6 +150,12 @@ def _reduce(node, dt, args, mode, max_rows):  # type: ignore[no-untyped-def]
     outer, length, inner = reduction_axes(shape, node.attr("axis"))
     special = (lambda v: _special(FORMATS[dt.name], v)) if dt.kind is Kind.FLOAT else (
         lambda v: np.zeros(np.shape(v), dtype=bool))
+    if node.attr("searched"):  # lower.rowtree's SEARCH: the largest by its order key
+        x = x.reshape(outer, length, inner)
+        pick = _order_key(x, dt).argmax(axis=1)[:, None]
+        out_shape = shape[: len(shape) - 1] if inner == 1 else shape[1:]
+        return (np.take_along_axis(x, pick, 1).reshape(out_shape),
+                special(x).any(axis=1).reshape(out_shape))
     chunks = int(node.attr("chunks", 1))
     if chunks > 1:  # lowering.tensors: each chunk's tree, then a tree over the chunks
         per = -(-length // chunks)
@@ -211,6 +217,15 @@ def _reduce_mask(node, ok, shape):  # type: ignore[no-untyped-def]
         ok = ok.reshape(outer, length, inner).all(axis=1)
         return ok.reshape(shape[: len(shape) - 1] if inner == 1 else shape[1:])
     return np.asarray(ok.all())
+
+
+def _order_key(x, dt):  # type: ignore[no-untyped-def]
+    """The unsigned key a SEARCH max ranks raw bits by: a float's IEEE totalOrder (the
+    lowering's float_key), a signed integer's sign flipped."""
+    top = np.uint64(1 << (dt.bits - 1))
+    if dt.kind is Kind.FLOAT:
+        return np.where(x & top, ~x & np.uint64((1 << dt.bits) - 1), x | top)
+    return x ^ top if dt.signed else x
 
 
 def _tree(x, length, identity, op, node, dt, mode, special):  # type: ignore[no-untyped-def]

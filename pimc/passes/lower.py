@@ -284,7 +284,14 @@ def lower_node(net: Netlist, node: Node, ops: list[Word], in_dtypes: list[str | 
                  "gt": lambda: [f.less_than(ops[1], ops[0], s)],
                  "ge": lambda: [f.less_equal(ops[1], ops[0], s)],
                  "eq": lambda: [f.equal(*ops)], "ne": lambda: [f.not_(f.equal(*ops))],
-                 "and": lambda: [f.and_(a, b) for a, b in zip(*ops, strict=True)]}
+                 "and": lambda: [f.and_(a, b) for a, b in zip(*ops, strict=True)],
+                 "or": lambda: [f.or_(a, b) for a, b in zip(*ops, strict=True)],
+                 # raw bits -> an unsigned key in the values' order (lower.rowtree's SEARCH):
+                 # a float's IEEE totalOrder (negatives' bits inverted, the sign flipped),
+                 # a two's complement integer's (the sign flipped)
+                 "float_key": lambda: [*(f.xor(a, ops[0][-1]) for a in ops[0][:-1]),
+                                       f.not_(ops[0][-1])],
+                 "signed_key": lambda: [*ops[0][:-1], f.not_(ops[0][-1])]}
     if op not in table:
         raise PimError(f"no lowering for {op} on {operand_dt.name} yet")
     return list(table[op]())
