@@ -83,18 +83,19 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
         held[(src.xbs.start + s // len(src.rows), src.rows.start + s % len(src.rows))] = v
     xbs = dst.xbs.stop + 1
     grid = np.full((xbs, dst.rows.stop, dst.lanes), -9)
-    home = np.full((xbs, dst.rows.stop), -9)  # the chunks' copies of the producer's word
+    home = np.full((xbs, max(src.rows.stop, dst.rows.stop)), -9)  # the chunks' map copies
     p = plan(src, dst)
     for m in (*p.spread, *p.moves, *p.fills, *p.copies):  # nothing lands in a neighbour
         assert dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop, m
     if p.home_zero is not None:
-        home[p.home_zero.as_slice(), dst.rows.as_slice()] = 0
+        home[p.home_zero[0].as_slice(), p.home_zero[1].as_slice()] = 0
     for m in p.spread:
         before = home.copy()
         for x in m.xbs.indices():
             for r in m.rows.indices():
                 home[x, r] = (before[x + m.dx, r - m.by] if m.local
                               else held.get((x + m.dx, r - m.by), -7))
+                assert home[x, r] != -9, "a copy reads a cell never written (strict runs fail)"
     for m in p.moves:
         for x in m.xbs.indices():
             for r in m.rows.indices():
@@ -157,10 +158,11 @@ def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copi
     _rebuilds(shape, src_view, dst_view, per, rows)
 
 
-def _rebuilds(shape, src_view, dst_view, lanes, rows):  # type: ignore[no-untyped-def]
+def _rebuilds(shape, src_view, dst_view, lanes, rows, src_rows=None):  # type: ignore[no-untyped-def]
     """The plan from src_view's placement to dst_view's, replayed, fills every slot as
     the host would have."""
-    got = _replay(_io("x", shape, src_view, 1, 0, rows), _io("x", shape, dst_view, lanes, 70, rows))
+    got = _replay(_io("x", shape, src_view, 1, 0, src_rows or rows),
+                  _io("x", shape, dst_view, lanes, 70, rows))
     ids = np.arange(1, int(np.prod(shape)) + 1).reshape(shape)
     assert np.array_equal(got, apply_view(ids, dst_view, low=PAD_LOWEST).reshape(got.shape))
 
@@ -230,13 +232,16 @@ def test_a_map_read_in_every_chunk_is_copied_as_whole_crossbar_blocks(copies):
     _rebuilds(shape, home, dst_view, 1, 16)
 
 
-@pytest.mark.parametrize(("chunks", "group"), [(8, 4), (9, 5), (17, 6)])
-def test_chunks_narrower_than_the_map_share_a_copy_a_group(chunks, group):
+@pytest.mark.parametrize(("chunks", "group", "src_rows"),
+                         [(8, 4, 16), (9, 5, 16), (17, 6, 16), (8, 4, 20)])
+def test_chunks_narrower_than_the_map_share_a_copy_a_group(chunks, group, src_rows):
     """A 4-channel 8 x 8 map (16 crossbars of 16 rows) windowed 3 x 3 into chunks of 4
     crossbars each: a copy of the map in every group of the fewest chunks (4 or more)
     whose copies all fit the stage (doubled, the last block cut at the stage's end), so
     that each lane is gathered from a copy at most a group away, not from one copy at
-    the start."""
+    the start. The producer may use more rows a crossbar than the stage (20: the map's
+    13 crossbars do not fill a group's 16, whose zeros must cover the producer's rows,
+    which the doubling copies)."""
     shape, rows = (1, 4, 8, 8), 16
     step = ViewOp("window", (2, ZERO, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1))
     lanes = 36
@@ -245,11 +250,12 @@ def test_chunks_narrower_than_the_map_share_a_copy_a_group(chunks, group):
                 ViewOp("pad", (64, chunks * per)), ViewOp("reshape", (64, chunks, per)),
                 ViewOp("transpose", (1, 0, 2)))
     src_view = (ViewOp("reshape", (4, 64)),)
-    p = plan(_io("x", shape, src_view, 1, 0, rows), _io("x", shape, dst_view, per, 70, rows))
+    p = plan(_io("x", shape, src_view, 1, 0, src_rows), _io("x", shape, dst_view, per, 70, rows))
     groups = -(-chunks // group)
     assert len(p.spread) == 1 + (groups - 1).bit_length()
     assert all(m.local and abs(m.dx) < 4 * group + 4 for m in p.moves)  # its group's copy
-    _rebuilds(shape, src_view, dst_view, per, rows)
+    assert p.home_zero is not None or src_rows == 16  # zeros first where a copy is short
+    _rebuilds(shape, src_view, dst_view, per, rows, src_rows)
 
 
 def _chain() -> onnx.ModelProto:
@@ -452,10 +458,12 @@ def test_only_a_windowed_network_input_gets_a_copy_stage():
 
 
 @pytest.mark.parametrize("pool", ["GlobalAveragePool", "GlobalMaxPool", "AveragePool",
+                                  "AveragePool padded", "MaxPool padded",
                                   "after a strided MaxPool"])
 def test_a_global_pool_runs_down_the_rows_where_its_map_lies(pool, tmp_path, capsys):
     """A global pool over a computed map of 2 crossbars (48 planes of 5 x 5; an
-    AveragePool as large as its map is one too; after a 3 x 3 / 2 MaxPool of 11 x 11
+    AveragePool as large as its map is one too, and so is a pool whose one window holds
+    the map and padding, as GoogLeNet's last; after a 3 x 3 / 2 MaxPool of 11 x 11
     the planes are padded to 6 x 6 amid the rows): a tree of row SHIFTs and in-place
     CALLs in every plane at once, the map copied in whole blocks, no element gathered
     alone; bit-exact against the reference in the hardware's order, and onnx's within
@@ -465,6 +473,8 @@ def test_a_global_pool_runs_down_the_rows_where_its_map_lies(pool, tmp_path, cap
     from pimc.lower.rowtree import row_tree
 
     attrs = {"kernel_shape": [5, 5]} if pool == "AveragePool" else {}
+    if pool.endswith("padded"):
+        pool, attrs = pool.split()[0], {"kernel_shape": [6, 7], "pads": [0, 1, 1, 1]}
     nodes = [helper.make_node("Neg", ["x"], ["t"])]
     side = 5
     if pool == "after a strided MaxPool":

@@ -44,7 +44,8 @@ class Plan:
     fills: tuple[Fill, ...]  # then the padding
     copies: tuple[Move, ...]  # then the repeated blocks, doubling
     spread: tuple[Move, ...] = ()  # first: the producer's word copied into every chunk
-    home_zero: Span | None = None  # before that: zeros where the first copy does not reach
+    home_zero: tuple[Span, Span] | None = None  # before that: zeros (crossbars, rows)
+    # where the first copy does not reach, in the rows the copies move
 
 
 def plan(src: TensorIO, dst: TensorIO) -> Plan:
@@ -214,7 +215,7 @@ def _in_chunks(groups: list[tuple[tuple[int, int], Span, Span]], f: Factored, ds
 
 
 def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray
-            ) -> tuple[list[Move], tuple[int, int, int] | None, Span | None]:
+            ) -> tuple[list[Move], tuple[int, int, int] | None, tuple[Span, Span] | None]:
     """The moves that copy the producer's word into dst's crossbars, so that each lane
     is gathered from a copy near it rather than from the producer, which may be tens of
     thousands of crossbars off (a TRANSFER costs its distance): when dst's lanes are
@@ -249,7 +250,7 @@ def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarr
         moves.append(Move((), -done * per_xb, 0, Span(at, min(at + count * per_xb, end)),
                           src.rows, local=True))
         done += count
-    zero = Span(first, first + per_xb) if chunks > 1 and span < per_xb else None
+    zero = (Span(first, first + per_xb), src.rows) if chunks > 1 and span < per_xb else None
     return moves, (lo, per_xb, first), zero
 
 
@@ -310,7 +311,7 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     if p.spread and home[-1] >= arch.cols:
         raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
     if p.home_zero is not None:
-        b.init(home, 0, xbs=p.home_zero, rows=dst.rows)
+        b.init(home, 0, xbs=p.home_zero[0], rows=p.home_zero[1])
     for m in p.spread:
         _move(b, m, home if m.local else src.columns(bits), home, staging, arch, dst.name)
     for m in p.moves:
