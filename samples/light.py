@@ -3,7 +3,8 @@ seeded random weights of a sensible scale in place of their constant 0.02 (every
 equal would hide a wrong index): convolution and Gemm weights N(0, 2 / fan-in) (He),
 biases N(0, 0.01^2), batch-norm scales near 1, shifts and means near 0, variances in
 [0.5, 1.5]. `load_light("light_resnet50", until="gpu_0/res2_0_branch2a_1")` cuts a
-model at a tensor, for tests and benchmarks of single layers and blocks at full size.
+model at a tensor (and `start=` at another), for tests and benchmarks of single layers
+and blocks at full size.
 """
 
 from __future__ import annotations
@@ -67,13 +68,15 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
     return onnx.shape_inference.infer_shapes(m)
 
 
-def load_light(name: str, seed: int = 0, until: str | None = None) -> onnx.ModelProto:
-    """A light model with random weights, cut after tensor `until` if given."""
+def load_light(name: str, seed: int = 0, until: str | None = None,
+               start: str | None = None) -> onnx.ModelProto:
+    """A light model with random weights, cut after tensor `until` if given, and before
+    tensor `start` (which becomes the input) if given."""
     model = with_random_weights(onnx.load(str(light_path(name))), seed)
-    if until is None:
+    if until is None and start is None:
         return model
     from onnx.utils import Extractor
 
-    inputs = [i.name for i in model.graph.input
-              if i.name not in {t.name for t in model.graph.initializer}]
-    return Extractor(model).extract_model(inputs, [until])
+    inputs = [start] if start else [i.name for i in model.graph.input
+                                    if i.name not in {t.name for t in model.graph.initializer}]
+    return Extractor(model).extract_model(inputs, [until or model.graph.output[0].name])

@@ -197,7 +197,9 @@ class WindowOps:
     def op_MaxPool(self, nd, attrs):  # type: ignore[no-untyped-def]
         if len(nd.output) > 1 and nd.output[1]:
             raise Unsupported("the Indices output (only the pooled values are computed)")
-        x, _, axes = self._spatial(nd, attrs, None, bool(attrs.get("ceil_mode", 0)))
+        x, shape, axes = self._spatial(nd, attrs, None, bool(attrs.get("ceil_mode", 0)))
+        if whole_map(shape[2:], axes):
+            return self._global(nd, "reduce_max")[0]
         win = self._window(x, axes, LOWEST)
         return self._reduce_window(win, len(axes), "reduce_max")
 
@@ -209,7 +211,8 @@ class WindowOps:
 
     def op_AveragePool(self, nd, attrs):  # type: ignore[no-untyped-def]
         x, shape, axes = self._spatial(nd, attrs, None, bool(attrs.get("ceil_mode", 0)))
-        total = self._reduce_window(self._window(x, axes, ZERO), len(axes), "sum")
+        total = self._global(nd, "sum")[0] if whole_map(shape[2:], axes) else \
+            self._reduce_window(self._window(x, axes, ZERO), len(axes), "sum")
         declared = spatial_axes(attrs, shape[2:], tuple(a[0] for a in axes))  # no ceil_mode
         include = bool(attrs.get("count_include_pad", 0))
         return self._divide(total, pool_counts(shape[2:], axes, declared if include else None))
@@ -268,6 +271,15 @@ class WindowOps:
 
     def op_ReduceSum(self, nd, attrs):  # type: ignore[no-untyped-def]
         return self._reduce(nd, attrs, "sum")
+
+
+def whole_map(sizes: tuple[int, ...], axes: Axes) -> bool:
+    """Whether the pool has one window and it holds the whole map (and padding, which
+    adds nothing to a sum or a maximum): a global pool (GoogLeNet's 7 x 7 average over
+    a 6 x 6 map padded by one at the end), reduced over the map alone, so that it runs
+    down the rows where the map lies (lower.rowtree) instead of gathering a window."""
+    return all(window_size(n, k, s, b, e, d) == 1 and d == 1 and b + n <= k
+               for n, (k, s, b, e, d) in zip(sizes, axes, strict=True))
 
 
 def pool_counts(sizes: tuple[int, ...], axes: Axes, declared: Axes | None) -> np.ndarray:
