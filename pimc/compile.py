@@ -166,10 +166,10 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
                                      st.result_view, tried), tried[0])
         found.append(memo[key][0])
         options.append(memo[key][1])
+    fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
     if sum(f[1].crossbars for f in found) > arch.max_crossbars:
         # the largest per-stage cap at which every stage's best split within it (or its
         # fewest crossbars, if more) fits
-        fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
         for cap in sorted({x for o in options for _, x in o}, reverse=True):
             if sum(min((o for o in opts if o[1] <= cap), default=least)[1]
                    for opts, least in zip(options, fewest, strict=True)) <= arch.max_crossbars:
@@ -201,7 +201,8 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             ("stages", str(len(stages))),
             *([("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items())))]
               if chunks else []),
-            *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []))
+            *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []),
+            ("fewest-crossbars", str(sum(c for _, c in fewest))))  # with the slowest splits
     return link(built, arch, file, meta), imported
 
 
