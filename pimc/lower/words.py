@@ -18,6 +18,7 @@ from pimc.lower.moves import shift_hops
 from pimc.passes.lower import tree_levels
 
 Value = int
+REUSE = 16  # steps over which a constant's word is shared (then written again)
 Rows = tuple[int, ...]  # (start, stop) or (start, stop, step)
 
 
@@ -47,7 +48,7 @@ class WordNet:
     annotation: str = ""
     rows: Rows | None = None  # steps built now act only in these rows ...
     xbs: tuple[int, int] | None = None  # ... and crossbars
-    _consts: dict[tuple[int, int], Value] = field(default_factory=dict)
+    _consts: dict[tuple[int, int], tuple[Value, int]] = field(default_factory=dict)  # (v, step)
 
     def new(self, bits: int) -> Value:
         v = len(self.width)
@@ -94,13 +95,15 @@ class WordNet:
                               count=count, stride=stride))
 
     def constant(self, raw: int, bits: int) -> Value:
-        """A word holding `raw` in every row (one INIT, shared by all its uses)."""
+        """A word holding `raw` in every row: one INIT, shared by the uses that follow
+        within REUSE steps, written again after that (an INIT is one cycle; a word
+        held across a long computation is columns the values in between lack)."""
         key = (raw, bits)
-        if key not in self._consts:
+        if key not in self._consts or len(self.steps) - self._consts[key][1] > REUSE:
             saved, self.rows, self.xbs = (self.rows, self.xbs), None, None
-            self._consts[key] = self.fill(raw, bits, None)
+            self._consts[key] = (self.fill(raw, bits, None), len(self.steps))
             self.rows, self.xbs = saved
-        return self._consts[key]
+        return self._consts[key][0]
 
     def fill(self, raw: int, bits: int, rows: Rows | None, xbs: tuple[int, int] | None = None,
              over: Value | None = None) -> Value:
@@ -211,10 +214,17 @@ def allocate_words(net: WordNet, outputs: list[tuple[Value, int]], first: int, l
 
 
 def _take(free: list[tuple[int, int]], width: int) -> int | None:
-    for i, (a, b) in enumerate(free):
+    """First fit from the bottom for words, from the top for flags (narrower than a
+    byte), so that freed flags do not split the holes words need."""
+    order = range(len(free)) if width >= 8 else range(len(free) - 1, -1, -1)
+    for i in order:
+        a, b = free[i]
         if b - a >= width:
-            free[i] = (a + width, b)
-            if a + width == b:
+            if width >= 8:
+                free[i] = (a + width, b)
+            else:
+                free[i], a = (a, b - width), b - width
+            if free[i][0] == free[i][1]:
                 del free[i]
             return a
     return None
