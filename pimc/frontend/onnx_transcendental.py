@@ -2,19 +2,23 @@
 nearest even), so that the micro-code and the order-matched reference agree bit for bit
 by construction; bfloat16 and float16 compute in float32 and round once at the end.
 
+Every float32 result is faithful (below 1 ulp): each is arranged so that one addition
+rounds last, the parts before it carried exactly or at a much smaller size.
+
 exp(x): k = round(x / ln 2) by adding and subtracting 1.5 * 2^23; r = x - k ln 2 in two
-steps (Cody and Waite: ln 2's high part has 16 significant bits, so k * LN2_HI is exact);
-exp(r) on [-ln2/2, ln2/2] by its Taylor polynomial of degree 7 (truncation below 0.05
-ulp), in Horner form; then the scaling by 2^k as two multiplications by powers of two
-built from integer bits (k split in halves, so each factor is a normal float and only
-the last product rounds: subnormal results and overflow to infinity come out right).
-x is first clamped to [-104, 89], beyond which the result is 0 or infinity anyway; NaN
-passes through. sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) below, e =
-exp(-|x|) (no cancellation on either side); tanh(x) = sign(x) (1 - 2 / (1 + exp(2|x|)))
-for |x| >= 0.5625 and an odd minimax polynomial below, where 1 - ... would cancel.
-log(x) = e ln 2 + log(m) with m in [sqrt(1/2), sqrt(2)): the exponent field (an AND of
-the bits) converted to float, the significand given exponent 0; log(m) through
-s = (m - 1) / (m + 1) and atanh's series; zero, negatives, infinity and NaN by selects.
+parts (Cody and Waite: ln 2's high part has 16 significant bits, so x - k * LN2_HI is
+exact); exp(r) = 1 + r_hi + (r^2 P(r) + r_lo) on [-ln2/2, ln2/2], P Taylor's to r^8, the
+1 + r_hi split exactly (Fast2Sum); then the scaling by 2^k as two multiplications by
+powers of two built from integer bits (k split in halves, so each factor is a normal
+float and only the last product rounds: subnormal results and overflow to infinity come
+out right). x is first clamped to [-104, 89], beyond which the result is 0 or infinity
+anyway; NaN passes through. sigmoid(x) = e / (1 + e) below 0 and 1 - e / (1 + e) from
+0, e = exp(-|x|); tanh(x) = sign(x) (1 - 2 / (1 + exp(2|x|))) for |x| >= 0.5625 and an
+odd polynomial below, where 1 - ... would cancel; both divide exp's two parts with the
+quotient's remainder carried. log(x) = e ln 2 + log(m) with m in [sqrt(1/2), sqrt(2)):
+the exponent field (an AND of the bits) converted to float, the significand given
+exponent 0; log(1 + f) = f - (f^2/2 - s (f^2/2 + z Q(z))), s = f / (2 + f), z = s^2 (f
+exact; fdlibm's arrangement); zero, negatives, infinity and NaN by selects.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ MAGIC_BITS = 0x4B400000
 LOG2E = float(np.float32(1.4426950408889634))
 LN2_HI = 0.693145751953125  # 0x3f317200
 LN2_LO = float(np.float32(1.4286068203094172e-06))
-EXP_TAYLOR = [1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1.0, 1.0]  # x^7 .. x^0
+# exp(r) = 1 + r + r^2 P(r): P's Taylor coefficients, highest first (to r^8: truncation
+# below 0.01 ulp on |r| <= ln2 / 2)
+EXP_P = [1 / 40320, 1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2]
 # tanh(x) = x + x^3 * q(x^2) on [0, 0.5625]: q's coefficients (highest first), a least-
 # squares fit of (tanh(x) - x) / x^3 on 2,000 Chebyshev nodes weighted for relative error,
 # rounded to float32 (0.78 ulp at most over the interval, evaluated in float32).
@@ -41,7 +47,8 @@ TANH_Q = [float(np.float32(c)) for c in (
 TANH_SMALL = 0.5625
 SQRT2 = float(np.float32(1.4142135))
 # log(1 + f) = 2 atanh(s) = 2s + s z Q(z), s = f / (2 + f), z = s^2 <= 0.0295: Q's Taylor
-# coefficients 2/3, 2/5, 2/7, 2/9, 2/11 (highest first; truncation below 0.02 ulp).
+# coefficients 2/3, 2/5, 2/7, 2/9, 2/11 (highest first; truncation below 0.02 ulp); 2s is
+# rewritten as f - f^2/2 + s f^2/2 (fdlibm's form) so that the exact f comes last.
 LOG_Q = [2 / 11, 2 / 9, 2 / 7, 2 / 5, 2 / 3]
 
 
@@ -82,47 +89,94 @@ class TranscendentalOps:
         return self._bitcast(self._i("mul", biased, 1 << 23), "f32")
 
     def exp32(self, x: int) -> int:
+        return self.exp_parts(x)[0]
+
+    def exp_parts(self, x: int, low: bool = False, x_lo: int | None = None
+                  ) -> tuple[int, int | None]:
+        """exp(x + x_lo) rounded once to float32, and with `low` the rest (exp = hi + lo
+        within 0.2 ulp of hi), from which sigmoid and tanh divide without a second
+        rounding. r = x - k ln2 is kept in two parts (the first exact), and 1 + r in
+        two (Fast2Sum), so that only the last addition rounds: 0.76 ulp at most."""
         x = self._f("min", self._f("max", x, -104.0), 89.0)
         kf, _ = self._round_int(self._f("mul", x, LOG2E))
-        r = self._f("sub", self._f("sub", x, self._f("mul", kf, LN2_HI)),
-                    self._f("mul", kf, LN2_LO))
-        p = self._c(EXP_TAYLOR[0])
-        for c in EXP_TAYLOR[1:]:
+        r_hi = self._f("sub", x, self._f("mul", kf, LN2_HI))  # exact
+        r_lo = self._f("mul", kf, -LN2_LO)
+        if x_lo is not None:  # the argument's own low part
+            r_lo = self._f("add", r_lo, x_lo)
+        r = self._f("add", r_hi, r_lo)
+        p = self._c(EXP_P[0])
+        for c in EXP_P[1:]:
             p = self._f("add", self._f("mul", p, r), c)
+        q = self._f("add", self._f("mul", self._f("mul", r, r), p), r_lo)  # r^2 P(r) + r_lo
+        one_r = self._f("add", r_hi, 1.0)
+        rest = self._f("add", self._f("add", self._f("sub", self._c(1.0), one_r), r_hi), q)
+        y = self._f("add", one_r, rest)
         half, k1 = self._round_int(self._f("mul", kf, 0.5))
         _, k2 = self._round_int(self._f("sub", kf, half))
-        return self._f("mul", self._f("mul", p, self._power_of_two(k1)), self._power_of_two(k2))
+        a, b = self._power_of_two(k1), self._power_of_two(k2)
+        lo = self._f("add", self._f("sub", one_r, y), rest) if low else None
+        return (self._f("mul", self._f("mul", y, a), b),
+                None if lo is None else self._f("mul", self._f("mul", lo, a), b))
+
+    def _one_plus(self, hi: int, lo: int, hi_larger: bool) -> tuple[int, int]:
+        """1 + hi + lo as s + t, s = 1 + hi rounded; t exact but for lo's addition
+        (Fast2Sum, which subtracts s from the larger of 1 and hi)."""
+        s = self._f("add", hi, 1.0)
+        big, small = (hi, self._c(1.0)) if hi_larger else (self._c(1.0), hi)
+        return s, self._f("add", self._f("add", self._f("sub", big, s), small), lo)
+
+    def _one_minus(self, d: int, c: int) -> int:
+        """1 - (d + c) rounded once: 1 - d = u + ulo exactly (d <= 1), then u + (ulo - c)."""
+        u = self._f("sub", self._c(1.0), d)
+        ulo = self._f("sub", self._f("sub", self._c(1.0), u), d)
+        return self._f("add", u, self._f("sub", ulo, c))
 
     def op_Exp(self, nd, attrs):  # type: ignore[no-untyped-def]
         x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
         return self._cast(self.exp32(x), dt)  # type: ignore[attr-defined]
 
     def op_Sigmoid(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """e / (1 + e) below 0 and 1 - e / (1 + e) from 0, e = exp(-|x|) in two parts:
+        the quotient y0 plus its remainder's share ((e - y0) is exact, y0 (s - 1) rounds
+        at the size of y0 e), so that the result rounds once: 0.81 ulp at most."""
         x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
-        e = self.exp32(self.unary("neg", self.unary("abs", x)))  # type: ignore[attr-defined]
-        one_plus = self._f("add", e, 1.0)
-        pos = self.binary("div", self._c(1.0), one_plus)  # type: ignore[attr-defined]
-        neg = self.binary("div", e, one_plus)  # type: ignore[attr-defined]
-        y = self._select(self._f("ge", x, 0.0), pos, neg)
+        e, e_lo = self.exp_parts(self.unary("neg", self.unary("abs", x)), low=True)  # type: ignore[attr-defined]
+        s, t = self._one_plus(e, e_lo, hi_larger=False)  # type: ignore[arg-type]
+        y0 = self.binary("div", e, s)  # type: ignore[attr-defined]
+        rem = self._f("sub", self._f("sub", e, y0), self._f("mul", y0, self._f("sub", s, 1.0)))
+        c = self.binary("div", self._f("add", rem, self._f(  # type: ignore[attr-defined]
+            "sub", e_lo, self._f("mul", y0, t))), s)  # e / (1 + e) = y0 + c
+        y = self._select(self._f("ge", x, 0.0), self._one_minus(y0, c), self._f("add", y0, c))
         return self._cast(y, dt)  # type: ignore[attr-defined]
 
     def op_Tanh(self, nd, attrs):  # type: ignore[no-untyped-def]
+        """1 - 2 / (1 + E), E = exp(2|x|) in two parts (|x| clamped at 10, where tanh
+        rounds to 1), rounded once; below 0.5625 an odd polynomial. 0.78 ulp at most."""
         x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
-        a = self.unary("abs", x)  # type: ignore[attr-defined]
-        e = self.exp32(self._f("add", a, a))
-        big = self._f("sub", self._c(1.0), self.binary(  # type: ignore[attr-defined]
-            "div", self._c(2.0), self._f("add", e, 1.0)))
+        a = self._f("min", self.unary("abs", x), 10.0)  # type: ignore[attr-defined]
+        e, e_lo = self.exp_parts(self._f("add", a, a), low=True)
+        s, t = self._one_plus(e, e_lo, hi_larger=True)  # type: ignore[arg-type]
+        d0 = self.binary("div", self._c(2.0), s)  # type: ignore[attr-defined]
+        c = self.binary("div", self.unary("neg", self._f("mul", d0, t)), s)  # type: ignore[attr-defined]
+        big = self._one_minus(d0, c)
         big = self._select(self._f("lt", x, 0.0), self.unary("neg", big), big)  # type: ignore[attr-defined]
-        s = self._f("mul", x, x)
+        s2 = self._f("mul", x, x)
         q = self._c(TANH_Q[0])
-        for c in TANH_Q[1:]:
-            q = self._f("add", self._f("mul", q, s), c)
-        small = self._f("add", x, self._f("mul", self._f("mul", x, s), q))  # keeps -0's sign
+        for k in TANH_Q[1:]:
+            q = self._f("add", self._f("mul", q, s2), k)
+        small = self._f("add", x, self._f("mul", self._f("mul", x, s2), q))  # keeps -0's sign
         y = self._select(self._f("lt", a, TANH_SMALL), small, big)
         y = self._select(self._f("eq", x, 0.0), x, y)  # tanh(-0) = -0
         return self._cast(y, dt)  # type: ignore[attr-defined]
 
     def log32(self, x: int) -> int:
+        return self.log_parts(x)[0]
+
+    def log_parts(self, x: int, low: bool = False) -> tuple[int, int | None]:
+        """log(x) rounded once (0.80 ulp at most), and with `low` its rest: log(x) =
+        hi + lo to about 2^-10 ulp of hi (the exact f, the exact e * LN2_HI and the
+        small rest summed by Fast2Sum), for a power's exp(beta log(x)), whose error is
+        the log's absolute error."""
         tiny = self._f("lt", x, 2.0 ** -126)  # subnormals: scaled up by 2^23 first
         x = self._select(tiny, self._f("mul", x, 2.0 ** 23), x)
         bits = self._bitcast(x, "i32")
@@ -134,19 +188,58 @@ class TranscendentalOps:
         big = self._f("gt", m, SQRT2)  # m in [sqrt(1/2), sqrt(2)): |log m| < ln2 / 2
         m = self._select(big, self._f("mul", m, 0.5), m)
         ef = self._f("add", ef, self._select(big, self._c(1.0), self._c(0.0)))
-        f = self._f("sub", m, 1.0)
+        f = self._f("sub", m, 1.0)  # exact
         s = self.binary("div", f, self._f("add", f, 2.0))  # type: ignore[attr-defined]
         z = self._f("mul", s, s)
         q = self._c(LOG_Q[0])
         for c in LOG_Q[1:]:
             q = self._f("add", self._f("mul", q, z), c)
-        log1p = self._f("add", self._f("add", s, s), self._f("mul", self._f("mul", s, z), q))
-        y = self._f("add", self._f("mul", ef, LN2_HI),
-                    self._f("add", log1p, self._f("mul", ef, LN2_LO)))
+        # log(1 + f) = f - (f^2/2 - s (f^2/2 + z Q)): f exact, the rest small (fdlibm's form)
+        hfsq = self._f("mul", self._f("mul", f, f), 0.5)
+        small = self._f("add", self._f("mul", s, self._f("add", hfsq, self._f("mul", z, q))),
+                        self._f("mul", ef, LN2_LO))
+        whole = self._f("mul", ef, LN2_HI)  # exact
+        lo = None
+        if low:  # f + (small - f^2/2), then whole + that, each split by Fast2Sum
+            c = self._f("sub", small, hfsq)
+            b_hi = self._f("add", f, c)
+            b_lo = self._f("add", self._f("sub", f, b_hi), c)
+            y = self._f("add", whole, b_hi)
+            lo = self._f("add", self._f("add", self._f("sub", whole, y), b_hi), b_lo)
+        else:
+            y = self._f("sub", whole, self._f("sub", self._f("sub", hfsq, small), f))
         y = self._select(self._f("eq", x, float("inf")), x, y)
         y = self._select(self._f("eq", x, 0.0), self._c(float("-inf")), y)
         y = self._select(self._f("lt", x, 0.0), self._c(float("nan")), y)
-        return self._select(self._f("ne", x, x), x, y)  # NaN in, NaN out
+        y = self._select(self._f("ne", x, x), x, y)  # NaN in, NaN out
+        if lo is not None:  # no rest beside an infinite or NaN log
+            lo = self._select(self._f("lt", self.unary("abs", y), 1e30), lo, self._c(0.0))  # type: ignore[attr-defined]
+        return y, lo
+
+    def _split(self, a: int) -> tuple[int, int]:
+        """Veltkamp's split of a float32 into two halves of 12 significant bits, whose
+        products are exact (|a| < 2^115)."""
+        c = self._f("mul", a, 4097.0)
+        h = self._f("sub", c, self._f("sub", c, a))
+        return h, self._f("sub", a, h)
+
+    def _two_prod(self, a: int, b: int | float) -> tuple[int, int]:
+        """a * b rounded, and its rounding error exactly (Dekker's product; a constant b
+        split on the host)."""
+        p = self._f("mul", a, b)
+        ah, al = self._split(a)
+        if isinstance(b, float):
+            b32 = np.float32(b)
+            c = np.float32(4097) * b32
+            bh = c - (c - b32)
+            bh_, bl_ = float(bh), float(b32 - bh)
+            bh, bl = self._c(bh_), self._c(bl_)
+        else:
+            bh, bl = self._split(b)
+        err = self._f("add", self._f("add", self._f("add", self._f(
+            "sub", self._f("mul", ah, bh), p), self._f("mul", ah, bl)), self._f("mul", al, bh)),
+            self._f("mul", al, bl))
+        return p, err
 
     def op_Log(self, nd, attrs):  # type: ignore[no-untyped-def]
         x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
@@ -209,8 +302,25 @@ class TranscendentalOps:
         lanes = self.transpose(win, (0, 1, *range(3, r + 1), 2))  # type: ignore[attr-defined]
         total = self.node("sum", "f32", shape, (lanes,), axis=r)  # type: ignore[attr-defined]
         base = self._f("add", self._f("mul", total, float(np.float32(alpha / size))), bias)
-        power = self.exp32(self._f("mul", self.log32(base), beta))
-        return self._cast(self.binary("div", x, power), dt)  # type: ignore[attr-defined]
+        return self._cast(self._over_power(x, base, beta), dt)  # type: ignore[attr-defined]
+
+    def _over_power(self, x: int, base: int, beta: float) -> int:
+        """x / base^beta, faithful for the float32 base: the power exp(beta log(base))
+        from log's two parts, their product with beta split exactly (Dekker), into exp
+        with the low part; the quotient's remainder exact (x - y0 p by Sterbenz, y0 p's
+        error by Dekker), so that one addition rounds last."""
+        l_hi, l_lo = self.log_parts(base, low=True)
+        u_hi, u_err = self._two_prod(l_hi, beta)
+        u_lo = self._f("add", u_err, self._f("mul", l_lo, beta))  # type: ignore[arg-type]
+        p_hi, p_lo = self.exp_parts(u_hi, low=True, x_lo=u_lo)
+        y0 = self.binary("div", x, p_hi)  # type: ignore[attr-defined]
+        prod, err = self._two_prod(y0, p_hi)
+        rem = self._f("sub", self._f("sub", x, prod), err)
+        y = self._f("add", y0, self.binary("div", self._f(  # type: ignore[attr-defined]
+            "sub", rem, self._f("mul", y0, p_lo)), p_hi))  # type: ignore[arg-type]
+        # the split's range: y0 zero (x zero, the power infinite) or huge keeps y0
+        ok = self._f("lt", self.unary("abs", y0), 2.0 ** 100)  # type: ignore[attr-defined]
+        return self._select(self._f("eq", y0, 0.0), y0, self._select(ok, y, y0))
 
     def _select(self, c: int, a: int, b: int) -> int:
         shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, a, b)))  # type: ignore[attr-defined]
