@@ -135,6 +135,16 @@ class ShardWorker:
 
 
 def memory_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM, of this program's own
+    address space: ru_maxrss also counts the parent's peak before the exec that
+    started it (a run launched by a large process reported that process's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
