@@ -458,7 +458,8 @@ def test_only_a_windowed_network_input_gets_a_copy_stage():
 
 
 @pytest.mark.parametrize("pool", ["GlobalAveragePool", "GlobalMaxPool", "AveragePool",
-                                  "AveragePool padded", "MaxPool padded",
+                                  "AveragePool padded", "AveragePool padded counted",
+                                  "MaxPool padded",
                                   "after a strided MaxPool"])
 def test_a_global_pool_runs_down_the_rows_where_its_map_lies(pool, tmp_path, capsys):
     """A global pool over a computed map of 2 crossbars (48 planes of 5 x 5; an
@@ -473,8 +474,10 @@ def test_a_global_pool_runs_down_the_rows_where_its_map_lies(pool, tmp_path, cap
     from pimc.lower.rowtree import row_tree
 
     attrs = {"kernel_shape": [5, 5]} if pool == "AveragePool" else {}
-    if pool.endswith("padded"):
-        pool, attrs = pool.split()[0], {"kernel_shape": [6, 7], "pads": [0, 1, 1, 1]}
+    if "padded" in pool:  # counted: the average divides by the window with its padding
+        attrs = {"kernel_shape": [6, 7], "pads": [0, 1, 1, 1],
+                 **({"count_include_pad": 1} if pool.endswith("counted") else {})}
+        pool = pool.split()[0]
     nodes = [helper.make_node("Neg", ["x"], ["t"])]
     side = 5
     if pool == "after a strided MaxPool":
