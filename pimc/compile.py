@@ -157,8 +157,8 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
                  if (p := row_tree(st.kernel, placed[st.residents[0]], arch, mode, file, by))
                  is not None] if key not in memo and len(st.residents) == 1 else []
         if pools:  # a global pool down the rows where its map lies, the cheaper way
-            pool = min(pools, key=lambda p: (program_cost(p, objective), p.crossbars))
-            cost = (program_cost(pool, objective), pool.crossbars)
+            cost, pool = min((((program_cost(p, objective), p.crossbars), p) for p in pools),
+                             key=lambda c: c[0])
             memo[key] = ((cost, pool, st.kernel, None), [cost])
         if key not in memo:
             tried: list[list[tuple[float, int]]] = []

@@ -108,8 +108,8 @@ class TranscendentalOps:
         for c in EXP_P[1:]:
             p = self._f("add", self._f("mul", p, r), c)
         q = self._f("add", self._f("mul", self._f("mul", r, r), p), r_lo)  # r^2 P(r) + r_lo
-        one_r = self._f("add", r_hi, 1.0)
-        rest = self._f("add", self._f("add", self._f("sub", self._c(1.0), one_r), r_hi), q)
+        one_r, err = self._fast2sum(self._c(1.0), r_hi)
+        rest = self._f("add", err, q)
         y = self._f("add", one_r, rest)
         half, k1 = self._round_int(self._f("mul", kf, 0.5))
         _, k2 = self._round_int(self._f("sub", kf, half))
@@ -118,17 +118,20 @@ class TranscendentalOps:
         return (self._f("mul", self._f("mul", y, a), b),
                 None if lo is None else self._f("mul", self._f("mul", lo, a), b))
 
+    def _fast2sum(self, big: int, small: int, op: str = "add") -> tuple[int, int]:
+        """big op small rounded, and its rounding error exactly (Fast2Sum: |big| >=
+        |small|; op add or sub)."""
+        s = self._f(op, big, small)
+        return s, self._f(op, self._f("sub", big, s), small)
+
     def _one_plus(self, hi: int, lo: int, hi_larger: bool) -> tuple[int, int]:
-        """1 + hi + lo as s + t, s = 1 + hi rounded; t exact but for lo's addition
-        (Fast2Sum, which subtracts s from the larger of 1 and hi)."""
-        s = self._f("add", hi, 1.0)
-        big, small = (hi, self._c(1.0)) if hi_larger else (self._c(1.0), hi)
-        return s, self._f("add", self._f("add", self._f("sub", big, s), small), lo)
+        """1 + hi + lo as s + t, s = 1 + hi rounded; t exact but for lo's addition."""
+        s, err = self._fast2sum(*((hi, self._c(1.0)) if hi_larger else (self._c(1.0), hi)))
+        return s, self._f("add", err, lo)
 
     def _one_minus(self, d: int, c: int) -> int:
         """1 - (d + c) rounded once: 1 - d = u + ulo exactly (d <= 1), then u + (ulo - c)."""
-        u = self._f("sub", self._c(1.0), d)
-        ulo = self._f("sub", self._f("sub", self._c(1.0), u), d)
+        u, ulo = self._fast2sum(self._c(1.0), d, "sub")
         return self._f("add", u, self._f("sub", ulo, c))
 
     def op_Exp(self, nd, attrs):  # type: ignore[no-untyped-def]
@@ -201,11 +204,9 @@ class TranscendentalOps:
         whole = self._f("mul", ef, LN2_HI)  # exact
         lo = None
         if low:  # f + (small - f^2/2), then whole + that, each split by Fast2Sum
-            c = self._f("sub", small, hfsq)
-            b_hi = self._f("add", f, c)
-            b_lo = self._f("add", self._f("sub", f, b_hi), c)
-            y = self._f("add", whole, b_hi)
-            lo = self._f("add", self._f("add", self._f("sub", whole, y), b_hi), b_lo)
+            b_hi, b_lo = self._fast2sum(f, self._f("sub", small, hfsq))
+            y, err = self._fast2sum(whole, b_hi)
+            lo = self._f("add", err, b_lo)
         else:
             y = self._f("sub", whole, self._f("sub", self._f("sub", hfsq, small), f))
         y = self._select(self._f("eq", x, float("inf")), x, y)
@@ -228,12 +229,11 @@ class TranscendentalOps:
         split on the host)."""
         p = self._f("mul", a, b)
         ah, al = self._split(a)
-        if isinstance(b, float):
+        if isinstance(b, float):  # Veltkamp's split, as _split does it
             b32 = np.float32(b)
             c = np.float32(4097) * b32
-            bh = c - (c - b32)
-            bh_, bl_ = float(bh), float(b32 - bh)
-            bh, bl = self._c(bh_), self._c(bl_)
+            high = c - (c - b32)
+            bh, bl = self._c(float(high)), self._c(float(b32 - high))
         else:
             bh, bl = self._split(b)
         err = self._f("add", self._f("add", self._f("add", self._f(
