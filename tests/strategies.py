@@ -72,12 +72,13 @@ def ops(draw: st.DrawFn, arch: Arch = SMALL, crossbars: int = CROSSBARS) -> Op:
         dst_x = draw(st.integers(src_x + 1, crossbars - 1))
         common.update(xbs=Span.one(src_x))
         if kind == "transfer" and crossbars >= 4:  # room for several crossbars each way
-            length, step = draw(st.integers(1, crossbars // 4 + 1)), draw(st.integers(1, 2))
-            far = (length - 1) * step + 1
+            length = draw(st.integers(1, crossbars // 4 + 1))
+            step, dstep = draw(st.integers(1, 2)), draw(st.integers(1, 2))  # steps may differ
+            far, dfar = (length - 1) * step + 1, (length - 1) * dstep + 1
             src_x = draw(st.integers(0, crossbars - far))
-            dst_x = draw(st.integers(0, crossbars - far))
+            dst_x = draw(st.integers(0, crossbars - dfar))
             common.update(xbs=Span(src_x, src_x + far, step))
-            dst_xbs = Span(dst_x, dst_x + far, step)
+            dst_xbs = Span(dst_x, dst_x + dfar, dstep)
         else:
             dst_xbs = Span.one(dst_x)
         if kind == "transpose":

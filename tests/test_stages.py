@@ -17,6 +17,7 @@ from pimc.frontend.onnx_import import import_model
 from pimc.isa.uop import Shift, Span, TensorIO, Transfer, ViewOp, apply_view, view_shape
 from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.factor import factor
+from pimc.lower.moves import Move, strided
 from pimc.lower.relayout import PAD_LOWEST, plan
 from pimc.lower.stages import resident_view, split_stages
 from pimc.onnx_verify import verify_model
@@ -97,10 +98,11 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
                               else held.get((x + m.dx, r - m.by), -7))
                 assert home[x, r] != -9, "a copy reads a cell never written (strict runs fail)"
     for m in p.moves:
-        for x in m.xbs.indices():
+        assert not m.src_step or not set(m.xbs.indices()) & set(m.sources.indices()), m
+        for x, y in zip(m.xbs.indices(), m.sources.indices(), strict=True):
             for r in m.rows.indices():
-                grid[x, r, list(m.lanes)] = (home[x + m.dx, r - m.by] if m.local
-                                             else held.get((x + m.dx, r - m.by), -7))
+                grid[x, r, list(m.lanes)] = (home[y, r - m.by] if m.local
+                                             else held.get((y, r - m.by), -7))
     for f in p.fills:
         for x in f.xbs.indices():
             grid[x, f.rows.as_slice(), list(f.lanes)] = PAD_LOWEST if f.lowest else 0
@@ -120,6 +122,38 @@ def _io(name, shape, view, lanes, xb, rows):  # type: ignore[no-untyped-def]
     xbs = -(-int(np.prod(view_shape(shape, view))) // (lanes * rows))
     return TensorIO(name, "f32", shape, Span(xb, xb + xbs), Span(0, rows), 0, lanes=lanes,
                     view=view)
+
+
+def _pairs(moves):  # type: ignore[no-untyped-def]
+    return sorted((m.lanes, m.by, m.rows, x, y) for m in moves
+                  for x, y in zip(m.xbs.indices(), m.sources.indices(), strict=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(-30, 30), st.integers(0, 1)),
+                max_size=40, unique_by=lambda t: (t[0], t[2])))
+def test_strided_moves_cover_the_same_pairs_and_never_meet(pairs):
+    """Re-cut into runs of two steps, the moves pair the same crossbars (a TRANSFER's
+    source with its destination, per lane and row shift); no two-step run has a crossbar
+    among both its sources and its destinations."""
+    rows = Span(0, 7)
+    moves = [Move((lane,), dx, 0, Span(x, x + 1), rows) for x, dx, lane in pairs if dx and x + dx >= 0]
+    got = strided(moves)
+    assert _pairs(got) == _pairs(moves)
+    for m in got:
+        assert not m.src_step or not set(m.xbs.indices()) & set(m.sources.indices())
+
+
+def test_phase_planes_into_phase_blocks_of_another_size_are_one_transfer():
+    """A lane's plane of each of 64 phases, from a map's phase blocks 13 crossbars apart
+    into a layer's 4 apart: one TRANSFER (cut where a crossbar would be both a source and
+    a destination), not 64."""
+    rows = Span(0, 49)
+    moves = [Move((0,), 300 + 13 * p - 4 * p, 0, Span(4 * p, 4 * p + 1), rows) for p in range(64)]
+    got = strided(moves)
+    assert len(got) == 1 and got[0].src_step == 13 and got[0].xbs == Span(0, 253, 4)
+    meeting = [Move((0,), 13 * p - 4 * p + 5, 0, Span(4 * p, 4 * p + 1), rows) for p in range(64)]
+    assert 1 < len(strided(meeting)) < 8
 
 
 @settings(max_examples=30, deadline=None)
@@ -279,9 +313,11 @@ def _chain() -> onnx.ModelProto:
 def test_maps_are_ordered_by_every_stride_downstream_at_their_readers_pitch():
     """r1 is read by a stride-2 pool whose output a stage in phase order 2 reads through
     stride-1 windows: r1 in phase order 4 (planes of 2 x 2), p1 and r2 in order 2; p1
-    (4 channels) is stored at the pitch of the 8-channel convolution that reads it."""
+    (4 channels) is stored at the pitch of the 8-channel convolution that reads it (a
+    multiple of the 4 planes of 2 x 2 a crossbar of 16 rows holds, so that each phase
+    block is whole crossbars)."""
     k = _kernel(_chain())
-    stages = split_stages(k, 64)
+    stages = split_stages(k, 16)
     assert [g.kernel.node(g.kernel.outputs[g.kernel.results[0].name]).loc.label.split()[-1]
             for g in stages] == ["Relu", "MaxPool", "Relu", "MaxPool"]
     relu1, pool1, relu2, _ = stages
@@ -293,7 +329,7 @@ def test_maps_are_ordered_by_every_stride_downstream_at_their_readers_pitch():
     # phase (0, 0) of channel 0 of r1: positions (0, 0) (0, 4) (4, 0) (4, 4), then channel 1
     assert first_row(relu1, (1, 4, 8, 8))[:6] == [0, 4, 32, 36, 64, 68]
     assert first_row(relu2, (1, 8, 4, 4))[:6] == [0, 2, 8, 10, 16, 18]  # phase order 2
-    assert ViewOp("pad", (2, 2, 1, 8, 2, 2)) in pool1.result_view  # 4 channels at pitch 8
+    assert ViewOp("pad", (2, 2, 1, 8, 2, 2)) in pool1.result_view
 
 
 def _residual_model() -> onnx.ModelProto:

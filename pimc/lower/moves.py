@@ -4,6 +4,7 @@ with a step, evenly spaced rows)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,9 @@ class Move:
     """Lanes `lanes` in rows `rows` of crossbars `xbs` take the word of crossbar x + dx,
     row r - by (a TRANSFER when dx is not 0, a SHIFT when by is not 0): from the
     producer's word, its copy in dst's crossbars (`local`), or the same lanes (a
-    doubling copy)."""
+    doubling copy). With `src_step`, the source crossbars step by it from x + dx (one
+    TRANSFER pairs two runs of different steps: a map's phase planes into a layer's
+    phase blocks of another size)."""
 
     lanes: tuple[int, ...]
     dx: int
@@ -29,6 +32,21 @@ class Move:
     xbs: Span
     rows: Span
     local: bool = False  # from the copy of the producer's word in dst's crossbars
+    src_step: int = 0  # 0: the destinations' step
+
+    @property
+    def sources(self) -> Span:
+        step = self.src_step or self.xbs.step
+        first = self.xbs.start + self.dx
+        return Span(first, first + (len(self.xbs) - 1) * step + 1, step)
+
+    def cycles(self, bits: int, max_shift: int) -> int:
+        """Its counted cycles, near enough to choose between plans: the TRANSFER (its
+        width and its farthest pair) and the SHIFT (in hops past the barrel shifter)."""
+        n = bits * max(1, len(self.lanes))
+        far = max(abs(self.dx), abs(self.sources.indices()[-1] - self.xbs.indices()[-1]))
+        moved = n + far if self.dx or self.src_step else 0
+        return moved + (n * -(-abs(self.by) // max(1, max_shift)) if self.by else 0)
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,59 @@ def group_spans(dx: np.ndarray, by: np.ndarray, xb: np.ndarray, row: np.ndarray
         for run in runs(xs):
             out += [(key, run, rows) for rows in spans]
     return out
+
+
+def strided(moves: list[Move]) -> list[Move]:
+    """The TRANSFERs among `moves` re-cut into runs whose destinations and sources each
+    step evenly (another step than the destinations' where they do), crossbar pairs
+    alike in lanes, rows and row shift: a lane's moves into every phase block of a layer
+    from every phase plane of its map are then one TRANSFER, not one per phase. Runs
+    whose sources meet their destinations (which the ISA refuses) stay pairs."""
+    out = [m for m in moves if not m.dx and not m.src_step]
+    pairs: dict[tuple[object, ...], list[np.ndarray]] = {}
+    for m in moves:
+        if m.dx or m.src_step:
+            key = (m.lanes, m.by, m.rows, m.local)
+            pairs.setdefault(key, []).append(
+                np.stack([np.asarray(m.xbs.indices()), np.asarray(m.sources.indices())]))
+    for (lanes, by, rows, local), parts in pairs.items():
+        xd, xs = np.concatenate(parts, axis=1)
+        order = np.argsort(xd, kind="stable")
+        xd, xs = xd[order], xs[order]
+        dd, ds = np.diff(xd), np.diff(xs)
+        ok = (dd > 0) & (ds > 0)
+        new = np.r_[True, (dd[1:] != dd[:-1]) | (ds[1:] != ds[:-1]) | ~ok[1:]] if len(dd) else \
+            np.zeros(0, dtype=bool)
+        seg = np.flatnonzero(new)  # equal-step segments of the diffs
+        end = np.r_[seg[1:], len(dd)] - 1  # last diff of each segment
+        last = end[np.searchsorted(seg, np.arange(len(dd)), side="right") - 1] if len(dd) else end
+        i, n = 0, len(xd)
+        while i < n:
+            j = int(last[i]) + 1 if i + 1 < n and ok[i] else i
+            two = j > i and dd[i] != ds[i]  # two steps
+            for a, b in _apart(xd[i:j + 1], xs[i:j + 1]) if two else [(0, j - i + 1)]:
+                d, s = xd[i + a:i + b], xs[i + a:i + b]
+                step = int(d[1] - d[0]) if b - a > 1 else 1
+                sstep = int(s[1] - s[0]) if two and b - a > 1 else 0
+                out.append(Move(lanes, int(s[0] - d[0]), by,
+                                Span(int(d[0]), int(d[-1]) + 1, step), rows, local, sstep))
+            i = j + 1
+    return out
+
+
+def _apart(d: np.ndarray, s: np.ndarray) -> list[tuple[int, int]]:
+    """A run of pairs (destinations d, sources s, each evenly spaced) cut into the
+    fewest consecutive pieces in which no crossbar is both a source and a destination:
+    each crossbar in both is an interval of pairs that a cut must split."""
+    j = np.searchsorted(s, d)
+    hit = np.flatnonzero((j < len(s)) & (s[np.minimum(j, len(s) - 1)] == d))
+    cuts: list[int] = []
+    for lo, hi in sorted(zip(np.minimum(hit, j[hit]).tolist(), np.maximum(hit, j[hit]).tolist(),
+                             strict=True), key=lambda e: e[1]):
+        if not cuts or cuts[-1] <= lo:
+            cuts.append(hi)  # a piece starts at the later pair
+    bounds = [0, *cuts, len(d)]
+    return list(itertools.pairwise(bounds))
 
 
 def runs(xs: list[int]) -> list[Span]:

@@ -31,6 +31,7 @@ from pimc.lower.moves import (
     group_spans,
     hop_rows,
     shift_hops,
+    strided,
 )
 from pimc.lower.views import element_ids, element_slots
 from pimc.runtime.hostio import slot_places, slots
@@ -88,8 +89,22 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         moves, pads = gather_chunks(need, dx_, dr, read, factored.chunks, width)
     else:
         moves, pads, _ = gather(need, dx_, dr, read)
+    moves = _cheaper(moves, parse_dtype(dst.dtype).bits)
     fills = tuple(Fill(tuple(lanes), xbs, span, low) for (low, xbs, span), lanes in pads.items())
     return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
+
+
+def _cheaper(moves: list[Move], bits: int) -> list[Move]:
+    """Each lane's moves as gathered, or re-cut into runs of two steps (strided), which
+    ever counts fewer cycles."""
+    lanes: dict[tuple[int, ...], list[Move]] = {}
+    for m in moves:
+        lanes.setdefault(m.lanes, []).append(m)
+    out: list[Move] = []
+    for ms in lanes.values():
+        alt = strided(ms)
+        out += min((ms, alt), key=lambda v: sum(m.cycles(bits, 1) for m in v))
+    return out
 
 
 def _repeats(f: Factored, dst: TensorIO
@@ -345,7 +360,9 @@ def _move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging
         shift_hops(b, words, lane, m.by, temp, xbs=m.xbs, rows=m.rows)
         return
     d, step = abs(m.dx), m.xbs.step
-    if d % step == 0 and d < m.xbs.stop - m.xbs.start:  # sources among the destinations:
+    if m.src_step:  # (runs of two steps: strided() keeps them apart)
+        spans = [(m.xbs, m.sources)]
+    elif d % step == 0 and d < m.xbs.stop - m.xbs.start:  # sources among the destinations:
         # destinations 2d apart, whose sources (d away) are none of them
         spans = [(Span(m.xbs.start + u, m.xbs.stop, 2 * d),
                   Span(m.xbs.start + u + m.dx, m.xbs.stop + m.dx, 2 * d))

@@ -273,7 +273,7 @@ def resident_view(kernel: Kernel, n: int, rows: int,
     plane = plane or shape[-2:]
     pitch = max(pitch, shape[-3])
     g = rows // math.prod(plane)
-    if math.prod(shape[:-3]) > 1 and g and pitch >= g:  # each phase block whole crossbars
+    if math.prod(shape[:-3]) > 1 and g:  # each phase block whole crossbars
         pitch = -(-pitch // g) * g
     wider = (*shape[:-3], pitch, *plane)
     if wider != shape:
