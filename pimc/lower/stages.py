@@ -24,6 +24,9 @@ from pimc.passes.lower import REDUCTIONS
 
 VIEWS = ("reshape", "transpose", "window", "bitcast")
 KEPT = ("input", "const", *VIEWS)  # what never is a resident: placed or free
+# From this many phase blocks on, a map of few channels gets a crossbar per phase block
+# too: its planes then line up with a reader's, one move a tap instead of one a phase.
+MANY_PHASES = 16
 
 
 @dataclass(frozen=True)
@@ -273,8 +276,9 @@ def resident_view(kernel: Kernel, n: int, rows: int,
     plane = plane or shape[-2:]
     pitch = max(pitch, shape[-3])
     g = rows // math.prod(plane)
-    if math.prod(shape[:-3]) > 1 and g:  # each phase block whole crossbars
-        pitch = -(-pitch // g) * g
+    phases = math.prod(shape[:-3])
+    if g and (phases >= MANY_PHASES or (phases > 1 and pitch >= g)):
+        pitch = -(-pitch // g) * g  # each phase block whole crossbars
     wider = (*shape[:-3], pitch, *plane)
     if wider != shape:
         shape = wider
