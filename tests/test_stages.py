@@ -84,19 +84,20 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
         held[(src.xbs.start + s // len(src.rows), src.rows.start + s % len(src.rows))] = v
     xbs = dst.xbs.stop + 1
     grid = np.full((xbs, dst.rows.stop, dst.lanes), -9)
-    home = np.full((xbs, max(src.rows.stop, dst.rows.stop)), -9)  # the chunks' map copies
+    home = np.full((xbs + 4 * len(dst.xbs), max(src.rows.stop, dst.rows.stop)), -9)  # copies
     p = plan(src, dst)
     for m in (*p.spread, *p.moves, *p.fills, *p.copies):  # nothing lands in a neighbour
         assert dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop, m
     if p.home_zero is not None:
         home[p.home_zero[0].as_slice(), p.home_zero[1].as_slice()] = 0
-    for m in p.spread:
+    for m in p.spread:  # word w of a copy over several: as if it ran on past dst's end
         before = home.copy()
         for x in m.xbs.indices():
             for r in m.rows.indices():
-                home[x, r] = (before[x + m.dx, r - m.by] if m.local
-                              else held.get((x + m.dx, r - m.by), -7))
-                assert home[x, r] != -9, "a copy reads a cell never written (strict runs fail)"
+                at = x + m.word * len(dst.xbs)
+                home[at, r] = (before[x + m.dx, r - m.by] if m.local
+                               else held.get((x + m.dx, r - m.by), -7))
+                assert home[at, r] != -9, "a copy reads a cell never written (strict runs fail)"
     for m in p.moves:
         assert not m.src_step or not set(m.xbs.indices()) & set(m.sources.indices()), m
         for x, y in zip(m.xbs.indices(), m.sources.indices(), strict=True):
@@ -292,6 +293,23 @@ def test_chunks_narrower_than_the_map_share_a_copy_a_group(chunks, group, src_ro
     _rebuilds(shape, src_view, dst_view, per, rows, src_rows)
 
 
+@pytest.mark.parametrize("src_rows", [8, 6])
+def test_a_map_larger_than_its_reader_is_copied_over_several_words(src_rows):
+    """A 4-channel 8 x 8 map in crossbars of 8 (or 6) rows (32 or 43) read by a 2 x 2 / 2
+    pool whose taps take 16 crossbars of 16 rows: the map is copied into the pool's
+    crossbars over 2 (3) home words, each lane gathered from there, not from the
+    producer 16 crossbars or more away."""
+    shape = (1, 4, 8, 8)
+    step = ViewOp("window", (2, LOWEST, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1))
+    dst_view = (step, ViewOp("reshape", (64, 4)), ViewOp("transpose", (1, 0)),
+                ViewOp("reshape", (256, 1)))
+    src_view = (ViewOp("reshape", (4, 64)),)
+    p = plan(_io("x", shape, src_view, 1, 0, src_rows), _io("x", shape, dst_view, 1, 70, 16))
+    assert len(p.spread) == -(-256 // src_rows // 16) and p.moves
+    assert all(m.local for m in p.moves)
+    _rebuilds(shape, src_view, dst_view, 1, 16, src_rows)
+
+
 def _chain() -> onnx.ModelProto:
     """Conv 3x3 (2 -> 4) -> MaxPool 2x2/2 -> Conv 3x3 (4 -> 8) -> MaxPool 2x2/2: the map the
     first pool reads is wanted in the order of both strides downstream."""
@@ -412,6 +430,42 @@ def test_a_cnn_runs_bit_exact_with_its_maps_kept_in_the_crossbars(tmp_path, mode
     assert "bit-exact" in capsys.readouterr().out
     moves = stats.ops["SHIFT"] + stats.ops["TRANSFER"]
     assert moves > 0  # the maps moved inside the memory; the host wrote only x and weights
+
+
+def test_a_pool_smaller_than_its_map_reads_a_copy_over_two_words(tmp_path, capsys,
+                                                                  monkeypatch):
+    """A 24-channel 16 x 16 map pooled 2 x 2 / 2 by a stage of fewer crossbars (128
+    rows each): the map is copied into the pool's crossbars over two home words and
+    each tap gathered from there; the program runs bit-exact."""
+    import pimc.lower.relayout as relayout
+    from pimc.isa.arch import Arch
+
+    words = []
+    plan_ = relayout.plan
+
+    def spy(src, dst):  # type: ignore[no-untyped-def]
+        p = plan_(src, dst)
+        words.append(1 + max((m.word for m in p.spread), default=-1))
+        return p
+
+    monkeypatch.setattr(relayout, "plan", spy)
+    w = np.random.default_rng(5).normal(0, 0.3, (24, 2, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    graph = helper.make_graph(
+        nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 8, 8])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))  # (the reference reads the file)
+    prog, imported = compile_model(model, str(tmp_path / "m.onnx"), arch=Arch(rows=128))
+    assert prog is not None and words[-1] == 2
+    x = np.random.default_rng(6).normal(0, 1, (1, 2, 16, 16)).astype(np.float32)
+    inputs = {**imported.constants, "x": x}
+    outputs, _ = run_program(prog, inputs)
+    assert verify_model(prog, inputs, outputs, "m") == 0
+    assert "bit-exact" in capsys.readouterr().out
 
 
 def test_hidden_layers_wider_than_a_crossbar_go_through_stages(tmp_path, capsys):

@@ -33,6 +33,7 @@ class Move:
     rows: Span
     local: bool = False  # from the copy of the producer's word in dst's crossbars
     src_step: int = 0  # 0: the destinations' step
+    word: int = 0  # a copy into dst's crossbars: which of its home words it fills
 
     @property
     def sources(self) -> Span:
@@ -140,6 +141,27 @@ def strided(moves: list[Move]) -> list[Move]:
                 out.append(Move(lanes, int(s[0] - d[0]), by,
                                 Span(int(d[0]), int(d[-1]) + 1, step), rows, local, sstep))
             i = j + 1
+    return out
+
+
+def on_words(m: Move, first: int, length: int) -> list[tuple[Move, int]]:
+    """A move from a map copied over several home words of `length` crossbars from
+    `first` (its sources numbered as if the copy ran on past them: crossbar first +
+    w * length + i is word w's crossbar first + i), cut into moves from one word each:
+    (move, word)."""
+    d = np.asarray(m.xbs.indices())
+    v = np.asarray(m.sources.indices()) - first
+    word, real = v // length, first + v % length
+    out = []
+    for a, b in itertools.pairwise([0, *(np.flatnonzero(np.diff(word)) + 1).tolist(), len(d)]):
+        two = m.src_step and b - a > 1
+        for i, j in _apart(d[a:b], real[a:b]) if two else [(0, b - a)]:
+            dd, ss = d[a + i:a + j], real[a + i:a + j]
+            step = int(dd[1] - dd[0]) if len(dd) > 1 else 1
+            sstep = int(ss[1] - ss[0]) if two and len(dd) > 1 else 0
+            out.append((Move(m.lanes, int(ss[0] - dd[0]), m.by, Span(int(dd[0]), int(dd[-1]) + 1,
+                                                                     step),
+                             m.rows, m.local, sstep), int(word[a])))
     return out
 
 

@@ -30,6 +30,7 @@ from pimc.lower.moves import (
     Move,
     group_spans,
     hop_rows,
+    on_words,
     shift_hops,
     strided,
 )
@@ -37,6 +38,8 @@ from pimc.lower.views import element_ids, element_slots
 from pimc.runtime.hostio import slot_places, slots
 
 __all__ = ["PAD_LOWEST", "Plan", "emit_moves", "plan"]
+
+MAX_WORDS = 4  # home words a map's one copy in a smaller stage may take
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,9 @@ def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarr
     thousands of crossbars off (a TRANSFER costs its distance): when dst's lanes are
     split in chunks of whole crossbars, into every chunk if each is wide enough, else
     into every group of the fewest chunks that are (once into the first, then doubling);
-    otherwise once at the start of dst's crossbars if it fits there.
+    otherwise once at the start of dst's crossbars, over several home words where the
+    map has more crossbars than dst (VGG-19's pool1 reads a map of 3,136 crossbars into
+    a stage of 1,792: gathered from its producer, every lane crossed 262,144 crossbars).
     And (the producer's first crossbar, crossbars per copy, dst's first crossbar), and
     the crossbars of the first copy to zero first (so that each doubling copies whole
     blocks of crossbars, one TRANSFER a level)."""
@@ -250,13 +255,18 @@ def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarr
     group = max(1, -(-span // width)) if width else chunks  # chunks a copy serves
     while group < chunks and (-(-chunks // group) - 1) * group * width + span > len(dst.xbs):
         group += 1  # the last copy must fit in dst's crossbars
+    first, end, length = dst.xbs.start, dst.xbs.stop, len(dst.xbs)
     if group < chunks:
         per_xb, chunks = group * width, -(-chunks // group)  # a copy every `group` chunks
-    elif span <= len(dst.xbs):
-        per_xb, chunks = len(dst.xbs), 1  # one copy, at the start of dst's crossbars
+    elif span <= length:
+        per_xb, chunks = length, 1  # one copy, at the start of dst's crossbars
+    elif span <= MAX_WORDS * length:  # one copy over several words of dst's crossbars
+        words = -(-span // length)
+        return ([Move((), lo + w * length - first, 0,
+                      Span(first, first + min(length, span - w * length)), src.rows, word=w)
+                 for w in range(words)], (lo, words * length, first), None)
     else:
         return [], None, None
-    first, end = dst.xbs.start, dst.xbs.stop
     moves = [Move((), lo - first, 0, Span(first, first + span), src.rows)]
     done = 1
     while done < chunks:  # whole blocks, the last cut at dst's end (the next stage's)
@@ -322,16 +332,22 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     def lanes(ls: tuple[int, ...]) -> list[int]:
         return [c for lane in ls for c in cols[lane * bits:(lane + 1) * bits]]
 
-    home = list(range(staging + bits, staging + 2 * bits))  # the chunks' copies
-    if p.spread and home[-1] >= arch.cols:
+    words = 1 + max((m.word for m in p.spread), default=0)
+    homes = [list(range(staging + bits * (1 + w), staging + bits * (2 + w)))
+             for w in range(words)]  # the map's copies in dst's crossbars
+    home = homes[0]
+    if p.spread and homes[-1][-1] >= arch.cols:
         raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
     if p.home_zero is not None:
         b.init(home, 0, xbs=p.home_zero[0], rows=p.home_zero[1])
     for m in p.spread:
-        _move(b, m, home if m.local else src.columns(bits), home, staging, arch, dst.name)
-    for m in p.moves:
-        _move(b, m, home if m.local else src.columns(bits), lanes(m.lanes), staging, arch,
+        _move(b, m, home if m.local else src.columns(bits), homes[m.word], staging, arch,
               dst.name)
+    for m in p.moves:
+        for piece, w in (on_words(m, dst.xbs.start, len(dst.xbs)) if m.local and words > 1
+                         else [(m, 0)]):
+            _move(b, piece, homes[w] if m.local else src.columns(bits), lanes(m.lanes),
+                  staging, arch, dst.name)
     raw = int(dt.to_bits(np.array([lowest(np.dtype(dt.host))], dtype=dt.host))[0])
     for f in p.fills:  # the lowest value in every lane of the fill
         low = sum(raw << (k * bits) for k in range(len(f.lanes)))
