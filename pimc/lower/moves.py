@@ -4,6 +4,7 @@ with a step, evenly spaced rows)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -133,14 +134,23 @@ def strided(moves: list[Move]) -> list[Move]:
         i, n = 0, len(xd)
         while i < n:
             j = int(last[i]) + 1 if i + 1 < n and ok[i] else i
-            two = j > i and dd[i] != ds[i]  # two steps
-            for a, b in _apart(xd[i:j + 1], xs[i:j + 1]) if two else [(0, j - i + 1)]:
-                d, s = xd[i + a:i + b], xs[i + a:i + b]
-                step = int(d[1] - d[0]) if b - a > 1 else 1
-                sstep = int(s[1] - s[0]) if two and b - a > 1 else 0
-                out.append(Move(lanes, int(s[0] - d[0]), by,
-                                Span(int(d[0]), int(d[-1]) + 1, step), rows, local, sstep))
+            out += _paired(Move(lanes, 0, by, Span(0, 1), rows, local), xd[i:j + 1], xs[i:j + 1])
             i = j + 1
+    return out
+
+
+def _paired(like: Move, d: np.ndarray, s: np.ndarray) -> list[Move]:
+    """Moves like `like` from crossbars s to d (each evenly spaced, sorted): one, or
+    where the steps differ and some crossbar is both a source and a destination, one
+    per piece that _apart cuts."""
+    two = len(d) > 1 and d[1] - d[0] != s[1] - s[0]
+    out = []
+    for a, b in _apart(d, s) if two else [(0, len(d))]:
+        dd, ss = d[a:b], s[a:b]
+        step = int(dd[1] - dd[0]) if b - a > 1 else 1
+        sstep = int(ss[1] - ss[0]) if two and b - a > 1 else 0
+        out.append(dataclasses.replace(like, dx=int(ss[0] - dd[0]), src_step=sstep,
+                                       xbs=Span(int(dd[0]), int(dd[-1]) + 1, step)))
     return out
 
 
@@ -152,17 +162,9 @@ def on_words(m: Move, first: int, length: int) -> list[tuple[Move, int]]:
     d = np.asarray(m.xbs.indices())
     v = np.asarray(m.sources.indices()) - first
     word, real = v // length, first + v % length
-    out = []
-    for a, b in itertools.pairwise([0, *(np.flatnonzero(np.diff(word)) + 1).tolist(), len(d)]):
-        two = m.src_step and b - a > 1
-        for i, j in _apart(d[a:b], real[a:b]) if two else [(0, b - a)]:
-            dd, ss = d[a + i:a + j], real[a + i:a + j]
-            step = int(dd[1] - dd[0]) if len(dd) > 1 else 1
-            sstep = int(ss[1] - ss[0]) if two and len(dd) > 1 else 0
-            out.append((Move(m.lanes, int(ss[0] - dd[0]), m.by, Span(int(dd[0]), int(dd[-1]) + 1,
-                                                                     step),
-                             m.rows, m.local, sstep), int(word[a])))
-    return out
+    cuts = [0, *(np.flatnonzero(np.diff(word)) + 1).tolist(), len(d)]
+    return [(piece, int(word[a])) for a, b in itertools.pairwise(cuts)
+            for piece in _paired(m, d[a:b], real[a:b])]
 
 
 def _apart(d: np.ndarray, s: np.ndarray) -> list[tuple[int, int]]:
