@@ -16,10 +16,11 @@ checks where they fit this computer's memory, some minutes each; see docs/runtim
 runs under the issue's limit of 8 GB of address space (and a timeout); what does not
 compile within them is listed with its error.
 
-A network is also compiled again within 1/k of each memory (k = 1 .. 8) where its
-fastest splits need more and its slowest would fit (the compiler's fewest-crossbars; it
-then trades latency for crossbars, stage by stage), so that k copies fill the memory;
-the program with the most images/s is reported (counted, not executed).
+A case is compiled again within a memory when its fastest splits need more crossbars
+than the memory has and its slowest would fit (the compiler's fewest-crossbars; it then
+trades latency for crossbars, stage by stage); a whole network also within 1/k of the
+memory (k up to 8) where that holds, so that k copies fill it. The program with the
+most images/s is reported (counted, not executed).
 
 Throughput follows FloatPIM Sec. 5: every stage (layer) in its own crossbars works on
 another image, so a copy of the network delivers one image per interval of its slowest
@@ -102,10 +103,11 @@ def _stage_cycles(prog) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def
     return out
 
 
-def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float) -> dict:  # type: ignore[type-arg]
+def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,  # type: ignore[type-arg]
+            most: int = 1) -> dict:  # type: ignore[type-arg]
     """Per memory: (the program, its compile record, whether it is the one compiled
-    without a limit). A network is also compiled within 1/k of a memory (k = 1 .. 8)
-    where its fastest splits need more and its slowest would fit (the program's
+    without a limit). A network is also compiled within 1/k of a memory (k = 1 ..
+    `most`) where its fastest splits need more and its slowest would fit (the program's
     fewest-crossbars): the compiler then trades latency for crossbars, stage by stage,
     and k copies fill the memory. The program with the most images/s is kept."""
     from pimc.isa.text import load_program
@@ -117,7 +119,7 @@ def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float) ->
         limit = fields["max_crossbars"]
         best = (_rate(prog, limit), 0)
         fits[memory] = (prog, compiled, True)
-        for k in range(1, MAX_COPIES + 1):
+        for k in range(1, most + 1):
             if not prog.crossbars > limit // k >= fewest:
                 continue
             arch, again = tmp / f"{memory}{k}.toml", out.with_suffix(f".{memory}{k}.uop")
@@ -275,7 +277,7 @@ def main() -> None:
             verified, note = False, "counted"
             if args.execute_whole and light in EXECUTED:
                 verified, note = _execute(out, args.execute_timeout)
-            fits = _fitted(path, out, compiled, tmp, args.whole_timeout)
+            fits = _fitted(path, out, compiled, tmp, args.whole_timeout, MAX_COPIES)
             for r in _records(f"{light} (whole)", fits, verified, note):
                 records.append(r)
                 _row(r)
