@@ -165,8 +165,9 @@ def _records(name: str, fits: dict, verified: bool, note: str) -> list[dict]:  #
             "img_per_s": copies / (interval * per_cycle * 1e-9) if copies else 0.0,
             "img_per_J": 1 / (energy * 1e-15) if copies else 0.0, "memory": memory,
             "verified": verified and unlimited,
-            "note": (note if unlimited else
-                     f"compiled within 1/{compiled.get('copies_aimed', 1)} of this memory "
+            "note": (note if unlimited else "compiled within this memory; counted"
+                     if compiled.get("copies_aimed", 1) == 1 else
+                     f"compiled within 1/{compiled['copies_aimed']} of this memory "
                      f"for {copies} copies; counted")
             if copies else f"{note}; needs {prog.crossbars:,} crossbars (at the fewest "
             f"{dict(prog.meta).get('fewest-crossbars', prog.crossbars)}), the memory has "
