@@ -127,9 +127,9 @@ def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,  #
             rec = _compile(path, again, arch, timeout)
             if "error" not in rec:
                 fitted = load_program(again)
-                if (_rate(fitted, limit), -k) > best:
-                    best = (_rate(fitted, limit), -k)
-                    fits[memory] = (fitted, {**rec, "copies_aimed": k}, False)
+                score = (_rate(fitted, limit), -k)
+                if score > best:
+                    best, fits[memory] = score, (fitted, {**rec, "copies_aimed": k}, False)
     return fits
 
 
