@@ -443,8 +443,8 @@ def test_a_pool_smaller_than_its_map_reads_a_copy_over_two_words(tmp_path, capsy
     words = []
     plan_ = relayout.plan
 
-    def spy(src, dst):  # type: ignore[no-untyped-def]
-        p = plan_(src, dst)
+    def spy(src, dst, max_shift):  # type: ignore[no-untyped-def]
+        p = plan_(src, dst, max_shift)
         words.append(1 + max((m.word for m in p.spread), default=-1))
         return p
 

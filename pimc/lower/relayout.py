@@ -52,8 +52,9 @@ class Plan:
     # where the first copy does not reach, in the rows the copies move
 
 
-def plan(src: TensorIO, dst: TensorIO) -> Plan:
-    """The moves that build `dst`'s placement from `src`'s (one value a slot).
+def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Plan:
+    """The moves that build `dst`'s placement from `src`'s (one value a slot), chosen
+    for a barrel shifter of `max_shift` rows.
 
     Where the placement repeats a block of slots (a convolution's input windows, the
     same for every output channel), the first block is gathered and then doubled.
@@ -92,21 +93,24 @@ def plan(src: TensorIO, dst: TensorIO) -> Plan:
         moves, pads = gather_chunks(need, dx_, dr, read, factored.chunks, width)
     else:
         moves, pads, _ = gather(need, dx_, dr, read)
-    moves = _cheaper(moves, parse_dtype(dst.dtype).bits)
+    moves = _cheaper(moves, parse_dtype(dst.dtype).bits, max_shift)
     fills = tuple(Fill(tuple(lanes), xbs, span, low) for (low, xbs, span), lanes in pads.items())
     return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
 
 
-def _cheaper(moves: list[Move], bits: int) -> list[Move]:
+def _cheaper(moves: list[Move], bits: int, max_shift: int) -> list[Move]:
     """Each lane's moves as gathered, or re-cut into runs of two steps (strided), which
-    ever counts fewer cycles."""
+    ever counts fewer cycles. A lane of one move has nothing to re-cut."""
     lanes: dict[tuple[int, ...], list[Move]] = {}
     for m in moves:
         lanes.setdefault(m.lanes, []).append(m)
     out: list[Move] = []
     for ms in lanes.values():
+        if len(ms) == 1:
+            out += ms
+            continue
         alt = strided(ms)
-        out += min((ms, alt), key=lambda v: sum(m.cycles(bits, 1) for m in v))
+        out += min((ms, alt), key=lambda v: sum(m.cycles(bits, max_shift) for m in v))
     return out
 
 
@@ -321,7 +325,7 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
                arch: Arch) -> int:
     """Append the micro-ops of plan(src, dst); columns from `staging` on are free in
     dst's crossbars (a TRANSFER lands there before its SHIFT). The count of ops."""
-    p = plan(src, dst)
+    p = plan(src, dst, arch.max_shift)
     assert all(dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop
                for m in (*p.spread, *p.moves, *p.fills, *p.copies)), f"{dst.name}: a move leaves"
     dt = parse_dtype(dst.dtype)
