@@ -203,7 +203,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
               if chunks else []),
             *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []),
             ("fewest-crossbars", str(sum(c for _, c in fewest))))  # with the slowest splits
-    return link(built, arch, file, meta), imported
+    return link(built, arch, file, meta, tuple(r.name for r in ran.results)), imported
 
 
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,

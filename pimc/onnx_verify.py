@@ -12,6 +12,7 @@ from pimc.isa.dtypes import Kind, dequantize, parse_dtype
 from pimc.isa.uop import Program
 from pimc.passes.dce import dce
 from pimc.passes.evaluate import evaluate
+from pimc.passes.pipeline import run_passes
 
 # onnx's backend tests compare float32 at these; float16 and bfloat16 keep 11 and 8
 # significant bits, and every add of an accumulation rounds to them.
@@ -83,11 +84,15 @@ def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str
     model = load_model(meta["model"])
     dtype = meta.get("dtype", "f32")
     imported = import_model(model, meta["model"], dtype=dtype)
+    # the IR the compiler lowered: after the same passes (CSE merges, say, a Softmax's
+    # and a LogSoftmax's common reductions, whose split the program records once)
+    ran = run_passes(imported.kernel, "", meta.get("mode", "ieee"), skip=("typecheck",))
+    assert ran is not None
     if "node-chunks" in meta:  # staged: each stage split its own way
         chunks = dict(map(int, c.split(":")) for c in meta["node-chunks"].split())
-        kernel = dce(with_chunks(imported.kernel, chunks))  # type: ignore[arg-type]
+        kernel = dce(with_chunks(ran, chunks))  # type: ignore[arg-type]
     else:
-        kernel = dce(split_matmuls(imported.kernel, int(meta.get("chunks", "1"))))
+        kernel = dce(split_matmuls(ran, int(meta.get("chunks", "1"))))
     searched = [int(n) for n in meta.get("node-searched", "").split()]  # maxima by SEARCH
     kernel = with_chunks(kernel, dict.fromkeys(searched, 1), "searched")
     want, checkable = evaluate(kernel, inputs, meta.get("mode", "ieee"))

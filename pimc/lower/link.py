@@ -45,9 +45,10 @@ def _end(ts: tuple[TensorIO, ...]) -> int:
 
 
 def link(stages: list[StageProgram], arch: Arch, file: str,
-         meta: tuple[tuple[str, str], ...]) -> Program:
-    """One program: the stages one after another in consecutive crossbar ranges; only
-    the last stage's outputs are read by the host."""
+         meta: tuple[tuple[str, str], ...], results: tuple[str, ...] = ()) -> Program:
+    """One program: the stages one after another in consecutive crossbar ranges; the
+    host reads the `results` (by default the last stage's outputs) where their stages
+    left them."""
     total = sum(s.program.crossbars for s in stages)
     if total > arch.max_crossbars:
         sizes = ", ".join(str(s.program.crossbars) for s in stages)
@@ -77,7 +78,7 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
         for t in outs:
             made[t.name] = t
         base += p.crossbars
-    b.outputs = list(outs)
+    b.outputs = [made[r] for r in results] if results else list(outs)
     b.meta += (("stage-starts", " ".join(map(str, starts))),)  # the pipeline's stages
     routines.update((r.name, r) for r in b.routines)  # the moves' own (shifts in hops)
     b.routines = sorted(routines.values(), key=lambda r: r.name)

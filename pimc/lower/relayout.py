@@ -10,6 +10,7 @@ host uses; the runtime's tests of host placement cover what they must reproduce.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Span, TensorIO, apply_view, view_shape
+from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.isa.view import lowest
 from pimc.lower.factor import Factored, factor
 from pimc.lower.gather import Source, gather, gather_chunks, neighbours
@@ -61,6 +62,10 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
     Padding slots next to moved ones ride along with the move (whatever the shifted
     block holds) and are written after it, so a tap's block is one move, not a move per
     image row."""
+    if dst.broadcast:  # one value in every slot: a broadcast view of the same slots
+        slots_ = len(dst.xbs) * len(dst.rows)
+        dst = dataclasses.replace(dst, broadcast=False, view=(
+            ViewOp("reshape", (1, 1)), ViewOp("broadcast", (slots_, 1))))
     if src.lanes != 1 or src.shape != dst.shape or src.dtype != dst.dtype:
         raise PimError(f"{dst.name}: cannot move a {src.dtype}{list(src.shape)} placement "
                        f"into a {dst.dtype}{list(dst.shape)} one")

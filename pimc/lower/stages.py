@@ -113,7 +113,7 @@ def split_stages(kernel: Kernel, rows: int, products: bool = False) -> list[Stag
     kernel without cuts is one stage, itself. `rows`: a crossbar's. A value two stages
     would both compute becomes a cut too (computed once, kept, moved to both)."""
     cut = cuts(kernel, products)
-    if not cut:
+    if not cut and len(_result_groups(kernel)) == 1:
         return [Stage(kernel, ())]
     while True:
         stages = _stages(kernel, cut, rows)
@@ -128,6 +128,16 @@ def split_stages(kernel: Kernel, rows: int, products: bool = False) -> list[Stag
         if not shared - set(cut):
             return stages
         cut = [n for n in kernel.nodes_in_order() if n in shared or n in cut]
+
+
+def _result_groups(kernel: Kernel) -> list[tuple[Param, ...]]:
+    """The results by shape, in order: one iteration space computes one shape, so
+    results of several shapes (a training step's loss and updated weights) are each
+    the last stage of their own chain."""
+    groups: dict[tuple[int, ...], list[Param]] = {}
+    for p in kernel.results:
+        groups.setdefault(tuple(p.shape), []).append(p)
+    return [tuple(g) for g in groups.values()] or [()]
 
 
 def _users(kernel: Kernel, n: int) -> set[int]:
@@ -149,8 +159,11 @@ def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
         name = resident_name(n)
         result = Param(name, str(node.dtype), tuple(node.shape or ()), node.loc)
         stages.append(_stage(kernel, f"{kernel.name}.{name}", {name: n}, (result,), set(cut)))
-    last = _stage(kernel, kernel.name, dict(kernel.outputs), kernel.results, set(cut))
-    stages.append(last)
+    groups = _result_groups(kernel)
+    for g in groups:
+        name = kernel.name if len(groups) == 1 else f"{kernel.name}.{g[0].name}"
+        stages.append(_stage(kernel, name, {p.name: kernel.outputs[p.name] for p in g},
+                             g, set(cut)))
     roots = [*cut, kernel.outputs[kernel.results[0].name]] if len(kernel.results) == 1 else cut
     where: dict[int, list[int]] = {}  # node -> the roots of the stages computing it
     for st, n in zip(stages, roots, strict=False):

@@ -87,7 +87,10 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
                 here = here & ok[o]
         else:
             here = np.broadcast_to(ok[kernel.operands(n)[0]], np.shape(args[0]))
-        if node.op == "input":
+        if node.op == "input" and str(node.attr("name")) not in inputs \
+                and not kernel.graph.out_degree(n):  # declared, read by nothing
+            values[n] = np.zeros(node.shape or (), dtype=np.uint64)
+        elif node.op == "input":
             values[n] = _raw(dt, inputs[str(node.attr("name"))])
         elif node.op == "const":
             values[n] = _constant(kernel, n)
