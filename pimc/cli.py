@@ -95,6 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 inputs[t.name] = (rng.normal(size=t.shape) if real and dt.kind in (
                     Kind.FLOAT, Kind.FIXED) else rng.integers(-4, 5, size=t.shape))
             inputs[t.name] = quantize(inputs[t.name], dt)  # fixed point: rounded by the host
+    if args.steps is not None:
+        return _cmd_steps(args, prog, inputs)
+    if args.data or args.save_model:
+        raise PimError("--data and --save-model go with --steps")
     if args.count_only:
         if args.verify or args.output or args.faults:
             raise PimError("--count-only executes nothing: it cannot --verify, inject "
@@ -163,6 +167,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_steps(args: argparse.Namespace, prog: Program, inputs: dict[str, np.ndarray]) -> int:
+    """`--steps S`: the training program run S times, weights kept in the crossbars."""
+    from pimc.frontend.onnx_import import load_model
+    from pimc.train import Training, phase_table, run_steps, with_weights
+
+    if args.count_only or args.faults or args.workers or args.scheduler or args.stream:
+        raise PimError("--steps runs in one process on the whole memory: it cannot be "
+                       "combined with --count-only, --faults, --workers, --scheduler or --stream")
+    check_paths([args.output, args.stats, args.save_model], [args.data])
+    final, losses, bad, stats = run_steps(
+        prog, inputs, args.program, args.steps, args.data, strict=not args.no_strict,
+        engine=args.engine, verify=args.verify, seed=args.seed)
+    n = len(losses)
+    shown = sorted({0, n - 1, *range(0, n, max(1, n // 10))})
+    print(f"{args.program}: {n} training steps on {prog.crossbars:,} crossbars; loss "
+          + ", ".join(f"step {i}: {losses[i]:.6g}" for i in shown))
+    energy = stats.total_energy_fj / n
+    print(f"per step: {stats.total_cycles:,} cycles, {stats.latency_ns / 1e3:,.1f} us, "
+          f"{energy / 1e6:,.2f} nJ (energy as executed, over {n} steps)")
+    print(f"all {n} steps:")
+    print(stats.table())
+    if stats.endurance is not None and stats.endurance.max_writes_per_cell:
+        e = stats.endurance
+        worst = e.max_writes_per_cell / n  # the host's set-up writes spread over the steps
+        levelled = e.cell_writes / n / max(e.cells_written, 1)
+        limit = prog.arch.endurance_writes
+        print(f"wear: at most {worst:,.1f} writes a cell per step: {limit / worst:,.0f} steps "
+              f"to the endurance of {limit:,}; levelled evenly over the {e.cells_written:,} "
+              f"cells written, {limit / levelled:,.0f} steps")
+    _wear_note(prog, stats)
+    print()
+    print("per phase (per step; energy as executed, averaged over the steps)")
+    print(phase_table(stats.layers))
+    _print_layers(stats, "as executed, averaged over the steps")
+    files = _stats_file(args, stats)
+    if args.output:
+        arrays = {**final, "loss": np.array(losses)}
+        files.append((args.output, lambda f: np.savez(f, **arrays)))
+    if args.save_model:
+        training = Training.of(prog, args.program)
+        model = with_weights(load_model(training.source), final,
+                             dict(prog.meta).get("dtype", "f32"))
+        files.append((args.save_model, lambda f: f.write(model.SerializeToString())))
+    write_all(files)
+    return 1 if bad else 0
+
+
 def _wear_note(prog: Program, stats: Stats) -> None:
     from pimc.runtime.endurance import wear_fits, wear_not_counted
 
@@ -195,13 +246,13 @@ def _report_faults(model, stats: Stats, outputs: dict[str, np.ndarray],  # type:
     stats.faults["outputs_changed"] = changed
 
 
-def _print_layers(stats: Stats) -> None:
+def _print_layers(stats: Stats, how: str = "") -> None:
     from pimc.runtime.count import layer_table
 
     if stats.layers:
         print()
         print("per layer (source line or ONNX node; energy "
-              + ("upper bounds" if stats.counted else "as executed") + ")")
+              + (how or ("upper bounds" if stats.counted else "as executed")) + ")")
         print(layer_table(stats.layers))
 
 
@@ -282,6 +333,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     files: list[tuple[str, Writer]] = []
     if args.source.endswith(".onnx"):
         prog, note = _compile_onnx(args, arch, files)
+    elif args.train:
+        raise PimError(f"{args.source}: --train is for ONNX models")
     else:
         prog, note = compile_source(text, args.source, kernel=args.kernel, arch=arch,
                                     mode=args.dtype_mode, runs=args.runs,
@@ -329,12 +382,27 @@ def _compile_onnx(args: argparse.Namespace, arch: Arch | None,
         raise PimError(f"--dtype {args.dtype}: a float (f32, bf16, f16) or a Q format")
     if args.runs != 1 or args.wear_level or args.kernel:
         raise PimError(f"{args.source}: --runs, --wear-level and --kernel are for kernel files")
-    prog, imported = compile_model(load_model(args.source), args.source, arch=arch,
-                                   mode=args.dtype_mode, dtype=args.dtype,
-                                   objective=args.objective, print_after=args.print_after,
-                                   stop_after=args.stop_after)
+    model, file, state, trained = load_model(args.source), args.source, None, ()
+    if args.train:
+        from pimc.frontend.onnx_train import TrainSpec, training_step
+
+        step = training_step(model, TrainSpec(args.loss, args.lr, args.batch, args.label),
+                             args.source)
+        file = str(Path(args.output).parent / (Path(args.output).name + ".train.onnx"))
+        model, state = step.model, step.state
+        data = model.SerializeToString()
+        files.append((file, lambda f: f.write(data)))
+        trained = (("trained-from", args.source), ("loss-output", step.loss),
+                   ("labels", args.label), ("loss", args.loss), ("lr", repr(args.lr)))
+    elif (args.loss, args.lr, args.batch, args.label) != ("ce", 0.01, None, "labels"):
+        raise PimError("--loss, --lr, --batch and --label go with --train")
+    prog, imported = compile_model(model, file, arch=arch, mode=args.dtype_mode,
+                                   dtype=args.dtype, objective=args.objective,
+                                   print_after=args.print_after, stop_after=args.stop_after,
+                                   state=state)
     if prog is None:
         return None, ""
+    prog = dataclasses.replace(prog, meta=(*prog.meta, *trained))
     if not imported.constants:
         return prog, ""
     weights = Path(_sidecar(args.output)).name
@@ -385,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--count-only", action="store_true",
                      help="count cycles, energy, writes and host traffic from the program's "
                           "structure without executing it (data-dependent energy as bounds)")
+    run.add_argument("--steps", type=_positive, metavar="S",
+                     help="run a training program (pimc compile --train) S times, the "
+                          "weights kept in the crossbars between steps")
+    run.add_argument("--data", metavar="FILE",
+                     help="with --steps: an .npz of samples for each batch input (labels "
+                          "as class indices or one-hot rows), batches taken in order")
+    run.add_argument("--save-model", metavar="FILE",
+                     help="with --steps: write the trained model (.onnx)")
     run.add_argument("--verify", action="store_true",
                      help="compare the outputs bit for bit with the reference the program "
                           "records (programs compiled from kernels)")
@@ -413,6 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--objective", choices=["latency", "energy"], default="latency",
                       help="ONNX models: split matrix products' inner axes to minimise "
                            "latency (default) or energy, within the architecture's memory")
+    comp.add_argument("--train", action="store_true",
+                      help="compile one SGD training step of the model: forward, loss, "
+                           "backward, weight update (the step graph is written beside the "
+                           "program as OUTPUT.train.onnx)")
+    comp.add_argument("--loss", choices=("ce", "mse"), default="ce",
+                      help="with --train: softmax cross-entropy (default) or mean squared error")
+    comp.add_argument("--lr", type=float, default=0.01, help="with --train: the learning rate")
+    comp.add_argument("--batch", type=_positive, help="with --train: the batch size (the "
+                      "input's first axis; default: the model's)")
+    comp.add_argument("--label", default="labels",
+                      help="with --train: the name of the labels input (default labels)")
     comp.add_argument("--runs", type=int, default=1,
                       help="repeat the kernel this many times in the program (for endurance "
                            "studies)")

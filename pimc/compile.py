@@ -99,7 +99,8 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
                   mode: str = "ieee", dtype: str = "f32",
                   bind: dict[str, np.ndarray] | None = None,
                   objective: str = "latency", print_after: str | None = None,
-                  stop_after: str | None = None) -> tuple[Program | None, Imported]:
+                  stop_after: str | None = None, state: dict[str, str] | None = None
+                  ) -> tuple[Program | None, Imported]:
     """Compile an ONNX model: the program, and what was imported (the IR, and the
     weights the host writes as the program's inputs of those names).
 
@@ -126,11 +127,11 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     memo: dict[object, tuple[Split, list[tuple[float, int]]]] = {}  # stages both tries share
     try:
         prog, imported = _compile_stages(imported, split_stages(ran, arch.rows), file, arch,
-                                         mode, dtype, objective, memo)
+                                         mode, dtype, objective, memo, state)
     except RelayoutError:  # a relayout inside a stage it cannot do: products apart
         imported.kernel, imported.constants = ran, weights
         prog, imported = _compile_stages(imported, split_stages(ran, arch.rows, products=True),
-                                         file, arch, mode, dtype, objective, memo)
+                                         file, arch, mode, dtype, objective, memo, state)
     setup = tuple(dataclasses.replace(t, setup=t.name in imported.constants)
                   for t in prog.inputs)  # weights and constants: written once, at set-up
     return dataclasses.replace(prog, inputs=setup), imported
@@ -138,8 +139,8 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
 
 def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Arch,
                     mode: str, dtype: str, objective: str,
-                    memo: dict[object, tuple[Split, list[tuple[float, int]]]]
-                    ) -> tuple[Program, Imported]:
+                    memo: dict[object, tuple[Split, list[tuple[float, int]]]],
+                    state: dict[str, str] | None = None) -> tuple[Program, Imported]:
     """Each stage split its best way (within the memory, together), then linked.
     `memo`: the stages already split, by their nodes, order and inputs."""
     ran = imported.kernel
@@ -203,7 +204,9 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
               if chunks else []),
             *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []),
             ("fewest-crossbars", str(sum(c for _, c in fewest))))  # with the slowest splits
-    return link(built, arch, file, meta, tuple(r.name for r in ran.results)), imported
+    if state:
+        meta += (("state", " ".join(f"{r}:{w}" for r, w in state.items())),)
+    return link(built, arch, file, meta, tuple(r.name for r in ran.results), state), imported
 
 
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,

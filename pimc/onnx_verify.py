@@ -5,9 +5,11 @@ same way), and within tolerance of onnx's own reference evaluator."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from pimc.compile import split_matmuls, with_chunks
-from pimc.frontend.onnx_import import import_model, load_model
+from pimc.frontend.onnx_import import Imported, import_model, load_model
+from pimc.ir import Kernel
 from pimc.isa.dtypes import Kind, dequantize, parse_dtype
 from pimc.isa.uop import Program
 from pimc.passes.dce import dce
@@ -76,14 +78,12 @@ def _softmax_before_13() -> list[type]:
     return [Softmax, LogSoftmax]
 
 
-def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                 name: str) -> int:
-    from onnx.reference import ReferenceEvaluator
-
+def reference(prog: Program) -> tuple[Kernel, onnx.ModelProto, Imported]:
+    """The IR the program was lowered from, with its recorded splits (the order-matched
+    reference evaluates it), the model, and what its import made of it."""
     meta = dict(prog.meta)
     model = load_model(meta["model"])
-    dtype = meta.get("dtype", "f32")
-    imported = import_model(model, meta["model"], dtype=dtype)
+    imported = import_model(model, meta["model"], dtype=meta.get("dtype", "f32"))
     # the IR the compiler lowered: after the same passes (CSE merges, say, a Softmax's
     # and a LogSoftmax's common reductions, whose split the program records once)
     ran = run_passes(imported.kernel, "", meta.get("mode", "ieee"), skip=("typecheck",))
@@ -94,22 +94,36 @@ def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str
     else:
         kernel = dce(split_matmuls(ran, int(meta.get("chunks", "1"))))
     searched = [int(n) for n in meta.get("node-searched", "").split()]  # maxima by SEARCH
-    kernel = with_chunks(kernel, dict.fromkeys(searched, 1), "searched")
-    want, checkable = evaluate(kernel, inputs, meta.get("mode", "ieee"))
+    return with_chunks(kernel, dict.fromkeys(searched, 1), "searched"), model, imported
+
+
+def onnx_reference(model: onnx.ModelProto, imported: Imported, kernel: Kernel, dtype: str,
+                   inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """onnx's reference evaluator on the same inputs (dequantised), or None where it is
+    not trusted."""
+    from onnx.reference import ReferenceEvaluator
+
     params = {p.name: parse_dtype(p.dtype) for p in kernel.params}
     onnx_inputs = {i.name: dequantize(inputs[i.name], params[i.name]).astype(np.float32)
                    if params[i.name].kind in (Kind.FLOAT, Kind.FIXED) and dtype != "f32"
                    else inputs[i.name] for i in model.graph.input if i.name in inputs}
     if imported.opset < 14 and any(n.op_type == "BatchNormalization" for n in model.graph.node):
-        theirs = None  # onnx's evaluator is wrong on BatchNormalization-9
         print("verify: onnx's reference evaluator is not trusted on BatchNormalization-9: "
               "no tolerance comparison")
-    else:
-        ops = [_lrn(), *(_softmax_before_13() if imported.opset < 13 else [])]
-        with np.errstate(all="ignore"):
-            theirs = dict(zip([o.name for o in model.graph.output],
-                              ReferenceEvaluator(model, new_ops=ops).run(None, onnx_inputs),
-                              strict=True))
+        return None
+    ops = [_lrn(), *(_softmax_before_13() if imported.opset < 13 else [])]
+    with np.errstate(all="ignore"):
+        return dict(zip([o.name for o in model.graph.output],
+                        ReferenceEvaluator(model, new_ops=ops).run(None, onnx_inputs),
+                        strict=True))
+
+
+def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                 name: str) -> int:
+    dtype = dict(prog.meta).get("dtype", "f32")
+    kernel, model, imported = reference(prog)
+    want, checkable = evaluate(kernel, inputs, dict(prog.meta).get("mode", "ieee"))
+    theirs = onnx_reference(model, imported, kernel, dtype, inputs)
     bad = 0
     for t in prog.outputs:
         dt = parse_dtype(t.dtype)

@@ -45,10 +45,13 @@ def _end(ts: tuple[TensorIO, ...]) -> int:
 
 
 def link(stages: list[StageProgram], arch: Arch, file: str,
-         meta: tuple[tuple[str, str], ...], results: tuple[str, ...] = ()) -> Program:
+         meta: tuple[tuple[str, str], ...], results: tuple[str, ...] = (),
+         state: dict[str, str] | None = None) -> Program:
     """One program: the stages one after another in consecutive crossbar ranges; the
     host reads the `results` (by default the last stage's outputs) where their stages
-    left them."""
+    left them. `state` (result -> input, a training step's new weights): at the end,
+    each such result is moved into every placement of its input, so that the program
+    run again (the next step) reads it there; the host writes the input once."""
     total = sum(s.program.crossbars for s in stages)
     if total > arch.max_crossbars:
         sizes = ", ".join(str(s.program.crossbars) for s in stages)
@@ -59,6 +62,8 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
     routines = {}
     base = 0
     starts = []
+    kept: list[tuple[TensorIO, int]] = []  # host-written placements a result replaces
+    targets = set((state or {}).values())
     for s in stages:
         p = s.program
         starts.append(len(b.ops))
@@ -71,6 +76,8 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
                 emit_moves(b, made[t.name], t, staging, arch)
             else:
                 b.inputs.append(t)
+                if t.name in targets:
+                    kept.append((t, staging))
         b.source_note = ""
         b.ops += [relocate(i, base) for i in p.ops]
         for r in p.routines:
@@ -78,6 +85,12 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
         for t in outs:
             made[t.name] = t
         base += p.crossbars
+    for result, name in (state or {}).items():
+        b.source_note = f"update/{name} write-back"
+        for t, staging in kept:
+            if t.name == name:
+                emit_moves(b, made[result], t, staging, arch)
+    b.source_note = ""
     b.outputs = [made[r] for r in results] if results else list(outs)
     b.meta += (("stage-starts", " ".join(map(str, starts))),)  # the pipeline's stages
     routines.update((r.name, r) for r in b.routines)  # the moves' own (shifts in hops)
