@@ -116,7 +116,8 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     if objective not in OBJECTIVES:
         raise PimError(f"--objective must be latency or energy, not '{objective}'")
     arch = arch or Arch()
-    imported = import_model(model, file, dtype=dtype, bind=bind)
+    imported = import_model(model, file, dtype=dtype, bind=bind,
+                            variables=frozenset((state or {}).values()))
     ran = run_passes(imported.kernel, "", mode, skip=("typecheck",),  # typed by the import
                      print_after=print_after, stop_after=stop_after)
     if ran is None:
@@ -204,9 +205,10 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
               if chunks else []),
             *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []),
             ("fewest-crossbars", str(sum(c for _, c in fewest))))  # with the slowest splits
-    if state:
-        meta += (("state", " ".join(f"{r}:{w}" for r, w in state.items())),)
-    return link(built, arch, file, meta, tuple(r.name for r in ran.results), state), imported
+    params = {r: imported.names[w] for r, w in (state or {}).items()}
+    if state:  # each new value, the param it replaces, the tensor that param is
+        meta += (("state", " ".join(f"{r}:{params[r]}:{w}" for r, w in state.items())),)
+    return link(built, arch, file, meta, tuple(r.name for r in ran.results), params), imported
 
 
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,

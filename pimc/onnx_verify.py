@@ -83,7 +83,9 @@ def reference(prog: Program) -> tuple[Kernel, onnx.ModelProto, Imported]:
     reference evaluates it), the model, and what its import made of it."""
     meta = dict(prog.meta)
     model = load_model(meta["model"])
-    imported = import_model(model, meta["model"], dtype=meta.get("dtype", "f32"))
+    variables = frozenset(entry.split(":")[2] for entry in meta.get("state", "").split())
+    imported = import_model(model, meta["model"], dtype=meta.get("dtype", "f32"),
+                            variables=variables)
     # the IR the compiler lowered: after the same passes (CSE merges, say, a Softmax's
     # and a LogSoftmax's common reductions, whose split the program records once)
     ran = run_passes(imported.kernel, "", meta.get("mode", "ieee"), skip=("typecheck",))

@@ -33,6 +33,7 @@ class Training:
     """What a training program's .meta says about it."""
 
     state: dict[str, str]  # new weight's output -> the weight's input
+    tensors: dict[str, str]  # the weight's input -> its tensor in the model
     loss: str
     labels: str
     source: str  # the model that is trained
@@ -42,8 +43,9 @@ class Training:
         meta = dict(prog.meta)
         if "state" not in meta:
             raise PimError(f"{name}: --steps needs a training program (pimc compile --train)")
-        state = dict(pair.split(":") for pair in meta["state"].split())
-        return Training(state, meta.get("loss-output", "loss"), meta.get("labels", "labels"),
+        triples = [entry.split(":") for entry in meta["state"].split()]
+        return Training({r: p for r, p, _ in triples}, {p: t for _, p, t in triples},
+                        meta.get("loss-output", "loss"), meta.get("labels", "labels"),
                         meta.get("trained-from", ""))
 
 
@@ -158,7 +160,8 @@ def weights_file(program: str, prog: Program) -> Path:
 def run_steps(prog: Program, inputs: dict[str, np.ndarray], program: str, steps: int,
               data_path: str | None, *, strict: bool, engine: str, verify: bool, seed: int
               ) -> tuple[dict[str, np.ndarray], list[float], int, Stats]:
-    """Run `steps` steps; returns the final weights (by weight name), each step's loss,
+    """Run `steps` steps; returns the final weights (by the model's tensor names), each
+    step's loss,
     the count of reference mismatches (0 without `verify`) and the statistics."""
     from pimc.runtime.hostio import host_values
     from pimc.runtime.machine import Machine
@@ -193,7 +196,7 @@ def run_steps(prog: Program, inputs: dict[str, np.ndarray], program: str, steps:
                 for k, c in machine.layer_energy.items()}  # executed over `steps` steps
     stats.layers = layer_report(prog, per_step, machine.walker)
     bad = check.finish(final) if check is not None else 0
-    return final, losses, bad, stats
+    return {training.tensors[w]: v for w, v in final.items()}, losses, bad, stats
 
 
 class _Replay:
@@ -225,7 +228,8 @@ class _Replay:
             self.bad += 1
             print(f"verify: step {index}: the loss differs from the order-matched reference")
         dtype = self.meta.get("dtype", "f32")
-        weights = {w: self.values[w] for w in self.training.state.values()}
+        weights = {self.training.tensors[w]: self.values[w]
+                   for w in self.training.state.values()}
         theirs = onnx_reference(with_weights(self.model, weights, dtype), self.imported,
                                 self.kernel, dtype, self.values)
         if theirs is not None:

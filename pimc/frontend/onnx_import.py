@@ -57,6 +57,7 @@ class Imported:
     kernel: Kernel
     constants: dict[str, np.ndarray] = field(default_factory=dict)  # host-written weights
     opset: int = 0
+    names: dict[str, str] = field(default_factory=dict)  # a variable's param, by tensor
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:
@@ -78,8 +79,9 @@ class _Builder(WindowOps, TranscendentalOps):
     """Walks the graph once, folding constants and emitting IR nodes."""
 
     def __init__(self, model: onnx.ModelProto, name: str, dtype: str,
-                 bind: dict[str, np.ndarray]) -> None:
+                 bind: dict[str, np.ndarray], variables: frozenset[str] = frozenset()) -> None:
         self.model, self.name, self.float_dtype = model, name, dtype
+        self.variables = variables
         self.opset = _opset(model, name)
         self.kernel = Kernel(model.graph.name or Path(name).stem, (), ())
         self.values: dict[str, int] = {}  # tensor name -> IR node
@@ -121,13 +123,14 @@ class _Builder(WindowOps, TranscendentalOps):
         return add_node(self.kernel, Node(op, self.loc, dtype, tuple(shape),
                                           tuple(sorted(attrs.items()))), operands)
 
-    def value(self, name: str) -> int:
-        """The IR node of a tensor; constants become IR constants or host-written params."""
+    def value(self, name: str, param: bool = False) -> int:
+        """The IR node of a tensor; constants become IR constants or host-written params
+        (always a param if `param`)."""
         if name in self.values:
             return self.values[name]
         arr = self.consts[name]
         dt = self.dtype_of(helper.np_dtype_to_tensor_dtype(arr.dtype), f"constant '{name}'")
-        if arr.size == 1:
+        if arr.size == 1 and not param:
             flat = arr.reshape(-1)[0]
             n = self.node("const", dt, arr.shape, value=float(flat) if dt[0] in "fbq" else
                           int(flat), raw=_raw(flat, dt))
@@ -192,8 +195,14 @@ class _Builder(WindowOps, TranscendentalOps):
             except (ValueError, TypeError, KeyError) as exc:
                 raise PimError(f"{self.name}: initializer '{init.name}' is corrupt: {exc}"
                                ) from None
+        names = {}
+        for v in sorted(self.variables):  # initial values only: never folded on the host
+            if v not in self.consts:
+                raise PimError(f"{self.name}: '{v}' is not an initializer")
+            names[v] = self.info(self.value(v, param=True)).attr("name")
+            del self.consts[v]
         for inp in graph.input:
-            if inp.name in self.consts:
+            if inp.name in self.consts or inp.name in names:
                 continue  # an initializer's default value: folded as a constant
             if inp.name in self.bind:
                 self.consts[inp.name] = np.asarray(self.bind[inp.name])
@@ -225,7 +234,7 @@ class _Builder(WindowOps, TranscendentalOps):
             results.append(Param(out.name, str(node.dtype), tuple(node.shape or ()), self.loc))
             self.kernel.outputs[out.name] = n
         self.kernel.results = tuple(results)
-        return Imported(self.kernel, self.weights, self.opset)
+        return Imported(self.kernel, self.weights, self.opset, names)
 
     def visit(self, nd: onnx.NodeProto) -> None:
         ins = [x for x in nd.input]
@@ -491,10 +500,13 @@ def _identifier(name: str, taken: set[str]) -> str:
 
 
 def import_model(model: onnx.ModelProto, name: str = "<model>", *, dtype: str = "f32",
-                 bind: dict[str, np.ndarray] | None = None) -> Imported:
+                 bind: dict[str, np.ndarray] | None = None,
+                 variables: frozenset[str] = frozenset()) -> Imported:
     """The IR of a model. `dtype` replaces float32 (bf16, f16 or a Q format such as q8.8:
     quantised for PIM, the host rounding what it writes); `bind`
-    fixes inputs whose values decide shapes (e.g. a Reshape's shape fed as an input)."""
+    fixes inputs whose values decide shapes (e.g. a Reshape's shape fed as an input);
+    `variables`: initializers whose values change between runs (a training step's
+    weights), host-written params that nothing is folded from."""
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -506,7 +518,7 @@ def import_model(model: onnx.ModelProto, name: str = "<model>", *, dtype: str = 
     except Exception as exc:
         raise PimError(f"{name}: {_inference_problems(str(exc))}") from None
     _refuse_empty(inferred, name)
-    return _Builder(inferred, name, dtype, dict(bind or {})).run()
+    return _Builder(inferred, name, dtype, dict(bind or {}), variables).run()
 
 
 def _inference_problems(text: str) -> str:

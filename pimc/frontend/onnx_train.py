@@ -23,7 +23,8 @@ LOSSES = ("ce", "mse")
 # the inputs of each operator a gradient flows back through
 THROUGH = {"Gemm": (0, 1, 2), "MatMul": (0, 1), "Add": (0, 1), "Relu": (0,), "Sigmoid": (0,),
            "Tanh": (0,), "Flatten": (0,), "Reshape": (0,), "Identity": (0,),
-           "Dropout": (0,)}
+           "Dropout": (0,), "Conv": (0, 1, 2), "GlobalAveragePool": (0,),
+           "AveragePool": (0,), "MaxPool": (0,)}
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,10 @@ def _gradients(node: onnx.NodeProto, dy: str, want: set[int], g: _Graph) -> dict
         sq = g.add("Mul", [y, y], where, shape[y])
         slope = g.add("Sub", [g.const(1.0), sq], where, shape[y])
         return {0: g.add("Mul", [dy, slope], where, shape[y])}
+    if op == "Conv":
+        return _conv(node, dy, want, attrs, g, where)
+    if op in ("GlobalAveragePool", "AveragePool", "MaxPool"):
+        return {0: _pool(node, dy, attrs, g, where)}
     if op == "Add":
         return {i: _unbroadcast(dy, shape[node.output[0]], shape[x], g, where)
                 for i, x in enumerate(ins) if i in want}
@@ -280,3 +285,109 @@ def _unbroadcast(dy: str, full: tuple[int, ...], to: tuple[int, ...], g: _Graph,
                    kept, keepdims=1)
     return summed if kept == to else g.add(
         "Reshape", [summed, g.const(np.array(to, dtype=np.int64), "shape")], where, to)
+
+
+def _unsupported(node: onnx.NodeProto, why: str) -> PimError:
+    return PimError(f"node '{node.name or node.output[0]}' ({node.op_type}): training {why}")
+
+
+def _conv(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, object], g: _Graph,
+          where: str) -> dict[int, str]:
+    """A 2-D convolution's gradients, as convolutions: dW correlates the input with dY
+    (strides become dilations), dX convolves dY (strides as zeros between its values)
+    with the kernel turned 180 degrees, dB sums dY."""
+    x, w = node.input[0], node.input[1]
+    shape = g.shapes
+    if len(shape[x]) != 4:
+        raise _unsupported(node, "supports 2-D convolutions only")
+    n, c, h, wd = shape[x]
+    m, _, kh, kw = shape[w]
+    oh, ow = shape[dy][2:]
+    if int(attrs.get("group", 1)) != 1 or list(attrs.get("dilations", [1, 1])) != [1, 1]:  # type: ignore[call-overload]
+        raise _unsupported(node, "supports group 1 and dilation 1 only")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+        raise _unsupported(node, "needs explicit pads, not auto_pad")
+    sh, sw = (int(v) for v in attrs.get("strides", [1, 1]))  # type: ignore[attr-defined]
+    pt, pl, pb, pr = (int(v) for v in attrs.get("pads", [0, 0, 0, 0]))  # type: ignore[attr-defined]
+    out: dict[int, str] = {}
+    if 2 in want:
+        out[2] = g.add("ReduceSum", [dy, g.const(np.array([0, 2, 3], dtype=np.int64), "axes")],
+                       where, (m,), keepdims=0)
+    if 1 in want:
+        # dW[m, c] = sum over n of X[n, c] correlated with dY[n, m] dilated by the stride;
+        # a remainder of the input the windows never reach is met by one zero row of dY
+        rh, rw = (h + pt + pb - kh) % sh, (wd + pl + pr - kw) % sw
+        eh, ew = int(rh > 0), int(rw > 0)
+        grad = dy if not (eh or ew) else g.add(
+            "Pad", [dy, g.const(np.array([0, 0, 0, 0, 0, 0, eh, ew], dtype=np.int64), "pads")],
+            where, (n, m, oh + eh, ow + ew))
+        xt = g.add("Transpose", [x], where, (c, n, h, wd), perm=[1, 0, 2, 3])
+        gt = g.add("Transpose", [grad], where, (m, n, oh + eh, ow + ew), perm=[1, 0, 2, 3])
+        pads = [pt, pl, pb + (sh - rh if rh else 0), pr + (sw - rw if rw else 0)]
+        cw = g.add("Conv", [xt, gt], where, (c, m, kh, kw), pads=pads, dilations=[sh, sw])
+        out[1] = g.add("Transpose", [cw], where, (m, c, kh, kw), perm=[1, 0, 2, 3])
+    if 0 in want:
+        # the kernel turned 180 degrees: a product with the reversal of its kh * kw taps
+        flip = np.eye(kh * kw, dtype=np.float32)[::-1].copy()
+        flat = g.add("Reshape", [w, g.const(np.array([m * c, kh * kw], dtype=np.int64),
+                                            "shape")], where, (m * c, kh * kw))
+        turned = g.add("MatMul", [flat, g.const(flip, "flip")], where, (m * c, kh * kw))
+        turned = g.add("Reshape", [turned, g.const(np.array([m, c, kh, kw], dtype=np.int64),
+                                                   "shape")], where, (m, c, kh, kw))
+        wt = g.add("Transpose", [turned], where, (c, m, kh, kw), perm=[1, 0, 2, 3])
+        up = dy if (sh, sw) == (1, 1) else _spread(dy, (n, m, oh, ow), (sh, sw), g, where)
+        pads = [kh - 1 - pt, kw - 1 - pl, h - oh * sh + pt, wd - ow * sw + pl]
+        if min(pads) < 0:
+            raise _unsupported(node, f"cannot turn its stride and pads {[pt, pl, pb, pr]} into a "
+                               "convolution of its output's gradient")
+        out[0] = g.add("Conv", [up, wt], where, (n, c, h, wd), pads=pads)
+    return out
+
+
+def _spread(dy: str, shape: tuple[int, int, int, int], strides: tuple[int, int], g: _Graph,
+            where: str) -> str:
+    """dY with stride - 1 zeros after each value along both spatial axes."""
+    n, m, oh, ow = shape
+    sh, sw = strides
+    r = g.add("Reshape", [dy, g.const(np.array([n, m, oh, 1, ow, 1], dtype=np.int64),
+                                      "shape")], where, (n, m, oh, 1, ow, 1))
+    zeros = np.array([0] * 6 + [0, 0, 0, sh - 1, 0, sw - 1], dtype=np.int64)
+    r = g.add("Pad", [r, g.const(zeros, "pads")], where, (n, m, oh, sh, ow, sw))
+    return g.add("Reshape", [r, g.const(np.array([n, m, oh * sh, ow * sw], dtype=np.int64),
+                                        "shape")], where, (n, m, oh * sh, ow * sw))
+
+
+def _pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: _Graph, where: str
+          ) -> str:
+    """A pool's input gradient: spread evenly over a global or a tiling window; for a max
+    pool, to every position that holds its window's maximum (ties all take it)."""
+    x = node.input[0]
+    n, c, h, w = g.shapes[x]
+    if node.op_type == "GlobalAveragePool":
+        share = g.const(np.full((1, 1, h, w), 1.0 / (h * w), dtype=np.float32), "share")
+        return g.add("Mul", [dy, share], where, (n, c, h, w))
+    k = [int(v) for v in attrs.get("kernel_shape", [])]  # type: ignore[attr-defined]
+    s = [int(v) for v in attrs.get("strides", k)]  # type: ignore[attr-defined]
+    if len(k) != 2 or s != k or any(int(p) for p in attrs.get("pads", [])) \
+            or h % k[0] or w % k[1]:  # type: ignore[attr-defined]
+        raise _unsupported(node, "supports pools whose windows tile the map (stride = "
+                           "kernel, no pads) only")
+    oh, ow = h // k[0], w // k[1]
+    tile = (1, 1, 1, k[0], 1, k[1])
+    back = g.const(np.array([n, c, h, w], dtype=np.int64), "shape")
+    col = g.const(np.array([n, c, oh, 1, ow, 1], dtype=np.int64), "shape")
+    if node.op_type == "AveragePool":
+        share = g.const(np.full(tile, 1.0 / (k[0] * k[1]), dtype=np.float32), "share")
+        spread = g.add("Mul", [g.add("Reshape", [dy, col], where, (n, c, oh, 1, ow, 1)), share],
+                       where, (n, c, oh, k[0], ow, k[1]))
+        return g.add("Reshape", [spread, back], where, (n, c, h, w))
+    ones = g.const(np.ones(tile, dtype=np.float32), "ones")
+    big = (n, c, oh, k[0], ow, k[1])
+    y = g.add("Mul", [g.add("Reshape", [node.output[0], col], where, (n, c, oh, 1, ow, 1)),
+                      ones], where, big)
+    grad = g.add("Mul", [g.add("Reshape", [dy, col], where, (n, c, oh, 1, ow, 1)), ones],
+                 where, big)
+    xs = g.add("Reshape", [x, g.const(np.array(big, dtype=np.int64), "shape")], where, big)
+    top = g.add("Equal", [xs, y], where, big)
+    picked = g.add("Where", [top, grad, g.const(0.0)], where, big)
+    return g.add("Reshape", [picked, back], where, (n, c, h, w))
