@@ -74,7 +74,7 @@ class WriteCounter:
         self.full = np.zeros((cols, crossbars), dtype=np.int64)
         # One (column, crossbar) table per row span, stacked so compiled code can index it.
         self.span_ids: dict[range, int] = {}
-        self.span_counts = np.zeros((0, cols, crossbars), dtype=np.int64)
+        self._tables = np.zeros((0, cols, crossbars), dtype=np.int64)  # with room to grow
         self.dense: dict[int, np.ndarray] = {}
         # Writes of row spans beyond the first SPAN_TABLES: (columns, crossbars, rows,
         # times), folded per touched (column, crossbar) when summarised (moves between
@@ -86,8 +86,16 @@ class WriteCounter:
         sid = self.span_ids.get(rows)
         if sid is None:
             sid = self.span_ids[rows] = len(self.span_ids)
-            self.span_counts = np.concatenate([self.span_counts, np.zeros_like(self.full)[None]])
+            if sid == len(self._tables):  # room grows by half: n tables copy O(n) in all
+                grow = max(1, sid // 2)
+                self._tables = np.concatenate([self._tables, np.zeros(
+                    (grow, self.cols, self.crossbars), dtype=np.int64)])
         return sid
+
+    @property
+    def span_counts(self) -> np.ndarray:
+        """One (column, crossbar) table of writes per row span, in order of first use."""
+        return self._tables[:len(self.span_ids)]
 
     @property
     def spans(self) -> list[tuple[range, np.ndarray]]:

@@ -22,16 +22,34 @@ class SpanTable:
 
     def __init__(self, words: int) -> None:
         self.ids: dict[range, int] = {}
-        self.masks = np.zeros((0, words), dtype=np.uint64)
-        self.subset = np.zeros((0, 0), dtype=np.bool_)
+        self._masks = np.zeros((0, words), dtype=np.uint64)  # with room to grow
+        self._subset = np.zeros((0, 0), dtype=np.bool_)
+
+    @property
+    def masks(self) -> np.ndarray:
+        return self._masks[:len(self.ids)]
+
+    @property
+    def subset(self) -> np.ndarray:
+        n = len(self.ids)
+        return self._subset[:n, :n]
 
     def id(self, rows: range, mask: np.ndarray) -> int:
         sid = self.ids.get(rows)
         if sid is None:
-            sid = self.ids[rows] = len(self.ids)
-            self.masks = np.concatenate([self.masks, mask[None]])
-            m = self.masks
-            self.subset = ~np.any(m[None, :, :] & ~m[:, None, :], axis=-1)  # [a, b]: b in a
+            sid = len(self.ids)
+            if sid == len(self._masks):  # room doubles: adding n spans costs O(n^2)
+                grow = max(8, sid)
+                self._masks = np.concatenate([self._masks, np.zeros((grow, self._masks.shape[1]),
+                                                                    dtype=np.uint64)])
+                subset = np.zeros((sid + grow, sid + grow), dtype=np.bool_)
+                subset[:sid, :sid] = self._subset[:sid, :sid]
+                self._subset = subset
+            self._masks[sid] = mask
+            m = self._masks[:sid + 1]
+            self._subset[sid, :sid + 1] = ~np.any(m & ~mask[None], axis=-1)  # b in the new one
+            self._subset[:sid + 1, sid] = ~np.any(mask[None] & ~m, axis=-1)  # the new one in a
+            self.ids[rows] = sid
         return sid
 
 ColIndex = int | np.ndarray

@@ -158,3 +158,21 @@ def test_engine_choice_errors():
     b.input("x", "u8", [1, SMALL.rows], 0)
     with pytest.raises(PimError, match="unknown engine"):
         Machine(b.build(), engine="gpu")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 63), st.integers(1, 64), st.integers(1, 4)),
+                min_size=1, max_size=40))
+def test_span_table_grows_its_subset_relation_in_place(spans):
+    """The span table adds one row and one column of `subset` per new span (room grows
+    geometrically); it equals the relation computed from all masks at once."""
+    from pimc.runtime.bitops import row_mask
+    from pimc.runtime.flags import SpanTable
+
+    table = SpanTable(1)
+    for start, length, step in spans:
+        rows = range(start, min(64, start + length), step)
+        table.id(rows, row_mask(64, rows))
+    m = table.masks
+    want = ~np.any(m[None, :, :] & ~m[:, None, :], axis=-1)  # [a, b]: b in a
+    assert np.array_equal(table.subset, want)

@@ -328,20 +328,43 @@ def _conv(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, object
         out[1] = g.add("Transpose", [cw], where, (m, c, kh, kw), perm=[1, 0, 2, 3])
     if 0 in want:
         # the kernel turned 180 degrees: a product with the reversal of its kh * kw taps
-        flip = np.eye(kh * kw, dtype=np.float32)[::-1].copy()
-        flat = g.add("Reshape", [w, g.const(np.array([m * c, kh * kw], dtype=np.int64),
-                                            "shape")], where, (m * c, kh * kw))
-        turned = g.add("MatMul", [flat, g.const(flip, "flip")], where, (m * c, kh * kw))
-        turned = g.add("Reshape", [turned, g.const(np.array([m, c, kh, kw], dtype=np.int64),
-                                                   "shape")], where, (m, c, kh, kw))
+        turned = w
+        if kh * kw > 1:
+            flip = np.eye(kh * kw, dtype=np.float32)[::-1].copy()
+            flat = g.add("Reshape", [w, g.const(np.array([m * c, kh * kw], dtype=np.int64),
+                                                "shape")], where, (m * c, kh * kw))
+            turned = g.add("MatMul", [flat, g.const(flip, "flip")], where, (m * c, kh * kw))
+            turned = g.add("Reshape", [turned, g.const(
+                np.array([m, c, kh, kw], dtype=np.int64), "shape")], where, (m, c, kh, kw))
         wt = g.add("Transpose", [turned], where, (c, m, kh, kw), perm=[1, 0, 2, 3])
         up = dy if (sh, sw) == (1, 1) else _spread(dy, (n, m, oh, ow), (sh, sw), g, where)
         pads = [kh - 1 - pt, kw - 1 - pl, h - oh * sh + pt, wd - ow * sw + pl]
-        if min(pads) < 0:
-            raise _unsupported(node, f"cannot turn its stride and pads {[pt, pl, pb, pr]} into a "
-                               "convolution of its output's gradient")
-        out[0] = g.add("Conv", [up, wt], where, (n, c, h, wd), pads=pads)
+        if min(pads[:2]) < 0:
+            raise _unsupported(node, f"cannot turn its pads {[pt, pl, pb, pr]}, wider than "
+                               "its kernel, into a convolution of its output's gradient")
+        # a stride that skips the input's last rows spreads dY a row too far: cropped
+        over = (max(0, -pads[2]), max(0, -pads[3]))
+        pads = [*pads[:2], max(0, pads[2]), max(0, pads[3])]
+        full = g.add("Conv", [up, wt], where, (n, c, h + over[0], wd + over[1]), pads=pads)
+        out[0] = _crop(full, (n, c, h + over[0], wd + over[1]), (h, wd), g, where)
     return out
+
+
+def _crop(t: str, shape: tuple[int, int, int, int], keep: tuple[int, int], g: _Graph,
+          where: str) -> str:
+    """The first `keep` rows and columns of a map: products with a selection matrix (the
+    IR has no slice), exact for finite values."""
+    n, c, h, w = shape
+    if (h, w) == keep:
+        return t
+    if w != keep[1]:
+        pick = g.const(np.eye(w, keep[1], dtype=np.float32), "crop")
+        t = g.add("MatMul", [t, pick], where, (n, c, h, keep[1]))
+        w = keep[1]
+    if h != keep[0]:
+        pick = g.const(np.eye(keep[0], h, dtype=np.float32), "crop")
+        t = g.add("MatMul", [pick, t], where, (n, c, keep[0], w))
+    return t
 
 
 def _spread(dy: str, shape: tuple[int, int, int, int], strides: tuple[int, int], g: _Graph,
@@ -360,7 +383,7 @@ def _spread(dy: str, shape: tuple[int, int, int, int], strides: tuple[int, int],
 def _pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: _Graph, where: str
           ) -> str:
     """A pool's input gradient: spread evenly over a global or a tiling window; for a max
-    pool, to every position that holds its window's maximum (ties all take it)."""
+    pool, to the first position that holds its window's maximum."""
     x = node.input[0]
     n, c, h, w = g.shapes[x]
     if node.op_type == "GlobalAveragePool":
@@ -373,21 +396,36 @@ def _pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: _Graph, wh
         raise _unsupported(node, "supports pools whose windows tile the map (stride = "
                            "kernel, no pads) only")
     oh, ow = h // k[0], w // k[1]
-    tile = (1, 1, 1, k[0], 1, k[1])
     back = g.const(np.array([n, c, h, w], dtype=np.int64), "shape")
-    col = g.const(np.array([n, c, oh, 1, ow, 1], dtype=np.int64), "shape")
     if node.op_type == "AveragePool":
-        share = g.const(np.full(tile, 1.0 / (k[0] * k[1]), dtype=np.float32), "share")
+        col = g.const(np.array([n, c, oh, 1, ow, 1], dtype=np.int64), "shape")
+        share = g.const(np.full((1, 1, 1, k[0], 1, k[1]), 1.0 / (k[0] * k[1]),
+                                dtype=np.float32), "share")
         spread = g.add("Mul", [g.add("Reshape", [dy, col], where, (n, c, oh, 1, ow, 1)), share],
                        where, (n, c, oh, k[0], ow, k[1]))
         return g.add("Reshape", [spread, back], where, (n, c, h, w))
-    ones = g.const(np.ones(tile, dtype=np.float32), "ones")
+    # a max pool: the first position of each window (in row-major order) that holds
+    # its maximum takes the gradient, as onnx's Indices and PyTorch choose
+    kk = k[0] * k[1]
     big = (n, c, oh, k[0], ow, k[1])
-    y = g.add("Mul", [g.add("Reshape", [node.output[0], col], where, (n, c, oh, 1, ow, 1)),
-                      ones], where, big)
-    grad = g.add("Mul", [g.add("Reshape", [dy, col], where, (n, c, oh, 1, ow, 1)), ones],
-                 where, big)
+    order = [0, 1, 2, 4, 3, 5]  # (n, c, oh, ow, kh, kw)
+    lanes = (n, c, oh, ow, kk)
     xs = g.add("Reshape", [x, g.const(np.array(big, dtype=np.int64), "shape")], where, big)
-    top = g.add("Equal", [xs, y], where, big)
-    picked = g.add("Where", [top, grad, g.const(0.0)], where, big)
-    return g.add("Reshape", [picked, back], where, (n, c, h, w))
+    xs = g.add("Transpose", [xs], where, (n, c, oh, ow, *k), perm=order)
+    xs = g.add("Reshape", [xs, g.const(np.array(lanes, dtype=np.int64), "shape")], where, lanes)
+    one = (n, c, oh, ow, 1)
+    y = g.add("Reshape", [node.output[0], g.const(np.array(one, dtype=np.int64), "shape")],
+              where, one)
+    hit = g.add("Where", [g.add("Equal", [xs, y], where, lanes), g.const(1.0), g.const(0.0)],
+                where, lanes)
+    earlier = g.add("MatMul", [hit, g.const(np.triu(np.ones((kk, kk), np.float32), 1),
+                                             "earlier")], where, lanes)
+    first = g.add("Where", [g.add("Equal", [earlier, g.const(0.0)], where, lanes), hit,
+                            g.const(0.0)], where, lanes)
+    grad = g.add("Mul", [first, g.add("Reshape", [dy, g.const(np.array(one, dtype=np.int64),
+                                                                "shape")], where, one)],
+                 where, lanes)
+    grad = g.add("Reshape", [grad, g.const(np.array((n, c, oh, ow, *k), dtype=np.int64),
+                                           "shape")], where, (n, c, oh, ow, *k))
+    grad = g.add("Transpose", [grad], where, big, perm=order)
+    return g.add("Reshape", [grad, back], where, (n, c, h, w))
