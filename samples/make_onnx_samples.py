@@ -115,7 +115,51 @@ def small_cnn(shape: tuple[int, ...] = (1, 3, 12, 12), channels: tuple[int, int]
     return model
 
 
+def training_cnn(seed: int = 0) -> onnx.ModelProto:
+    """A CNN small enough to train on the simulator in seconds a step: x (1 x 6 x 6) ->
+    Conv 3x3 (2 filters, pad 1) -> Relu -> MaxPool 2x2 -> GlobalAveragePool -> Flatten
+    -> Gemm (2 classes); learns `checkerboards`."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4, name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2],
+                              name="pool1"),
+             helper.make_node("GlobalAveragePool", ["p1"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["z"], transB=1, name="fc")]
+    inits = {"w1": rng.normal(0, 0.5, (2, 1, 3, 3)), "b1": rng.normal(0, 0.1, 2),
+             "w3": rng.normal(0, 0.7, (2, 2)), "b3": rng.normal(0, 0.1, 2)}
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def checkerboards(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Training data for training_cnn: class 1 a +-2 checkerboard over noise, class 0
+    noise (each image offset), labels as class indices."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    board = np.indices((6, 6)).sum(axis=0) % 2 * 2 - 1.0
+    x = rng.normal(0, 0.3, (n, 1, 6, 6)) + rng.normal(0, 0.5, (n, 1, 1, 1))
+    x[y == 1, 0] += 2 * board
+    return {"x": x.astype(np.float32), "labels": y}
+
+
+def blobs(samples: int = 256, features: int = 8, classes: int = 8, seed: int = 7
+          ) -> dict[str, np.ndarray]:
+    """Training data for gemm_relu_gemm: separable Gaussian blobs (class centres
+    N(0, 1.5^2), points 0.5 around them), labels as class indices."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.5, (classes, features))
+    labels = rng.integers(0, classes, samples)
+    x = centres[labels] + rng.normal(0, 0.5, (samples, features))
+    return {"x": x.astype(np.float32), "labels": labels}
+
+
 def main() -> None:
+    np.savez(HERE / "blobs.npz", **blobs())
     onnx.save(gemm_relu_gemm(), str(HERE / "gemm_relu_gemm.onnx"))
     onnx.save(conv_relu(), str(HERE / "conv_relu.onnx"))
     onnx.save(small_cnn(), str(HERE / "small_cnn.onnx"))

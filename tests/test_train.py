@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pimc.cli import main
 from pimc.frontend.onnx_train import TrainSpec, training_step
 from pimc.isa.errors import PimError
+from samples.make_onnx_samples import checkerboards, training_cnn
 
 F = TensorProto.FLOAT
 
@@ -70,36 +71,6 @@ def numpy_step(model: onnx.ModelProto, x: np.ndarray, onehot: np.ndarray, lr: fl
     return value, {k: w[k] - lr * g for k, g in grads.items()}
 
 
-def small_cnn(seed: int = 0) -> onnx.ModelProto:
-    """x (1 x 6 x 6) -> Conv 3x3 (2 filters, pad 1) -> Relu -> MaxPool 2x2 ->
-    GlobalAveragePool -> Flatten -> Gemm (2 classes)."""
-    rng = np.random.default_rng(seed)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1] * 4, name="conv1"),
-             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2],
-                              name="pool1"),
-             helper.make_node("GlobalAveragePool", ["p1"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "w3", "b3"], ["z"], transB=1, name="fc")]
-    inits = {"w1": rng.normal(0, 0.5, (2, 1, 3, 3)), "b1": rng.normal(0, 0.1, 2),
-             "w3": rng.normal(0, 0.7, (2, 2)), "b3": rng.normal(0, 0.1, 2)}
-    graph = helper.make_graph(
-        nodes, "cnn", [helper.make_tensor_value_info("x", F, [1, 1, 6, 6])],
-        [helper.make_tensor_value_info("z", F, [1, 2])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def checkerboards(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Class 1: a +-2 checkerboard over noise; class 0: noise (each image offset)."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    board = np.indices((6, 6)).sum(axis=0) % 2 * 2 - 1.0
-    x = rng.normal(0, 0.3, (n, 1, 6, 6)) + rng.normal(0, 0.5, (n, 1, 1, 1))
-    x[y == 1, 0] += 2 * board
-    return x.astype(np.float32), y
-
-
 def _compile_and_run(tmp_path, model, data, steps, *flags):  # type: ignore[no-untyped-def]
     src, prog = tmp_path / "m.onnx", tmp_path / "m.uop"
     onnx.save(model, str(src))
@@ -150,8 +121,7 @@ def test_a_small_cnn_learns_with_every_step_bit_exact(tmp_path, capsys, dtype):
     onnx's evaluator (which also catches a weight's derived value, such as the turned
     kernel of a convolution's input gradient, going stale between steps); the mean loss
     of the last four steps is under 1/3 of the first step's."""
-    x, y = checkerboards(40)
-    code, out = _compile_and_run(tmp_path, small_cnn(), {"x": x, "labels": y}, 10,
+    code, out = _compile_and_run(tmp_path, training_cnn(), checkerboards(40), 10,
                                  "--batch", "4", "--lr", "0.5", "--dtype", dtype)
     text = capsys.readouterr().out
     assert code == 0, text
