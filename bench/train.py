@@ -117,7 +117,7 @@ def whole(tmp: Path, light: str, timeout: float) -> list[dict[str, object]]:
     src, prog = tmp / f"{light}.onnx", tmp / f"{light}.uop"
     onnx.save(load_light(light), str(src))
     big = tmp / "big.toml"
-    big.write_text("max_crossbars = 4194304\n")
+    big.write_text("max_crossbars = 33554432\n")  # room to count; judged per memory
     code = ("import resource, sys\n"
             "resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))\n"
             "from pimc.cli import main\n"

@@ -278,3 +278,23 @@ def test_a_strided_cnn_step_runs_bit_exact(tmp_path, capsys):
     code, _ = _compile_and_run(tmp_path, strided_cnn(None, smooth=False),
                                {"x": x, "labels": np.array([0, 1, 1, 0])}, 1, "--batch", "4")
     assert code == 0, capsys.readouterr().out
+
+
+def test_an_opset_9_model_gets_a_step_graph_of_its_own_opset():
+    """The light CNNs are opset 9: the step uses ReduceSum's and Pad's attribute forms,
+    MatMul for the gradient products and Less for the max pool's mask; it computes what
+    the opset-17 step computes."""
+    from onnx.reference import ReferenceEvaluator
+
+    new = training_cnn()
+    old = training_cnn()
+    old.opset_import[0].version = 9
+    onnx.checker.check_model(old, full_check=True)
+    feeds = {"x": checkerboards(4)["x"], "labels": np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]}
+    outs = []
+    for model in (old, new):
+        step = training_step(model, TrainSpec(batch=4, lr=0.5))
+        onnx.checker.check_model(step.model, full_check=True)
+        outs.append(ReferenceEvaluator(step.model).run(None, feeds))
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

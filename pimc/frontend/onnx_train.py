@@ -50,7 +50,8 @@ class Step:
 class _Graph:
     """Nodes and constants appended while differentiating."""
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
+    def __init__(self, shapes: dict[str, tuple[int, ...]], opset: int) -> None:
+        self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.consts: list[onnx.TensorProto] = []
         self.shapes = shapes
@@ -73,6 +74,33 @@ class _Graph:
         self.nodes.append(helper.make_node(op, ins, [out], name=where, **attrs))
         self.shapes[out] = shape
         return out
+
+    # the operators whose form changed between opsets, in the model's own opset
+
+    def reduce_sum(self, x: str, axes: list[int], keep: bool, where: str,
+                   shape: tuple[int, ...]) -> str:
+        if self.opset >= 13:
+            return self.add("ReduceSum", [x, self.const(np.array(axes, dtype=np.int64), "axes")],
+                            where, shape, keepdims=int(keep))
+        return self.add("ReduceSum", [x], where, shape, axes=axes, keepdims=int(keep))
+
+    def pad(self, x: str, pads: list[int], where: str, shape: tuple[int, ...]) -> str:
+        if self.opset >= 11:
+            return self.add("Pad", [x, self.const(np.array(pads, dtype=np.int64), "pads")],
+                            where, shape)
+        return self.add("Pad", [x], where, shape, pads=pads)
+
+    def product(self, a: str, ta: bool, b: str, tb: bool, where: str, alpha: float = 1.0
+                ) -> str:
+        """alpha A' B' (A' = A transposed if ta, B' likewise), as MatMul: every opset."""
+        sides = []
+        for x, t in ((a, ta), (b, tb)):
+            rows, cols = self.shapes[x]
+            sides.append(self.add("Transpose", [x], where, (cols, rows), perm=[1, 0]) if t
+                         else x)
+        shape = (self.shapes[sides[0]][0], self.shapes[sides[1]][1])
+        out = self.add("MatMul", sides, where, shape)
+        return out if alpha == 1.0 else self.add("Mul", [out, self.const(alpha)], where, shape)
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -133,7 +161,8 @@ def training_step(model: onnx.ModelProto, spec: TrainSpec, file: str = "<model>"
     if bad:
         raise PimError(f"{file}: the training path cannot differentiate "
                        + "; ".join(f"node '{n.name or n.output[0]}' ({n.op_type})" for n in bad))
-    g = _Graph(shapes)
+    g = _Graph(shapes, next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                            17))
     batch, classes = shapes[out]
     labels = spec.label
     g.shapes[labels] = (batch, classes)
@@ -144,7 +173,7 @@ def training_step(model: onnx.ModelProto, spec: TrainSpec, file: str = "<model>"
                                                  (batch, classes), axis=1)
         lp = g.add("LogSoftmax", [logits], "loss/log_softmax", (batch, classes), axis=1)
         picked = g.add("Mul", [labels, lp], "loss/picked", (batch, classes))
-        total = g.add("ReduceSum", [picked], "loss/sum", (), keepdims=0)
+        total = g.reduce_sum(picked, [0, 1], False, "loss/sum", ())
         loss = g.add("Mul", [total, g.const(-1.0 / batch)], "loss/mean", ())
         diff = g.add("Sub", [p, labels], "backward/loss", (batch, classes))
         grads[logits] = g.add("Mul", [diff, g.const(1.0 / batch)], "backward/loss",
@@ -153,7 +182,7 @@ def training_step(model: onnx.ModelProto, spec: TrainSpec, file: str = "<model>"
         n = batch * classes
         diff = g.add("Sub", [out, labels], "loss/error", (batch, classes))
         sq = g.add("Mul", [diff, diff], "loss/square", (batch, classes))
-        total = g.add("ReduceSum", [sq], "loss/sum", (), keepdims=0)
+        total = g.reduce_sum(sq, [0, 1], False, "loss/sum", ())
         loss = g.add("Mul", [total, g.const(1.0 / n)], "loss/mean", ())
         grads[out] = g.add("Mul", [diff, g.const(2.0 / n)], "backward/loss", (batch, classes))
     for node in reversed(list(g0.node)):
@@ -252,8 +281,8 @@ def _gradients(node: onnx.NodeProto, dy: str, want: set[int], g: _Graph) -> dict
         if len(shape[a]) != 2 or len(shape[b]) != 2:
             raise PimError(f"node '{node.name or node.output[0]}' (MatMul): training "
                            "supports 2-D products only")
-        made = {0: lambda: g.add("Gemm", [dy, b], where, shape[a], transB=1),
-                1: lambda: g.add("Gemm", [a, dy], where, shape[b], transA=1)}
+        made = {0: lambda: g.product(dy, False, b, True, where),
+                1: lambda: g.product(a, True, dy, False, where)}
         return {i: made[i]() for i in sorted(want)}
     # Gemm: Y = alpha * A' B' + beta * C, A' = A or its transpose, B' likewise
     a, b = ins[0], ins[1]
@@ -261,11 +290,11 @@ def _gradients(node: onnx.NodeProto, dy: str, want: set[int], g: _Graph) -> dict
     alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
     out = {}
     if 0 in want:
-        out[0] = g.add("Gemm", [b, dy], where, shape[a], transA=tb, transB=1, alpha=alpha) \
-            if ta else g.add("Gemm", [dy, b], where, shape[a], transB=1 - tb, alpha=alpha)
+        out[0] = g.product(b, bool(tb), dy, True, where, alpha) if ta else \
+            g.product(dy, False, b, not tb, where, alpha)
     if 1 in want:
-        out[1] = g.add("Gemm", [dy, a], where, shape[b], transA=1, transB=ta, alpha=alpha) \
-            if tb else g.add("Gemm", [a, dy], where, shape[b], transA=1 - ta, alpha=alpha)
+        out[1] = g.product(dy, True, a, bool(ta), where, alpha) if tb else \
+            g.product(a, not ta, dy, False, where, alpha)
     if 2 in want:
         dc = dy if beta == 1.0 else g.add("Mul", [dy, g.const(beta)], where, shape[dy])
         out[2] = _unbroadcast(dc, shape[node.output[0]], shape[ins[2]], g, where)
@@ -281,8 +310,7 @@ def _unbroadcast(dy: str, full: tuple[int, ...], to: tuple[int, ...], g: _Graph,
     if not axes:
         return dy
     kept = tuple(1 if i in axes else d for i, d in enumerate(full))
-    summed = g.add("ReduceSum", [dy, g.const(np.array(axes, dtype=np.int64), "axes")], where,
-                   kept, keepdims=1)
+    summed = g.reduce_sum(dy, axes, True, where, kept)
     return summed if kept == to else g.add(
         "Reshape", [summed, g.const(np.array(to, dtype=np.int64), "shape")], where, to)
 
@@ -311,16 +339,14 @@ def _conv(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, object
     pt, pl, pb, pr = (int(v) for v in attrs.get("pads", [0, 0, 0, 0]))  # type: ignore[attr-defined]
     out: dict[int, str] = {}
     if 2 in want:
-        out[2] = g.add("ReduceSum", [dy, g.const(np.array([0, 2, 3], dtype=np.int64), "axes")],
-                       where, (m,), keepdims=0)
+        out[2] = g.reduce_sum(dy, [0, 2, 3], False, where, (m,))
     if 1 in want:
         # dW[m, c] = sum over n of X[n, c] correlated with dY[n, m] dilated by the stride;
         # a remainder of the input the windows never reach is met by one zero row of dY
         rh, rw = (h + pt + pb - kh) % sh, (wd + pl + pr - kw) % sw
         eh, ew = int(rh > 0), int(rw > 0)
-        grad = dy if not (eh or ew) else g.add(
-            "Pad", [dy, g.const(np.array([0, 0, 0, 0, 0, 0, eh, ew], dtype=np.int64), "pads")],
-            where, (n, m, oh + eh, ow + ew))
+        grad = dy if not (eh or ew) else g.pad(dy, [0, 0, 0, 0, 0, 0, eh, ew], where,
+                                                (n, m, oh + eh, ow + ew))
         xt = g.add("Transpose", [x], where, (c, n, h, wd), perm=[1, 0, 2, 3])
         gt = g.add("Transpose", [grad], where, (m, n, oh + eh, ow + ew), perm=[1, 0, 2, 3])
         pads = [pt, pl, pb + (sh - rh if rh else 0), pr + (sw - rw if rw else 0)]
@@ -375,7 +401,7 @@ def _spread(dy: str, shape: tuple[int, int, int, int], strides: tuple[int, int],
     r = g.add("Reshape", [dy, g.const(np.array([n, m, oh, 1, ow, 1], dtype=np.int64),
                                       "shape")], where, (n, m, oh, 1, ow, 1))
     zeros = np.array([0] * 6 + [0, 0, 0, sh - 1, 0, sw - 1], dtype=np.int64)
-    r = g.add("Pad", [r, g.const(zeros, "pads")], where, (n, m, oh, sh, ow, sw))
+    r = g.pad(r, [int(v) for v in zeros], where, (n, m, oh, sh, ow, sw))
     return g.add("Reshape", [r, g.const(np.array([n, m, oh * sh, ow * sw], dtype=np.int64),
                                         "shape")], where, (n, m, oh * sh, ow * sw))
 
@@ -416,12 +442,13 @@ def _pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: _Graph, wh
     one = (n, c, oh, ow, 1)
     y = g.add("Reshape", [node.output[0], g.const(np.array(one, dtype=np.int64), "shape")],
               where, one)
-    hit = g.add("Where", [g.add("Equal", [xs, y], where, lanes), g.const(1.0), g.const(0.0)],
+    # x < max is a miss (Less has floats in every opset, Equal only from 11)
+    hit = g.add("Where", [g.add("Less", [xs, y], where, lanes), g.const(0.0), g.const(1.0)],
                 where, lanes)
     earlier = g.add("MatMul", [hit, g.const(np.triu(np.ones((kk, kk), np.float32), 1),
                                              "earlier")], where, lanes)
-    first = g.add("Where", [g.add("Equal", [earlier, g.const(0.0)], where, lanes), hit,
-                            g.const(0.0)], where, lanes)
+    first = g.add("Where", [g.add("Greater", [earlier, g.const(0.5)], where, lanes),
+                            g.const(0.0), hit], where, lanes)
     grad = g.add("Mul", [first, g.add("Reshape", [dy, g.const(np.array(one, dtype=np.int64),
                                                                 "shape")], where, one)],
                  where, lanes)

@@ -131,13 +131,12 @@ def split_stages(kernel: Kernel, rows: int, products: bool = False) -> list[Stag
 
 
 def _result_groups(kernel: Kernel) -> list[tuple[Param, ...]]:
-    """The results by shape, in order: one iteration space computes one shape, so
-    results of several shapes (a training step's loss and updated weights) are each
-    the last stage of their own chain."""
-    groups: dict[tuple[int, ...], list[Param]] = {}
-    for p in kernel.results:
-        groups.setdefault(tuple(p.shape), []).append(p)
-    return [tuple(g) for g in groups.values()] or [()]
+    """Results of one shape share the last stage; results of several shapes (a training
+    step's loss and new weights) each end a stage of their own, since one iteration
+    space computes one shape (and a weight's update is its own chain)."""
+    if len({tuple(p.shape) for p in kernel.results}) <= 1:
+        return [kernel.results]
+    return [(p,) for p in kernel.results]
 
 
 def _users(kernel: Kernel, n: int) -> set[int]:
