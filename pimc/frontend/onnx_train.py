@@ -24,7 +24,7 @@ LOSSES = ("ce", "mse")
 THROUGH = {"Gemm": (0, 1, 2), "MatMul": (0, 1), "Add": (0, 1), "Relu": (0,), "Sigmoid": (0,),
            "Tanh": (0,), "Flatten": (0,), "Reshape": (0,), "Identity": (0,),
            "Dropout": (0,), "Conv": (0, 1, 2), "GlobalAveragePool": (0,),
-           "AveragePool": (0,), "MaxPool": (0,)}
+           "AveragePool": (0,), "MaxPool": (0,), "Sum": tuple(range(64))}
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,12 @@ def training_step(model: onnx.ModelProto, spec: TrainSpec, file: str = "<model>"
     last = producer.get(out)
     folded = last if spec.loss == "ce" and last is not None and last.op_type == "Softmax" \
         else None  # the cross-entropy's gradient goes through it at once: p - labels
-    bad = [n for n in g0.node if n.op_type not in THROUGH and n is not folded
-           and _needs(n, g0, trained, out)]
+    bad = [(n, why) for n in g0.node if n is not folded and _needs(n, g0, trained, out)
+           and (why := _refusal(n, shapes)) is not None]
     if bad:
         raise PimError(f"{file}: the training path cannot differentiate "
-                       + "; ".join(f"node '{n.name or n.output[0]}' ({n.op_type})" for n in bad))
+                       + "; ".join(f"node '{n.name or n.output[0]}' ({n.op_type}{why})"
+                                   for n, why in bad))
     g = _Graph(shapes, next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                             17))
     batch, classes = shapes[out]
@@ -226,6 +227,36 @@ def _reaches(name: str, graph: onnx.GraphProto, out: str) -> bool:
     return out in live
 
 
+def _refusal(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """Why the backward pass cannot go through this node, or None if it can."""
+    if node.op_type not in THROUGH:
+        return ": no gradient rule"
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    x = shapes.get(node.input[0], ())
+    if node.op_type == "MatMul" and (len(x) != 2 or len(shapes.get(node.input[1], ())) != 2):
+        return ": 2-D products only"
+    if node.op_type == "Conv":
+        if len(x) != 4:
+            return ": 2-D convolutions only"
+        if int(attrs.get("group", 1)) != 1:  # type: ignore[call-overload]
+            return f": group {attrs['group']}, only group 1"
+        if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])):  # type: ignore[attr-defined]
+            return ": dilations, only 1"
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+            return ": auto_pad, only explicit pads"
+        if any(p >= k for p, k in zip(attrs.get("pads", [0] * 4)[:2],  # type: ignore[index]
+                                      shapes.get(node.input[1], (0, 0, 1, 1))[2:],
+                                      strict=False)):
+            return ": pads as wide as the kernel"
+    if node.op_type in ("MaxPool", "AveragePool"):
+        k = list(attrs.get("kernel_shape", []))  # type: ignore[call-overload]
+        if len(x) != 4 or len(k) != 2 or list(attrs.get("strides", k)) != k \
+                or any(attrs.get("pads", [])) or x[2] % k[0] or x[3] % k[1]:  # type: ignore[call-overload]
+            return (f": kernel {k}, strides {list(attrs.get('strides', k))}, pads "  # type: ignore[call-overload]
+                    f"{list(attrs.get('pads', []))}: only windows that tile the map")
+    return None
+
+
 def _needs(node: onnx.NodeProto, graph: onnx.GraphProto, trained: list[str], out: str) -> bool:
     """A node the gradient of some trained weight must go back through."""
     return any(_reaches(o, graph, out) for o in node.output) and any(
@@ -273,7 +304,7 @@ def _gradients(node: onnx.NodeProto, dy: str, want: set[int], g: _Graph) -> dict
         return _conv(node, dy, want, attrs, g, where)
     if op in ("GlobalAveragePool", "AveragePool", "MaxPool"):
         return {0: _pool(node, dy, attrs, g, where)}
-    if op == "Add":
+    if op in ("Add", "Sum"):
         return {i: _unbroadcast(dy, shape[node.output[0]], shape[x], g, where)
                 for i, x in enumerate(ins) if i in want}
     if op == "MatMul":
