@@ -110,6 +110,11 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"executed) on {prog.crossbars:,} crossbars of {prog.arch.rows}x{prog.arch.cols}")
         print(stats.table())
         _wear_note(prog, stats)
+        if "state" in dict(prog.meta):  # a training step: its phases
+            from pimc.train import phase_table
+
+            print("\nper phase (energy upper bounds)")
+            print(phase_table(stats.layers))
         _print_layers(stats)
         write_all(_stats_file(args, stats))
         return 0

@@ -146,6 +146,19 @@ def test_the_trained_model_is_saved_with_the_final_weights(tmp_path):
             next(t for t in model.graph.initializer if t.name == name)))
 
 
+def test_counting_a_training_step_splits_it_by_phase(tmp_path, capsys):
+    src, prog = tmp_path / "m.onnx", tmp_path / "m.uop"
+    onnx.save(perceptron(4, 4, 2), str(src))
+    assert main(["compile", str(src), "-o", str(prog), "--train", "--batch", "4"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(prog), "--count-only"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("per phase"):]
+    for phase in ("forward", "loss", "backward", "update"):
+        assert int(table.split(f"\n{phase}")[1].split()[0].replace(",", "")) > 0
+    assert "w1 write-back" in out
+
+
 def test_the_step_graph_names_its_phases_and_its_state():
     step = training_step(perceptron(4, 4, 2), TrainSpec(batch=4))
     assert step.state == {f"{w}__new": w for w in ("w1", "b1", "w2", "b2")}
