@@ -216,10 +216,13 @@ def strided_cnn(pool: str | None, smooth: bool = True, seed: int = 0) -> onnx.Mo
     """Convolutions whose gradients take every path: asymmetric pads, a 3x3 stride 2
     (dY spread), a 1x1 stride 2 that skips the map's last row (cropped), a residual Add
     (Sum without a pool),
-    a tiling pool if `pool` is given; Tanh and Sigmoid if `smooth`, else Relus."""
+    a batch norm (its statistics stored, its scale and shift trained), a tiling pool if
+    `pool` is given; Tanh and Sigmoid if `smooth`, else Relus."""
     rng = np.random.default_rng(seed)
     size = 3 if pool else 6  # the map the strided convolutions read
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 0, 1, 3], name="conv1"),
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c0"], pads=[1, 0, 1, 3], name="conv1"),
+             helper.make_node("BatchNormalization", ["c0", "gamma", "beta", "mean", "var"],
+                              ["c1"], name="bn1"),
              helper.make_node("Tanh" if smooth else "Relu", ["c1"], ["t1"], name="act1")]
     if pool:
         nodes.append(helper.make_node(pool, ["t1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2],
@@ -234,6 +237,8 @@ def strided_cnn(pool: str | None, smooth: bool = True, seed: int = 0) -> onnx.Mo
               helper.make_node("Gemm", ["f", "w4"], ["z"], transB=1, name="fc")]
     out = (size - 1) // 2 + 1
     inits = {"w1": rng.normal(0, 0.5, (2, 1, 3, 3)), "b1": rng.normal(0, 0.1, 2),
+             "gamma": rng.normal(1, 0.1, 2), "beta": rng.normal(0, 0.1, 2),
+             "mean": rng.normal(0, 0.1, 2), "var": rng.uniform(0.5, 1.5, 2),
              "w2": rng.normal(0, 0.5, (3, 2, 3, 3)), "w3": rng.normal(0, 0.5, (3, 2, 1, 1)),
              "w4": rng.normal(0, 0.5, (2, 3 * out * out))}
     graph = helper.make_graph(
@@ -273,7 +278,9 @@ def test_convolution_and_pool_gradients_match_finite_differences(pool):
     out = dict(zip(names, ReferenceEvaluator(step.model).run(
         None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
     w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
-    for name, value in w.items():
+    assert set(step.weights) == set(w) - {"mean", "var"}
+    for name in step.weights:
+        value = w[name]
         grad = value - out[f"{name}__new"]  # lr 1
         fd = np.zeros(value.size)
         for i in range(value.size):

@@ -24,7 +24,8 @@ LOSSES = ("ce", "mse")
 THROUGH = {"Gemm": (0, 1, 2), "MatMul": (0, 1), "Add": (0, 1), "Relu": (0,), "Sigmoid": (0,),
            "Tanh": (0,), "Flatten": (0,), "Reshape": (0,), "Identity": (0,),
            "Dropout": (0,), "Conv": (0, 1, 2), "GlobalAveragePool": (0,),
-           "AveragePool": (0,), "MaxPool": (0,), "Sum": tuple(range(64))}
+           "AveragePool": (0,), "MaxPool": (0,), "Sum": tuple(range(64)),
+           "BatchNormalization": (0, 1, 2)}
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,10 @@ def training_step(model: onnx.ModelProto, spec: TrainSpec, file: str = "<model>"
                        f"'{out}' is {list(shapes.get(out, ()))}")
     inits = {t.name: t for t in g0.initializer}
     producer = {o: n for n in g0.node for o in n.output}
+    slots = {n.input[i] for n in g0.node for i in THROUGH.get(n.op_type, ())
+             if i < len(n.input)}  # a batch norm's statistics are read, not trained
     trained = [t.name for t in g0.initializer if t.data_type == onnx.TensorProto.FLOAT
-               and len(t.dims) >= 1 and _reaches(t.name, g0, out)]
+               and len(t.dims) >= 1 and t.name in slots and _reaches(t.name, g0, out)]
     if not trained:
         raise PimError(f"{file}: no float weight reaches the output: nothing to train")
     last = producer.get(out)
@@ -302,6 +305,8 @@ def _gradients(node: onnx.NodeProto, dy: str, want: set[int], g: _Graph) -> dict
         return {0: g.add("Mul", [dy, slope], where, shape[y])}
     if op == "Conv":
         return _conv(node, dy, want, attrs, g, where)
+    if op == "BatchNormalization":
+        return _batch_norm(node, dy, want, attrs, g, where)
     if op in ("GlobalAveragePool", "AveragePool", "MaxPool"):
         return {0: _pool(node, dy, attrs, g, where)}
     if op in ("Add", "Sum"):
@@ -422,6 +427,33 @@ def _crop(t: str, shape: tuple[int, int, int, int], keep: tuple[int, int], g: _G
         pick = g.const(np.eye(keep[0], h, dtype=np.float32), "crop")
         t = g.add("MatMul", [pick, t], where, (n, c, keep[0], w))
     return t
+
+
+def _batch_norm(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, object],
+                g: _Graph, where: str) -> dict[int, str]:
+    """Batch normalisation with its stored statistics (as the forward pass computes it):
+    a per-channel affine map, y = scale (x - mean) / sqrt(var + eps) + B, whose scale
+    and shift train; the statistics stay as they are."""
+    x, scale, mean, var = node.input[0], node.input[1], node.input[3], node.input[4]
+    shape = g.shapes[x]
+    c = shape[1]
+    per = (c, *[1] * (len(shape) - 2))  # broadcast along the channel axis
+    axes = [i for i in range(len(shape)) if i != 1]
+    eps = float(attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+    root = g.add("Sqrt", [g.add("Add", [var, g.const(eps)], where, (c,))], where, (c,))
+    inv = g.add("Div", [g.const(1.0), root], where, (c,))
+    as_per = g.const(np.array(per, dtype=np.int64), "shape")
+    out: dict[int, str] = {}
+    if 0 in want:
+        k = g.add("Reshape", [g.add("Mul", [scale, inv], where, (c,)), as_per], where, per)
+        out[0] = g.add("Mul", [dy, k], where, shape)
+    if 1 in want:
+        centred = g.add("Sub", [x, g.add("Reshape", [mean, as_per], where, per)], where, shape)
+        xhat = g.add("Mul", [centred, g.add("Reshape", [inv, as_per], where, per)], where, shape)
+        out[1] = g.reduce_sum(g.add("Mul", [dy, xhat], where, shape), axes, False, where, (c,))
+    if 2 in want:
+        out[2] = g.reduce_sum(dy, axes, False, where, (c,))
+    return out
 
 
 def _spread(dy: str, shape: tuple[int, int, int, int], strides: tuple[int, int], g: _Graph,
