@@ -292,6 +292,62 @@ def test_convolution_and_pool_gradients_match_finite_differences(pool):
         np.testing.assert_allclose(grad.reshape(-1), fd, atol=1e-3, err_msg=name)
 
 
+def overlapping(pool: str, **attrs: object) -> onnx.ModelProto:
+    """Conv -> Relu -> a pool whose windows overlap and reach into padding -> Gemm."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4, name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node(pool, ["r1"], ["p1"], name="pool1", **attrs),
+             helper.make_node("Flatten", ["p1"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2"], ["z"], transB=1, name="fc")]
+    inits = {"w1": rng.normal(0, 0.5, (2, 1, 3, 3)), "w2": rng.normal(0, 0.5, (2, 2 * 3 * 3))}
+    graph = helper.make_graph(
+        nodes, "pooled", [helper.make_tensor_value_info("x", F, [1, 1, 6, 5])],
+        [helper.make_tensor_value_info("z", F, [1, 2])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+POOLS = [("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+         ("MaxPool", {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 0, 1]}),
+         ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+         ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                          "count_include_pad": 1})]
+
+
+@pytest.mark.parametrize("pool, attrs", POOLS)
+def test_overlapping_pool_gradients_match_finite_differences(pool, attrs):
+    """Windows that overlap and reach into padding: the taps' shares added back by the
+    transposed convolution, against float64 central differences (atol 1e-3)."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = overlapping(pool, **attrs)
+    x = np.random.default_rng(6).normal(size=(3, 1, 6, 5)).astype(np.float32)
+    onehot = np.eye(2)[[0, 1, 1]]
+    step = training_step(model, TrainSpec(batch=3, lr=1.0))
+    names = [o.name for o in step.model.graph.output]
+    out = dict(zip(names, ReferenceEvaluator(step.model).run(
+        None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    for name in step.weights:
+        fd = np.zeros(w[name].size)
+        for i in range(fd.size):
+            hi, lo = dict(w), dict(w)
+            hi[name], lo[name] = w[name].copy(), w[name].copy()
+            hi[name].reshape(-1)[i] += 1e-6
+            lo[name].reshape(-1)[i] -= 1e-6
+            fd[i] = (_float64_loss(model, hi, x, onehot) - _float64_loss(model, lo, x, onehot)) / 2e-6
+        np.testing.assert_allclose((w[name] - out[f"{name}__new"]).reshape(-1), fd, atol=1e-3,
+                                   err_msg=name)
+
+
+def test_an_overlapping_max_pool_step_runs_bit_exact(tmp_path, capsys):
+    x = np.random.default_rng(7).normal(size=(2, 1, 6, 5)).astype(np.float32)
+    code, _ = _compile_and_run(tmp_path, overlapping(*POOLS[0][:1], **POOLS[0][1]),
+                               {"x": x, "labels": np.array([0, 1])}, 2, "--batch", "2")
+    assert code == 0, capsys.readouterr().out
+
+
 def test_a_strided_cnn_step_runs_bit_exact(tmp_path, capsys):
     """One step of the strided network on the crossbars: the spread and cropped
     gradients and the residual, bit-exact and within onnx's tolerance."""

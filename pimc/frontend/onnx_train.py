@@ -253,10 +253,16 @@ def _refusal(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> str | 
             return ": pads as wide as the kernel"
     if node.op_type in ("MaxPool", "AveragePool"):
         k = list(attrs.get("kernel_shape", []))  # type: ignore[call-overload]
-        if len(x) != 4 or len(k) != 2 or list(attrs.get("strides", k)) != k \
-                or any(attrs.get("pads", [])) or x[2] % k[0] or x[3] % k[1]:  # type: ignore[call-overload]
-            return (f": kernel {k}, strides {list(attrs.get('strides', k))}, pads "  # type: ignore[call-overload]
-                    f"{list(attrs.get('pads', []))}: only windows that tile the map")
+        pads = list(attrs.get("pads", [0] * 4))  # type: ignore[call-overload]
+        if len(x) != 4 or len(k) != 2:
+            return ": 2-D pools only"
+        if int(attrs.get("ceil_mode", 0)) or any(  # type: ignore[call-overload]
+                int(d) != 1 for d in attrs.get("dilations", [1, 1])):  # type: ignore[attr-defined]
+            return ": ceil_mode or dilations"
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+            return ": auto_pad, only explicit pads"
+        if pads[0] >= k[0] or pads[1] >= k[1]:
+            return ": pads as wide as the window"
     return None
 
 
@@ -399,17 +405,27 @@ def _conv(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, object
             turned = g.add("Reshape", [turned, g.const(
                 np.array([m, c, kh, kw], dtype=np.int64), "shape")], where, (m, c, kh, kw))
         wt = g.add("Transpose", [turned], where, (c, m, kh, kw), perm=[1, 0, 2, 3])
-        up = dy if (sh, sw) == (1, 1) else _spread(dy, (n, m, oh, ow), (sh, sw), g, where)
-        pads = [kh - 1 - pt, kw - 1 - pl, h - oh * sh + pt, wd - ow * sw + pl]
-        if min(pads[:2]) < 0:
-            raise _unsupported(node, f"cannot turn its pads {[pt, pl, pb, pr]}, wider than "
-                               "its kernel, into a convolution of its output's gradient")
-        # a stride that skips the input's last rows spreads dY a row too far: cropped
-        over = (max(0, -pads[2]), max(0, -pads[3]))
-        pads = [*pads[:2], max(0, pads[2]), max(0, pads[3])]
-        full = g.add("Conv", [up, wt], where, (n, c, h + over[0], wd + over[1]), pads=pads)
-        out[0] = _crop(full, (n, c, h + over[0], wd + over[1]), (h, wd), g, where)
+        out[0] = _transposed(dy, wt, 1, (n, c, h, wd), (kh, kw), (sh, sw), (pt, pl), g, where)
     return out
+
+
+def _transposed(dy: str, turned: str, group: int, shape: tuple[int, int, int, int],
+                kernel: tuple[int, int], strides: tuple[int, int], begin: tuple[int, int],
+                g: _Graph, where: str) -> str:
+    """The transpose of a strided convolution (pads `begin` first) applied to dY: dY
+    spread by the strides, convolved with the `turned` kernel (already turned 180
+    degrees, input and output channels swapped), cropped where a stride skipped the
+    input's last rows; `shape` is the input's."""
+    n, c, h, w = shape
+    _, m, oh, ow = g.shapes[dy]
+    (kh, kw), (sh, sw), (pt, pl) = kernel, strides, begin
+    up = dy if (sh, sw) == (1, 1) else _spread(dy, (n, m, oh, ow), (sh, sw), g, where)
+    pads = [kh - 1 - pt, kw - 1 - pl, h - oh * sh + pt, w - ow * sw + pl]
+    over = (max(0, -pads[2]), max(0, -pads[3]))  # spread a row too far: cropped
+    pads = [*pads[:2], max(0, pads[2]), max(0, pads[3])]
+    full = g.add("Conv", [up, turned], where, (n, c, h + over[0], w + over[1]), pads=pads,
+                 group=group)
+    return _crop(full, (n, c, h + over[0], w + over[1]), (h, w), g, where)
 
 
 def _crop(t: str, shape: tuple[int, int, int, int], keep: tuple[int, int], g: _Graph,
@@ -480,10 +496,8 @@ def _pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: _Graph, wh
         return g.add("Mul", [dy, share], where, (n, c, h, w))
     k = [int(v) for v in attrs.get("kernel_shape", [])]  # type: ignore[attr-defined]
     s = [int(v) for v in attrs.get("strides", k)]  # type: ignore[attr-defined]
-    if len(k) != 2 or s != k or any(int(p) for p in attrs.get("pads", [])) \
-            or h % k[0] or w % k[1]:  # type: ignore[attr-defined]
-        raise _unsupported(node, "supports pools whose windows tile the map (stride = "
-                           "kernel, no pads) only")
+    if s != k or any(int(p) for p in attrs.get("pads", [])) or h % k[0] or w % k[1]:  # type: ignore[attr-defined]
+        return _window_pool(node, dy, attrs, g, where)
     oh, ow = h // k[0], w // k[1]
     back = g.const(np.array([n, c, h, w], dtype=np.int64), "shape")
     if node.op_type == "AveragePool":
@@ -519,3 +533,55 @@ def _pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: _Graph, wh
                                            "shape")], where, (n, c, oh, ow, *k))
     grad = g.add("Transpose", [grad], where, big, perm=order)
     return g.add("Reshape", [grad, back], where, (n, c, h, w))
+
+
+def _window_pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: _Graph,
+                 where: str) -> str:
+    """A pool whose windows overlap or reach into padding: each window's k taps are
+    taken by a depthwise convolution with one-hot kernels, the gradient shared among
+    them (the first maximum's, or the average's share), and added back to the input by
+    the transpose of that convolution."""
+    x = node.input[0]
+    n, c, h, w = g.shapes[x]
+    oh, ow = g.shapes[dy][2:]
+    (kh, kw) = [int(v) for v in attrs["kernel_shape"]]  # type: ignore[attr-defined]
+    sh, sw = [int(v) for v in attrs.get("strides", [1, 1])]  # type: ignore[attr-defined]
+    pt, pl, pb, pr = [int(v) for v in attrs.get("pads", [0] * 4)]  # type: ignore[attr-defined]
+    kk = kh * kw
+    taps = np.zeros((c * kk, 1, kh, kw), dtype=np.float32)  # channel (c, t): tap t of c
+    taps[np.arange(c * kk), 0, np.tile(np.arange(kk) // kw, c), np.tile(np.arange(kk) % kw, c)] = 1
+    rows = np.arange(oh)[:, None] * sh + np.arange(kk)[None, :] // kw - pt  # (oh, kk)
+    cols = np.arange(ow)[:, None] * sw + np.arange(kk)[None, :] % kw - pl  # (ow, kk)
+    inside = (((rows >= 0) & (rows < h))[:, None, :] & ((cols >= 0) & (cols < w))[None, :, :])
+    lanes = (n, c, oh, ow, kk)
+    one = (n, c, oh, ow, 1)
+    if node.op_type == "MaxPool":
+        t = g.add("Conv", [x, g.const(taps, "taps")], where, (n, c * kk, oh, ow), group=c,
+                  strides=[sh, sw], pads=[pt, pl, pb, pr])
+        t = g.add("Reshape", [t, g.const(np.array((n, c, kk, oh, ow), dtype=np.int64),
+                                         "shape")], where, (n, c, kk, oh, ow))
+        t = g.add("Transpose", [t], where, lanes, perm=[0, 1, 3, 4, 2])
+        y = g.add("Reshape", [node.output[0], g.const(np.array(one, dtype=np.int64), "shape")],
+                  where, one)
+        hit = g.add("Where", [g.add("Less", [t, y], where, lanes), g.const(0.0),
+                              g.const(inside[None, None].astype(np.float32), "inside")],
+                    where, lanes)  # a padding tap is never the maximum
+        earlier = g.add("MatMul", [hit, g.const(np.triu(np.ones((kk, kk), np.float32), 1),
+                                                 "earlier")], where, lanes)
+        share = g.add("Where", [g.add("Greater", [earlier, g.const(0.5)], where, lanes),
+                                g.const(0.0), hit], where, lanes)
+    else:
+        counted = np.full(inside.shape, float(kk)) if int(attrs.get("count_include_pad", 0)) \
+            else np.broadcast_to(inside.sum(axis=-1, keepdims=True), inside.shape)  # type: ignore[call-overload]
+        share = g.const((inside / counted)[None, None].astype(np.float32), "share")
+    grad = g.add("Mul", [share, g.add("Reshape", [dy, g.const(np.array(one, dtype=np.int64),
+                                                                "shape")], where, one)],
+                 where, lanes)
+    grad = g.add("Transpose", [grad], where, (n, c, kk, oh, ow), perm=[0, 1, 4, 2, 3])
+    grad = g.add("Reshape", [grad, g.const(np.array((n, c * kk, oh, ow), dtype=np.int64),
+                                           "shape")], where, (n, c * kk, oh, ow))
+    turned = np.zeros((c, kk, kh, kw), dtype=np.float32)  # the taps' kernels turned
+    turned[np.repeat(np.arange(c), kk), np.tile(np.arange(kk), c),
+           kh - 1 - np.tile(np.arange(kk) // kw, c), kw - 1 - np.tile(np.arange(kk) % kw, c)] = 1
+    return _transposed(grad, g.const(turned, "turned"), c, (n, c, h, w), (kh, kw), (sh, sw),
+                       (pt, pl), g, where)
