@@ -341,10 +341,60 @@ def test_overlapping_pool_gradients_match_finite_differences(pool, attrs):
                                    err_msg=name)
 
 
-def test_an_overlapping_max_pool_step_runs_bit_exact(tmp_path, capsys):
-    x = np.random.default_rng(7).normal(size=(2, 1, 6, 5)).astype(np.float32)
-    code, _ = _compile_and_run(tmp_path, overlapping(*POOLS[0][:1], **POOLS[0][1]),
-                               {"x": x, "labels": np.array([0, 1])}, 2, "--batch", "2")
+def grouped(depthwise: bool) -> onnx.ModelProto:
+    """Grouped convolutions: 2 groups (or depthwise, 4), strided and padded, then a
+    grouped 1 x 1."""
+    rng = np.random.default_rng(8)
+    g1 = 4 if depthwise else 2
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=g1, pads=[1, 0, 1, 1],
+                              strides=[2, 2], name="conv1"),
+             helper.make_node("Tanh", ["c1"], ["t1"], name="act1"),
+             helper.make_node("Conv", ["t1", "w2"], ["c2"], group=2, name="conv2"),
+             helper.make_node("Flatten", ["c2"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w3"], ["z"], transB=1, name="fc")]
+    inits = {"w1": rng.normal(0, 0.5, (4 if depthwise else 6, 4 // g1, 3, 3)),
+             "b1": rng.normal(0, 0.1, 4 if depthwise else 6),
+             "w2": rng.normal(0, 0.5, (4, 2 if depthwise else 3, 1, 1)),
+             "w3": rng.normal(0, 0.5, (2, 4 * 3 * 2))}
+    graph = helper.make_graph(
+        nodes, "grouped", [helper.make_tensor_value_info("x", F, [1, 4, 6, 5])],
+        [helper.make_tensor_value_info("z", F, [1, 2])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_grouped_convolution_gradients_match_finite_differences(depthwise):
+    from onnx.reference import ReferenceEvaluator
+
+    model = grouped(depthwise)
+    x = np.random.default_rng(9).normal(size=(2, 4, 6, 5)).astype(np.float32)
+    onehot = np.eye(2)[[0, 1]]
+    step = training_step(model, TrainSpec(batch=2, lr=1.0))
+    names = [o.name for o in step.model.graph.output]
+    out = dict(zip(names, ReferenceEvaluator(step.model).run(
+        None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    for name in step.weights:
+        fd = np.zeros(w[name].size)
+        for i in range(fd.size):
+            hi, lo = dict(w), dict(w)
+            hi[name], lo[name] = w[name].copy(), w[name].copy()
+            hi[name].reshape(-1)[i] += 1e-6
+            lo[name].reshape(-1)[i] -= 1e-6
+            fd[i] = (_float64_loss(model, hi, x, onehot) - _float64_loss(model, lo, x, onehot)) / 2e-6
+        np.testing.assert_allclose((w[name] - out[f"{name}__new"]).reshape(-1), fd, atol=1e-3,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("case", ["overlapping max pool", "grouped convolutions"])
+def test_pools_and_groups_run_bit_exact_for_two_steps(tmp_path, capsys, case):
+    model = overlapping(POOLS[0][0], **POOLS[0][1]) if case.startswith("overlapping") \
+        else grouped(False)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(7).normal(size=(2, *shape[1:])).astype(np.float32)
+    code, _ = _compile_and_run(tmp_path, model, {"x": x, "labels": np.array([0, 1])}, 2,
+                               "--batch", "2")
     assert code == 0, capsys.readouterr().out
 
 

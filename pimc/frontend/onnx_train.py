@@ -241,8 +241,6 @@ def _refusal(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> str | 
     if node.op_type == "Conv":
         if len(x) != 4:
             return ": 2-D convolutions only"
-        if int(attrs.get("group", 1)) != 1:  # type: ignore[call-overload]
-            return f": group {attrs['group']}, only group 1"
         if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])):  # type: ignore[attr-defined]
             return ": dilations, only 1"
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
@@ -365,20 +363,18 @@ def _conv(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, object
           where: str) -> dict[int, str]:
     """A 2-D convolution's gradients, as convolutions: dW correlates the input with dY
     (strides become dilations), dX convolves dY (strides as zeros between its values)
-    with the kernel turned 180 degrees, dB sums dY."""
+    with the kernel turned 180 degrees, dB sums dY. With G groups, dW is the correlation
+    of every input channel with every output channel, its blocks across groups zeroed
+    and summed away; dX a convolution of G groups."""
     x, w = node.input[0], node.input[1]
     shape = g.shapes
-    if len(shape[x]) != 4:
-        raise _unsupported(node, "supports 2-D convolutions only")
     n, c, h, wd = shape[x]
-    m, _, kh, kw = shape[w]
+    m, cg, kh, kw = shape[w]
     oh, ow = shape[dy][2:]
-    if int(attrs.get("group", 1)) != 1 or list(attrs.get("dilations", [1, 1])) != [1, 1]:  # type: ignore[call-overload]
-        raise _unsupported(node, "supports group 1 and dilation 1 only")
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
-        raise _unsupported(node, "needs explicit pads, not auto_pad")
+    groups = int(attrs.get("group", 1))  # type: ignore[call-overload]
     sh, sw = (int(v) for v in attrs.get("strides", [1, 1]))  # type: ignore[attr-defined]
     pt, pl, pb, pr = (int(v) for v in attrs.get("pads", [0, 0, 0, 0]))  # type: ignore[attr-defined]
+    mg = m // groups
     out: dict[int, str] = {}
     if 2 in want:
         out[2] = g.reduce_sum(dy, [0, 2, 3], False, where, (m,))
@@ -393,19 +389,36 @@ def _conv(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, object
         gt = g.add("Transpose", [grad], where, (m, n, oh + eh, ow + ew), perm=[1, 0, 2, 3])
         pads = [pt, pl, pb + (sh - rh if rh else 0), pr + (sw - rw if rw else 0)]
         cw = g.add("Conv", [xt, gt], where, (c, m, kh, kw), pads=pads, dilations=[sh, sw])
-        out[1] = g.add("Transpose", [cw], where, (m, c, kh, kw), perm=[1, 0, 2, 3])
+        if groups > 1:  # keep each group's block: (G, C/G, G, M/G, ...) times its diagonal
+            blocks = (groups, cg, groups, mg, kh, kw)
+            cw = g.add("Reshape", [cw, g.const(np.array(blocks, dtype=np.int64), "shape")],
+                       where, blocks)
+            diagonal = np.eye(groups, dtype=np.float32).reshape(groups, 1, groups, 1, 1, 1)
+            cw = g.add("Mul", [cw, g.const(diagonal, "diagonal")], where, blocks)
+            cw = g.reduce_sum(cw, [2], False, where, (groups, cg, mg, kh, kw))
+            cw = g.add("Transpose", [cw], where, (groups, mg, cg, kh, kw), perm=[0, 2, 1, 3, 4])
+            out[1] = g.add("Reshape", [cw, g.const(np.array((m, cg, kh, kw), dtype=np.int64),
+                                                   "shape")], where, (m, cg, kh, kw))
+        else:
+            out[1] = g.add("Transpose", [cw], where, (m, c, kh, kw), perm=[1, 0, 2, 3])
     if 0 in want:
         # the kernel turned 180 degrees: a product with the reversal of its kh * kw taps
         turned = w
         if kh * kw > 1:
             flip = np.eye(kh * kw, dtype=np.float32)[::-1].copy()
-            flat = g.add("Reshape", [w, g.const(np.array([m * c, kh * kw], dtype=np.int64),
-                                                "shape")], where, (m * c, kh * kw))
-            turned = g.add("MatMul", [flat, g.const(flip, "flip")], where, (m * c, kh * kw))
-            turned = g.add("Reshape", [turned, g.const(
-                np.array([m, c, kh, kw], dtype=np.int64), "shape")], where, (m, c, kh, kw))
-        wt = g.add("Transpose", [turned], where, (c, m, kh, kw), perm=[1, 0, 2, 3])
-        out[0] = _transposed(dy, wt, 1, (n, c, h, wd), (kh, kw), (sh, sw), (pt, pl), g, where)
+            flat = g.add("Reshape", [w, g.const(np.array([m * cg, kh * kw], dtype=np.int64),
+                                                "shape")], where, (m * cg, kh * kw))
+            turned = g.add("MatMul", [flat, g.const(flip, "flip")], where, (m * cg, kh * kw))
+        # (G, M/G, C/G, k) -> (G, C/G, M/G, k): each group's channels swapped
+        split = (groups, mg, cg, kh, kw)
+        turned = g.add("Reshape", [turned, g.const(np.array(split, dtype=np.int64), "shape")],
+                       where, split)
+        turned = g.add("Transpose", [turned], where, (groups, cg, mg, kh, kw),
+                       perm=[0, 2, 1, 3, 4])
+        wt = g.add("Reshape", [turned, g.const(np.array((c, mg, kh, kw), dtype=np.int64),
+                                               "shape")], where, (c, mg, kh, kw))
+        out[0] = _transposed(dy, wt, groups, (n, c, h, wd), (kh, kw), (sh, sw), (pt, pl), g,
+                             where)
     return out
 
 
