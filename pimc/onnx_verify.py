@@ -30,9 +30,10 @@ def tolerance(dtype: str) -> tuple[float, float]:
     return TOLERANCE.get(dtype, TOLERANCE["f32"])
 
 
-def _lrn() -> type:
+def lrn_reference() -> type:
     """LRN for onnx's evaluator as the operator's definition reads: its own sums the
-    squares for the first N channels only (a loop over the batch axis's length)."""
+    squares for the first N channels only (a loop over the batch axis's length). Sums
+    in float32, or float64 for float64 inputs."""
     from onnx.reference.op_run import OpRun
 
     class LRN(OpRun):
@@ -40,7 +41,7 @@ def _lrn() -> type:
 
         def _run(self, x, alpha=None, beta=None, bias=None, size=None):  # type: ignore[no-untyped-def]
             lo = (size - 1) // 2
-            sq = np.pad(x.astype(np.float32) ** 2,
+            sq = np.pad(x.astype(np.promote_types(x.dtype, np.float32)) ** 2,
                         [(0, 0), (lo, size - 1 - lo)] + [(0, 0)] * (x.ndim - 2))
             total = sum(sq[:, k:k + x.shape[1]] for k in range(size))
             return ((x / (bias + alpha / size * total) ** beta).astype(x.dtype),)
@@ -113,7 +114,7 @@ def onnx_reference(model: onnx.ModelProto, imported: Imported, kernel: Kernel, d
         print("verify: onnx's reference evaluator is not trusted on BatchNormalization-9: "
               "no tolerance comparison")
         return None
-    ops = [_lrn(), *(_softmax_before_13() if imported.opset < 13 else [])]
+    ops = [lrn_reference(), *(_softmax_before_13() if imported.opset < 13 else [])]
     with np.errstate(all="ignore"):
         return dict(zip([o.name for o in model.graph.output],
                         ReferenceEvaluator(model, new_ops=ops).run(None, onnx_inputs),

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pimc.cli import main
 from pimc.frontend.onnx_train import TrainSpec, training_step
 from pimc.isa.errors import PimError
+from pimc.onnx_verify import lrn_reference
 from samples.make_onnx_samples import checkerboards, training_cnn
 
 F = TensorProto.FLOAT
@@ -259,7 +260,7 @@ def _float64_loss(model: onnx.ModelProto, weights: dict[str, np.ndarray], x: np.
         v.type.tensor_type.elem_type = TensorProto.DOUBLE
     del m.graph.initializer[:]
     m.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in weights.items())
-    z = ReferenceEvaluator(m).run(None, {"x": x.astype(np.float64)})[0]
+    z = ReferenceEvaluator(m, new_ops=[lrn_reference()]).run(None, {"x": x.astype(np.float64)})[0]
     z = z - z.max(axis=1, keepdims=True)
     return float(-np.sum(onehot * (z - np.log(np.exp(z).sum(axis=1, keepdims=True)))) / len(x))
 
@@ -275,7 +276,7 @@ def test_convolution_and_pool_gradients_match_finite_differences(pool):
     onehot = np.eye(2)[[0, 1, 1]]
     step = training_step(model, TrainSpec(batch=3, lr=1.0))
     names = [o.name for o in step.model.graph.output]
-    out = dict(zip(names, ReferenceEvaluator(step.model).run(
+    out = dict(zip(names, ReferenceEvaluator(step.model, new_ops=[lrn_reference()]).run(
         None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
     w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
     assert set(step.weights) == set(w) - {"mean", "var"}
@@ -326,7 +327,7 @@ def test_overlapping_pool_gradients_match_finite_differences(pool, attrs):
     onehot = np.eye(2)[[0, 1, 1]]
     step = training_step(model, TrainSpec(batch=3, lr=1.0))
     names = [o.name for o in step.model.graph.output]
-    out = dict(zip(names, ReferenceEvaluator(step.model).run(
+    out = dict(zip(names, ReferenceEvaluator(step.model, new_ops=[lrn_reference()]).run(
         None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
     w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
     for name in step.weights:
@@ -363,16 +364,33 @@ def grouped(depthwise: bool) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("depthwise", [False, True])
-def test_grouped_convolution_gradients_match_finite_differences(depthwise):
+def normalised() -> onnx.ModelProto:
+    """Conv (5 channels) -> LRN (size 3, AlexNet's constants scaled up) -> Gemm."""
+    rng = np.random.default_rng(10)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4, strides=[2, 2],
+                              name="conv1"),
+             helper.make_node("LRN", ["c1"], ["l1"], size=3, alpha=0.5, beta=0.75, bias=1.0,
+                              name="lrn1"),
+             helper.make_node("Flatten", ["l1"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w3"], ["z"], transB=1, name="fc")]
+    inits = {"w1": rng.normal(0, 0.5, (5, 4, 3, 3)), "w3": rng.normal(0, 0.5, (2, 5 * 3 * 3))}
+    graph = helper.make_graph(
+        nodes, "lrn", [helper.make_tensor_value_info("x", F, [1, 4, 6, 5])],
+        [helper.make_tensor_value_info("z", F, [1, 2])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("case", ["grouped", "depthwise", "lrn"])
+def test_grouped_convolution_and_lrn_gradients_match_finite_differences(case):
     from onnx.reference import ReferenceEvaluator
 
-    model = grouped(depthwise)
+    model = normalised() if case == "lrn" else grouped(case == "depthwise")
     x = np.random.default_rng(9).normal(size=(2, 4, 6, 5)).astype(np.float32)
     onehot = np.eye(2)[[0, 1]]
     step = training_step(model, TrainSpec(batch=2, lr=1.0))
     names = [o.name for o in step.model.graph.output]
-    out = dict(zip(names, ReferenceEvaluator(step.model).run(
+    out = dict(zip(names, ReferenceEvaluator(step.model, new_ops=[lrn_reference()]).run(
         None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
     w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
     for name in step.weights:
@@ -387,10 +405,10 @@ def test_grouped_convolution_gradients_match_finite_differences(depthwise):
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("case", ["overlapping max pool", "grouped convolutions"])
-def test_pools_and_groups_run_bit_exact_for_two_steps(tmp_path, capsys, case):
-    model = overlapping(POOLS[0][0], **POOLS[0][1]) if case.startswith("overlapping") \
-        else grouped(False)
+@pytest.mark.parametrize("case", ["overlapping max pool", "grouped convolutions", "lrn"])
+def test_pools_groups_and_lrn_run_bit_exact_for_two_steps(tmp_path, capsys, case):
+    model = {"lrn": normalised, "grouped convolutions": lambda: grouped(False)}.get(
+        case, lambda: overlapping(POOLS[0][0], **POOLS[0][1]))()
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(7).normal(size=(2, *shape[1:])).astype(np.float32)
     code, _ = _compile_and_run(tmp_path, model, {"x": x, "labels": np.array([0, 1])}, 2,
@@ -422,6 +440,6 @@ def test_an_opset_9_model_gets_a_step_graph_of_its_own_opset():
     for model in (old, new):
         step = training_step(model, TrainSpec(batch=4, lr=0.5))
         onnx.checker.check_model(step.model, full_check=True)
-        outs.append(ReferenceEvaluator(step.model).run(None, feeds))
+        outs.append(ReferenceEvaluator(step.model, new_ops=[lrn_reference()]).run(None, feeds))
     for a, b in zip(*outs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -25,7 +25,7 @@ THROUGH = {"Gemm": (0, 1, 2), "MatMul": (0, 1), "Add": (0, 1), "Relu": (0,), "Si
            "Tanh": (0,), "Flatten": (0,), "Reshape": (0,), "Identity": (0,),
            "Dropout": (0,), "Conv": (0, 1, 2), "GlobalAveragePool": (0,),
            "AveragePool": (0,), "MaxPool": (0,), "Sum": tuple(range(64)),
-           "BatchNormalization": (0, 1, 2)}
+           "BatchNormalization": (0, 1, 2), "LRN": (0,)}
 
 
 @dataclass(frozen=True)
@@ -311,6 +311,8 @@ def _gradients(node: onnx.NodeProto, dy: str, want: set[int], g: _Graph) -> dict
         return _conv(node, dy, want, attrs, g, where)
     if op == "BatchNormalization":
         return _batch_norm(node, dy, want, attrs, g, where)
+    if op == "LRN":
+        return {0: _lrn(node, dy, attrs, g, where)}
     if op in ("GlobalAveragePool", "AveragePool", "MaxPool"):
         return {0: _pool(node, dy, attrs, g, where)}
     if op in ("Add", "Sum"):
@@ -483,6 +485,42 @@ def _batch_norm(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, 
     if 2 in want:
         out[2] = g.reduce_sum(dy, axes, False, where, (c,))
     return out
+
+
+def _lrn(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: _Graph, where: str
+         ) -> str:
+    """Local response normalisation, y = x d^-beta with d = bias + alpha / size times
+    the sum of x^2 over channels c - lo .. c + hi:
+    dx = dy d^-beta - (2 alpha beta / size) x times the sum of dy y / d over the channels
+    whose windows hold c (c - hi .. c + lo)."""
+    x, y = node.input[0], node.output[0]
+    shape = g.shapes[x]
+    n, c = shape[:2]
+    rest = int(np.prod(shape[2:]))
+    size = int(attrs["size"])  # type: ignore[call-overload]
+    alpha, beta = float(attrs.get("alpha", 1e-4)), float(attrs.get("beta", 0.75))  # type: ignore[arg-type]
+    bias = float(attrs.get("bias", 1.0))  # type: ignore[arg-type]
+    lo = (size - 1) // 2
+    flat = (n, 1, c, rest)
+    ones = g.const(np.ones((1, 1, size, 1), dtype=np.float32), "window")
+
+    def channel_sum(t: str, before: int) -> str:
+        """Sums over `size` channels from c - before on (a convolution along channels)."""
+        r = g.add("Reshape", [t, g.const(np.array(flat, dtype=np.int64), "shape")], where, flat)
+        r = g.add("Conv", [r, ones], where, flat, pads=[before, 0, size - 1 - before, 0])
+        return g.add("Reshape", [r, g.const(np.array(shape, dtype=np.int64), "shape")], where,
+                     shape)
+
+    sq = g.add("Mul", [x, x], where, shape)
+    d = g.add("Add", [g.add("Mul", [channel_sum(sq, lo), g.const(alpha / size)], where, shape),
+                      g.const(bias)], where, shape)
+    log = g.add("Log", [d], where, shape)
+    scale = g.add("Exp", [g.add("Mul", [log, g.const(-beta)], where, shape)], where, shape)
+    back = channel_sum(g.add("Div", [g.add("Mul", [dy, y], where, shape), d], where, shape),
+                       size - 1 - lo)
+    cross = g.add("Mul", [g.add("Mul", [x, back], where, shape),
+                          g.const(2 * alpha * beta / size)], where, shape)
+    return g.add("Sub", [g.add("Mul", [dy, scale], where, shape), cross], where, shape)
 
 
 def _spread(dy: str, shape: tuple[int, int, int, int], strides: tuple[int, int], g: _Graph,
