@@ -261,6 +261,7 @@ def _float64_loss(model: onnx.ModelProto, weights: dict[str, np.ndarray], x: np.
     del m.graph.initializer[:]
     m.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in weights.items())
     z = ReferenceEvaluator(m, new_ops=[lrn_reference()]).run(None, {"x": x.astype(np.float64)})[0]
+    z = z.reshape(len(x), -1)
     z = z - z.max(axis=1, keepdims=True)
     return float(-np.sum(onehot * (z - np.log(np.exp(z).sum(axis=1, keepdims=True)))) / len(x))
 
@@ -381,12 +382,33 @@ def normalised() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("case", ["grouped", "depthwise", "lrn"])
-def test_grouped_convolution_and_lrn_gradients_match_finite_differences(case):
+def squeezed() -> onnx.ModelProto:
+    """SqueezeNet's shape: two branches concatenated along channels, a 1 x 1 classifier
+    convolution, a global pool, and a (batch, classes, 1, 1) output."""
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="branch_a"),
+             helper.make_node("Conv", ["x", "wb"], ["b"], pads=[1] * 4, name="branch_b"),
+             helper.make_node("Concat", ["a", "b"], ["ab"], axis=1, name="concat"),
+             helper.make_node("Relu", ["ab"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "wc"], ["c"], name="classifier"),
+             helper.make_node("GlobalAveragePool", ["c"], ["z"], name="gap")]
+    inits = {"wa": rng.normal(0, 0.5, (2, 3, 1, 1)), "wb": rng.normal(0, 0.5, (3, 3, 3, 3)),
+             "wc": rng.normal(0, 0.5, (2, 5, 1, 1))}
+    graph = helper.make_graph(
+        nodes, "squeezed", [helper.make_tensor_value_info("x", F, [1, 3, 6, 5])],
+        [helper.make_tensor_value_info("z", F, [1, 2, 1, 1])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("case", ["grouped", "depthwise", "lrn", "concat"])
+def test_grouped_convolution_lrn_and_concat_gradients_match_finite_differences(case):
     from onnx.reference import ReferenceEvaluator
 
-    model = normalised() if case == "lrn" else grouped(case == "depthwise")
-    x = np.random.default_rng(9).normal(size=(2, 4, 6, 5)).astype(np.float32)
+    model = {"lrn": normalised, "concat": squeezed, "depthwise": lambda: grouped(True)}.get(
+        case, lambda: grouped(False))()
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(9).normal(size=(2, *shape[1:])).astype(np.float32)
     onehot = np.eye(2)[[0, 1]]
     step = training_step(model, TrainSpec(batch=2, lr=1.0))
     names = [o.name for o in step.model.graph.output]
@@ -405,10 +427,11 @@ def test_grouped_convolution_and_lrn_gradients_match_finite_differences(case):
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("case", ["overlapping max pool", "grouped convolutions", "lrn"])
-def test_pools_groups_and_lrn_run_bit_exact_for_two_steps(tmp_path, capsys, case):
-    model = {"lrn": normalised, "grouped convolutions": lambda: grouped(False)}.get(
-        case, lambda: overlapping(POOLS[0][0], **POOLS[0][1]))()
+@pytest.mark.parametrize("case", ["overlapping max pool", "grouped convolutions", "lrn",
+                                  "concat"])
+def test_pools_groups_lrn_and_concat_run_bit_exact_for_two_steps(tmp_path, capsys, case):
+    model = {"lrn": normalised, "grouped convolutions": lambda: grouped(False),
+             "concat": squeezed}.get(case, lambda: overlapping(POOLS[0][0], **POOLS[0][1]))()
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(7).normal(size=(2, *shape[1:])).astype(np.float32)
     code, _ = _compile_and_run(tmp_path, model, {"x": x, "labels": np.array([0, 1])}, 2,

@@ -25,7 +25,7 @@ THROUGH = {"Gemm": (0, 1, 2), "MatMul": (0, 1), "Add": (0, 1), "Relu": (0,), "Si
            "Tanh": (0,), "Flatten": (0,), "Reshape": (0,), "Identity": (0,),
            "Dropout": (0,), "Conv": (0, 1, 2), "GlobalAveragePool": (0,),
            "AveragePool": (0,), "MaxPool": (0,), "Sum": tuple(range(64)),
-           "BatchNormalization": (0, 1, 2), "LRN": (0,)}
+           "BatchNormalization": (0, 1, 2), "LRN": (0,), "Concat": tuple(range(64))}
 
 
 @dataclass(frozen=True)
@@ -145,9 +145,9 @@ def training_step(model: onnx.ModelProto, spec: TrainSpec, file: str = "<model>"
         raise PimError(f"{file}: training needs a model of one output, not {len(g0.output)}")
     shapes = _shapes(model)
     out = g0.output[0].name
-    if out not in shapes or len(shapes[out]) != 2:
-        raise PimError(f"{file}: training needs a 2-D output (batch, values); "
-                       f"'{out}' is {list(shapes.get(out, ()))}")
+    if out not in shapes or len(shapes[out]) < 2 or any(d != 1 for d in shapes[out][2:]):
+        raise PimError(f"{file}: training needs an output of (batch, values), trailing axes "
+                       f"of 1 allowed; '{out}' is {list(shapes.get(out, ()))}")
     inits = {t.name: t for t in g0.initializer}
     producer = {o: n for n in g0.node for o in n.output}
     slots = {n.input[i] for n in g0.node for i in THROUGH.get(n.op_type, ())
@@ -167,28 +167,42 @@ def training_step(model: onnx.ModelProto, spec: TrainSpec, file: str = "<model>"
                                    for n, why in bad))
     g = _Graph(shapes, next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                             17))
-    batch, classes = shapes[out]
+    batch, classes = shapes[out][:2]
+    pair = (batch, classes)
     labels = spec.label
-    g.shapes[labels] = (batch, classes)
+    g.shapes[labels] = pair
     grads: dict[str, str] = {}
+
+    def as_pair(t: str) -> str:
+        """A (batch, values, 1, ...) tensor as (batch, values)."""
+        return t if len(g.shapes[t]) == 2 else g.add(
+            "Reshape", [t, g.const(np.array(pair, dtype=np.int64), "shape")], "loss/flatten", pair)
+
+    def as_given(grad: str, t: str) -> str:
+        """A (batch, values) gradient in the shape of `t`."""
+        return grad if len(g.shapes[t]) == 2 else g.add(
+            "Reshape", [grad, g.const(np.array(g.shapes[t], dtype=np.int64), "shape")],
+            "backward/loss", g.shapes[t])
+
     if spec.loss == "ce":
         logits = folded.input[0] if folded is not None else out
-        p = out if folded is not None else g.add("Softmax", [logits], "loss/softmax",
-                                                 (batch, classes), axis=1)
-        lp = g.add("LogSoftmax", [logits], "loss/log_softmax", (batch, classes), axis=1)
+        p = as_pair(out) if folded is not None else g.add(
+            "Softmax", [as_pair(logits)], "loss/softmax", pair, axis=1)
+        lp = g.add("LogSoftmax", [as_pair(logits)], "loss/log_softmax", pair, axis=1)
         picked = g.add("Mul", [labels, lp], "loss/picked", (batch, classes))
         total = g.reduce_sum(picked, [0, 1], False, "loss/sum", ())
         loss = g.add("Mul", [total, g.const(-1.0 / batch)], "loss/mean", ())
         diff = g.add("Sub", [p, labels], "backward/loss", (batch, classes))
-        grads[logits] = g.add("Mul", [diff, g.const(1.0 / batch)], "backward/loss",
-                              (batch, classes))
+        grads[logits] = as_given(g.add("Mul", [diff, g.const(1.0 / batch)], "backward/loss",
+                                       pair), logits)
     else:
         n = batch * classes
-        diff = g.add("Sub", [out, labels], "loss/error", (batch, classes))
+        diff = g.add("Sub", [as_pair(out), labels], "loss/error", pair)
         sq = g.add("Mul", [diff, diff], "loss/square", (batch, classes))
         total = g.reduce_sum(sq, [0, 1], False, "loss/sum", ())
         loss = g.add("Mul", [total, g.const(1.0 / n)], "loss/mean", ())
-        grads[out] = g.add("Mul", [diff, g.const(2.0 / n)], "backward/loss", (batch, classes))
+        grads[out] = as_given(g.add("Mul", [diff, g.const(2.0 / n)], "backward/loss", pair),
+                              out)
     for node in reversed(list(g0.node)):
         if not any(o in grads for o in node.output) or node.op_type not in THROUGH:
             continue
@@ -238,6 +252,9 @@ def _refusal(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> str | 
     x = shapes.get(node.input[0], ())
     if node.op_type == "MatMul" and (len(x) != 2 or len(shapes.get(node.input[1], ())) != 2):
         return ": 2-D products only"
+    if node.op_type == "Concat" and (int(attrs.get("axis", 0)) % max(len(x), 1) != 1  # type: ignore[call-overload]
+                                     or len(x) not in (2, 4)):
+        return ": only along the channel axis of a 2-D or 4-D tensor"
     if node.op_type == "Conv":
         if len(x) != 4:
             return ": 2-D convolutions only"
@@ -313,6 +330,8 @@ def _gradients(node: onnx.NodeProto, dy: str, want: set[int], g: _Graph) -> dict
         return _batch_norm(node, dy, want, attrs, g, where)
     if op == "LRN":
         return {0: _lrn(node, dy, attrs, g, where)}
+    if op == "Concat":
+        return _concat(node, dy, want, attrs, g, where)
     if op in ("GlobalAveragePool", "AveragePool", "MaxPool"):
         return {0: _pool(node, dy, attrs, g, where)}
     if op in ("Add", "Sum"):
@@ -484,6 +503,27 @@ def _batch_norm(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, 
         out[1] = g.reduce_sum(g.add("Mul", [dy, xhat], where, shape), axes, False, where, (c,))
     if 2 in want:
         out[2] = g.reduce_sum(dy, axes, False, where, (c,))
+    return out
+
+
+def _concat(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, object],
+            g: _Graph, where: str) -> dict[int, str]:
+    """Each input's part of dY along the channel axis, picked by a 1 x 1 convolution (or
+    a product, for 2-D) with a selection matrix: the IR has no slice; exact for finite
+    values."""
+    full = g.shapes[dy]
+    out, start = {}, 0
+    for i, x in enumerate(node.input):
+        part = g.shapes[x][1]
+        if i in want:
+            pick = np.zeros((part, full[1]), dtype=np.float32)
+            pick[np.arange(part), start + np.arange(part)] = 1
+            if len(full) == 2:
+                out[i] = g.add("MatMul", [dy, g.const(pick.T.copy(), "pick")], where, g.shapes[x])
+            else:
+                kernel = pick.reshape(part, full[1], *[1] * (len(full) - 2))
+                out[i] = g.add("Conv", [dy, g.const(kernel, "pick")], where, g.shapes[x])
+        start += part
     return out
 
 
