@@ -204,6 +204,11 @@ def test_bad_data_is_named_before_any_step(tmp_path, capsys, data, message):
     assert not (tmp_path / "o.npz").exists()
 
 
+def test_the_labels_input_must_be_a_new_name():
+    with pytest.raises(PimError, match="already has a tensor 'x'"):
+        training_step(perceptron(4, 4, 2), TrainSpec(batch=4, label="x"))
+
+
 def test_training_flags_need_their_companions(tmp_path, capsys):
     src = tmp_path / "m.onnx"
     onnx.save(perceptron(4, 4, 2), str(src))

@@ -138,6 +138,11 @@ def training_step(model: onnx.ModelProto, spec: TrainSpec, file: str = "<model>"
         raise PimError(f"--loss must be one of {', '.join(LOSSES)}, not '{spec.loss}'")
     if not spec.lr > 0:
         raise PimError(f"--lr must be positive, not {spec.lr}")
+    if spec.label in {v.name for v in model.graph.input} | {
+            o for n in model.graph.node for o in n.output} | {
+            t.name for t in model.graph.initializer}:
+        raise PimError(f"{file}: the model already has a tensor '{spec.label}'; name the "
+                       "labels input otherwise (--label NAME)")
     if spec.batch is not None:
         model = _with_batch(model, spec.batch)
     g0 = model.graph
