@@ -271,32 +271,39 @@ def _float64_loss(model: onnx.ModelProto, weights: dict[str, np.ndarray], x: np.
     return float(-np.sum(onehot * (z - np.log(np.exp(z).sum(axis=1, keepdims=True)))) / len(x))
 
 
-@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool", None])
-def test_convolution_and_pool_gradients_match_finite_differences(pool):
-    """The step graph's gradient of every weight (onnx's evaluator, float32) against
-    central differences of the float64 loss: within 1e-3 absolute."""
+def _matches_finite_differences(model: onnx.ModelProto, batch: int, seed: int) -> list[str]:
+    """Checks the step graph's gradient of every trained weight (onnx's evaluator,
+    float32, lr 1) against central differences of the float64 loss, within 1e-3
+    absolute; returns the trained weights."""
     from onnx.reference import ReferenceEvaluator
 
-    model = strided_cnn(pool)
-    x = np.random.default_rng(2).normal(size=(3, 1, 6, 5)).astype(np.float32)
-    onehot = np.eye(2)[[0, 1, 1]]
-    step = training_step(model, TrainSpec(batch=3, lr=1.0))
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(seed).normal(size=(batch, *shape[1:])).astype(np.float32)
+    onehot = np.eye(2)[np.arange(batch) % 2]
+    step = training_step(model, TrainSpec(batch=batch, lr=1.0))
     names = [o.name for o in step.model.graph.output]
     out = dict(zip(names, ReferenceEvaluator(step.model, new_ops=[lrn_reference()]).run(
         None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
     w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
-    assert set(step.weights) == set(w) - {"mean", "var"}
     for name in step.weights:
-        value = w[name]
-        grad = value - out[f"{name}__new"]  # lr 1
-        fd = np.zeros(value.size)
-        for i in range(value.size):
+        fd = np.zeros(w[name].size)
+        for i in range(fd.size):
             hi, lo = dict(w), dict(w)
-            hi[name], lo[name] = value.copy(), value.copy()
+            hi[name], lo[name] = w[name].copy(), w[name].copy()
             hi[name].reshape(-1)[i] += 1e-6
             lo[name].reshape(-1)[i] -= 1e-6
             fd[i] = (_float64_loss(model, hi, x, onehot) - _float64_loss(model, lo, x, onehot)) / 2e-6
-        np.testing.assert_allclose(grad.reshape(-1), fd, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose((w[name] - out[f"{name}__new"]).reshape(-1), fd, atol=1e-3,
+                                   err_msg=name)
+    return step.weights
+
+
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool", None])
+def test_convolution_and_pool_gradients_match_finite_differences(pool):
+    """Pads, strides (spread and cropped), a residual, a batch norm (its statistics not
+    trained), tiling pools."""
+    trained = _matches_finite_differences(strided_cnn(pool), 3, 2)
+    assert set(trained) == {"w1", "b1", "gamma", "beta", "w2", "w3", "w4"}
 
 
 def overlapping(pool: str, **attrs: object) -> onnx.ModelProto:
@@ -325,27 +332,8 @@ POOLS = [("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 
 @pytest.mark.parametrize("pool, attrs", POOLS)
 def test_overlapping_pool_gradients_match_finite_differences(pool, attrs):
     """Windows that overlap and reach into padding: the taps' shares added back by the
-    transposed convolution, against float64 central differences (atol 1e-3)."""
-    from onnx.reference import ReferenceEvaluator
-
-    model = overlapping(pool, **attrs)
-    x = np.random.default_rng(6).normal(size=(3, 1, 6, 5)).astype(np.float32)
-    onehot = np.eye(2)[[0, 1, 1]]
-    step = training_step(model, TrainSpec(batch=3, lr=1.0))
-    names = [o.name for o in step.model.graph.output]
-    out = dict(zip(names, ReferenceEvaluator(step.model, new_ops=[lrn_reference()]).run(
-        None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
-    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
-    for name in step.weights:
-        fd = np.zeros(w[name].size)
-        for i in range(fd.size):
-            hi, lo = dict(w), dict(w)
-            hi[name], lo[name] = w[name].copy(), w[name].copy()
-            hi[name].reshape(-1)[i] += 1e-6
-            lo[name].reshape(-1)[i] -= 1e-6
-            fd[i] = (_float64_loss(model, hi, x, onehot) - _float64_loss(model, lo, x, onehot)) / 2e-6
-        np.testing.assert_allclose((w[name] - out[f"{name}__new"]).reshape(-1), fd, atol=1e-3,
-                                   err_msg=name)
+    transposed convolution."""
+    _matches_finite_differences(overlapping(pool, **attrs), 3, 6)
 
 
 def grouped(depthwise: bool) -> onnx.ModelProto:
@@ -408,28 +396,9 @@ def squeezed() -> onnx.ModelProto:
 
 @pytest.mark.parametrize("case", ["grouped", "depthwise", "lrn", "concat"])
 def test_grouped_convolution_lrn_and_concat_gradients_match_finite_differences(case):
-    from onnx.reference import ReferenceEvaluator
-
     model = {"lrn": normalised, "concat": squeezed, "depthwise": lambda: grouped(True)}.get(
         case, lambda: grouped(False))()
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(9).normal(size=(2, *shape[1:])).astype(np.float32)
-    onehot = np.eye(2)[[0, 1]]
-    step = training_step(model, TrainSpec(batch=2, lr=1.0))
-    names = [o.name for o in step.model.graph.output]
-    out = dict(zip(names, ReferenceEvaluator(step.model, new_ops=[lrn_reference()]).run(
-        None, {"x": x, "labels": onehot.astype(np.float32)}), strict=True))
-    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
-    for name in step.weights:
-        fd = np.zeros(w[name].size)
-        for i in range(fd.size):
-            hi, lo = dict(w), dict(w)
-            hi[name], lo[name] = w[name].copy(), w[name].copy()
-            hi[name].reshape(-1)[i] += 1e-6
-            lo[name].reshape(-1)[i] -= 1e-6
-            fd[i] = (_float64_loss(model, hi, x, onehot) - _float64_loss(model, lo, x, onehot)) / 2e-6
-        np.testing.assert_allclose((w[name] - out[f"{name}__new"]).reshape(-1), fd, atol=1e-3,
-                                   err_msg=name)
+    _matches_finite_differences(model, 2, 9)
 
 
 @pytest.mark.parametrize("case", ["overlapping max pool", "grouped convolutions", "lrn",
