@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pimc import __version__
-from pimc.fileio import Writer, check_paths, write_all
+from pimc.fileio import Writer, check_paths, load_arrays, write_all
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import Kind, parse_dtype, quantize
 from pimc.isa.errors import PimError
@@ -43,14 +42,6 @@ def _with_arch(prog: Program, path: str) -> Program:
     return dataclasses.replace(prog, arch=arch)
 
 
-def _load_inputs(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise PimError(f"{path}: cannot read inputs: {exc}") from None
-
-
 def _host_arrays(prog: Program, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """npz cannot hold bfloat16 portably: bf16 tensors are saved as their uint16 bits."""
     out = {}
@@ -69,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prog = load_program(args.program)
     if args.arch:
         prog = _with_arch(prog, args.arch)
-    inputs = _load_inputs(args.inputs) if args.inputs else {}
+    inputs = load_arrays(args.inputs) if args.inputs else {}
     weight_names = [k for k in dict(prog.meta).get("weight-names", "").split(",") if k]
     if args.inputs:  # say which inputs the file leaves to chance (weights come later)
         drawn = sorted({t.name for t in prog.inputs} - set(inputs) - set(weight_names))
@@ -80,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if weights:  # the model's weights, written beside the program by pimc compile
         sidecar = str(Path(args.program).parent / weights)
         check_paths([args.output, args.stats], [sidecar])
-        stored = _load_inputs(sidecar)
+        stored = load_arrays(sidecar)
         missing = [k for k in weight_names if k not in stored]
         if missing:
             raise PimError(f"{sidecar}: the weights file lacks {', '.join(missing)}, which "

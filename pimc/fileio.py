@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
+
+import numpy as np
 
 from pimc.isa.errors import PimError
 
@@ -67,3 +70,12 @@ def check_paths(outputs: Sequence[str | Path | None], inputs: Sequence[str | Pat
         if key in seen:
             raise PimError(f"{p}: this output would overwrite {seen[key]}")
         seen[key] = f"the output {p}"
+
+
+def load_arrays(path: str, what: str = "cannot read inputs") -> dict[str, np.ndarray]:
+    """The arrays of an .npz (no pickles); PimError `path: what: why` if it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise PimError(f"{path}: {what}: {exc}") from None

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from pimc.isa.dtypes import Kind, dequantize, parse_dtype, quantize
+from pimc.fileio import load_arrays
+from pimc.isa.dtypes import dequantize, parse_dtype, quantize
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, TensorIO
 
@@ -58,9 +58,7 @@ def load_data(path: str, prog: Program, training: Training) -> tuple[dict[str, n
     """The data file's arrays, one per batch input, samples along the first axis; labels
     as class indices (made one-hot) or as rows of the output's shape. Every problem is
     reported, naming the array, before a step runs. Returns the arrays and the sample count."""
-    from pimc.cli import _load_inputs
-
-    data = _load_inputs(path)
+    data = load_arrays(path, "cannot read the data")
     wanted = batch_inputs(prog)
     problems = [f"no array '{n}' (the program's batch inputs: {', '.join(wanted)})"
                 for n in wanted if n not in data]
@@ -142,27 +140,12 @@ def with_weights(model: onnx.ModelProto, weights: dict[str, np.ndarray], dtype: 
     return out
 
 
-def float_outputs(prog: Program, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {t.name: dequantize(outputs[t.name], parse_dtype(t.dtype)) for t in prog.outputs
-            if t.name in outputs}
-
-
-def quantised(values: dict[str, np.ndarray], prog: Program) -> dict[str, np.ndarray]:
-    types = {t.name: parse_dtype(t.dtype) for t in prog.inputs}
-    return {k: quantize(v, types[k]) if types[k].kind in (Kind.FLOAT, Kind.FIXED) else v
-            for k, v in values.items()}
-
-
-def weights_file(program: str, prog: Program) -> Path:
-    return Path(program).parent / dict(prog.meta)["weights"]
-
-
 def run_steps(prog: Program, inputs: dict[str, np.ndarray], program: str, steps: int,
               data_path: str | None, *, strict: bool, engine: str, verify: bool, seed: int
               ) -> tuple[dict[str, np.ndarray], list[float], int, Stats]:
     """Run `steps` steps; returns the final weights (by the model's tensor names), each
-    step's loss,
-    the count of reference mismatches (0 without `verify`) and the statistics."""
+    step's loss, the count of reference mismatches (0 without `verify`) and the
+    statistics."""
     from pimc.runtime.hostio import host_values
     from pimc.runtime.machine import Machine
 
@@ -177,12 +160,12 @@ def run_steps(prog: Program, inputs: dict[str, np.ndarray], program: str, steps:
     check = _Replay(prog, written, training) if verify else None
     losses = []
     for step in range(steps):
-        now = {t.name: host_values(t, v, program) for t in prog.inputs if not t.setup
-               for v in (batch(data, prog, step, samples)[t.name],)}
-        if step:
-            for t in prog.inputs:
-                if not t.setup:
-                    machine.host.write(t, now[t.name])
+        now = {name: host_values(t, values, program) for (name, t), values in zip(
+            batch_inputs(prog).items(), batch(data, prog, step, samples).values(),
+            strict=True)}
+        for t in prog.inputs if step else ():
+            if not t.setup:
+                machine.host.write(t, now[t.name])
         machine.run()
         loss = machine.host.read(outs[training.loss])
         losses.append(float(dequantize(loss, parse_dtype(outs[training.loss].dtype))))

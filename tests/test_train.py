@@ -218,6 +218,16 @@ def test_training_flags_need_their_companions(tmp_path, capsys):
     assert "pimc compile --train" in capsys.readouterr().err
 
 
+def _model(nodes: list[onnx.NodeProto], name: str, x: list[int], z: list[int],
+           inits: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A float32 model from input x to output z, opset 17."""
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("x", F, x)],
+        [helper.make_tensor_value_info("z", F, z)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def strided_cnn(pool: str | None, smooth: bool = True, seed: int = 0) -> onnx.ModelProto:
     """Convolutions whose gradients take every path: asymmetric pads, a 3x3 stride 2
     (dY spread), a 1x1 stride 2 that skips the map's last row (cropped), a residual Add
@@ -247,11 +257,7 @@ def strided_cnn(pool: str | None, smooth: bool = True, seed: int = 0) -> onnx.Mo
              "mean": rng.normal(0, 0.1, 2), "var": rng.uniform(0.5, 1.5, 2),
              "w2": rng.normal(0, 0.5, (3, 2, 3, 3)), "w3": rng.normal(0, 0.5, (3, 2, 1, 1)),
              "w4": rng.normal(0, 0.5, (2, 3 * out * out))}
-    graph = helper.make_graph(
-        nodes, "strided", [helper.make_tensor_value_info("x", F, [1, 1, 6, 5])],
-        [helper.make_tensor_value_info("z", F, [1, 2])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _model(nodes, "strided", [1, 1, 6, 5], [1, 2], inits)
 
 
 def _float64_loss(model: onnx.ModelProto, weights: dict[str, np.ndarray], x: np.ndarray,
@@ -315,11 +321,7 @@ def overlapping(pool: str, **attrs: object) -> onnx.ModelProto:
              helper.make_node("Flatten", ["p1"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "w2"], ["z"], transB=1, name="fc")]
     inits = {"w1": rng.normal(0, 0.5, (2, 1, 3, 3)), "w2": rng.normal(0, 0.5, (2, 2 * 3 * 3))}
-    graph = helper.make_graph(
-        nodes, "pooled", [helper.make_tensor_value_info("x", F, [1, 1, 6, 5])],
-        [helper.make_tensor_value_info("z", F, [1, 2])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _model(nodes, "pooled", [1, 1, 6, 5], [1, 2], inits)
 
 
 POOLS = [("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
@@ -351,11 +353,7 @@ def grouped(depthwise: bool) -> onnx.ModelProto:
              "b1": rng.normal(0, 0.1, 4 if depthwise else 6),
              "w2": rng.normal(0, 0.5, (4, 2 if depthwise else 3, 1, 1)),
              "w3": rng.normal(0, 0.5, (2, 4 * 3 * 2))}
-    graph = helper.make_graph(
-        nodes, "grouped", [helper.make_tensor_value_info("x", F, [1, 4, 6, 5])],
-        [helper.make_tensor_value_info("z", F, [1, 2])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _model(nodes, "grouped", [1, 4, 6, 5], [1, 2], inits)
 
 
 def normalised() -> onnx.ModelProto:
@@ -368,11 +366,7 @@ def normalised() -> onnx.ModelProto:
              helper.make_node("Flatten", ["l1"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "w3"], ["z"], transB=1, name="fc")]
     inits = {"w1": rng.normal(0, 0.5, (5, 4, 3, 3)), "w3": rng.normal(0, 0.5, (2, 5 * 3 * 3))}
-    graph = helper.make_graph(
-        nodes, "lrn", [helper.make_tensor_value_info("x", F, [1, 4, 6, 5])],
-        [helper.make_tensor_value_info("z", F, [1, 2])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _model(nodes, "lrn", [1, 4, 6, 5], [1, 2], inits)
 
 
 def squeezed() -> onnx.ModelProto:
@@ -387,11 +381,7 @@ def squeezed() -> onnx.ModelProto:
              helper.make_node("GlobalAveragePool", ["c"], ["z"], name="gap")]
     inits = {"wa": rng.normal(0, 0.5, (2, 3, 1, 1)), "wb": rng.normal(0, 0.5, (3, 3, 3, 3)),
              "wc": rng.normal(0, 0.5, (2, 5, 1, 1))}
-    graph = helper.make_graph(
-        nodes, "squeezed", [helper.make_tensor_value_info("x", F, [1, 3, 6, 5])],
-        [helper.make_tensor_value_info("z", F, [1, 2, 1, 1])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _model(nodes, "squeezed", [1, 3, 6, 5], [1, 2, 1, 1], inits)
 
 
 @pytest.mark.parametrize("case", ["grouped", "depthwise", "lrn", "concat"])
