@@ -17,7 +17,7 @@ from pimc.frontend.onnx_import import import_model
 from pimc.isa.uop import Shift, Span, TensorIO, Transfer, ViewOp, apply_view, view_shape
 from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.factor import factor
-from pimc.lower.moves import Move, strided
+from pimc.lower.moves import Move, on_words, strided
 from pimc.lower.relayout import PAD_LOWEST, plan
 from pimc.lower.stages import resident_view, split_stages
 from pimc.onnx_verify import verify_model
@@ -143,6 +143,32 @@ def test_strided_moves_cover_the_same_pairs_and_never_meet(pairs):
     assert _pairs(got) == _pairs(moves)
     for m in got:
         assert not m.src_step or not set(m.xbs.indices()) & set(m.sources.indices())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 40), st.integers(1, 12), st.integers(1, 5), st.integers(-30, 60),
+       st.integers(0, 7), st.integers(1, 40))
+def test_moves_from_a_copy_over_several_words_cover_their_pairs(x0, n, step, dx, src_step,
+                                                                length):
+    """A move from a map copied over home words of `length` crossbars, cut into a move
+    per word: the same (destination, real source) pairs, no piece empty, and none
+    whose run of two steps meets itself (a pair inside one crossbar is a shift of its
+    own)."""
+    first = 0
+    if x0 + dx < first:
+        return
+    m = Move((0,), dx, 0, Span(x0, x0 + (n - 1) * step + 1, step), Span(0, 4), local=True,
+             src_step=src_step if n > 1 else 0)
+    real = [first + (v - first) % length for v in m.sources.indices()]
+    want = sorted(zip(m.xbs.indices(), real, strict=True))
+    pieces = on_words(m, first, length)
+    got = sorted((x, y) for p, _ in pieces
+                 for x, y in zip(p.xbs.indices(), p.sources.indices(), strict=True))
+    assert got == want
+    for p, _ in pieces:
+        assert len(p.xbs) >= 1
+        if p.src_step:  # (one step: the emitter splits a run that meets itself)
+            assert not set(p.xbs.indices()) & set(p.sources.indices())
 
 
 def test_phase_planes_into_phase_blocks_of_another_size_are_one_transfer():

@@ -142,7 +142,7 @@ def strided(moves: list[Move]) -> list[Move]:
 def _paired(like: Move, d: np.ndarray, s: np.ndarray) -> list[Move]:
     """Moves like `like` from crossbars s to d (each evenly spaced, sorted): one, or
     where the steps differ and some crossbar is both a source and a destination, one
-    per piece that _apart cuts."""
+    per piece that _apart cuts (a pair within one crossbar a shift of its own)."""
     two = len(d) > 1 and d[1] - d[0] != s[1] - s[0]
     out = []
     for a, b in _apart(d, s) if two else [(0, len(d))]:
@@ -176,9 +176,11 @@ def _apart(d: np.ndarray, s: np.ndarray) -> list[tuple[int, int]]:
     cuts: list[int] = []
     for lo, hi in sorted(zip(np.minimum(hit, j[hit]).tolist(), np.maximum(hit, j[hit]).tolist(),
                              strict=True), key=lambda e: e[1]):
-        if not cuts or cuts[-1] <= lo:
+        if lo == hi:  # a pair within one crossbar: a piece of its own
+            cuts += [lo, lo + 1]
+        elif not cuts or cuts[-1] <= lo:
             cuts.append(hi)  # a piece starts at the later pair
-    bounds = [0, *cuts, len(d)]
+    bounds = sorted({0, *cuts, len(d)})
     return list(itertools.pairwise(bounds))
 
 
