@@ -20,9 +20,8 @@ import networkx as nx
 from pimc.ir import Kernel, Node, Param, add_node
 from pimc.isa.view import ViewOp, view_shape
 from pimc.lower.views import View, simplify
-from pimc.passes.lower import REDUCTIONS
+from pimc.ops import REDUCTIONS, VIEWS
 
-VIEWS = ("reshape", "transpose", "window", "bitcast")
 KEPT = ("input", "const", *VIEWS)  # what never is a resident: placed or free
 # From this many phase blocks on, a map of few channels gets a crossbar per phase block
 # too: its planes then line up with a reader's, one move a tap instead of one a phase.

@@ -39,8 +39,9 @@ from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.arith import arith_routine
 from pimc.lower.views import View, aligned, simplify, widen
 from pimc.lower.words import Value, WordNet, word_tree
+from pimc.ops import REDUCTIONS
 from pimc.passes.layout import Geometry, geometry
-from pimc.passes.lower import REDUCTIONS, Lowered, constant_bits, reduction_identity, tree_levels
+from pimc.passes.lower import Lowered, constant_bits, reduction_identity, tree_levels
 from pimc.synth.netlist import ONE
 
 

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 from pimc.ir import Kernel
-
-COMMUTATIVE = {"add", "mul", "eq", "ne", "min", "max", "dot"}
+from pimc.ops import COMMUTATIVE
 
 
 def cse(kernel: Kernel) -> Kernel:

@@ -13,9 +13,9 @@ from pimc.ir import Kernel
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.view import LOWEST, ViewOp, windows
+from pimc.ops import REDUCTIONS
 from pimc.passes.layout import geometry
 from pimc.passes.lower import (
-    REDUCTIONS,
     constant_bits,
     reduction_axes,
     reduction_identity,
@@ -24,7 +24,7 @@ from pimc.passes.lower import (
 from pimc.synth.floating import FORMATS
 from pimc.synth.netlist import ONE
 from pimc.synth.oracle import (
-    _conversion,
+    conversion,
     float_cast_reference,
     float_misc_reference,
     float_reference,
@@ -225,10 +225,17 @@ def _reduce_mask(node, ok, shape):  # type: ignore[no-untyped-def]
 def _order_key(x, dt):  # type: ignore[no-untyped-def]
     """The unsigned key a SEARCH max ranks raw bits by: a float's IEEE totalOrder (the
     lowering's float_key), a signed integer's sign flipped."""
-    top = np.uint64(1 << (dt.bits - 1))
     if dt.kind is Kind.FLOAT:
-        return np.where(x & top, ~x & np.uint64((1 << dt.bits) - 1), x | top)
-    return x ^ top if dt.signed else x
+        return _key("float_key", x, dt.bits)
+    return _key("signed_key", x, dt.bits) if dt.signed else x
+
+
+def _key(op, x, bits):  # type: ignore[no-untyped-def]
+    """float_key or signed_key of raw bits `bits` wide."""
+    top = np.uint64(1 << (bits - 1))
+    if op == "float_key":
+        return np.where(x & top, ~x & np.uint64((1 << bits) - 1), x | top)
+    return x ^ top
 
 
 def _tree(x, length, identity, op, node, dt, mode, special):  # type: ignore[no-untyped-def]
@@ -256,7 +263,7 @@ def _float_op(op, node, src, dt, args, mode):  # type: ignore[no-untyped-def]
     if op == "cast":
         if dt.kind is Kind.FLOAT:
             return float_cast_reference(args[0], src.name, dt.name, mode)
-        return _conversion(f"to_{dt.name}", args[0], e, m, mode)
+        return conversion(f"to_{dt.name}", args[0], e, m, mode)
     if mode == "ftz" and op not in ("neg", "abs"):
         # Compared as if subnormals were zeros; min, max and relu return an operand as is.
         flushed = [_daz(fmt, a) for a in args]
@@ -281,7 +288,7 @@ def _int_op(op, node, src, dt, args, arg_dt, mode):  # type: ignore[no-untyped-d
             fmt = FORMATS[dt.name]
             # An unsigned source reads as a signed number one bit wider (a zero sign bit).
             name = f"from_{src.name}" if src.signed else f"from_i{src.bits + 1}"
-            return _conversion(name, args[0], fmt.exp_bits, fmt.frac_bits, mode)
+            return conversion(name, args[0], fmt.exp_bits, fmt.frac_bits, mode)
         raw = [int(v) for v in args[0].reshape(-1)]
         if src.signed and src.bits > 1:
             raw = [v - (1 << src.bits) if v >> (src.bits - 1) else v for v in raw]
@@ -294,6 +301,10 @@ def _int_op(op, node, src, dt, args, arg_dt, mode):  # type: ignore[no-untyped-d
         return np.uint64(1) - int_reference("eq", src, args, 1)
     if op == "and":
         return args[0] & args[1]
+    if op == "or":
+        return args[0] | args[1]
+    if op in ("float_key", "signed_key"):
+        return _key(op, args[0], src.bits)
     if op in ("neg", "abs", "relu", "add", "sub", "mul", "min", "max", "lt", "le", "eq"):
         if op in ("abs", "relu") and not src.signed:
             return args[0]

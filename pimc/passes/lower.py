@@ -19,6 +19,7 @@ from pimc.ir import Kernel, Node, Param
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import ViewOp
+from pimc.ops import REDUCTIONS
 from pimc.passes.layout import Geometry, geometry
 from pimc.synth.float_ops import FloatOps
 from pimc.synth.floating import FORMATS
@@ -104,9 +105,6 @@ def lower(kernel: Kernel, text: str, mode: str = "ieee", max_rows: int | None = 
     result_rows = {r.name: placed[kernel.outputs[r.name]] for r in kernel.results
                    if kernel.outputs[r.name] in placed}
     return Lowered(net, elements, inputs, outputs, col, result_rows)
-
-
-REDUCTIONS = ("sum", "dot", "reduce_max")
 
 
 def reduction_identity(op: str, dt: DType) -> int:

@@ -15,11 +15,9 @@ from pimc.frontend.dsl import located_error
 from pimc.ir import Kernel, Node
 from pimc.isa.dtypes import Kind, parse_dtype
 from pimc.isa.errors import PimError
+from pimc.ops import CALLS, COMPARISONS, OPS, Result
 
-ARITHMETIC = {"add", "sub", "mul"}
-COMPARISONS = {"lt", "le", "eq", "gt", "ge", "ne"}
-UNARY_CALLS = {"relu", "abs"}
-BOOL = "u1"
+BOOL = Result.BOOL.value
 
 
 def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
@@ -42,6 +40,8 @@ def typecheck(kernel: Kernel, text: str = "") -> Kernel:
         op = node.op
         if op.startswith("call:"):
             op = _resolve_call(node, len(ops), fail, n)
+        if op not in OPS or OPS[op].arity != len(ops):
+            raise fail(n, f"no IR op {op} of {len(ops)} operand(s)")
         dtype, shape = _infer(op, node, typed, ops, k, fail, n)
         k.graph.nodes[n]["node"] = Node(op, node.loc, dtype, shape, node.attrs)
     for r in k.results:
@@ -61,20 +61,25 @@ def _show(dtype: str | None, shape: tuple[int, ...] | None) -> str:
 def _resolve_call(node: Node, arity: int, fail, n: int) -> str:  # type: ignore[no-untyped-def]
     name = node.op.split(":", 1)[1]
     keywords = dict(node.attrs)
-    table = {("select", 3): "select", ("relu", 1): "relu", ("abs", 1): "abs",
-             ("min", 2): "min", ("max", 2): "max", ("dot", 2): "dot", ("sum", 1): "sum",
-             ("max", 1): "reduce_max"}
-    op = table.get((name, arity))
+    op = CALLS.get((name, arity))
     if op is None:
-        known = "select(c, a, b), relu(x), abs(x), min(a, b), max(a, b), max(x, axis=k), " \
-                "sum(x[, axis=k]), dot(x, y)"
+        known = ", ".join(_spelled(call, arity, op) for (call, arity), op in CALLS.items())
         raise fail(n, f"no function {name} with {arity} argument(s) (known: {known})")
-    allowed = {"sum": {"axis"}, "reduce_max": {"axis"}}.get(op, set())
+    allowed = {"axis"} if op in ("sum", "reduce_max") else set()
     if set(keywords) - allowed:
         raise fail(n, f"{name}() takes no argument '{sorted(set(keywords) - allowed)[0]}'")
     if op == "reduce_max" and "axis" not in keywords:
         raise fail(n, "max of one tensor needs an axis: max(x, axis=0)")
     return op
+
+
+def _spelled(call: str, arity: int, op: str) -> str:
+    """How a call is written: max(x, axis=k), sum(x[, axis=k]), min(a, b)."""
+    if op == "reduce_max":
+        return f"{call}(x, axis=k)"
+    if op == "sum":
+        return f"{call}(x[, axis=k])"
+    return f"{call}({ {1: 'x', 2: 'a, b', 3: 'c, a, b'}[arity]})"
 
 
 def _check_literal(lit: Node, dtype: str, fail, n: int) -> None:  # type: ignore[no-untyped-def]

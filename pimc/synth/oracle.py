@@ -192,7 +192,7 @@ def float_misc_reference(op: str, dtype: str, raws: list[np.ndarray], e_bits: in
     in ml_dtypes goes through float32, which can round twice)."""
     ftype, store = numpy_float(dtype)
     if op.startswith(("to_", "from_")):
-        return _conversion(op, raws[0], e_bits, m_bits, mode)
+        return conversion(op, raws[0], e_bits, m_bits, mode)
     vals = [r.astype(store).view(ftype) for r in raws]
     with np.errstate(all="ignore"):
         if op in ("lt", "le", "eq"):
@@ -213,7 +213,7 @@ def float_misc_reference(op: str, dtype: str, raws: list[np.ndarray], e_bits: in
     return bits.astype(np.uint64)
 
 
-def _conversion(op: str, raw: np.ndarray, e_bits: int, m_bits: int, mode: str) -> np.ndarray:
+def conversion(op: str, raw: np.ndarray, e_bits: int, m_bits: int, mode: str) -> np.ndarray:
     """Float <-> integer or Q(I.F): to truncates x * 2^F toward zero (NaN, infinities and
     values out of range give the most negative integer, as numpy's int32 cast on x86);
     from rounds the integer / 2^F to nearest even. Exact, in Python integers."""
