@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from scale import CONVPIM_CROSSBARS, _row, measure  # noqa: E402
+from scale import CONVPIM_CROSSBARS, measure, print_row  # noqa: E402
 
 from samples.make_onnx_samples import conv_relu  # noqa: E402
 
@@ -53,7 +53,7 @@ def main() -> None:
             model = conv_relu(shape, channels, kernel, stride, pad)
             run_max = args.run_max_ops if name.startswith("sample") else 0
             records.append(measure(name, model, tmp, run_max, ("--arch", str(arch))))
-            _row(records[-1])
+            print_row(records[-1])
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
 

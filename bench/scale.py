@@ -114,19 +114,19 @@ def main() -> None:
                 name = f"gemm {'-'.join(map(str, sizes))} batch {batch}"
                 records.append(measure(name.replace(" ", "_"), gemm_chain(sizes, batch), tmp,
                                        args.run_max_ops))
-                _row(records[-1])
+                print_row(records[-1])
         for k in CURVE[:3] if args.quick else CURVE:
             records.append(measure(f"gemm_1x{k}->16", gemm_chain([k, 16], 1), tmp, 0))
-            _row(records[-1])
+            print_row(records[-1])
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
 
 
-def _row(r: dict[str, object]) -> None:
-    if not getattr(_row, "done", False):
+def print_row(r: dict[str, object]) -> None:
+    if not getattr(print_row, "done", False):
         print(f"{'case':<32}{'compile s':>10}{'peak MB':>9}{'.uop KB':>9}{'micro-ops':>12}"
               f"{'cycles':>10}{'crossbars':>10}{'count s':>9}{'run s':>8}  verified")
-        _row.done = True  # type: ignore[attr-defined]
+        print_row.done = True  # type: ignore[attr-defined]
     run = f"{r['run_s']:>8.1f}" if r["run_s"] is not None else f"{'-':>8}"
     print(f"{r['case']:<32}{r['compile_s']:>10.2f}{r['peak_rss_mb']:>9.0f}"
           f"{r['uop_bytes'] / 1024:>9.0f}{r['micro_ops_executed']:>12,}{r['cycles']:>10,}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pimc.isa.errors import PimError
-from pimc.synth.floating import Floating, Format, Unpacked, _constant
+from pimc.synth.floating import Floating, Format, Unpacked, constant_word
 from pimc.synth.logic import Word
 from pimc.synth.netlist import ONE, ZERO, Bit
 
@@ -84,7 +84,7 @@ class FloatOps(Floating):
         ua = self.unpack(a)
         # k = e - bias + F; the integer is sig << k >> m, for 0 <= k < width.
         kw = e_bits + 2
-        k, _ = self.add([*ua.exp, ZERO, ZERO], _constant((frac_bits - fmt.bias) % (1 << kw), kw))
+        k, _ = self.add([*ua.exp, ZERO, ZERO], constant_word((frac_bits - fmt.bias) % (1 << kw), kw))
         negative_k = k[-1]
         shift_bits = max(1, (width - 1).bit_length())
         big = self.any_(k[shift_bits:]) if len(k) > shift_bits else ZERO
@@ -99,7 +99,7 @@ class FloatOps(Floating):
         # In range: k < width - 1, or the single value -2^(width-1).
         too_big = self.or_(big, self.and_(*k[:shift_bits]) if width - 1 == (1 << shift_bits) - 1
                            else self.not_(self.less_than(k[:shift_bits],
-                                                         _constant(width - 1, shift_bits),
+                                                         constant_word(width - 1, shift_bits),
                                                          signed=False)))
         invalid = self.and_(self.not_(negative_k), too_big)
         if self.ieee:
@@ -121,8 +121,8 @@ class FloatOps(Floating):
         top = fmt.bias + width - 1 - frac_bits
         if top < 1:
             raise PimError(f"Q format with {frac_bits} fraction bits is below {fmt} range")
-        t, shift = self.normalize_left(magnitude, _constant(top - 1, (top - 1).bit_length() or 1))
-        exp_top = _constant(top, fmt.exp_bits + 2)
+        t, shift = self.normalize_left(magnitude, constant_word(top - 1, (top - 1).bit_length() or 1))
+        exp_top = constant_word(top, fmt.exp_bits + 2)
         exp_base, _ = self.sub(exp_top, shift + [ZERO] * (len(exp_top) - len(shift)))
         if width > p:
             sig, guard = t[width - p:], t[width - p - 1]
@@ -140,24 +140,24 @@ class FloatOps(Floating):
         dst = self.fmt
         ua = FloatOps(self.net, src, "ieee" if self.ieee else "ftz").unpack(a)
         ew = max(src.exp_bits, dst.exp_bits) + 2  # signed exponent arithmetic
-        rebias = _constant((dst.bias - src.bias) & ((1 << ew) - 1), ew)
+        rebias = constant_word((dst.bias - src.bias) & ((1 << ew) - 1), ew)
         e_top, _ = self.add([*ua.exp, *[ZERO] * (ew - src.exp_bits)], rebias)
         t = list(ua.sig)
         if self.ieee:  # a subnormal source: normalise left, keeping the exponent >= 1
-            budget, _ = self.sub(e_top, _constant(1, ew))
+            budget, _ = self.sub(e_top, constant_word(1, ew))
             valid = self.not_(budget[-1])
             t, shift = self.normalize_left(t, [self.and_(v, valid) for v in budget])
             e_top = self.sub(e_top, shift + [ZERO] * (ew - len(shift)))[0]
-        right, _ = self.sub(_constant(1, ew), e_top)  # 1 - e: places right when e < 1
+        right, _ = self.sub(constant_word(1, ew), e_top)  # 1 - e: places right when e < 1
         tiny = self.and_(self.not_(right[-1]), self.any_(right))
         p = dst.frac_bits + 1
         t = [ZERO] * max(0, p + 1 - len(t)) + t  # room for the significand and guard
         t, sticky = self.shift_right_sticky(t, [self.and_(v, tiny) for v in right[:-1]], ZERO)
-        exp_base = self.select(tiny, _constant(1, ew), e_top)[: dst.exp_bits + 1]
+        exp_base = self.select(tiny, constant_word(1, ew), e_top)[: dst.exp_bits + 1]
         sig, guard = t[len(t) - p:], t[len(t) - p - 1]
         rest = self.or_(sticky, self.any_(t[: len(t) - p - 1]))
         overflow = self.and_(self.not_(e_top[-1]), self.any_(e_top[dst.exp_bits:]))
-        inf = _constant(((1 << dst.exp_bits) - 1) << dst.frac_bits, dst.width - 1)
+        inf = constant_word(((1 << dst.exp_bits) - 1) << dst.frac_bits, dst.width - 1)
         value = self.select(ua.is_zero, [ZERO] * (dst.width - 1), inf)
         if self.ieee:
             value = self.select(ua.is_nan, self._converted_nan(a, src, canonical_nan), value)
@@ -195,14 +195,14 @@ class FloatOps(Floating):
         signed exponent e: below the normal range, shifted right first (subnormal)."""
         fmt, ew = self.fmt, len(e)
         p = fmt.frac_bits + 1
-        right, _ = self.sub(_constant(1, ew), e)  # 1 - e, meaningful when e < 1
+        right, _ = self.sub(constant_word(1, ew), e)  # 1 - e, meaningful when e < 1
         tiny = self.and_(self.not_(right[-1]), self.any_(right))
         t, sticky = self.shift_right_sticky(t, [self.and_(v, tiny) for v in right[:-1]], sticky)
-        exp_base = self.select(tiny, _constant(1, ew), e)[: fmt.exp_bits + 1]
+        exp_base = self.select(tiny, constant_word(1, ew), e)[: fmt.exp_bits + 1]
         sig, guard = t[len(t) - p:], t[len(t) - p - 1]
         rest = self.or_(sticky, self.any_(t[: len(t) - p - 1]))
         overflow = self.and_(self.not_(e[-1]), self.any_(e[fmt.exp_bits:]))
-        inf = [*_constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1), sign]
+        inf = [*constant_word(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1), sign]
         return self.round_pack(sign, exp_base, sig, guard, rest,
                                self.either(special, (overflow, inf)))
 
@@ -225,13 +225,13 @@ class FloatOps(Floating):
             r = [ZERO, *r[:-1]]  # times two
         ew = len(ea)
         e, _ = self.sub(ea, eb)
-        e, _ = self.add(e, _constant(fmt.bias, ew))
+        e, _ = self.add(e, constant_word(fmt.bias, ew))
         top = quotient[0]  # the quotient is in (1/2, 2): its top bit may be 0
         t = self.select(top, quotient[::-1], [ZERO, *quotient[:0:-1]])
         e = self.sub(e, [self.not_(top), *[ZERO] * (ew - 1)])[0]
         sticky = self.any_(r)
         zero = [ZERO] * (fmt.width - 1)
-        inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
+        inf = constant_word(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
         if self.ieee:
             invalid = self.or_(self.and_(ua.is_zero, ub.is_zero), self.and_(ua.is_inf, ub.is_inf))
             nan = self.or_(ua.is_nan, ub.is_nan, invalid)
@@ -251,10 +251,10 @@ class FloatOps(Floating):
         u = self.unpack(a)
         sig, e = self._normalised(u)
         ew = len(e)
-        t, _ = self.sub(e, _constant(fmt.bias, ew))  # unbiased, signed
+        t, _ = self.sub(e, constant_word(fmt.bias, ew))  # unbiased, signed
         odd = t[0]
         half = [*t[1:], t[-1]]  # floor(t / 2)
-        e_root, _ = self.add(half, _constant(fmt.bias, ew))
+        e_root, _ = self.add(half, constant_word(fmt.bias, ew))
         # v = sig (odd exponent: 2 sig) as an integer with p - 1 fraction bits, p + 1 bits.
         v = self.select(odd, [ZERO, *sig], [*sig, ZERO])
         n = p + 2
@@ -274,7 +274,7 @@ class FloatOps(Floating):
             nan = self.or_(u.is_nan, negative)
             kept = [*self.default_nan()[:-1], a[-1]] if self.canonical_nan else self.quiet(a)
             quiet = self.select(u.is_nan, kept, self.default_nan())
-            value = self.select(nan, quiet, [*self.select(u.is_inf, _constant(
+            value = self.select(nan, quiet, [*self.select(u.is_inf, constant_word(
                 ((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1), zero), u.sign])
             special = (self.or_(nan, u.is_inf, u.is_zero), value)
         else:  # negative numbers are outside the mode's domain

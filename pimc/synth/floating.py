@@ -47,7 +47,7 @@ class Unpacked:
     is_zero: Bit
 
 
-def _constant(value: int, width: int) -> Word:
+def constant_word(value: int, width: int) -> Word:
     return [ONE if value >> i & 1 else ZERO for i in range(width)]
 
 
@@ -93,7 +93,7 @@ class Floating(Fixed):
         return out
 
     def default_nan(self) -> Word:
-        return self.quiet(_constant(((1 << (self.fmt.exp_bits + 1)) - 1) << self.fmt.frac_bits,
+        return self.quiet(constant_word(((1 << (self.fmt.exp_bits + 1)) - 1) << self.fmt.frac_bits,
                                     self.fmt.width))
 
     def nan_result(self, a: Sequence[Bit], b: Sequence[Bit], ua: Unpacked, ub: Unpacked) -> Word:
@@ -144,7 +144,7 @@ class Floating(Fixed):
             if prefix[k] != ZERO:
                 no_sticky = self.net.predicated_nor(when, (prefix[k],), no_sticky)
         # Amounts of n or more: every bit is shifted out into the sticky bit.
-        big = self.not_(self.less_than(amount, _constant(n, len(amount)), signed=False))
+        big = self.not_(self.less_than(amount, constant_word(n, len(amount)), signed=False))
         if limit < (1 << len(amount)) and prefix[n] != ZERO:
             no_sticky = self.net.predicated_nor(((big,), 1), (prefix[n],), no_sticky)
         aligned = [self.not_(v) if v is not None else ZERO for v in inverted]
@@ -198,7 +198,7 @@ class Floating(Fixed):
         if self.ieee:
             high = self.any_(exp_base[e:]) if len(exp_base) > e else ZERO
             overflow = self.and_(hidden, self.or_(high, self.and_(*exp_base[:e])))
-            body = self.select(overflow, _constant(((1 << e) - 1) << m, fmt.width - 1), body)
+            body = self.select(overflow, constant_word(((1 << e) - 1) << m, fmt.width - 1), body)
         else:
             special = self.either(special, (self.none(body[m:]), zero))
         packed = [*body, sign]
@@ -247,7 +247,7 @@ class Floating(Fixed):
         exp_base, _ = self.increment([*big_e, ZERO], carry)
         # Normalise left. ieee: by at most exponent - 1 places, so that a result below the
         # normal range comes out subnormal. ftz: all the way, then flush if that underflows.
-        budget = self.sub(exp_base, _constant(1, len(exp_base)))[0] if self.ieee else None
+        budget = self.sub(exp_base, constant_word(1, len(exp_base)))[0] if self.ieee else None
         t, shift = self.normalize_left(t, budget)
         exp_base, no_borrow = self.sub(exp_base, shift + [ZERO] * (len(exp_base) - len(shift)))
         underflow = ZERO if self.ieee else self.or_(self.not_(no_borrow), self.none(exp_base))
@@ -259,7 +259,7 @@ class Floating(Fixed):
             invalid = self.and_(ua.is_inf, ub.is_inf, op)
             nan = self.or_(ua.is_nan, ub.is_nan, invalid)
             inf_sign = self.mux(ua.is_inf, ua.sign, ub.sign)
-            inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
+            inf = constant_word(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
             special_value = self.select(nan, self.nan_result(a, b_in, ua, ub), [*inf, inf_sign])
             special = (self.or_(nan, ua.is_inf, ub.is_inf), special_value)
         if underflow != ZERO:
@@ -274,7 +274,7 @@ class Floating(Fixed):
         fmt = self.fmt
         p = fmt.frac_bits + 1
         ew = fmt.exp_bits + 2  # signed exponent arithmetic
-        minus_bias = _constant(-fmt.bias & ((1 << ew) - 1), ew)
+        minus_bias = constant_word(-fmt.bias & ((1 << ew) - 1), ew)
         # ftz: a zero or subnormal operand makes the result zero below, whatever the product.
         ua, ub = self.unpack(a, mask_subnormal=False), self.unpack(b, mask_subnormal=False)
         sign = self.xor(ua.sign, ub.sign)
@@ -286,23 +286,23 @@ class Floating(Fixed):
         e_sum, _ = self.add([*ua.exp, ZERO, ZERO], [*ub.exp, ZERO, ZERO], ONE)
         e_top, _ = self.add(e_sum, minus_bias)
         # Normalise left (subnormal inputs: by many places), keeping the exponent >= 1.
-        budget, _ = self.sub(e_top, _constant(1, ew))
+        budget, _ = self.sub(e_top, constant_word(1, ew))
         valid = self.not_(budget[-1])
         budget = [self.and_(v, valid) for v in budget]
         t, shift = self.normalize_left(prod, budget)
         e_top = self.sub(e_top, shift + [ZERO] * (ew - len(shift)))[0]
         # Tiny results: shift right until the exponent is 1.
-        right, _ = self.sub(_constant(1, ew), e_top)  # 1 - e, meaningful when e < 1
+        right, _ = self.sub(constant_word(1, ew), e_top)  # 1 - e, meaningful when e < 1
         tiny = self.and_(self.not_(right[-1]), self.any_(right))
         t, sticky = self.shift_right_sticky(t, [self.and_(v, tiny) for v in right[:-1]], ZERO)
-        exp_base = self.select(tiny, _constant(1, ew), e_top)[: fmt.exp_bits + 1]
+        exp_base = self.select(tiny, constant_word(1, ew), e_top)[: fmt.exp_bits + 1]
         width = len(t)
         sig, guard = t[width - p:], t[width - p - 1]
         rest = self.or_(sticky, self.any_(t[: width - p - 1]))
         overflow_in = self.and_(self.not_(e_top[-1]), self.any_(e_top[fmt.exp_bits:]))
         invalid = self.or_(self.and_(ua.is_inf, ub.is_zero), self.and_(ub.is_inf, ua.is_zero))
         nan = self.or_(ua.is_nan, ub.is_nan, invalid)
-        inf = _constant(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
+        inf = constant_word(((1 << fmt.exp_bits) - 1) << fmt.frac_bits, fmt.width - 1)
         zero = [ZERO] * (fmt.width - 1)
         special_value = self.select(nan, self.nan_result(a, b, ua, ub),
                                     [*self.select(is_zero_in, zero, inf), sign])
