@@ -147,7 +147,7 @@ def main() -> None:
         for kind in ("stuck", "transient"):
             for rate in rates:
                 rs = [r for r in records if (r["model"], r["kind"], r["rate"]) == (model, kind, rate)]
-                mean = {k: float(np.mean([r[k] for r in rs]))  # type: ignore[misc]
+                mean = {k: float(np.mean([r[k] for r in rs]))
                         for k in ("changed", "nonfinite", "median_rel_error", "within_tol")}
                 print(f"{model:<22} {kind:<10} {rate:>7.0e} {mean['changed']:>8.3f} "
                       f"{mean['nonfinite']:>10.3f} {mean['median_rel_error']:>14.2e} "

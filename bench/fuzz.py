@@ -140,22 +140,22 @@ def fuzz(name: str, n: int, seed: int, hang_s: float) -> dict[str, object]:
     rng = random.Random(seed)
     rec: dict[str, object] = {"target": name, "inputs": 0, "clean_errors": 0,
                               "tracebacks": 0, "hangs": 0, "examples": []}
-    examples: list[dict[str, str]] = rec["examples"]  # type: ignore[assignment]
+    examples: list[dict[str, str]] = rec["examples"]
     signal.signal(signal.SIGALRM, _alarm)
     for _ in range(n):
         text = mutate(rng.choice(seeds), rng)
-        rec["inputs"] += 1  # type: ignore[operator]
+        rec["inputs"] += 1
         signal.setitimer(signal.ITIMER_REAL, hang_s)
         try:
             run(text)
         except PimError:
-            rec["clean_errors"] += 1  # type: ignore[operator]
+            rec["clean_errors"] += 1
         except Hang:
-            rec["hangs"] += 1  # type: ignore[operator]
+            rec["hangs"] += 1
             if len(examples) < 5:
                 examples.append({"input": text[:2000], "error": f"over {hang_s} s"})
         except Exception as exc:  # what the fuzzer is looking for
-            rec["tracebacks"] += 1  # type: ignore[operator]
+            rec["tracebacks"] += 1
             if len(examples) < 5:
                 frames = traceback.extract_tb(exc.__traceback__)
                 ours = [f for f in frames if "/pimc/" in f.filename or "/runtime/" in f.filename]
@@ -186,7 +186,7 @@ def main() -> None:
         records.append(rec)
         print(f"{name:<8}{rec['inputs']:>9}{rec['clean_errors']:>9}{rec['tracebacks']:>12}"
               f"{rec['hangs']:>7}{rec['seconds']:>8}", flush=True)
-        for ex in rec["examples"]:  # type: ignore[attr-defined]
+        for ex in rec["examples"]:
             print(f"  {ex['error']}")
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2) + "\n")

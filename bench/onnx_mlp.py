@@ -91,7 +91,7 @@ def main() -> int:
               f"{r['energy_nJ']:,.1f} | {r['relayout_shifts']} | {r['transfers']} | "
               f"{'yes' if r['bit_exact'] else 'NO'} | {r['max_abs_error_vs_onnx']:.2g} | "
               f"{r['floatpim_formula_cycles']:,.0f} | "
-              f"{r['cycles'] / r['floatpim_formula_cycles']:.2f} |")  # type: ignore[operator]
+              f"{r['cycles'] / r['floatpim_formula_cycles']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all(r["bit_exact"] for r in rows) else 1

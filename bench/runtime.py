@@ -60,7 +60,7 @@ def adder_chain(crossbars: int, adders: int, rows: Span | None = None) -> Progra
 
 
 def active_rows(prog: Program) -> int:
-    rows = prog.ops[0].rows  # type: ignore[union-attr]
+    rows = prog.ops[0].rows
     return len(rows) if rows is not None else prog.arch.rows
 
 

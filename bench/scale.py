@@ -76,7 +76,7 @@ def measure(name: str, model: object, tmp: Path, run_max_ops: int,
     from pimc.isa.text import load_program
 
     path = tmp / f"{name}.onnx"
-    onnx.save(model, str(path))  # type: ignore[arg-type]
+    onnx.save(model, str(path))
     out = tmp / f"{name}.uop"
     rec: dict[str, object] = {"case": name, **compile_in_child(path, out, extra)}
     del rec["rc"]
@@ -88,7 +88,7 @@ def measure(name: str, model: object, tmp: Path, run_max_ops: int,
     rec["cycles"] = stats.total_cycles
     rec["crossbars"] = load_program(out).crossbars
     rec["run_s"], rec["verified"] = None, None
-    if rec["micro_ops_executed"] <= run_max_ops:  # type: ignore[operator]
+    if rec["micro_ops_executed"] <= run_max_ops:
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the run's own tables
             rc = main(["run", str(out), "--verify"])
@@ -126,7 +126,7 @@ def print_row(r: dict[str, object]) -> None:
     if not getattr(print_row, "done", False):
         print(f"{'case':<32}{'compile s':>10}{'peak MB':>9}{'.uop KB':>9}{'micro-ops':>12}"
               f"{'cycles':>10}{'crossbars':>10}{'count s':>9}{'run s':>8}  verified")
-        print_row.done = True  # type: ignore[attr-defined]
+        print_row.done = True
     run = f"{r['run_s']:>8.1f}" if r["run_s"] is not None else f"{'-':>8}"
     print(f"{r['case']:<32}{r['compile_s']:>10.2f}{r['peak_rss_mb']:>9.0f}"
           f"{r['uop_bytes'] / 1024:>9.0f}{r['micro_ops_executed']:>12,}{r['cycles']:>10,}"

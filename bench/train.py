@@ -72,7 +72,7 @@ def floatpim_step(model: onnx.ModelProto, dtype: str) -> float | None:
     return total
 
 
-def executed(tmp: Path, name: str, make, data, steps: int, lr: float,  # type: ignore[no-untyped-def]
+def executed(tmp: Path, name: str, make, data, steps: int, lr: float,
              batch: int | None, dtype: str) -> dict[str, object]:
     model, src, prog = make(), tmp / "m.onnx", tmp / "m.uop"
     onnx.save(model, str(src))

@@ -95,7 +95,7 @@ def place(prog: Program, faults: tuple[Fault, ...]) -> Placement | None:
                     or _hit(fp.rows, f.row - dr)]
             if any(f.col is None for f in hits):
                 continue  # a whole bad row in the footprint's rows: no column move helps
-            bad = np.array(sorted({f.col for f in hits}), dtype=np.int64)  # type: ignore[type-var]
+            bad = np.array(sorted({f.col for f in hits}), dtype=np.int64)
             for dc in col_moves:
                 shifted = bad - dc
                 inside = shifted[(shifted >= 0) & (shifted < arch.cols)]

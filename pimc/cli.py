@@ -217,13 +217,13 @@ def _wear_note(prog: Program, stats: Stats) -> None:
         print(wear_not_counted(prog.crossbars))
 
 
-def _fault_model(spec: str, prog: Program):  # type: ignore[no-untyped-def]
+def _fault_model(spec: str, prog: Program):
     from pimc.runtime.faults import FaultModel, fault_spec
 
     return FaultModel(fault_spec(spec, prog.arch), prog.arch, prog.crossbars)
 
 
-def _report_faults(model, stats: Stats, outputs: dict[str, np.ndarray],  # type: ignore[no-untyped-def]
+def _report_faults(model, stats: Stats, outputs: dict[str, np.ndarray],
                    clean: dict[str, np.ndarray]) -> None:
     """What the faults did, and which outputs differ from a fault-free run."""
     print()
@@ -349,7 +349,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     columns = dict(prog.meta).get("columns")
     from pimc.isa.cost import item_counts
 
-    routines, memo = {r.name: r for r in prog.routines}, {}  # type: ignore[var-annotated]
+    routines, memo = {r.name: r for r in prog.routines}, {}
     executed = sum(item_counts(i, routines, prog.arch, memo)[0] for i in prog.ops)
     shape = (f"{len(prog.ops):,} top-level items and {len(prog.routines)} routine(s) "
              f"executing {executed:,} micro-ops" if prog.routines else f"{executed:,} micro-ops")

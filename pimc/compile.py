@@ -311,7 +311,7 @@ def program_cost(prog: Program, objective: str) -> float:
     if objective == "energy":
         from pimc.runtime.count import count_program
 
-        return count_program(prog).energy_bounds[1]  # type: ignore[index]
+        return count_program(prog).energy_bounds[1]
     routines = {r.name: r for r in prog.routines}
     memo: dict[str, tuple[int, int]] = {}
     return sum(item_counts(i, routines, prog.arch, memo)[1] for i in prog.ops)
@@ -332,7 +332,7 @@ def _lanes(k: Kernel, n: int) -> int:
     reduction's axis."""
     node = k.node(n)
     if node.op == "matmul":
-        return int(node.attr("inner", 1))  # type: ignore[call-overload]
+        return int(node.attr("inner", 1))
     if node.op in ("sum", "reduce_max") and _placed(k, n):
         return int((k.node(k.operands(n)[0]).shape or (1,))[-1])
     return 1
@@ -352,7 +352,7 @@ def _placed(k: Kernel, n: int) -> bool:
 def build_word_program(low: Lowered, placements: list[Placement], arch: Arch, file: str,
                        what: str, meta: tuple[tuple[str, str], ...]) -> Program:
     """Layout, word allocation and emission of a word-level program (pimc.lower)."""
-    net: WordNet = low.net  # type: ignore[assignment]
+    net: WordNet = low.net
     place = layout(low, arch, f"{file}: {what}", placements)
     b = ProgramBuilder(place.crossbars, arch=arch, source=file, meta=meta)
     b.inputs, b.outputs = list(place.inputs), list(place.outputs)

@@ -39,7 +39,7 @@ def lrn_reference() -> type:
     class LRN(OpRun):
         op_domain = ""
 
-        def _run(self, x, alpha=None, beta=None, bias=None, size=None):  # type: ignore[no-untyped-def]
+        def _run(self, x, alpha=None, beta=None, bias=None, size=None):
             lo = (size - 1) // 2
             sq = np.pad(x.astype(np.promote_types(x.dtype, np.float32)) ** 2,
                         [(0, 0), (lo, size - 1 - lo)] + [(0, 0)] * (x.ndim - 2))
@@ -55,7 +55,7 @@ def _softmax_before_13() -> list[type]:
     (along the last axis), which turns a (1, 1000, 1, 1) Softmax into ones."""
     from onnx.reference.op_run import OpRun
 
-    def coerced(node, x, log):  # type: ignore[no-untyped-def]
+    def coerced(node, x, log):
         given = [a.i for a in node.attribute if a.name == "axis"]  # the evaluator would
         axis = (given[0] if given else 1) % max(x.ndim, 1)  # fill in opset 13's default
         flat = x.reshape(int(np.prod(x.shape[:axis])), -1).astype(np.float32)
@@ -67,13 +67,13 @@ def _softmax_before_13() -> list[type]:
     class Softmax(OpRun):
         op_domain = ""
 
-        def _run(self, x, axis=None):  # type: ignore[no-untyped-def]
+        def _run(self, x, axis=None):
             return coerced(self.onnx_node, x, False)
 
     class LogSoftmax(OpRun):
         op_domain = ""
 
-        def _run(self, x, axis=None):  # type: ignore[no-untyped-def]
+        def _run(self, x, axis=None):
             return coerced(self.onnx_node, x, True)
 
     return [Softmax, LogSoftmax]
@@ -93,7 +93,7 @@ def reference(prog: Program) -> tuple[Kernel, onnx.ModelProto, Imported]:
     assert ran is not None
     if "node-chunks" in meta:  # staged: each stage split its own way
         chunks = dict(map(int, c.split(":")) for c in meta["node-chunks"].split())
-        kernel = dce(with_chunks(ran, chunks))  # type: ignore[arg-type]
+        kernel = dce(with_chunks(ran, chunks))
     else:
         kernel = dce(split_matmuls(ran, int(meta.get("chunks", "1"))))
     searched = [int(n) for n in meta.get("node-searched", "").split()]  # maxima by SEARCH

@@ -13,7 +13,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.text import load_program
 
 
-def layers_of(program: str, stats: str | None) -> tuple[list[dict], int, int, str]:  # type: ignore[type-arg]
+def layers_of(program: str, stats: str | None) -> tuple[list[dict], int, int, str]:
     """The per-layer records, the program's crossbars and rows, and where they came from."""
     prog = load_program(program)
     if stats:

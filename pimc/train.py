@@ -119,9 +119,9 @@ def phase_table(layers: list[dict[str, object]]) -> str:
     rows = {p: [0, 0.0, 0] for p in PHASES}
     for r in layers:
         row = rows[phase_of(str(r["layer"]))]
-        row[0] += int(r["cycles"])  # type: ignore[call-overload]
-        row[1] += float(r["energy_fj"])  # type: ignore[arg-type]
-        row[2] += int(r["movement_cycles"])  # type: ignore[call-overload]
+        row[0] += int(r["cycles"])
+        row[1] += float(r["energy_fj"])
+        row[2] += int(r["movement_cycles"])
     lines = [f"{'phase':<10}{'cycles':>12}{'energy nJ':>12}{'move %':>8}"]
     for p, (c, e, m) in rows.items():
         lines.append(f"{p:<10}{c:>12,}{e / 1e6:>12,.2f}{100 * m / max(c, 1):>8.1f}")

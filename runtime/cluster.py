@@ -47,7 +47,7 @@ class ClusterReport:
                 "worker " + ", ".join(f"{m:,.0f} MB" for m in self.worker_rss_mb)]
 
 
-def _client(workers: int, scheduler: str | None):  # type: ignore[no-untyped-def]
+def _client(workers: int, scheduler: str | None):
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -65,7 +65,7 @@ def _client(workers: int, scheduler: str | None):  # type: ignore[no-untyped-def
     return Client(cluster), cluster
 
 
-def _result(future, what: str, client=None, address: str | None = None):  # type: ignore[no-untyped-def]
+def _result(future, what: str, client=None, address: str | None = None):
     """Wait for an actor call; a lost worker is a clear error, not a traceback or a hang
     (an actor's calls do not fail over: while waiting, the worker is looked for)."""
     missing = 0
@@ -91,7 +91,7 @@ class _Pool:
 
     client: Any
     ranges: list[tuple[int, int]]
-    actors: list  # type: ignore[type-arg]
+    actors: list
     addresses: list[str]
     arch: Any
 
@@ -140,7 +140,7 @@ def run_sharded(prog: Program, inputs: dict[str, np.ndarray] | None = None, *,
             cluster.close()
 
 
-def _run(client, prog: Program, given: dict[str, np.ndarray], name: str, seed: int,  # type: ignore[no-untyped-def]
+def _run(client, prog: Program, given: dict[str, np.ndarray], name: str, seed: int,
          strict: bool, count_writes: bool, engine: str, workers: int | None, start: float,
          on_ready: Callable[[Any], None] | None) -> tuple[dict[str, np.ndarray], Stats, ClusterReport]:
     addresses = list(client.scheduler_info()["workers"])
@@ -165,7 +165,7 @@ def _run(client, prog: Program, given: dict[str, np.ndarray], name: str, seed: i
     return outputs, stats, report
 
 
-def _check_memory(client, prog: Program, ranges: list[tuple[int, int]]) -> None:  # type: ignore[no-untyped-def]
+def _check_memory(client, prog: Program, ranges: list[tuple[int, int]]) -> None:
     """Refuse, before any work, shards larger than the workers' memory."""
     limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
     limit = min(limits) if limits and all(limits) else 0

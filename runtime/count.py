@@ -131,7 +131,7 @@ class Walker:
             if isinstance(item, Loop):
                 for i in range(item.count):  # strided columns: each iteration renames
                     for call in item.body:
-                        self.call_in_frame(b, call, active, i)  # type: ignore[arg-type]
+                        self.call_in_frame(b, call, active, i)
             elif isinstance(item, Call):
                 self.call_in_frame(b, item, active, 0)
             else:
@@ -344,10 +344,10 @@ def layer_table(rows: list[dict[str, object]]) -> str:
     for r in rows:
         place, _, label = str(r["layer"]).partition(" ")
         name = f"{place.rsplit('/', 1)[-1]} {label}".strip()
-        move = 100 * r["movement_cycles"] / max(r["cycles"], 1)  # type: ignore[operator]
-        out.append([name[-40:], f"{r['cycles']:,}", f"{r['time_ns'] / 1e3:,.1f}",  # type: ignore[operator]
-                    f"{r['energy_fj'] / 1e6:,.2f}", f"{r['crossbars']:,}",  # type: ignore[operator]
+        move = 100 * r["movement_cycles"] / max(r["cycles"], 1)
+        out.append([name[-40:], f"{r['cycles']:,}", f"{r['time_ns'] / 1e3:,.1f}",
+                    f"{r['energy_fj'] / 1e6:,.2f}", f"{r['crossbars']:,}",
                     f"{r['rows_per_crossbar']}", f"{r['column_high_water']}", f"{move:.1f}",
-                    f"{100 * r['share_of_cycles']:.1f}"])  # type: ignore[operator]
+                    f"{100 * r['share_of_cycles']:.1f}"])
     lines = aligned(out)
     return "\n".join(lines)

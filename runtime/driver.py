@@ -224,7 +224,7 @@ def drive(prog: Program, given: dict[str, np.ndarray], pool: Pool, moved: list[i
     run_s = time.perf_counter() - t0
     outputs = {t.name: _read(t, prog, pool, name, strict, stats) for t in prog.outputs}
     summaries = pool.each("the summary", "summary")
-    events, layers = Events(), {}  # type: ignore[var-annotated]
+    events, layers = Events(), {}
     for s in summaries:
         for kind, (a, b) in s["events"].items():
             events.add(kind, a, b)
@@ -245,7 +245,7 @@ def _transfer(prog: Program, index: int, pool: Pool) -> None:
     """Execute a TRANSFER between shards: masks where the destinations are, the source
     halves where the sources are (the first unwritten source cell, in the order one
     machine checks them, is the error), then the destination halves."""
-    op: Transfer = prog.ops[index]  # type: ignore[assignment]
+    op: Transfer = prog.ops[index]
     line = prog.line_of(index)
     parts = pieces(op, pool.ranges)
     masks = [pool.wait(d, pool.start(d, "mask", dop, line), "a transfer")

@@ -33,9 +33,9 @@ def choose_engine(name: str, faults: FaultModel | None) -> str:
     return name
 
 
-def runs(items: list, kind: type = Step) -> list:  # type: ignore[type-arg]
+def runs(items: list, kind: type = Step) -> list:
     """Items with each run of consecutive `kind` items gathered in a list."""
-    out: list = []  # type: ignore[type-arg]
+    out: list = []
     for item in items:
         if isinstance(item, kind):
             if out and isinstance(out[-1], list):
@@ -47,10 +47,10 @@ def runs(items: list, kind: type = Step) -> list:  # type: ignore[type-arg]
     return out
 
 
-def layer_groups(items: list) -> list[list]:  # type: ignore[type-arg]
+def layer_groups(items: list) -> list[list]:
     """Top-level items in runs of consecutive steps of one source line or node (one
     block each for the kernel; energy is still attributed per source)."""
-    groups: list[list] = []  # type: ignore[type-arg]
+    groups: list[list] = []
     for item in items:
         if isinstance(item, Step) and groups and isinstance(groups[-1][-1], Step) and \
                 groups[-1][-1].op.src == item.op.src:
@@ -63,7 +63,7 @@ def layer_groups(items: list) -> list[list]:  # type: ignore[type-arg]
 class KernelPath:
     """The kernel-driving methods of Machine (a mixin)."""
 
-    def _blocks_of(self, items: list) -> list[Block | Item]:  # type: ignore[type-arg]
+    def _blocks_of(self, items: list) -> list[Block | Item]:
         """Top-level items with each run of consecutive steps decoded into a block."""
         blocks: list[Block | Item] = []
         for run in runs(items):
@@ -85,10 +85,10 @@ class KernelPath:
                 templates = self._templates[routine.name] = [
                     template(tuple(run), self.arch.partition_width) if isinstance(run, list)
                     else run for run in runs(list(routine.body), Op)]
-            blocks = self._sites[key] = [  # type: ignore[assignment]
+            blocks = self._sites[key] = [
                 site_block(self, t, xbs, rows) if isinstance(t, Template) else t
                 for t in templates]
-        return blocks  # type: ignore[return-value]
+        return blocks
 
     def _escape(self, block: Block, i: int) -> Step:
         step = block.escapes.get(i)

@@ -56,17 +56,17 @@ class FaultSpec:
                         values[key] = rate
                 elif key == "endurance":
                     values[key] = arch.endurance_writes if raw == "arch" else int(raw)
-                    if values[key] <= 0:  # type: ignore[operator]
+                    if values[key] <= 0:
                         raise ValueError
                 elif key == "seed":
                     values[key] = int(raw)
-                    if values[key] < 0:  # type: ignore[operator]
+                    if values[key] < 0:
                         raise ValueError
                 else:
                     raise PimError(f"--faults: unknown key '{key}' (known: {cls.KEYS})")
             except ValueError:
                 raise PimError(f"--faults: bad value '{raw}' for {key}") from None
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
 
 @dataclass

@@ -135,7 +135,7 @@ def placed_mask(t: TensorIO, rows: int, lo: int, hi: int) -> np.ndarray:
 def _slot_range(t: TensorIO, n: int, lo: int, hi: int) -> tuple[int, int]:
     """The run of slots in crossbars lo..hi-1 (slots fill crossbars in order)."""
     per, start, step = len(t.rows), t.xbs.start, t.xbs.step
-    return tuple(min(max(-(-(x - start) // step) * per, 0), n)  # type: ignore[return-value]
+    return tuple(min(max(-(-(x - start) // step) * per, 0), n)
                  for x in (lo, hi))
 
 

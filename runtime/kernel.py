@@ -50,7 +50,7 @@ TILE_BYTES = 1 << 20  # a tile's columns: within a core's share of the cache
 U_NOR, U_SET, U_RESET, U_SHIFT, U_SHIFT_ONES, U_MOVE, U_MOVE_ONES = range(7)
 
 
-def _kind_slot(kind):  # type: ignore[no-untyped-def]
+def _kind_slot(kind):
     """The index of a kind in the per-kind tallies (escapes never reach them)."""
     return kind if kind < ESCAPE else kind - 1
 
@@ -62,7 +62,7 @@ def _lowest_bit(word: np.uint64) -> int:
     return n
 
 
-def _first_unset(code, fmap, c, x0, nx, xstep, w0, w1, mid, masks, subset):  # type: ignore[no-untyped-def]
+def _first_unset(code, fmap, c, x0, nx, xstep, w0, w1, mid, masks, subset):
     """-1, or (crossbar index * 64 * words + row) of the first selected row not set."""
     words = fmap.shape[2]
     cm, fm, m = code[c], fmap[c], masks[max(mid, 0)]
@@ -85,7 +85,7 @@ def _first_unset(code, fmap, c, x0, nx, xstep, w0, w1, mid, masks, subset):  # t
     return -1
 
 
-def _set_flag(code, fmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, value):  # type: ignore[no-untyped-def]
+def _set_flag(code, fmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, value):
     """Set (value) or clear the flag in the selected rows. A row-span write leaves the
     code naming the span where the result is exactly that span's rows (NAMED + mid); a
     partial write otherwise leaves it MIXED without re-summarising (the map is exact,
@@ -131,7 +131,7 @@ def _set_flag(code, fmap, c, x0, nx, xstep, w0, w1, mid, masks, subset, value): 
                 fm[x, w] &= ~m[w]
 
 
-def _count(counting, wfull, wspans, sid, c, x0, nx, xstep):  # type: ignore[no-untyped-def]
+def _count(counting, wfull, wspans, sid, c, x0, nx, xstep):
     if not counting:
         return
     if xstep == 1:
@@ -148,7 +148,7 @@ def _count(counting, wfull, wspans, sid, c, x0, nx, xstep):  # type: ignore[no-u
             wspans[sid, c, x] += 1
 
 
-def _nor(bits, out, cmap, cols, first, nins, shift, x0, nx, xstep, w0, w1, mid, masks):  # type: ignore[no-untyped-def]
+def _nor(bits, out, cmap, cols, first, nins, shift, x0, nx, xstep, w0, w1, mid, masks):
     """bits[out] &= ~(OR of the inputs) in the selected rows; the common shapes (one to
     three inputs, every row) get loops simple enough for the compiler to vectorise."""
     a = cmap[cols[first]] + shift
@@ -186,7 +186,7 @@ def _nor(bits, out, cmap, cols, first, nins, shift, x0, nx, xstep, w0, w1, mid, 
             o[x, w] &= ~acc
 
 
-def _wrote(wcode, wmap, acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, armed,  # type: ignore[no-untyped-def]
+def _wrote(wcode, wmap, acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subset, armed,
            strict, counting, wfull, wspans, sid):
     """After a write of column c: written, armed only if it now holds 1s (flags the
     strict checks read, so kept only for them), one more write."""
@@ -196,13 +196,13 @@ def _wrote(wcode, wmap, acode, amap, c, x0, nx, xstep, w0, w1, mid, masks, subse
     _count(counting, wfull, wspans, sid, c, x0, nx, xstep)
 
 
-def _fail(status, kind, i, k, where, words):  # type: ignore[no-untyped-def]
+def _fail(status, kind, i, k, where, words):
     per = 64 * words
     status[0], status[1], status[2] = kind, i, k
     status[3], status[4] = where // per, where % per
 
 
-def _extent(steps, start, end):  # type: ignore[no-untyped-def]
+def _extent(steps, start, end):
     """The crossbars steps start..end-1 touch, as [lo, hi), and their crossbar-steps."""
     lo, hi, work = 1 << 62, 0, 0
     for i in range(start, end):
@@ -213,7 +213,7 @@ def _extent(steps, start, end):  # type: ignore[no-untyped-def]
     return lo, max(hi, lo), work
 
 
-def _width(steps, cols, cmap, start, end, ncols):  # type: ignore[no-untyped-def]
+def _width(steps, cols, cmap, start, end, ncols):
     """How many distinct columns steps start..end-1 touch."""
     seen = np.zeros(ncols, dtype=np.bool_)
     for i in range(start, end):
@@ -226,7 +226,7 @@ def _width(steps, cols, cmap, start, end, ncols):  # type: ignore[no-untyped-def
     return max(1, int(seen.sum()))
 
 
-def _checks(steps, cols, vals, cmap, start, end, wcode, wmap, acode, amap, masks,  # type: ignore[no-untyped-def]
+def _checks(steps, cols, vals, cmap, start, end, wcode, wmap, acode, amap, masks,
             subset, counting, wfull, wspans, strict, units, tally, status, words):
     """Everything of steps start..end-1 but their cells, in order: the strict checks and
     the written/armed flags they read (kept only if strict), write counts, energy units
@@ -277,14 +277,14 @@ def _checks(steps, cols, vals, cmap, start, end, wcode, wmap, acode, amap, masks
     return end
 
 
-def _popcount(v):  # type: ignore[no-untyped-def]
+def _popcount(v):
     v = v - ((v >> np.uint64(1)) & np.uint64(0x5555_5555_5555_5555))
     v = (v & np.uint64(0x3333_3333_3333_3333)) + ((v >> np.uint64(2)) & np.uint64(0x3333_3333_3333_3333))
     v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F_0F0F_0F0F_0F0F)
     return int((v * np.uint64(0x0101_0101_0101_0101)) >> np.uint64(56))
 
 
-def _shifted(col, by, out, w0, w1):  # type: ignore[no-untyped-def]
+def _shifted(col, by, out, w0, w1):
     """out[w0:w1] = those words of a crossbar's column with row r taking row r - by (0
     from outside), as runtime/bitops.shift_rows."""
     n = col.shape[0]
@@ -300,7 +300,7 @@ def _shifted(col, by, out, w0, w1):  # type: ignore[no-untyped-def]
         out[w] = v
 
 
-def _put(dst, words, w0, w1, mid, masks):  # type: ignore[no-untyped-def]
+def _put(dst, words, w0, w1, mid, masks):
     """A copy's words w0..w1 into a crossbar's column under the row mask (every row if
     mid < 0); returns the 1s written."""
     ones = 0
@@ -315,7 +315,7 @@ def _put(dst, words, w0, w1, mid, masks):  # type: ignore[no-untyped-def]
     return ones
 
 
-def _shift_column(i, p, steps, cols, cmap, bits, masks, x0, nx, buf):  # type: ignore[no-untyped-def]
+def _shift_column(i, p, steps, cols, cmap, bits, masks, x0, nx, buf):
     """Pair p of SHIFT i (its columns apart) over nx of its crossbars from x0, a column
     at a time (its crossbars' words lie near each other). Returns the 1s written."""
     xstep, mid, w0, w1 = steps[i, XSTEP], steps[i, MASK], steps[i, W0], steps[i, W1]
@@ -329,7 +329,7 @@ def _shift_column(i, p, steps, cols, cmap, bits, masks, x0, nx, buf):  # type: i
     return ones
 
 
-def _shift_columns(i, steps, cols, cmap, bits, masks):  # type: ignore[no-untyped-def]
+def _shift_columns(i, steps, cols, cmap, bits, masks):
     """A whole SHIFT with its columns apart, pairs in parallel."""
     ones = 0
     for p in prange(steps[i, NCOLS] // 2):
@@ -338,7 +338,7 @@ def _shift_columns(i, steps, cols, cmap, bits, masks):  # type: ignore[no-untype
     return ones
 
 
-def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch):  # type: ignore[no-untyped-def]
+def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch):
     """Step i's writes to the cells of crossbars [lo, hi); a SHIFT's 1s written."""
     x0, nx, xstep = steps[i, X0], steps[i, NX], steps[i, XSTEP]
     k0 = max(0, -((x0 - lo) // xstep))  # the first and last of its crossbars in [lo, hi)
@@ -386,7 +386,7 @@ def _cells(i, steps, cols, vals, cmap, bits, masks, lo, hi, scratch):  # type: i
     return 0
 
 
-def _tiles(steps, cols, vals, cmap, start, end, bits, masks, tile):  # type: ignore[no-untyped-def]
+def _tiles(steps, cols, vals, cmap, start, end, bits, masks, tile):
     """The cells of steps start..end-1, a tile of crossbars at a time (all of the steps
     on one tile, then the next), so a tile's columns stay in cache from step to step
     instead of each step streaming the whole memory; tiles run in parallel. NOR, INIT
@@ -415,7 +415,7 @@ def _tiles(steps, cols, vals, cmap, start, end, bits, masks, tile):  # type: ign
     return ones
 
 
-def _move(i, steps, cols, cmap, bits, masks):  # type: ignore[no-untyped-def]
+def _move(i, steps, cols, cmap, bits, masks):
     """A TRANSFER (plain, its source and destination crossbars apart): crossbar k of the
     source span copies its columns' selected rows into crossbar k of the destination
     span, columns in parallel. Returns the 1s written."""
@@ -431,11 +431,11 @@ def _move(i, steps, cols, cmap, bits, masks):  # type: ignore[no-untyped-def]
     return ones
 
 
-def _tileable(kind, copies):  # type: ignore[no-untyped-def]
+def _tileable(kind, copies):
     return kind <= INIT or (kind == SHIFT and copies)  # NOR, INIT, or a SHIFT
 
 
-def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,  # type: ignore[no-untyped-def]
+def run_block(steps, cols, vals, cmap, start, bits, wcode, wmap, acode, amap,
               masks, subset, counting, wfull, wspans, strict, units, tally, status,
               tile_bytes=TILE_BYTES):
     """Execute steps from `start` until the end or an escape; see the module docstring.

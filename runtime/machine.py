@@ -94,7 +94,7 @@ class Machine(KernelPath, NumpyOps):
                       Shift: self._shift, Transfer: self._transfer}
         if not validated:  # a shard's totals are the driver's, counted on the whole program
             self._static_totals()
-        self._ranges: dict[tuple[int, int], list[tuple[int, list, list]]] = {}  # type: ignore[type-arg]
+        self._ranges: dict[tuple[int, int], list[tuple[int, list, list]]] = {}
         self._groups_in(0, len(self._items))  # decode top-level ops now: loading, not running
         self.executed = 0  # micro-ops executed so far
         self.failure: tuple[int, int, int] | None = None
@@ -142,7 +142,7 @@ class Machine(KernelPath, NumpyOps):
         the execution it happened: (top-level item, micro-ops into it, check)."""
         if lo >= hi:  # a segment with nothing for this shard
             return
-        done, memo = 0, {}  # type: ignore[var-annotated]
+        done, memo = 0, {}
         for first, group, runnable in self._groups_in(lo, hi):
             if progress is not None:
                 progress.update(done)
@@ -157,7 +157,7 @@ class Machine(KernelPath, NumpyOps):
             for kind, (a, b) in self.events.since(before).items():
                 spent.add(kind, a, b)
 
-    def _groups_in(self, lo: int, hi: int) -> list[tuple[int, list, list]]:  # type: ignore[type-arg]
+    def _groups_in(self, lo: int, hi: int) -> list[tuple[int, list, list]]:
         """The top-level items lo..hi-1 in runs of one source line or node each: the
         index of each run's first item, the run, and what executes it (for the kernel,
         its steps decoded into blocks, once)."""
@@ -173,7 +173,7 @@ class Machine(KernelPath, NumpyOps):
                 first += len(group)
         return groups
 
-    def _top(self, items: list, first: int) -> None:  # type: ignore[type-arg]
+    def _top(self, items: list, first: int) -> None:
         """Run top-level items (steps, or their blocks), keeping where a failed check
         happened."""
         index = first
@@ -189,7 +189,7 @@ class Machine(KernelPath, NumpyOps):
                 raise
             index += len(item.ops) if isinstance(item, Block) else 1
 
-    def _run(self, items: list, cmap: np.ndarray | None, xbs: Span | None,  # type: ignore[type-arg]
+    def _run(self, items: list, cmap: np.ndarray | None, xbs: Span | None,
              rows: Span | None, iteration: int) -> None:
         """Execute items; inside a routine, `cmap` maps its frame columns to crossbar
         columns and `xbs`/`rows` are the call's."""
@@ -205,7 +205,7 @@ class Machine(KernelPath, NumpyOps):
                 self.executed += 1
             elif isinstance(item, Loop):  # a loop holds calls only
                 for i in range(item.count):
-                    self._run(item.body, cmap, xbs, rows, i)  # type: ignore[arg-type]
+                    self._run(item.body, cmap, xbs, rows, i)
             else:
                 routine = self._routines[item.routine]
                 where = (item.xbs or xbs, item.rows or rows)
@@ -213,11 +213,11 @@ class Machine(KernelPath, NumpyOps):
                                     None if cmap is None else cmap.tolist())
                 inner = np.concatenate([np.arange(b, b + seg.width) for seg, b in
                                         zip(routine.segments, bases, strict=True)])
-                body = (self._site_blocks(routine, *where) if self.engine == "numba"  # type: ignore[arg-type]
-                        else self._site(routine, *where))  # type: ignore[arg-type]
-                self._run(body, inner, *where, 0)  # type: ignore[arg-type]
+                body = (self._site_blocks(routine, *where) if self.engine == "numba"
+                        else self._site(routine, *where))
+                self._run(body, inner, *where, 0)
 
-    def _site(self, routine: Routine, xbs: Span, rows: Span | None) -> list:  # type: ignore[type-arg]
+    def _site(self, routine: Routine, xbs: Span, rows: Span | None) -> list:
         """A routine's body decoded once per place it runs (crossbars and rows)."""
         key = (routine.name, xbs, rows)
         steps = self._sites.get(key)

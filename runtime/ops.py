@@ -39,7 +39,7 @@ class NumpyOps:
     # ------------------------------------------------------------------ the ops
 
     def _nor(self, step: Step) -> None:
-        op: Nor = step.op  # type: ignore[assignment]
+        op: Nor = step.op
         xs, mask = step.xs, self.mask_of(step)
         if step.reps == 1:
             out: int | np.ndarray = op.out
@@ -50,7 +50,7 @@ class NumpyOps:
         # An armed cell holds 1, so a NOR into fully armed columns is a plain NOR.
         key = (xs.start, xs.stop, xs.step or 1)
         plain = self.strict and mask is None and step.reps == 1 and (  # flags kept if strict
-            key in self._armed_memo.get(out, ()) or self.armed.all_full(out, xs))  # type: ignore[arg-type]
+            key in self._armed_memo.get(out, ()) or self.armed.all_full(out, xs))
         if self.strict:
             for k, c in enumerate(ins):
                 self.check_rank = k * step.reps
@@ -104,7 +104,7 @@ class NumpyOps:
         self.events.add("INIT", active * len(ones), active * len(zeros))
 
     def _search(self, step: Step) -> None:
-        op: Search = step.op  # type: ignore[assignment]
+        op: Search = step.op
         xs, mask = step.xs, self.mask_of(step)
         cols = np.array(op.cols)
         self.check_rank = 0
@@ -124,7 +124,7 @@ class NumpyOps:
         self.tag[xs] = match  # last: `mask` may be a view of the old tag
 
     def _shift(self, step: Step) -> None:
-        op: Shift = step.op  # type: ignore[assignment]
+        op: Shift = step.op
         xs, mask = step.xs, self.mask_of(step)
         src, dst = np.array(op.src_cols), np.array(op.dst_cols)
         want = np.broadcast_to(ALL if mask is None else mask, self.tag[xs].shape)
@@ -141,13 +141,13 @@ class NumpyOps:
 
     def transfer_mask(self, step: Step) -> np.ndarray | None:
         """The rows a plain copy writes in each destination crossbar (its tag if predicated)."""
-        op: Transfer = step.op  # type: ignore[assignment]
+        op: Transfer = step.op
         return None if op.dst_row is not None else self.mask_of(step, op.dst_xbs.as_slice())
 
     def transfer_out(self, step: Step, dst_mask: np.ndarray | None) -> np.ndarray:
         """A copy's source half: check and read the source columns (a sharded memory runs
         it where the source crossbars are)."""
-        op: Transfer = step.op  # type: ignore[assignment]
+        op: Transfer = step.op
         src = np.array(op.src_cols)
         self.check_rank = 0
         if op.dst_row is None:
@@ -159,7 +159,7 @@ class NumpyOps:
 
     def transfer_in(self, step: Step, data: np.ndarray, mask: np.ndarray | None) -> None:
         """A copy's destination half: write what transfer_out read, count it."""
-        op: Transfer = step.op  # type: ignore[assignment]
+        op: Transfer = step.op
         dxs = op.dst_xbs.as_slice()
         if op.dst_row is not None:
             self._transpose(step, op, dxs, data)

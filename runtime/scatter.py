@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - exercised where numba is not installed
     prange = range
 
 
-def scatter(raw, nbits, lanes, broadcast, first, count, per, xstart, xstep,  # type: ignore[no-untyped-def]
+def scatter(raw, nbits, lanes, broadcast, first, count, per, xstart, xstep,
             rstart, rstep, lo, nxb, words):
     """(data uint64[lanes * nbits, nxb, words], placed uint64[nxb, words]) for slots
     first..first+count-1 of a tensor: slot s lies in crossbar xstart + (s // per) * xstep

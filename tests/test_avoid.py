@@ -24,7 +24,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 ARCH = Arch(rows=128, cols=32, max_crossbars=3)
 
 
-def _program(rows: Span | None = None):  # type: ignore[no-untyped-def]
+def _program(rows: Span | None = None):
     """y = x in crossbars 0..1 (rows `rows`, or all), through one scratch column."""
     b = ProgramBuilder(2, arch=ARCH)
     n = 128 if rows is None else len(rows)
@@ -37,7 +37,7 @@ def _program(rows: Span | None = None):  # type: ignore[no-untyped-def]
     return b.build()
 
 
-def _outputs(prog, faults=()):  # type: ignore[no-untyped-def]
+def _outputs(prog, faults=()):
     x = np.random.default_rng(0).integers(0, 16, prog.inputs[0].shape, dtype=np.uint8)
     model = FaultModel(FaultSpec(cells=tuple(faults)), prog.arch, prog.crossbars)
     out, _ = run_program(prog, {"x": x}, faults=model)
@@ -61,7 +61,7 @@ def test_faults_outside_the_footprint_leave_the_program_where_it_is():
     ((Fault(1, 10, 5, 1),), Placement(0, 1, 0)),  # the scratch column: one column on
     ((Fault(0, None, 5, 1),), Placement(1, 0, 0)),  # a bad row in every column: a spare crossbar
 ])
-def test_the_smallest_move_is_chosen(faults, expected):  # type: ignore[no-untyped-def]
+def test_the_smallest_move_is_chosen(faults, expected):
     prog = _program()
     assert place(prog, faults) == expected
     moved, _ = avoid(prog, faults, "p")
@@ -88,7 +88,7 @@ def test_a_program_that_cannot_be_moved_is_a_clear_error():
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.builds(Fault, st.integers(0, 2), st.none() | st.integers(0, 31),
                           st.integers(0, 127), st.integers(0, 1)), max_size=6))
-def test_a_moved_program_on_the_faulty_memory_matches_the_perfect_one(faults):  # type: ignore[no-untyped-def]
+def test_a_moved_program_on_the_faulty_memory_matches_the_perfect_one(faults):
     faults = tuple(faults)
     for prog in (_program(), _program(Span(32, 96))):
         try:
@@ -98,7 +98,7 @@ def test_a_moved_program_on_the_faulty_memory_matches_the_perfect_one(faults):  
         assert (_outputs(moved, faults) == _outputs(prog)).all()
 
 
-def test_pimc_compile_avoid(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_pimc_compile_avoid(tmp_path, capsys):
     faults = tmp_path / "bad.txt"
     faults.write_text("x0 c40 stuck-at-1\n")
     prog = str(tmp_path / "g.uop")

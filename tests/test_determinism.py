@@ -21,7 +21,7 @@ def _pimc(args: list[str], hash_seed: str, cwd: Path) -> None:
 
 
 @pytest.mark.parametrize("source", ["axpy.pk", "gemm_relu_gemm.onnx"])
-def test_compiling_twice_gives_the_same_bytes(tmp_path, source):  # type: ignore[no-untyped-def]
+def test_compiling_twice_gives_the_same_bytes(tmp_path, source):
     built = []
     for hash_seed in ("1", "2"):
         out = tmp_path / hash_seed
@@ -32,7 +32,7 @@ def test_compiling_twice_gives_the_same_bytes(tmp_path, source):  # type: ignore
     assert "p.uop" in built[0] and (source.endswith(".pk") or "p.uop.weights.npz" in built[0])
 
 
-def test_the_same_seed_gives_the_same_outputs_and_statistics(tmp_path):  # type: ignore[no-untyped-def]
+def test_the_same_seed_gives_the_same_outputs_and_statistics(tmp_path):
     from pimc.cli import main
 
     prog = str(tmp_path / "p.uop")

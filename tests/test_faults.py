@@ -27,25 +27,25 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
                           st.integers(0, 127), st.integers(0, 1))
                 | st.builds(Fault, st.integers(0, 9), st.integers(0, 31), st.none(),
                             st.integers(0, 1))).map(tuple))
-def test_fault_maps_round_trip(faults):  # type: ignore[no-untyped-def]
+def test_fault_maps_round_trip(faults):
     assert parse_faults(print_faults(faults)) == faults
 
 
 @pytest.mark.parametrize("line", ["x0 stuck-at-1", "x0 c1 r2 stuck-at-2", "c1 r2 stuck-at-0",
                                   "x0 c1 r2", "x0 c² stuck-at-1"])
-def test_malformed_fault_lines_are_located(line):  # type: ignore[no-untyped-def]
+def test_malformed_fault_lines_are_located(line):
     with pytest.raises(PimError, match=r"f\.txt:2: expected"):
         parse_faults("# a map\n" + line + "\n", "f.txt")
 
 
 @pytest.mark.parametrize("spec,message", [("stuck=2", "bad value"), ("endurance=0", "bad value"),
                                           ("seed=-1", "bad value"), ("bogus=1", "unknown key")])
-def test_bad_fault_specs_are_refused(spec, message):  # type: ignore[no-untyped-def]
+def test_bad_fault_specs_are_refused(spec, message):
     with pytest.raises(PimError, match=message):
         FaultSpec.parse(spec, SMALL)
 
 
-def _copy_program(writes: int = 1):  # type: ignore[no-untyped-def]
+def _copy_program(writes: int = 1):
     """y = x (8 bits), through NOR twice; column 8..15 rewritten `writes` times."""
     b = ProgramBuilder(1, arch=SMALL)
     b.input("x", "u8", [128], 0)
@@ -58,7 +58,7 @@ def _copy_program(writes: int = 1):  # type: ignore[no-untyped-def]
     return b.build()
 
 
-def _run(prog, spec: FaultSpec, x: np.ndarray):  # type: ignore[no-untyped-def]
+def _run(prog, spec: FaultSpec, x: np.ndarray):
     model = FaultModel(spec, prog.arch, prog.crossbars)
     out, stats = run_program(prog, {"x": x}, faults=model)
     return out["y"], stats.faults
@@ -122,7 +122,7 @@ def test_random_stuck_cells_follow_the_rate():
     assert 0.015 < model.report.stuck_cells / (4 * 32 * 128) < 0.025
 
 
-def test_pimc_run_reports_faults_and_changed_outputs(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_pimc_run_reports_faults_and_changed_outputs(tmp_path, capsys):
     faults = tmp_path / "f.txt"
     faults.write_text("x0 c16 stuck-at-1  # bit 0 of the sum\n")
     stats = tmp_path / "s.json"

@@ -41,7 +41,7 @@ def _parse_checked(text: str) -> None:
     ("[1024] x0 r0:1024 c0", "[0] x0 r0:1024 c0"),      # a zero-size tensor
     ("[1024] x0 r0:1024 c0", "[" + "9" * 5000 + "] x0 r0:1024 c0"),
 ])
-def test_hostile_numbers_in_a_program_are_clean_errors(old, new):  # type: ignore[no-untyped-def]
+def test_hostile_numbers_in_a_program_are_clean_errors(old, new):
     assert old in ADDER
     with pytest.raises(PimError, match=r"t\.uop"):
         _parse_checked(ADDER.replace(old, new, 1))
@@ -57,13 +57,13 @@ def test_a_huge_column_range_fails_fast():
 
 
 @pytest.mark.parametrize("line", [".routine", ".routine   ", ".routine f t:0", ".routine f t:²"])
-def test_malformed_routine_headers_are_clean_errors(line):  # type: ignore[no-untyped-def]
+def test_malformed_routine_headers_are_clean_errors(line):
     text = LOOPED.replace(".routine", line + "\n.routine", 1)
     with pytest.raises(PimError, match=r"t\.uop:"):
         _parse_checked(text)
 
 
-def test_pimc_show_checks_the_program_before_listing_it(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_pimc_show_checks_the_program_before_listing_it(tmp_path, capsys):
     bad = tmp_path / "bad.uop"
     bad.write_text(LOOPED.replace("full_add x0", "no_such_routine x0", 1))
     assert main(["show", str(bad), "--summary"]) == 2
@@ -72,7 +72,7 @@ def test_pimc_show_checks_the_program_before_listing_it(tmp_path, capsys):  # ty
 
 @pytest.mark.parametrize("field,value", [("t_nor_ns", "-1e309"), ("e_set_fj", "nan"),
                                          ("t_write_ns", "inf"), ("e_nor_fj", "-1")])
-def test_architecture_values_must_be_finite_and_non_negative(field, value):  # type: ignore[no-untyped-def]
+def test_architecture_values_must_be_finite_and_non_negative(field, value):
     with pytest.raises(PimError, match=field):
         Arch.from_fields({field: value})
 
@@ -95,7 +95,7 @@ def _gemm_model() -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("corrupt", ["short", "type"])
-def test_a_corrupt_initializer_is_named(corrupt):  # type: ignore[no-untyped-def]
+def test_a_corrupt_initializer_is_named(corrupt):
     m = _gemm_model()
     if corrupt == "short":
         m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data[:-3]
@@ -128,7 +128,7 @@ def test_an_unknown_element_type_is_a_clean_error():
     ("kernel k(x: f32[4]) -> (y: f32[4]) { y = x + " + "9" * 5000 + "; }",
      "a literal of 5000 characters is too long"),
 ])
-def test_kernel_declarations_and_literals_are_checked(source, message):  # type: ignore[no-untyped-def]
+def test_kernel_declarations_and_literals_are_checked(source, message):
     with pytest.raises(PimError, match=message) as err:
         (k,) = parse_kernels(source, "k.pk")
         run_passes(k, source, "ieee")
@@ -142,7 +142,7 @@ def test_literals_that_fit_their_type_are_accepted():
     run_passes(k, source, "ieee")
 
 
-def _one_node(op: str, ins: list, out_shape: tuple, inits: tuple = (),  # type: ignore[type-arg]
+def _one_node(op: str, ins: list, out_shape: tuple, inits: tuple = (),
               **attrs: object) -> onnx.ModelProto:
     names = [i.name for i in ins] + [t.name for t in inits]
     node = helper.make_node(op, names, ["y"], name="n1", **attrs)
@@ -151,7 +151,7 @@ def _one_node(op: str, ins: list, out_shape: tuple, inits: tuple = (),  # type: 
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _vi(name: str, shape: tuple, elem: int = TensorProto.FLOAT):  # type: ignore[type-arg,no-untyped-def]
+def _vi(name: str, shape: tuple, elem: int = TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, elem, shape)
 
 
@@ -170,7 +170,7 @@ def _vi(name: str, shape: tuple, elem: int = TensorProto.FLOAT):  # type: ignore
                        (numpy_helper.from_array(np.zeros((4, 0), np.float32), "w"),)),
      "'w' has a zero-size dimension"),
 ])
-def test_invalid_onnx_nodes_are_named(model, message):  # type: ignore[no-untyped-def]
+def test_invalid_onnx_nodes_are_named(model, message):
     with pytest.raises(PimError, match=message):
         import_model(model(), "m.onnx")
 
@@ -181,7 +181,7 @@ HOSTILE = ["0", "-1", "9" * 5000, "²", "\u0661\u0662", "", "é", "1e309", "nan"
 
 
 @st.composite
-def mutated(draw, text: str) -> str:  # type: ignore[no-untyped-def]
+def mutated(draw, text: str) -> str:
     """The text with one token replaced (a hostile one or another token), one line
     deleted or duplicated, or cut short."""
     lines = text.split("\n")
@@ -204,7 +204,7 @@ def mutated(draw, text: str) -> str:  # type: ignore[no-untyped-def]
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([ADDER, LOOPED, (SAMPLES / "row_ops.uop").read_text()]).flatmap(mutated))
-def test_mutated_programs_parse_or_fail_cleanly(text):  # type: ignore[no-untyped-def]
+def test_mutated_programs_parse_or_fail_cleanly(text):
     with contextlib.suppress(PimError):
         _parse_checked(text)
 
@@ -214,7 +214,7 @@ DSL = [(SAMPLES / n).read_text() for n in ("axpy.pk", "matrix_stats.pk", "fixed_
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(DSL).flatmap(mutated))
-def test_mutated_kernels_parse_and_typecheck_or_fail_cleanly(text):  # type: ignore[no-untyped-def]
+def test_mutated_kernels_parse_and_typecheck_or_fail_cleanly(text):
     with contextlib.suppress(PimError):
         for k in parse_kernels(text, "t.pk"):
             run_passes(k, text, "ieee")
@@ -227,7 +227,7 @@ def _no_temporaries(folder: Path) -> bool:
     return not list(folder.glob(".*.tmp"))
 
 
-def test_unwritable_outputs_are_clean_errors(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_unwritable_outputs_are_clean_errors(tmp_path, capsys):
     src = SAMPLES / "axpy.pk"
     assert main(["compile", str(src), "-o", str(tmp_path / "no" / "a.uop")]) == 2
     assert main(["compile", str(src), "-o", str(tmp_path)]) == 2
@@ -236,7 +236,7 @@ def test_unwritable_outputs_are_clean_errors(tmp_path, capsys):  # type: ignore[
     assert _no_temporaries(tmp_path)
 
 
-def test_an_output_never_overwrites_an_input(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_an_output_never_overwrites_an_input(tmp_path, capsys):
     src = tmp_path / "k.pk"
     src.write_text((SAMPLES / "axpy.pk").read_text())
     assert main(["compile", str(src), "-o", str(src)]) == 2
@@ -249,17 +249,17 @@ def test_an_output_never_overwrites_an_input(tmp_path, capsys):  # type: ignore[
     assert "would overwrite" in capsys.readouterr().err
 
 
-def test_a_run_writes_its_outputs_and_statistics_together_or_neither(tmp_path):  # type: ignore[no-untyped-def]
+def test_a_run_writes_its_outputs_and_statistics_together_or_neither(tmp_path):
     stats = tmp_path / "s.json"
     assert main(["run", str(SAMPLES / "ripple_add8.uop"), "--stats", str(stats),
                  "-o", str(tmp_path / "missing" / "o.npz")]) == 2
     assert not stats.exists() and _no_temporaries(tmp_path)
 
 
-def test_write_all_leaves_nothing_when_one_file_fails(tmp_path):  # type: ignore[no-untyped-def]
+def test_write_all_leaves_nothing_when_one_file_fails(tmp_path):
     from pimc.fileio import write_all
 
-    def fail(f):  # type: ignore[no-untyped-def]
+    def fail(f):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -267,7 +267,7 @@ def test_write_all_leaves_nothing_when_one_file_fails(tmp_path):  # type: ignore
     assert not list(tmp_path.iterdir())
 
 
-def test_outputs_get_the_permissions_of_new_files(tmp_path):  # type: ignore[no-untyped-def]
+def test_outputs_get_the_permissions_of_new_files(tmp_path):
     import os
 
     mask = os.umask(0o022)
@@ -279,10 +279,10 @@ def test_outputs_get_the_permissions_of_new_files(tmp_path):  # type: ignore[no-
     assert out.stat().st_mode & 0o777 == 0o644
 
 
-def test_an_interrupt_exits_130_without_a_traceback_or_files(tmp_path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+def test_an_interrupt_exits_130_without_a_traceback_or_files(tmp_path, capsys, monkeypatch):
     import pimc.compile
 
-    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pimc.compile, "compile_source", interrupted)
@@ -291,7 +291,7 @@ def test_an_interrupt_exits_130_without_a_traceback_or_files(tmp_path, capsys, m
     assert not list(tmp_path.iterdir())
 
 
-def test_a_negative_seed_is_refused_by_the_argument_parser(capsys):  # type: ignore[no-untyped-def]
+def test_a_negative_seed_is_refused_by_the_argument_parser(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", str(SAMPLES / "ripple_add8.uop"), "--seed", "-1"])
     assert exc.value.code == 2 and "non-negative" in capsys.readouterr().err
@@ -304,7 +304,7 @@ def _kernel_program(tmp_path: Path, source: str) -> str:
     return str(prog)
 
 
-def test_verify_takes_float_inputs_given_as_their_bits(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_verify_takes_float_inputs_given_as_their_bits(tmp_path, capsys):
     """The format `run -o` writes (bf16 as uint16 bits) is accepted by --inputs --verify."""
     prog = _kernel_program(tmp_path, "kernel k(x: bf16[64]) -> (y: bf16[64]) { y = x * x; }")
     bits = np.random.default_rng(1).integers(0, 1 << 16, 64, dtype=np.uint16)
@@ -319,14 +319,14 @@ def test_verify_takes_float_inputs_given_as_their_bits(tmp_path, capsys):  # typ
     ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + x; }", np.full(4, 300), "outside u8's range"),
     ("kernel k(x: u8[4]) -> (y: u8[4]) { y = x + x; }", np.zeros(5), "shape (5,)"),
 ])
-def test_inputs_a_type_cannot_hold_are_refused(tmp_path, capsys, source, value, message):  # type: ignore[no-untyped-def]
+def test_inputs_a_type_cannot_hold_are_refused(tmp_path, capsys, source, value, message):
     prog = _kernel_program(tmp_path, source)
     np.savez(tmp_path / "in.npz", x=value)
     assert main(["run", prog, "--inputs", str(tmp_path / "in.npz")]) == 2
     assert message in capsys.readouterr().err or pytest.fail(capsys.readouterr().err)
 
 
-def test_real_inputs_to_a_fixed_point_kernel_are_rounded_not_truncated(tmp_path):  # type: ignore[no-untyped-def]
+def test_real_inputs_to_a_fixed_point_kernel_are_rounded_not_truncated(tmp_path):
     prog = _kernel_program(tmp_path, "kernel k(x: q8.8[4]) -> (y: q8.8[4]) { y = x + x; }")
     np.savez(tmp_path / "in.npz", x=np.array([0.5, 0.25, -1.0, 0.00196]))
     assert main(["run", prog, "--inputs", str(tmp_path / "in.npz"), "--verify",
@@ -334,7 +334,7 @@ def test_real_inputs_to_a_fixed_point_kernel_are_rounded_not_truncated(tmp_path)
     np.testing.assert_array_equal(np.load(tmp_path / "o.npz")["y"], [256, 128, -512, 2])
 
 
-def test_a_weights_file_missing_a_tensor_is_refused(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_a_weights_file_missing_a_tensor_is_refused(tmp_path, capsys):
     prog = tmp_path / "g.uop"
     assert main(["compile", str(SAMPLES / "gemm_relu_gemm.onnx"), "-o", str(prog)]) == 0
     sidecar = tmp_path / "g.uop.weights.npz"
@@ -345,7 +345,7 @@ def test_a_weights_file_missing_a_tensor_is_refused(tmp_path, capsys):  # type: 
     assert "lacks b1" in capsys.readouterr().err
 
 
-def test_a_long_kernel_compiles_per_distinct_operation(tmp_path):  # type: ignore[no-untyped-def]
+def test_a_long_kernel_compiles_per_distinct_operation(tmp_path):
     """600 float32 adds: one routine called 599 times, not a 600-adder netlist."""
     from pimc.compile import compile_source
 
@@ -354,7 +354,7 @@ def test_a_long_kernel_compiles_per_distinct_operation(tmp_path):  # type: ignor
     assert prog is not None and len(prog.routines) == 1 and len(prog.ops) == 599
 
 
-def test_inputs_left_out_of_an_inputs_file_are_named(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_inputs_left_out_of_an_inputs_file_are_named(tmp_path, capsys):
     np.savez(tmp_path / "in.npz", a=np.arange(1024, dtype=np.uint8))
     assert main(["run", str(SAMPLES / "ripple_add8.uop"), "--inputs",
                  str(tmp_path / "in.npz")]) == 0

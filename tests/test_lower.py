@@ -88,7 +88,7 @@ def test_report_draws_or_says_what_is_missing(tmp_path, capsys, monkeypatch):
     assert main(["compile", str(SAMPLE), "-o", str(out)]) == 0
     real = builtins.__import__
 
-    def no_matplotlib(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def no_matplotlib(name, *args, **kwargs):
         if name.startswith("matplotlib"):
             raise ImportError(name)
         return real(name, *args, **kwargs)

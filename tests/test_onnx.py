@@ -23,7 +23,7 @@ from pimc.passes.evaluate import evaluate
 F = TensorProto.FLOAT
 
 
-def model(nodes, inputs, outputs, inits=(), opset=17):  # type: ignore[no-untyped-def]
+def model(nodes, inputs, outputs, inits=(), opset=17):
     graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info(n, t, s)
                                            for n, t, s in inputs],
                               [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],

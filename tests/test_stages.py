@@ -25,7 +25,7 @@ from pimc.passes.pipeline import run_passes
 from samples.make_onnx_samples import small_cnn
 
 
-def _kernel(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
+def _kernel(model: onnx.ModelProto):
     imported = import_model(model, "m.onnx")
     return run_passes(imported.kernel, "", "ieee", skip=("typecheck",))
 
@@ -117,7 +117,7 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
     return grid[dst.xbs.start + index // len(dst.rows), dst.rows.start + index % len(dst.rows)]
 
 
-def _io(name, shape, view, lanes, xb, rows):  # type: ignore[no-untyped-def]
+def _io(name, shape, view, lanes, xb, rows):
     """A placement in exactly the crossbars its view fills (a stage's neighbours start
     right after it)."""
     xbs = -(-int(np.prod(view_shape(shape, view))) // (lanes * rows))
@@ -125,7 +125,7 @@ def _io(name, shape, view, lanes, xb, rows):  # type: ignore[no-untyped-def]
                     view=view)
 
 
-def _pairs(moves):  # type: ignore[no-untyped-def]
+def _pairs(moves):
     return sorted((m.lanes, m.by, m.rows, x, y) for m in moves
                   for x, y in zip(m.xbs.indices(), m.sources.indices(), strict=True))
 
@@ -219,7 +219,7 @@ def test_the_plan_rebuilds_every_window_placement(c, side, k, s, pad, fill, copi
     _rebuilds(shape, src_view, dst_view, per, rows)
 
 
-def _rebuilds(shape, src_view, dst_view, lanes, rows, src_rows=None):  # type: ignore[no-untyped-def]
+def _rebuilds(shape, src_view, dst_view, lanes, rows, src_rows=None):
     """The plan from src_view's placement to dst_view's, replayed, fills every slot as
     the host would have."""
     got = _replay(_io("x", shape, src_view, 1, 0, src_rows or rows),
@@ -366,7 +366,7 @@ def test_maps_are_ordered_by_every_stride_downstream_at_their_readers_pitch():
             for g in stages] == ["Relu", "MaxPool", "Relu", "MaxPool"]
     relu1, pool1, relu2, _ = stages
 
-    def first_row(stage, shape):  # type: ignore[no-untyped-def]
+    def first_row(stage, shape):
         ids = np.arange(int(np.prod(shape))).reshape(shape)
         return apply_view(ids, stage.result_view)[0].tolist()
 
@@ -469,7 +469,7 @@ def test_a_pool_smaller_than_its_map_reads_a_copy_over_two_words(tmp_path, capsy
     words = []
     plan_ = relayout.plan
 
-    def spy(src, dst, max_shift):  # type: ignore[no-untyped-def]
+    def spy(src, dst, max_shift):
         p = plan_(src, dst, max_shift)
         words.append(1 + max((m.word for m in p.spread), default=-1))
         return p
@@ -776,7 +776,7 @@ def test_a_global_max_pool_is_found_by_search_when_that_is_faster(dtype, tmp_pat
     both = {by: row_tree(stages[-1].kernel, stages[-2].result_view, prog.arch, "ieee",
                          "pool.onnx", by) for by in ("tree", "search")}
     for objective, found in searches.items():
-        cost = {by: program_cost(p, objective) for by, p in both.items()}  # type: ignore[arg-type]
+        cost = {by: program_cost(p, objective) for by, p in both.items()}
         picked = len(found) == 1024 // 25  # a search per plane slot of a crossbar
         assert picked == (cost["search"] < cost["tree"]) and (picked or found == [])
     assert dtype[0] == "q" or searches["latency"]  # floats: faster by search

@@ -72,7 +72,7 @@ def numpy_step(model: onnx.ModelProto, x: np.ndarray, onehot: np.ndarray, lr: fl
     return value, {k: w[k] - lr * g for k, g in grads.items()}
 
 
-def _compile_and_run(tmp_path, model, data, steps, *flags):  # type: ignore[no-untyped-def]
+def _compile_and_run(tmp_path, model, data, steps, *flags):
     src, prog = tmp_path / "m.onnx", tmp_path / "m.uop"
     onnx.save(model, str(src))
     np.savez(tmp_path / "data.npz", **data)

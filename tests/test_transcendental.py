@@ -24,7 +24,7 @@ def _sigmoid(v: np.ndarray) -> np.ndarray:
 TRUE = {"Exp": np.exp, "Log": np.log, "Sigmoid": _sigmoid, "Tanh": np.tanh}
 
 
-def _compiled(function: str, n: int, dtype: str = "f32"):  # type: ignore[no-untyped-def]
+def _compiled(function: str, n: int, dtype: str = "f32"):
     g = helper.make_graph([helper.make_node(function, ["x"], ["y"], name="f")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])])
@@ -69,7 +69,7 @@ def test_the_runtime_matches_the_reference_bit_for_bit():
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_every_bfloat16_input_is_correctly_rounded(function):  # type: ignore[no-untyped-def]
+def test_every_bfloat16_input_is_correctly_rounded(function):
     dt = parse_dtype("bf16")
     x = dt.from_bits(np.arange(1 << 16, dtype=np.uint16))
     x = x[np.isfinite(x.astype(np.float64))]
@@ -78,7 +78,7 @@ def test_every_bfloat16_input_is_correctly_rounded(function):  # type: ignore[no
 
 @pytest.mark.parametrize("function,bound", [("Exp", 0.8), ("Log", 0.85), ("Sigmoid", 0.85),
                                             ("Tanh", 0.85)])
-def test_float32_is_faithful_within_its_stated_bound(function, bound):  # type: ignore[no-untyped-def]
+def test_float32_is_faithful_within_its_stated_bound(function, bound):
     """Below 1 ulp (faithful); the bounds are bench/transcendentals.py's maxima over a
     million inputs, rounded up."""
     rng = np.random.default_rng(0)

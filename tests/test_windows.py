@@ -22,7 +22,7 @@ from pimc.isa.uop import Program, Span, TensorIO
 from pimc.isa.view import LOWEST, ZERO, ViewOp, apply_view, unview, window_size
 
 
-def _loops(x: np.ndarray, axes, fill) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _loops(x: np.ndarray, axes, fill) -> np.ndarray:
     """The window gather by explicit loops over (n, c, o.., k..)."""
     sizes = x.shape[2:]
     outs = [window_size(n, *a) for n, a in zip(sizes, axes, strict=True)]
@@ -38,7 +38,7 @@ def _loops(x: np.ndarray, axes, fill) -> np.ndarray:  # type: ignore[no-untyped-
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 2), st.data())
-def test_the_window_step_gathers_what_explicit_loops_do(rank, data):  # type: ignore[no-untyped-def]
+def test_the_window_step_gathers_what_explicit_loops_do(rank, data):
     sizes = data.draw(st.lists(st.integers(1, 7), min_size=rank, max_size=rank))
     axes = []
     for n in sizes:
@@ -70,7 +70,7 @@ def test_a_windowed_input_prints_and_parses_back():
 
 
 @pytest.mark.parametrize("bad", [(2, 5, 3), (2, 2, 1, 1, 0, 0, 1), (2, 0, 1, 0, 0, 0, 1)])
-def test_a_malformed_window_step_is_a_clear_error(bad):  # type: ignore[no-untyped-def]
+def test_a_malformed_window_step_is_a_clear_error(bad):
     with pytest.raises(PimError, match="window"):
         ViewOp("window", bad)  # fill 0 or 1, no stride 0
 
@@ -87,7 +87,7 @@ def test_auto_pad_and_ceil_mode_follow_onnx():
         (2, 2, 1, 1, 1)]
 
 
-def _model(nodes, x_shape, inits, dtype=TensorProto.FLOAT):  # type: ignore[no-untyped-def]
+def _model(nodes, x_shape, inits, dtype=TensorProto.FLOAT):
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", dtype, x_shape)],
                           [helper.make_tensor_value_info("y", dtype, None)], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
@@ -98,7 +98,7 @@ def _model(nodes, x_shape, inits, dtype=TensorProto.FLOAT):  # type: ignore[no-u
     return m
 
 
-def _conv(x_shape, w_shape, bias=True, **attrs):  # type: ignore[no-untyped-def]
+def _conv(x_shape, w_shape, bias=True, **attrs):
     rng = np.random.default_rng(7)
     fan = int(np.prod(w_shape[1:]))
     inits = [numpy_helper.from_array(rng.normal(0, fan ** -0.5, w_shape).astype(np.float32), "W")]
@@ -121,7 +121,7 @@ CONVS = {
 
 
 @pytest.mark.parametrize("case", sorted(CONVS))
-def test_convolutions_run_bit_exact_and_close_to_onnx(case, tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_convolutions_run_bit_exact_and_close_to_onnx(case, tmp_path, capsys):
     x_shape, w_shape, attrs = CONVS[case]
     model = _conv(x_shape, w_shape, bias=case != "1d_no_bias", **attrs)
     path, prog = tmp_path / "m.onnx", tmp_path / "m.uop"
@@ -133,7 +133,7 @@ def test_convolutions_run_bit_exact_and_close_to_onnx(case, tmp_path, capsys):  
     assert "conv Conv" in out  # the layer table names the node
 
 
-def test_max_pooling_in_bfloat16_pads_with_the_lowest_value(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_max_pooling_in_bfloat16_pads_with_the_lowest_value(tmp_path, capsys):
     nodes = [helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
                               strides=[2, 2], pads=[1, 1, 1, 1])]
     path, prog = tmp_path / "p.onnx", tmp_path / "p.uop"
@@ -145,7 +145,7 @@ def test_max_pooling_in_bfloat16_pads_with_the_lowest_value(tmp_path, capsys):  
     assert "49 of 49" in capsys.readouterr().out.replace("32 of 32", "49 of 49")
 
 
-def test_unsupported_window_attributes_name_the_node(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_unsupported_window_attributes_name_the_node(tmp_path, capsys):
     nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], name="argmax", kernel_shape=[2, 2]),
              helper.make_node("Conv", ["x", "W"], ["z"], name="wide", kernel_shape=[9, 9])]
     w = numpy_helper.from_array(np.ones((1, 1, 9, 9), np.float32), "W")
@@ -162,7 +162,7 @@ def test_unsupported_window_attributes_name_the_node(tmp_path, capsys):  # type:
     assert not (tmp_path / "b.uop").exists()
 
 
-def test_a_window_over_a_computed_feature_map_compiles_runs_and_verifies(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_a_window_over_a_computed_feature_map_compiles_runs_and_verifies(tmp_path, capsys):
     """A pooling over a convolution's output: the map stays in the crossbars (a stage
     each, moves between them), through the command line."""
     w = numpy_helper.from_array(np.full((2, 1, 3, 3), 0.1, np.float32), "W")
@@ -177,7 +177,7 @@ def test_a_window_over_a_computed_feature_map_compiles_runs_and_verifies(tmp_pat
     assert "8 of 8 elements bit-exact" in out and "pool1 MaxPool" in out
 
 
-def test_the_shipped_convolution_sample_compiles_runs_and_verifies(tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_the_shipped_convolution_sample_compiles_runs_and_verifies(tmp_path, capsys):
     from pathlib import Path
 
     from samples.make_onnx_samples import conv_relu

@@ -74,17 +74,17 @@ class _ToKernels(Transformer_NonRecursive):
         super().__init__()
         self.name, self.text = name, text
 
-    def _loc(self, meta_or_token) -> Loc:  # type: ignore[no-untyped-def]
+    def _loc(self, meta_or_token) -> Loc:
         return Loc(self.name, meta_or_token.line, meta_or_token.column)
 
     # Types and parameters: plain values.
-    def shape(self, *dims):  # type: ignore[no-untyped-def]
+    def shape(self, *dims):
         return tuple(int(d) for d in dims)
 
-    def type(self, dtype, shape=()):  # type: ignore[no-untyped-def]
+    def type(self, dtype, shape=()):
         return str(dtype), shape
 
-    def param(self, name, typ):  # type: ignore[no-untyped-def]
+    def param(self, name, typ):
         loc = self._loc(name)
         if 0 in typ[1]:
             raise located_error(self.text, loc, f"'{name}' has a zero-size dimension "
@@ -94,14 +94,14 @@ class _ToKernels(Transformer_NonRecursive):
                                 f"at most {MAX_RANK} are supported")
         return Param(str(name), typ[0], typ[1], loc)
 
-    def inputs(self, *ps):  # type: ignore[no-untyped-def]
+    def inputs(self, *ps):
         return tuple(ps)
 
     outputs = inputs
 
     # Expressions: closures that add nodes to a kernel (built once the kernel exists).
     @v_args(meta=True, inline=True)
-    def number(self, meta, tok):  # type: ignore[no-untyped-def]
+    def number(self, meta, tok):
         if len(tok) > 400:  # past any type's range; Python refuses > 4300-digit integers
             raise located_error(self.text, self._loc(meta),
                                 f"a literal of {len(tok)} characters is too long")
@@ -110,7 +110,7 @@ class _ToKernels(Transformer_NonRecursive):
                                                attrs=(("value", value),)))
 
     @v_args(meta=True, inline=True)
-    def ref(self, meta, tok):  # type: ignore[no-untyped-def]
+    def ref(self, meta, tok):
         loc = self._loc(meta)
 
         def build(k: Kernel, env: dict[str, int]) -> int:
@@ -119,39 +119,39 @@ class _ToKernels(Transformer_NonRecursive):
             return env[str(tok)]
         return build
 
-    def _op(self, meta, op: str, *subs, attrs=()):  # type: ignore[no-untyped-def]
+    def _op(self, meta, op: str, *subs, attrs=()):
         loc = self._loc(meta)
         return lambda k, env: add_node(k, Node(op, loc, attrs=attrs),
                                        tuple(s(k, env) for s in subs))
 
     @v_args(meta=True, inline=True)
-    def binary(self, meta, a, op, b):  # type: ignore[no-untyped-def]
+    def binary(self, meta, a, op, b):
         return self._op(meta, "add" if op == "+" else "sub", a, b)
 
     @v_args(meta=True, inline=True)
-    def mul(self, meta, a, b):  # type: ignore[no-untyped-def]
+    def mul(self, meta, a, b):
         return self._op(meta, "mul", a, b)
 
     @v_args(meta=True, inline=True)
-    def neg(self, meta, a):  # type: ignore[no-untyped-def]
+    def neg(self, meta, a):
         return self._op(meta, "neg", a)
 
     @v_args(meta=True, inline=True)
-    def compare(self, meta, a, op, b):  # type: ignore[no-untyped-def]
+    def compare(self, meta, a, op, b):
         return self._op(meta, COMPARE_OPS[str(op)], a, b)
 
     @v_args(meta=True, inline=True)
-    def cast(self, meta, dtype, a):  # type: ignore[no-untyped-def]
+    def cast(self, meta, dtype, a):
         return self._op(meta, "cast", a, attrs=(("to", str(dtype)),))
 
-    def keyword(self, name, value):  # type: ignore[no-untyped-def]
+    def keyword(self, name, value):
         return ("keyword", str(name), int(value))
 
-    def args(self, *items):  # type: ignore[no-untyped-def]
+    def args(self, *items):
         return list(items)
 
     @v_args(meta=True, inline=True)
-    def call(self, meta, name, args=None):  # type: ignore[no-untyped-def]
+    def call(self, meta, name, args=None):
         args = args or []
         positional = [a for a in args if not isinstance(a, tuple)]
         keywords = tuple((a[1], a[2]) for a in args if isinstance(a, tuple))
@@ -159,15 +159,15 @@ class _ToKernels(Transformer_NonRecursive):
 
     # Statements and kernels.
     @v_args(meta=True, inline=True)
-    def let(self, meta, name, expr):  # type: ignore[no-untyped-def]
+    def let(self, meta, name, expr):
         return ("let", str(name), expr, self._loc(meta))
 
     @v_args(meta=True, inline=True)
-    def assign(self, meta, name, expr):  # type: ignore[no-untyped-def]
+    def assign(self, meta, name, expr):
         return ("assign", str(name), expr, self._loc(meta))
 
     @v_args(meta=True, inline=True)
-    def kernel(self, meta, name, *parts):  # type: ignore[no-untyped-def]
+    def kernel(self, meta, name, *parts):
         parts = list(parts)
         params, results = parts.pop(0), parts.pop(0)
         k = Kernel(str(name), params, results, source=self.name)
@@ -202,7 +202,7 @@ class _ToKernels(Transformer_NonRecursive):
                                 f"kernel '{name}' never assigns result '{missing[0]}'")
         return k
 
-    def start(self, *kernels):  # type: ignore[no-untyped-def]
+    def start(self, *kernels):
         return list(kernels)
 
 

@@ -324,13 +324,13 @@ class _Builder(WindowOps, TranscendentalOps):
 
     # ------------------------------------------------------------------ operators
 
-    def op_Less(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Less(self, nd, attrs):
         return self.binary(COMPARE[nd.op_type], self.operand(nd.input[0]),
                            self.operand(nd.input[1]))
 
     op_LessOrEqual = op_Greater = op_GreaterOrEqual = op_Equal = op_Less
 
-    def op_Where(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Where(self, nd, attrs):
         c, x, y = (self.operand(v) for v in nd.input)
         shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, x, y)))
         return self.node("select", str(self.info(x).dtype), shape, (c, x, y))
@@ -340,31 +340,31 @@ class _Builder(WindowOps, TranscendentalOps):
             return x
         return self.node("cast", dt, self.info(x).shape, (x,))
 
-    def op_Cast(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Cast(self, nd, attrs):
         return self._cast(self.operand(nd.input[0]), self.dtype_of(attrs["to"], "Cast's target"))
 
-    def op_CastLike(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_CastLike(self, nd, attrs):
         like = self.operand(nd.input[1])
         return self._cast(self.operand(nd.input[0]), str(self.info(like).dtype))
 
-    def op_Identity(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Identity(self, nd, attrs):
         return self.operand(nd.input[0])
 
-    def op_Dropout(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Dropout(self, nd, attrs):
         if len(nd.input) > 2 and nd.input[2] and bool(self._static(nd.input[2], "training_mode")):
             raise Unsupported("training mode (inference only)")
         if self.opset < 7 and not attrs.get("is_test", 1):
             raise Unsupported("training mode (inference only)")
         return self.operand(nd.input[0])
 
-    def op_Flatten(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Flatten(self, nd, attrs):
         x = self.operand(nd.input[0])
         shape = self.info(x).shape
         axis = attrs.get("axis", 1)
         axis = axis + len(shape) if axis < 0 else axis
         return self.reshape(x, (math.prod(shape[:axis]), math.prod(shape[axis:])))
 
-    def op_Reshape(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Reshape(self, nd, attrs):
         x = self.operand(nd.input[0])
         if self.opset < 5 or len(nd.input) < 2:
             target = list(attrs["shape"])
@@ -378,7 +378,7 @@ class _Builder(WindowOps, TranscendentalOps):
             dims[dims.index(-1)] = math.prod(shape) // known if known else 0
         return self.reshape(x, tuple(dims))
 
-    def _axes(self, nd, attrs, rank: int | None) -> list[int]:  # type: ignore[no-untyped-def]
+    def _axes(self, nd, attrs, rank: int | None) -> list[int]:
         """The axes attribute or input; negative ones counted from `rank` (None: as given)."""
         if "axes" in attrs:
             axes = [int(a) for a in attrs["axes"]]
@@ -388,29 +388,29 @@ class _Builder(WindowOps, TranscendentalOps):
             axes = []
         return sorted(a + rank if a < 0 and rank is not None else a for a in axes)
 
-    def op_Squeeze(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Squeeze(self, nd, attrs):
         x = self.operand(nd.input[0])
         shape = self.info(x).shape
         axes = self._axes(nd, attrs, len(shape)) or [i for i, d in enumerate(shape) if d == 1]
         return self.reshape(x, tuple(d for i, d in enumerate(shape) if i not in axes))
 
-    def op_Unsqueeze(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Unsqueeze(self, nd, attrs):
         x = self.operand(nd.input[0])
         shape = list(self.info(x).shape)
         for a in self._axes(nd, attrs, len(shape) + len(self._axes(nd, attrs, None))):
             shape.insert(a, 1)
         return self.reshape(x, tuple(shape))
 
-    def op_Transpose(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Transpose(self, nd, attrs):
         x = self.operand(nd.input[0])
         rank = len(self.info(x).shape)
         perm = tuple(attrs.get("perm", range(rank - 1, -1, -1)))
         return self.transpose(x, perm)
 
-    def op_MatMul(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_MatMul(self, nd, attrs):
         return self.matmul(self.operand(nd.input[0]), self.operand(nd.input[1]))
 
-    def op_Gemm(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Gemm(self, nd, attrs):
         """alpha * A' @ B' + beta * C (A' = A or its transpose, likewise B')."""
         a, b = self.operand(nd.input[0]), self.operand(nd.input[1])
         if attrs.get("transA", 0):
@@ -432,7 +432,7 @@ class _Builder(WindowOps, TranscendentalOps):
     def _scalar(self, value: float, dt: str) -> int:
         return self.node("const", dt, (), value=value, raw=_raw(value, dt))
 
-    def op_Clip(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Clip(self, nd, attrs):
         """min(max(x, lo), hi), numpy's clip; a missing bound is no bound."""
         y = self.operand(nd.input[0])
         dt = str(self.info(y).dtype)
@@ -448,7 +448,7 @@ class _Builder(WindowOps, TranscendentalOps):
             y = self.binary("min", y, hi)
         return y
 
-    def op_LeakyRelu(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_LeakyRelu(self, nd, attrs):
         """x where x >= 0, else alpha * x (as select(x < 0, x * alpha, x))."""
         x = self.operand(nd.input[0])
         dt = str(self.info(x).dtype)
@@ -457,7 +457,7 @@ class _Builder(WindowOps, TranscendentalOps):
         shape = self.info(x).shape
         return self.node("select", dt, shape, (negative, scaled, x))
 
-    def op_BatchNormalization(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_BatchNormalization(self, nd, attrs):
         """Inference: (x - mean) / sqrt(var + eps) * scale + bias per channel, in that
         order (onnx's). With constant statistics the host folds them first into
         x * a + b, a = scale / sqrt(var + eps) and b = bias - mean * a (float32)."""

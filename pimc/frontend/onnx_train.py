@@ -209,27 +209,27 @@ def _refusal(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> str | 
     x = shapes.get(node.input[0], ())
     if node.op_type == "MatMul" and (len(x) != 2 or len(shapes.get(node.input[1], ())) != 2):
         return ": 2-D products only"
-    if node.op_type == "Concat" and (int(attrs.get("axis", 0)) % max(len(x), 1) != 1  # type: ignore[call-overload]
+    if node.op_type == "Concat" and (int(attrs.get("axis", 0)) % max(len(x), 1) != 1
                                      or len(x) not in (2, 4)):
         return ": only along the channel axis of a 2-D or 4-D tensor"
     if node.op_type == "Conv":
         if len(x) != 4:
             return ": 2-D convolutions only"
-        if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])):  # type: ignore[attr-defined]
+        if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])):
             return ": dilations, only 1"
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
             return ": auto_pad, only explicit pads"
-        if any(p >= k for p, k in zip(attrs.get("pads", [0] * 4)[:2],  # type: ignore[index]
+        if any(p >= k for p, k in zip(attrs.get("pads", [0] * 4)[:2],
                                       shapes.get(node.input[1], (0, 0, 1, 1))[2:],
                                       strict=False)):
             return ": pads as wide as the kernel"
     if node.op_type in ("MaxPool", "AveragePool"):
-        k = list(attrs.get("kernel_shape", []))  # type: ignore[call-overload]
-        pads = list(attrs.get("pads", [0] * 4))  # type: ignore[call-overload]
+        k = list(attrs.get("kernel_shape", []))
+        pads = list(attrs.get("pads", [0] * 4))
         if len(x) != 4 or len(k) != 2:
             return ": 2-D pools only"
-        if int(attrs.get("ceil_mode", 0)) or any(  # type: ignore[call-overload]
-                int(d) != 1 for d in attrs.get("dilations", [1, 1])):  # type: ignore[attr-defined]
+        if int(attrs.get("ceil_mode", 0)) or any(
+                int(d) != 1 for d in attrs.get("dilations", [1, 1])):
             return ": ceil_mode or dilations"
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
             return ": auto_pad, only explicit pads"

@@ -55,28 +55,28 @@ LOG_Q = [2 / 11, 2 / 9, 2 / 7, 2 / 5, 2 / 3]
 class TranscendentalOps:
     """A mixin of the ONNX importer (pimc.frontend.onnx_import._Builder)."""
 
-    def _f32(self, x: int) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    def _f32(self, x: int) -> tuple[int, str]:
         """x in float32 (and its own type, to round back to at the end)."""
-        dt = str(self.info(x).dtype)  # type: ignore[attr-defined]
+        dt = str(self.info(x).dtype)
         if dt not in ("f32", "bf16", "f16"):
             raise Unsupported(f"needs a float type, not {dt} (compile with --dtype f32, "
                               "bf16 or f16)")
-        return self._cast(x, "f32"), dt  # type: ignore[attr-defined]
+        return self._cast(x, "f32"), dt
 
     def _c(self, value: float) -> int:
-        return self._scalar(value, "f32")  # type: ignore[attr-defined]
+        return self._scalar(value, "f32")
 
     def _f(self, op: str, a: int, b: int | float) -> int:
         """A float32 binary op; a Python number is a constant."""
-        return self.binary(op, a, self._c(b) if isinstance(b, float) else b)  # type: ignore[attr-defined]
+        return self.binary(op, a, self._c(b) if isinstance(b, float) else b)
 
     def _i(self, op: str, a: int, b: int) -> int:
         """An int32 binary op with a constant."""
-        const = self._scalar(b, "i32")  # type: ignore[attr-defined]
-        return self.binary(op, a, const)  # type: ignore[attr-defined]
+        const = self._scalar(b, "i32")
+        return self.binary(op, a, const)
 
     def _bitcast(self, x: int, dt: str) -> int:
-        return self.node("bitcast", dt, self.info(x).shape, (x,))  # type: ignore[attr-defined]
+        return self.node("bitcast", dt, self.info(x).shape, (x,))
 
     def _round_int(self, x: int) -> tuple[int, int]:
         """(x rounded to an integer, as float32; the same as int32 bits)."""
@@ -134,35 +134,35 @@ class TranscendentalOps:
         u, ulo = self._fast2sum(self._c(1.0), d, "sub")
         return self._f("add", u, self._f("sub", ulo, c))
 
-    def op_Exp(self, nd, attrs):  # type: ignore[no-untyped-def]
-        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
-        return self._cast(self.exp32(x), dt)  # type: ignore[attr-defined]
+    def op_Exp(self, nd, attrs):
+        x, dt = self._f32(self.operand(nd.input[0]))
+        return self._cast(self.exp32(x), dt)
 
-    def op_Sigmoid(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Sigmoid(self, nd, attrs):
         """e / (1 + e) below 0 and 1 - e / (1 + e) from 0, e = exp(-|x|) in two parts:
         the quotient y0 plus its remainder's share ((e - y0) is exact, y0 (s - 1) rounds
         at the size of y0 e), so that the result rounds once: 0.81 ulp at most."""
-        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
-        e, e_lo = self.exp_parts(self.unary("neg", self.unary("abs", x)), low=True)  # type: ignore[attr-defined]
-        s, t = self._one_plus(e, e_lo, hi_larger=False)  # type: ignore[arg-type]
-        y0 = self.binary("div", e, s)  # type: ignore[attr-defined]
+        x, dt = self._f32(self.operand(nd.input[0]))
+        e, e_lo = self.exp_parts(self.unary("neg", self.unary("abs", x)), low=True)
+        s, t = self._one_plus(e, e_lo, hi_larger=False)
+        y0 = self.binary("div", e, s)
         rem = self._f("sub", self._f("sub", e, y0), self._f("mul", y0, self._f("sub", s, 1.0)))
-        c = self.binary("div", self._f("add", rem, self._f(  # type: ignore[attr-defined]
+        c = self.binary("div", self._f("add", rem, self._f(
             "sub", e_lo, self._f("mul", y0, t))), s)  # e / (1 + e) = y0 + c
         y = self._select(self._f("ge", x, 0.0), self._one_minus(y0, c), self._f("add", y0, c))
-        return self._cast(y, dt)  # type: ignore[attr-defined]
+        return self._cast(y, dt)
 
-    def op_Tanh(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Tanh(self, nd, attrs):
         """1 - 2 / (1 + E), E = exp(2|x|) in two parts (|x| clamped at 10, where tanh
         rounds to 1), rounded once; below 0.5625 an odd polynomial. 0.78 ulp at most."""
-        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
-        a = self._f("min", self.unary("abs", x), 10.0)  # type: ignore[attr-defined]
+        x, dt = self._f32(self.operand(nd.input[0]))
+        a = self._f("min", self.unary("abs", x), 10.0)
         e, e_lo = self.exp_parts(self._f("add", a, a), low=True)
-        s, t = self._one_plus(e, e_lo, hi_larger=True)  # type: ignore[arg-type]
-        d0 = self.binary("div", self._c(2.0), s)  # type: ignore[attr-defined]
-        c = self.binary("div", self.unary("neg", self._f("mul", d0, t)), s)  # type: ignore[attr-defined]
+        s, t = self._one_plus(e, e_lo, hi_larger=True)
+        d0 = self.binary("div", self._c(2.0), s)
+        c = self.binary("div", self.unary("neg", self._f("mul", d0, t)), s)
         big = self._one_minus(d0, c)
-        big = self._select(self._f("lt", x, 0.0), self.unary("neg", big), big)  # type: ignore[attr-defined]
+        big = self._select(self._f("lt", x, 0.0), self.unary("neg", big), big)
         s2 = self._f("mul", x, x)
         q = self._c(TANH_Q[0])
         for k in TANH_Q[1:]:
@@ -170,7 +170,7 @@ class TranscendentalOps:
         small = self._f("add", x, self._f("mul", self._f("mul", x, s2), q))  # keeps -0's sign
         y = self._select(self._f("lt", a, TANH_SMALL), small, big)
         y = self._select(self._f("eq", x, 0.0), x, y)  # tanh(-0) = -0
-        return self._cast(y, dt)  # type: ignore[attr-defined]
+        return self._cast(y, dt)
 
     def log32(self, x: int) -> int:
         return self.log_parts(x)[0]
@@ -184,15 +184,15 @@ class TranscendentalOps:
         x = self._select(tiny, self._f("mul", x, 2.0 ** 23), x)
         bits = self._bitcast(x, "i32")
         field = self._i("and", bits, 0x7F800000)  # the exponent field, E << 23
-        ef = self._f("sub", self._f("mul", self.node(  # type: ignore[attr-defined]
-            "cast", "f32", self.info(field).shape, (field,)), 2.0 ** -23), 127.0)  # type: ignore[attr-defined]
+        ef = self._f("sub", self._f("mul", self.node(
+            "cast", "f32", self.info(field).shape, (field,)), 2.0 ** -23), 127.0)
         ef = self._f("sub", ef, self._select(tiny, self._c(23.0), self._c(0.0)))
         m = self._bitcast(self._i("add", self._i("and", bits, 0x007FFFFF), 0x3F800000), "f32")
         big = self._f("gt", m, SQRT2)  # m in [sqrt(1/2), sqrt(2)): |log m| < ln2 / 2
         m = self._select(big, self._f("mul", m, 0.5), m)
         ef = self._f("add", ef, self._select(big, self._c(1.0), self._c(0.0)))
         f = self._f("sub", m, 1.0)  # exact
-        s = self.binary("div", f, self._f("add", f, 2.0))  # type: ignore[attr-defined]
+        s = self.binary("div", f, self._f("add", f, 2.0))
         z = self._f("mul", s, s)
         q = self._c(LOG_Q[0])
         for c in LOG_Q[1:]:
@@ -214,7 +214,7 @@ class TranscendentalOps:
         y = self._select(self._f("lt", x, 0.0), self._c(float("nan")), y)
         y = self._select(self._f("ne", x, x), x, y)  # NaN in, NaN out
         if lo is not None:  # no rest beside an infinite or NaN log
-            lo = self._select(self._f("lt", self.unary("abs", y), 1e30), lo, self._c(0.0))  # type: ignore[attr-defined]
+            lo = self._select(self._f("lt", self.unary("abs", y), 1e30), lo, self._c(0.0))
         return y, lo
 
     def _split(self, a: int) -> tuple[int, int]:
@@ -241,53 +241,53 @@ class TranscendentalOps:
             self._f("mul", al, bl))
         return p, err
 
-    def op_Log(self, nd, attrs):  # type: ignore[no-untyped-def]
-        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
-        return self._cast(self.log32(x), dt)  # type: ignore[attr-defined]
+    def op_Log(self, nd, attrs):
+        x, dt = self._f32(self.operand(nd.input[0]))
+        return self._cast(self.log32(x), dt)
 
-    def _softmax(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def _softmax(self, nd, attrs):
         """(x - max, exp of it, their sum, the type to round back to, the way back to
         x's shape), over `axis` (before opset 13: the axes from `axis` on, flattened)."""
-        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
-        shape = self.info(x).shape  # type: ignore[attr-defined]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
         r = max(len(shape), 1)
-        axis = int(attrs.get("axis", -1 if self.opset >= 13 else 1))  # type: ignore[attr-defined]
+        axis = int(attrs.get("axis", -1 if self.opset >= 13 else 1))
         if not -r <= axis < r:
             raise Unsupported(f"axis {axis} of a rank-{len(shape)} input")
         axis %= r
-        if self.opset < 13:  # type: ignore[attr-defined]
-            flat = self.reshape(x, (math.prod(shape[:axis]), math.prod(shape[axis:])))  # type: ignore[attr-defined]
-            back = lambda y: self.reshape(y, shape)  # type: ignore[attr-defined]  # noqa: E731
+        if self.opset < 13:
+            flat = self.reshape(x, (math.prod(shape[:axis]), math.prod(shape[axis:])))
+            back = lambda y: self.reshape(y, shape)  # noqa: E731
         else:  # the axis last, and back
             perm = (*[i for i in range(len(shape)) if i != axis], axis)
-            flat = self.transpose(x, perm)  # type: ignore[attr-defined]
+            flat = self.transpose(x, perm)
             inv = tuple(int(i) for i in np.argsort(perm))
-            back = lambda y: self.transpose(y, inv)  # type: ignore[attr-defined]  # noqa: E731
+            back = lambda y: self.transpose(y, inv)  # noqa: E731
         xf, dt = self._f32(flat)
-        s = self.info(xf).shape  # type: ignore[attr-defined]
+        s = self.info(xf).shape
         keep = (*s[:-1], 1)
-        top = self.reshape(self.node("reduce_max", "f32", s[:-1], (xf,), axis=len(s) - 1), keep)  # type: ignore[attr-defined]
+        top = self.reshape(self.node("reduce_max", "f32", s[:-1], (xf,), axis=len(s) - 1), keep)
         d = self._f("sub", xf, top)
         e = self.exp32(d)
-        total = self.reshape(self.node("sum", "f32", s[:-1], (e,), axis=len(s) - 1), keep)  # type: ignore[attr-defined]
+        total = self.reshape(self.node("sum", "f32", s[:-1], (e,), axis=len(s) - 1), keep)
         return d, e, total, dt, back
 
-    def op_Softmax(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Softmax(self, nd, attrs):
         """exp(x - max) / their sum: the max and the sum are reductions over computed
         values, so the graph is cut there (pimc.lower.stages)."""
         _, e, total, dt, back = self._softmax(nd, attrs)
-        return back(self._cast(self.binary("div", e, total), dt))  # type: ignore[attr-defined]
+        return back(self._cast(self.binary("div", e, total), dt))
 
-    def op_LogSoftmax(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_LogSoftmax(self, nd, attrs):
         d, _, total, dt, back = self._softmax(nd, attrs)
-        return back(self._cast(self._f("sub", d, self.log32(total)), dt))  # type: ignore[attr-defined]
+        return back(self._cast(self._f("sub", d, self.log32(total)), dt))
 
-    def op_LRN(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_LRN(self, nd, attrs):
         """x / (bias + alpha / size * the sum of x^2 over `size` neighbouring channels)
         ^ beta: the sum a window over the channel axis of the computed squares (a stage
         of its own), the power exp(beta * log(.)) from the same exp and log."""
-        x, dt = self._f32(self.operand(nd.input[0]))  # type: ignore[attr-defined]
-        shape = self.info(x).shape  # type: ignore[attr-defined]
+        x, dt = self._f32(self.operand(nd.input[0]))
+        shape = self.info(x).shape
         size = int(attrs.get("size", 0))
         if size < 1 or len(shape) < 2:
             raise Unsupported(f"size {size} over an input of shape {list(shape)}")
@@ -296,13 +296,13 @@ class TranscendentalOps:
         lo = (size - 1) // 2
         step = (1, ZERO, size, 1, lo, size - 1 - lo, 1)
         sq = self._f("mul", x, x)
-        win = self.node("window", "f32", ViewOp("window", step).shape_after(shape), (sq,),  # type: ignore[attr-defined]
+        win = self.node("window", "f32", ViewOp("window", step).shape_after(shape), (sq,),
                         step=step)  # (N, C, size, ...)
         r = len(shape)
-        lanes = self.transpose(win, (0, 1, *range(3, r + 1), 2))  # type: ignore[attr-defined]
-        total = self.node("sum", "f32", shape, (lanes,), axis=r)  # type: ignore[attr-defined]
+        lanes = self.transpose(win, (0, 1, *range(3, r + 1), 2))
+        total = self.node("sum", "f32", shape, (lanes,), axis=r)
         base = self._f("add", self._f("mul", total, float(np.float32(alpha / size))), bias)
-        return self._cast(self._over_power(x, base, beta), dt)  # type: ignore[attr-defined]
+        return self._cast(self._over_power(x, base, beta), dt)
 
     def _over_power(self, x: int, base: int, beta: float) -> int:
         """x / base^beta, faithful for the float32 base: the power exp(beta log(base))
@@ -311,17 +311,17 @@ class TranscendentalOps:
         error by Dekker), so that one addition rounds last."""
         l_hi, l_lo = self.log_parts(base, low=True)
         u_hi, u_err = self._two_prod(l_hi, beta)
-        u_lo = self._f("add", u_err, self._f("mul", l_lo, beta))  # type: ignore[arg-type]
+        u_lo = self._f("add", u_err, self._f("mul", l_lo, beta))
         p_hi, p_lo = self.exp_parts(u_hi, low=True, x_lo=u_lo)
-        y0 = self.binary("div", x, p_hi)  # type: ignore[attr-defined]
+        y0 = self.binary("div", x, p_hi)
         prod, err = self._two_prod(y0, p_hi)
         rem = self._f("sub", self._f("sub", x, prod), err)
-        y = self._f("add", y0, self.binary("div", self._f(  # type: ignore[attr-defined]
-            "sub", rem, self._f("mul", y0, p_lo)), p_hi))  # type: ignore[arg-type]
+        y = self._f("add", y0, self.binary("div", self._f(
+            "sub", rem, self._f("mul", y0, p_lo)), p_hi))
         # the split's range: y0 zero (x zero, the power infinite) or huge keeps y0
-        ok = self._f("lt", self.unary("abs", y0), 2.0 ** 100)  # type: ignore[attr-defined]
+        ok = self._f("lt", self.unary("abs", y0), 2.0 ** 100)
         return self._select(self._f("eq", y0, 0.0), y0, self._select(ok, y, y0))
 
     def _select(self, c: int, a: int, b: int) -> int:
-        shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, a, b)))  # type: ignore[attr-defined]
-        return self.node("select", "f32", shape, (c, a, b))  # type: ignore[attr-defined]
+        shape = np.broadcast_shapes(*(self.info(v).shape for v in (c, a, b)))
+        return self.node("select", "f32", shape, (c, a, b))

@@ -74,26 +74,26 @@ class WindowOps:
 
     def _window(self, x: int, axes: Axes, fill: int) -> int:
         """(N, C, *S) -> (N, C, *O, *k)."""
-        shape = self.info(x).shape  # type: ignore[attr-defined]
+        shape = self.info(x).shape
         step = window_step(2, fill, axes)
         out = ViewOp("window", step).shape_after(shape)
-        return self.node("window", str(self.info(x).dtype), out, (x,), step=step)  # type: ignore[attr-defined]
+        return self.node("window", str(self.info(x).dtype), out, (x,), step=step)
 
-    def op_Pad(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Pad(self, nd, attrs):
         """Constant padding: a window of size 1 over every padded axis (zeros), then the
         value selected outside the tensor if it is not zero."""
-        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
-        shape = self.info(x).shape  # type: ignore[attr-defined]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
         mode = attrs.get("mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-        if self.opset < 11:  # type: ignore[attr-defined]
+        if self.opset < 11:
             pads, value = list(attrs.get("pads", [])), float(attrs.get("value", 0.0))
             axes = list(range(len(shape)))
         else:
-            pads = [int(p) for p in self._static(nd.input[1], "Pad's pads").reshape(-1)]  # type: ignore[attr-defined]
+            pads = [int(p) for p in self._static(nd.input[1], "Pad's pads").reshape(-1)]
             given = len(nd.input) > 2 and nd.input[2]
-            value = float(self._static(nd.input[2], "Pad's value").reshape(-1)[0]) if given else 0.0  # type: ignore[attr-defined]
-            axes = [int(a) % len(shape) for a in self._static(nd.input[3], "Pad's axes")  # type: ignore[attr-defined]
+            value = float(self._static(nd.input[2], "Pad's value").reshape(-1)[0]) if given else 0.0
+            axes = [int(a) % len(shape) for a in self._static(nd.input[3], "Pad's axes")
                     .reshape(-1)] if len(nd.input) > 3 and nd.input[3] else list(range(len(shape)))
         if mode != "constant":
             raise Unsupported(f"mode '{mode}' (only constant padding)")
@@ -107,24 +107,24 @@ class WindowOps:
         r = len(shape)
         step = (0, ZERO, *[1] * r, *[1] * r, *begin, *end, *[1] * r)
         out = ViewOp("window", step).shape_after(shape)
-        dt = str(self.info(x).dtype)  # type: ignore[attr-defined]
-        y = self.reshape(self.node("window", dt, out, (x,), step=step), out[:r])  # type: ignore[attr-defined]
+        dt = str(self.info(x).dtype)
+        y = self.reshape(self.node("window", dt, out, (x,), step=step), out[:r])
         if value == 0.0:
             return y
         # Another value: selected where a host-written mask (the unpadded cells) is false.
         name = f"{nd.output[0]}_pad_mask"
-        self.consts[name] = np.pad(np.ones(shape, bool), list(zip(begin, end, strict=True)))  # type: ignore[attr-defined]
-        fill = self._scalar(value, dt)  # type: ignore[attr-defined]
-        return self.node("select", dt, out[:r], (self.value(name), y, fill))  # type: ignore[attr-defined]
+        self.consts[name] = np.pad(np.ones(shape, bool), list(zip(begin, end, strict=True)))
+        fill = self._scalar(value, dt)
+        return self.node("select", dt, out[:r], (self.value(name), y, fill))
 
-    def op_Concat(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Concat(self, nd, attrs):
         """Along `axis`: each input padded with zeros to the whole length (a window of
         size 1, as Pad), then taken where a host-written mask says the element is its,
         in a chain of selects: exact, no arithmetic touches a value. Over maps other
         stages computed, the padding is placement: the moves put each input's channels
         where they belong."""
-        xs = [self.operand(n) for n in nd.input if n]  # type: ignore[attr-defined]
-        shapes = [tuple(self.info(x).shape) for x in xs]  # type: ignore[attr-defined]
+        xs = [self.operand(n) for n in nd.input if n]
+        shapes = [tuple(self.info(x).shape) for x in xs]
         r = len(shapes[0])
         axis = int(attrs.get("axis", 0))
         if not -r <= axis < r or any(len(s) != r for s in shapes):
@@ -135,7 +135,7 @@ class WindowOps:
         out = (*shapes[0][:axis], total, *shapes[0][axis + 1:])
         if any(s[:axis] + s[axis + 1:] != out[:axis] + out[axis + 1:] for s in shapes):
             raise Unsupported(f"inputs of shapes {[list(s) for s in shapes]} differ off axis {axis}")
-        dt = str(self.info(xs[0]).dtype)  # type: ignore[attr-defined]
+        dt = str(self.info(xs[0]).dtype)
         if len(parts) == 1:
             return parts[0][0]
         padded, at = [], 0
@@ -143,8 +143,8 @@ class WindowOps:
             begin, end = [0] * r, [0] * r
             begin[axis], end[axis] = at, total - at - s[axis]
             step = (0, ZERO, *[1] * r, *[1] * r, *begin, *end, *[1] * r)
-            win = self.node("window", dt, ViewOp("window", step).shape_after(s), (x,), step=step)  # type: ignore[attr-defined]
-            padded.append((self.reshape(win, out), at, s[axis]))  # type: ignore[attr-defined]
+            win = self.node("window", dt, ViewOp("window", step).shape_after(s), (x,), step=step)
+            padded.append((self.reshape(win, out), at, s[axis]))
             at += s[axis]
         y = padded[-1][0]
         for k in range(len(padded) - 2, -1, -1):
@@ -152,14 +152,14 @@ class WindowOps:
             name = f"{nd.output[0]}__concat{k}"
             mask = np.zeros(out, bool)
             mask[(slice(None),) * axis + (slice(first, first + n),)] = True
-            self.consts[name] = mask  # type: ignore[attr-defined]
-            y = self.node("select", dt, out, (self.value(name), v, y))  # type: ignore[attr-defined]
+            self.consts[name] = mask
+            y = self.node("select", dt, out, (self.value(name), v, y))
         return y
 
     def _spatial(self, nd: onnx.NodeProto, attrs: dict[str, Any], kernel: tuple[int, ...] | None,
                  ceil: bool = False) -> tuple[int, tuple[int, ...], Axes]:
-        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
-        shape = self.info(x).shape  # type: ignore[attr-defined]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
         if len(shape) < 3:
             raise Unsupported(f"input of shape {list(shape)}: expected (N, C, spatial...)")
         sizes = shape[2:]
@@ -168,7 +168,7 @@ class WindowOps:
             raise Unsupported(f"kernel_shape {list(kernel)} for {len(sizes)} spatial axes")
         return x, shape, spatial_axes(attrs, sizes, kernel, ceil)
 
-    def op_Conv(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_Conv(self, nd, attrs):
         """Y[n, m] = sum over the group's channels and the window of W[m] * X, + B[m]."""
         w = self.operand(nd.input[1])
         ws = self.info(w).shape
@@ -194,7 +194,7 @@ class WindowOps:
             y = self.binary("add", y, self.reshape(b, (m, *(1,) * r)))
         return y
 
-    def op_MaxPool(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_MaxPool(self, nd, attrs):
         if len(nd.output) > 1 and nd.output[1]:
             raise Unsupported("the Indices output (only the pooled values are computed)")
         x, shape, axes = self._spatial(nd, attrs, None, bool(attrs.get("ceil_mode", 0)))
@@ -209,7 +209,7 @@ class WindowOps:
         out = shape[:-r]
         return self.node(op, str(self.info(win).dtype), out, (flat,), axis=len(out))
 
-    def op_AveragePool(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_AveragePool(self, nd, attrs):
         x, shape, axes = self._spatial(nd, attrs, None, bool(attrs.get("ceil_mode", 0)))
         total = self._global(nd, "sum")[0] if whole_map(shape[2:], axes) else \
             self._reduce_window(self._window(x, axes, ZERO), len(axes), "sum")
@@ -231,45 +231,45 @@ class WindowOps:
 
     def _global(self, nd: onnx.NodeProto, op: str) -> tuple[int, int]:
         """(the reduction over all spatial positions as (N, C, 1, ...), their count)."""
-        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
-        shape = self.info(x).shape  # type: ignore[attr-defined]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
         lanes = math.prod(shape[2:])
-        flat = self.reshape(x, (*shape[:2], lanes))  # type: ignore[attr-defined]
-        y = self.node(op, str(self.info(x).dtype), shape[:2], (flat,), axis=2)  # type: ignore[attr-defined]
-        return self.reshape(y, (*shape[:2], *(1,) * (len(shape) - 2))), lanes  # type: ignore[attr-defined]
+        flat = self.reshape(x, (*shape[:2], lanes))
+        y = self.node(op, str(self.info(x).dtype), shape[:2], (flat,), axis=2)
+        return self.reshape(y, (*shape[:2], *(1,) * (len(shape) - 2))), lanes
 
-    def op_GlobalAveragePool(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_GlobalAveragePool(self, nd, attrs):
         total, lanes = self._global(nd, "sum")
         return self._divide(total, np.array([lanes]))
 
-    def op_GlobalMaxPool(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_GlobalMaxPool(self, nd, attrs):
         return self._global(nd, "reduce_max")[0]
 
     def _reduce(self, nd: onnx.NodeProto, attrs: dict[str, Any], op: str) -> int:
         """ReduceMax / ReduceSum: the reduced axes moved last and flattened into one,
         reduced by the pairwise tree; keepdims puts them back as ones."""
-        x = self.operand(nd.input[0])  # type: ignore[attr-defined]
-        shape = self.info(x).shape  # type: ignore[attr-defined]
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
         if len(nd.input) > 1 and nd.input[1]:  # opset 18 (ReduceSum 13): axes as an input
-            axes = [int(a) for a in self._static(nd.input[1], "axes").reshape(-1)]  # type: ignore[attr-defined]
+            axes = [int(a) for a in self._static(nd.input[1], "axes").reshape(-1)]
         else:
             axes = [int(a) for a in attrs.get("axes", [])]
         if not axes and int(attrs.get("noop_with_empty_axes", 0)):
             return x
         axes = sorted({a % len(shape) for a in axes} if axes else set(range(len(shape))))
         rest = [i for i in range(len(shape)) if i not in axes]
-        moved = self.transpose(x, (*rest, *axes))  # type: ignore[attr-defined]
+        moved = self.transpose(x, (*rest, *axes))
         kept = tuple(shape[i] for i in rest)
-        flat = self.reshape(moved, (*kept, math.prod(shape[a] for a in axes)))  # type: ignore[attr-defined]
-        y = self.node(op, str(self.info(x).dtype), kept, (flat,), axis=len(kept))  # type: ignore[attr-defined]
+        flat = self.reshape(moved, (*kept, math.prod(shape[a] for a in axes)))
+        y = self.node(op, str(self.info(x).dtype), kept, (flat,), axis=len(kept))
         if int(attrs.get("keepdims", 1)):
-            y = self.reshape(y, tuple(1 if i in axes else n for i, n in enumerate(shape)))  # type: ignore[attr-defined]
+            y = self.reshape(y, tuple(1 if i in axes else n for i, n in enumerate(shape)))
         return y
 
-    def op_ReduceMax(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_ReduceMax(self, nd, attrs):
         return self._reduce(nd, attrs, "reduce_max")
 
-    def op_ReduceSum(self, nd, attrs):  # type: ignore[no-untyped-def]
+    def op_ReduceSum(self, nd, attrs):
         return self._reduce(nd, attrs, "sum")
 
 

@@ -22,9 +22,9 @@ def conv_grad(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[str, ob
     n, c, h, wd = shape[x]
     m, cg, kh, kw = shape[w]
     oh, ow = shape[dy][2:]
-    groups = int(attrs.get("group", 1))  # type: ignore[call-overload]
-    sh, sw = (int(v) for v in attrs.get("strides", [1, 1]))  # type: ignore[attr-defined]
-    pt, pl, pb, pr = (int(v) for v in attrs.get("pads", [0, 0, 0, 0]))  # type: ignore[attr-defined]
+    groups = int(attrs.get("group", 1))
+    sh, sw = (int(v) for v in attrs.get("strides", [1, 1]))
+    pt, pl, pb, pr = (int(v) for v in attrs.get("pads", [0, 0, 0, 0]))
     mg = m // groups
     out: dict[int, str] = {}
     if 2 in want:
@@ -119,7 +119,7 @@ def batch_norm_grad(node: onnx.NodeProto, dy: str, want: set[int], attrs: dict[s
     c = shape[1]
     per = (c, *[1] * (len(shape) - 2))  # broadcast along the channel axis
     axes = [i for i in range(len(shape)) if i != 1]
-    eps = float(attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+    eps = float(attrs.get("epsilon", 1e-5))
     root = g.add("Sqrt", [g.add("Add", [var, g.const(eps)], where, (c,))], where, (c,))
     inv = g.add("Div", [g.const(1.0), root], where, (c,))
     as_per = g.const(np.array(per, dtype=np.int64), "shape")
@@ -167,9 +167,9 @@ def lrn_grad(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: StepGra
     shape = g.shapes[x]
     n, c = shape[:2]
     rest = int(np.prod(shape[2:]))
-    size = int(attrs["size"])  # type: ignore[call-overload]
-    alpha, beta = float(attrs.get("alpha", 1e-4)), float(attrs.get("beta", 0.75))  # type: ignore[arg-type]
-    bias = float(attrs.get("bias", 1.0))  # type: ignore[arg-type]
+    size = int(attrs["size"])
+    alpha, beta = float(attrs.get("alpha", 1e-4)), float(attrs.get("beta", 0.75))
+    bias = float(attrs.get("bias", 1.0))
     lo = (size - 1) // 2
     flat = (n, 1, c, rest)
     ones = g.const(np.ones((1, 1, size, 1), dtype=np.float32), "window")
@@ -215,9 +215,9 @@ def pool_grad(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: StepGr
     if node.op_type == "GlobalAveragePool":
         share = g.const(np.full((1, 1, h, w), 1.0 / (h * w), dtype=np.float32), "share")
         return g.add("Mul", [dy, share], where, (n, c, h, w))
-    k = [int(v) for v in attrs.get("kernel_shape", [])]  # type: ignore[attr-defined]
-    s = [int(v) for v in attrs.get("strides", k)]  # type: ignore[attr-defined]
-    if s != k or any(int(p) for p in attrs.get("pads", [])) or h % k[0] or w % k[1]:  # type: ignore[attr-defined]
+    k = [int(v) for v in attrs.get("kernel_shape", [])]
+    s = [int(v) for v in attrs.get("strides", k)]
+    if s != k or any(int(p) for p in attrs.get("pads", [])) or h % k[0] or w % k[1]:
         return _window_pool(node, dy, attrs, g, where)
     oh, ow = h // k[0], w // k[1]
     back = g.const(np.array([n, c, h, w], dtype=np.int64), "shape")
@@ -265,9 +265,9 @@ def _window_pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: Ste
     x = node.input[0]
     n, c, h, w = g.shapes[x]
     oh, ow = g.shapes[dy][2:]
-    (kh, kw) = [int(v) for v in attrs["kernel_shape"]]  # type: ignore[attr-defined]
-    sh, sw = [int(v) for v in attrs.get("strides", [1, 1])]  # type: ignore[attr-defined]
-    pt, pl, pb, pr = [int(v) for v in attrs.get("pads", [0] * 4)]  # type: ignore[attr-defined]
+    (kh, kw) = [int(v) for v in attrs["kernel_shape"]]
+    sh, sw = [int(v) for v in attrs.get("strides", [1, 1])]
+    pt, pl, pb, pr = [int(v) for v in attrs.get("pads", [0] * 4)]
     kk = kh * kw
     taps = np.zeros((c * kk, 1, kh, kw), dtype=np.float32)  # channel (c, t): tap t of c
     taps[np.arange(c * kk), 0, np.tile(np.arange(kk) // kw, c), np.tile(np.arange(kk) % kw, c)] = 1
@@ -293,7 +293,7 @@ def _window_pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: Ste
                                 g.const(0.0), hit], where, lanes)
     else:
         counted = np.full(inside.shape, float(kk)) if int(attrs.get("count_include_pad", 0)) \
-            else np.broadcast_to(inside.sum(axis=-1, keepdims=True), inside.shape)  # type: ignore[call-overload]
+            else np.broadcast_to(inside.sum(axis=-1, keepdims=True), inside.shape)
         share = g.const((inside / counted)[None, None].astype(np.float32), "share")
     grad = g.add("Mul", [share, g.add("Reshape", [dy, g.const(np.array(one, dtype=np.int64),
                                                                 "shape")], where, one)],

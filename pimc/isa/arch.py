@@ -95,13 +95,13 @@ class Arch:
                 elif isinstance(default, int):
                     if isinstance(raw, (float, bool)):
                         raise ValueError
-                    kwargs[name] = int(raw)  # type: ignore[arg-type]
+                    kwargs[name] = int(raw)
                 else:
-                    kwargs[name] = float(raw)  # type: ignore[arg-type]
+                    kwargs[name] = float(raw)
             except ValueError:
                 raise PimError(f"{where}: bad value {raw!r} for '{name}'") from None
         try:
-            return cls(**kwargs)  # type: ignore[arg-type]
+            return cls(**kwargs)
         except PimError as exc:
             raise PimError(f"{where}: {exc}") from None
 

@@ -81,7 +81,7 @@ class ProgramBuilder:
     def _items(self) -> list[Item]:
         if self._loops:
             return self._loops[-1]
-        return self._frame[2] if self._frame is not None else self.ops  # type: ignore[return-value]
+        return self._frame[2] if self._frame is not None else self.ops
 
     @contextmanager
     def routine(self, name: str, **widths: int) -> Iterator[dict[str, int]]:

@@ -48,7 +48,7 @@ def remap(op: Op, col: Callable[[int], int], **where: object) -> Op:
     for name in COLUMN_FIELDS[type(op)]:
         value = getattr(op, name)
         changes[name] = col(value) if isinstance(value, int) else tuple(map(col, value))
-    return dataclasses.replace(op, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(op, **changes)
 
 
 def frame_bases(routine: Routine, call: Call, iteration: int,

@@ -54,7 +54,7 @@ class Tokens:
         if tok != literal:
             raise self.fail(f"expected '{literal}', found '{tok}'")
 
-    def take_if(self, pred) -> str | None:  # type: ignore[no-untyped-def]
+    def take_if(self, pred) -> str | None:
         tok = self.peek()
         if tok is not None and pred(tok):
             self.i += 1

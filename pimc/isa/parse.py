@@ -80,7 +80,7 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
     elif key == "meta":
         if not rest.strip() or " " in rest.strip() or not src:
             raise PimError(f'{where}: expected .meta KEY @"VALUE"')
-        fields.setdefault("meta", []).append((rest.strip(), src))  # type: ignore[union-attr]
+        fields.setdefault("meta", []).append((rest.strip(), src))
     elif key in ("input", "output"):
         m = _IO.match(" ".join(rest.split()))
         if not m:
@@ -93,7 +93,7 @@ def _parse_header(where: str, key: str, rest: str, src: str, fields: dict[str, o
                       int(m.group("stride") or 1), int(m.group("fold") or 0),
                       bool(m.group("broadcast")), _view(m.group("view"), where),
                       bool(m.group("setup")))
-        fields.setdefault(key + "s", []).append(io)  # type: ignore[union-attr]
+        fields.setdefault(key + "s", []).append(io)
     else:
         raise PimError(f"{where}: unknown directive '.{key}'")
 
@@ -236,15 +236,15 @@ def parse_program(text: str, name: str = "<uop>") -> Program:
     if "crossbars" not in fields:
         raise PimError(f"{name}: missing '.crossbars N' in the header")
     return Program(
-        arch=fields.get("arch", Arch()),  # type: ignore[arg-type]
-        crossbars=fields["crossbars"],  # type: ignore[arg-type]
+        arch=fields.get("arch", Arch()),
+        crossbars=fields["crossbars"],
         ops=tuple(blocks.top),
-        inputs=tuple(fields.get("inputs", ())),  # type: ignore[arg-type]
-        outputs=tuple(fields.get("outputs", ())),  # type: ignore[arg-type]
-        source=fields.get("source", ""),  # type: ignore[arg-type]
-        meta=tuple(fields.get("meta", ())),  # type: ignore[arg-type]
+        inputs=tuple(fields.get("inputs", ())),
+        outputs=tuple(fields.get("outputs", ())),
+        source=fields.get("source", ""),
+        meta=tuple(fields.get("meta", ())),
         lines=tuple(lines),
-        version=fields["version"],  # type: ignore[arg-type]
+        version=fields["version"],
         routines=tuple(routines),
     )
 

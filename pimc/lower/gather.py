@@ -178,7 +178,7 @@ def gather_chunks(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
         for c, shift in members:
             moved = [moved_on(m, shift, c - rep, width, src) for m in got]
             if None not in moved and can_ride(rides, shift, src):
-                made += [(m, c - rep) for m in moved]  # type: ignore[misc]
+                made += [(m, c - rep) for m in moved]
                 filled += [((low, xbs, r, tuple(ls)), c - rep) for (low, xbs, r), ls in holes.items()]
                 continue
             own = slice(c * n, (c + 1) * n)

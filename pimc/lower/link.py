@@ -36,7 +36,7 @@ def relocate(item: Item, by: int) -> Item:
     if isinstance(item, Transfer):
         return dataclasses.replace(item, xbs=shifted(item.xbs, by),
                                    dst_xbs=shifted(item.dst_xbs, by))
-    return dataclasses.replace(item, xbs=shifted(item.xbs, by))  # type: ignore[call-arg]
+    return dataclasses.replace(item, xbs=shifted(item.xbs, by))
 
 
 def _end(ts: tuple[TensorIO, ...]) -> int:

@@ -142,7 +142,7 @@ def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[tuple
             c = kernel.node(ops[1])
             if c.op != "const" or math.prod(c.shape or ()) != 1 or c.dtype != n.dtype:
                 return None
-            after.append((node.op, int(c.attr("raw"))))  # type: ignore[call-overload]
+            after.append((node.op, int(c.attr("raw"))))
         elif node.op != "reshape":
             return None
     if kernel.outputs[kernel.results[0].name] != nodes[-1]:
@@ -156,7 +156,7 @@ def _whole(kernel: Kernel, n: int) -> bool:
     node = kernel.node(n)
     if node.op != "window":
         return False
-    axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()  # type: ignore[arg-type]
+    axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()
     (operand,) = kernel.operands(n)
     shape = tuple(kernel.node(operand).shape or ())
     return axis + len(axes) == len(shape) and all(

@@ -193,7 +193,7 @@ def _pitches(kernel: Kernel, roots: list[int], where: dict[int, list[int]],
         for u in kernel.graph.successors(n):
             node = kernel.node(u)
             if node.op == "window":
-                axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()  # type: ignore[arg-type]
+                axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()
                 if axis + len(axes) != len(shape) or max(a[1] for a in axes) > 1:
                     continue
             elif node.op in ("reshape", "transpose", "bitcast", "matmul", *REDUCTIONS):
@@ -256,7 +256,7 @@ def _want(kernel: Kernel, u: int, shape: tuple[int, ...], t: Phase) -> Phase:
         return None
     if node.op != "window":  # in place
         return t if t is None or _fits(t, shape, tuple(node.shape or ())) else None
-    axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()  # type: ignore[arg-type]
+    axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()
     s = tuple(a[1] for a in axes)
     if axis + len(s) != len(shape):  # over other axes (LRN's channels): in place if stride 1
         return t if max(s) == 1 and (t is None or _fits(t, shape, shape)) else None
@@ -318,7 +318,7 @@ def _window_strides(kernel: Kernel, n: int) -> set[tuple[int, tuple[int, ...]]] 
     for u in kernel.graph.successors(n):
         op = kernel.node(u).op
         if op == "window":
-            axis, _, axes = ViewOp("window", tuple(kernel.node(u).attr("step"))).window()  # type: ignore[arg-type]
+            axis, _, axes = ViewOp("window", tuple(kernel.node(u).attr("step"))).window()
             s = tuple(a[1] for a in axes)
             if axis + len(axes) == len(kernel.node(n).shape or ()) or max(s) > 1:
                 strides.add((axis, s))

@@ -124,10 +124,10 @@ class _TensorLowering:
         if node.op == "reshape":
             return self.words(ops[0], (ViewOp("reshape", shape), *view), chunked)
         if node.op == "transpose":
-            perm = tuple(node.attr("perm"))  # type: ignore[arg-type]
+            perm = tuple(node.attr("perm"))
             return self.words(ops[0], (ViewOp("transpose", perm), *view), chunked)
         if node.op == "window":
-            step = ViewOp("window", tuple(node.attr("step")))  # type: ignore[arg-type]
+            step = ViewOp("window", tuple(node.attr("step")))
             return self.words(ops[0], (step, *view), chunked)
         if node.op == "bitcast":  # the same words read as another type
             return self.words(ops[0], view, chunked)
@@ -314,7 +314,7 @@ class _TensorLowering:
         if not last or (axis is None and operand[0] > self.arch.rows):
             raise PimError(f"{node.loc}: a reduction along an axis other than the last, of "
                            "tensors of different sizes, is not supported yet")
-        chunked = int(node.attr("chunks", 1)) > 1  # type: ignore[call-overload]
+        chunked = int(node.attr("chunks", 1)) > 1
         length = self.lanes_per_chunk(operand[-1]) if chunked else operand[-1]
         lanes_view = (*widen(view, operand[-1]), ViewOp("reshape", (*self.space, operand[-1])))
         extra = self.chunks * length - operand[-1] if chunked else 0
@@ -386,8 +386,8 @@ class _TensorLowering:
             return None
         if len(cols) == 1:
             return self.net.width[lanes[0]]
-        step = cols[1] - cols[0]  # type: ignore[operator]
-        ok = all(b - a == step for a, b in itertools.pairwise(cols))  # type: ignore[operator]
+        step = cols[1] - cols[0]
+        ok = all(b - a == step for a, b in itertools.pairwise(cols))
         return step if ok and step >= self.net.width[lanes[0]] else None
 
     def _across_chunks(self, dt: str, x: Value, op: str = "add", identity: int | None = None
@@ -451,7 +451,7 @@ def result_space(kernel: Kernel) -> tuple[int, ...]:
         raise PimError("results of different sizes in one program are not supported yet: "
                        + ", ".join(f"{r.name} {list(r.shape)}" for r in kernel.results))
     space = shapes[0] if shapes else ()
-    widest = max((kernel.node(n).shape[-1] for n in kernel.graph  # type: ignore[index]
+    widest = max((kernel.node(n).shape[-1] for n in kernel.graph
                   if kernel.node(n).op == "matmul" and any(
                       kernel.node(d).op == "matmul" for d in nx.descendants(kernel.graph, n))),
                  default=0)
@@ -483,6 +483,6 @@ def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, arch: Arc
         if any(step.kind in ("pad", "transpose") for step in to_space):
             views[r.name] = to_space[:-1]
     elements = chunks * low.slots if chunks > 1 else low.size
-    lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows,  # type: ignore[arg-type]
+    lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows,
                       result_views=views, host_values=low.constants)
     return lowered, list(low.placements.values())

@@ -146,8 +146,8 @@ def word_tree(net: WordNet, acc: Routine, x: Value, identity: int, blocks: int, 
             pad = net.fill(identity, bits, across, (lo, hi)) if n - m < m else None
             partner = net.crossbars_from(x, hi, (0, lo), across, into=pad)
             limits = {"rows": across, "xbs": (0, hi)}
-        with net.limited(**limits):  # type: ignore[arg-type]
-            x = net.accumulate(acc, x, [partner])  # type: ignore[arg-type]
+        with net.limited(**limits):
+            x = net.accumulate(acc, x, [partner])
     return x
 
 
@@ -179,7 +179,7 @@ def allocate_words(net: WordNet, outputs: list[tuple[Value, int]], first: int, l
     chain = {s.out: s.into for s in steps if s.into is not None}
     for v, col in list(pinned.items()):
         while v in chain:
-            v = chain[v]  # type: ignore[assignment]
+            v = chain[v]
             pinned[v] = col
     last_use: dict[Value, int] = {}
     for i, s in enumerate(steps):
@@ -276,18 +276,18 @@ def emit_words(placed: Placed, net: WordNet, b: ProgramBuilder, scratch: int, pr
             args = {seg.name: cell[v] for seg, v in zip(r.segments, s.ins, strict=False)}
             if s.into is None:
                 args["out"] = cell[s.out]
-            b.call(r.name, **args, t=scratch, **where)  # type: ignore[arg-type]
+            b.call(r.name, **args, t=scratch, **where)
         elif s.kind == "mac":
             mul, acc = s.routines
             a, x = cell[s.ins[0]], cell[s.ins[1]]
-            b.call(mul.name, a=a, b=x, out=cell[s.out], t=scratch, **where)  # type: ignore[arg-type]
+            b.call(mul.name, a=a, b=x, out=cell[s.out], t=scratch, **where)
             if s.count > 1:
                 with b.loop(s.count - 1):
                     b.call(mul.name, a=(a + s.stride, s.stride), b=(x + s.stride, s.stride),
-                           out=product, t=scratch, **where)  # type: ignore[arg-type]
-                    b.call(acc.name, a=cell[s.out], b=product, t=scratch, **where)  # type: ignore[arg-type]
+                           out=product, t=scratch, **where)
+                    b.call(acc.name, a=cell[s.out], b=product, t=scratch, **where)
         elif s.kind == "fill":
-            b.init(cols, s.raw, **where)  # type: ignore[arg-type]
+            b.init(cols, s.raw, **where)
         elif s.kind in ("rows", "copy"):
             src = list(range(cell[s.ins[0]], cell[s.ins[0]] + net.width[s.out]))
             pred = False
@@ -299,7 +299,7 @@ def emit_words(placed: Placed, net: WordNet, b: ProgramBuilder, scratch: int, pr
             temp = list(range(scratch, scratch + len(cols)))  # free between the calls
             if abs(s.by) > b.arch.max_shift and temp[-1] >= b.arch.cols:
                 raise PimError(f"{s.src}: no free columns for a shift of {s.by} rows in hops")
-            shift_hops(b, src, cols, -s.by, temp, pred=pred, **where)  # type: ignore[arg-type]
+            shift_hops(b, src, cols, -s.by, temp, pred=pred, **where)
         else:
             assert s.xbs is not None
             src = list(range(cell[s.ins[0]], cell[s.ins[0]] + net.width[s.out]))

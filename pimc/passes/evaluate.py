@@ -37,13 +37,13 @@ def _raw(dt: DType, values: np.ndarray) -> np.ndarray:
     return dt.to_bits(np.asarray(values)).astype(np.uint64)
 
 
-def _special(fmt, raw: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _special(fmt, raw: np.ndarray) -> np.ndarray:
     """Infinities and NaNs."""
     e_max = np.uint64((1 << fmt.exp_bits) - 1)
     return ((raw >> np.uint64(fmt.frac_bits)) & e_max) == e_max
 
 
-def _daz(fmt, raw: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _daz(fmt, raw: np.ndarray) -> np.ndarray:
     """Subnormals read as zeros of their sign."""
     sub = ((raw >> np.uint64(fmt.frac_bits)) & np.uint64((1 << fmt.exp_bits) - 1)) == 0
     return np.where(sub, raw & np.uint64(1 << (fmt.width - 1)), raw)
@@ -100,11 +100,11 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
             values[n] = np.asarray(args[0]).reshape(node.shape)
             here = here.reshape(node.shape)
         elif node.op == "transpose":
-            perm = tuple(node.attr("perm"))  # type: ignore[arg-type]
+            perm = tuple(node.attr("perm"))
             values[n] = np.transpose(args[0], perm)
             here = np.transpose(here, perm)
         elif node.op == "window":
-            step = ViewOp("window", tuple(node.attr("step")))  # type: ignore[arg-type]
+            step = ViewOp("window", tuple(node.attr("step")))
             low = np.uint64(reduction_identity("reduce_max", dt))
             values[n] = windows(np.asarray(args[0], dtype=np.uint64), step, low)
             here = windows(np.broadcast_to(ok[kernel.operands(n)[0]], np.shape(args[0])),
@@ -139,7 +139,7 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
     return results, masks
 
 
-def _reduce(node, dt, args, mode, max_rows):  # type: ignore[no-untyped-def]
+def _reduce(node, dt, args, mode, max_rows):
     """The same trees as the hardware's (lower._lower_reduction), op for op: over the rows
     of every crossbar at once (padding = identity), then over the crossbars; or along an
     axis, every segment at once. Returns the result and, per result element, whether an
@@ -185,7 +185,7 @@ def _reduce(node, dt, args, mode, max_rows):  # type: ignore[no-untyped-def]
     return x, first | seen.any() | seen_too
 
 
-def _matmul(node, dt, args, mode):  # type: ignore[no-untyped-def]
+def _matmul(node, dt, args, mode):
     """The hardware's order (lower_tensors): products lane by lane, then the pairwise tree
     over the inner dimension. Also, per element, whether an infinity or NaN came up."""
     a, b = (np.asarray(x, dtype=np.uint64) for x in args)
@@ -196,7 +196,7 @@ def _matmul(node, dt, args, mode):  # type: ignore[no-untyped-def]
     products = _binary("mul", node, dt, lanes_a, lanes_b, mode)
     special = (lambda v: _special(FORMATS[dt.name], v)) if dt.kind is Kind.FLOAT else (
         lambda v: np.zeros(np.shape(v), dtype=bool))
-    chunks = int(node.attr("chunks", 1))  # type: ignore[arg-type]
+    chunks = int(node.attr("chunks", 1))
     per = -(-k // chunks)
     x = np.moveaxis(products, -1, 0)  # [lane, ...]
     seen = special(x).any(axis=0)
@@ -212,7 +212,7 @@ def _matmul(node, dt, args, mode):  # type: ignore[no-untyped-def]
     return total, seen | more
 
 
-def _reduce_mask(node, ok, shape):  # type: ignore[no-untyped-def]
+def _reduce_mask(node, ok, shape):
     """A mask over a reduction's operand reduced like the operand: all along the axis."""
     ok = np.broadcast_to(ok, shape)
     outer, length, inner = reduction_axes(shape, node.attr("axis"))
@@ -222,7 +222,7 @@ def _reduce_mask(node, ok, shape):  # type: ignore[no-untyped-def]
     return np.asarray(ok.all())
 
 
-def _order_key(x, dt):  # type: ignore[no-untyped-def]
+def _order_key(x, dt):
     """The unsigned key a SEARCH max ranks raw bits by: a float's IEEE totalOrder (the
     lowering's float_key), a signed integer's sign flipped."""
     if dt.kind is Kind.FLOAT:
@@ -230,7 +230,7 @@ def _order_key(x, dt):  # type: ignore[no-untyped-def]
     return _key("signed_key", x, dt.bits) if dt.signed else x
 
 
-def _key(op, x, bits):  # type: ignore[no-untyped-def]
+def _key(op, x, bits):
     """float_key or signed_key of raw bits `bits` wide."""
     top = np.uint64(1 << (bits - 1))
     if op == "float_key":
@@ -238,7 +238,7 @@ def _key(op, x, bits):  # type: ignore[no-untyped-def]
     return x ^ top
 
 
-def _tree(x, length, identity, op, node, dt, mode, special):  # type: ignore[no-untyped-def]
+def _tree(x, length, identity, op, node, dt, mode, special):
     """The pairwise tree over axis 0 (row r takes row r + m, m = ceil(n / 2), repeatedly)."""
     seen = np.zeros(x.shape[1:], dtype=bool)  # the partial results' (the caller checks x)
     for n, m in tree_levels(length):
@@ -249,13 +249,13 @@ def _tree(x, length, identity, op, node, dt, mode, special):  # type: ignore[no-
     return x[0], seen
 
 
-def _binary(op, node, dt, a, b, mode):  # type: ignore[no-untyped-def]
+def _binary(op, node, dt, a, b, mode):
     if dt.kind is Kind.FLOAT:
         return _float_op(op, node, dt, dt, [a, b], mode)
     return _int_op(op, node, dt, dt, [a, b], [dt, dt], mode)
 
 
-def _float_op(op, node, src, dt, args, mode):  # type: ignore[no-untyped-def]
+def _float_op(op, node, src, dt, args, mode):
     fmt = FORMATS[src.name]
     e, m = fmt.exp_bits, fmt.frac_bits
     if op in ("add", "sub", "mul"):
@@ -280,7 +280,7 @@ def _float_op(op, node, src, dt, args, mode):  # type: ignore[no-untyped-def]
     return float_misc_reference(op, src.name, args, e, m, mode)
 
 
-def _int_op(op, node, src, dt, args, arg_dt, mode):  # type: ignore[no-untyped-def]
+def _int_op(op, node, src, dt, args, arg_dt, mode):
     if op == "select":
         return np.where(args[0] == 1, args[1], args[2])
     if op == "cast":

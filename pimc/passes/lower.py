@@ -54,7 +54,7 @@ def elements_of(kernel: Kernel, text: str) -> int:
 def constant_bits(node: Node, dt: DType) -> Word:
     value = node.attr("value")
     if node.attr("raw") is not None:  # a folded constant: its bits already
-        raw = int(node.attr("raw"))  # type: ignore[arg-type]
+        raw = int(node.attr("raw"))
     elif dt.kind is Kind.FLOAT:
         raw = int(np.asarray(value).astype(dt.host).reshape(1).view(dt.storage)[0])
     else:
@@ -134,7 +134,7 @@ def reduction_axes(shape: tuple[int, ...], axis: object) -> tuple[int, int, int]
     reduction without an axis reduces everything."""
     if axis is None or len(shape) <= 1:
         return 1, math.prod(shape), 1
-    k = int(axis)  # type: ignore[call-overload]
+    k = int(axis)
     return math.prod(shape[:k]), shape[k], math.prod(shape[k + 1:])
 
 
@@ -189,7 +189,7 @@ def block_tree(net: Netlist, combine: Callable[[Word, Word], Word], x: Word, ide
             partner = [net.crossbars_from(v, hi, (0, lo), across, into=pad)
                        for v, pad in zip(x, pads, strict=True)]
             limits = {"rows": rows, "xbs": (0, hi)}
-        with net.limited(**limits):  # type: ignore[arg-type]
+        with net.limited(**limits):
             x = combine(x, partner)
     return x
 

@@ -58,7 +58,7 @@ def _show(dtype: str | None, shape: tuple[int, ...] | None) -> str:
     return f"{dtype or 'an untyped literal'}{dims}"
 
 
-def _resolve_call(node: Node, arity: int, fail, n: int) -> str:  # type: ignore[no-untyped-def]
+def _resolve_call(node: Node, arity: int, fail, n: int) -> str:
     name = node.op.split(":", 1)[1]
     keywords = dict(node.attrs)
     op = CALLS.get((name, arity))
@@ -82,7 +82,7 @@ def _spelled(call: str, arity: int, op: str) -> str:
     return f"{call}({ {1: 'x', 2: 'a, b', 3: 'c, a, b'}[arity]})"
 
 
-def _check_literal(lit: Node, dtype: str, fail, n: int) -> None:  # type: ignore[no-untyped-def]
+def _check_literal(lit: Node, dtype: str, fail, n: int) -> None:
     """A literal must be a value of the type it takes: no silent wrap or truncation."""
     value, dt = lit.attr("value"), parse_dtype(dtype)
     if dt.kind is Kind.FLOAT:
@@ -98,7 +98,7 @@ def _check_literal(lit: Node, dtype: str, fail, n: int) -> None:  # type: ignore
                       f"({lo / scale:g} .. {hi / scale:g})")
 
 
-def _infer(op, node, typed, ops, k, fail, n):  # type: ignore[no-untyped-def]
+def _infer(op, node, typed, ops, k, fail, n):
     if op == "input":
         return node.dtype, node.shape
     if op == "const":

@@ -126,16 +126,16 @@ def merge_moves(ops: list[Op]) -> list[Op]:
     for op in ops:
         prev = out[-1] if out else None
         if (isinstance(op, Init | Shift | Transfer) and type(prev) is type(op)
-                and getattr(op, "rep", NO_REP) == NO_REP and _same_but_columns(prev, op)):  # type: ignore[arg-type]
-            if isinstance(op, Init) and not set(op.cols) & set(prev.cols):  # type: ignore
-                out[-1] = dataclasses.replace(prev, cols=prev.cols + op.cols,  # type: ignore
-                                              value=prev.value | op.value << len(prev.cols))  # type: ignore
+                and getattr(op, "rep", NO_REP) == NO_REP and _same_but_columns(prev, op)):
+            if isinstance(op, Init) and not set(op.cols) & set(prev.cols):
+                out[-1] = dataclasses.replace(prev, cols=prev.cols + op.cols,
+                                              value=prev.value | op.value << len(prev.cols))
                 continue
             if (isinstance(op, Shift | Transfer) and getattr(op, "dst_row", None) is None
-                    and not set(op.src_cols) & set(prev.dst_cols)  # type: ignore[union-attr]
-                    and not set(op.dst_cols) & set(prev.dst_cols)):  # type: ignore[union-attr]
-                out[-1] = dataclasses.replace(prev, src_cols=prev.src_cols + op.src_cols,  # type: ignore
-                                              dst_cols=prev.dst_cols + op.dst_cols)  # type: ignore
+                    and not set(op.src_cols) & set(prev.dst_cols)
+                    and not set(op.dst_cols) & set(prev.dst_cols)):
+                out[-1] = dataclasses.replace(prev, src_cols=prev.src_cols + op.src_cols,
+                                              dst_cols=prev.dst_cols + op.dst_cols)
                 continue
         out.append(op)
     return out
@@ -143,7 +143,7 @@ def merge_moves(ops: list[Op]) -> list[Op]:
 
 def _same_but_columns(a: Op, b: Op) -> bool:
     cols = {"cols": (), "value": 0} if isinstance(a, Init) else {"src_cols": (), "dst_cols": ()}
-    return dataclasses.replace(a, **cols) == dataclasses.replace(b, **cols)  # type: ignore
+    return dataclasses.replace(a, **cols) == dataclasses.replace(b, **cols)
 
 
 def _within(inner: tuple[int, int], outer: Where) -> bool:

@@ -52,7 +52,7 @@ def constant_word(value: int, width: int) -> Word:
 
 
 class Floating(Fixed):
-    def __init__(self, net, fmt: Format, mode: str,  # type: ignore[no-untyped-def]
+    def __init__(self, net, fmt: Format, mode: str,
                  nan_rule: tuple[bool, bool] = (False, False), align: str = "nor") -> None:
         super().__init__(net)
         if mode not in ("ieee", "ftz") or align not in ("nor", "search"):

@@ -14,7 +14,7 @@ from pimc.synth.netlist import ZERO, Bit, KeyBit, When
 
 
 class LaneFloat(LaneLogic):
-    def __init__(self, net, fmt: Format) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, net, fmt: Format) -> None:
         super().__init__(net)
         self.fmt = fmt
 

@@ -85,7 +85,7 @@ class Netlist:
         """Gates built inside act only in these rows and/or crossbars (the others unset
         keep the current limits)."""
         saved = self.rows, self.xbs
-        self.rows = rows if rows is not None else self.rows  # type: ignore[assignment]
+        self.rows = rows if rows is not None else self.rows
         self.xbs = xbs if xbs is not None else self.xbs
         try:
             yield
@@ -151,7 +151,7 @@ class Netlist:
         key = tuple(sorted(flat))
         hit = self._cons.get(key)  # valid in every row, so in any rows
         if hit is None and self._where() is not None:
-            hit = self._cons.get((self._where(), key))  # type: ignore[call-overload]
+            hit = self._cons.get((self._where(), key))
         if hit is not None:
             return hit
         out = self.new_value()
@@ -161,7 +161,7 @@ class Netlist:
             self._add(Gate(nxt, key[i:i + self.max_fanin], acc_from=out))
             out = nxt
         where = self._where()
-        self._cons[key if where is None else (where, key)] = out  # type: ignore[index]
+        self._cons[key if where is None else (where, key)] = out
         self._def[out] = key
         return out
 
@@ -196,13 +196,13 @@ class Netlist:
         """Bit-sliced: a word whose lane i holds bit i of `pattern` in every row (an INIT).
         `fresh` gives a private one, for code that writes into it."""
         key = ("lanes", pattern)
-        hit = None if fresh else self._cons.get(key)  # type: ignore[call-overload]
+        hit = None if fresh else self._cons.get(key)
         if hit is not None:
             return hit
         out = self.new_value()
         self._add(Gate(out, (), pattern=pattern))
         if not fresh:
-            self._cons[key] = out  # type: ignore[index]
+            self._cons[key] = out
         return out
 
     def overwrite(self, when: When, target: Bit, value_inv: Bit) -> Bit:
@@ -237,12 +237,12 @@ class Netlist:
         if lanes == 0:
             return self.nor(x)
         key = ("shift", x, lanes)
-        hit = self._cons.get(key)  # type: ignore[call-overload]
+        hit = self._cons.get(key)
         if hit is not None:
             return hit
         out = self.new_value()
         self._add(Gate(out, (x,), shift=lanes))
-        self._cons[key] = out  # type: ignore[index]
+        self._cons[key] = out
         return out
 
     def zero_from(self, x: Bit) -> Bit:
