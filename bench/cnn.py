@@ -84,7 +84,7 @@ BLOCKS = {
 }
 
 
-def _stage_cycles(prog) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+def _stage_cycles(prog) -> list[tuple[int, str]]:
     """The cycles of each stage's items (its moves and its layers), and the label of the
     layer that spends the most of them."""
     from pimc.isa.cost import item_counts
@@ -92,7 +92,7 @@ def _stage_cycles(prog) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def
     meta = dict(prog.meta)
     starts = [int(s) for s in meta.get("stage-starts", "0").split()] + [len(prog.ops)]
     routines = {r.name: r for r in prog.routines}
-    memo: dict = {}  # type: ignore[type-arg]
+    memo: dict = {}
     out = []
     for a, b in itertools.pairwise(starts):
         spent: dict[str, int] = {}
@@ -103,8 +103,8 @@ def _stage_cycles(prog) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def
     return out
 
 
-def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,  # type: ignore[type-arg]
-            most: int = 1) -> dict:  # type: ignore[type-arg]
+def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,
+            most: int = 1, dtype: str = "f32") -> dict:
     """Per memory: (the program, its compile record, whether it is the one compiled
     without a limit). A network is also compiled within 1/k of a memory (k = 1 ..
     `most`) where its fastest splits need more and its slowest would fit (the program's
@@ -124,7 +124,7 @@ def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,  #
                 continue
             arch, again = tmp / f"{memory}{k}.toml", out.with_suffix(f".{memory}{k}.uop")
             arch.write_text(f"max_crossbars = {limit // k}\n")
-            rec = _compile(path, again, arch, timeout)
+            rec = _compile(path, again, arch, timeout, dtype)
             if "error" not in rec:
                 fitted = load_program(again)
                 score = (_rate(fitted, limit), -k)
@@ -136,13 +136,14 @@ def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,  #
 MAX_COPIES = 8  # the most copies a network is compiled smaller for
 
 
-def _rate(prog, limit: int) -> float:  # type: ignore[no-untyped-def]
+def _rate(prog, limit: int) -> float:
     """Images per cycle of the memory's copies of prog (its slowest stage's interval)."""
     copies = limit // prog.crossbars
     return copies / max(max(_stage_cycles(prog))[0], 1)
 
 
-def _records(name: str, fits: dict, verified: bool, note: str) -> list[dict]:  # type: ignore[type-arg]
+def _records(name: str, fits: dict, verified: bool, note: str,
+             dtype: str = "f32") -> list[dict]:
     from pimc.runtime.count import count_program
 
     out = []
@@ -153,13 +154,13 @@ def _records(name: str, fits: dict, verified: bool, note: str) -> list[dict]:  #
         stats = count_program(p, wear=False)
         cycles = stats.total_cycles
         moved = sum(r["movement_cycles"] for r in stats.layers)
-        energy = stats.energy_bounds[1]  # type: ignore[index]
+        energy = stats.energy_bounds[1]
         per_cycle = stats.latency_ns / max(cycles, 1)
         stages = _stage_cycles(p)
         interval, slowest = max(stages)
         copies = fields["max_crossbars"] // prog.crossbars
         out.append({
-            "model": name, **compiled, "cycles": cycles, "energy_nJ": energy / 1e6,
+            "model": name, "dtype": dtype, **compiled, "cycles": cycles, "energy_nJ": energy / 1e6,
             "crossbars": prog.crossbars, "movement_share": moved / max(cycles, 1),
             "stages": len(stages), "interval_cycles": interval, "slowest_stage": slowest,
             "img_per_s": copies / (interval * per_cycle * 1e-9) if copies else 0.0,
@@ -175,11 +176,12 @@ def _records(name: str, fits: dict, verified: bool, note: str) -> list[dict]:  #
     return out
 
 
-def _compile(path: Path, out: Path, arch: Path, timeout: float | None = None) -> dict:  # type: ignore[type-arg]
+def _compile(path: Path, out: Path, arch: Path, timeout: float | None = None,
+             dtype: str = "f32") -> dict:
     """compile_s, peak_mb; or an error's first line."""
     try:
-        rec = compile_in_child(path, out, ("--arch", str(arch)), timeout=timeout,
-                               memory_gb=8.0)  # the issue's limit
+        rec = compile_in_child(path, out, ("--arch", str(arch), "--dtype", dtype),
+                               timeout=timeout, memory_gb=8.0)  # the issue's limit
     except subprocess.TimeoutExpired:
         return {"error": f"did not compile within {timeout:.0f} s"}
     except RuntimeError as exc:
@@ -192,6 +194,8 @@ def _compile(path: Path, out: Path, arch: Path, timeout: float | None = None) ->
 
 
 EXECUTED = ("light_bvlc_alexnet", "light_squeezenet")
+WHOLE = ("light_resnet50", "light_vgg19", "light_bvlc_alexnet", "light_squeezenet",
+         "light_inception_v1")
 
 
 def _execute(program: Path, timeout: float) -> tuple[bool, str]:
@@ -237,14 +241,18 @@ def main() -> None:
                         help="run every block on the simulator and verify it")
     parser.add_argument("--execute-timeout", type=float, default=3600.0,
                         help="seconds each whole run may take")
+    parser.add_argument("--skip-blocks", action="store_true",
+                        help="count only the whole networks")
+    parser.add_argument("--whole-dtypes", default="f32,bf16",
+                        help="element types whole networks are counted in (comma-separated)")
     args = parser.parse_args()
-    records: list[dict] = []  # type: ignore[type-arg]
+    records: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         big = tmp / "big.toml"  # room to count what does not fit, then judged per memory
         big.write_text("max_crossbars = 4194304\n")
-        cases = [("small_cnn (sample)", small_cnn())]
-        for name, (light, until, start) in BLOCKS.items():
+        cases = [] if args.skip_blocks else [("small_cnn (sample)", small_cnn())]
+        for name, (light, until, start) in () if args.skip_blocks else BLOCKS.items():
             cases.append((name, load_light(light, until=until, start=start)))
         for name, model in cases:
             path, out = tmp / "m.onnx", tmp / "m.uop"
@@ -266,20 +274,20 @@ def main() -> None:
             for r in _records(name, fits, verified, note):
                 records.append(r)
                 _row(r)
-        for light in ("light_resnet50", "light_vgg19", "light_bvlc_alexnet", "light_squeezenet",
-                      "light_inception_v1"):
+        for dtype, light in itertools.product(args.whole_dtypes.split(","), WHOLE):
             path, out = tmp / f"{light}.onnx", tmp / f"{light}.uop"
             onnx.save(load_light(light), str(path))
-            compiled = _compile(path, out, big, args.whole_timeout)
+            name = f"{light} (whole)" if dtype == "f32" else f"{light} (whole, {dtype})"
+            compiled = _compile(path, out, big, args.whole_timeout, dtype)
             if "error" in compiled:
-                records.append({"model": f"{light} (whole)", "note": compiled["error"]})
+                records.append({"model": name, "dtype": dtype, "note": compiled["error"]})
                 _row(records[-1])
                 continue
             verified, note = False, "counted"
-            if args.execute_whole and light in EXECUTED:
+            if args.execute_whole and light in EXECUTED and dtype == "f32":
                 verified, note = _execute(out, args.execute_timeout)
-            fits = _fitted(path, out, compiled, tmp, args.whole_timeout, MAX_COPIES)
-            for r in _records(f"{light} (whole)", fits, verified, note):
+            fits = _fitted(path, out, compiled, tmp, args.whole_timeout, MAX_COPIES, dtype)
+            for r in _records(name, fits, verified, note, dtype):
                 records.append(r)
                 _row(r)
     print("\npublished, images/s (comparison only): "
@@ -289,11 +297,11 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
 
 
-def _row(r: dict) -> None:  # type: ignore[type-arg]
+def _row(r: dict) -> None:
     if not getattr(_row, "done", False):
         print(f"{'model':<42}{'memory':>9}{'compile s':>10}{'peak MB':>8}{'cycles':>15}"
               f"{'xbars':>11}{'move %':>7}{'img/s':>11}{'img/J':>10}  note")
-        _row.done = True  # type: ignore[attr-defined]
+        _row.done = True
     if "cycles" not in r:
         print(f"{r['model']:<42}{'':>9}  not compiled: {r['note']}")
         return
