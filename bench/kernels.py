@@ -23,7 +23,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from pimc.runtime import run_program  # noqa: E402
 from pimc.runtime.hostio import complete_inputs  # noqa: E402
 
-from pimc.cli import verify_outputs  # noqa: E402
+from pimc.cli_run import verify_outputs  # noqa: E402
 from pimc.compile import compile_source  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
