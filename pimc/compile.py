@@ -22,11 +22,12 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
+from pimc.lower.inspace import RelayoutError
 from pimc.lower.link import StageProgram, link
 from pimc.lower.rowtree import row_tree
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
-from pimc.lower.tensors import Placement, RelayoutError, lower_tensors
-from pimc.lower.views import View
+from pimc.lower.tensors import lower_tensors
+from pimc.lower.views import Placement, View
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
 from pimc.ops import VIEWS
 from pimc.passes.dce import dce

@@ -4,12 +4,25 @@ simplifying them and moving them across a lane axis."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from pimc.ir import Param
 from pimc.isa.uop import ViewOp
 
 View = tuple[ViewOp, ...]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A parameter as the host writes it: `lanes` values per row from `col` on, through
+    `view` (whose last dimension is the lanes)."""
+
+    param: Param
+    col: int
+    lanes: int
+    view: View
 
 
 def element_ids(shape: tuple[int, ...]) -> np.ndarray:

@@ -19,7 +19,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO
 
 if TYPE_CHECKING:
-    from pimc.lower.tensors import Placement
+    from pimc.lower.views import Placement
     from pimc.passes.lower import Lowered
 
 
