@@ -14,7 +14,7 @@ import math
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.flow import written_columns
+from pimc.isa.flow import routine_writes
 from pimc.isa.uop import (
     Arg,
     Call,
@@ -271,48 +271,6 @@ def item_problem(prog: Program, item: Item, frame: Routine | None, count: int,
     else:
         what = op_problem(prog, item, frame)
     return None if what is None else (0, what)
-
-
-def routine_writes(prog: Program) -> dict[str, set[str]]:
-    """Routine name -> the segments its body writes (through nested calls too)."""
-    table = {r.name: r for r in prog.routines}
-    done: dict[str, set[str]] = {}
-
-    def frame_writes(body: tuple[Item, ...], r: Routine) -> set[int]:
-        cols: set[int] = set()
-        for item in body:
-            if isinstance(item, Loop):
-                cols |= frame_writes(item.body, r)  # conservative: every iteration's base
-                for sub in item.body:
-                    if isinstance(sub, Call) and sub.routine in table:
-                        callee = table[sub.routine]
-                        starts = callee.starts()
-                        for a in sub.args:
-                            if a.segment in writes(callee) and a.segment in starts:
-                                w = starts[a.segment][1]
-                                for i in range(item.count):
-                                    cols.update(range(a.base + i * a.stride,
-                                                      a.base + i * a.stride + w))
-            elif isinstance(item, Call):
-                callee = table.get(item.routine)
-                if callee is not None:
-                    starts = callee.starts()
-                    for a in item.args:
-                        if a.segment in writes(callee) and a.segment in starts:
-                            cols.update(range(a.base, a.base + starts[a.segment][1]))
-            else:
-                cols.update(written_columns(item))
-        return cols
-
-    def writes(r: Routine) -> set[str]:
-        if r.name not in done:
-            done[r.name] = set()  # recursion is reported by check_routines
-            cols = frame_writes(r.body, r)
-            done[r.name] = {s for s, (a, w) in r.starts().items()
-                            if any(a <= c < a + w for c in cols)}
-        return done[r.name]
-
-    return {r.name: writes(r) for r in prog.routines}
 
 
 def check_routines(prog: Program, name: str) -> dict[str, set[str]]:
