@@ -31,7 +31,7 @@ from pimc.runtime import run_program  # noqa: E402
 from pimc.compile import compile_model  # noqa: E402
 from pimc.isa.dtypes import parse_dtype, quantize  # noqa: E402
 from pimc.isa.flow import flat  # noqa: E402
-from pimc.passes.evaluate import evaluate  # noqa: E402
+from pimc.reference.evaluate import evaluate  # noqa: E402
 from samples.make_onnx_samples import gemm_relu_gemm  # noqa: E402
 
 SIZES = [(4, 8, 16, 8), (16, 16, 32, 10), (40, 4, 32, 8), (64, 8, 32, 16)]

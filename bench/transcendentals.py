@@ -37,7 +37,7 @@ from pimc.runtime.count import count_program  # noqa: E402
 
 from pimc.compile import compile_model  # noqa: E402
 from pimc.isa.dtypes import parse_dtype  # noqa: E402
-from pimc.passes.evaluate import evaluate  # noqa: E402
+from pimc.reference.evaluate import evaluate  # noqa: E402
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:

@@ -260,12 +260,12 @@ def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
                    outputs: dict[str, np.ndarray], name: str) -> int:
     """Rebuild the reference from the program's .meta records; 0 if every bit agrees."""
     from pimc.frontend.dsl import parse_kernels
-    from pimc.passes.evaluate import evaluate
     from pimc.passes.typecheck import typecheck
+    from pimc.reference.evaluate import evaluate
 
     meta = dict(prog.meta)
     if "model" in meta:
-        from pimc.onnx_verify import verify_model
+        from pimc.reference.onnx_verify import verify_model
 
         return verify_model(prog, inputs, outputs, name)
     if "kernel-source" not in meta:

@@ -23,7 +23,9 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
 from pimc.lower.inspace import RelayoutError
+from pimc.lower.layout import layout
 from pimc.lower.link import StageProgram, link
+from pimc.lower.nor_netlist import Lowered, lower
 from pimc.lower.rowtree import row_tree
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
 from pimc.lower.tensors import lower_tensors
@@ -31,8 +33,6 @@ from pimc.lower.views import Placement, View
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
 from pimc.ops import VIEWS
 from pimc.passes.dce import dce
-from pimc.passes.layout import layout
-from pimc.passes.lower import Lowered, lower
 from pimc.passes.pipeline import run_passes
 from pimc.runtime.progress import Progress
 from pimc.synth.alloc import allocate

@@ -188,7 +188,7 @@ class _Replay:
 
     def __init__(self, prog: Program, written: dict[str, np.ndarray], training: Training
                  ) -> None:
-        from pimc.onnx_verify import reference
+        from pimc.reference.onnx_verify import reference
 
         self.prog, self.training = prog, training
         self.meta = dict(prog.meta)
@@ -199,8 +199,8 @@ class _Replay:
         self.want: dict[str, np.ndarray] = {}
 
     def step(self, index: int, batch_values: dict[str, np.ndarray], loss: np.ndarray) -> None:
-        from pimc.onnx_verify import onnx_reference, tolerance
-        from pimc.passes.evaluate import evaluate
+        from pimc.reference.evaluate import evaluate
+        from pimc.reference.onnx_verify import onnx_reference, tolerance
 
         self.values.update(batch_values)
         want, _ = evaluate(self.kernel, self.values, self.meta.get("mode", "ieee"))
@@ -228,7 +228,7 @@ class _Replay:
             self.values[w] = dts[new].from_bits(want[new]).reshape(np.shape(self.values[w]))
 
     def finish(self, final: dict[str, np.ndarray]) -> int:
-        from pimc.onnx_verify import tolerance
+        from pimc.reference.onnx_verify import tolerance
 
         rtol, atol = tolerance(self.meta.get("dtype", "f32"))
         for new, w in self.training.state.items():

@@ -17,8 +17,8 @@ from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.text import parse_program, print_program
-from pimc.passes.evaluate import evaluate
 from pimc.passes.typecheck import typecheck
+from pimc.reference.evaluate import evaluate
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

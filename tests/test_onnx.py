@@ -18,7 +18,7 @@ from pimc.isa.flow import flat
 from pimc.isa.uop import ViewOp
 from pimc.lower.tensors import lower_tensors
 from pimc.lower.views import simplify
-from pimc.passes.evaluate import evaluate
+from pimc.reference.evaluate import evaluate
 
 F = TensorProto.FLOAT
 

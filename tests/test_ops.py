@@ -13,7 +13,7 @@ from pimc.ir import Kernel, Loc, Node, Param, add_node
 from pimc.isa.arch import Arch
 from pimc.lower.tensors import lower_tensors
 from pimc.ops import CALLS, COMMUTATIVE, OPS, REDUCTIONS, VIEWS, Kind, Result
-from pimc.passes.evaluate import evaluate
+from pimc.reference.evaluate import evaluate
 
 LOC = Loc("t", 1, 1)
 TYPES = {"float": ("f32", "bf16"), "int": ("i16", "u8"), "raw": ("u16", "u32")}

@@ -9,13 +9,13 @@ from pimc.runtime.hostio import complete_inputs
 from pimc.compile import compile_source
 from pimc.frontend.dsl import parse_kernels
 from pimc.isa.arch import Arch
+from pimc.lower.layout import Geometry, geometry, layout
+from pimc.lower.nor_netlist import lower
 from pimc.passes.cse import cse
 from pimc.passes.dce import dce
-from pimc.passes.evaluate import evaluate
 from pimc.passes.fold import fold_constants
-from pimc.passes.layout import Geometry, geometry, layout
-from pimc.passes.lower import lower
 from pimc.passes.typecheck import typecheck
+from pimc.reference.evaluate import evaluate
 
 
 def typed(text: str):

@@ -20,8 +20,8 @@ from pimc.lower.factor import factor
 from pimc.lower.moves import Move, on_words, strided
 from pimc.lower.relayout import PAD_LOWEST, plan
 from pimc.lower.stages import resident_view, split_stages
-from pimc.onnx_verify import verify_model
 from pimc.passes.pipeline import run_passes
+from pimc.reference.onnx_verify import verify_model
 from samples.make_onnx_samples import small_cnn
 
 

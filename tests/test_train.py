@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pimc.cli import main
 from pimc.frontend.onnx_train import TrainSpec, training_step
 from pimc.isa.errors import PimError
-from pimc.onnx_verify import lrn_reference
+from pimc.reference.onnx_verify import lrn_reference
 from samples.make_onnx_samples import checkerboards, training_cnn
 
 F = TensorProto.FLOAT

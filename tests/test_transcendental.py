@@ -11,7 +11,7 @@ from pimc.runtime import run_program
 
 from pimc.compile import compile_model
 from pimc.isa.dtypes import parse_dtype
-from pimc.passes.evaluate import evaluate
+from pimc.reference.evaluate import evaluate
 
 FUNCTIONS = ("Exp", "Log", "Sigmoid", "Tanh")
 

@@ -18,7 +18,7 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Routine
-from pimc.passes.lower import lower_node
+from pimc.lower.nor_netlist import lower_node
 from pimc.synth.alloc import Allocation, allocate
 from pimc.synth.emit import emit
 from pimc.synth.netlist import Netlist

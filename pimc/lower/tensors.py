@@ -37,11 +37,11 @@ from pimc.isa.uop import ViewOp, view_shape
 from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.arith import arith_routine
 from pimc.lower.inspace import InSpaceMoves
+from pimc.lower.layout import Geometry, geometry
+from pimc.lower.nor_netlist import Lowered, constant_bits, reduction_identity, tree_levels
 from pimc.lower.views import Placement, View, aligned, simplify, widen
 from pimc.lower.words import Value, WordNet, word_tree
 from pimc.ops import REDUCTIONS
-from pimc.passes.layout import Geometry, geometry
-from pimc.passes.lower import Lowered, constant_bits, reduction_identity, tree_levels
 from pimc.synth.netlist import ONE
 
 

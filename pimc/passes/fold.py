@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from pimc.ir import Kernel
-from pimc.passes.evaluate import evaluate_node
+from pimc.reference.evaluate import evaluate_node
 
 
 def fold_constants(kernel: Kernel, mode: str = "ieee") -> Kernel:

@@ -1,5 +1,5 @@
 """`pimc run --verify` for programs compiled from ONNX models: bit for bit against the
-order-matched reference (pimc.passes.evaluate on the same IR, matrix products split the
+order-matched reference (pimc.reference.evaluate on the same IR, matrix products split the
 same way), and within tolerance of onnx's own reference evaluator."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pimc.ir import Kernel
 from pimc.isa.dtypes import Kind, dequantize, parse_dtype
 from pimc.isa.uop import Program
 from pimc.passes.dce import dce
-from pimc.passes.evaluate import evaluate
 from pimc.passes.pipeline import run_passes
+from pimc.reference.evaluate import evaluate
 
 # onnx's backend tests compare float32 at these; float16 and bfloat16 keep 11 and 8
 # significant bits, and every add of an accumulation rounds to them.

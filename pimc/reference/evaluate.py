@@ -13,14 +13,14 @@ from pimc.ir import Kernel
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.view import LOWEST, ViewOp, windows
-from pimc.ops import REDUCTIONS
-from pimc.passes.layout import geometry
-from pimc.passes.lower import (
+from pimc.lower.layout import geometry
+from pimc.lower.nor_netlist import (
     constant_bits,
     reduction_axes,
     reduction_identity,
     tree_levels,
 )
+from pimc.ops import REDUCTIONS
 from pimc.synth.floating import FORMATS
 from pimc.synth.netlist import ONE
 from pimc.synth.oracle import (

@@ -19,8 +19,8 @@ from pimc.ir import Kernel, Node, Param
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import ViewOp
+from pimc.lower.layout import Geometry, geometry
 from pimc.ops import REDUCTIONS
-from pimc.passes.layout import Geometry, geometry
 from pimc.synth.float_ops import FloatOps
 from pimc.synth.floating import FORMATS
 from pimc.synth.logic import Word

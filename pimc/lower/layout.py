@@ -19,8 +19,8 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO
 
 if TYPE_CHECKING:
+    from pimc.lower.nor_netlist import Lowered
     from pimc.lower.views import Placement
-    from pimc.passes.lower import Lowered
 
 
 @dataclass(frozen=True)
