@@ -7,6 +7,7 @@ the float mode), so `pimc run --verify` can rebuild the reference from it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -16,28 +17,23 @@ from pimc.frontend.dsl import deep_recursion, parse_kernels
 from pimc.frontend.onnx_import import Imported, import_model
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
-from pimc.isa.builder import ProgramBuilder
 from pimc.isa.cost import item_counts
-from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Program, Span
-from pimc.lower.arith import REGISTRY
+from pimc.isa.uop import Program
+from pimc.lower.build import build_program, build_word_program
 from pimc.lower.inspace import RelayoutError
-from pimc.lower.layout import layout
-from pimc.lower.link import StageProgram, link
+from pimc.lower.link import StageProgram, link, relocated
+from pimc.lower.mirror import mirror_view
 from pimc.lower.nor_netlist import Lowered, lower
+from pimc.lower.relayout import move_cycles
 from pimc.lower.rowtree import row_tree
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
 from pimc.lower.tensors import lower_tensors
-from pimc.lower.views import Placement, View
-from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
+from pimc.lower.views import View
 from pimc.ops import VIEWS
 from pimc.passes.dce import dce
 from pimc.passes.pipeline import run_passes
 from pimc.runtime.progress import Progress
-from pimc.synth.alloc import allocate
-from pimc.synth.emit import emit
-from pimc.wear import repeat_runs
 
 
 def select_kernel(kernels: list[Kernel], name: str | None, file: str) -> Kernel:
@@ -208,16 +204,68 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []),
             ("fewest-crossbars", str(sum(c for _, c in fewest))))  # with the slowest splits
     params = {r: imported.names[w] for r, w in (state or {}).items()}
+    sources: dict[tuple[int, int], str] = {}
     if state:  # each new value, the param it replaces, the tensor that param is
         meta += (("state", " ".join(f"{r}:{params[r]}:{w}" for r, w in state.items())),)
-    return link(built, arch, file, meta, tuple(r.name for r in ran.results), params), imported
+        built, sources = _mirrored(stages, found, built, params, file, arch, mode, dtype,
+                                   objective)
+    return link(built, arch, file, meta, tuple(r.name for r in ran.results), params,
+                sources), imported
+
+
+def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram],
+              params: dict[str, str], file: str, arch: Arch, mode: str, dtype: str,
+              objective: str) -> tuple[list[StageProgram], dict[tuple[int, int], str]]:
+    """A training step's update stages compiled again in the order of a placement of
+    their weight (pimc.lower.mirror), with the split the reference follows, where that
+    and its write-back count fewer cycles than the write-back from the update stage's
+    own order (a transposed placement: a move per element); and which result each
+    placement is written back from, by (stage, input) index (the rest from the update
+    stage's own result)."""
+    out, sources = list(built), {}
+    base = list(itertools.accumulate((s.program.crossbars for s in built), initial=0))
+    made = {o.name: relocated(o, base[j]) for j, s in enumerate(built) for o in s.program.outputs}
+    for i, st in enumerate(stages):
+        result = st.kernel.results[0].name if st.kernel.results else ""
+        if result not in params:
+            continue
+        chunks = int(dict(found[i][1].meta).get("chunks", 1))
+        own = next(o for o in built[i].program.outputs if o.name == result)
+        for j, sp in enumerate(built):
+            for k, t in enumerate(sp.program.inputs):
+                view = mirror_view(t, arch.rows) if t.name == params[result] else None
+                if view is None or j == i:
+                    continue
+                _, prog, _, _ = _best_split(st.kernel, file, arch, mode, dtype, objective,
+                                            view, only=chunks)
+                mine = next(o for o in prog.outputs if o.name == result)
+                at = base[-1] + sum(s.program.crossbars for s in out[len(built):])
+                dst = relocated(t, base[j])
+                gather = sum(move_cycles(made[u.name], relocated(u, at), arch)
+                             for u in prog.inputs if u.name in st.residents)
+                if (program_cost(prog, "latency") + gather
+                        + move_cycles(relocated(mine, at), dst, arch)
+                        >= move_cycles(relocated(own, base[i]), dst, arch)):
+                    continue
+                name = f"{result}.{j}.{k}"
+                outs = tuple(dataclasses.replace(o, name=name) if o.name == result else o
+                             for o in prog.outputs)
+                out.append(StageProgram(dataclasses.replace(prog, outputs=outs),
+                                        st.residents, _reader(st.kernel, st.residents)))
+                sources[(j, k)] = name
+                for m, u in enumerate(prog.inputs):
+                    if u.name == params[result]:  # its own copy of the weight
+                        sources[(len(out) - 1, m)] = name
+    return out, sources
 
 
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
                 objective: str, result_view: View = (),
-                options: list[list[tuple[float, int]]] | None = None) -> Split:
+                options: list[list[tuple[float, int]]] | None = None,
+                only: int | None = None) -> Split:
     """The kernel built with every split of its inner axes that fits, the best kept
-    (and every fitting one's (cost, crossbars) appended to `options`)."""
+    (and every fitting one's (cost, crossbars) appended to `options`); with `only`,
+    that split alone."""
     widest = max((_lanes(kernel, n) for n in kernel.graph), default=1)
     best: Split | None = None
     failure: PimError | None = None
@@ -249,16 +297,16 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
         return "ok"
 
     tried: list[tuple[float, int]] = []
-    chunks, last = 1, 0  # the most chunks known to leave too few columns
+    chunks, last = only or 1, 0  # the most chunks known to leave too few columns
     while True:
         progress.update(chunks.bit_length() - 1)
         outcome = attempt(chunks)
         if outcome == "columns":
             last = chunks
-        if outcome == "crossbars" or chunks >= widest:
+        if only or outcome == "crossbars" or chunks >= widest:
             break
         chunks = min(2 * chunks, widest)
-    if best is None and last and chunks > last + 1:
+    if best is None and last and chunks > last + 1 and not only:
         # between too few columns and too many crossbars: the fewest chunks that fit
         lo, hi = last, chunks
         while hi - lo > 1:
@@ -348,68 +396,3 @@ def _placed(k: Kernel, n: int) -> bool:
     while k.node(x).op in ("reshape", "transpose", "window"):
         (x,) = k.operands(x)
     return k.node(x).op == "input"
-
-
-def build_word_program(low: Lowered, placements: list[Placement], arch: Arch, file: str,
-                       what: str, meta: tuple[tuple[str, str], ...]) -> Program:
-    """Layout, word allocation and emission of a word-level program (pimc.lower)."""
-    net: WordNet = low.net
-    place = layout(low, arch, f"{file}: {what}", placements)
-    b = ProgramBuilder(place.crossbars, arch=arch, source=file, meta=meta)
-    b.inputs, b.outputs = list(place.inputs), list(place.outputs)
-    rows = place.rows if len(place.rows) != arch.rows else None
-    if place.padding:  # the last crossbar's rows beyond the tensors: zeros, so reading is legal
-        for t in place.inputs:
-            if not t.broadcast:
-                cols = t.columns(parse_dtype(t.dtype).bits)
-                b.init(cols, 0, xbs=place.crossbars - 1, rows=Span(*place.padding))
-    routines = routines_used(tuple(net.steps), REGISTRY)
-    scratch = arch.cols - max((r.starts().get("t", (0, 0))[1] for r in routines), default=0)
-    product = scratch - max((net.width[s.out] for s in net.steps if s.kind == "mac"), default=0)
-    if product <= place.first_scratch:
-        raise PimError(f"{file}: {what} needs {place.first_scratch} columns for its placed "
-                       f"inputs and results and {arch.cols - product} for routine scratch; "
-                       f"crossbars have {arch.cols}")
-    outputs = [(value, t.col) for t, (_, value) in zip(place.outputs, low.outputs, strict=True)]
-    placed = allocate_words(net, outputs, place.first_scratch, product,
-                            f"{file}: {what}")
-    b.meta += (("columns", f"{placed.peak} of {arch.cols} for values, then "
-                           f"{arch.cols - product} for routine scratch"
-                + (f"; the most at {placed.peak_at}" if placed.peak_at else "")),)
-    emit_words(placed, net, b, scratch, product, rows)
-    b.routines += routines_used(placed.steps, REGISTRY)
-    return b.build()
-
-
-def build_program(low: Lowered, placements: list[Placement] | None, arch: Arch, file: str,
-                  what: str, meta: tuple[tuple[str, str], ...], runs: int,
-                  wear_level: bool) -> Program:
-    """Layout, column allocation and emission of a lowered netlist."""
-    place = layout(low, arch, f"{file}: {what}", placements)
-    b = ProgramBuilder(place.crossbars, arch=arch, source=file, meta=meta)
-    b.inputs, b.outputs = list(place.inputs), list(place.outputs)
-    if place.padding:  # the last crossbar's rows beyond the tensors: zeros, so reading is legal
-        for t in place.inputs:
-            if not t.broadcast:
-                cols = t.columns(parse_dtype(t.dtype).bits)
-                b.init(cols, 0, xbs=place.crossbars - 1, rows=Span(*place.padding))
-    col = place.first_scratch
-    outputs = [(bit, t.col + i) for t, (_, word) in zip(place.outputs, low.outputs, strict=True)
-               for i, bit in enumerate(word)]
-    try:
-        alloc = allocate(low.net, outputs, range(col, arch.cols), what=what)
-    except PimError:
-        need = allocate(low.net, outputs, range(col, col + 1 << 20), reserve=0)
-        where = need.src.get(need.peak_at, "") if need.peak_at is not None else ""
-        raise PimError(f"{file}: {what} needs {col + need.peak_scratch} columns "
-                       f"({col} for inputs and results, {need.peak_scratch} scratch, the most "
-                       f"at {where or 'its end'}); crossbars have {arch.cols}") from None
-    where = alloc.src.get(alloc.peak_at, "") if alloc.peak_at is not None else ""
-    b.meta += (("columns", f"{col + alloc.peak_scratch} of {arch.cols}: {col} inputs and "
-                           f"results, {alloc.peak_scratch} scratch at the peak"
-                           + (f" ({where})" if where else "")),)
-    emit(alloc, b, rows=place.rows if len(place.rows) != arch.rows else None)
-    if runs < 1:
-        raise PimError(f"runs must be at least 1, not {runs}")
-    b.ops = list(repeat_runs(tuple(b.ops), runs, col, arch.cols, wear_level))
-    return b.build()

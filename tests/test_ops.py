@@ -8,9 +8,9 @@ import pytest
 from pimc.runtime import run_program
 from pimc.runtime.hostio import complete_inputs
 
-from pimc.compile import build_word_program
 from pimc.ir import Kernel, Loc, Node, Param, add_node
 from pimc.isa.arch import Arch
+from pimc.lower.build import build_word_program
 from pimc.lower.tensors import lower_tensors
 from pimc.ops import CALLS, COMMUTATIVE, OPS, REDUCTIONS, VIEWS, Kind, Result
 from pimc.reference.evaluate import evaluate

@@ -171,6 +171,42 @@ def test_moves_from_a_copy_over_several_words_cover_their_pairs(x0, n, step, dx,
             assert not set(p.xbs.indices()) & set(p.sources.indices())
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 40), st.integers(2, 12), st.integers(1, 4), st.booleans())
+def test_a_weight_computed_in_a_placements_mirror_order_moves_a_transfer_per_lane(k, n, chunks,
+                                                                               transposed):
+    """A (K, N) weight placed for a product, its inner axis in lanes split in chunks
+    (the forward one, or the backward one reading its transpose): computed in
+    mirror_view's order, one element a row, it moves into the placement with a few
+    TRANSFERs a lane (not a move per element, as from the natural order into a transposed
+    placement), and the placement holds what the host would have placed."""
+    from pimc.lower.mirror import mirror_view
+
+    rows = 16
+    inner, outer = (n, k) if transposed else (k, n)
+    per = -(-inner // chunks)
+    view = ((ViewOp("transpose", (1, 0)),) if not transposed else ()) + (
+        ViewOp("pad", (outer, chunks * per)) if chunks * per != inner else None,
+        ViewOp("reshape", (outer, chunks, per)), ViewOp("transpose", (1, 0, 2)))
+    view = tuple(v for v in view if v is not None)
+    shape = (k, n)
+    slots = chunks * outer
+    dst = TensorIO("w", "f32", shape, Span(3, 3 + -(-slots // rows)),
+                   Span(0, min(rows, slots) if slots < rows else rows), 0, lanes=per, view=view)
+    mirror = mirror_view(dst, rows)
+    assert mirror is not None
+    src = _io("w", shape, mirror, 1, dst.xbs.stop + 2, rows)
+    got = _replay(src, dst)
+    ids = np.arange(1, k * n + 1).reshape(shape)
+    want = apply_view(ids, view).reshape(-1, per)
+    assert np.array_equal(got.reshape(want.shape), want)
+    p = plan(src, dst)
+    assert len(p.moves) + len(p.spread) <= 4 * per  # per lane, not per element
+    natural = plan(_io("w", shape, (), 1, dst.xbs.stop + 2, rows), dst)
+    if transposed and k > 2 * rows:
+        assert len(p.moves) < len(natural.moves)
+
+
 def test_phase_planes_into_phase_blocks_of_another_size_are_one_transfer():
     """A lane's plane of each of 64 phases, from a map's phase blocks 13 crossbars apart
     into a layer's 4 apart: one TRANSFER (cut where a crossbar would be both a source and

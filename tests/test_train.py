@@ -430,3 +430,19 @@ def test_an_opset_9_model_gets_a_step_graph_of_its_own_opset():
         outs.append(ReferenceEvaluator(step.model, new_ops=[lrn_reference()]).run(None, feeds))
     for a, b in zip(*outs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_transposed_weight_placement_is_updated_in_its_own_order(tmp_path, capsys):
+    """A 512-wide hidden layer read back by an 8-class one: the backward product reads
+    the second weight transposed, so the step computes its update again in that
+    placement's order (an extra stage) and writes it back a TRANSFER per lane; three
+    steps stay bit-exact, every weight in every placement."""
+    from pimc.isa.text import load_program
+    from samples.make_onnx_samples import gemm_chain
+
+    x = np.random.default_rng(5).normal(size=(3, 32)).astype(np.float32)
+    code, _ = _compile_and_run(tmp_path, gemm_chain([32, 512, 8], batch=1),
+                               {"x": x, "labels": np.array([1, 4, 6])}, 3, "--lr", "0.05")
+    assert code == 0, capsys.readouterr().out
+    meta = dict(load_program(tmp_path / "m.uop").meta)
+    assert len(meta["stage-starts"].split()) > int(meta["stages"])  # the mirrored update

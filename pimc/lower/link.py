@@ -27,6 +27,11 @@ def shifted(span: Span, by: int) -> Span:
     return Span(span.start + by, span.stop + by, span.step)
 
 
+def relocated(t: TensorIO, by: int) -> TensorIO:
+    """A placement `by` crossbars further on."""
+    return dataclasses.replace(t, xbs=shifted(t.xbs, by))
+
+
 def relocate(item: Item, by: int) -> Item:
     """The same op acting `by` crossbars further on."""
     if isinstance(item, Loop):
@@ -46,12 +51,15 @@ def _end(ts: tuple[TensorIO, ...]) -> int:
 
 def link(stages: list[StageProgram], arch: Arch, file: str,
          meta: tuple[tuple[str, str], ...], results: tuple[str, ...] = (),
-         state: dict[str, str] | None = None) -> Program:
+         state: dict[str, str] | None = None,
+         sources: dict[tuple[int, int], str] | None = None) -> Program:
     """One program: the stages one after another in consecutive crossbar ranges; the
     host reads the `results` (by default the last stage's outputs) where their stages
     left them. `state` (result -> input, a training step's new weights): at the end,
     each such result is moved into every placement of its input, so that the program
-    run again (the next step) reads it there; the host writes the input once."""
+    run again (the next step) reads it there; the host writes the input once. `sources`
+    names, by (stage, input) index, another stage's output to move into that placement
+    instead (the same values, computed in its order: pimc.lower.mirror)."""
     total = sum(s.program.crossbars for s in stages)
     if total > arch.max_crossbars:
         sizes = ", ".join(str(s.program.crossbars) for s in stages)
@@ -62,22 +70,22 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
     routines = {}
     base = 0
     starts = []
-    kept: list[tuple[TensorIO, int]] = []  # host-written placements a result replaces
+    kept: list[tuple[TensorIO, int, str]] = []  # placements a result replaces, and from what
     targets = set((state or {}).values())
-    for s in stages:
+    for j, s in enumerate(stages):
         p = s.program
         starts.append(len(b.ops))
-        ins = tuple(dataclasses.replace(t, xbs=shifted(t.xbs, base)) for t in p.inputs)
-        outs = tuple(dataclasses.replace(t, xbs=shifted(t.xbs, base)) for t in p.outputs)
+        ins = tuple(relocated(t, base) for t in p.inputs)
+        outs = tuple(relocated(t, base) for t in p.outputs)
         staging = _end(ins + outs)
         b.source_note = s.label
-        for t in ins:
+        for k, t in enumerate(ins):
             if t.name in s.residents:
                 emit_moves(b, made[t.name], t, staging, arch)
             else:
                 b.inputs.append(t)
                 if t.name in targets:
-                    kept.append((t, staging))
+                    kept.append((t, staging, (sources or {}).get((j, k), "")))
         b.source_note = ""
         b.ops += [relocate(i, base) for i in p.ops]
         for r in p.routines:
@@ -87,9 +95,9 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
         base += p.crossbars
     for result, name in (state or {}).items():
         b.source_note = f"update/{name} write-back"
-        for t, staging in kept:
+        for t, staging, source in kept:
             if t.name == name:
-                emit_moves(b, made[result], t, staging, arch)
+                emit_moves(b, made[source or result], t, staging, arch)
     b.source_note = ""
     b.outputs = [made[r] for r in results] if results else list(outs)
     b.meta += (("stage-starts", " ".join(map(str, starts))),)  # the pipeline's stages

@@ -38,7 +38,7 @@ from pimc.lower.moves import (
 from pimc.lower.views import element_ids, element_slots
 from pimc.runtime.hostio import slot_places, slots
 
-__all__ = ["PAD_LOWEST", "Plan", "emit_moves", "plan"]
+__all__ = ["PAD_LOWEST", "Plan", "emit_moves", "move_cycles", "plan"]
 
 MAX_WORDS = 4  # home words a map's one copy in a smaller stage may take
 
@@ -101,6 +101,15 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
     moves = _cheaper(moves, parse_dtype(dst.dtype).bits, max_shift)
     fills = tuple(Fill(tuple(lanes), xbs, span, low) for (low, xbs, span), lanes in pads.items())
     return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
+
+
+def move_cycles(src: TensorIO, dst: TensorIO, arch: Arch) -> int:
+    """About the cycles emit_moves spends on plan(src, dst): its moves' and copies'
+    (Move.cycles), one a fill."""
+    p = plan(src, dst, arch.max_shift)
+    bits = parse_dtype(dst.dtype).bits
+    return (sum(m.cycles(bits, arch.max_shift) for m in (*p.spread, *p.moves, *p.copies))
+            + len(p.fills))
 
 
 def _cheaper(moves: list[Move], bits: int, max_shift: int) -> list[Move]:
