@@ -61,10 +61,16 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
         op = "max" if node.op == "reduce_max" else "add"
         acc, key = arith_routine(op, (dt, dt), dt, mode, arch, inplace=True), []
         identity = reduction_identity(node.op, d)
+    result = kernel.results[0]
+    cast = [arith_routine("cast", (dt,), result.dtype, mode, arch)] if (
+        after and after[-1][0] == "cast") else []
+    after = after[:len(after) - len(cast)]
     tail = [arith_routine(op, (dt, dt), dt, mode, arch, inplace=True) for op, _ in after]
     mask = 2 * bits  # the search variant's column of the planes' largest
+    out = mask + 1  # a cast's result
     if any(mask + (by == "search") > arch.cols - r.starts()["t"][1]
-           for r in (acc, *key, *tail)):
+           for r in (acc, *key, *tail)) or any(
+            out + parse_dtype(result.dtype).bits > arch.cols - r.starts()["t"][1] for r in cast):
         return None
     crossbars = math.prod(view_shape(shape, own)) // arch.rows
     b = ProgramBuilder(crossbars, arch=arch, source=file)
@@ -85,13 +91,15 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
     for r, (_, value) in zip(tail, after, strict=True):  # e.g. a mean's division
         b.init(partner, value, rows=firsts)
         b.call(r.name, a=0, b=bits, t=arch.cols - r.starts()["t"][1], rows=firsts)
-    result = kernel.results[0]
+    for r in cast:  # (its other rows zero: a block move into the reader carries them)
+        b.init(range(out, out + parse_dtype(result.dtype).bits), 0)
+        b.call(r.name, a=0, out=out, t=arch.cols - r.starts()["t"][1], rows=firsts)
     view = (ViewOp("reshape", (*result.shape, 1)), ViewOp("pad", (*result.shape, length)),
             ViewOp("reshape", shape), *own)
-    b.outputs.append(TensorIO(result.name, dt, tuple(result.shape), Span(0, crossbars),
-                              Span(0, arch.rows), 0, view=view))
+    b.outputs.append(TensorIO(result.name, result.dtype, tuple(result.shape), Span(0, crossbars),
+                              Span(0, arch.rows), out if cast else 0, view=view))
     b.source_note = ""
-    b.routines += routines_called([acc, *key, *tail], REGISTRY)
+    b.routines += routines_called([acc, *key, *tail, *cast], REGISTRY)
     return b.build()
 
 
@@ -120,8 +128,9 @@ def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[tuple
     """(resident name, its shape, the reduced length, the reduction node, the ops after
     it) when the kernel is input -> reshape to (..., L) -> sum or max over that last
     axis, then reshapes and arithmetic with scalar constants (a mean's division) up to
-    its one result. A window over the whole of the trailing axes (an AveragePool as
-    large as its map) may come before the reshape: it only reshapes."""
+    its one result, perhaps cast last (a bfloat16 network's float32 output). A window
+    over the whole of the trailing axes (an AveragePool as large as its map) may come
+    before the reshape: it only reshapes."""
     nodes = [n for n in kernel.nodes_in_order() if kernel.node(n).op != "const"]
     if len(nodes) > 3 and _whole(kernel, nodes[1]):
         nodes = [nodes[0], *nodes[2:]]
@@ -143,6 +152,8 @@ def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[tuple
             if c.op != "const" or math.prod(c.shape or ()) != 1 or c.dtype != n.dtype:
                 return None
             after.append((node.op, int(c.attr("raw"))))
+        elif node.op == "cast" and u == nodes[-1]:  # into the network's output type
+            after.append(("cast", 0))
         elif node.op != "reshape":
             return None
     if kernel.outputs[kernel.results[0].name] != nodes[-1]:
