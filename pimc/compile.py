@@ -23,7 +23,7 @@ from pimc.isa.uop import Program
 from pimc.lower.build import build_program, build_word_program
 from pimc.lower.inspace import RelayoutError
 from pimc.lower.link import StageProgram, link, relocated
-from pimc.lower.mirror import mirror_view
+from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
 from pimc.lower.nor_netlist import Lowered, lower
 from pimc.lower.relayout import move_cycles
 from pimc.lower.rowtree import row_tree
@@ -234,17 +234,17 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
         for j, sp in enumerate(built):
             for k, t in enumerate(sp.program.inputs):
                 view = mirror_view(t, arch.rows) if t.name == params[result] else None
-                if view is None or j == i:
+                if view is None or j == i or not scattered(t, arch.rows):
                     continue
                 _, prog, _, _ = _best_split(st.kernel, file, arch, mode, dtype, objective,
                                             view, only=chunks)
                 mine = next(o for o in prog.outputs if o.name == result)
                 at = base[-1] + sum(s.program.crossbars for s in out[len(built):])
                 dst = relocated(t, base[j])
-                gather = sum(move_cycles(made[u.name], relocated(u, at), arch)
-                             for u in prog.inputs if u.name in st.residents)
-                if (program_cost(prog, "latency") + gather
-                        + move_cycles(relocated(mine, at), dst, arch)
+                if t.placed_elements <= UNPLANNED and (
+                        program_cost(prog, "latency") + move_cycles(relocated(mine, at), dst, arch)
+                        + sum(move_cycles(made[u.name], relocated(u, at), arch)
+                              for u in prog.inputs if u.name in st.residents)
                         >= move_cycles(relocated(own, base[i]), dst, arch)):
                     continue
                 name = f"{result}.{j}.{k}"

@@ -14,8 +14,25 @@ from __future__ import annotations
 
 import math
 
-from pimc.isa.uop import TensorIO, ViewOp, view_shape
-from pimc.lower.views import View
+import numpy as np
+
+from pimc.isa.uop import TensorIO, ViewOp, apply_view, view_shape
+from pimc.lower.views import View, element_ids
+
+# Above this many elements a scattered placement is mirrored without planning the
+# write-back it replaces (that plan is itself a move per element to build).
+UNPLANNED = 1 << 20
+
+
+def scattered(t: TensorIO, rows: int) -> bool:
+    """Whether the one-element-a-row order leaves the elements of t's first crossbar
+    (lane 0) at many distances from their slots: a move each, or nearly."""
+    ids = apply_view(element_ids(t.shape), t.view).reshape(-1, t.lanes)[:len(t.rows), 0]
+    at = np.flatnonzero(ids > 0)
+    natural = ids[at].astype(np.int64) - 1
+    distances = {(int(x), int(r)) for x, r in zip(natural // rows, natural % rows - at,
+                                                   strict=True)}
+    return len(distances) > max(2, len(at) // 4)
 
 
 def mirror_view(t: TensorIO, rows: int) -> View | None:
