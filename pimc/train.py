@@ -157,7 +157,7 @@ def run_steps(prog: Program, inputs: dict[str, np.ndarray], program: str, steps:
     machine = Machine(prog, program, strict=strict, engine=engine)
     written = machine.host.load({**inputs, **batch(data, prog, 0, samples)}, seed)
     outs = {t.name: t for t in prog.outputs}
-    check = _Replay(prog, written, training) if verify else None
+    check = _Replay(prog, written, training, program) if verify else None
     losses = []
     for step in range(steps):
         now = {name: host_values(t, values, program) for (name, t), values in zip(
@@ -186,13 +186,13 @@ class _Replay:
     """The order-matched reference, step by step (its new weights fed back), and onnx's
     evaluator on each step from the same weights."""
 
-    def __init__(self, prog: Program, written: dict[str, np.ndarray], training: Training
-                 ) -> None:
+    def __init__(self, prog: Program, written: dict[str, np.ndarray], training: Training,
+                 program: str) -> None:
         from pimc.reference.onnx_verify import reference
 
         self.prog, self.training = prog, training
         self.meta = dict(prog.meta)
-        self.kernel, self.model, self.imported = reference(prog)
+        self.kernel, self.model, self.imported = reference(prog, program)
         self.values = dict(written)  # what the reference's next step reads
         self.bad = 0
         self.theirs: dict[str, np.ndarray] | None = None

@@ -446,3 +446,17 @@ def test_a_transposed_weight_placement_is_updated_in_its_own_order(tmp_path, cap
     assert code == 0, capsys.readouterr().out
     meta = dict(load_program(tmp_path / "m.uop").meta)
     assert len(meta["stage-starts"].split()) > int(meta["stages"])  # the mirrored update
+
+
+def test_a_training_program_is_verified_from_another_folder(tmp_path, monkeypatch, capsys):
+    """Compiled with relative paths, the program records its step graph as
+    m.uop.train.onnx; run from another folder, --verify finds it beside the program."""
+    x, y = blobs(8, 8, 3, seed=2)
+    onnx.save(perceptron(8, 8, 3), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "data.npz", x=x, labels=y)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", "m.onnx", "-o", "m.uop", "--train", "--batch", "4"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code = main(["run", "../m.uop", "--steps", "2", "--data", "../data.npz", "--verify"])
+    assert code == 0, capsys.readouterr().out

@@ -4,6 +4,8 @@ same way), and within tolerance of onnx's own reference evaluator."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 
@@ -79,11 +81,20 @@ def _softmax_before_13() -> list[type]:
     return [Softmax, LogSoftmax]
 
 
-def reference(prog: Program) -> tuple[Kernel, onnx.ModelProto, Imported]:
-    """The IR the program was lowered from, with its recorded splits (the order-matched
-    reference evaluates it), the model, and what its import made of it."""
+def model_path(prog: Program, program: str = "") -> str:
+    """The model the program records (its path as given to pimc compile), or, where that
+    path does not lead from here, the file of that name beside the program (a training
+    step's OUTPUT.train.onnx, when the program is run from another folder)."""
+    path = dict(prog.meta)["model"]
+    beside = Path(program).parent / Path(path).name
+    return str(beside) if program and not Path(path).exists() and beside.exists() else path
+
+
+def reference(prog: Program, program: str = "") -> tuple[Kernel, onnx.ModelProto, Imported]:
+    """The IR the program (file `program`) was lowered from, with its recorded splits
+    (the order-matched reference evaluates it), the model, and what its import made of it."""
     meta = dict(prog.meta)
-    model = load_model(meta["model"])
+    model = load_model(model_path(prog, program))
     variables = frozenset(entry.split(":")[2] for entry in meta.get("state", "").split())
     imported = import_model(model, meta["model"], dtype=meta.get("dtype", "f32"),
                             variables=variables)
@@ -124,7 +135,7 @@ def onnx_reference(model: onnx.ModelProto, imported: Imported, kernel: Kernel, d
 def verify_model(prog: Program, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                  name: str) -> int:
     dtype = dict(prog.meta).get("dtype", "f32")
-    kernel, model, imported = reference(prog)
+    kernel, model, imported = reference(prog, name)
     want, checkable = evaluate(kernel, inputs, dict(prog.meta).get("mode", "ieee"))
     theirs = onnx_reference(model, imported, kernel, dtype, inputs)
     bad = 0
