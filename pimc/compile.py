@@ -236,8 +236,10 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
                 view = mirror_view(t, arch.rows) if t.name == params[result] else None
                 if view is None or j == i or not scattered(t, arch.rows):
                     continue
-                _, prog, _, _ = _best_split(st.kernel, file, arch, mode, dtype, objective,
-                                            view, only=chunks)
+                _, prog, _, low = _best_split(st.kernel, file, arch, mode, dtype, objective,
+                                              view, only=chunks)
+                if low is not None and low.host_values:  # (a row index of its own: none yet)
+                    continue
                 mine = next(o for o in prog.outputs if o.name == result)
                 at = base[-1] + sum(s.program.crossbars for s in out[len(built):])
                 dst = relocated(t, base[j])
