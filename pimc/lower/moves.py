@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span
@@ -277,3 +278,42 @@ def shift_hops(b: ProgramBuilder, src: list[int], dst: list[int], by: int, temp:
         with b.loop(middle):
             b.call(name, t=temp[0], xbs=xbs, rows=band)
     b.shift(temp, dst, step, xbs=xbs, rows=rows, pred=pred)
+
+
+def staged(m: Move, arch: Arch) -> bool:
+    """Whether the move passes through the staging columns: a TRANSFER then a SHIFT, or
+    a shift in hops (wider than the barrel shifter)."""
+    return bool(m.dx and m.by) or abs(m.by) > arch.max_shift
+
+
+def emit_move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging: int,
+              arch: Arch, name: str) -> None:
+    """One move's micro-ops: a SHIFT (in hops), or TRANSFERs (runs whose sources are
+    among their destinations split apart), through the staging columns from `staging`
+    on where the rows shift too."""
+    if staging + (len(lane) if staged(m, arch) else 0) > arch.cols:
+        raise PimError(f"{name}: no free columns to stage a move in")
+    temp = list(range(staging, staging + len(lane)))
+    if m.dx == 0:
+        shift_hops(b, words, lane, m.by, temp, xbs=m.xbs, rows=m.rows)
+        return
+    d, step = abs(m.dx), m.xbs.step
+    if m.src_step:  # (runs of two steps: strided() keeps them apart)
+        spans = [(m.xbs, m.sources)]
+    elif d % step == 0 and d < m.xbs.stop - m.xbs.start:  # sources among the destinations:
+        # destinations 2d apart, whose sources (d away) are none of them
+        spans = [(Span(m.xbs.start + u, m.xbs.stop, 2 * d),
+                  Span(m.xbs.start + u + m.dx, m.xbs.stop + m.dx, 2 * d))
+                 for u in range(0, min(2 * d, m.xbs.stop - m.xbs.start), step)]
+    else:
+        spans = [(m.xbs, Span(m.xbs.start + m.dx, m.xbs.stop + m.dx, step))]
+    before = Span(m.rows.start - m.by, m.rows.stop - m.by, m.rows.step)
+    for into, from_xbs in spans:
+        if m.by == 0:
+            b.transfer(from_xbs, into, words, lane, rows=m.rows)
+        else:
+            if abs(m.by) > arch.max_shift:  # hops read temp's rows around the move's
+                b.init(temp, 0, xbs=into, rows=hop_rows(m.rows, m.by, arch.max_shift,
+                                                        arch.rows)[1])
+            b.transfer(from_xbs, into, words, temp, rows=before)
+            shift_hops(b, temp, lane, m.by, temp, xbs=into, rows=m.rows)

@@ -29,10 +29,10 @@ from pimc.lower.moves import (
     PAD_LOWEST,
     Fill,
     Move,
+    emit_move,
     group_spans,
-    hop_rows,
     on_words,
-    shift_hops,
+    staged,
     strided,
 )
 from pimc.lower.views import element_ids, element_slots
@@ -359,12 +359,12 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     if p.home_zero is not None:
         b.init(home, 0, xbs=p.home_zero[0], rows=p.home_zero[1])
     for m in p.spread:
-        _move(b, m, home if m.local else src.columns(bits), homes[m.word], staging, arch,
+        emit_move(b, m, home if m.local else src.columns(bits), homes[m.word], staging, arch,
               dst.name)
     for m in p.moves:
         for piece, w in (on_words(m, dst.xbs.start, len(dst.xbs)) if m.local and words > 1
                          else [(m, 0)]):
-            _move(b, piece, homes[w] if m.local else src.columns(bits), lanes(m.lanes),
+            emit_move(b, piece, homes[w] if m.local else src.columns(bits), lanes(m.lanes),
                   staging, arch, dst.name)
     raw = int(dt.to_bits(np.array([lowest(np.dtype(dt.host))], dtype=dt.host))[0])
     for f in p.fills:  # the lowest value in every lane of the fill
@@ -372,44 +372,8 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         b.init(lanes(f.lanes), low if f.lowest else 0, xbs=f.xbs, rows=f.rows)
     width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
     for m in p.copies:
-        step = width if _staged(m, arch) else len(m.lanes)
+        step = width if staged(m, arch) else len(m.lanes)
         for k in range(0, len(m.lanes), step):
             part = lanes(m.lanes[k:k + step])
-            _move(b, m, part, part, staging, arch, dst.name)
+            emit_move(b, m, part, part, staging, arch, dst.name)
     return len(b.ops) - start
-
-
-def _staged(m: Move, arch: Arch) -> bool:
-    """Whether the move passes through the staging columns: a TRANSFER then a SHIFT, or
-    a shift in hops (wider than the barrel shifter)."""
-    return bool(m.dx and m.by) or abs(m.by) > arch.max_shift
-
-
-def _move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], staging: int,
-          arch: Arch, name: str) -> None:
-    if staging + (len(lane) if _staged(m, arch) else 0) > arch.cols:
-        raise PimError(f"{name}: no free columns to stage a move in")
-    temp = list(range(staging, staging + len(lane)))
-    if m.dx == 0:
-        shift_hops(b, words, lane, m.by, temp, xbs=m.xbs, rows=m.rows)
-        return
-    d, step = abs(m.dx), m.xbs.step
-    if m.src_step:  # (runs of two steps: strided() keeps them apart)
-        spans = [(m.xbs, m.sources)]
-    elif d % step == 0 and d < m.xbs.stop - m.xbs.start:  # sources among the destinations:
-        # destinations 2d apart, whose sources (d away) are none of them
-        spans = [(Span(m.xbs.start + u, m.xbs.stop, 2 * d),
-                  Span(m.xbs.start + u + m.dx, m.xbs.stop + m.dx, 2 * d))
-                 for u in range(0, min(2 * d, m.xbs.stop - m.xbs.start), step)]
-    else:
-        spans = [(m.xbs, Span(m.xbs.start + m.dx, m.xbs.stop + m.dx, step))]
-    before = Span(m.rows.start - m.by, m.rows.stop - m.by, m.rows.step)
-    for into, from_xbs in spans:
-        if m.by == 0:
-            b.transfer(from_xbs, into, words, lane, rows=m.rows)
-        else:
-            if abs(m.by) > arch.max_shift:  # hops read temp's rows around the move's
-                b.init(temp, 0, xbs=into, rows=hop_rows(m.rows, m.by, arch.max_shift,
-                                                        arch.rows)[1])
-            b.transfer(from_xbs, into, words, temp, rows=before)
-            shift_hops(b, temp, lane, m.by, temp, xbs=into, rows=m.rows)
