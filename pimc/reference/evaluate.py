@@ -140,7 +140,7 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
 
 
 def _reduce(node, dt, args, mode, max_rows):
-    """The same trees as the hardware's (lower._lower_reduction), op for op: over the rows
+    """The same trees as the hardware's (nor_netlist._lower_reduction), op for op: over the rows
     of every crossbar at once (padding = identity), then over the crossbars; or along an
     axis, every segment at once. Returns the result and, per result element, whether an
     infinity or NaN came up on the way (in any operand or partial result)."""
