@@ -67,10 +67,10 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
     after = after[:len(after) - len(cast)]
     tail = [arith_routine(op, (dt, dt), dt, mode, arch, inplace=True) for op, _ in after]
     mask = 2 * bits  # the search variant's column of the planes' largest
-    out = mask + 1  # a cast's result
+    out, out_bits = mask + 1, parse_dtype(result.dtype).bits  # a cast's result
     if any(mask + (by == "search") > arch.cols - r.starts()["t"][1]
            for r in (acc, *key, *tail)) or any(
-            out + parse_dtype(result.dtype).bits > arch.cols - r.starts()["t"][1] for r in cast):
+            out + out_bits > arch.cols - r.starts()["t"][1] for r in cast):
         return None
     crossbars = math.prod(view_shape(shape, own)) // arch.rows
     b = ProgramBuilder(crossbars, arch=arch, source=file)
@@ -92,7 +92,7 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
         b.init(partner, value, rows=firsts)
         b.call(r.name, a=0, b=bits, t=arch.cols - r.starts()["t"][1], rows=firsts)
     for r in cast:  # (its other rows zero: a block move into the reader carries them)
-        b.init(range(out, out + parse_dtype(result.dtype).bits), 0)
+        b.init(range(out, out + out_bits), 0)
         b.call(r.name, a=0, out=out, t=arch.cols - r.starts()["t"][1], rows=firsts)
     view = (ViewOp("reshape", (*result.shape, 1)), ViewOp("pad", (*result.shape, length)),
             ViewOp("reshape", shape), *own)
