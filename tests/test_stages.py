@@ -842,3 +842,40 @@ def test_a_global_max_pool_is_found_by_search_when_that_is_faster(dtype, tmp_pat
         assert picked == (cost["search"] < cost["tree"]) and (picked or found == [])
     assert dtype[0] == "q" or searches["latency"]  # floats: faster by search
     assert searches["energy"] == []
+
+
+def test_a_product_read_broadcast_is_computed_once_in_its_maps_order(tmp_path, capsys):
+    """A grouped convolution's result times a (1, C, H, W, 3) mask (a max pool's taps in
+    a training step): the convolution ends a stage of its own, computed once in the
+    (channels, positions) order of the map its readers see, not once a tap in the
+    product's (groups, positions, channels) order; bit-exact."""
+    rng = np.random.default_rng(5)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4, group=2),
+         helper.make_node("Reshape", ["c", "s"], ["c5"]),
+         helper.make_node("Mul", ["c5", "m"], ["y"])], "bcast",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6]),
+         helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 4, 6, 6, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6, 3])],
+        [numpy_helper.from_array(rng.normal(0, 0.5, (4, 2, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.array([1, 4, 6, 6, 1], dtype=np.int64), "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    k = _kernel(model)
+    first, last = split_stages(k, 1024)
+    (product,) = [n for n in first.kernel.graph if first.kernel.node(n).op == "matmul"]
+    assert first.kernel.outputs[first.kernel.results[0].name] == product
+    assert last.residents == (first.kernel.results[0].name,)
+    assert not any(last.kernel.node(n).op == "matmul" for n in last.kernel.graph)
+    placed = apply_view(np.arange(1 * 2 * 36 * 2).reshape(k.node(product).shape),
+                        first.result_view)
+    assert placed.shape == (1, 1024)  # the 4 channels' planes of 36, one after another
+    assert np.array_equal(placed[0, :144], np.arange(144).reshape(2, 36, 2).transpose(
+        0, 2, 1).reshape(-1))
+    path = tmp_path / "bcast.onnx"
+    onnx.save(model, str(path))
+    prog, imported = compile_model(model, str(path))
+    inputs = {**imported.constants, "x": rng.normal(size=(1, 4, 6, 6)).astype(np.float32),
+              "m": rng.normal(size=(1, 4, 6, 6, 3)).astype(np.float32)}
+    outputs, _ = run_program(prog, inputs)
+    assert verify_model(prog, inputs, outputs, "bcast") == 0
+    assert "432 of 432 elements bit-exact" in capsys.readouterr().out

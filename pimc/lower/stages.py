@@ -84,6 +84,8 @@ def cuts(kernel: Kernel, products: bool = False) -> list[int]:
         if op in REDUCTIONS and any(kernel.node(d).op == "matmul"
                                     for d in nx.descendants(kernel.graph, n)):
             out.add(n)
+        if op == "matmul" and _broadcast(kernel, n):
+            out.add(n)
         if op != "window" and op not in REDUCTIONS:
             continue
         for x in kernel.operands(n):
@@ -94,6 +96,19 @@ def cuts(kernel: Kernel, products: bool = False) -> list[int]:
             if kernel.node(x).op not in KEPT and (viewed or not _by_lanes(kernel, x)):
                 out.add(x)
     return [n for n in kernel.nodes_in_order() if n in out]
+
+
+def _broadcast(kernel: Kernel, n: int) -> bool:
+    """Whether an elementwise op reads node n broadcast over more elements than it has
+    (a convolution's input gradient times a max pool's taps): computed in the reader's
+    stage, the product would be computed, and its operands gathered, once a copy."""
+    size = math.prod(kernel.node(n).shape or ())
+    return any(kernel.node(u).op not in (*REDUCTIONS, "matmul")
+               and math.prod(kernel.node(u).shape or ()) > size for u in _users(kernel, n))
+
+
+def _squeezed(kernel: Kernel, n: int) -> tuple[int, ...]:
+    return tuple(d for d in kernel.node(n).shape or () if d != 1)
 
 
 def _by_lanes(kernel: Kernel, n: int) -> bool:
@@ -171,9 +186,31 @@ def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
     phase = _phases(kernel, roots, where)
     planes = _planes(kernel, roots, stages, phase)
     pitch = _pitches(kernel, roots, where, phase)
-    return [dataclasses.replace(st, result_view=resident_view(kernel, n, rows, phase[n],
-                                                              planes[n], pitch[n]))
+    return [dataclasses.replace(st, result_view=_viewed(kernel, n, rows) or resident_view(
+                kernel, n, rows, phase[n], planes[n], pitch[n]))
             for st, n in zip(stages, roots, strict=False)] + stages[len(roots):]
+
+
+def _viewed(kernel: Kernel, n: int, rows: int) -> View:
+    """For a product its readers see through one chain of reshapes and transposes (a
+    grouped convolution's (groups, positions, channels) as a map's (channels, positions)):
+    its result computed in that map's order, so that readers gather it as a map, a
+    shifted block a window tap, not in the product's own order, an element at a time.
+    () otherwise."""
+    if kernel.node(n).op != "matmul":
+        return ()
+    steps: list[ViewOp] = []
+    v = n
+    while len(users := list(kernel.graph.successors(v))) == 1 and kernel.node(
+            users[0]).op in ("reshape", "transpose") and _squeezed(kernel, users[0]) != (
+            _squeezed(kernel, v)):  # not a reader's unit axes for broadcasting
+        v = users[0]
+        node = kernel.node(v)
+        steps.append(ViewOp("transpose", tuple(node.attr("perm"))) if node.op == "transpose"
+                     else ViewOp("reshape", tuple(node.shape or ())))
+    if v == n or len(kernel.node(v).shape or ()) < 3:
+        return ()
+    return simplify(tuple(kernel.node(n).shape or ()), (*steps, *resident_view(kernel, v, rows)))
 
 
 def _pitches(kernel: Kernel, roots: list[int], where: dict[int, list[int]],
