@@ -104,17 +104,23 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
             for r in m.rows.indices():
                 grid[x, r, list(m.lanes)] = (home[y, r - m.by] if m.local
                                              else held.get((y, r - m.by), -7))
+    _copies(grid, p.down)
     for f in p.fills:
         for x in f.xbs.indices():
             grid[x, f.rows.as_slice(), list(f.lanes)] = PAD_LOWEST if f.lowest else 0
-    for m in p.copies:
+    _copies(grid, p.copies)
+    slots = dst.placed_elements // dst.lanes
+    index = np.arange(slots)
+    return grid[dst.xbs.start + index // len(dst.rows), dst.rows.start + index % len(dst.rows)]
+
+
+def _copies(grid, moves):
+    for m in moves:
         before = grid.copy()
         for x in m.xbs.indices():
             for r in m.rows.indices():
                 grid[x, r, list(m.lanes)] = before[x + m.dx, r - m.by, list(m.lanes)]
-    slots = dst.placed_elements // dst.lanes
-    index = np.arange(slots)
-    return grid[dst.xbs.start + index // len(dst.rows), dst.rows.start + index % len(dst.rows)]
+                assert (grid[x, r, list(m.lanes)] != -9).all(), "a copy of a cell never written"
 
 
 def _io(name, shape, view, lanes, xb, rows):
@@ -879,3 +885,39 @@ def test_a_product_read_broadcast_is_computed_once_in_its_maps_order(tmp_path, c
     outputs, _ = run_program(prog, inputs)
     assert verify_model(prog, inputs, outputs, "bcast") == 0
     assert "432 of 432 elements bit-exact" in capsys.readouterr().out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(3, 9), st.integers(1, 2), st.integers(1, 3),
+       st.integers(1, 2), st.sampled_from([16, 32, 64]), st.booleans())
+def test_a_value_placed_down_a_crossbars_rows_is_moved_once_and_doubled(c, side, pad, lanes,
+                                                                       chunks, rows, packed):
+    """A bias or a weight as a convolution reads it (a channel's values in every row of
+    its padded output plane, a few image rows a crossbar, the whole repeated over
+    chunks: AlexNet's first layer; or, `packed`, several planes a crossbar: its 12 x 12
+    layers), built from the update stage's one element a row: each plane's (or
+    crossbar's) word is moved once and doubled down its rows, not moved a row at a
+    time; the replay fills every slot as the host would."""
+    w = side + pad
+    head = (ViewOp("reshape", (1, c, 1, 1, lanes)), ViewOp("broadcast", (1, c, side, side, lanes)),
+            ViewOp("pad", (1, c, w, w, lanes)))
+    g = rows // (w * w)
+    if packed and g >= 2:  # g planes a crossbar
+        cg = -(-c // g) * g
+        n, blocks = cg // g * rows, cg
+        body = (ViewOp("reshape", (c, w * w, lanes)), ViewOp("pad", (cg, w * w, lanes)),
+                ViewOp("reshape", (cg // g, g * w * w, lanes)),
+                ViewOp("pad", (cg // g, rows, lanes)))
+    else:  # q image rows a crossbar
+        q = rows // w
+        hp = -(-w // q) * q
+        n, blocks = c * hp // q * rows, c * hp // q
+        body = (ViewOp("reshape", (c, w, w, lanes)), ViewOp("pad", (c, hp, w, lanes)),
+                ViewOp("reshape", (c, hp // q, q * w, lanes)),
+                ViewOp("pad", (c, hp // q, rows, lanes)))
+    dst_view = (*head, *body, ViewOp("reshape", (1, n, lanes)),
+                ViewOp("broadcast", (chunks, n, lanes)))
+    shape = (c, lanes)
+    _rebuilds(shape, (), dst_view, lanes, rows)
+    p = plan(_io("x", shape, (), 1, 0, rows), _io("x", shape, dst_view, lanes, 70, rows))
+    assert len(p.moves) <= 2 * blocks * lanes + 8  # a move a plane or crossbar, not a row

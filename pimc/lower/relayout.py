@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from pimc.lower.moves import (
     emit_move,
     group_spans,
     on_words,
+    runs,
     staged,
     strided,
 )
@@ -51,6 +53,8 @@ class Plan:
     spread: tuple[Move, ...] = ()  # first: the producer's word copied into every chunk
     home_zero: tuple[Span, Span] | None = None  # before that: zeros (crossbars, rows)
     # where the first copy does not reach, in the rows the copies move
+    down: tuple[Move, ...] = ()  # after the moves, before the fills: one row's word
+    # doubled down the rows of crossbars that hold one value a lane (a bias, a weight)
 
 
 def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Plan:
@@ -85,6 +89,7 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         need, copies = _doubling(need, shape, dx_, dr)
     else:  # each distinct row gathered once, then copied to its repeats
         need, dx_, dr, copies, blank = _repeats(factored, dst)
+    need, down = _down_rows(need, dx_, dr)
     spread, local, home_zero = _spread(src, dst, shape, sx[have > 0])
     if local is not None:  # read from the chunk's own copy, a few crossbars away
         lo_x, per_xb, _ = local
@@ -100,7 +105,50 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         moves, pads, _ = gather(need, dx_, dr, read)
     moves = _cheaper(moves, parse_dtype(dst.dtype).bits, max_shift)
     fills = tuple(Fill(tuple(lanes), xbs, span, low) for (low, xbs, span), lanes in pads.items())
-    return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero)
+    return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero,
+                tuple(down))
+
+
+def _down_rows(need: np.ndarray, xb: np.ndarray, row: np.ndarray
+               ) -> tuple[np.ndarray, list[Move]]:
+    """Runs of a crossbar's rows that need one element a lane (a bias or a weight
+    placed for every output position of a channel, a few channels a crossbar): each
+    run's first row is gathered, and its word doubled down to the run's last row
+    (FloatPIM's row-parallel copy of a weight); the padding among them is filled after.
+    The need with the other rows of the runs marked COPIED, and the doubling copies."""
+    data = need > 0
+    rows_with = np.flatnonzero(data.any(axis=1))
+    if len(rows_with) < 4:
+        return need, []
+    at = rows_with[np.lexsort((row[rows_with], xb[rows_with]))]  # data slots by place
+    v, full = need[at], data[at].all(axis=1)
+    new = np.r_[True, (xb[at][1:] != xb[at][:-1]) | (v[1:] != v[:-1]).any(axis=1)
+                | ~full[1:] | ~full[:-1]]
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(at)]
+    long = (ends - starts >= 4) & full[starts]
+    if not long.any():
+        return need, []
+    starts, ends = starts[long], ends[long]
+    need = need.copy()
+    mark = np.zeros(len(at) + 1, dtype=np.int64)
+    np.add.at(mark, starts + 1, 1)
+    np.add.at(mark, ends, -1)
+    inner = np.cumsum(mark)[:-1] > 0  # in a run, after its first row
+    need[at[inner]] = COPIED
+    lanes = tuple(range(need.shape[1]))
+    spans: dict[tuple[int, int], list[int]] = {}
+    for x, a, b in zip(xb[at[starts]].tolist(), row[at[starts]].tolist(),
+                       row[at[ends - 1]].tolist(), strict=True):
+        spans.setdefault((a, b), []).append(x)
+    down: list[Move] = []
+    for (a, b), xbs in sorted(spans.items()):
+        k = 1
+        while a + k <= b:
+            rows = Span(a + k, min(a + 2 * k, b + 1))
+            down += [Move(lanes, 0, k, run, rows) for run in runs(sorted(set(xbs)))]
+            k *= 2
+    return need, down
 
 
 def move_cycles(src: TensorIO, dst: TensorIO, arch: Arch) -> int:
@@ -108,7 +156,8 @@ def move_cycles(src: TensorIO, dst: TensorIO, arch: Arch) -> int:
     (Move.cycles), one a fill."""
     p = plan(src, dst, arch.max_shift)
     bits = parse_dtype(dst.dtype).bits
-    return (sum(m.cycles(bits, arch.max_shift) for m in (*p.spread, *p.moves, *p.copies))
+    return (sum(m.cycles(bits, arch.max_shift) for m in (*p.spread, *p.moves, *p.down,
+                                                          *p.copies))
             + len(p.fills))
 
 
@@ -366,14 +415,22 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
                          else [(m, 0)]):
             emit_move(b, piece, homes[w] if m.local else src.columns(bits), lanes(m.lanes),
                   staging, arch, dst.name)
+    width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
+    for m in p.down:
+        _copy(b, m, lanes, width, staging, arch, dst.name)
     raw = int(dt.to_bits(np.array([lowest(np.dtype(dt.host))], dtype=dt.host))[0])
     for f in p.fills:  # the lowest value in every lane of the fill
         low = sum(raw << (k * bits) for k in range(len(f.lanes)))
         b.init(lanes(f.lanes), low if f.lowest else 0, xbs=f.xbs, rows=f.rows)
-    width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
     for m in p.copies:
-        step = width if staged(m, arch) else len(m.lanes)
-        for k in range(0, len(m.lanes), step):
-            part = lanes(m.lanes[k:k + step])
-            emit_move(b, m, part, part, staging, arch, dst.name)
+        _copy(b, m, lanes, width, staging, arch, dst.name)
     return len(b.ops) - start
+
+
+def _copy(b: ProgramBuilder, m: Move, lanes: Callable[[tuple[int, ...]], list[int]],
+          width: int, staging: int, arch: Arch, name: str) -> None:
+    """A copy of dst's own lanes, in parts a staged move can carry."""
+    step = width if staged(m, arch) else len(m.lanes)
+    for k in range(0, len(m.lanes), step):
+        part = lanes(m.lanes[k:k + step])
+        emit_move(b, m, part, part, staging, arch, name)
