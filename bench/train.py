@@ -1,7 +1,8 @@
 """Training steps compiled to micro-ops, run on the simulator and verified, and the
 training step of whole ImageNet networks counted and projected.
 
-    python bench/train.py [--json FILE] [--whole-timeout S]
+    python bench/train.py [--json FILE] [--whole-timeout S] [--whole-dtype D]
+                          [--whole-memory-gb G] [--no-whole | --only-whole]
 
 Executed cases (`pimc compile --train`, `pimc run --steps S --verify`): the shipped
 perceptron on its blobs and a small CNN on checkerboards, in float32 and bfloat16; every
@@ -12,7 +13,8 @@ comparison only: per fully-connected layer of K inputs and J outputs, feed-forwa
 (FloatPIM Sec. 4.3, with its Sec. 6 T_mul and T_add), no loss, moves or INITs.
 
 Whole networks (the onnx wheel's AlexNet, ResNet-50, VGG-19 with seeded random weights):
-the training step is built, compiled within 8 GB and a time limit and counted; training
+the training step is built, compiled (bfloat16 by default) within a memory cap (16 GB
+by default) and a time limit and counted; training
 images/s (batch 1: one image a step, copies of the step filling the memory, no
 pipelining across steps, whose weights depend on the step before) on FloatPIM's memory
 (8,192 crossbars) and ConvPIM's (393,216; 3 ns a cycle). A network the training path
@@ -100,7 +102,8 @@ def executed(tmp: Path, name: str, make, data, steps: int, lr: float,
             "wear": wear, "floatpim_formula_cycles": formula}
 
 
-def whole(tmp: Path, light: str, timeout: float) -> list[dict[str, object]]:
+def whole(tmp: Path, light: str, timeout: float, dtype: str, memory_gb: int
+          ) -> list[dict[str, object]]:
     """A whole network's training step: built, compiled (in a child process with a
     memory and time limit), counted, projected."""
     import subprocess
@@ -108,7 +111,7 @@ def whole(tmp: Path, light: str, timeout: float) -> list[dict[str, object]]:
     from pimc.frontend.onnx_train import TrainSpec, training_step
     from samples.light import load_light
 
-    base = {"model": f"{light} (training step, batch 1)", "dtype": "f32", "steps": 1,
+    base = {"model": f"{light} (training step, batch 1)", "dtype": dtype, "steps": 1,
             "verified": False}
     try:
         step = training_step(load_light(light), TrainSpec(batch=1), light)
@@ -119,10 +122,10 @@ def whole(tmp: Path, light: str, timeout: float) -> list[dict[str, object]]:
     big = tmp / "big.toml"
     big.write_text("max_crossbars = 33554432\n")  # room to count; judged per memory
     code = ("import resource, sys\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))\n"
+            f"resource.setrlimit(resource.RLIMIT_AS, ({memory_gb} << 30, {memory_gb} << 30))\n"
             "from pimc.cli import main\n"
             f"sys.exit(main(['compile', {str(src)!r}, '-o', {str(prog)!r}, '--train', "
-            f"'--batch', '1', '--arch', {str(big)!r}]))\n")
+            f"'--batch', '1', '--dtype', {dtype!r}, '--arch', {str(big)!r}]))\n")
     start = time.perf_counter()
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -150,16 +153,20 @@ def whole(tmp: Path, light: str, timeout: float) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", help="write the records here")
-    parser.add_argument("--whole-timeout", type=float, default=600.0,
+    parser.add_argument("--whole-timeout", type=float, default=2400.0,
                         help="seconds each whole network's compile may take")
+    parser.add_argument("--whole-dtype", default="bf16", help="the whole networks' dtype")
+    parser.add_argument("--whole-memory-gb", type=int, default=16,
+                        help="address space each whole network's compile may take")
     parser.add_argument("--no-whole", action="store_true", help="only the executed cases")
+    parser.add_argument("--only-whole", action="store_true", help="only the whole networks")
     args = parser.parse_args()
     records: list[dict[str, object]] = []
     print(f"{'model':<34}{'dtype':>6}{'steps':>6}{'loss first -> last 4':>24}{'verified':>9}"
           f"{'cycles/step':>13}{'nJ/step':>10}{'FloatPIM formula':>18}")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for name, make, data, steps, lr, batch in CASES:
+        for name, make, data, steps, lr, batch in [] if args.only_whole else CASES:
             for dtype in ("f32", "bf16"):
                 r = executed(tmp, name, make, data, steps, lr, batch, dtype)
                 records.append(r)
@@ -173,7 +180,8 @@ def main() -> None:
             print(f"\n{'network':<44}{'memory':>9}{'cycles/step':>14}{'crossbars':>12}"
                   f"{'train img/s':>13}")
             for light in ("light_bvlc_alexnet", "light_resnet50", "light_vgg19"):
-                for r in whole(tmp, light, args.whole_timeout):
+                for r in whole(tmp, light, args.whole_timeout, args.whole_dtype,
+                               args.whole_memory_gb):
                     records.append(r)
                     if "note" in r:
                         print(f"{r['model']:<44}  {r['note'][:160]}")
