@@ -137,8 +137,8 @@ def _down_rows(need: np.ndarray, xb: np.ndarray, row: np.ndarray
     inner = np.cumsum(mark)[:-1] > 0  # in a run, after its first row
     need[at[inner]] = COPIED
     lanes = tuple(range(need.shape[1]))
-    spans: dict[tuple[int, int], list[int]] = {}
-    for x, a, b in zip(xb[at[starts]].tolist(), row[at[starts]].tolist(),
+    spans: dict[tuple[int, int], list[int]] = {}  # (first row, last row) -> crossbars,
+    for x, a, b in zip(xb[at[starts]].tolist(), row[at[starts]].tolist(),  # ascending
                        row[at[ends - 1]].tolist(), strict=True):
         spans.setdefault((a, b), []).append(x)
     down: list[Move] = []
@@ -146,7 +146,7 @@ def _down_rows(need: np.ndarray, xb: np.ndarray, row: np.ndarray
         k = 1
         while a + k <= b:
             rows = Span(a + k, min(a + 2 * k, b + 1))
-            down += [Move(lanes, 0, k, run, rows) for run in runs(sorted(set(xbs)))]
+            down += [Move(lanes, 0, k, run, rows) for run in runs(xbs)]
             k *= 2
     return need, down
 
