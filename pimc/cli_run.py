@@ -259,22 +259,15 @@ def _stats_file(args: argparse.Namespace, stats: Stats) -> list[tuple[str, Write
 def verify_outputs(prog: Program, inputs: dict[str, np.ndarray],
                    outputs: dict[str, np.ndarray], name: str) -> int:
     """Rebuild the reference from the program's .meta records; 0 if every bit agrees."""
-    from pimc.frontend.dsl import parse_kernels
-    from pimc.passes.typecheck import typecheck
-    from pimc.reference.evaluate import evaluate
-
     meta = dict(prog.meta)
     if "model" in meta:
         from pimc.reference.onnx_verify import verify_model
 
         return verify_model(prog, inputs, outputs, name)
-    if "kernel-source" not in meta:
-        raise PimError(f"{name}: the program records no computation to verify against "
-                       "(it was not compiled from a kernel)")
-    source = meta["kernel-source"]
-    kernel = next(k for k in parse_kernels(source, prog.source) if k.name == meta["kernel"])
-    want, checkable = evaluate(typecheck(kernel, source), inputs, meta.get("mode", "ieee"),
-                                prog.arch.rows)
+    from pimc.reference.evaluate import evaluate
+    from pimc.reference.kernel_verify import reference
+
+    want, checkable = evaluate(reference(prog, name), inputs, meta.get("mode", "ieee"))
     bad_total = 0
     for t in prog.outputs:
         dt = parse_dtype(t.dtype)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 
 import numpy as np
 import onnx
@@ -18,15 +17,17 @@ from pimc.frontend.onnx_import import Imported, import_model
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.cost import item_counts
+from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program
-from pimc.lower.build import build_program, build_word_program
+from pimc.lower.build import build_word_program
 from pimc.lower.inspace import RelayoutError
+from pimc.lower.layout import Lowered
 from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
-from pimc.lower.nor_netlist import Lowered, lower
 from pimc.lower.relayout import move_cycles
 from pimc.lower.rowtree import row_tree
+from pimc.lower.splits import split_lanes, split_matmuls, with_chunks
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
 from pimc.lower.tensors import lower_tensors
 from pimc.lower.views import View
@@ -34,6 +35,7 @@ from pimc.ops import VIEWS
 from pimc.passes.dce import dce
 from pimc.passes.pipeline import run_passes
 from pimc.runtime.progress import Progress
+from pimc.wear import repeat_runs
 
 
 def select_kernel(kernels: list[Kernel], name: str | None, file: str) -> Kernel:
@@ -61,36 +63,21 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
                      print_after=print_after, stop_after=stop_after)
     if ran is None:
         return None
-    k = ran
-    meta = (("kernel", k.name), ("mode", mode), ("kernel-source", text))
-    sizes = {math.prod(p.shape) for p in k.params if p.shape}
-    operations = sum(k.node(n).op not in ("input", "const") for n in k.graph)
-    if len(sizes) > 1 or (operations > ROUTINE_LOWERING and runs == 1 and not wear_level):
-        # routine calls: needed to broadcast tensors of different sizes (the tensor
-        # lowering's views), and what keeps a long kernel's compile time per distinct op
-        try:
-            with deep_recursion():
-                tensors, placements = lower_tensors(k, mode, 1, arch)
-        except PimError as exc:
-            if len(sizes) > 1:
-                raise PimError(f"{file}: kernel '{k.name}': {exc}") from None
-        else:
-            if runs != 1 or wear_level:
-                raise PimError(f"{file}: --runs and --wear-level are not available for "
-                               "kernels that broadcast tensors of different sizes yet")
-            return build_word_program(tensors, placements, arch, file, f"kernel '{k.name}'",
-                                      meta)
-    low = lower(k, text, mode, arch.rows)
-    return build_program(low, None, arch, file, f"kernel '{k.name}'", meta, runs, wear_level)
+    head = (("kernel", ran.name), ("mode", mode), ("kernel-source", text))
+    with deep_recursion():
+        prog, _ = _compile_stages(Imported(ran), split_stages(ran, arch.rows), file, arch,
+                                  mode, head, "latency", {})
+    if runs == 1 and not wear_level:
+        return prog
+    fixed = max((max(t.columns(parse_dtype(t.dtype).bits)) + 1
+                 for t in (*prog.inputs, *prog.outputs)), default=0)
+    return dataclasses.replace(prog, ops=repeat_runs(prog.ops, runs, fixed, arch.cols,
+                                                     wear_level, prog.routines))
 
 
 OBJECTIVES = ("latency", "energy")
+Meta = tuple[tuple[str, str], ...]  # a program's records of what it computes
 Split = tuple[tuple[float, int], Program, Kernel, Lowered | None]  # (cost, crossbars), ...
-# Kernels with more operations than this are lowered to calls of one routine per distinct
-# operation (as models are), when the tensor lowering covers them; smaller ones become one
-# netlist, where gates are shared across operations (fewer cycles, a compile time that
-# grows with the number of operations: ~50 s for 600 float32 adds).
-ROUTINE_LOWERING = 64
 
 
 def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None,
@@ -123,28 +110,29 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     per_run = {p.name for p in ran.params} - set(imported.constants)
     imported.kernel = ran = copy_windowed_inputs(ran, per_run)
     weights = dict(imported.constants)
+    head = (("model", file), ("mode", mode), ("dtype", dtype))
     memo: dict[object, tuple[Split, list[tuple[float, int]]]] = {}  # stages both tries share
     try:
         prog, imported = _compile_stages(imported, split_stages(ran, arch.rows), file, arch,
-                                         mode, dtype, objective, memo, state)
+                                         mode, head, objective, memo, state)
     except RelayoutError:  # a relayout inside a stage it cannot do: products apart
         imported.kernel, imported.constants = ran, weights
         prog, imported = _compile_stages(imported, split_stages(ran, arch.rows, products=True),
-                                         file, arch, mode, dtype, objective, memo, state)
+                                         file, arch, mode, head, objective, memo, state)
     setup = tuple(dataclasses.replace(t, setup=t.name in imported.constants)
                   for t in prog.inputs)  # weights and constants: written once, at set-up
     return dataclasses.replace(prog, inputs=setup), imported
 
 
 def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Arch,
-                    mode: str, dtype: str, objective: str,
+                    mode: str, head: Meta, objective: str,
                     memo: dict[object, tuple[Split, list[tuple[float, int]]]],
                     state: dict[str, str] | None = None) -> tuple[Program, Imported]:
     """Each stage split its best way (within the memory, together), then linked.
     `memo`: the stages already split, by their nodes, order and inputs."""
     ran = imported.kernel
     if len(stages) == 1:
-        _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, dtype, objective,
+        _, prog, imported.kernel, low = _best_split(ran, file, arch, mode, head, objective,
                                                     stages[0].result_view)
         imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
         return prog, imported
@@ -162,7 +150,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             memo[key] = ((cost, pool, st.kernel, None), [cost])
         if key not in memo:
             tried: list[list[tuple[float, int]]] = []
-            memo[key] = (_best_split(st.kernel, file, arch, mode, dtype, objective,
+            memo[key] = (_best_split(st.kernel, file, arch, mode, head, objective,
                                      st.result_view, tried), tried[0])
         found.append(memo[key][0])
         options.append(memo[key][1])
@@ -182,7 +170,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             limit = max(cap, fewest[i][1])
             if found[i][1].crossbars > limit:
                 found[i] = _best_split(st.kernel, file, dataclasses.replace(
-                    arch, max_crossbars=limit), mode, dtype, objective, st.result_view)
+                    arch, max_crossbars=limit), mode, head, objective, st.result_view)
     built, chunks, searched = [], {}, []
     for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
         searched += [int(v) for m, v in prog.meta if m == "searched"]
@@ -197,7 +185,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         built.append(StageProgram(prog, st.residents, _reader(st.kernel, st.residents)))
     imported.kernel = with_chunks(with_chunks(ran, chunks), dict.fromkeys(searched, 1),
                                   "searched")
-    meta = (("model", file), ("mode", mode), ("dtype", dtype), ("objective", objective),
+    meta = (*head, ("objective", objective),
             ("stages", str(len(stages))),
             *([("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items())))]
               if chunks else []),
@@ -207,14 +195,14 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
     sources: dict[tuple[int, int], str] = {}
     if state:  # each new value, the param it replaces, the tensor that param is
         meta += (("state", " ".join(f"{r}:{params[r]}:{w}" for r, w in state.items())),)
-        built, sources = _mirrored(stages, found, built, params, file, arch, mode, dtype,
+        built, sources = _mirrored(stages, found, built, params, file, arch, mode, head,
                                    objective)
     return link(built, arch, file, meta, tuple(r.name for r in ran.results), params,
                 sources), imported
 
 
 def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram],
-              params: dict[str, str], file: str, arch: Arch, mode: str, dtype: str,
+              params: dict[str, str], file: str, arch: Arch, mode: str, head: Meta,
               objective: str) -> tuple[list[StageProgram], dict[tuple[int, int], str]]:
     """A training step's update stages compiled again in the order of a placement of
     their weight (pimc.lower.mirror), with the split the reference follows, where that
@@ -236,7 +224,7 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
                 view = mirror_view(t, arch.rows) if t.name == params[result] else None
                 if view is None or j == i or not scattered(t, arch.rows):
                     continue
-                _, prog, _, low = _best_split(st.kernel, file, arch, mode, dtype, objective,
+                _, prog, _, low = _best_split(st.kernel, file, arch, mode, head, objective,
                                               view, only=chunks)
                 if low is not None and low.host_values:  # (a row index of its own: none yet)
                     continue
@@ -261,14 +249,14 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
     return out, sources
 
 
-def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
+def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
                 objective: str, result_view: View = (),
                 options: list[list[tuple[float, int]]] | None = None,
                 only: int | None = None) -> Split:
     """The kernel built with every split of its inner axes that fits, the best kept
     (and every fitting one's (cost, crossbars) appended to `options`); with `only`,
     that split alone."""
-    widest = max((_lanes(kernel, n) for n in kernel.graph), default=1)
+    widest = max((split_lanes(kernel, n) for n in kernel.graph), default=1)
     best: Split | None = None
     failure: PimError | None = None
     progress = Progress(f"{file}: compile {kernel.name}", max(1, widest.bit_length()),
@@ -281,11 +269,12 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, dtype: str,
         try:
             low, placements = lower_tensors(k, mode, chunks, arch, result_view)
         except PimError as exc:
-            raise type(exc)(f"{file}: {exc}") from None
-        meta = (("model", file), ("mode", mode), ("dtype", dtype), ("chunks", str(chunks)),
+            raise type(exc)(str(exc) if str(exc).startswith(file) else f"{file}: {exc}"
+                            ) from None
+        meta = (*head, ("chunks", str(chunks)),
                 ("objective", objective))
         try:
-            prog = build_word_program(low, placements, arch, file, f"model '{k.name}'", meta)
+            prog = build_word_program(low, placements, arch, file, f"{head[0][0]} '{k.name}'", meta)
         except PimError as exc:
             too_many = "crossbars, the architecture has" in str(exc)
             if not ("columns" in str(exc) or too_many):
@@ -346,17 +335,6 @@ def _reader(kernel: Kernel, residents: tuple[str, ...]) -> str:
     return ""
 
 
-def with_chunks(kernel: Kernel, chunks: dict[int, object], attr: str = "chunks") -> Kernel:
-    """The kernel with the recorded split of each node's inner axis (or another recorded
-    choice, `attr`: "searched", a maximum found by SEARCH)."""
-    k = kernel.copy()
-    for n, c in chunks.items():
-        node = k.node(n)
-        attrs = {**dict(node.attrs), attr: c}
-        k.graph.nodes[n]["node"] = dataclasses.replace(node, attrs=tuple(sorted(attrs.items())))
-    return k
-
-
 def program_cost(prog: Program, objective: str) -> float:
     """Cycles, or energy's upper bound in fJ, counted from the structure."""
     if objective == "energy":
@@ -366,35 +344,3 @@ def program_cost(prog: Program, objective: str) -> float:
     routines = {r.name: r for r in prog.routines}
     memo: dict[str, tuple[int, int]] = {}
     return sum(item_counts(i, routines, prog.arch, memo)[1] for i in prog.ops)
-
-
-def split_matmuls(kernel: Kernel, chunks: int) -> Kernel:
-    """The kernel with every matrix product's inner axis split in `chunks`, and every
-    reduction over the last axis of a placed tensor (a lowering decision the reference
-    must follow, so it is recorded in the IR)."""
-    return with_chunks(kernel, {n: chunks for n in kernel.graph
-                                if kernel.node(n).op == "matmul"
-                                or (chunks > 1 and kernel.node(n).op in ("sum", "reduce_max")
-                                    and _placed(kernel, n))})
-
-
-def _lanes(k: Kernel, n: int) -> int:
-    """The lanes a node's chunks split: a matrix product's inner axis, a placed
-    reduction's axis."""
-    node = k.node(n)
-    if node.op == "matmul":
-        return int(node.attr("inner", 1))
-    if node.op in ("sum", "reduce_max") and _placed(k, n):
-        return int((k.node(k.operands(n)[0]).shape or (1,))[-1])
-    return 1
-
-
-def _placed(k: Kernel, n: int) -> bool:
-    """Whether a reduction over the last axis reads a host-placed tensor through views."""
-    shape = k.node(k.operands(n)[0]).shape or ()
-    if k.node(n).attr("axis") != len(shape) - 1:
-        return False
-    (x,) = k.operands(n)
-    while k.node(x).op in ("reshape", "transpose", "window"):
-        (x,) = k.operands(x)
-    return k.node(x).op == "input"

@@ -1,4 +1,5 @@
-"""The IR passes on their own: constant folding, CSE, DCE, lowering, layout."""
+"""The IR passes on their own: constant folding, reductions along the last axis, CSE,
+DCE; the lowering and layout."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pimc.compile import compile_source
 from pimc.frontend.dsl import parse_kernels
 from pimc.isa.arch import Arch
 from pimc.lower.layout import Geometry, geometry, layout
-from pimc.lower.nor_netlist import lower
+from pimc.lower.splits import split_matmuls
+from pimc.lower.tensors import lower_tensors
 from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.fold import fold_constants
+from pimc.passes.last_axis import last_axis
+from pimc.passes.pipeline import format_kernel
 from pimc.passes.typecheck import typecheck
 from pimc.reference.evaluate import evaluate
 
@@ -70,34 +74,40 @@ def test_the_pipeline_uses_them_and_stays_bit_exact():
     assert np.array_equal(out["y"].view(np.uint16).astype(np.uint64), want["y"])
 
 
-def test_lower_builds_one_netlist_with_a_shift_tree_then_a_transfer_tree():
-    k = typed("kernel s(x: i8[300]) -> (t: i8) { t = sum(x); }")
-    low = lower(k, "", "ieee", max_rows=128)  # 3 crossbars: 128, 128, 44 rows
-    shifts = sorted({g.row_shift for g in low.net.gates if g.row_shift is not None})
-    moves = sorted({g.xb_shift for g in low.net.gates if g.xb_shift is not None})
-    assert shifts == [1, 2, 4, 8, 16, 32, 64] and moves == [1, 2]  # ceil halves of 128, 3
-    pads = [g for g in low.net.gates if g.fill is not None and g.xbs == (2, 3)]
-    assert {g.rows for g in pads} == {(44, 128)}  # the last crossbar's padding: identity
-    assert low.result_rows == {"t": (0, 1, 1)} and low.elements == 300
+def test_last_axis_moves_a_reduced_axis_last_and_flattens_a_whole_reduction():
+    k = last_axis(typed("kernel a(m: i16[4, 10]) -> (c: i16[10], t: i16) "
+                        "{ c = max(m, axis=0); t = sum(m); }"))
+    assert format_kernel(k) == """\
+kernel a(m: i16[4, 10]) -> (c: i16[10], t: i16) {
+  %0 = input {name='m'} : i16[4, 10]  # p.pk:1:10
+  %3 = transpose %0 {perm=(1, 0)} : i16[10, 4]  # p.pk:1:55
+  %1 = reduce_max %3 {axis=1} : i16[10]  # p.pk:1:55
+  %4 = reshape %0 : i16[40]  # p.pk:1:75
+  %2 = sum %4 : i16  # p.pk:1:75
+  c = %1
+  t = %2
+}"""
+    x = np.arange(40, dtype=np.int16).reshape(4, 10) * 7 % 13
+    after, _ = evaluate(k, {"m": x})  # the same values reduced in the same order
+    assert np.array_equal(after["c"], x.max(axis=0)) and int(after["t"]) == int(x.sum())
 
 
-def test_lower_places_an_axis_reduction_in_the_rows_its_segments_start():
-    k = typed("kernel a(m: i16[4, 10]) -> (r: i16[4], c: i16[10]) "
-              "{ r = sum(m, axis=1); c = max(m, axis=0); }")
-    low = lower(k, "", "ieee")
-    assert low.result_rows == {"r": (0, 40, 10), "c": (0, 10, 1)}  # rows 0, 10, 20, 30
+def test_lower_splits_a_whole_reduction_in_chunks_that_meet_by_shifts():
+    k = split_matmuls(typed("kernel s(x: i8[300]) -> (t: i8) { t = sum(x); }"), 4)
+    low, (placed,) = lower_tensors(k, "ieee", 4, Arch())
+    assert low.elements == 4 and placed.lanes == 75  # 4 chunks of 75 lanes, one per row
+    assert [s.by for s in low.net.steps if s.kind == "rows"] == [2, 1]  # the chunks' tree
 
 
-def test_layout_spreads_elements_and_pads_the_last_crossbar():
-    k = typed("kernel e(a: f32[2500], s: f32) -> (y: f32[2500], t: f32) "
-              "{ y = a * s; t = sum(a); }")
-    place = layout(lower(k, "", "ieee", 1024), Arch(), "e")
+def test_layout_places_lanes_and_the_scalars_broadcast():
+    k = typed("kernel e(a: f32[2500], s: f32) -> (y: f32[2500]) { y = a * s; }")
+    low, placements = lower_tensors(k, "ieee", 1, Arch())
+    place = layout(low, Arch(), "e", placements)
     assert place.crossbars == 3 and place.padding == (452, 1024)
     a, s = place.inputs
     assert (a.col, s.col, s.broadcast) == (0, 32, True)
-    y, t = place.outputs
-    assert y.col == 64 and len(y.xbs) == 3 and t.col == 96 and len(t.xbs) == len(t.rows) == 1
-    assert place.first_scratch == 128
+    (y,) = place.outputs
+    assert y.col == 64 and len(y.xbs) == 3 and place.first_scratch == 96
     assert geometry(2048, 1024) == Geometry(2, 1024, 1024) and not geometry(8, 1024).padded
 
 
@@ -122,4 +132,4 @@ def test_the_pipeline_prints_golden_ir_and_stops_where_asked():
     (kernel,) = parse_kernels(text, "k.pk")
     assert run_passes(kernel, text, "ieee", stop_after="dce", out=printed.append) is None
     assert printed == [GOLDEN_AFTER_DCE]
-    assert pass_names() == ["typecheck", "fold", "cse", "dce", "lower"]
+    assert pass_names() == ["typecheck", "fold", "last-axis", "cse", "dce", "lower"]

@@ -18,10 +18,10 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Routine
-from pimc.lower.nor_netlist import lower_node
 from pimc.synth.alloc import Allocation, allocate
 from pimc.synth.emit import emit
 from pimc.synth.netlist import Netlist
+from pimc.synth.node import lower_node
 
 OPERANDS = "abc"
 REGISTRY: dict[str, Routine] = {}  # every routine made, by name (a program needs its callees)

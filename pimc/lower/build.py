@@ -1,5 +1,5 @@
 """A lowered stage to a program: the crossbar layout, column allocation and emission of a
-word-level program (routine calls, loops, moves) or of one NOR netlist."""
+word-level program (routine calls, loops, moves)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, Span
 from pimc.lower.arith import REGISTRY
-from pimc.lower.layout import layout
-from pimc.lower.nor_netlist import Lowered
+from pimc.lower.layout import Lowered, layout
 from pimc.lower.views import Placement
 from pimc.lower.words import WordNet, allocate_words, emit_words, routines_used
-from pimc.synth.alloc import allocate
-from pimc.synth.emit import emit
-from pimc.wear import repeat_runs
 
 
 def build_word_program(low: Lowered, placements: list[Placement], arch: Arch, file: str,
@@ -46,38 +42,4 @@ def build_word_program(low: Lowered, placements: list[Placement], arch: Arch, fi
                 + (f"; the most at {placed.peak_at}" if placed.peak_at else "")),)
     emit_words(placed, net, b, scratch, product, rows)
     b.routines += routines_used(placed.steps, REGISTRY)
-    return b.build()
-
-
-def build_program(low: Lowered, placements: list[Placement] | None, arch: Arch, file: str,
-                  what: str, meta: tuple[tuple[str, str], ...], runs: int,
-                  wear_level: bool) -> Program:
-    """Layout, column allocation and emission of a lowered netlist."""
-    place = layout(low, arch, f"{file}: {what}", placements)
-    b = ProgramBuilder(place.crossbars, arch=arch, source=file, meta=meta)
-    b.inputs, b.outputs = list(place.inputs), list(place.outputs)
-    if place.padding:  # the last crossbar's rows beyond the tensors: zeros, so reading is legal
-        for t in place.inputs:
-            if not t.broadcast:
-                cols = t.columns(parse_dtype(t.dtype).bits)
-                b.init(cols, 0, xbs=place.crossbars - 1, rows=Span(*place.padding))
-    col = place.first_scratch
-    outputs = [(bit, t.col + i) for t, (_, word) in zip(place.outputs, low.outputs, strict=True)
-               for i, bit in enumerate(word)]
-    try:
-        alloc = allocate(low.net, outputs, range(col, arch.cols), what=what)
-    except PimError:
-        need = allocate(low.net, outputs, range(col, col + 1 << 20), reserve=0)
-        where = need.src.get(need.peak_at, "") if need.peak_at is not None else ""
-        raise PimError(f"{file}: {what} needs {col + need.peak_scratch} columns "
-                       f"({col} for inputs and results, {need.peak_scratch} scratch, the most "
-                       f"at {where or 'its end'}); crossbars have {arch.cols}") from None
-    where = alloc.src.get(alloc.peak_at, "") if alloc.peak_at is not None else ""
-    b.meta += (("columns", f"{col + alloc.peak_scratch} of {arch.cols}: {col} inputs and "
-                           f"results, {alloc.peak_scratch} scratch at the peak"
-                           + (f" ({where})" if where else "")),)
-    emit(alloc, b, rows=place.rows if len(place.rows) != arch.rows else None)
-    if runs < 1:
-        raise PimError(f"runs must be at least 1, not {runs}")
-    b.ops = list(repeat_runs(tuple(b.ops), runs, col, arch.cols, wear_level))
     return b.build()

@@ -10,17 +10,33 @@ broadcast into every row by the host; a scalar result is read from row 0 of cros
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Span, TensorIO
+from pimc.isa.uop import Span, TensorIO, ViewOp
 
 if TYPE_CHECKING:
-    from pimc.lower.nor_netlist import Lowered
+    from pimc.ir import Param
     from pimc.lower.views import Placement
+    from pimc.lower.words import Value, WordNet
+
+
+@dataclass
+class Lowered:
+    """A stage lowered to words (pimc.lower.tensors): what layout places."""
+
+    net: WordNet
+    elements: int  # rows computed (1 for an all-scalar kernel)
+    outputs: list[tuple[Param, Value]]
+    next_col: int  # first column after the inputs
+    max_rows: int | None = None  # rows per crossbar, if fewer than the architecture's
+    result_views: dict[str, tuple[ViewOp, ...]] = field(default_factory=dict)  # host read-back
+    host_values: dict[str, np.ndarray] = field(default_factory=dict)  # inputs it adds itself
 
 
 @dataclass(frozen=True)
@@ -62,26 +78,18 @@ def _placed(q: Placement, xbs: Span, rows: Span) -> TensorIO:
     return TensorIO(p.name, p.dtype, p.shape, xbs, rows, q.col, lanes=q.lanes, view=view)
 
 
-def layout(low: Lowered, arch: Arch, what: str,
-           placements: list[Placement] | None = None) -> Layout:
+def layout(low: Lowered, arch: Arch, what: str, placements: list[Placement]) -> Layout:
     geo = geometry(low.elements, min(low.max_rows or arch.rows, arch.rows))
     rows, crossbars = geo.rows, geo.crossbars
     if crossbars > arch.max_crossbars:
         raise PimError(f"{what} needs {crossbars} crossbars, the architecture has "
                        f"{arch.max_crossbars}")
     span, everywhere = Span(0, rows), Span(0, crossbars)
-    inputs = tuple(TensorIO(p.name, p.dtype, p.shape, everywhere, span, col,
-                            broadcast=not p.shape) for p, col in low.inputs)
-    if placements is not None:  # tensor graphs: lanes and host views
-        inputs = tuple(_placed(q, everywhere, span) for q in placements)
+    inputs = tuple(_placed(q, everywhere, span) for q in placements)
     outputs, col = [], low.next_col
     for r, _ in low.outputs:
-        if r.name in low.result_rows:  # a reduction's result: in some rows of crossbar 0
-            rows_of = Span(*low.result_rows[r.name])
-            outputs.append(TensorIO(r.name, r.dtype, r.shape, Span.one(0), rows_of, col))
-        else:
-            outputs.append(TensorIO(r.name, r.dtype, r.shape, everywhere, span, col,
-                                    view=low.result_views.get(r.name, ())))
+        outputs.append(TensorIO(r.name, r.dtype, r.shape, everywhere, span, col,
+                                view=low.result_views.get(r.name, ())))
         col += parse_dtype(r.dtype).bits
     if col > arch.cols:
         raise PimError(f"{what} needs {col} columns for its inputs and results alone; "

@@ -23,7 +23,7 @@ from pimc.isa.dtypes import Kind, parse_dtype
 from pimc.isa.uop import Program, Routine, SearchKind, Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.lower.arith import REGISTRY, arith_routine
 from pimc.lower.moves import shift_hops
-from pimc.lower.nor_netlist import reduction_identity, tree_levels
+from pimc.lower.trees import reduction_identity, tree_levels
 from pimc.lower.views import View, element_ids, element_slots, simplify
 from pimc.lower.words import routines_called
 

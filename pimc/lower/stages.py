@@ -176,7 +176,7 @@ def _stages(kernel: Kernel, cut: list[int], rows: int) -> list[Stage]:
     for g in groups:
         name = kernel.name if len(groups) == 1 else f"{kernel.name}.{g[0].name}"
         stages.append(_stage(kernel, name, {p.name: kernel.outputs[p.name] for p in g},
-                             g, set(cut)))
+                             g, set(cut), own=False))
     roots = [*cut, kernel.outputs[kernel.results[0].name]] if len(kernel.results) == 1 else cut
     where: dict[int, list[int]] = {}  # node -> the roots of the stages computing it
     for st, n in zip(stages, roots, strict=False):
@@ -395,11 +395,14 @@ def phase_view(kernel: Kernel, n: int, strides: tuple[int, tuple[int, ...]] | No
 
 
 def _stage(kernel: Kernel, name: str, outputs: dict[str, int], results: tuple[Param, ...],
-           cut: set[int]) -> Stage:
+           cut: set[int], own: bool = True) -> Stage:
+    """The stage computing `outputs` from the cut values other stages compute (its
+    residents) and the inputs; unless it is the stage of its `own` cut values, a result
+    that is a cut value is copied from its resident."""
     keep: set[int] = set()
     residents: dict[int, str] = {}
     todo = list(outputs.values())
-    roots = set(todo)
+    roots = set(todo) if own else set()
     while todo:
         n = todo.pop()
         if n in keep:

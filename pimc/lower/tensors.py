@@ -37,12 +37,13 @@ from pimc.isa.uop import ViewOp, view_shape
 from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.arith import arith_routine
 from pimc.lower.inspace import InSpaceMoves
-from pimc.lower.layout import Geometry, geometry
-from pimc.lower.nor_netlist import Lowered, constant_bits, reduction_identity, tree_levels
+from pimc.lower.layout import Geometry, Lowered, geometry
+from pimc.lower.trees import reduction_identity, tree_levels
 from pimc.lower.views import Placement, View, aligned, simplify, widen
 from pimc.lower.words import Value, WordNet, word_tree
 from pimc.ops import REDUCTIONS
 from pimc.synth.netlist import ONE
+from pimc.synth.node import constant_bits
 
 
 class _TensorLowering(InSpaceMoves):
@@ -128,7 +129,7 @@ class _TensorLowering(InSpaceMoves):
         try:
             routine = arith_routine(node.op, in_dtypes, str(node.dtype), self.mode, self.arch)
         except PimError as exc:
-            raise PimError(f"{node.loc.label or node.op}: {exc}") from None
+            raise PimError(f"{node.loc} {node.loc.label or node.op}: {exc}") from None
         bits = parse_dtype(str(node.dtype)).bits
         return [self.net.call(routine, [w[lane] for w in lane_words], bits)
                 for lane in range(count)]
@@ -181,7 +182,7 @@ class _TensorLowering(InSpaceMoves):
         operand = tuple(self.k.node(ops[0]).shape or ())
         axis = node.attr("axis")
         last = (axis is None and len(operand) == 1) or axis == len(operand) - 1
-        if not last or (axis is None and operand[0] > self.arch.rows):
+        if not last:
             raise PimError(f"{node.loc}: a reduction along an axis other than the last, of "
                            "tensors of different sizes, is not supported yet")
         chunked = int(node.attr("chunks", 1)) > 1
@@ -327,6 +328,6 @@ def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, arch: Arc
         if any(step.kind in ("pad", "transpose") for step in to_space):
             views[r.name] = to_space[:-1]
     elements = chunks * low.slots if chunks > 1 else low.size
-    lowered = Lowered(low.net, elements, [], outputs, low.col, {}, max_rows=low.geo.rows,
+    lowered = Lowered(low.net, elements, outputs, low.col, max_rows=low.geo.rows,
                       result_views=views, host_values=low.constants)
     return lowered, list(low.placements.values())

@@ -15,7 +15,7 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Routine, Span
 from pimc.lower.moves import shift_hops
-from pimc.lower.nor_netlist import tree_levels
+from pimc.lower.trees import tree_levels
 
 Value = int
 REUSE = 16  # steps over which a constant's word is shared (then written again)

@@ -12,6 +12,7 @@ from pimc.isa.errors import PimError
 from pimc.passes.cse import cse
 from pimc.passes.dce import dce
 from pimc.passes.fold import fold_constants
+from pimc.passes.last_axis import last_axis
 from pimc.passes.typecheck import typecheck
 
 
@@ -26,6 +27,8 @@ PASSES = (
     Pass("typecheck", lambda k, text, mode: typecheck(k, text), "dtypes and shapes of every node"),
     Pass("fold", lambda k, text, mode: fold_constants(k, mode),
          "constant operands folded with the reference's bits"),
+    Pass("last-axis", lambda k, text, mode: last_axis(k),
+         "every reduction along its operand's last axis (a transpose or flattening before)"),
     Pass("cse", lambda k, text, mode: cse(k), "common subexpressions shared"),
     Pass("dce", lambda k, text, mode: dce(k), "nodes no result needs removed"),
 )
@@ -38,8 +41,8 @@ def pass_names() -> list[str]:
 
 def describe() -> str:
     lines = [f"{i + 1}. {p.name:<10} {p.what}" for i, p in enumerate(PASSES)]
-    lines.append(f"{len(PASSES) + 1}. {LOWERING:<10} to words of routine calls (tensor "
-                 "graphs) or one NOR netlist (elementwise kernels), then columns and micro-ops")
+    lines.append(f"{len(PASSES) + 1}. {LOWERING:<10} stages of words (routine calls, loops, "
+                 "moves), then columns and micro-ops, linked")
     return "\n".join(lines)
 
 

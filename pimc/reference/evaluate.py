@@ -13,16 +13,11 @@ from pimc.ir import Kernel
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.view import LOWEST, ViewOp, windows
-from pimc.lower.layout import geometry
-from pimc.lower.nor_netlist import (
-    constant_bits,
-    reduction_axes,
-    reduction_identity,
-    tree_levels,
-)
+from pimc.lower.trees import reduction_axes, reduction_identity, tree_levels
 from pimc.ops import REDUCTIONS
 from pimc.synth.floating import FORMATS
 from pimc.synth.netlist import ONE
+from pimc.synth.node import constant_bits
 from pimc.synth.oracle import (
     conversion,
     float_cast_reference,
@@ -69,11 +64,11 @@ def _constant(kernel: Kernel, n: int) -> np.uint64:
     return np.uint64(sum(1 << i for i, b in enumerate(bits) if b == ONE))
 
 
-def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
-             max_rows: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee"
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(results as raw bits, per result the mask of elements a comparison may check: in
     ftz mode an element, or a reduction, that met an infinity or a NaN is left out).
-    Reductions follow the hardware's tree for crossbars of `max_rows` rows."""
+    Reductions follow the hardware's trees (the splits the kernel records)."""
     values: dict[int, np.ndarray] = {}
     ok: dict[int, np.ndarray] = {}  # per node: the elements still in the ftz domain
     for n in kernel.nodes_in_order():
@@ -116,7 +111,7 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
             if mode == "ftz" and arg_dt[0].kind is Kind.FLOAT:
                 here = here & ~seen
         elif node.op in REDUCTIONS:
-            values[n], seen = _reduce(node, arg_dt[0], args, mode, max_rows)
+            values[n], seen = _reduce(node, arg_dt[0], args, mode)
             here = _reduce_mask(node, here, np.shape(args[0]))
             if mode == "ftz" and arg_dt[0].kind is Kind.FLOAT:
                 here = here & ~seen
@@ -139,11 +134,12 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee",
     return results, masks
 
 
-def _reduce(node, dt, args, mode, max_rows):
-    """The same trees as the hardware's (nor_netlist._lower_reduction), op for op: over the rows
-    of every crossbar at once (padding = identity), then over the crossbars; or along an
-    axis, every segment at once. Returns the result and, per result element, whether an
-    infinity or NaN came up on the way (in any operand or partial result)."""
+def _reduce(node, dt, args, mode):
+    """The same trees as the hardware's (pimc.lower.tensors), op for op: the pairwise
+    tree along the axis, every segment at once; split in chunks, each chunk's tree and
+    then the tree over the chunks (padding = identity). Returns the result and, per result
+    element, whether an infinity or NaN came up on the way (in any operand or partial
+    result; max's identity, -inf, is computed with, as its padding is)."""
     shape = np.shape(args[0])
     x = np.asarray(args[0], dtype=np.uint64).reshape(-1)
     if node.op == "dot":
@@ -151,8 +147,10 @@ def _reduce(node, dt, args, mode, max_rows):
     op = "max" if node.op == "reduce_max" else "add"
     identity = np.uint64(reduction_identity(node.op, dt))
     outer, length, inner = reduction_axes(shape, node.attr("axis"))
-    special = (lambda v: _special(FORMATS[dt.name], v)) if dt.kind is Kind.FLOAT else (
-        lambda v: np.zeros(np.shape(v), dtype=bool))
+    # the identity (max's -inf) pads the trees: an operand's or a partial's infinity or
+    # NaN counts, padding's does not
+    special = (lambda v: _special(FORMATS[dt.name], v) & (v != identity)) if (
+        dt.kind is Kind.FLOAT) else (lambda v: np.zeros(np.shape(v), dtype=bool))
     if node.attr("searched"):  # lower.rowtree's SEARCH: the largest by its order key
         x = x.reshape(outer, length, inner)
         pick = _order_key(x, dt).argmax(axis=1)[:, None]
@@ -170,19 +168,12 @@ def _reduce(node, dt, args, mode, max_rows):
         x, seen = _tree(x, per, identity, op, node, dt, mode, special)
         x, more = _tree(x, chunks, identity, op, node, dt, mode, special)
         return x.reshape(shape[:-1]), (first | seen.any(axis=0) | more).reshape(shape[:-1])
-    if outer > 1 or inner > 1:
-        x = x.reshape(outer, length, inner).transpose(1, 0, 2)  # [j, o, i]
-        out_shape = shape[: len(shape) - 1] if inner == 1 else shape[1:]
-        first = special(x).any(axis=0)
-        x, seen = _tree(x, length, identity, op, node, dt, mode, special)
-        return x.reshape(out_shape), (first | seen).reshape(out_shape)
-    geo = geometry(len(x), max_rows or len(x))
-    first = special(x).any()
-    x = np.concatenate([x, np.full(geo.rows - geo.tail, identity, dtype=np.uint64)])
-    x = x.reshape(geo.crossbars, geo.rows).T  # [row, crossbar]
-    x, seen = _tree(x, geo.rows, identity, op, node, dt, mode, special)
-    x, seen_too = _tree(x.reshape(-1), geo.crossbars, identity, op, node, dt, mode, special)
-    return x, first | seen.any() | seen_too
+    x = x.reshape(outer, length, inner).transpose(1, 0, 2)  # [j, o, i]
+    out_shape = () if node.attr("axis") is None else (
+        shape[: len(shape) - 1] if inner == 1 else shape[1:])
+    first = special(x).any(axis=0)
+    x, seen = _tree(x, length, identity, op, node, dt, mode, special)
+    return x.reshape(out_shape), (first | seen).reshape(out_shape)
 
 
 def _matmul(node, dt, args, mode):

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pimc.compile import split_matmuls, with_chunks
 from pimc.frontend.onnx_import import Imported, import_model, load_model
 from pimc.ir import Kernel
 from pimc.isa.dtypes import Kind, dequantize, parse_dtype
 from pimc.isa.uop import Program
-from pimc.passes.dce import dce
+from pimc.lower.splits import recorded
 from pimc.passes.pipeline import run_passes
 from pimc.reference.evaluate import evaluate
 
@@ -102,13 +101,7 @@ def reference(prog: Program, program: str = "") -> tuple[Kernel, onnx.ModelProto
     # and a LogSoftmax's common reductions, whose split the program records once)
     ran = run_passes(imported.kernel, "", meta.get("mode", "ieee"), skip=("typecheck",))
     assert ran is not None
-    if "node-chunks" in meta:  # staged: each stage split its own way
-        chunks = dict(map(int, c.split(":")) for c in meta["node-chunks"].split())
-        kernel = dce(with_chunks(ran, chunks))
-    else:
-        kernel = dce(split_matmuls(ran, int(meta.get("chunks", "1"))))
-    searched = [int(n) for n in meta.get("node-searched", "").split()]  # maxima by SEARCH
-    return with_chunks(kernel, dict.fromkeys(searched, 1), "searched"), model, imported
+    return recorded(ran, meta), model, imported
 
 
 def onnx_reference(model: onnx.ModelProto, imported: Imported, kernel: Kernel, dtype: str,
