@@ -90,7 +90,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     weights the host writes as the program's inputs of those names).
 
     The inner axes of matrix products are split in C chunks (C = 1, 2, 4, ... up to the
-    widest K): every C whose program fits the architecture's columns and crossbars is
+    widest K, and the power of two above it): every C whose program fits the architecture's columns and crossbars is
     built (routines are synthesised once, so a candidate costs a lowering, not a
     synthesis) and counted from its structure; the one with the least `objective`
     (latency, or energy's upper bound) wins, ties to fewer crossbars. When no power of
@@ -294,9 +294,11 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
         outcome = attempt(chunks)
         if outcome == "columns":
             last = chunks
-        if only or outcome == "crossbars" or chunks >= widest:
+        if only or outcome == "crossbars" or (chunks >= widest and chunks & (chunks - 1) == 0):
             break
-        chunks = min(2 * chunks, widest)
+        # powers of two, the widest axis, and the power of two above it (whose chunks
+        # pack whole crossbars: lower.tensors.chunk_geometry)
+        chunks = min(2 * chunks, widest) if chunks < widest else 1 << (chunks - 1).bit_length()
     if best is None and last and chunks > last + 1 and not only:
         # between too few columns and too many crossbars: the fewest chunks that fit
         lo, hi = last, chunks

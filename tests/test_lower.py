@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from pimc.runtime import run_program
+from pimc.runtime.hostio import complete_inputs
 
 from pimc.cli import main
 from pimc.compile import compile_model, program_cost
@@ -63,6 +64,24 @@ def test_a_chain_of_three_layers_is_bit_exact(tmp_path, capsys):
     assert main(["compile", str(path), "-o", str(tmp_path / "m.uop")]) == 0
     assert main(["run", str(tmp_path / "m.uop"), "--verify"]) == 0
     assert "10 of 10 elements bit-exact" in capsys.readouterr().out
+
+
+def test_chunks_pack_whole_crossbars_and_meet_by_transfers_then_shifts(tmp_path, capsys):
+    """64 chunks of a 16-row space on 64-row crossbars: four a crossbar, 16 crossbars
+    (not 64 a quarter full). The hidden layer is copied into every chunk by SHIFTs in
+    the first crossbar, then TRANSFERs; the sums meet by TRANSFERs, then SHIFTs."""
+    path = tmp_path / "m.onnx"
+    onnx.save(gemm_chain([64, 16, 4]), str(path))
+    (tmp_path / "arch.toml").write_text("rows = 64\n")
+    assert main(["compile", str(path), "-o", str(tmp_path / "m.uop"),
+                 "--arch", str(tmp_path / "arch.toml")]) == 0
+    prog = parse_program((tmp_path / "m.uop").read_text())
+    assert dict(prog.meta)["chunks"] == "64" and prog.crossbars == 16
+    weights = dict(np.load(tmp_path / "m.uop.weights.npz"))
+    _, stats = run_program(prog, complete_inputs(prog.inputs, weights, 3))
+    assert stats.ops["TRANSFER"] > 0 and stats.ops["SHIFT"] > 0
+    assert main(["run", str(tmp_path / "m.uop"), "--verify"]) == 0
+    assert "4 of 4 elements bit-exact" in capsys.readouterr().out
 
 
 def test_per_layer_report_in_stats_and_count_only(tmp_path, capsys):

@@ -129,12 +129,25 @@ class InSpaceMoves:
         return self.index
 
     def _copy_to_chunks(self, word: Value) -> Value:
-        """Chunk 0's value copied into every chunk's crossbars, doubling by TRANSFERs."""
-        per = self.geo.crossbars // self.chunks
+        """Chunk 0's value copied into every chunk, doubling: by SHIFTs into the chunks
+        packed in the first crossbar (chunk_geometry), then by TRANSFERs of whole crossbars
+        (the chunks' own crossbars, or the packed ones)."""
         word = self.net.copy(word)  # private cells the copies may take over
+        packed = self.geo.rows // self.slots
+        if packed > 1:
+            have = 1
+            while have < packed:
+                word = self.net.rows_from(word, -have * self.slots,
+                                          (have * self.slots, 2 * have * self.slots), into=word)
+                have *= 2
+            return self._copy_crossbars(word, 1, self.geo.crossbars)
+        return self._copy_crossbars(word, self.geo.crossbars // self.chunks, self.chunks)
+
+    def _copy_crossbars(self, word: Value, per: int, copies: int) -> Value:
+        """The first `per` crossbars' word doubled into `copies` blocks of `per`."""
         have = 1
-        while have < self.chunks:
-            count = min(have, self.chunks - have)
+        while have < copies:
+            count = min(have, copies - have)
             word = self.net.crossbars_from(word, -have * per, (have * per, (have + count) * per),
                                            (0, self.geo.rows), into=word)
             have += count

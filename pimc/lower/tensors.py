@@ -271,16 +271,25 @@ class _TensorLowering(InSpaceMoves):
             identity = reduction_identity("sum", parse_dtype(dt))
         if self.geo.crossbars == 1:
             return word_tree(self.net, acc, x, identity, self.chunks, self.slots)
+        if self.geo.rows > self.slots:  # packed: geo.rows // slots chunks a crossbar
+            return word_tree(self.net, acc, x, identity, self.chunks, self.slots,
+                             packed=self.geo.rows // self.slots)
         return word_tree(self.net, acc, x, identity, self.chunks,
                          self.geo.crossbars // self.chunks, across=(0, self.geo.rows))
 
 
 def chunk_geometry(size: int, chunks: int, rows: int) -> tuple[Geometry, int]:
-    """Where the chunks go, and the slots each takes: rows of one crossbar when all fit,
-    else crossbars of their own (the last rows of a chunk's last crossbar padding)."""
+    """Where the chunks go, and the slots each takes: rows of one crossbar when all fit;
+    else, a power of two of them, q, packed in each crossbar when the chunks are a power
+    of two too (every level of their tree then moves whole crossbars, or stays in the
+    first); else crossbars of their own (the last rows of a chunk's last crossbar
+    padding)."""
     if chunks * size <= rows:
         return geometry(chunks * size, rows), size
     if size <= rows:
+        q = 1 << ((rows // size).bit_length() - 1)
+        if q > 1 and chunks & (chunks - 1) == 0:
+            return geometry(chunks * size, q * size), size
         return geometry(chunks * size, size), size
     slots = -(-size // rows) * rows
     return geometry(chunks * slots, rows), slots

@@ -130,18 +130,29 @@ class WordNet:
 
 
 def word_tree(net: WordNet, acc: Routine, x: Value, identity: int, blocks: int, size: int,
-              across: tuple[int, int] | None = None) -> Value:
+              across: tuple[int, int] | None = None, packed: int = 0) -> Value:
     """Reduce `blocks` blocks of `size` rows into block 0 by the pairwise tree: at each
     level (n, m) block b < n - m takes block b + m (SHIFTs of the word), blocks
     n - m <= b < m take the identity, and the first m blocks accumulate. With `across`,
-    blocks of `size` crossbars moved by TRANSFERs of the rows `across`."""
+    blocks of `size` crossbars moved by TRANSFERs of the rows `across`. With `packed`,
+    that many blocks of `size` rows in each crossbar (blocks and `packed` powers of two):
+    a level moves whole crossbars by TRANSFERs while m >= packed, then SHIFTs inside the
+    first crossbar."""
     bits = net.width[x]
     for n, m in tree_levels(blocks):
         lo, hi = (n - m) * size, m * size
-        if across is None:
+        if packed and m >= packed:
+            hi = m // packed
+            partner = net.crossbars_from(x, hi, (0, hi), (0, packed * size))
+            limits: dict[str, tuple[int, int]] = {"rows": (0, packed * size), "xbs": (0, hi)}
+        elif packed:
+            with net.limited(xbs=(0, 1)):
+                partner = net.rows_from(x, hi, (0, hi))
+            limits = {"rows": (0, hi), "xbs": (0, 1)}
+        elif across is None:
             pad = net.fill(identity, bits, (lo, hi)) if n - m < m else None
             partner = net.rows_from(x, hi, (0, lo), into=pad)
-            limits: dict[str, tuple[int, int]] = {"rows": (0, hi)}
+            limits = {"rows": (0, hi)}
         else:
             pad = net.fill(identity, bits, across, (lo, hi)) if n - m < m else None
             partner = net.crossbars_from(x, hi, (0, lo), across, into=pad)
