@@ -90,12 +90,12 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     weights the host writes as the program's inputs of those names).
 
     The inner axes of matrix products are split in C chunks (C = 1, 2, 4, ... up to the
-    widest K, and the power of two above it): every C whose program fits the architecture's columns and crossbars is
-    built (routines are synthesised once, so a candidate costs a lowering, not a
-    synthesis) and counted from its structure; the one with the least `objective`
-    (latency, or energy's upper bound) wins, ties to fewer crossbars. When no power of
-    two fits (too few columns below, too many crossbars above), the fewest chunks that
-    fit are found by bisection."""
+    widest K, and the power of two above it): every C whose program fits the
+    architecture's columns and crossbars is built (routines are synthesised once, so a
+    candidate costs a lowering, not a synthesis) and counted from its structure; the one
+    with the least `objective` (latency, or energy's upper bound) wins, ties to fewer
+    crossbars. When no power of two fits (too few columns below, too many crossbars
+    above), the fewest chunks that fit are found by bisection."""
     if mode not in ("ieee", "ftz"):
         raise PimError(f"float mode must be ieee or ftz, not '{mode}'")
     if objective not in OBJECTIVES:
@@ -151,7 +151,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         if key not in memo:
             tried: list[list[tuple[float, int]]] = []
             memo[key] = (_best_split(st.kernel, file, arch, mode, head, objective,
-                                     st.result_view, tried), tried[0])
+                                     st.result_view, tried, pack=not st.residents), tried[0])
         found.append(memo[key][0])
         options.append(memo[key][1])
     fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
@@ -170,7 +170,8 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             limit = max(cap, fewest[i][1])
             if found[i][1].crossbars > limit:
                 found[i] = _best_split(st.kernel, file, dataclasses.replace(
-                    arch, max_crossbars=limit), mode, head, objective, st.result_view)
+                    arch, max_crossbars=limit), mode, head, objective, st.result_view,
+                    pack=not st.residents)
     built, chunks, searched = [], {}, []
     for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
         searched += [int(v) for m, v in prog.meta if m == "searched"]
@@ -225,7 +226,7 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
                 if view is None or j == i or not scattered(t, arch.rows):
                     continue
                 _, prog, _, low = _best_split(st.kernel, file, arch, mode, head, objective,
-                                              view, only=chunks)
+                                              view, only=chunks, pack=not st.residents)
                 if low is not None and low.host_values:  # (a row index of its own: none yet)
                     continue
                 mine = next(o for o in prog.outputs if o.name == result)
@@ -252,10 +253,10 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
                 objective: str, result_view: View = (),
                 options: list[list[tuple[float, int]]] | None = None,
-                only: int | None = None) -> Split:
+                only: int | None = None, pack: bool = True) -> Split:
     """The kernel built with every split of its inner axes that fits, the best kept
     (and every fitting one's (cost, crossbars) appended to `options`); with `only`,
-    that split alone."""
+    that split alone. `pack`: whether chunks may share crossbars (lower_tensors)."""
     widest = max((split_lanes(kernel, n) for n in kernel.graph), default=1)
     best: Split | None = None
     failure: PimError | None = None
@@ -267,7 +268,7 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
         nonlocal best, failure
         k = dce(split_matmuls(kernel, chunks))
         try:
-            low, placements = lower_tensors(k, mode, chunks, arch, result_view)
+            low, placements = lower_tensors(k, mode, chunks, arch, result_view, pack)
         except PimError as exc:
             raise type(exc)(str(exc) if str(exc).startswith(file) else f"{file}: {exc}"
                             ) from None

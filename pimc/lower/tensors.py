@@ -48,11 +48,11 @@ from pimc.synth.node import constant_bits
 
 class _TensorLowering(InSpaceMoves):
     def __init__(self, kernel: Kernel, mode: str, space: tuple[int, ...], chunks: int,
-                 arch: Arch) -> None:
+                 arch: Arch, pack: bool) -> None:
         self.k, self.mode, self.space, self.chunks = kernel, mode, space, chunks
         self.arch = arch
         self.size = math.prod(space) if space else 1
-        self.geo, self.slots = chunk_geometry(self.size, chunks, arch.rows)
+        self.geo, self.slots = chunk_geometry(self.size, chunks, arch.rows, pack)
         self.net = WordNet()
         self.memo: dict[tuple[int, View, bool], list[Value]] = {}
         self.placements: dict[tuple[str, View], Placement] = {}
@@ -278,17 +278,18 @@ class _TensorLowering(InSpaceMoves):
                          self.geo.crossbars // self.chunks, across=(0, self.geo.rows))
 
 
-def chunk_geometry(size: int, chunks: int, rows: int) -> tuple[Geometry, int]:
+def chunk_geometry(size: int, chunks: int, rows: int, pack: bool = True
+                   ) -> tuple[Geometry, int]:
     """Where the chunks go, and the slots each takes: rows of one crossbar when all fit;
-    else, a power of two of them, q, packed in each crossbar when the chunks are a power
-    of two too (every level of their tree then moves whole crossbars, or stays in the
+    else, if `pack`, a power of two of them, q, in each crossbar when the chunks are a
+    power of two too (every level of their tree then moves whole crossbars, or stays in the
     first); else crossbars of their own (the last rows of a chunk's last crossbar
     padding)."""
     if chunks * size <= rows:
         return geometry(chunks * size, rows), size
     if size <= rows:
         q = 1 << ((rows // size).bit_length() - 1)
-        if q > 1 and chunks & (chunks - 1) == 0:
+        if pack and q > 1 and chunks & (chunks - 1) == 0:
             return geometry(chunks * size, q * size), size
         return geometry(chunks * size, size), size
     slots = -(-size // rows) * rows
@@ -315,15 +316,18 @@ def result_space(kernel: Kernel) -> tuple[int, ...]:
 
 
 def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, arch: Arch | None = None,
-                  result_view: View = ()) -> tuple[Lowered, list[Placement]]:
+                  result_view: View = (), pack: bool = True) -> tuple[Lowered, list[Placement]]:
     """The word program of a tensor graph (in Lowered.net) and where the host places each
     input, matrix products' inner axes split in `chunks`. A `result_view` (one result)
     orders the result's elements in the space (a stage's resident map in the order its
-    readers want, pimc.lower.stages)."""
+    readers want, pimc.lower.stages). `pack`: chunks may share a crossbar (not for a
+    stage whose inputs other stages' moves bring in: a chunk a crossbar gives every
+    crossbar the same row pattern, so one move serves them all; chunks packed take a
+    move each, which costs more than the crossbars they save)."""
     space = result_space(kernel)
     if result_view:
         space = view_shape(tuple(kernel.results[0].shape), result_view)
-    low = _TensorLowering(kernel, mode, space, chunks, arch or Arch())
+    low = _TensorLowering(kernel, mode, space, chunks, arch or Arch(), pack)
     outputs, views = [], {}
     for r in kernel.results:
         n = kernel.outputs[r.name]
