@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pimc.runtime import kernel as K
+from pimc.runtime import kernel_table as K
 
 from pimc.isa.uop import Init, Nor, Op, Shift, Span, Transfer
 

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 from pimc.runtime import kernel
+from pimc.runtime import kernel_table as T
 from pimc.runtime.block import Block, Template, site_block, template, top_block
 from pimc.runtime.faults import FaultModel
 from pimc.runtime.step import Step, bound
@@ -114,16 +115,16 @@ class KernelPath:
                 self.spans.masks, self.spans.subset, writes is not None,
                 self.writes.full if writes else NO_COUNTS[0],
                 self.writes.span_counts if writes else NO_COUNTS[1],
-                self.strict, units, tally, status, kernel.TILE_BYTES)
+                self.strict, units, tally, status, T.TILE_BYTES)
             self.stats.row_ops += int(tally[0])
             self._add_events(units, tally)
             self._armed_memo.clear()
-            if status[0] == kernel.DONE:
+            if status[0] == T.DONE:
                 self.executed += n - start
                 return
             i = int(status[1])
             self.executed += i - start
-            if status[0] != kernel.ESCAPED:
+            if status[0] != T.ESCAPED:
                 raise self._kernel_failure(block, i, cmap)
             step = self._escape(block, i)
             self._exec[type(step.op)](step if cmap is None else bound(step, cmap))
@@ -133,7 +134,7 @@ class KernelPath:
     def _add_events(self, units: np.ndarray, tally: np.ndarray) -> None:
         """The kernel's energy events, kinds in the order it met them (as the numpy path
         would add them)."""
-        U = kernel
+        U = T
         events = (("NOR", units[U.U_NOR], 0), ("INIT", units[U.U_SET], units[U.U_RESET]),
                   ("SHIFT", units[U.U_SHIFT_ONES], units[U.U_SHIFT] - units[U.U_SHIFT_ONES]),
                   ("TRANSFER", units[U.U_MOVE_ONES], units[U.U_MOVE] - units[U.U_MOVE_ONES]))
@@ -145,14 +146,14 @@ class KernelPath:
     def _kernel_failure(self, block: Block, i: int, cmap: np.ndarray | None) -> PimError:
         """The numpy path's message for the check the kernel failed."""
         kind, k, xi, row = (int(v) for v in self._status[[0, 2, 3, 4]])
-        self.check_rank = k if kind == kernel.UNWRITTEN else ARMED_RANK + k
+        self.check_rank = k if kind == T.UNWRITTEN else ARMED_RANK + k
         step, row_of = self._escape(block, i), block.steps[i]
-        off, reps = int(row_of[kernel.OFF]), int(row_of[kernel.REPS])
+        off, reps = int(row_of[T.OFF]), int(row_of[T.REPS])
         j = k % reps
-        frame = int(block.cols[off + (1 + k // reps if kind == kernel.UNWRITTEN else 0)])
-        col = int((self._identity if cmap is None else cmap)[frame]) + j * int(row_of[kernel.RSHIFT])
+        frame = int(block.cols[off + (1 + k // reps if kind == T.UNWRITTEN else 0)])
+        col = int((self._identity if cmap is None else cmap)[frame]) + j * int(row_of[T.RSHIFT])
         xb = self.xb_base + step.xs.start + xi * (step.xs.step or 1)
-        if kind == kernel.UNWRITTEN:
+        if kind == T.UNWRITTEN:
             return self.fail(step.line, f"reads c{col} of crossbar {xb} row {row}, "
                              "which was never written")
         return self.fail(step.line, f"NOR into c{col} of crossbar {xb} row {row}, not "

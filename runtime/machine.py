@@ -10,7 +10,7 @@ import dataclasses
 from collections import Counter
 
 import numpy as np
-from pimc.runtime import kernel
+from pimc.runtime import kernel_table
 from pimc.runtime.bitops import popcount, row_mask
 from pimc.runtime.block import Block, Template
 from pimc.runtime.endurance import WriteCounter, wear_fits
@@ -76,8 +76,8 @@ class Machine(KernelPath, NumpyOps):
         self._masks: dict[range, np.ndarray] = {}
         self._identity = np.arange(arch.cols, dtype=np.int64)
         self.events = Events()
-        self._units = np.zeros(7, dtype=np.int64)  # the kernel's energy events (kernel.U_NOR)
-        self._tally = np.zeros(2 + 2 * kernel.KINDS, dtype=np.int64)  # ... and op tallies
+        self._units = np.zeros(7, dtype=np.int64)  # the kernel's energy events (kernel_table.U_NOR)
+        self._tally = np.zeros(2 + 2 * kernel_table.KINDS, dtype=np.int64)  # ... and op tallies
         self._status = np.zeros(5, dtype=np.int64)
         # Python-side memo of the flag codes for whole columns of a crossbar span, so the
         # common whole-column op needs no numpy call to check them. "Written" only grows,
