@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from pimc.runtime import kernel
 from pimc.runtime.endurance import Endurance
 from pimc.runtime.hostio import (
     account_read,
@@ -55,6 +54,8 @@ class ShardWorker:
         self.m = Machine(part.prog, name, strict=strict, count_writes=count_writes,
                          engine=engine, xb_base=part.lo, validated=True)
         if self.m.engine == "numba":
+            from pimc.runtime import kernel  # numba, loaded where a kernel runs
+
             kernel.warm()  # set-up, not run time
         self.busy = 0.0  # seconds spent running segments
 

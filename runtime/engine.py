@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from pimc.runtime import kernel
+from pimc.runtime import jit
 from pimc.runtime import kernel_table as T
 from pimc.runtime.block import Block, Template, site_block, template, top_block
 from pimc.runtime.faults import FaultModel
@@ -24,8 +24,8 @@ ARMED_RANK = 1 << 30  # an op checks its output after all of its inputs
 def choose_engine(name: str, faults: FaultModel | None) -> str:
     """"numba" (the compiled kernel) or "numpy"; "auto" picks numba where it can run."""
     if name == "auto":
-        return "numba" if kernel.AVAILABLE and faults is None else "numpy"
-    if name == "numba" and not kernel.AVAILABLE:
+        return "numba" if jit.AVAILABLE and faults is None else "numpy"
+    if name == "numba" and not jit.AVAILABLE:
         raise PimError("the numba engine needs numba: pip install 'pimc[fast]'")
     if name == "numba" and faults is not None:
         raise PimError("fault injection runs on the numpy engine")
@@ -105,6 +105,8 @@ class KernelPath:
         units, tally, status = self._units, self._tally, self._status
         writes = self.writes
         start, n = 0, len(block.ops)
+        from pimc.runtime import kernel  # numba, loaded where a kernel runs
+
         while start < n:
             units[:] = 0
             tally[:] = 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pimc.runtime import scatter
+from pimc.runtime import jit
 from pimc.runtime.bitops import pack_rows, popcount, unpack_rows
 from pimc.runtime.endurance import count_host_writes
 from pimc.runtime.stats import HostIO
@@ -153,7 +153,9 @@ def encode(t: TensorIO, values: np.ndarray, rows: int,
                        np.zeros((len(cols), 0, words), dtype=np.uint64),
                        np.zeros((0, words), dtype=np.uint64), 0, t.broadcast)
     bits = dt.to_bits(apply_view(values, t.view).reshape(-1))
-    if scatter.AVAILABLE:
+    if jit.AVAILABLE:
+        from pimc.runtime import scatter  # numba, loaded where values are written
+
         lo, hi = slot_places(t, np.array([first, end - 1]))[0]
         per = len(t.rows)
         data, placed = scatter.scatter(

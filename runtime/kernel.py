@@ -17,10 +17,10 @@ uses the numpy path throughout.
 from __future__ import annotations
 
 import numpy as np
+from pimc.runtime.jit import AVAILABLE, njit
 from pimc.runtime.kernel_cells import move, tile_width, tiles
 from pimc.runtime.kernel_checks import checks
 from pimc.runtime.kernel_table import (
-    AVAILABLE,
     DONE,
     ESCAPE,
     ESCAPED,
@@ -33,7 +33,6 @@ from pimc.runtime.kernel_table import (
     TILE_BYTES,
     U_MOVE_ONES,
     U_SHIFT_ONES,
-    njit,
 )
 
 

@@ -4,10 +4,10 @@ SHIFT steps, a tile of crossbars at a time, and a TRANSFER's."""
 from __future__ import annotations
 
 import numpy as np
+from pimc.runtime.jit import AVAILABLE, njit, prange
 from pimc.runtime.kernel_table import (
     ACC,
     ALL,
-    AVAILABLE,
     BY,
     DX0,
     DXSTEP,
@@ -24,8 +24,6 @@ from pimc.runtime.kernel_table import (
     W1,
     X0,
     XSTEP,
-    njit,
-    prange,
 )
 
 

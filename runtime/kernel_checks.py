@@ -5,10 +5,10 @@ armed flags they read, write counts, energy units."""
 from __future__ import annotations
 
 import numpy as np
+from pimc.runtime.jit import AVAILABLE, njit
 from pimc.runtime.kernel_table import (
     ACC,
     ALL,
-    AVAILABLE,
     CLEAR,
     ESCAPE,
     FULL,
@@ -41,7 +41,6 @@ from pimc.runtime.kernel_table import (
     W1,
     X0,
     XSTEP,
-    njit,
 )
 
 

@@ -1,20 +1,9 @@
 """The compiled kernel's step table (runtime/kernel.py, runtime/block.py): its columns,
-step kinds, outcomes and energy units; and whether numba is there to compile it."""
+step kinds, outcomes and energy units."""
 
 from __future__ import annotations
 
 import numpy as np
-
-try:
-    from numba import njit, prange
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised where numba is not installed
-    AVAILABLE = False
-    prange = range
-
-    def njit(*args: object, **kwargs: object):  # used only where AVAILABLE
-        raise ImportError("numba is not installed")
 
 # Columns of a block's step table.
 (KIND, X0, NX, XSTEP, MASK, W0, W1, SPAN, OFF, NCOLS, ACC, REPS, RSHIFT, ROWOPS, SET, RESET,

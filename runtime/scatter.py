@@ -11,14 +11,7 @@ threads write one word).
 from __future__ import annotations
 
 import numpy as np
-
-try:
-    from numba import njit, prange
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised where numba is not installed
-    AVAILABLE = False
-    prange = range
+from pimc.runtime.jit import AVAILABLE, njit, prange
 
 
 def scatter(raw, nbits, lanes, broadcast, first, count, per, xstart, xstep,

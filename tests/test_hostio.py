@@ -122,9 +122,9 @@ def test_a_view_places_a_transposed_replicated_copy_and_an_input_may_be_placed_t
        broadcast=st.booleans(), cut=st.integers(0, 12), seed=st.integers(0, 2**32 - 1))
 def test_the_compiled_scatter_encodes_as_the_numpy_path(dtype, lanes, rows, xbs,
                                                         slots, broadcast, cut, seed):
-    from pimc.runtime import hostio, scatter
+    from pimc.runtime import hostio, jit
 
-    if not scatter.AVAILABLE:
+    if not jit.AVAILABLE:
         pytest.skip("numba is not installed")
     r = Span(rows[0], min(128, rows[0] + rows[1] * 40), rows[1])
     per = len(r)
@@ -143,7 +143,7 @@ def test_the_compiled_scatter_encodes_as_the_numpy_path(dtype, lanes, rows, xbs,
     within = (cut, cut + 2) if cut < 6 else None
     got = hostio.encode(t, values, 128, within)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scatter, "AVAILABLE", False)
+        mp.setattr(jit, "AVAILABLE", False)
         want = hostio.encode(t, values, 128, within)
     assert (got.lo, got.slots, got.broadcast) == (want.lo, want.slots, want.broadcast)
     assert np.array_equal(got.cols, want.cols)
