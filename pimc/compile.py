@@ -25,7 +25,7 @@ from pimc.lower.inspace import RelayoutError
 from pimc.lower.layout import Lowered
 from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
-from pimc.lower.relayout import move_cycles
+from pimc.lower.move_ops import move_cycles
 from pimc.lower.rowtree import row_tree
 from pimc.lower.splits import split_lanes, split_matmuls, with_chunks
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages

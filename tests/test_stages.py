@@ -18,8 +18,9 @@ from pimc.isa.uop import Shift, Span, TensorIO, Transfer, ViewOp, apply_view, vi
 from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.factor import factor
 from pimc.lower.moves import Move, on_words, strided
+from pimc.lower.orders import resident_view
 from pimc.lower.relayout import PAD_LOWEST, plan
-from pimc.lower.stages import resident_view, split_stages
+from pimc.lower.stages import split_stages
 from pimc.passes.pipeline import run_passes
 from pimc.reference.onnx_verify import verify_model
 from samples.make_onnx_samples import small_cnn
@@ -505,18 +506,18 @@ def test_a_pool_smaller_than_its_map_reads_a_copy_over_two_words(tmp_path, capsy
     """A 24-channel 16 x 16 map pooled 2 x 2 / 2 by a stage of fewer crossbars (128
     rows each): the map is copied into the pool's crossbars over two home words and
     each tap gathered from there; the program runs bit-exact."""
-    import pimc.lower.relayout as relayout
+    import pimc.lower.move_ops as move_ops
     from pimc.isa.arch import Arch
 
     words = []
-    plan_ = relayout.plan
+    plan_ = move_ops.plan
 
     def spy(src, dst, max_shift):
         p = plan_(src, dst, max_shift)
         words.append(1 + max((m.word for m in p.spread), default=-1))
         return p
 
-    monkeypatch.setattr(relayout, "plan", spy)
+    monkeypatch.setattr(move_ops, "plan", spy)
     w = np.random.default_rng(5).normal(0, 0.3, (24, 2, 3, 3)).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
              helper.make_node("Relu", ["c"], ["r"]),

@@ -13,7 +13,7 @@ from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Call, Item, Loop, Program, Span, TensorIO, Transfer
-from pimc.lower.relayout import emit_moves
+from pimc.lower.move_ops import emit_moves
 
 
 @dataclass(frozen=True)

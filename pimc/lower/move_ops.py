@@ -1,0 +1,79 @@
+"""A relayout's plan (pimc.lower.relayout) as micro-ops, and what it costs: the moves and
+copies into a stage's placement of a value another stage left, the padding filled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from pimc.isa.arch import Arch
+from pimc.isa.builder import ProgramBuilder
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.errors import PimError
+from pimc.isa.uop import TensorIO
+from pimc.isa.view import lowest
+from pimc.lower.moves import Move, emit_move, on_words, staged
+from pimc.lower.relayout import plan
+
+
+def move_cycles(src: TensorIO, dst: TensorIO, arch: Arch) -> int:
+    """About the cycles emit_moves spends on plan(src, dst): its moves' and copies'
+    (Move.cycles), one a fill."""
+    p = plan(src, dst, arch.max_shift)
+    bits = parse_dtype(dst.dtype).bits
+    return (sum(m.cycles(bits, arch.max_shift) for m in (*p.spread, *p.moves, *p.down,
+                                                          *p.copies))
+            + len(p.fills))
+
+
+def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
+               arch: Arch) -> int:
+    """Append the micro-ops of plan(src, dst); columns from `staging` on are free in
+    dst's crossbars (a TRANSFER lands there before its SHIFT). The count of ops."""
+    p = plan(src, dst, arch.max_shift)
+    assert all(dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop
+               for m in (*p.spread, *p.moves, *p.fills, *p.copies)), f"{dst.name}: a move leaves"
+    dt = parse_dtype(dst.dtype)
+    bits = dt.bits
+    cols = dst.columns(bits)
+    start = len(b.ops)
+
+    def lanes(ls: tuple[int, ...]) -> list[int]:
+        return [c for lane in ls for c in cols[lane * bits:(lane + 1) * bits]]
+
+    words = 1 + max((m.word for m in p.spread), default=0)
+    homes = [list(range(staging + bits * (1 + w), staging + bits * (2 + w)))
+             for w in range(words)]  # the map's copies in dst's crossbars
+    home = homes[0]
+    if p.spread and homes[-1][-1] >= arch.cols:
+        raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
+    if p.home_zero is not None:
+        b.init(home, 0, xbs=p.home_zero[0], rows=p.home_zero[1])
+    for m in p.spread:
+        emit_move(b, m, home if m.local else src.columns(bits), homes[m.word], staging, arch,
+              dst.name)
+    for m in p.moves:
+        for piece, w in (on_words(m, dst.xbs.start, len(dst.xbs)) if m.local and words > 1
+                         else [(m, 0)]):
+            emit_move(b, piece, homes[w] if m.local else src.columns(bits), lanes(m.lanes),
+                  staging, arch, dst.name)
+    width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
+    for m in p.down:
+        _copy(b, m, lanes, width, staging, arch, dst.name)
+    raw = int(dt.to_bits(np.array([lowest(np.dtype(dt.host))], dtype=dt.host))[0])
+    for f in p.fills:  # the lowest value in every lane of the fill
+        low = sum(raw << (k * bits) for k in range(len(f.lanes)))
+        b.init(lanes(f.lanes), low if f.lowest else 0, xbs=f.xbs, rows=f.rows)
+    for m in p.copies:
+        _copy(b, m, lanes, width, staging, arch, dst.name)
+    return len(b.ops) - start
+
+
+def _copy(b: ProgramBuilder, m: Move, lanes: Callable[[tuple[int, ...]], list[int]],
+          width: int, staging: int, arch: Arch, name: str) -> None:
+    """A copy of dst's own lanes, in parts a staged move can carry."""
+    step = width if staged(m, arch) else len(m.lanes)
+    for k in range(0, len(m.lanes), step):
+        part = lanes(m.lanes[k:k + step])
+        emit_move(b, m, part, part, staging, arch, name)
