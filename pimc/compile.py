@@ -22,6 +22,7 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Program
 from pimc.lower.build import build_word_program
 from pimc.lower.inspace import RelayoutError
+from pimc.lower.layers import layer_order
 from pimc.lower.layout import Lowered
 from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
@@ -194,12 +195,14 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             ("fewest-crossbars", str(sum(c for _, c in fewest))))  # with the slowest splits
     params = {r: imported.names[w] for r, w in (state or {}).items()}
     sources: dict[tuple[int, int], str] = {}
+    order = None
     if state:  # each new value, the param it replaces, the tensor that param is
         meta += (("state", " ".join(f"{r}:{params[r]}:{w}" for r, w in state.items())),)
         built, sources = _mirrored(stages, found, built, params, file, arch, mode, head,
                                    objective)
+        order = layer_order(built, params)
     return link(built, arch, file, meta, tuple(r.name for r in ran.results), params,
-                sources), imported
+                sources, order), imported
 
 
 def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram],

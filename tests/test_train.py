@@ -460,3 +460,25 @@ def test_a_training_program_is_verified_from_another_folder(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path / "elsewhere")
     code = main(["run", "../m.uop", "--steps", "2", "--data", "../data.npz", "--verify"])
     assert code == 0, capsys.readouterr().out
+
+
+def test_a_training_steps_stages_sit_layer_by_layer():
+    """Two layers' stages as they run: forward 1, relu, forward 2, loss, error into 1,
+    weight gradient 2, relu backward, kernel and bias gradients 1. Placed, each layer's
+    stages sit together: layer 1's update next to its forward stage, not a step away."""
+    from types import SimpleNamespace as NS
+
+    from pimc.lower.layers import layer_order
+
+    def stage(ins=(), outs=(), residents=()):
+        names = [NS(name=n) for n in (*ins, *residents)]
+        return NS(program=NS(inputs=names, outputs=[NS(name=n) for n in outs]),
+                  residents=tuple(residents))
+
+    stages = [stage(("x", "w1", "b1"), ("f1",)), stage((), ("r1",), ("f1",)),
+              stage(("w2",), ("f2",), ("r1",)), stage((), ("g2",), ("f2",)),
+              stage(("w2",), ("g1",), ("g2",)), stage((), ("w2__new",), ("g2", "r1")),
+              stage((), ("g1r",), ("g1", "r1")), stage((), ("w1__new",), ("g1r",)),
+              stage((), ("b1__new.7.0",), ("g1r",))]  # a copy in another order (mirror)
+    params = {"w1__new": "w1", "b1__new": "b1", "w2__new": "w2"}
+    assert layer_order(stages, params) == [0, 6, 7, 8, 1, 2, 3, 4, 5]

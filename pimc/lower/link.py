@@ -49,17 +49,29 @@ def _end(ts: tuple[TensorIO, ...]) -> int:
     return max((t.col + t.lanes * parse_dtype(t.dtype).bits for t in ts), default=0)
 
 
+def placed_bases(sizes: list[int], order: list[int] | None = None) -> list[int]:
+    """Each stage's first crossbar, the stages side by side in `order` (default: as
+    they run)."""
+    bases, at = [0] * len(sizes), 0
+    for j in order if order is not None else range(len(sizes)):
+        bases[j], at = at, at + sizes[j]
+    return bases
+
+
 def link(stages: list[StageProgram], arch: Arch, file: str,
          meta: tuple[tuple[str, str], ...], results: tuple[str, ...] = (),
          state: dict[str, str] | None = None,
-         sources: dict[tuple[int, int], str] | None = None) -> Program:
+         sources: dict[tuple[int, int], str] | None = None,
+         order: list[int] | None = None) -> Program:
     """One program: the stages one after another in consecutive crossbar ranges; the
     host reads the `results` (by default the last stage's outputs) where their stages
     left them. `state` (result -> input, a training step's new weights): at the end,
     each such result is moved into every placement of its input, so that the program
     run again (the next step) reads it there; the host writes the input once. `sources`
     names, by (stage, input) index, another stage's output to move into that placement
-    instead (the same values, computed in its order: pimc.lower.mirror)."""
+    instead (the same values, computed in its order: pimc.lower.mirror). `order`: the
+    stages as they sit in the crossbars, if not as they run (a TRANSFER costs its
+    distance, so stages that trade values sit close)."""
     total = sum(s.program.crossbars for s in stages)
     if total > arch.max_crossbars:
         sizes = ", ".join(str(s.program.crossbars) for s in stages)
@@ -68,12 +80,12 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
     b = ProgramBuilder(total, arch=arch, source=file, meta=meta)
     made: dict[str, TensorIO] = {}  # resident name -> where its stage left it
     routines = {}
-    base = 0
+    bases = placed_bases([s.program.crossbars for s in stages], order)
     starts = []
     kept: list[tuple[TensorIO, int, str]] = []  # placements a result replaces, and from what
     targets = set((state or {}).values())
     for j, s in enumerate(stages):
-        p = s.program
+        p, base = s.program, bases[j]
         starts.append(len(b.ops))
         ins = tuple(relocated(t, base) for t in p.inputs)
         outs = tuple(relocated(t, base) for t in p.outputs)
@@ -92,7 +104,6 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
             routines[r.name] = r
         for t in outs:
             made[t.name] = t
-        base += p.crossbars
     for result, name in (state or {}).items():
         b.source_note = f"update/{name} write-back"
         for t, staging, source in kept:
