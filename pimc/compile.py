@@ -1,7 +1,9 @@
-"""The compiler driver: kernel source -> typed IR -> netlist -> columns -> micro-ops.
+"""The compiler driver: a kernel's source or an ONNX model -> typed IR -> the passes ->
+stages, each split its best way and lowered to words -> columns -> micro-ops, linked.
 
-The program records what it computes (`.meta`: the kernel's source text, its name and
-the float mode), so `pimc run --verify` can rebuild the reference from it.
+The program records what it computes (`.meta`: the kernel's source text and name, or
+the model's path and dtype; the float mode; the splits chosen), so `pimc run --verify`
+can rebuild the order-matched reference from it.
 """
 
 from __future__ import annotations
