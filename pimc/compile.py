@@ -14,13 +14,13 @@ import itertools
 import numpy as np
 import onnx
 
-from pimc.frontend.dsl import deep_recursion, parse_kernels
+from pimc.frontend.dsl import deep_recursion, located_error, parse_kernels
 from pimc.frontend.onnx_import import Imported, import_model
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.cost import item_counts
 from pimc.isa.dtypes import parse_dtype
-from pimc.isa.errors import PimError
+from pimc.isa.errors import LocatedError, PimError
 from pimc.isa.uop import Program
 from pimc.lower.build import build_word_program
 from pimc.lower.inspace import RelayoutError
@@ -67,9 +67,12 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
     if ran is None:
         return None
     head = (("kernel", ran.name), ("mode", mode), ("kernel-source", text))
-    with deep_recursion():
-        prog, _ = _compile_stages(Imported(ran), split_stages(ran, arch.rows), file, arch,
-                                  mode, head, "latency", {})
+    try:
+        with deep_recursion():
+            prog, _ = _compile_stages(Imported(ran), split_stages(ran, arch.rows), file, arch,
+                                      mode, head, "latency", {})
+    except LocatedError as exc:  # the line of the source, with a caret
+        raise located_error(text, exc.loc, exc.what) from None
     if runs == 1 and not wear_level:
         return prog
     fixed = max((max(t.columns(parse_dtype(t.dtype).bits)) + 1
@@ -274,6 +277,8 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
         k = dce(split_matmuls(kernel, chunks))
         try:
             low, placements = lower_tensors(k, mode, chunks, arch, result_view, pack)
+        except LocatedError:
+            raise
         except PimError as exc:
             raise type(exc)(str(exc) if str(exc).startswith(file) else f"{file}: {exc}"
                             ) from None

@@ -108,6 +108,16 @@ def test_several_kernels_need_a_choice():
         compile_source(KERNELS, "k.pk", kernel="nope")
 
 
+def test_an_operation_the_lowering_lacks_is_named_at_its_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pk"
+    bad.write_text("kernel k(x: f32[8]) -> (y: u8[8]) {\n  y = u8(x);\n}\n")
+    out = tmp_path / "bad.uop"
+    assert main(["compile", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{bad}:2:7: cast: cast from f32 to unsigned u8 is not supported")
+    assert "  y = u8(x);\n      ^" in err and not out.exists()
+
+
 def test_a_reduction_along_a_middle_axis_reads_its_operand_transposed():
     text = "kernel r(x: f32[2, 3, 4]) -> (s: f32[2, 4]) { s = sum(x, axis=1); }"
     prog = compile_source(text, "r.pk")
@@ -145,7 +155,8 @@ def test_a_kernel_too_big_for_the_columns_says_where_and_how_many():
         compile_source(text, "b.pk", arch=Arch(rows=64, cols=160))
     msg = str(err.value)
     # the multiply's routine alone needs more columns than a crossbar has
-    assert msg.startswith("b.pk:1:58 mul: mul_f32 needs more than its 160 scratch columns")
+    assert msg.startswith("b.pk:1:58: mul: mul_f32 needs more than its 160 scratch columns")
+    assert msg.endswith(text + "\n" + " " * 57 + "^")  # the line, a caret at the multiply
     with pytest.raises(PimError) as err:
         compile_source(text, "b.pk", arch=Arch(rows=64, cols=320))
     msg = str(err.value)  # the routine fits, not with the placed values beside it

@@ -32,7 +32,7 @@ import numpy as np
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.dtypes import parse_dtype
-from pimc.isa.errors import PimError
+from pimc.isa.errors import LocatedError, PimError
 from pimc.isa.uop import ViewOp, view_shape
 from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.arith import arith_routine
@@ -129,7 +129,7 @@ class _TensorLowering(InSpaceMoves):
         try:
             routine = arith_routine(node.op, in_dtypes, str(node.dtype), self.mode, self.arch)
         except PimError as exc:
-            raise PimError(f"{node.loc} {node.loc.label or node.op}: {exc}") from None
+            raise LocatedError(node.loc, f"{node.loc.label or node.op}: {exc}") from None
         bits = parse_dtype(str(node.dtype)).bits
         return [self.net.call(routine, [w[lane] for w in lane_words], bits)
                 for lane in range(count)]
