@@ -21,7 +21,7 @@ from pimc.isa.check import rep_columns, validate
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.faults import Fault
-from pimc.isa.uop import NO_REP, Arg, Call, Item, Loop, Op, Program, Shift, Span, TensorIO, Transfer
+from pimc.isa.uop import NO_REP, Arg, Item, Op, Program, Shift, Span, TensorIO, Transfer
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,9 @@ def _move_op(op: Op, p: Placement) -> Op:
 
 def _move_item(item: Item, p: Placement) -> Item:
     """A top-level item moved (routine bodies are relative to their call: unchanged)."""
-    if isinstance(item, Loop):
-        return dataclasses.replace(item, body=tuple(_move_item(i, p) for i in item.body))
-    if isinstance(item, Call):
-        return dataclasses.replace(
-            item, xbs=_span(item.xbs, p.xbs),
-            rows=_span(item.rows, p.rows),
-            args=tuple(Arg(a.segment, a.base + p.cols, a.stride) for a in item.args))
-    return _move_op(item, p)
+    return flow.map_item(item, lambda op: _move_op(op, p), lambda c: dataclasses.replace(
+        c, xbs=_span(c.xbs, p.xbs), rows=_span(c.rows, p.rows),
+        args=tuple(Arg(a.segment, a.base + p.cols, a.stride) for a in c.args)))
 
 
 def _move_io(t: TensorIO, p: Placement) -> TensorIO:

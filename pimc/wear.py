@@ -23,12 +23,8 @@ def remap(op: Op, col: Callable[[int], int]) -> Op:
 def _remap_item(item: Item, col: Callable[[int], int]) -> Item:
     """A top-level item with its crossbar columns replaced by col(c): an op's columns, a
     call's bases (its routine's frame columns are relative to them)."""
-    if isinstance(item, Call):
-        return dataclasses.replace(item, args=tuple(dataclasses.replace(a, base=col(a.base))
-                                                    for a in item.args))
-    if isinstance(item, Loop):
-        return dataclasses.replace(item, body=tuple(_remap_item(i, col) for i in item.body))
-    return remap(item, col)
+    return flow.map_item(item, lambda op: remap(op, col), lambda c: dataclasses.replace(
+        c, args=tuple(dataclasses.replace(a, base=col(a.base)) for a in c.args)))
 
 
 def _segments(item: Item, routines: dict[str, Routine], count: int = 1

@@ -51,6 +51,14 @@ def remap(op: Op, col: Callable[[int], int], **where: object) -> Op:
     return dataclasses.replace(op, **changes)
 
 
+def map_item(item: Item, op: Callable[[Op], Op], call: Callable[[Call], Call]) -> Item:
+    """A top-level item with `op` applied to each of its ops and `call` to each of its
+    calls, through loops (routine bodies are relative to their calls: not visited)."""
+    if isinstance(item, Loop):
+        return dataclasses.replace(item, body=tuple(map_item(i, op, call) for i in item.body))
+    return call(item) if isinstance(item, Call) else op(item)
+
+
 def frame_bases(routine: Routine, call: Call, iteration: int,
                 outer: list[int] | None) -> list[int]:
     """Absolute first column of each of the routine's segments for this call: a segment's
