@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pimc.isa.uop import Span
-from pimc.lower.moves import PAD_LOWEST, Move, group_spans, runs
+from pimc.lower.moves import PAD_LOWEST, Move, every_chunk, group_spans, runs
 
 
 @dataclass(frozen=True)
@@ -193,3 +193,81 @@ def gather_chunks(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
     for (low, _, r, ls), xbs in merge_chunks([(key, key[1], on) for key, on in filled], width):
         pads.setdefault((low, xbs, r), []).extend(ls)
     return moves, pads
+
+
+def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, chunks: int,
+              width: int, first: int
+              ) -> tuple[list[Move], list[Move], dict[tuple[bool, Span, Span], list[int]]] | None:
+    """For chunks whose slots read the same cells of the map but for one crossbar and
+    row offset each (a convolution's chunks of one input channel's taps, the channels
+    laid out across rows as well as crossbars), a canonical copy in every chunk first:
+    the cells each chunk reads, moved to the same place in its own crossbars (its
+    first, in chunk 0's rows), so the gather is planned once and every move serves
+    all chunks. (The moves that make the copies, the gather from them, its fills);
+    None when the chunks differ otherwise or read more crossbars than a chunk has."""
+    n = len(need) // chunks
+    blocks = need.reshape(chunks, n, -1)
+    data = blocks[0] > 0
+    if not data.any() or ((blocks > 0) != data).any() \
+            or (np.where(data, 0, blocks) != np.where(data, 0, blocks[:1])).any():
+        return None
+    slot = src.at[blocks[:, data]]  # (chunks, data slots)
+    rel, row = src.sx[slot], src.sr[slot]
+    base = np.zeros((chunks, 1), dtype=np.int64)
+    if src.local is not None:  # the copy each chunk reads: its group's
+        _, per_xb, lo = src.local
+        base[:, 0] = lo + (first + np.arange(chunks) * width - lo) // per_xb * per_xb
+    x = base + rel  # the cell's crossbar (the producer's, or the copy's in dst)
+    tx, tr = x[:, :1] - x[:1, :1], row[:, :1] - row[:1, :1]
+    if (x - x[:1] != tx).any() or (row - row[:1] != tr).any():
+        return None
+    u, rank = np.unique(x[0], return_inverse=True)
+    if len(u) > width:
+        return None
+    lo_r = np.full(len(u), src.cells.shape[1])
+    hi_r = np.full(len(u), -1)
+    np.minimum.at(lo_r, rank, row[0])
+    np.maximum.at(hi_r, rank, row[0])
+    own = np.zeros((width, src.cells.shape[1]), dtype=bool)  # the canonical cells
+    extract: list[Move] = []
+    for k in range(len(u)):
+        rows = np.arange(lo_r[k], hi_r[k] + 1)
+        fx = np.repeat(u[k] + tx - base - src.x0, len(rows), axis=1)  # chunk c's cells
+        fr = rows[None, :] + tr
+        if ((fx < 0) | (fx >= src.cells.shape[0])).any() or (fr < 0).any() \
+                or (fr >= src.cells.shape[1]).any() or not src.cells[fx, fr].all():
+            return None
+        own[k, lo_r[k]:hi_r[k] + 1] = True
+        into = first + np.arange(chunks) * width + k
+        span = Span(int(lo_r[k]), int(hi_r[k]) + 1)
+        extract += [Move((), int(u[k] + t - d), int(-b), Span(int(d), int(d) + 1), span,
+                         local=src.local is not None)
+                    for d, t, b in zip(into.tolist(), tx[:, 0].tolist(), tr[:, 0].tolist(),
+                                       strict=True)]
+    canon_x = np.zeros(len(src.sx), dtype=np.int64)
+    canon_x[slot[0]] = rank
+    canon = Source(src.at, canon_x, src.sr, own, 0, (0, width, first))
+    got, holes, _ = gather(need[:n], dx_[:n], dr[:n], canon)
+    alike: dict[object, list[range]] = {}
+    for m in got:
+        alike.setdefault(dataclasses.replace(m, xbs=Span(0, 1)), []).append(m.xbs.indices())
+    for (low, xbs, rows), lanes in holes.items():
+        alike.setdefault((low, rows, tuple(lanes)), []).append(xbs.indices())
+    moves: list[Move] = []
+    pads: dict[tuple[bool, Span, Span], list[int]] = {}
+    for key, parts in alike.items():
+        for xbs in every_chunk(np.concatenate(parts), chunks, width):
+            if isinstance(key, Move):
+                moves.append(dataclasses.replace(key, xbs=xbs))
+            else:
+                pads.setdefault((key[0], xbs, key[1]), []).extend(key[2])
+    return _joined(extract), moves, pads
+
+
+def _joined(moves: list[Move]) -> list[Move]:
+    """Single-crossbar moves alike but for their crossbar joined into runs."""
+    alike: dict[tuple[int, int, Span, bool], list[int]] = {}
+    for m in moves:
+        alike.setdefault((m.dx, m.by, m.rows, m.local), []).append(m.xbs.start)
+    return [Move((), dx, by, run, rows, local=local)
+            for (dx, by, rows, local), xs in alike.items() for run in runs(sorted(xs))]

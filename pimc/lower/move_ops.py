@@ -22,8 +22,8 @@ def move_cycles(src: TensorIO, dst: TensorIO, arch: Arch) -> int:
     (Move.cycles), one a fill."""
     p = plan(src, dst, arch.max_shift)
     bits = parse_dtype(dst.dtype).bits
-    return (sum(m.cycles(bits, arch.max_shift) for m in (*p.spread, *p.moves, *p.down,
-                                                          *p.copies))
+    return (sum(m.cycles(bits, arch.max_shift) for m in (*p.spread, *p.extract, *p.moves,
+                                                          *p.down, *p.copies))
             + len(p.fills))
 
 
@@ -33,7 +33,8 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     dst's crossbars (a TRANSFER lands there before its SHIFT). The count of ops."""
     p = plan(src, dst, arch.max_shift)
     assert all(dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop
-               for m in (*p.spread, *p.moves, *p.fills, *p.copies)), f"{dst.name}: a move leaves"
+               for m in (*p.spread, *p.extract, *p.moves, *p.fills, *p.copies)), \
+        f"{dst.name}: a move leaves"
     dt = parse_dtype(dst.dtype)
     bits = dt.bits
     cols = dst.columns(bits)
@@ -44,18 +45,24 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
 
     words = 1 + max((m.word for m in p.spread), default=0)
     homes = [list(range(staging + bits * (1 + w), staging + bits * (2 + w)))
-             for w in range(words)]  # the map's copies in dst's crossbars
+             for w in range(words + bool(p.extract))]  # the map's copies in dst's crossbars
     home = homes[0]
-    if p.spread and homes[-1][-1] >= arch.cols:
+    if (p.spread or p.extract) and homes[-1][-1] >= arch.cols:
         raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
     if p.home_zero is not None:
         b.init(home, 0, xbs=p.home_zero[0], rows=p.home_zero[1])
     for m in p.spread:
         emit_move(b, m, home if m.local else src.columns(bits), homes[m.word], staging, arch,
               dst.name)
+    for m in p.extract:  # each chunk's cells into its canonical copy (the last word)
+        for piece, w in _pieces(m, words, dst):
+            emit_move(b, piece, homes[w] if m.local else src.columns(bits), homes[-1],
+                      staging, arch, dst.name)
     for m in p.moves:
-        for piece, w in (on_words(m, dst.xbs.start, len(dst.xbs)) if m.local and words > 1
-                         else [(m, 0)]):
+        if p.extract:
+            emit_move(b, m, homes[-1], lanes(m.lanes), staging, arch, dst.name)
+            continue
+        for piece, w in _pieces(m, words, dst):
             emit_move(b, piece, homes[w] if m.local else src.columns(bits), lanes(m.lanes),
                   staging, arch, dst.name)
     width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
@@ -68,6 +75,11 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     for m in p.copies:
         _copy(b, m, lanes, width, staging, arch, dst.name)
     return len(b.ops) - start
+
+
+def _pieces(m: Move, words: int, dst: TensorIO) -> list[tuple[Move, int]]:
+    """A move from the map's copy over several home words cut into a move a word."""
+    return on_words(m, dst.xbs.start, len(dst.xbs)) if m.local and words > 1 else [(m, 0)]
 
 
 def _copy(b: ProgramBuilder, m: Move, lanes: Callable[[tuple[int, ...]], list[int]],

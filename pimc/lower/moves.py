@@ -185,15 +185,18 @@ def _apart(d: np.ndarray, s: np.ndarray) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def runs(xs: list[int]) -> list[Span]:
+def runs(xs: list[int], hint: tuple[int, ...] = ()) -> list[Span]:
     """Sorted crossbars as few evenly spaced runs: the best of runs of one step q in each
-    residue class modulo q (q = 1..16, or a common gap: a layout's crossbars repeat
-    their pattern with some period), or greedy runs of any step (for short lists)."""
+    residue class modulo q (q = 1..16, or a common gap between crossbars 1 to 16 apart
+    in the list: a layout's crossbars repeat their pattern with some period), or greedy
+    runs of any step (for short lists); `hint`: more steps to try."""
     arr = np.asarray(xs, dtype=np.int64)
     if len(arr) == 1:
         return [Span(int(arr[0]), int(arr[0]) + 1)]
-    gaps, counts = np.unique(np.diff(arr), return_counts=True)
-    steps = set(range(1, min(16, len(arr)) + 1)) | set(gaps[np.argsort(-counts)[:4]].tolist())
+    steps = set(range(1, min(16, len(arr)) + 1)) | set(hint)
+    for lag in range(1, min(16, len(arr) - 1) + 1):  # a pattern of `lag` crossbars repeating
+        gaps, counts = np.unique(arr[lag:] - arr[:-lag], return_counts=True)
+        steps |= set(gaps[np.argsort(-counts)[:4 if lag == 1 else 1]].tolist())
 
     def starts(q: int) -> np.ndarray:  # whether x begins a run of step q (x - q absent)
         at = np.searchsorted(arr, arr - q)
@@ -210,6 +213,14 @@ def runs(xs: list[int]) -> list[Span]:
     cut = np.flatnonzero((np.diff(cls) != q) | (np.diff(cls % q) != 0)) + 1
     lo, hi = np.r_[0, cut], np.r_[cut, len(cls)] - 1
     return [Span(a, b + 1, q) for a, b in zip(cls[lo].tolist(), cls[hi].tolist(), strict=True)]
+
+
+def every_chunk(xs: np.ndarray, chunks: int, width: int) -> list[Span]:
+    """Chunk 0's crossbars `xs` and theirs in each of `chunks` chunks `width` apart, as
+    few runs as may be (a crossbar of every phase block, the blocks tiling the chunks:
+    one run over all of them)."""
+    every = np.sort((np.asarray(xs)[None, :] + np.arange(chunks)[:, None] * width).ravel())
+    return runs(every.tolist(), tuple(q for q in range(1, width + 1) if width % q == 0))
 
 
 def row_spans(rows: np.ndarray) -> tuple[Span, ...]:

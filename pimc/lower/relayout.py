@@ -21,12 +21,13 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.lower.factor import Factored, factor
-from pimc.lower.gather import Source, gather, gather_chunks, neighbours
+from pimc.lower.gather import Source, extracted, gather, gather_chunks, neighbours
 from pimc.lower.moves import (
     COPIED,
     PAD_LOWEST,
     Fill,
     Move,
+    every_chunk,
     group_spans,
     runs,
     strided,
@@ -49,6 +50,8 @@ class Plan:
     # where the first copy does not reach, in the rows the copies move
     down: tuple[Move, ...] = ()  # after the moves, before the fills: one row's word
     # doubled down the rows of crossbars that hold one value a lane (a bias, a weight)
+    extract: tuple[Move, ...] = ()  # after the spread: each chunk's cells into a
+    # canonical copy in its own crossbars, which the moves then read (gather.extracted)
 
 
 def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Plan:
@@ -92,15 +95,30 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         home[: sources.shape[0] - (lo_x - x0)] = sources[lo_x - x0:lo_x - x0 + per_xb]
         sources, x0 = home, 0
     read = Source(at, sx, sr, sources, x0, local)
+    bits = parse_dtype(dst.dtype).bits
+    extract: list[Move] = []
     if factored is not None and factored.chunks > 1 and len(factored.row) % len(dst.rows) == 0:
         width = len(factored.row) // len(dst.rows) * dst.xbs.step  # a chunk's crossbars
         moves, pads = gather_chunks(need, dx_, dr, read, factored.chunks, width)
+        moves = _cheaper(moves, bits, max_shift)
+        alt = extracted(need, dx_, dr, read, factored.chunks, width, dst.xbs.start) \
+            if dst.xbs.step == 1 else None
+        if alt is not None:
+            ext, via, holes = (_cheaper(alt[0], bits, max_shift),
+                               _cheaper(alt[1], bits, max_shift), alt[2])
+            if _spent((*ext, *via), bits, max_shift) + len(holes) \
+                    < _spent(moves, bits, max_shift) + len(pads):
+                extract, moves, pads = ext, via, holes
     else:
         moves, pads, _ = gather(need, dx_, dr, read)
-    moves = _cheaper(moves, parse_dtype(dst.dtype).bits, max_shift)
+        moves = _cheaper(moves, bits, max_shift)
     fills = tuple(Fill(tuple(lanes), xbs, span, low) for (low, xbs, span), lanes in pads.items())
     return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero,
-                tuple(down))
+                tuple(down), tuple(extract))
+
+
+def _spent(moves: tuple[Move, ...] | list[Move], bits: int, max_shift: int) -> int:
+    return sum(m.cycles(bits, max_shift) for m in moves)
 
 
 def _down_rows(need: np.ndarray, xb: np.ndarray, row: np.ndarray
@@ -156,8 +174,7 @@ def _cheaper(moves: list[Move], bits: int, max_shift: int) -> list[Move]:
         if len(ms) == 1:
             out += ms
             continue
-        alt = strided(ms)
-        out += min((ms, alt), key=lambda v: sum(m.cycles(bits, max_shift) for m in v))
+        out += min((ms, strided(ms)), key=lambda v: _spent(v, bits, max_shift))
     return out
 
 
@@ -188,16 +205,14 @@ def _repeats(f: Factored, dst: TensorIO
     xb, at = slot_places(dst, (chunk0 + first[None, :]).ravel())
     lanes = tuple(range(f.per))
     copies: list[Move] = []
-    d = 1
     whole = len(f.row) % per_xb == 0  # chunks of whole crossbars: slot s at (s // R, s % R)
-    while d <= int(rank.max(initial=0)):
-        pick = np.flatnonzero((rank >= d) & (rank < 2 * d))
+    for start, end, d in _levels(order, rank, per_xb if whole else 0):
+        pick = np.flatnonzero((rank >= start) & (rank < end))
         into, source = order[pick], order[pick - d]
         if whole:
             into, source = _blank_riders(row, into, source, per_xb)
         copies += [Move(lanes, dx, by, xbs, rows) for (dx, by), xbs, rows
                    in _chunkgroups(dst, f, into, source)]
-        d *= 2
     fills = [Fill(lanes, xbs, rows, False) for _, xbs, rows in _chunkgroups(dst, f, blank, None)]
     width = block // per_xb * dst.xbs.step  # the block's crossbars
     d = 1
@@ -208,6 +223,33 @@ def _repeats(f: Factored, dst: TensorIO
                    in _in_chunks([((-d * width, 0), into, dst.rows)], f, dst)]
         d += n
     return f.need(first), xb, at, copies, fills
+
+
+def _levels(order: np.ndarray, rank: np.ndarray, per_xb: int) -> list[tuple[int, int, int]]:
+    """The doubling of each first slot row into its repeats: (first, end, d), the
+    repeats ranked [first, end) copied from those d before. Where the repeat P ranks on
+    lies exactly one crossbar on (a layer's output channels, P of them a crossbar), the
+    first P are doubled inside the crossbar and then whole crossbars are (the same rows
+    of each, a TRANSFER a level, never a block of rows that straddles two crossbars);
+    else 1, 2, 4, ... at a time."""
+    top = int(rank.max(initial=0))
+    period = 0
+    if per_xb and top:
+        gap = order[:top + 1] - order[0]  # the first row of x's repeats
+        hit = np.flatnonzero((gap == per_xb) & (rank[:top + 1] == np.arange(top + 1)))
+        if len(hit):
+            p = int(hit[0])
+            at = np.flatnonzero(rank >= p)
+            period = p if np.all(order[at] - order[at - p] == per_xb) else 0
+    levels, d = [], 1
+    while period and d < period:
+        levels.append((d, min(2 * d, period), d))
+        d *= 2
+    d = period or 1
+    while d <= top:
+        levels.append((d, 2 * d, d))
+        d *= 2
+    return levels
 
 
 def _blank_riders(row: np.ndarray, into: np.ndarray, source: np.ndarray, per_xb: int
@@ -262,25 +304,18 @@ def _chunkgroups(dst: TensorIO, f: Factored, into: np.ndarray, source: np.ndarra
 
 def _in_chunks(groups: list[tuple[tuple[int, int], Span, Span]], f: Factored, dst: TensorIO
                ) -> list[tuple[tuple[int, int], Span, Span]]:
-    """Chunk 0's moves made in every chunk (chunks of whole crossbars): one move where
-    its crossbars, continued at their step, run on into the next chunk's (a crossbar of
-    every phase block, the blocks tiling the chunk); else a move per crossbar over the
-    chunks, or a move per chunk, whichever is fewer."""
+    """Chunk 0's moves made in every chunk (chunks of whole crossbars): the crossbars of
+    the moves alike but for them, in every chunk, as few runs as may be (a crossbar of
+    every phase block, the blocks tiling the chunks: one run over all)."""
     chunks = f.chunks
     if chunks == 1:
         return groups
     step = len(f.row) // len(dst.rows) * dst.xbs.step
-    out = []
+    alike: dict[tuple[tuple[int, int], Span], list[range]] = {}
     for key, xbs, rows in groups:
-        if len(xbs) * xbs.step == step:
-            spans = [Span(xbs.start, xbs.start + chunks * step, xbs.step)]
-        elif len(xbs) <= chunks:
-            spans = [Span(x, x + (chunks - 1) * step + 1, step) for x in xbs.indices()]
-        else:
-            spans = [Span(xbs.start + c * step, xbs.stop + c * step, xbs.step)
-                     for c in range(chunks)]
-        out += [(key, s, rows) for s in spans]
-    return out
+        alike.setdefault((key, rows), []).append(xbs.indices())
+    return [(key, run, rows) for (key, rows), parts in alike.items()
+            for run in every_chunk(np.concatenate(parts), chunks, step)]
 
 
 def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray
