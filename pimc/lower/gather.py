@@ -196,15 +196,20 @@ def gather_chunks(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
 
 
 def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, chunks: int,
-              width: int, first: int
+              width: int, first: int, near: bool
               ) -> tuple[list[Move], list[Move], dict[tuple[bool, Span, Span], list[int]]] | None:
     """For chunks whose slots read the same cells of the map but for one crossbar and
     row offset each (a convolution's chunks of one input channel's taps, the channels
-    laid out across rows as well as crossbars), a canonical copy in every chunk first:
-    the cells each chunk reads, moved to the same place in its own crossbars (its
-    first, in chunk 0's rows), so the gather is planned once and every move serves
-    all chunks. (The moves that make the copies, the gather from them, its fills);
-    None when the chunks differ otherwise or read more crossbars than a chunk has."""
+    laid out across rows as well as crossbars), or a few classes of such chunks (8
+    channels a chunk, 20 a crossbar: 5 classes), a canonical copy in every chunk first:
+    the cells each chunk reads, moved to the same place in its own crossbars as its
+    class's first chunk has them, so the gather is planned once a class and every move
+    serves all its chunks. Each source crossbar's copy goes to the chunk's crossbar
+    most of its readers are in (`near`: the gather is then mostly SHIFTs, but the
+    copies scatter), or all in order from the chunk's first (one TRANSFER a chunk).
+    (The moves that make the copies, the gather from them, its fills); None when the
+    chunks differ otherwise, or read more crossbars than a chunk has, or are not a few
+    classes."""
     n = len(need) // chunks
     blocks = need.reshape(chunks, n, -1)
     data = blocks[0] > 0
@@ -212,56 +217,81 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ch
             or (np.where(data, 0, blocks) != np.where(data, 0, blocks[:1])).any():
         return None
     slot = src.at[blocks[:, data]]  # (chunks, data slots)
-    rel, row = src.sx[slot], src.sr[slot]
+    row = src.sr[slot]
     base = np.zeros((chunks, 1), dtype=np.int64)
     if src.local is not None:  # the copy each chunk reads: its group's
         _, per_xb, lo = src.local
         base[:, 0] = lo + (first + np.arange(chunks) * width - lo) // per_xb * per_xb
-    x = base + rel  # the cell's crossbar (the producer's, or the copy's in dst)
-    tx, tr = x[:, :1] - x[:1, :1], row[:, :1] - row[:1, :1]
-    if (x - x[:1] != tx).any() or (row - row[:1] != tr).any():
+    x = base + src.sx[slot]  # the cell's crossbar (the producer's, or the copy's in dst)
+    shapes: dict[bytes, int] = {}  # chunks alike but for an offset: one class
+    cls = np.array([shapes.setdefault((a - a[0]).tobytes() + (b - b[0]).tobytes(), len(shapes))
+                    for a, b in zip(x, row, strict=True)])
+    if len(shapes) > chunks // 2:
         return None
-    u, rank = np.unique(x[0], return_inverse=True)
-    if len(u) > width:
-        return None
-    lo_r = np.full(len(u), src.cells.shape[1])
-    hi_r = np.full(len(u), -1)
-    np.minimum.at(lo_r, rank, row[0])
-    np.maximum.at(hi_r, rank, row[0])
-    own = np.zeros((width, src.cells.shape[1]), dtype=bool)  # the canonical cells
     extract: list[Move] = []
-    for k in range(len(u)):
-        rows = np.arange(lo_r[k], hi_r[k] + 1)
-        fx = np.repeat(u[k] + tx - base - src.x0, len(rows), axis=1)  # chunk c's cells
-        fr = rows[None, :] + tr
-        if ((fx < 0) | (fx >= src.cells.shape[0])).any() or (fr < 0).any() \
-                or (fr >= src.cells.shape[1]).any() or not src.cells[fx, fr].all():
-            return None
-        own[k, lo_r[k]:hi_r[k] + 1] = True
-        into = first + np.arange(chunks) * width + k
-        span = Span(int(lo_r[k]), int(hi_r[k]) + 1)
-        extract += [Move((), int(u[k] + t - d), int(-b), Span(int(d), int(d) + 1), span,
-                         local=src.local is not None)
-                    for d, t, b in zip(into.tolist(), tx[:, 0].tolist(), tr[:, 0].tolist(),
-                                       strict=True)]
-    canon_x = np.zeros(len(src.sx), dtype=np.int64)
-    canon_x[slot[0]] = rank
-    canon = Source(src.at, canon_x, src.sr, own, 0, (0, width, first))
-    got, holes, _ = gather(need[:n], dx_[:n], dr[:n], canon)
-    alike: dict[object, list[range]] = {}
-    for m in got:
-        alike.setdefault(dataclasses.replace(m, xbs=Span(0, 1)), []).append(m.xbs.indices())
-    for (low, xbs, rows), lanes in holes.items():
-        alike.setdefault((low, rows, tuple(lanes)), []).append(xbs.indices())
     moves: list[Move] = []
     pads: dict[tuple[bool, Span, Span], list[int]] = {}
-    for key, parts in alike.items():
-        for xbs in every_chunk(np.concatenate(parts), chunks, width):
-            if isinstance(key, Move):
-                moves.append(dataclasses.replace(key, xbs=xbs))
-            else:
-                pads.setdefault((key[0], xbs, key[1]), []).extend(key[2])
+    for c in range(cls.max() + 1):
+        members = np.flatnonzero(cls == c)
+        rep = int(members[0])
+        u, rank = np.unique(x[rep], return_inverse=True)
+        if len(u) > width:
+            return None
+        at = first + rep * width
+        place = (_homes(rank, dx_[rep * n + np.nonzero(data)[0]] - at, len(u), width) if near
+                 else np.arange(len(u)))
+        tx, tr = x[members, :1] - x[rep, 0], row[members, :1] - row[rep, 0]
+        lo_r = np.full(len(u), src.cells.shape[1])
+        hi_r = np.full(len(u), -1)
+        np.minimum.at(lo_r, rank, row[rep])
+        np.maximum.at(hi_r, rank, row[rep])
+        own = np.zeros((width, src.cells.shape[1]), dtype=bool)  # the canonical cells
+        for k, home in enumerate(place.tolist()):
+            rows = np.arange(lo_r[k], hi_r[k] + 1)
+            fx = np.repeat(u[k] + tx - base[members] - src.x0, len(rows), axis=1)
+            fr = rows[None, :] + tr  # each member's cells in the map (or its copy)
+            if ((fx < 0) | (fx >= src.cells.shape[0])).any() or (fr < 0).any() \
+                    or (fr >= src.cells.shape[1]).any() or not src.cells[fx, fr].all():
+                return None
+            own[home, lo_r[k]:hi_r[k] + 1] = True
+            span = Span(int(lo_r[k]), int(hi_r[k]) + 1)
+            extract += [Move((), int(u[k] + t - d), int(-b), Span(d, d + 1), span,
+                             local=src.local is not None)
+                        for d, t, b in zip((first + members * width + home).tolist(),
+                                           tx[:, 0].tolist(), tr[:, 0].tolist(), strict=True)]
+        canon_x = np.zeros(len(src.sx), dtype=np.int64)
+        canon_x[slot[rep]] = place[rank]
+        part = slice(rep * n, (rep + 1) * n)
+        got, holes, _ = gather(need[part], dx_[part], dr[part],
+                               Source(src.at, canon_x, src.sr, own, 0, (0, width, first)))
+        alike: dict[object, list[range]] = {}
+        for m in got:
+            alike.setdefault(dataclasses.replace(m, xbs=Span(0, 1)), []).append(m.xbs.indices())
+        for (low, xbs, rows_), lanes in holes.items():
+            alike.setdefault((low, rows_, tuple(lanes)), []).append(xbs.indices())
+        for key, parts in alike.items():
+            for xbs in every_chunk(np.concatenate(parts), (members - rep) * width, width):
+                if isinstance(key, Move):
+                    moves.append(dataclasses.replace(key, xbs=xbs))
+                else:
+                    pads.setdefault((key[0], xbs, key[1]), []).extend(key[2])
     return _joined(extract), moves, pads
+
+
+def _homes(rank: np.ndarray, dest: np.ndarray, count: int, width: int) -> np.ndarray:
+    """Where in its chunk each of `count` source crossbars gets its canonical copy:
+    the crossbar most of the slots that read it are in (the gather is then a SHIFT
+    there, no TRANSFER), distinct, by most readers first; the rest in the free ones."""
+    pairs, n = np.unique(rank * width + dest, return_counts=True)
+    place = np.full(count, -1)
+    taken = np.zeros(width, dtype=bool)
+    for pair in pairs[np.argsort(-n, kind="stable")].tolist():
+        k, x = divmod(pair, width)
+        if place[k] < 0 and not taken[x]:
+            place[k], taken[x] = x, True
+    rest = place < 0
+    place[rest] = np.flatnonzero(~taken)[:int(rest.sum())]
+    return place
 
 
 def _joined(moves: list[Move]) -> list[Move]:

@@ -47,7 +47,8 @@ class Move:
         """Its counted cycles, near enough to choose between plans: the TRANSFER (its
         width and its farthest pair) and the SHIFT (in hops past the barrel shifter)."""
         n = bits * max(1, len(self.lanes))
-        far = max(abs(self.dx), abs(self.sources.indices()[-1] - self.xbs.indices()[-1]))
+        last = (len(self.xbs) - 1) * ((self.src_step or self.xbs.step) - self.xbs.step)
+        far = max(abs(self.dx), abs(self.dx + last))  # the first pair's distance, the last's
         moved = n + far if self.dx or self.src_step else 0
         return moved + (n * -(-abs(self.by) // max(1, max_shift)) if self.by else 0)
 
@@ -115,14 +116,17 @@ def strided(moves: list[Move]) -> list[Move]:
     from every phase plane of its map are then one TRANSFER, not one per phase. Runs
     whose sources meet their destinations (which the ISA refuses) stay pairs."""
     out = [m for m in moves if not m.dx and not m.src_step]
-    pairs: dict[tuple[object, ...], list[np.ndarray]] = {}
+    pairs: dict[tuple[object, ...], list[tuple[int, int, int, int, int]]] = {}
     for m in moves:
         if m.dx or m.src_step:
             key = (m.lanes, m.by, m.rows, m.local)
-            pairs.setdefault(key, []).append(
-                np.stack([np.asarray(m.xbs.indices()), np.asarray(m.sources.indices())]))
+            pairs.setdefault(key, []).append((m.xbs.start, len(m.xbs), m.xbs.step, m.dx,
+                                              m.src_step or m.xbs.step))
     for (lanes, by, rows, local), parts in pairs.items():
-        xd, xs = np.concatenate(parts, axis=1)
+        first, n, step, dx, sstep = np.array(parts, dtype=np.int64).T
+        k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # each pair's index in its move
+        xd = np.repeat(first, n) + k * np.repeat(step, n)
+        xs = np.repeat(first + dx, n) + k * np.repeat(sstep, n)
         order = np.argsort(xd, kind="stable")
         xd, xs = xd[order], xs[order]
         dd, ds = np.diff(xd), np.diff(xs)
@@ -193,6 +197,9 @@ def runs(xs: list[int], hint: tuple[int, ...] = ()) -> list[Span]:
     arr = np.asarray(xs, dtype=np.int64)
     if len(arr) == 1:
         return [Span(int(arr[0]), int(arr[0]) + 1)]
+    gap = arr[1] - arr[0]
+    if gap > 0 and np.all(arr[2:] - arr[1:-1] == gap):  # (most are one run)
+        return [Span(int(arr[0]), int(arr[-1]) + 1, int(gap))]
     steps = set(range(1, min(16, len(arr)) + 1)) | set(hint)
     for lag in range(1, min(16, len(arr) - 1) + 1):  # a pattern of `lag` crossbars repeating
         gaps, counts = np.unique(arr[lag:] - arr[:-lag], return_counts=True)
@@ -215,12 +222,14 @@ def runs(xs: list[int], hint: tuple[int, ...] = ()) -> list[Span]:
     return [Span(a, b + 1, q) for a, b in zip(cls[lo].tolist(), cls[hi].tolist(), strict=True)]
 
 
-def every_chunk(xs: np.ndarray, chunks: int, width: int) -> list[Span]:
-    """Chunk 0's crossbars `xs` and theirs in each of `chunks` chunks `width` apart, as
-    few runs as may be (a crossbar of every phase block, the blocks tiling the chunks:
-    one run over all of them)."""
-    every = np.sort((np.asarray(xs)[None, :] + np.arange(chunks)[:, None] * width).ravel())
-    return runs(every.tolist(), tuple(q for q in range(1, width + 1) if width % q == 0))
+def every_chunk(xs: np.ndarray, offsets: np.ndarray, width: int) -> list[Span]:
+    """A chunk's crossbars `xs` and theirs in the chunks `offsets` crossbars on (chunks
+    `width` wide), as few runs as may be (a crossbar of every phase block, the blocks
+    tiling the chunks: one run over all of them)."""
+    every = np.sort((np.asarray(xs)[None, :] + np.asarray(offsets)[:, None]).ravel())
+    gaps = np.unique(np.diff(offsets))
+    return runs(every.tolist(), (*(q for q in range(1, width + 1) if width % q == 0),
+                                 *gaps[:1].tolist()))
 
 
 def row_spans(rows: np.ndarray) -> tuple[Span, ...]:

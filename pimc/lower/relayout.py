@@ -101,13 +101,14 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         width = len(factored.row) // len(dst.rows) * dst.xbs.step  # a chunk's crossbars
         moves, pads = gather_chunks(need, dx_, dr, read, factored.chunks, width)
         moves = _cheaper(moves, bits, max_shift)
-        alt = extracted(need, dx_, dr, read, factored.chunks, width, dst.xbs.start) \
-            if dst.xbs.step == 1 else None
-        if alt is not None:
+        for near in (False, True) if dst.xbs.step == 1 else ():
+            alt = extracted(need, dx_, dr, read, factored.chunks, width, dst.xbs.start, near)
+            if alt is None:
+                break
             ext, via, holes = (_cheaper(alt[0], bits, max_shift),
                                _cheaper(alt[1], bits, max_shift), alt[2])
             if _spent((*ext, *via), bits, max_shift) + len(holes) \
-                    < _spent(moves, bits, max_shift) + len(pads):
+                    < _spent((*extract, *moves), bits, max_shift) + len(pads):
                 extract, moves, pads = ext, via, holes
     else:
         moves, pads, _ = gather(need, dx_, dr, read)
@@ -315,7 +316,7 @@ def _in_chunks(groups: list[tuple[tuple[int, int], Span, Span]], f: Factored, ds
     for key, xbs, rows in groups:
         alike.setdefault((key, rows), []).append(xbs.indices())
     return [(key, run, rows) for (key, rows), parts in alike.items()
-            for run in every_chunk(np.concatenate(parts), chunks, step)]
+            for run in every_chunk(np.concatenate(parts), np.arange(chunks) * step, step)]
 
 
 def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray
