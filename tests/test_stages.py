@@ -457,6 +457,23 @@ def test_maps_are_ordered_by_every_stride_downstream_at_their_readers_pitch():
     assert ViewOp("pad", (2, 2, 1, 8, 2, 2)) in pool1.result_view
 
 
+def _strided_stem() -> onnx.ModelProto:
+    """Conv 3x3 / 2 (2 -> 4) over the input -> MaxPool 2x2 / 2 -> Conv 3x3 (4 -> 4): the
+    input's copy is read through stride 2 by a stage computed in phase order 2, so it is
+    stored in two levels of phases (the reader's, then the stride's)."""
+    rng = np.random.default_rng(4)
+    w = {"w1": rng.normal(0, 0.4, (4, 2, 3, 3)), "w2": rng.normal(0, 0.3, (4, 4, 3, 3))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4, strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2"], ["y"], pads=[1] * 4)]
+    graph = helper.make_graph(
+        nodes, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in w.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def _residual_model() -> onnx.ModelProto:
     """Conv -> Relu -> Conv (stride 2) -> Relu -> Conv -> Add (residual) -> Relu ->
     AveragePool (padded, count_include_pad) -> Flatten -> Gemm: a residual add of two
@@ -514,6 +531,7 @@ def _fire_model() -> onnx.ModelProto:
 @pytest.mark.parametrize("model,dtype", [(small_cnn(), "f32"), (_residual_model(), "f32"),
                                          (_residual_model(), "bf16"), (_fire_model(), "f32"),
                                          (_chain(), "f32"), (_chain(), "f16"),
+                                         (_strided_stem(), "f32"), (_strided_stem(), "bf16"),
                                          (small_cnn(), "q8.8"), (_residual_model(), "q16.16")])
 def test_a_cnn_runs_bit_exact_with_its_maps_kept_in_the_crossbars(tmp_path, model, dtype, capsys):
     path = tmp_path / "m.onnx"

@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 # From this many phase blocks on, a map of few channels gets a crossbar per phase block
 # too: its planes then line up with a reader's, one move a tap instead of one a phase.
 MANY_PHASES = 16
-Phase = tuple[int, tuple[int, ...]] | None  # (first spatial axis, strides), or natural order
+# (first spatial axis, the strides of each level, the reader's first), or the natural
+# order. One level but for a network input's copy, which a stage computed in phase order
+# t reads through stride s: levels t and s, so that each of the reader's phase blocks
+# reads one block of s x s planes, the same distance off for every block (nested
+# deeper, a tap's offset would carry through the levels and cut its moves)
+Phase = tuple[int, tuple[tuple[int, ...], ...]] | None
 
 
 def _squeezed(kernel: Kernel, n: int) -> tuple[int, ...]:
@@ -113,14 +118,17 @@ def phases(kernel: Kernel, roots: list[int], where: dict[int, list[int]]
     phase: dict[int, Phase] = {}
     for n in reversed(roots):
         shape = tuple(kernel.node(n).shape or ())
-        wants = [_want(kernel, u, shape, phase.get(r))
+        written = kernel.node(n).op == "copy"  # a network input the host writes
+        wants = [_want(kernel, u, shape, phase.get(r), written)
                  for u in kernel.graph.successors(n) for r in where.get(u, [])]
         phase[n] = max(wants, key=wants.count) if wants else None
     return phase
 
 
-def _want(kernel: Kernel, u: int, shape: tuple[int, ...], t: Phase) -> Phase:
-    """The order node u, computed in order t, wants of its operand (of `shape`)."""
+def _want(kernel: Kernel, u: int, shape: tuple[int, ...], t: Phase, nested: bool = False
+          ) -> Phase:
+    """The order node u, computed in order t, wants of its operand (of `shape`), in
+    two levels if `nested`."""
     node = kernel.node(u)
     if node.op in ("reshape", "transpose", "bitcast", "matmul", *REDUCTIONS):
         return None
@@ -130,21 +138,28 @@ def _want(kernel: Kernel, u: int, shape: tuple[int, ...], t: Phase) -> Phase:
     s = tuple(a[1] for a in axes)
     if axis + len(s) != len(shape):  # over other axes (LRN's channels): in place if stride 1
         return t if max(s) == 1 and (t is None or _fits(t, shape, shape)) else None
-    if t is not None and axis <= t[0] and t[0] + len(t[1]) == len(shape):
-        s = (*s[:t[0] - axis], *(a * b for a, b in zip(s[t[0] - axis:], t[1], strict=True)))
-    while len(s) > 1 and s[0] == 1:  # a window over the channels too (Concat's padding)
-        axis, s = axis + 1, s[1:]
-    return (axis, s) if max(s) > 1 else None
+    levels: tuple[tuple[int, ...], ...] = ()
+    if t is not None and axis <= t[0] and t[0] + len(t[1][0]) == len(shape):
+        levels = tuple((1,) * (t[0] - axis) + level for level in t[1])
+    if nested and len(levels) == 1:
+        levels = (levels[0], s)  # the reader's phase, then the stride
+    else:
+        levels = (tuple(math.prod(d) for d in zip(*levels, s, strict=True)),)
+    levels = tuple(level for level in levels if max(level) > 1)
+    while levels and len(levels[0]) > 1 and all(level[0] == 1 for level in levels):
+        axis, levels = axis + 1, tuple(level[1:] for level in levels)  # (Concat's padding)
+    return (axis, levels) if levels else None
 
 
-def _fits(t: tuple[int, tuple[int, ...]], shape: tuple[int, ...], other: tuple[int, ...]) -> bool:
+def _fits(t: tuple[int, tuple[tuple[int, ...], ...]], shape: tuple[int, ...],
+          other: tuple[int, ...]) -> bool:
     """Whether phase order t applies to both shapes the same way (same spatial axes)."""
     axis = t[0]
-    return len(shape) == len(other) == axis + len(t[1]) and shape[axis:] == other[axis:]
+    return len(shape) == len(other) == axis + len(t[1][0]) and shape[axis:] == other[axis:]
 
 
 def resident_view(kernel: Kernel, n: int, rows: int,
-                  strides: tuple[int, tuple[int, ...]] | None = None,
+                  strides: Phase = None,
                   plane: tuple[int, ...] = (), pitch: int = 0) -> View:
     """The order a resident map is computed in: polyphase for strided readers (or the
     `strides` given), each (phase) plane padded to `plane` and the channels to `pitch`
@@ -197,31 +212,36 @@ def _window_strides(kernel: Kernel, n: int) -> set[tuple[int, tuple[int, ...]]] 
     return strides
 
 
-def phase_strides(kernel: Kernel, n: int) -> tuple[int, tuple[int, ...]] | None:
+def phase_strides(kernel: Kernel, n: int) -> Phase:
     """(first spatial axis, strides) when every window over value n strides that way
     over its trailing axes, some stride above 1."""
     strides = _window_strides(kernel, n)
     if strides is None or len(strides) != 1:
         return None
     ((axis, s),) = strides
-    return (axis, s) if max(s) > 1 else None
+    return (axis, (s,)) if max(s) > 1 else None
 
 
-def phase_view(kernel: Kernel, n: int, strides: tuple[int, tuple[int, ...]] | None) -> View:
+def phase_view(kernel: Kernel, n: int, strides: Phase) -> View:
     """Value n's elements in polyphase order, (s1, s2, N, C, H/s1, W/s2), for windows
     of these strides over its trailing axes: each window tap then reads one phase plane
     at a constant offset, so the moves that gather a tap are whole shifted blocks, not
-    an element at a time. () without strides."""
+    an element at a time. In two levels (a reader in phase order t through stride s),
+    (t1, t2, s1, s2, N, C, ...). () without strides."""
     if strides is None:
         return ()
-    axis, s = strides
+    axis, levels = strides
     shape = tuple(kernel.node(n).shape or ())
-    if axis + len(s) != len(shape) or max(s) < 2:
+    r = len(levels[0])
+    total = tuple(math.prod(level[i] for level in levels) for i in range(r))
+    if axis + r != len(shape) or max(total) < 2:
         return ()
     outer, sizes = shape[:axis], shape[axis:]
-    padded = tuple(-(-m // k) * k for m, k in zip(sizes, s, strict=True))
-    split = tuple(d for m, k in zip(padded, s, strict=True) for d in (m // k, k))
-    r = len(s)
-    perm = (*(axis + 2 * i + 1 for i in range(r)), *range(axis), *(axis + 2 * i for i in range(r)))
+    padded = tuple(-(-m // k) * k for m, k in zip(sizes, total, strict=True))
+    split = tuple(d for i, (m, k) in enumerate(zip(padded, total, strict=True))
+                  for d in (m // k, *(level[i] for level in levels)))
+    per = len(levels) + 1  # an axis's quotient, then its digits
+    perm = (*(axis + i * per + 1 + j for j in range(len(levels)) for i in range(r)),
+            *range(axis), *(axis + i * per for i in range(r)))
     steps = [ViewOp("pad", (*outer, *padded))] if padded != sizes else []
     return (*steps, ViewOp("reshape", (*outer, *split)), ViewOp("transpose", perm))
