@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from pimc.runtime import run_program
@@ -105,7 +105,7 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
             for r in m.rows.indices():
                 canon[x, r] = home[y, r - m.by] if m.local else held.get((y, r - m.by), -7)
                 assert canon[x, r] != -9, "an extraction reads a cell never written"
-    for m in p.moves:
+    for m in sorted(p.moves, key=lambda m: not m.early):  # as emit_moves orders them
         assert not m.src_step or not set(m.xbs.indices()) & set(m.sources.indices()), m
         for x, y in zip(m.xbs.indices(), m.sources.indices(), strict=True):
             for r in m.rows.indices():
@@ -331,6 +331,61 @@ def test_chunks_reading_channels_at_different_rows_gather_from_canonical_copies(
     assert p.extract and all({(x - 70) // width for x in m.xbs.indices()} == set(range(c))
                              for m in p.moves)  # each gather move in every chunk
     _rebuilds(shape, src_view, dst_view, k * k, rows, per_xb * rows)
+
+
+def _stem(c, k, copies, chunks, fill, nested, t):
+    """A k x k / 2 window over a map of 8t x 8t stored in phases (two levels, the
+    reader's phase order t then the stride, or one level of 2t), into a placement in
+    phase order t, each (phase block, output channel) a crossbar, lanes in chunks: the
+    map's and the placement's views, the lanes a chunk and the rows."""
+    from pimc.ir import Kernel, Loc, Node, add_node
+
+    shape, rows, s = (1, c, 8 * t, 8 * t), 64, 2  # a crossbar a phase (c <= 4)
+    kern = Kernel("k", (), ())
+    n = add_node(kern, Node("copy", Loc("", 1, 1), "f32", shape))
+    src_view = resident_view(kern, n, rows, (2, ((t, t), (s, s)) if nested else ((t * s,) * 2,)))
+    pad = k // 2
+    step = ViewOp("window", (2, fill, k, k, s, s, pad, pad, pad, pad, 1, 1))
+    o = view_shape(shape, (step,))[2]
+    lanes = c * k * k
+    per = -(-lanes // chunks)
+    q = o // t
+    dst_view = (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)),
+                ViewOp("reshape", (1, o * o, 1, lanes)), ViewOp("transpose", (0, 2, 1, 3)),
+                ViewOp("reshape", (1, 1, o * o, 1, lanes)),
+                ViewOp("broadcast", (1, 1, o * o, copies, lanes)),
+                ViewOp("transpose", (0, 1, 3, 2, 4)),
+                ViewOp("reshape", (1, copies, q, t, q, t, lanes)),
+                ViewOp("transpose", (3, 5, 0, 1, 2, 4, 6)),
+                ViewOp("reshape", (t * t * copies, q * q, lanes)),
+                ViewOp("pad", (t * t * copies, rows, chunks * per)),
+                ViewOp("reshape", (t * t * copies * rows, chunks, per)),
+                ViewOp("transpose", (1, 0, 2)))
+    return shape, src_view, dst_view, per, rows
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3), st.sampled_from([3, 5, 7]), st.sampled_from([1, 2, 4]),
+       st.integers(1, 3), st.sampled_from([ZERO, LOWEST]), st.booleans(),
+       st.sampled_from([2, 4]))
+@example(3, 7, 4, 1, ZERO, True, 4)
+@example(2, 5, 4, 2, LOWEST, True, 4)
+def test_a_strided_stem_into_phase_blocks_rebuilds_every_slot(c, k, copies, chunks, fill,
+                                                              nested, t):
+    """The moves bridged over the edge blocks, those read from the copy before a
+    chunk's own, and the rest rebuild every slot as the host would place it."""
+    _rebuilds(*_stem(c, k, copies, chunks, fill, nested, t))
+
+
+def test_a_strided_stems_taps_are_a_few_bridged_moves_each():
+    """ResNet-50's stem in small: the map in two levels of phases, a phase block as
+    many crossbars as a block of the map's sub-phases: a tap's moves have one distance
+    for every block but the edges, so each lane is a run bridged over the edge blocks
+    (written first, then overwritten by the edges' moves), not a move per block row."""
+    shape, src_view, dst_view, per, rows = _stem(3, 7, 4, 1, ZERO, True, 4)
+    p = plan(_io("x", shape, src_view, 1, 0, rows), _io("x", shape, dst_view, per, 70, rows))
+    lanes = {m.lanes for m in p.moves if m.early}
+    assert len(lanes) > per // 2 and len(p.moves) < 4 * per
 
 
 @settings(max_examples=30, deadline=None)

@@ -5,6 +5,7 @@ move; and the chunks alike but for their channel, gathered once and made in the 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ class Source:
     cells: np.ndarray  # bool[crossbar - x0, row]
     x0: int
     local: tuple[int, int, int] | None
+    end: int = 0  # with local copies: the crossbar they stop before (dst's end)
 
 
 def gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
@@ -34,15 +36,22 @@ def gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
     moves: list[Move] = []
     pads: dict[tuple[bool, Span, Span], list[int]] = {}
     ridden = [np.zeros((2, 0), dtype=np.int64)]
+    lo_x = int(dx_.min(initial=0))
+    slot = np.zeros((int(dx_.max(initial=0)) - lo_x + 1, int(dr.max(initial=0)) + 1), dtype=bool)
+    slot[dx_ - lo_x, dr] = True  # dst's slots: each written later in every lane (by its
+    # move, a fill or a copy), so a bridged run may write garbage there first
     for lane in range(need.shape[1]):
         col = need[:, lane]
         dest = np.flatnonzero(col > 0)
         source = src.at[col[dest]]
         if src.local is None:
             base = 0
-        else:
+        else:  # the copy in the slot's own chunk, or the one before where that is nearer
             _, per_xb, first = src.local
             base = first + (dx_[dest] - first) // per_xb * per_xb
+            x = src.sx[source] - dx_[dest]
+            base = np.where((base > first) & (np.abs(base - per_xb + x) < np.abs(base + x)),
+                            base - per_xb, base)
         dx = base + src.sx[source] - dx_[dest]
         by = dr[dest] - src.sr[source]
         pad = np.flatnonzero((col == 0) | (col == PAD_LOWEST))
@@ -51,9 +60,8 @@ def gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
             for near in neighbours(dest, pad, dx_):
                 try_ = np.flatnonzero((rides < 0) & (near >= 0))
                 fx, fr = dx_[pad[try_]] + dx[near[try_]], dr[pad[try_]] - by[near[try_]]
-                if src.local is not None:  # the copy in the padding slot's own chunk
-                    fx = np.where((fx - first) // per_xb == (dx_[pad[try_]] - first) // per_xb,
-                                  (fx - first) % per_xb, -1)
+                if src.local is not None:  # in any copy (all alike)
+                    fx = np.where((fx >= first) & (fx < src.end), (fx - first) % per_xb, -1)
                 fx = fx - src.x0
                 ok = ((fx >= 0) & (fx < src.cells.shape[0]) & (fr >= 0)
                       & (fr < src.cells.shape[1]))
@@ -63,14 +71,84 @@ def gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
             go = np.flatnonzero(rides >= 0)
             dest = np.r_[dest, pad[go]]
             dx, by = np.r_[dx, dx[rides[go]]], np.r_[by, by[rides[go]]]
-        for (d, b), xbs, rows in group_spans(dx, by, dx_[dest], dr[dest]):
-            moves.append(Move((lane,), d, b, xbs, rows, local=src.local is not None))
+        for (d, b), xbs, rows, early in _bridged(group_spans(dx, by, dx_[dest], dr[dest]),
+                                                 slot, lo_x, src, ridden):
+            moves.append(Move((lane,), d, b, xbs, rows, local=src.local is not None,
+                              early=early))
         for low in (False, True):
             where = np.flatnonzero(col == (PAD_LOWEST if low else 0))
             zero = np.zeros(len(where), dtype=np.int64)
             for _, xbs, rows in group_spans(zero, zero, dx_[where], dr[where]):
                 pads.setdefault((low, xbs, rows), []).append(lane)
     return moves, pads, np.concatenate(ridden, axis=1)
+
+
+def _bridged(groups: list[tuple[tuple[int, int], Span, Span]], slot: np.ndarray, lo_x: int,
+             src: Source, read: list[np.ndarray]
+             ) -> list[tuple[tuple[int, int], Span, Span, bool]]:
+    """A lane's moves, those alike but for their crossbars joined into one run over the
+    gaps between them (a tap's planes but for the edge phase blocks its other moves
+    fill) where every gap cell is a slot written later and reads a cell that exists,
+    and no other bridged run of the lane writes a gap cell of this one's or has one
+    where this writes: the run goes first (early), the moves of the gap slots after.
+    The cells the gaps read are added to `read` ((crossbar - x0, row), as ridden)."""
+    alike: dict[tuple[tuple[int, int], Span], list[Span]] = {}
+    for key, xbs, rows in groups:
+        alike.setdefault((key, rows), []).append(xbs)
+    out: list[tuple[tuple[int, int], Span, Span, bool]] = []
+    early: list[tuple[set[int], set[int], Span]] = []  # bridged: (data, gap crossbars, rows)
+    for ((d, b), rows), spans in sorted(alike.items(), key=lambda kv: -len(kv[1])):
+        whole = _run_over(spans)
+        if whole is not None:
+            have = np.zeros(len(whole), dtype=bool)
+            for x in spans:
+                have[(np.asarray(x.indices()) - whole.start) // whole.step] = True
+            gap = np.asarray(whole.indices())[~have]
+            r = np.asarray(rows.indices())
+            fx = np.repeat(gap - lo_x, len(r))
+            data, holes = set(np.asarray(whole.indices())[have].tolist()), set(gap.tolist())
+            ok = ((fx >= 0) & (fx < slot.shape[0])).all() and r[-1] < slot.shape[1] \
+                and slot[fx, np.tile(r, len(gap))].all() and _readable(gap + d, r - b, src) \
+                and not any(rows.start < o.stop and o.start < rows.stop  # (in any order)
+                            and (holes & their or data & theirs)
+                            for their, theirs, o in early)
+            if ok:
+                read.append(_cell(np.repeat(gap + d, len(r)), np.tile(r - b, len(gap)), src))
+                early.append((data, holes, rows))
+                out.append(((d, b), whole, rows, True))
+                continue
+        out += [((d, b), xbs, rows, False) for xbs in spans]
+    return out
+
+
+def _run_over(spans: list[Span]) -> Span | None:
+    """One run through all the spans (the largest step that meets every crossbar of
+    theirs), if it is at most twice as long as they are together."""
+    if len(spans) < 2:
+        return None
+    first = min(x.start for x in spans)
+    last = max(x.last for x in spans)
+    step = math.gcd(*(x.step for x in spans if len(x) > 1), *(x.start - first for x in spans))
+    whole = Span(first, last + 1, step)
+    return whole if len(whole) <= 2 * sum(len(x) for x in spans) else None
+
+
+def _cell(fx: np.ndarray, fr: np.ndarray, src: Source) -> np.ndarray:
+    """Crossbars and rows read, as (crossbar - x0, row) pairs in the map or in the copy
+    each is in; crossbar -1 where neither holds it."""
+    if src.local is not None:
+        _, per_xb, first = src.local
+        fx = np.where((fx >= first) & (fx < src.end), (fx - first) % per_xb, -1 - src.x0)
+    fx = fx - src.x0
+    bad = (fx < 0) | (fx >= src.cells.shape[0]) | (fr < 0) | (fr >= src.cells.shape[1])
+    return np.stack([np.where(bad, -1, fx), fr])
+
+
+def _readable(fx: np.ndarray, fr: np.ndarray, src: Source) -> bool:
+    """Whether the cells at crossbars fx (each in every row fr) exist in the map, or in
+    the copy in dst's crossbars each reads."""
+    x, r = _cell(np.repeat(fx, len(fr)), np.tile(fr, len(fx)), src)
+    return bool((x >= 0).all() and src.cells[x, r].all())
 
 
 def chunk_classes(need: np.ndarray, chunks: int, src: Source) -> dict[int, list[tuple[int, int]]] | None:
@@ -262,8 +340,9 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ch
         canon_x = np.zeros(len(src.sx), dtype=np.int64)
         canon_x[slot[rep]] = place[rank]
         part = slice(rep * n, (rep + 1) * n)
-        got, holes, _ = gather(need[part], dx_[part], dr[part],
-                               Source(src.at, canon_x, src.sr, own, 0, (0, width, first)))
+        got, holes, _ = gather(need[part], dx_[part], dr[part],  # (its own copy only:
+                               Source(src.at, canon_x, src.sr, own, 0,  # classes differ)
+                                      (0, width, at), at + width))
         alike: dict[object, list[range]] = {}
         for m in got:
             alike.setdefault(dataclasses.replace(m, xbs=Span(0, 1)), []).append(m.xbs.indices())

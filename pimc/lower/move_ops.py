@@ -58,7 +58,7 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         for piece, w in _pieces(m, words, dst):
             emit_move(b, piece, homes[w] if m.local else src.columns(bits), homes[-1],
                       staging, arch, dst.name)
-    for m in p.moves:
+    for m in sorted(p.moves, key=lambda m: not m.early):  # bridged runs, then the rest
         if p.extract:
             emit_move(b, m, homes[-1], lanes(m.lanes), staging, arch, dst.name)
             continue

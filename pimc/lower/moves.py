@@ -36,6 +36,8 @@ class Move:
     local: bool = False  # from the copy of the producer's word in dst's crossbars
     src_step: int = 0  # 0: the destinations' step
     word: int = 0  # a copy into dst's crossbars: which of its home words it fills
+    early: bool = False  # before its lane's other moves, which overwrite some of what it
+    # writes (a run bridged over a few slots they fill: one move, not one a piece)
 
     @property
     def sources(self) -> Span:
@@ -119,10 +121,10 @@ def strided(moves: list[Move]) -> list[Move]:
     pairs: dict[tuple[object, ...], list[tuple[int, int, int, int, int]]] = {}
     for m in moves:
         if m.dx or m.src_step:
-            key = (m.lanes, m.by, m.rows, m.local)
+            key = (m.lanes, m.by, m.rows, m.local, m.early)
             pairs.setdefault(key, []).append((m.xbs.start, len(m.xbs), m.xbs.step, m.dx,
                                               m.src_step or m.xbs.step))
-    for (lanes, by, rows, local), parts in pairs.items():
+    for (lanes, by, rows, local, early), parts in pairs.items():
         first, n, step, dx, sstep = np.array(parts, dtype=np.int64).T
         k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # each pair's index in its move
         xd = np.repeat(first, n) + k * np.repeat(step, n)
@@ -139,7 +141,8 @@ def strided(moves: list[Move]) -> list[Move]:
         i, n = 0, len(xd)
         while i < n:
             j = int(last[i]) + 1 if i + 1 < n and ok[i] else i
-            out += _paired(Move(lanes, 0, by, Span(0, 1), rows, local), xd[i:j + 1], xs[i:j + 1])
+            out += _paired(Move(lanes, 0, by, Span(0, 1), rows, local, early=early),
+                           xd[i:j + 1], xs[i:j + 1])
             i = j + 1
     return out
 

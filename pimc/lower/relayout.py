@@ -94,7 +94,9 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         home = np.zeros((per_xb, sources.shape[1]), dtype=bool)
         home[: sources.shape[0] - (lo_x - x0)] = sources[lo_x - x0:lo_x - x0 + per_xb]
         sources, x0 = home, 0
-    read = Source(at, sx, sr, sources, x0, local)
+    end = dst.xbs.stop if local is None else max(dst.xbs.stop, local[2] + local[1])
+    read = Source(at, sx, sr, sources, x0, local, end)  # (a copy over several words runs
+    # on past dst's end)
     bits = parse_dtype(dst.dtype).bits
     extract: list[Move] = []
     if factored is not None and factored.chunks > 1 and len(factored.row) % len(dst.rows) == 0:
