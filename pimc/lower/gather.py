@@ -290,59 +290,51 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ch
     classes."""
     n = len(need) // chunks
     blocks = need.reshape(chunks, n, -1)
-    data = blocks[0] > 0
-    if not data.any() or ((blocks > 0) != data).any() \
-            or (np.where(data, 0, blocks) != np.where(data, 0, blocks[:1])).any():
-        return None
-    slot = src.at[blocks[:, data]]  # (chunks, data slots)
-    row = src.sr[slot]
-    base = np.zeros((chunks, 1), dtype=np.int64)
+    base = np.zeros(chunks, dtype=np.int64)
     if src.local is not None:  # the copy each chunk reads: its group's
         _, per_xb, lo = src.local
-        base[:, 0] = lo + (first + np.arange(chunks) * width - lo) // per_xb * per_xb
-    x = base + src.sx[slot]  # the cell's crossbar (the producer's, or the copy's in dst)
-    shapes: dict[bytes, int] = {}  # chunks alike but for an offset: one class
-    cls = np.array([shapes.setdefault((a - a[0]).tobytes() + (b - b[0]).tobytes(), len(shapes))
-                    for a, b in zip(x, row, strict=True)])
-    if len(shapes) > chunks // 2:
+        base = lo + (first + np.arange(chunks) * width - lo) // per_xb * per_xb
+    classes: dict[bytes, list[int]] = {}  # chunks alike but for an offset: one class
+    xs, rs = [], []  # each chunk's cells: crossbar (the producer's, or the copy's), row
+    for c in range(chunks):
+        data = blocks[c] > 0
+        slot = src.at[blocks[c][data]]
+        xs.append(base[c] + src.sx[slot])
+        rs.append(src.sr[slot])
+        key = (data.tobytes() + np.where(data, 0, blocks[c]).tobytes()
+               + (xs[c] - xs[c][:1]).tobytes() + (rs[c] - rs[c][:1]).tobytes())
+        classes.setdefault(key, []).append(c)
+    if len(classes) > chunks // 2:
         return None
     extract: list[Move] = []
     moves: list[Move] = []
     pads: dict[tuple[bool, Span, Span], list[int]] = {}
-    for c in range(cls.max() + 1):
-        members = np.flatnonzero(cls == c)
-        rep = int(members[0])
-        u, rank = np.unique(x[rep], return_inverse=True)
+    for group in classes.values():
+        members = np.asarray(group)
+        rep = group[0]
+        data = blocks[rep] > 0
+        x, row = np.stack([xs[c] for c in group]), np.stack([rs[c] for c in group])
+        slot = src.at[blocks[rep][data]]
+        u, rank = np.unique(x[0], return_inverse=True)
+        part = slice(rep * n, (rep + 1) * n)
         if len(u) > width:
             return None
-        at = first + rep * width
-        place = (_homes(rank, dx_[rep * n + np.nonzero(data)[0]] - at, len(u), width) if near
-                 else np.arange(len(u)))
-        tx, tr = x[members, :1] - x[rep, 0], row[members, :1] - row[rep, 0]
-        lo_r = np.full(len(u), src.cells.shape[1])
-        hi_r = np.full(len(u), -1)
-        np.minimum.at(lo_r, rank, row[rep])
-        np.maximum.at(hi_r, rank, row[rep])
-        own = np.zeros((width, src.cells.shape[1]), dtype=bool)  # the canonical cells
-        for k, home in enumerate(place.tolist()):
-            rows = np.arange(lo_r[k], hi_r[k] + 1)
-            fx = np.repeat(u[k] + tx - base[members] - src.x0, len(rows), axis=1)
-            fr = rows[None, :] + tr  # each member's cells in the map (or its copy)
-            if ((fx < 0) | (fx >= src.cells.shape[0])).any() or (fr < 0).any() \
-                    or (fr >= src.cells.shape[1]).any() or not src.cells[fx, fr].all():
+        if not len(u):  # chunks of padding lanes only: their fills
+            got, holes, _ = gather(need[part], dx_[part], dr[part], src)
+        else:
+            at = first + rep * width
+            place = (_homes(rank, dx_[rep * n + np.nonzero(data)[0]] - at, len(u), width)
+                     if near else np.arange(len(u)))
+            made = _class_copies(x, row, u, rank, place, base[members][:, None],
+                                 first + members * width, src, width)
+            if made is None:
                 return None
-            own[home, lo_r[k]:hi_r[k] + 1] = True
-            span = Span(int(lo_r[k]), int(hi_r[k]) + 1)
-            extract += [Move((), int(u[k] + t - d), int(-b), Span(d, d + 1), span,
-                             local=src.local is not None)
-                        for d, t, b in zip((first + members * width + home).tolist(),
-                                           tx[:, 0].tolist(), tr[:, 0].tolist(), strict=True)]
-        canon_x = np.zeros(len(src.sx), dtype=np.int64)
-        canon_x[slot[rep]] = place[rank]
-        part = slice(rep * n, (rep + 1) * n)
-        got, holes, _ = gather(need[part], dx_[part], dr[part],  # (its own copy only:
-                               Source(src.at, canon_x, src.sr, own, 0,  # classes differ)
-                                      (0, width, at), at + width))
+            extract += made[0]
+            canon_x = np.zeros(len(src.sx), dtype=np.int64)
+            canon_x[slot] = place[rank]
+            got, holes, _ = gather(need[part], dx_[part], dr[part],  # (its own copy only:
+                                   Source(src.at, canon_x, src.sr, made[1], 0,  # classes
+                                          (0, width, at), at + width))  # differ)
         alike: dict[object, list[range]] = {}
         for m in got:
             alike.setdefault(dataclasses.replace(m, xbs=Span(0, 1)), []).append(m.xbs.indices())
@@ -355,6 +347,36 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ch
                 else:
                     pads.setdefault((key[0], xbs, key[1]), []).extend(key[2])
     return _joined(extract), moves, pads
+
+
+def _class_copies(x: np.ndarray, row: np.ndarray, u: np.ndarray, rank: np.ndarray,
+                  place: np.ndarray, base: np.ndarray, starts: np.ndarray, src: Source,
+                  width: int) -> tuple[list[Move], np.ndarray] | None:
+    """The moves that copy a class's cells into its chunks (from `starts`), source
+    crossbar u[k] of its first chunk to crossbar place[k] of each, in its first chunk's
+    rows (x, row: each member's cells; base: the copy each reads), and the cells the
+    copies hold; None where a member's cell does not exist."""
+    tx, tr = x[:, :1] - x[0, 0], row[:, :1] - row[0, 0]
+    lo_r = np.full(len(u), src.cells.shape[1])
+    hi_r = np.full(len(u), -1)
+    np.minimum.at(lo_r, rank, row[0])
+    np.maximum.at(hi_r, rank, row[0])
+    own = np.zeros((width, src.cells.shape[1]), dtype=bool)
+    moves: list[Move] = []
+    for k, home in enumerate(place.tolist()):
+        rows = np.arange(lo_r[k], hi_r[k] + 1)
+        fx = np.repeat(u[k] + tx - base - src.x0, len(rows), axis=1)
+        fr = rows[None, :] + tr  # each member's cells in the map (or its copy)
+        if ((fx < 0) | (fx >= src.cells.shape[0])).any() or (fr < 0).any() \
+                or (fr >= src.cells.shape[1]).any() or not src.cells[fx, fr].all():
+            return None
+        own[home, lo_r[k]:hi_r[k] + 1] = True
+        span = Span(int(lo_r[k]), int(hi_r[k]) + 1)
+        moves += [Move((), int(u[k] + t - d), int(-b), Span(d, d + 1), span,
+                       local=src.local is not None)
+                  for d, t, b in zip((starts + home).tolist(), tx[:, 0].tolist(),
+                                     tr[:, 0].tolist(), strict=True)]
+    return moves, own
 
 
 def _homes(rank: np.ndarray, dest: np.ndarray, count: int, width: int) -> np.ndarray:
