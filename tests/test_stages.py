@@ -285,21 +285,26 @@ def test_chunks_alike_but_for_their_channel_are_planned_once(c, k, pad, copies, 
     """One chunk per input channel (its k x k taps), each channel plane a crossbar of
     its own: the chunks are one class, gathered for one and made in the others; the
     replay still rebuilds every slot."""
-    side = 4
-    rows = side * side
-    k = min(k, side)
-    shape = (1, c, side, side)
-    step = ViewOp("window", (2, ZERO, k, k, 1, 1, pad, pad, pad, pad, 1, 1))
+    k = min(k, 4)
+    shape, dst_view, _ = _per_channel(c, k, pad, copies, ZERO, whole)
+    _rebuilds(shape, (ViewOp("reshape", (c, 16)),), dst_view, k * k, 16)
+
+
+def _per_channel(c, k, pad, copies, fill, whole):
+    """A k x k window over a c-channel 4 x 4 map into chunks of one channel's taps each,
+    `copies` output channels, in crossbars of 16 rows (each chunk whole crossbars if
+    `whole`): the map's shape, the placement's view, a chunk's rows."""
+    shape, rows = (1, c, 4, 4), 16
+    step = ViewOp("window", (2, fill, k, k, 1, 1, pad, pad, pad, pad, 1, 1))
     o = view_shape(shape, (step,))[2]
     lanes = c * k * k
     slots = copies * o * o
     room = -(-slots // rows) * rows if whole else slots
-    dst_view = (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)),
-                ViewOp("reshape", (1, 1, o * o, lanes)),
-                ViewOp("broadcast", (1, copies, o * o, lanes)),
-                ViewOp("reshape", (slots, lanes)), ViewOp("pad", (room, lanes)),
-                ViewOp("reshape", (room, c, k * k)), ViewOp("transpose", (1, 0, 2)))
-    _rebuilds(shape, (ViewOp("reshape", (c, rows)),), dst_view, k * k, rows)
+    return shape, (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)),
+                   ViewOp("reshape", (1, 1, o * o, lanes)),
+                   ViewOp("broadcast", (1, copies, o * o, lanes)),
+                   ViewOp("reshape", (slots, lanes)), ViewOp("pad", (room, lanes)),
+                   ViewOp("reshape", (room, c, k * k)), ViewOp("transpose", (1, 0, 2))), room
 
 
 @settings(max_examples=15, deadline=None)
@@ -311,19 +316,8 @@ def test_chunks_reading_channels_at_different_rows_gather_from_canonical_copies(
     chunk reads the same cells but for a crossbar and row offset, so its cells are
     first moved to the same place in its own crossbars, and every gather move then
     serves all chunks at once; the replay still rebuilds every slot."""
-    side, rows = 4, 16
-    k = min(k, side)
-    shape = (1, c, side, side)
-    step = ViewOp("window", (2, fill, k, k, 1, 1, pad, pad, pad, pad, 1, 1))
-    o = view_shape(shape, (step,))[2]
-    lanes = c * k * k
-    slots = copies * o * o
-    room = -(-slots // rows) * rows
-    dst_view = (step, ViewOp("transpose", (0, 2, 3, 1, 4, 5)),
-                ViewOp("reshape", (1, 1, o * o, lanes)),
-                ViewOp("broadcast", (1, copies, o * o, lanes)),
-                ViewOp("reshape", (slots, lanes)), ViewOp("pad", (room, lanes)),
-                ViewOp("reshape", (room, c, k * k)), ViewOp("transpose", (1, 0, 2)))
+    rows = 16
+    shape, dst_view, room = _per_channel(c, k, pad, copies, fill, True)
     src_view = (ViewOp("reshape", (c, rows)),)
     p = plan(_io("x", shape, src_view, 1, 0, per_xb * rows), _io("x", shape, dst_view, k * k, 70,
                                                                   rows))
