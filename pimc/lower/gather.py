@@ -274,7 +274,7 @@ def gather_chunks(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
 
 
 def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, chunks: int,
-              width: int, first: int, near: bool
+              width: int, first: int, near: bool, joined: bool
               ) -> tuple[list[Move], list[Move], dict[tuple[bool, Span, Span], list[int]]] | None:
     """For chunks whose slots read the same cells of the map but for one crossbar and
     row offset each (a convolution's chunks of one input channel's taps, the channels
@@ -284,7 +284,9 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ch
     class's first chunk has them, so the gather is planned once a class and every move
     serves all its chunks. Each source crossbar's copy goes to the chunk's crossbar
     most of its readers are in (`near`: the gather is then mostly SHIFTs, but the
-    copies scatter), or all in order from the chunk's first (one TRANSFER a chunk).
+    copies scatter), or all in order from the chunk's first (one TRANSFER a chunk);
+    `joined`: every crossbar's copy takes the rows of all (if they exist), so that the
+    copies of a chunk are one strided TRANSFER, not one a crossbar.
     (The moves that make the copies, the gather from them, its fills); None when the
     chunks differ otherwise, or read more crossbars than a chunk has, or are not a few
     classes."""
@@ -326,7 +328,7 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ch
             place = (_homes(rank, dx_[rep * n + np.nonzero(data)[0]] - at, len(u), width)
                      if near else np.arange(len(u)))
             made = _class_copies(x, row, u, rank, place, base[members][:, None],
-                                 first + members * width, src, width)
+                                 first + members * width, src, width, joined)
             if made is None:
                 return None
             extract += made[0]
@@ -351,7 +353,7 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ch
 
 def _class_copies(x: np.ndarray, row: np.ndarray, u: np.ndarray, rank: np.ndarray,
                   place: np.ndarray, base: np.ndarray, starts: np.ndarray, src: Source,
-                  width: int) -> tuple[list[Move], np.ndarray] | None:
+                  width: int, joined: bool) -> tuple[list[Move], np.ndarray] | None:
     """The moves that copy a class's cells into its chunks (from `starts`), source
     crossbar u[k] of its first chunk to crossbar place[k] of each, in its first chunk's
     rows (x, row: each member's cells; base: the copy each reads), and the cells the
@@ -361,14 +363,13 @@ def _class_copies(x: np.ndarray, row: np.ndarray, u: np.ndarray, rank: np.ndarra
     hi_r = np.full(len(u), -1)
     np.minimum.at(lo_r, rank, row[0])
     np.maximum.at(hi_r, rank, row[0])
+    if joined and all(_exist(u[k] + tx - base - src.x0, np.arange(lo_r.min(), hi_r.max() + 1)
+                             + tr, src) for k in range(len(u))):  # the same rows from each
+        lo_r[:], hi_r[:] = lo_r.min(), hi_r.max()
     own = np.zeros((width, src.cells.shape[1]), dtype=bool)
     moves: list[Move] = []
     for k, home in enumerate(place.tolist()):
-        rows = np.arange(lo_r[k], hi_r[k] + 1)
-        fx = np.repeat(u[k] + tx - base - src.x0, len(rows), axis=1)
-        fr = rows[None, :] + tr  # each member's cells in the map (or its copy)
-        if ((fx < 0) | (fx >= src.cells.shape[0])).any() or (fr < 0).any() \
-                or (fr >= src.cells.shape[1]).any() or not src.cells[fx, fr].all():
+        if not _exist(u[k] + tx - base - src.x0, np.arange(lo_r[k], hi_r[k] + 1) + tr, src):
             return None
         own[home, lo_r[k]:hi_r[k] + 1] = True
         span = Span(int(lo_r[k]), int(hi_r[k]) + 1)
@@ -377,6 +378,14 @@ def _class_copies(x: np.ndarray, row: np.ndarray, u: np.ndarray, rank: np.ndarra
                   for d, t, b in zip((starts + home).tolist(), tx[:, 0].tolist(),
                                      tr[:, 0].tolist(), strict=True)]
     return moves, own
+
+
+def _exist(fx: np.ndarray, fr: np.ndarray, src: Source) -> bool:
+    """Whether cells (fx[i], fr[i, j]) all exist in the map or its copy (fx: (n, 1)
+    crossbars less x0, fr: (n, rows))."""
+    fx = np.broadcast_to(fx, fr.shape)
+    return bool(((fx >= 0) & (fx < src.cells.shape[0])).all() and (fr >= 0).all()
+                and (fr < src.cells.shape[1]).all() and src.cells[fx, fr].all())
 
 
 def _homes(rank: np.ndarray, dest: np.ndarray, count: int, width: int) -> np.ndarray:

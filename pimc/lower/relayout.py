@@ -103,8 +103,10 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         width = len(factored.row) // len(dst.rows) * dst.xbs.step  # a chunk's crossbars
         moves, pads = gather_chunks(need, dx_, dr, read, factored.chunks, width)
         moves = _cheaper(moves, bits, max_shift)
-        for near in (False, True) if dst.xbs.step == 1 else ():
-            alt = extracted(need, dx_, dr, read, factored.chunks, width, dst.xbs.start, near)
+        for near, joined in ((False, True), (False, False), (True, False)) \
+                if dst.xbs.step == 1 else ():
+            alt = extracted(need, dx_, dr, read, factored.chunks, width, dst.xbs.start, near,
+                            joined)
             if alt is None:
                 break
             ext, via, holes = (_cheaper(alt[0], bits, max_shift),
