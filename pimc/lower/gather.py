@@ -273,7 +273,42 @@ def gather_chunks(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
     return moves, pads
 
 
-def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, chunks: int,
+@dataclass(frozen=True)
+class Classes:
+    """A chunked placement's chunks in classes alike but for a crossbar and row offset:
+    each chunk's cells (crossbar: the producer's, or the copy's it reads; row), the copy
+    each reads, and the classes (lists of chunks, the first a class's representative)."""
+
+    xs: list[np.ndarray]
+    rs: list[np.ndarray]
+    base: np.ndarray
+    groups: list[list[int]]
+
+
+def classes(need: np.ndarray, src: Source, chunks: int, width: int, first: int
+            ) -> Classes | None:
+    """The chunks' classes (for extracted); None unless they are a few (at most half
+    as many as the chunks)."""
+    n = len(need) // chunks
+    blocks = need.reshape(chunks, n, -1)
+    base = np.zeros(chunks, dtype=np.int64)
+    if src.local is not None:  # the copy each chunk reads: its group's
+        _, per_xb, lo = src.local
+        base = lo + (first + np.arange(chunks) * width - lo) // per_xb * per_xb
+    alike: dict[bytes, list[int]] = {}
+    xs, rs = [], []
+    for c in range(chunks):
+        data = blocks[c] > 0
+        slot = src.at[blocks[c][data]]
+        xs.append(base[c] + src.sx[slot])
+        rs.append(src.sr[slot])
+        key = (data.tobytes() + np.where(data, 0, blocks[c]).tobytes()
+               + (xs[c] - xs[c][:1]).tobytes() + (rs[c] - rs[c][:1]).tobytes())
+        alike.setdefault(key, []).append(c)
+    return Classes(xs, rs, base, list(alike.values())) if len(alike) <= chunks // 2 else None
+
+
+def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, kinds: Classes,
               width: int, first: int, near: bool, joined: bool
               ) -> tuple[list[Move], list[Move], dict[tuple[bool, Span, Span], list[int]]] | None:
     """For chunks whose slots read the same cells of the map but for one crossbar and
@@ -287,31 +322,15 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ch
     copies scatter), or all in order from the chunk's first (one TRANSFER a chunk);
     `joined`: every crossbar's copy takes the rows of all (if they exist), so that the
     copies of a chunk are one strided TRANSFER, not one a crossbar.
-    (The moves that make the copies, the gather from them, its fills); None when the
-    chunks differ otherwise, or read more crossbars than a chunk has, or are not a few
-    classes."""
-    n = len(need) // chunks
-    blocks = need.reshape(chunks, n, -1)
-    base = np.zeros(chunks, dtype=np.int64)
-    if src.local is not None:  # the copy each chunk reads: its group's
-        _, per_xb, lo = src.local
-        base = lo + (first + np.arange(chunks) * width - lo) // per_xb * per_xb
-    classes: dict[bytes, list[int]] = {}  # chunks alike but for an offset: one class
-    xs, rs = [], []  # each chunk's cells: crossbar (the producer's, or the copy's), row
-    for c in range(chunks):
-        data = blocks[c] > 0
-        slot = src.at[blocks[c][data]]
-        xs.append(base[c] + src.sx[slot])
-        rs.append(src.sr[slot])
-        key = (data.tobytes() + np.where(data, 0, blocks[c]).tobytes()
-               + (xs[c] - xs[c][:1]).tobytes() + (rs[c] - rs[c][:1]).tobytes())
-        classes.setdefault(key, []).append(c)
-    if len(classes) > chunks // 2:
-        return None
+    (The moves that make the copies, the gather from them, its fills); None when a
+    class reads more crossbars than a chunk has, or a cell that does not exist."""
+    n = len(need) // len(kinds.base)
+    blocks = need.reshape(len(kinds.base), n, -1)
+    xs, rs, base = kinds.xs, kinds.rs, kinds.base
     extract: list[Move] = []
     moves: list[Move] = []
     pads: dict[tuple[bool, Span, Span], list[int]] = {}
-    for group in classes.values():
+    for group in kinds.groups:
         members = np.asarray(group)
         rep = group[0]
         data = blocks[rep] > 0

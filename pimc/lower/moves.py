@@ -4,7 +4,7 @@ with a step, evenly spaced rows)."""
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -152,13 +152,17 @@ def _paired(like: Move, d: np.ndarray, s: np.ndarray) -> list[Move]:
     where the steps differ and some crossbar is both a source and a destination, one
     per piece that _apart cuts (a pair within one crossbar a shift of its own)."""
     two = len(d) > 1 and d[1] - d[0] != s[1] - s[0]
+    whole = [(0, len(d))]
+    if two and not set(range(int(d[0]), int(d[-1]) + 1, int(d[1] - d[0]))).isdisjoint(
+            range(int(s[0]), int(s[-1]) + 1, int(s[1] - s[0]))):
+        whole = _apart(d, s)  # (most runs meet none of their sources)
     out = []
-    for a, b in _apart(d, s) if two else [(0, len(d))]:
-        dd, ss = d[a:b], s[a:b]
-        step = int(dd[1] - dd[0]) if b - a > 1 else 1
-        sstep = int(ss[1] - ss[0]) if two and b - a > 1 else 0
-        out.append(dataclasses.replace(like, dx=int(ss[0] - dd[0]), src_step=sstep,
-                                       xbs=Span(int(dd[0]), int(dd[-1]) + 1, step)))
+    for a, b in whole:
+        step = int(d[a + 1] - d[a]) if b - a > 1 else 1
+        sstep = int(s[a + 1] - s[a]) if two and b - a > 1 else 0
+        out.append(Move(like.lanes, int(s[a] - d[a]), like.by,
+                        Span(int(d[a]), int(d[b - 1]) + 1, step), like.rows, like.local, sstep,
+                        like.word, like.early))
     return out
 
 
@@ -231,8 +235,12 @@ def every_chunk(xs: np.ndarray, offsets: np.ndarray, width: int) -> list[Span]:
     tiling the chunks: one run over all of them)."""
     every = np.sort((np.asarray(xs)[None, :] + np.asarray(offsets)[:, None]).ravel())
     gaps = np.unique(np.diff(offsets))
-    return runs(every.tolist(), (*(q for q in range(1, width + 1) if width % q == 0),
-                                 *gaps[:1].tolist()))
+    return runs(every.tolist(), (*_divisors(width), *gaps[:1].tolist()))
+
+
+@functools.cache
+def _divisors(n: int) -> tuple[int, ...]:
+    return tuple(q for q in range(1, n + 1) if n % q == 0)
 
 
 def row_spans(rows: np.ndarray) -> tuple[Span, ...]:

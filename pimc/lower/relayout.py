@@ -21,7 +21,7 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.lower.factor import Factored, factor
-from pimc.lower.gather import Source, extracted, gather, gather_chunks, neighbours
+from pimc.lower.gather import Source, classes, extracted, gather, gather_chunks, neighbours
 from pimc.lower.moves import (
     COPIED,
     PAD_LOWEST,
@@ -103,10 +103,10 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         width = len(factored.row) // len(dst.rows) * dst.xbs.step  # a chunk's crossbars
         moves, pads = gather_chunks(need, dx_, dr, read, factored.chunks, width)
         moves = _cheaper(moves, bits, max_shift)
-        for near, joined in ((False, True), (False, False), (True, False)) \
-                if dst.xbs.step == 1 else ():
-            alt = extracted(need, dx_, dr, read, factored.chunks, width, dst.xbs.start, near,
-                            joined)
+        kinds = classes(need, read, factored.chunks, width, dst.xbs.start) \
+            if dst.xbs.step == 1 else None
+        for near, joined in ((False, True), (False, False), (True, False)) if kinds else ():
+            alt = extracted(need, dx_, dr, read, kinds, width, dst.xbs.start, near, joined)
             if alt is None:
                 break
             ext, via, holes = (_cheaper(alt[0], bits, max_shift),
