@@ -244,7 +244,8 @@ def main() -> None:
     parser.add_argument("--skip-blocks", action="store_true",
                         help="count only the whole networks")
     parser.add_argument("--whole-dtypes", default="f32,bf16",
-                        help="element types whole networks are counted in (comma-separated)")
+                        help="element types whole networks are counted in "
+                        "(comma-separated; empty: none)")
     args = parser.parse_args()
     records: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
@@ -274,7 +275,8 @@ def main() -> None:
             for r in _records(name, fits, verified, note):
                 records.append(r)
                 _row(r)
-        for dtype, light in itertools.product(args.whole_dtypes.split(","), WHOLE):
+        for dtype, light in itertools.product([d for d in args.whole_dtypes.split(",") if d],
+                                              WHOLE):
             path, out = tmp / f"{light}.onnx", tmp / f"{light}.uop"
             onnx.save(load_light(light), str(path))
             name = f"{light} (whole)" if dtype == "f32" else f"{light} (whole, {dtype})"
