@@ -507,19 +507,18 @@ def test_maps_are_ordered_by_every_stride_downstream_at_their_readers_pitch():
 
 
 def _strided_stem() -> onnx.ModelProto:
-    """Conv 3x3 / 2 (2 -> 4) over the input -> MaxPool 2x2 / 2 -> Conv 3x3 (4 -> 4): the
-    input's copy is read through stride 2 by a stage computed in phase order 2, so it is
-    stored in two levels of phases (the reader's, then the stride's)."""
-    rng = np.random.default_rng(4)
-    w = {"w1": rng.normal(0, 0.4, (4, 2, 3, 3)), "w2": rng.normal(0, 0.3, (4, 4, 3, 3))}
+    """Conv 3x3 / 2 (2 -> 4) over a 64 x 64 input -> three MaxPool 2x2 / 2: the input's
+    copy is read through stride 2 by a stage computed in phase order 8, so it is stored
+    in two levels of phases (8, then the stride's 2)."""
+    w = np.random.default_rng(4).normal(0, 0.4, (4, 2, 3, 3))
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4, strides=[2, 2]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Conv", ["p1", "w2"], ["y"], pads=[1] * 4)]
+             helper.make_node("Relu", ["c1"], ["p0"])]
+    nodes += [helper.make_node("MaxPool", [f"p{i}"], [f"p{i + 1}" if i < 2 else "y"],
+                               kernel_shape=[2, 2], strides=[2, 2]) for i in range(3)]
     graph = helper.make_graph(
-        nodes, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 16, 16])],
+        nodes, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 64, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in w.items()])
+        [numpy_helper.from_array(w.astype(np.float32), "w1")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
