@@ -62,7 +62,8 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
     same for every output channel), the first block is gathered and then doubled.
     Padding slots next to moved ones ride along with the move (whatever the shifted
     block holds) and are written after it, so a tap's block is one move, not a move per
-    image row."""
+    image row. Chunks alike but for their channel may first copy the cells they read
+    into their own crossbars (gather.extracted), where that counts fewer cycles."""
     if dst.broadcast:  # one value in every slot: a broadcast view of the same slots
         slots_ = len(dst.xbs) * len(dst.rows)
         dst = dataclasses.replace(dst, broadcast=False, view=(
