@@ -9,6 +9,7 @@ can rebuild the order-matched reference from it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import numpy as np
@@ -21,7 +22,7 @@ from pimc.isa.arch import Arch
 from pimc.isa.cost import item_counts
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import LocatedError, PimError
-from pimc.isa.uop import Program
+from pimc.isa.uop import Program, TensorIO
 from pimc.lower.build import build_word_program
 from pimc.lower.inspace import RelayoutError
 from pimc.lower.layers import layer_order
@@ -30,7 +31,7 @@ from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
 from pimc.lower.move_ops import move_cycles
 from pimc.lower.rowtree import row_tree
-from pimc.lower.splits import split_lanes, split_matmuls, with_chunks
+from pimc.lower.splits import Option, split_lanes, split_matmuls, with_chunks, within
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
 from pimc.lower.tensors import lower_tensors
 from pimc.lower.views import View
@@ -117,7 +118,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
     imported.kernel = ran = copy_windowed_inputs(ran, per_run)
     weights = dict(imported.constants)
     head = (("model", file), ("mode", mode), ("dtype", dtype))
-    memo: dict[object, tuple[Split, list[tuple[float, int]]]] = {}  # stages both tries share
+    memo: dict[object, tuple[Split, list[Option]]] = {}  # stages both tries share
     try:
         prog, imported = _compile_stages(imported, split_stages(ran, arch.rows), file, arch,
                                          mode, head, objective, memo, state)
@@ -132,7 +133,7 @@ def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None
 
 def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Arch,
                     mode: str, head: Meta, objective: str,
-                    memo: dict[object, tuple[Split, list[tuple[float, int]]]],
+                    memo: dict[object, tuple[Split, list[Option]]],
                     state: dict[str, str] | None = None) -> tuple[Program, Imported]:
     """Each stage split its best way (within the memory, together), then linked.
     `memo`: the stages already split, by their nodes, order and inputs."""
@@ -142,7 +143,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
                                                     stages[0].result_view)
         imported.constants.update(low.host_values)  # e.g. a relayout's row-index column
         return prog, imported
-    options: list[list[tuple[float, int]]] = []
+    options: list[list[Option]] = []
     found = []
     placed = {s.kernel.results[0].name: s.result_view for s in stages if s.kernel.results}
     for st in stages:
@@ -153,31 +154,16 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         if pools:  # a global pool down the rows where its map lies, the cheaper way
             cost, pool = min((((program_cost(p, objective), p.crossbars), p) for p in pools),
                              key=lambda c: c[0])
-            memo[key] = ((cost, pool, st.kernel, None), [cost])
+            memo[key] = ((cost, pool, st.kernel, None), [(*cost, 0)])
         if key not in memo:
-            tried: list[list[tuple[float, int]]] = []
+            tried: list[list[Option]] = []
             memo[key] = (_best_split(st.kernel, file, arch, mode, head, objective,
                                      st.result_view, tried, pack=not st.residents), tried[0])
         found.append(memo[key][0])
         options.append(memo[key][1])
     fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
     if sum(f[1].crossbars for f in found) > arch.max_crossbars:
-        # the largest per-stage cap at which every stage's best split within it (or its
-        # fewest crossbars, if more) fits
-        for cap in sorted({x for o in options for _, x in o}, reverse=True):
-            if sum(min((o for o in opts if o[1] <= cap), default=least)[1]
-                   for opts, least in zip(options, fewest, strict=True)) <= arch.max_crossbars:
-                break
-        else:
-            need = sum(least[1] for least in fewest)
-            raise PimError(f"{file}: its {len(stages)} stages need at least {need} "
-                           f"crossbars, the architecture has {arch.max_crossbars}")
-        for i, st in enumerate(stages):
-            limit = max(cap, fewest[i][1])
-            if found[i][1].crossbars > limit:
-                found[i] = _best_split(st.kernel, file, dataclasses.replace(
-                    arch, max_crossbars=limit), mode, head, objective, st.result_view,
-                    pack=not st.residents)
+        found = _fit(stages, found, options, file, arch, mode, head, objective)
     built, chunks, searched = [], {}, []
     for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
         searched += [int(v) for m, v in prog.meta if m == "searched"]
@@ -197,7 +183,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             *([("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items())))]
               if chunks else []),
             *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []),
-            ("fewest-crossbars", str(sum(c for _, c in fewest))))  # with the slowest splits
+            ("fewest-crossbars", str(sum(c for _, c, _ in fewest))))  # with the slowest splits
     params = {r: imported.names[w] for r, w in (state or {}).items()}
     sources: dict[tuple[int, int], str] = {}
     order = None
@@ -208,6 +194,43 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         order = layer_order(built, params)
     return link(built, arch, file, meta, tuple(r.name for r in ran.results), params,
                 sources, order), imported
+
+
+def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], file: str,
+         arch: Arch, mode: str, head: Meta, objective: str) -> list[Split]:
+    """Each stage's split, together within the memory, the slowest stage as fast as can
+    be (pimc.lower.splits.within). For latency a stage's cost counts the moves that
+    build its inputs too (a gather can cost more than the arithmetic): those of its best
+    split, the stages side by side, for each of its splits (a ranking, not the linked
+    program's count; counted per split, they cost a compile twice the time and changed
+    no slowest stage of ResNet-50)."""
+    bases = list(itertools.accumulate((f[1].crossbars for f in found), initial=0))
+    made = {o.name: relocated(o, bases[j]) for j, f in enumerate(found)
+            for o in f[1].outputs}
+
+    @functools.cache  # by placements relative to the source: a network's repeated blocks
+    def relative(src: TensorIO, dst: TensorIO) -> int:
+        return move_cycles(src, dst, arch)
+
+    def moved(src: TensorIO, dst: TensorIO) -> int:
+        at = -src.xbs.start
+        return relative(dataclasses.replace(relocated(src, at), name=""),
+                        dataclasses.replace(relocated(dst, at), name=""))
+
+    costs = []
+    for i, (st, f) in enumerate(zip(stages, found, strict=True)):
+        moves = sum(moved(made[t.name], relocated(t, bases[i])) for t in f[1].inputs
+                    if t.name in st.residents) if objective == "latency" else 0
+        costs.append([(o[0] + moves, *o[1:]) for o in options[i]])
+    picks = within(costs, arch.max_crossbars)
+    if picks is None:
+        need = sum(min(o[1] for o in opts) for opts in options)
+        raise PimError(f"{file}: its {len(stages)} stages need at least {need} "
+                       f"crossbars, the architecture has {arch.max_crossbars}")
+    return [f if f[1].crossbars <= p[1] else
+            _best_split(st.kernel, file, arch, mode, head, objective, st.result_view,
+                        only=p[2], pack=not st.residents)
+            for st, f, p in zip(stages, found, picks, strict=True)]
 
 
 def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram],
@@ -260,10 +283,10 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
 
 def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
                 objective: str, result_view: View = (),
-                options: list[list[tuple[float, int]]] | None = None,
+                options: list[list[Option]] | None = None,
                 only: int | None = None, pack: bool = True) -> Split:
     """The kernel built with every split of its inner axes that fits, the best kept
-    (and every fitting one's (cost, crossbars) appended to `options`); with `only`,
+    (and every fitting one's (cost, crossbars, chunks) appended to `options`); with `only`,
     that split alone. `pack`: whether chunks may share crossbars (lower_tensors)."""
     widest = max((split_lanes(kernel, n) for n in kernel.graph), default=1)
     best: Split | None = None
@@ -293,12 +316,12 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
             failure = exc  # the last: the most split that was tried
             return "crossbars" if too_many else "columns"
         key = (program_cost(prog, objective), prog.crossbars)
-        tried.append(key)
+        tried.append((*key, chunks))
         if best is None or key < best[0]:
             best = (key, prog, k, low)
         return "ok"
 
-    tried: list[tuple[float, int]] = []
+    tried: list[Option] = []
     chunks, last = only or 1, 0  # the most chunks known to leave too few columns
     while True:
         progress.update(chunks.bit_length() - 1)

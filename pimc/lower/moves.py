@@ -46,13 +46,23 @@ class Move:
         return Span(first, first + (len(self.xbs) - 1) * step + 1, step)
 
     def cycles(self, bits: int, max_shift: int) -> int:
-        """Its counted cycles, near enough to choose between plans: the TRANSFER (its
-        width and its farthest pair) and the SHIFT (in hops past the barrel shifter)."""
+        """Its counted cycles, near enough to choose between plans: the TRANSFERs (their
+        width and farthest pair, one a part where sources are among the destinations:
+        emit_move) and the SHIFTs (in hops past the barrel shifter)."""
         n = bits * max(1, len(self.lanes))
         last = (len(self.xbs) - 1) * ((self.src_step or self.xbs.step) - self.xbs.step)
         far = max(abs(self.dx), abs(self.dx + last))  # the first pair's distance, the last's
         moved = n + far if self.dx or self.src_step else 0
-        return moved + (n * -(-abs(self.by) // max(1, max_shift)) if self.by else 0)
+        return self.parts() * (moved + (n * -(-abs(self.by) // max(1, max_shift))
+                                        if self.by else 0))
+
+    def parts(self) -> int:
+        """The TRANSFERs it takes: a run whose sources are among its destinations is
+        split into runs 2 dx apart, whose sources are none of them."""
+        d, step, length = abs(self.dx), self.xbs.step, self.xbs.stop - self.xbs.start
+        if self.src_step or not d or d % step or d >= length:
+            return 1
+        return len(range(0, min(2 * d, length), step))
 
 
 @dataclass(frozen=True)
@@ -331,8 +341,8 @@ def emit_move(b: ProgramBuilder, m: Move, words: list[int], lane: list[int], sta
     d, step = abs(m.dx), m.xbs.step
     if m.src_step:  # (runs of two steps: strided() keeps them apart)
         spans = [(m.xbs, m.sources)]
-    elif d % step == 0 and d < m.xbs.stop - m.xbs.start:  # sources among the destinations:
-        # destinations 2d apart, whose sources (d away) are none of them
+    elif m.parts() > 1:  # sources among the destinations: destinations 2d apart,
+        # whose sources (d away) are none of them
         spans = [(Span(m.xbs.start + u, m.xbs.stop, 2 * d),
                   Span(m.xbs.start + u + m.dx, m.xbs.stop + m.dx, 2 * d))
                  for u in range(0, min(2 * d, m.xbs.stop - m.xbs.start), step)]

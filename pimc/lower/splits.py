@@ -63,6 +63,35 @@ def _placed(k: Kernel, n: int) -> bool:
     return True
 
 
+Option = tuple[float, int, int]  # a stage's split: (cost, crossbars, chunks)
+
+
+def within(options: list[list[Option]], limit: int) -> list[Option] | None:
+    """One split a stage, together within `limit` crossbars, whose slowest stage costs
+    the least (a pipeline delivers one result per its slowest stage's cycles); then the
+    crossbars left over buy the stages, costliest first, their cheapest split that still
+    fits. None if even the fewest crossbars do not fit."""
+    def fewest(t: float) -> list[Option] | None:
+        picks = [min((o for o in opts if o[0] <= t), key=lambda o: (o[1], o[0]), default=None)
+                 for opts in options]
+        return None if None in picks else picks  # type: ignore[return-value]
+
+    for t in sorted({o[0] for opts in options for o in opts}):
+        picks = fewest(t)
+        if picks is not None and sum(p[1] for p in picks) <= limit:
+            break
+    else:
+        return None
+    left = limit - sum(p[1] for p in picks)
+    for i in sorted(range(len(picks)), key=lambda i: -picks[i][0]):
+        better = [o for o in options[i] if o[1] - picks[i][1] <= left and o[0] < picks[i][0]]
+        if better:
+            best = min(better, key=lambda o: (o[0], o[1]))
+            left -= best[1] - picks[i][1]
+            picks[i] = best
+    return picks
+
+
 def recorded(kernel: Kernel, meta: dict[str, str]) -> Kernel:
     """The IR after the passes with the choices a program records (its splits, its
     maxima found by SEARCH): what the order-matched reference evaluates."""
