@@ -103,11 +103,8 @@ def test_special_values():
     assert np.isnan(log[6]) and log[5] == np.float32(np.log(89.0))
 
 
-def test_lrn_power_is_faithful_for_its_float32_base():
-    """x / t^beta (AlexNet's parameters), t the float32 sum the layer computes: the power
-    from log's and exp's two parts and the quotient's exact remainder stay below 0.7
-    ulp (bench/transcendentals.py: 0.68 over a million inputs); the runtime agrees."""
-    n = 4096
+def _lrn(n: int, dtype: str = "f32"):
+    """AlexNet's LRN (size 1) over n values."""
     nodes = [helper.make_node("Reshape", ["x", "s3"], ["x3"]),
              helper.make_node("LRN", ["x3"], ["y3"], size=1, alpha=1e-4, beta=0.75),
              helper.make_node("Reshape", ["y3", "s1"], ["y"])]
@@ -116,7 +113,15 @@ def test_lrn_power_is_faithful_for_its_float32_base():
                           [helper.make_tensor("s3", TensorProto.INT64, [3], [1, 1, n]),
                            helper.make_tensor("s1", TensorProto.INT64, [1], [n])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    prog, imported = compile_model(m, "lrn.onnx")
+    return compile_model(m, "lrn.onnx", dtype=dtype)
+
+
+def test_lrn_power_is_faithful_for_its_float32_base():
+    """x / t^beta (AlexNet's parameters), t the float32 sum the layer computes: the power
+    from log's and exp's two parts and the quotient's exact remainder stay below 0.7
+    ulp (bench/transcendentals.py: 0.68 over a million inputs); the runtime agrees."""
+    n = 4096
+    prog, imported = _lrn(n)
     rng = np.random.default_rng(2)
     x = np.concatenate([rng.normal(0, 1, n // 2), rng.normal(0, 300, n // 2)]).astype(np.float32)
     x[:4] = [0.0, -0.0, 1e-30, -3e4]
@@ -129,3 +134,29 @@ def test_lrn_power_is_faithful_for_its_float32_base():
     assert got[1] == 0 and np.signbit(got[1])  # -0 stays -0
     out, _ = run_program(prog, {"x": x, **imported.constants}, strict=False)
     assert (out["y"].view(np.uint32) == raw["y"]).all()
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
+def test_lrn_in_a_short_type_is_faithful_over_every_input(dtype):
+    """x * exp(-beta log t), the short exp's polynomial of lower degree: below 1 ulp of
+    the short result for every finite input (bench/transcendentals.py: 0.506 bf16, 0.502
+    f16) against x / t^beta for the float32 base t; beyond float32's squares, 0. The
+    runtime agrees on a sample."""
+    dt = parse_dtype(dtype)
+    x = dt.from_bits(np.arange(1 << 16, dtype=np.uint16))
+    x = x[np.isfinite(x.astype(np.float64))]
+    _, imported = _lrn(len(x), dtype)
+    raw, _ = evaluate(imported.kernel, {"x": x, **imported.constants})
+    got = dt.from_bits(raw["y"].astype(dt.storage)).astype(np.float64)
+    x32 = x.astype(np.float32)
+    with np.errstate(over="ignore"):
+        base = ((x32 * x32) * np.float32(1e-4) + np.float32(1)).astype(np.float64)
+    want = np.where(np.isinf(base), 0.0, x.astype(np.float64) / base ** 0.75)
+    spacing = np.spacing(np.abs(want.astype(dt.host))).astype(np.float64)
+    assert (np.abs(got - want) / spacing).max() < 1
+    assert (got[np.isinf(base)] == 0).all()
+    pick = np.random.default_rng(4).choice(len(x), 64, replace=False)
+    prog, small = _lrn(64, dtype)
+    out, _ = run_program(prog, {"x": x[pick], **small.constants}, strict=False)
+    expect, _ = evaluate(small.kernel, {"x": x[pick], **small.constants})
+    assert (dt.to_bits(out["y"]).astype(np.uint64) == expect["y"]).all()

@@ -52,6 +52,19 @@ SQRT2 = float(np.float32(1.4142135))
 LOG_Q = [2 / 11, 2 / 9, 2 / 7, 2 / 5, 2 / 3]
 
 
+SHORT = {"bf16": 8, "f16": 11}  # significant bits of the result types narrower than float32
+
+
+def exp_degree(bits: int) -> int:
+    """The least degree of exp's Taylor polynomial on |r| <= ln2 / 2 whose truncation
+    (the next term, times e^|r| < 1.5) is below 1/8 of half an ulp of a `bits`-bit
+    result."""
+    d = 1
+    while (math.log(2) / 2) ** (d + 1) / math.factorial(d + 1) * 1.5 > 2.0 ** -(bits + 4):
+        d += 1
+    return d
+
+
 class TranscendentalOps:
     """A mixin of the ONNX importer (pimc.frontend.onnx_import._Builder)."""
 
@@ -111,12 +124,34 @@ class TranscendentalOps:
         one_r, err = self._fast2sum(self._c(1.0), r_hi)
         rest = self._f("add", err, q)
         y = self._f("add", one_r, rest)
-        half, k1 = self._round_int(self._f("mul", kf, 0.5))
-        _, k2 = self._round_int(self._f("sub", kf, half))
-        a, b = self._power_of_two(k1), self._power_of_two(k2)
+        a, b = self._scales(kf)
         lo = self._f("add", self._f("sub", one_r, y), rest) if low else None
         return (self._f("mul", self._f("mul", y, a), b),
                 None if lo is None else self._f("mul", self._f("mul", lo, a), b))
+
+    def _scales(self, kf: int) -> tuple[int, int]:
+        """2^k as two normal float32 factors (k split in halves), so that only the last
+        product of a scaling rounds: subnormal results and overflow come out right."""
+        half, k1 = self._round_int(self._f("mul", kf, 0.5))
+        _, k2 = self._round_int(self._f("sub", kf, half))
+        return self._power_of_two(k1), self._power_of_two(k2)
+
+    def exp_short(self, x: int, bits: int) -> int:
+        """exp(x) in float32 for a result of `bits` significant bits (bfloat16 8, float16
+        11), where being far below half its ulp is enough for the one rounding to it to
+        be faithful: r = x - k ln 2 rounded once, Taylor's polynomial of the least degree
+        whose truncation is below 1/8 of that (4 for bfloat16, 5 for float16), the
+        scaling by 2^k as exp32's. About half exp32's multiplications."""
+        x = self._f("min", self._f("max", x, -104.0), 89.0)
+        kf, _ = self._round_int(self._f("mul", x, LOG2E))
+        r = self._f("add", self._f("sub", x, self._f("mul", kf, LN2_HI)),
+                    self._f("mul", kf, -LN2_LO))
+        degree = exp_degree(bits)
+        p = self._c(1 / math.factorial(degree))
+        for n in range(degree - 1, -1, -1):
+            p = self._f("add", self._f("mul", p, r), 1 / math.factorial(n))
+        a, b = self._scales(kf)
+        return self._f("mul", self._f("mul", p, a), b)
 
     def _fast2sum(self, big: int, small: int, op: str = "add") -> tuple[int, int]:
         """big op small rounded, and its rounding error exactly (Fast2Sum: |big| >=
@@ -268,7 +303,7 @@ class TranscendentalOps:
         keep = (*s[:-1], 1)
         top = self.reshape(self.node("reduce_max", "f32", s[:-1], (xf,), axis=len(s) - 1), keep)
         d = self._f("sub", xf, top)
-        e = self.exp32(d)
+        e = self.exp_short(d, SHORT[dt]) if dt in SHORT else self.exp32(d)
         total = self.reshape(self.node("sum", "f32", s[:-1], (e,), axis=len(s) - 1), keep)
         return d, e, total, dt, back
 
@@ -302,7 +337,18 @@ class TranscendentalOps:
         lanes = self.transpose(win, (0, 1, *range(3, r + 1), 2))
         total = self.node("sum", "f32", shape, (lanes,), axis=r)
         base = self._f("add", self._f("mul", total, float(np.float32(alpha / size))), bias)
+        if dt in SHORT:
+            return self._cast(self._times_power(x, base, -beta, SHORT[dt]), dt)
         return self._cast(self._over_power(x, base, beta), dt)
+
+    def _times_power(self, x: int, base: int, power: float, bits: int) -> int:
+        """x * base^power for a result of `bits` significant bits: exp_short of float32's
+        log times the power. Its relative error (log's 0.8 ulp of |log base| <= 89, the
+        product's rounding, exp_short's truncation) stays far below half an ulp of the
+        short result, so the rounding to it is faithful. An infinite base (a square
+        beyond float32) gives 0, as x / inf does."""
+        y = self._f("mul", x, self.exp_short(self._f("mul", self.log32(base), power), bits))
+        return self._select(self._f("eq", base, float("inf")), self._f("mul", x, 0.0), y)
 
     def _over_power(self, x: int, base: int, beta: float) -> int:
         """x / base^beta, faithful for the float32 base: the power exp(beta log(base))
