@@ -18,7 +18,7 @@ compile within them is listed with its error.
 
 A case is compiled again within a memory when its fastest splits need more crossbars
 than the memory has and its slowest would fit (the compiler's fewest-crossbars; it then
-trades latency for crossbars, stage by stage); a whole network also within 1/k of the
+chooses the stages' splits for the least slowest stage); a whole network also within 1/k of the
 memory (k up to 8) where that holds, so that k copies fill it. The program with the
 most images/s is reported (counted, not executed).
 
@@ -108,7 +108,7 @@ def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,
     """Per memory: (the program, its compile record, whether it is the one compiled
     without a limit). A network is also compiled within 1/k of a memory (k = 1 ..
     `most`) where its fastest splits need more and its slowest would fit (the program's
-    fewest-crossbars): the compiler then trades latency for crossbars, stage by stage,
+    fewest-crossbars): the compiler then chooses the splits for the least slowest stage,
     and k copies fill the memory. The program with the most images/s is kept."""
     from pimc.isa.text import load_program
 
