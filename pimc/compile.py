@@ -9,7 +9,6 @@ can rebuild the order-matched reference from it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 
 import numpy as np
@@ -22,7 +21,7 @@ from pimc.isa.arch import Arch
 from pimc.isa.cost import item_counts
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import LocatedError, PimError
-from pimc.isa.uop import Program, TensorIO
+from pimc.isa.uop import Program
 from pimc.lower.build import build_word_program
 from pimc.lower.inspace import RelayoutError
 from pimc.lower.layers import layer_order
@@ -207,19 +206,9 @@ def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], f
     bases = list(itertools.accumulate((f[1].crossbars for f in found), initial=0))
     made = {o.name: relocated(o, bases[j]) for j, f in enumerate(found)
             for o in f[1].outputs}
-
-    @functools.cache  # by placements relative to the source: a network's repeated blocks
-    def relative(src: TensorIO, dst: TensorIO) -> int:
-        return move_cycles(src, dst, arch)
-
-    def moved(src: TensorIO, dst: TensorIO) -> int:
-        at = -src.xbs.start
-        return relative(dataclasses.replace(relocated(src, at), name=""),
-                        dataclasses.replace(relocated(dst, at), name=""))
-
     costs = []
     for i, (st, f) in enumerate(zip(stages, found, strict=True)):
-        moves = sum(moved(made[t.name], relocated(t, bases[i])) for t in f[1].inputs
+        moves = sum(move_cycles(made[t.name], relocated(t, bases[i]), arch) for t in f[1].inputs
                     if t.name in st.residents) if objective == "latency" else 0
         costs.append([(o[0] + moves, *o[1:]) for o in options[i]])
     picks = within(costs, arch.max_crossbars)

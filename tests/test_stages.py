@@ -371,6 +371,32 @@ def test_a_strided_stem_into_phase_blocks_rebuilds_every_slot(c, k, copies, chun
     _rebuilds(*_stem(c, k, copies, chunks, fill, nested, t))
 
 
+@settings(max_examples=10, deadline=None)
+@given(st.integers(1, 3), st.sampled_from([3, 5]), st.sampled_from([1, 2]),
+       st.integers(1, 300), st.integers(0, 40))
+def test_a_plan_moved_by_whole_crossbars_is_the_same_plan_moved(c, k, copies, at, gap):
+    """move_ops.placed_plan plans once per placement relative to the source and moves
+    that plan: the same moves, fills and copies as planning where they are."""
+    from pimc.lower.move_ops import placed_plan
+
+    shape, src_view, dst_view, per, rows = _stem(c, k, copies, 1, ZERO, False, 2)
+
+    def pair(x0):  # the source first, or (a training step's write-back) after
+        src = _io("x", shape, src_view, 1, x0, rows)
+        dst = _io("y", shape, dst_view, per, src.xbs.stop + gap, rows)
+        if k == 5:
+            dst, src = _io("y", shape, dst_view, per, x0, rows), \
+                _io("x", shape, src_view, 1, x0 + len(dst.xbs) + gap, rows)
+        return src, dst
+
+    placed_plan(*pair(0), 1023)  # planned at 0, then reused at `at`
+    moved, here = placed_plan(*pair(at), 1023), plan(*pair(at), 1023)
+    for field in ("moves", "fills", "copies", "spread", "down", "extract", "home_zero"):
+        a, b = getattr(moved, field), getattr(here, field)
+        assert (sorted(map(repr, a)) == sorted(map(repr, b))) if isinstance(a, tuple) \
+            else a == b, field
+
+
 def test_a_strided_stems_taps_are_a_few_bridged_moves_each():
     """ResNet-50's stem in small: the map in two levels of phases, a phase block as
     many crossbars as a block of the map's sub-phases: a tap's moves have one distance

@@ -12,8 +12,8 @@ from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Call, Item, Loop, Program, Span, TensorIO, Transfer
-from pimc.lower.move_ops import emit_moves
+from pimc.isa.uop import Call, Item, Loop, Program, TensorIO, Transfer
+from pimc.lower.move_ops import emit_moves, relocated, shifted
 
 
 @dataclass(frozen=True)
@@ -21,15 +21,6 @@ class StageProgram:
     program: Program
     residents: tuple[str, ...]  # inputs built by moves, not written by the host
     label: str  # what its moves are annotated with
-
-
-def shifted(span: Span, by: int) -> Span:
-    return Span(span.start + by, span.stop + by, span.step)
-
-
-def relocated(t: TensorIO, by: int) -> TensorIO:
-    """A placement `by` crossbars further on."""
-    return dataclasses.replace(t, xbs=shifted(t.xbs, by))
 
 
 def relocate(item: Item, by: int) -> Item:

@@ -3,6 +3,8 @@ copies into a stage's placement of a value another stage left, the padding fille
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -11,16 +13,54 @@ from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.uop import TensorIO
+from pimc.isa.uop import Span, TensorIO
 from pimc.isa.view import lowest
 from pimc.lower.moves import Move, emit_move, on_words, staged
-from pimc.lower.relayout import plan
+from pimc.lower.relayout import Plan, plan
+
+
+def placed_plan(src: TensorIO, dst: TensorIO, max_shift: int) -> Plan:
+    """plan(src, dst), planned once per placement relative to the first crossbar of
+    either: a plan moved by whole crossbars with both ends is the same plan moved (a
+    network's repeated blocks, and the splits a compile within a memory counts before
+    it links)."""
+    at = min(src.xbs.start, dst.xbs.start)
+    return _moved(_relative(dataclasses.replace(relocated(src, -at), name=""),
+                            dataclasses.replace(relocated(dst, -at), name=""), max_shift), at)
+
+
+@functools.lru_cache(maxsize=512)
+def _relative(src: TensorIO, dst: TensorIO, max_shift: int) -> Plan:
+    return plan(src, dst, max_shift)
+
+
+def shifted(span: Span, by: int) -> Span:
+    return Span(span.start + by, span.stop + by, span.step)
+
+
+def relocated(t: TensorIO, by: int) -> TensorIO:
+    """A placement `by` crossbars further on."""
+    return dataclasses.replace(t, xbs=shifted(t.xbs, by))
+
+
+def _moved(p: Plan, at: int) -> Plan:
+    """The plan's ops `at` crossbars further on (distances stay)."""
+    if not at:
+        return p
+
+    def ms(moves: tuple[Move, ...]) -> tuple[Move, ...]:
+        return tuple(dataclasses.replace(m, xbs=shifted(m.xbs, at)) for m in moves)
+
+    return Plan(ms(p.moves), tuple(dataclasses.replace(f, xbs=shifted(f.xbs, at)) for f in p.fills),
+                ms(p.copies), ms(p.spread),
+                None if p.home_zero is None else (shifted(p.home_zero[0], at), p.home_zero[1]),
+                ms(p.down), ms(p.extract))
 
 
 def move_cycles(src: TensorIO, dst: TensorIO, arch: Arch) -> int:
     """About the cycles emit_moves spends on plan(src, dst): its moves' and copies'
     (Move.cycles), one a fill."""
-    p = plan(src, dst, arch.max_shift)
+    p = placed_plan(src, dst, arch.max_shift)
     bits = parse_dtype(dst.dtype).bits
     return (sum(m.cycles(bits, arch.max_shift) for m in (*p.spread, *p.extract, *p.moves,
                                                           *p.down, *p.copies))
@@ -31,7 +71,7 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
                arch: Arch) -> int:
     """Append the micro-ops of plan(src, dst); columns from `staging` on are free in
     dst's crossbars (a TRANSFER lands there before its SHIFT). The count of ops."""
-    p = plan(src, dst, arch.max_shift)
+    p = placed_plan(src, dst, arch.max_shift)
     assert all(dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop
                for m in (*p.spread, *p.extract, *p.moves, *p.fills, *p.copies)), \
         f"{dst.name}: a move leaves"
