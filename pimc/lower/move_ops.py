@@ -25,8 +25,14 @@ def placed_plan(src: TensorIO, dst: TensorIO, max_shift: int) -> Plan:
     network's repeated blocks, and the splits a compile within a memory counts before
     it links)."""
     at = min(src.xbs.start, dst.xbs.start)
-    return _moved(_relative(dataclasses.replace(relocated(src, -at), name=""),
-                            dataclasses.replace(relocated(dst, -at), name=""), max_shift), at)
+    try:
+        return _moved(_relative(dataclasses.replace(relocated(src, -at), name=""),
+                                dataclasses.replace(relocated(dst, -at), name=""), max_shift),
+                      at)
+    except PimError as exc:  # planned unnamed: the message names the placement again
+        if not str(exc).startswith(":"):
+            raise
+        raise PimError(f"{dst.name}{exc}") from None
 
 
 @functools.lru_cache(maxsize=512)
