@@ -29,6 +29,7 @@ import numpy as np
 
 from pimc.frontend.onnx_windows import Unsupported
 from pimc.isa.view import ZERO, ViewOp
+from pimc.synth.floating import FORMATS
 
 MAGIC = 12582912.0  # 1.5 * 2^23: x + MAGIC - MAGIC rounds x to an integer (|x| < 2^22)
 MAGIC_BITS = 0x4B400000
@@ -52,7 +53,9 @@ SQRT2 = float(np.float32(1.4142135))
 LOG_Q = [2 / 11, 2 / 9, 2 / 7, 2 / 5, 2 / 3]
 
 
-SHORT = {"bf16": 8, "f16": 11}  # significant bits of the result types narrower than float32
+# significant bits of the float types narrower than float32 (bf16 8, f16 11)
+SHORT = {name: f.frac_bits + 1 for name, f in FORMATS.items()
+         if f.frac_bits < FORMATS["f32"].frac_bits}
 
 
 def exp_degree(bits: int) -> int:
