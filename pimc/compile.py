@@ -28,7 +28,7 @@ from pimc.lower.layers import layer_order
 from pimc.lower.layout import Lowered
 from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
-from pimc.lower.move_ops import move_cycles
+from pimc.lower.move_ops import first_free, move_cycles
 from pimc.lower.rowtree import row_tree
 from pimc.lower.splits import Option, split_lanes, split_matmuls, with_chunks, within
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
@@ -208,8 +208,10 @@ def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], f
             for o in f[1].outputs}
     costs = []
     for i, (st, f) in enumerate(zip(stages, found, strict=True)):
-        moves = sum(move_cycles(made[t.name], relocated(t, bases[i]), arch) for t in f[1].inputs
-                    if t.name in st.residents) if objective == "latency" else 0
+        free = first_free(f[1].inputs + f[1].outputs)
+        moves = sum(move_cycles(made[t.name], relocated(t, bases[i]), free, arch)
+                    for t in f[1].inputs if t.name in st.residents) \
+            if objective == "latency" else 0
         costs.append([(o[0] + moves, *o[1:]) for o in options[i]])
     picks = within(costs, arch.max_crossbars)
     if picks is None:
@@ -234,6 +236,7 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
     out, sources = list(built), {}
     base = list(itertools.accumulate((s.program.crossbars for s in built), initial=0))
     made = {o.name: relocated(o, base[j]) for j, s in enumerate(built) for o in s.program.outputs}
+    free = [first_free(s.program.inputs + s.program.outputs) for s in built]
     for i, st in enumerate(stages):
         result = st.kernel.results[0].name if st.kernel.results else ""
         if result not in params:
@@ -250,13 +253,15 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
                 if low is not None and low.host_values:  # (a row index of its own: none yet)
                     continue
                 mine = next(o for o in prog.outputs if o.name == result)
+                mine_free = first_free(prog.inputs + prog.outputs)
                 at = base[-1] + sum(s.program.crossbars for s in out[len(built):])
                 dst = relocated(t, base[j])
                 if t.placed_elements <= UNPLANNED and (
-                        program_cost(prog, "latency") + move_cycles(relocated(mine, at), dst, arch)
-                        + sum(move_cycles(made[u.name], relocated(u, at), arch)
+                        program_cost(prog, "latency")
+                        + move_cycles(relocated(mine, at), dst, free[j], arch)
+                        + sum(move_cycles(made[u.name], relocated(u, at), mine_free, arch)
                               for u in prog.inputs if u.name in st.residents)
-                        >= move_cycles(relocated(own, base[i]), dst, arch)):
+                        >= move_cycles(relocated(own, base[i]), dst, free[j], arch)):
                     continue
                 name = f"{result}.{j}.{k}"
                 outs = tuple(dataclasses.replace(o, name=name) if o.name == result else o

@@ -24,8 +24,28 @@ class Source:
     sr: np.ndarray
     cells: np.ndarray  # bool[crossbar - x0, row]
     x0: int
-    local: tuple[int, int, int] | None
+    local: tuple[int, int, int] | None  # (map's first crossbar, copy pitch, dst's first)
     end: int = 0  # with local copies: the crossbar they stop before (dst's end)
+    length: int = 0  # copies over several home words: crossbar x + w * length names
+    # word w of crossbar x (moves.on_words); cells and sx count a copy's crossbars so
+
+    def rel(self, fx: np.ndarray) -> np.ndarray:
+        """Crossbars (dst's, or a copy's further words) as the crossbar of the copy each
+        is in, counted from that copy's first (-1 outside every copy)."""
+        assert self.local is not None
+        _, per_xb, first = self.local
+        d = fx - first
+        inside = (fx >= first) & (fx < self.end)
+        if self.length:
+            return np.where(inside, d // self.length * self.length
+                            + d % self.length % per_xb, -1)
+        return np.where(inside, d % per_xb, -1)
+
+    def copy_of(self, x: int) -> int:
+        """Which copy crossbar x (dst's, or a further word's) is in."""
+        assert self.local is not None
+        _, per_xb, first = self.local
+        return ((x - first) % self.length if self.length else x - first) // per_xb
 
 
 def gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
@@ -49,7 +69,7 @@ def gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
         else:  # the copy in the slot's own chunk, or the one before where that is nearer
             _, per_xb, first = src.local
             base = first + (dx_[dest] - first) // per_xb * per_xb
-            x = src.sx[source] - dx_[dest]
+            x = (src.sx[source] % src.length if src.length else src.sx[source]) - dx_[dest]
             base = np.where((base > first) & (np.abs(base - per_xb + x) < np.abs(base + x)),
                             base - per_xb, base)
         dx = base + src.sx[source] - dx_[dest]
@@ -61,7 +81,7 @@ def gather(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source
                 try_ = np.flatnonzero((rides < 0) & (near >= 0))
                 fx, fr = dx_[pad[try_]] + dx[near[try_]], dr[pad[try_]] - by[near[try_]]
                 if src.local is not None:  # in any copy (all alike)
-                    fx = np.where((fx >= first) & (fx < src.end), (fx - first) % per_xb, -1)
+                    fx = src.rel(fx)
                 fx = fx - src.x0
                 ok = ((fx >= 0) & (fx < src.cells.shape[0]) & (fr >= 0)
                       & (fr < src.cells.shape[1]))
@@ -137,8 +157,7 @@ def _cell(fx: np.ndarray, fr: np.ndarray, src: Source) -> np.ndarray:
     """Crossbars and rows read, as (crossbar - x0, row) pairs in the map or in the copy
     each is in; crossbar -1 where neither holds it."""
     if src.local is not None:
-        _, per_xb, first = src.local
-        fx = np.where((fx >= first) & (fx < src.end), (fx - first) % per_xb, -1 - src.x0)
+        fx = src.rel(fx)
     fx = fx - src.x0
     bad = (fx < 0) | (fx >= src.cells.shape[0]) | (fr < 0) | (fr >= src.cells.shape[1])
     return np.stack([np.where(bad, -1, fx), fr])
@@ -184,11 +203,7 @@ def moved_on(m: Move, shift: int, on: int, width: int, src: Source) -> Move | No
     straddles local copies."""
     if src.local is None:
         return dataclasses.replace(m, dx=m.dx + shift - on * width)
-    _, per_xb, first = src.local
-
-    def copy(x: int) -> int:
-        return (x - first) // per_xb
-
+    per_xb, copy = src.local[1], src.copy_of
     a, b = m.xbs.start, m.xbs.stop - 1
     if copy(a) != copy(b) or copy(a + on * width) != copy(b + on * width):
         return None

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
-from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Call, Item, Loop, Program, TensorIO, Transfer
-from pimc.lower.move_ops import emit_moves, relocated, shifted
+from pimc.lower.move_ops import emit_moves, first_free, relocated, shifted
 
 
 @dataclass(frozen=True)
@@ -33,11 +32,6 @@ def relocate(item: Item, by: int) -> Item:
         return dataclasses.replace(item, xbs=shifted(item.xbs, by),
                                    dst_xbs=shifted(item.dst_xbs, by))
     return dataclasses.replace(item, xbs=shifted(item.xbs, by))
-
-
-def _end(ts: tuple[TensorIO, ...]) -> int:
-    """The first column after every placed tensor."""
-    return max((t.col + t.lanes * parse_dtype(t.dtype).bits for t in ts), default=0)
 
 
 def placed_bases(sizes: list[int], order: list[int] | None = None) -> list[int]:
@@ -80,7 +74,7 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
         starts.append(len(b.ops))
         ins = tuple(relocated(t, base) for t in p.inputs)
         outs = tuple(relocated(t, base) for t in p.outputs)
-        staging = _end(ins + outs)
+        staging = first_free(ins + outs)
         b.source_note = s.label
         for k, t in enumerate(ins):
             if t.name in s.residents:

@@ -16,10 +16,21 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO
 from pimc.isa.view import lowest
 from pimc.lower.moves import Move, emit_move, on_words, staged
-from pimc.lower.relayout import Plan, plan
+from pimc.lower.relayout import Plan, plan, real_cycles
 
 
-def placed_plan(src: TensorIO, dst: TensorIO, max_shift: int) -> Plan:
+def first_free(ts: tuple[TensorIO, ...]) -> int:
+    """The first column after a stage's placed tensors (its inputs and outputs): a
+    TRANSFER lands there before its SHIFT, and the map's copies follow (emit_moves)."""
+    return max((t.col + t.lanes * parse_dtype(t.dtype).bits for t in ts), default=0)
+
+
+def _room(dst: TensorIO, staging: int, arch: Arch) -> int:
+    """The words of dst's type free after the staging word: relayout.plan's room."""
+    return (arch.cols - staging) // parse_dtype(dst.dtype).bits - 1
+
+
+def placed_plan(src: TensorIO, dst: TensorIO, max_shift: int, room: int) -> Plan:
     """plan(src, dst), planned once per placement relative to the first crossbar of
     either: a plan moved by whole crossbars with both ends is the same plan moved (a
     network's repeated blocks, and the splits a compile within a memory counts before
@@ -27,8 +38,8 @@ def placed_plan(src: TensorIO, dst: TensorIO, max_shift: int) -> Plan:
     at = min(src.xbs.start, dst.xbs.start)
     try:
         return _moved(_relative(dataclasses.replace(relocated(src, -at), name=""),
-                                dataclasses.replace(relocated(dst, -at), name=""), max_shift),
-                      at)
+                                dataclasses.replace(relocated(dst, -at), name=""), max_shift,
+                                room), at)
     except PimError as exc:  # planned unnamed: the message names the placement again
         if not str(exc).startswith(":"):
             raise
@@ -36,8 +47,8 @@ def placed_plan(src: TensorIO, dst: TensorIO, max_shift: int) -> Plan:
 
 
 @functools.lru_cache(maxsize=512)
-def _relative(src: TensorIO, dst: TensorIO, max_shift: int) -> Plan:
-    return plan(src, dst, max_shift)
+def _relative(src: TensorIO, dst: TensorIO, max_shift: int, room: int) -> Plan:
+    return plan(src, dst, max_shift, room)
 
 
 def shifted(span: Span, by: int) -> Span:
@@ -59,17 +70,17 @@ def _moved(p: Plan, at: int) -> Plan:
 
     return Plan(ms(p.moves), tuple(dataclasses.replace(f, xbs=shifted(f.xbs, at)) for f in p.fills),
                 ms(p.copies), ms(p.spread),
-                None if p.home_zero is None else (shifted(p.home_zero[0], at), p.home_zero[1]),
+                None if p.home_zero is None else (shifted(p.home_zero[0], at), *p.home_zero[1:]),
                 ms(p.down), ms(p.extract))
 
 
-def move_cycles(src: TensorIO, dst: TensorIO, arch: Arch) -> int:
+def move_cycles(src: TensorIO, dst: TensorIO, staging: int, arch: Arch) -> int:
     """About the cycles emit_moves spends on plan(src, dst): its moves' and copies'
-    (Move.cycles), one a fill."""
-    p = placed_plan(src, dst, arch.max_shift)
+    (Move.cycles, as emitted), one a fill."""
+    p = placed_plan(src, dst, arch.max_shift, _room(dst, staging, arch))
     bits = parse_dtype(dst.dtype).bits
-    return (sum(m.cycles(bits, arch.max_shift) for m in (*p.spread, *p.extract, *p.moves,
-                                                          *p.down, *p.copies))
+    return (sum(real_cycles(m, dst, bits, arch.max_shift, p.spread)
+                for m in (*p.spread, *p.extract, *p.moves, *p.down, *p.copies))
             + len(p.fills))
 
 
@@ -77,7 +88,7 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
                arch: Arch) -> int:
     """Append the micro-ops of plan(src, dst); columns from `staging` on are free in
     dst's crossbars (a TRANSFER lands there before its SHIFT). The count of ops."""
-    p = placed_plan(src, dst, arch.max_shift)
+    p = placed_plan(src, dst, arch.max_shift, _room(dst, staging, arch))
     assert all(dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop
                for m in (*p.spread, *p.extract, *p.moves, *p.fills, *p.copies)), \
         f"{dst.name}: a move leaves"
@@ -92,14 +103,13 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     words = 1 + max((m.word for m in p.spread), default=0)
     homes = [list(range(staging + bits * (1 + w), staging + bits * (2 + w)))
              for w in range(words + bool(p.extract))]  # the map's copies in dst's crossbars
-    home = homes[0]
     if (p.spread or p.extract) and homes[-1][-1] >= arch.cols:
         raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
     if p.home_zero is not None:
-        b.init(home, 0, xbs=p.home_zero[0], rows=p.home_zero[1])
+        b.init(homes[p.home_zero[2]], 0, xbs=p.home_zero[0], rows=p.home_zero[1])
     for m in p.spread:
-        emit_move(b, m, home if m.local else src.columns(bits), homes[m.word], staging, arch,
-              dst.name)
+        emit_move(b, m, homes[m.word] if m.local else src.columns(bits), homes[m.word],
+                  staging, arch, dst.name)
     for m in p.extract:  # each chunk's cells into its canonical copy (the last word)
         for piece, w in _pieces(m, words, dst):
             emit_move(b, piece, homes[w] if m.local else src.columns(bits), homes[-1],

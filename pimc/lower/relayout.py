@@ -29,6 +29,7 @@ from pimc.lower.moves import (
     Move,
     every_chunk,
     group_spans,
+    on_words,
     runs,
     strided,
 )
@@ -46,24 +47,28 @@ class Plan:
     fills: tuple[Fill, ...]  # then the padding
     copies: tuple[Move, ...]  # then the repeated blocks, doubling
     spread: tuple[Move, ...] = ()  # first: the producer's word copied into every chunk
-    home_zero: tuple[Span, Span] | None = None  # before that: zeros (crossbars, rows)
-    # where the first copy does not reach, in the rows the copies move
+    home_zero: tuple[Span, Span, int] | None = None  # before that: zeros (crossbars,
+    # rows, home word) where the first copy does not reach, in the rows the copies move
     down: tuple[Move, ...] = ()  # after the moves, before the fills: one row's word
     # doubled down the rows of crossbars that hold one value a lane (a bias, a weight)
     extract: tuple[Move, ...] = ()  # after the spread: each chunk's cells into a
     # canonical copy in its own crossbars, which the moves then read (gather.extracted)
 
 
-def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Plan:
+def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift,
+         room: int = MAX_WORDS) -> Plan:
     """The moves that build `dst`'s placement from `src`'s (one value a slot), chosen
-    for a barrel shifter of `max_shift` rows.
+    for a barrel shifter of `max_shift` rows, with `room` free words in dst's rows for
+    copies of the map (beside the staging word).
 
     Where the placement repeats a block of slots (a convolution's input windows, the
     same for every output channel), the first block is gathered and then doubled.
     Padding slots next to moved ones ride along with the move (whatever the shifted
     block holds) and are written after it, so a tap's block is one move, not a move per
     image row. Chunks alike but for their channel may first copy the cells they read
-    into their own crossbars (gather.extracted), where that counts fewer cycles."""
+    into their own crossbars (gather.extracted), where that counts fewer cycles. A map
+    wider than a chunk is copied into every chunk over several words, or into every
+    group of chunks it fits, whichever counts fewer cycles (_spread)."""
     if dst.broadcast:  # one value in every slot: a broadcast view of the same slots
         slots_ = len(dst.xbs) * len(dst.rows)
         dst = dataclasses.replace(dst, broadcast=False, view=(
@@ -88,16 +93,66 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
     else:  # each distinct row gathered once, then copied to its repeats
         need, dx_, dr, copies, blank = _repeats(factored, dst)
     need, down = _down_rows(need, dx_, dr)
-    spread, local, home_zero = _spread(src, dst, shape, sx[have > 0])
+    bits = parse_dtype(dst.dtype).bits
+    made = [_planned(src, dst, shape, sx, sr, sources, x0, at, have, need, dx_, dr, factored,
+                     max_shift, room, by_words=False)]
+    if not made[0][4] and _words(src, dst, shape, have, sx, room):  # (canonical copies
+        made.append(_planned(src, dst, shape, sx, sr, sources, x0, at, have, need, dx_,  # read
+                             dr, factored, max_shift, room, by_words=True))  # one word)
+    moves, fills, spread, home_zero, extract = min(
+        made, key=lambda m: sum(real_cycles(x, dst, bits, max_shift, m[2])
+                                for x in (*m[2], *m[4], *m[0])) + len(m[1]))
+    return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero,
+                tuple(down), tuple(extract))
+
+
+def _words(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], have: np.ndarray,
+           sx: np.ndarray, room: int) -> bool:
+    """Whether the map spans more crossbars than a chunk of dst has, but at most as
+    many as `room` words of it (so its copies may go a group of chunks each, or over
+    several words into every chunk: _spread)."""
+    if len(shape) != 3 or not (have > 0).any():
+        return False
+    held = sx[have > 0]
+    per = math.prod(shape[1:-1])
+    width = per // len(dst.rows) if per % len(dst.rows) == 0 else 0
+    return width > 0 and 1 < -(-(int(held.max() - held.min()) + 1) // width) \
+        <= min(room, MAX_WORDS)
+
+
+def real_cycles(m: Move, dst: TensorIO, bits: int, max_shift: int,
+                spread: tuple[Move, ...] | list[Move]) -> int:
+    """Move.cycles of a move as emitted: a move from a map's copy over several home
+    words in the pieces it is cut into, one a word (moves.on_words)."""
+    if m.local and any(s.word for s in spread):
+        return sum(p.cycles(bits, max_shift) for p, _ in on_words(m, dst.xbs.start, len(dst.xbs)))
+    return m.cycles(bits, max_shift)
+
+
+def _planned(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], sx: np.ndarray,
+             sr: np.ndarray, sources: np.ndarray, x0: int, at: np.ndarray, have: np.ndarray,
+             need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, factored: Factored | None,
+             max_shift: int, room: int, by_words: bool
+             ) -> tuple[list[Move], tuple[Fill, ...], list[Move], tuple[Span, Span, int] | None,
+                        list[Move]]:
+    """The gather of `need` from the map or its copies in dst's crossbars (_spread):
+    (moves, fills, spread, home_zero, extract)."""
+    spread, local, home_zero, words = _spread(src, dst, shape, sx[have > 0], room, by_words)
+    length = 0
     if local is not None:  # read from the chunk's own copy, a few crossbars away
-        lo_x, per_xb, _ = local
-        sx = sx - lo_x  # the copy's crossbar, relative to its chunk's first
-        home = np.zeros((per_xb, sources.shape[1]), dtype=bool)
-        home[: sources.shape[0] - (lo_x - x0)] = sources[lo_x - x0:lo_x - x0 + per_xb]
+        lo_x, per_xb, first = local
+        rel = np.arange(sources.shape[0]) + x0 - lo_x  # each map crossbar, in the copy
+        length = len(dst.xbs) if words > 1 else 0
+        sx = _in_copy(sx - lo_x, per_xb, length)  # as the copy's crossbar, from its first
+        keep = (rel >= 0) & (rel < words * per_xb)
+        home = np.zeros(((words - 1) * length + per_xb, sources.shape[1]), dtype=bool)
+        home[_in_copy(rel[keep], per_xb, length)] = sources[keep]
         sources, x0 = home, 0
-    end = dst.xbs.stop if local is None else max(dst.xbs.stop, local[2] + local[1])
-    read = Source(at, sx, sr, sources, x0, local, end)  # (a copy over several words runs
-    # on past dst's end)
+        end = first + words * length if words > 1 else max(dst.xbs.stop, first + per_xb)
+    else:
+        end = dst.xbs.stop
+    read = Source(at, sx, sr, sources, x0, local, end, length)  # (a copy over several
+    # words runs on past dst's end)
     bits = parse_dtype(dst.dtype).bits
     extract: list[Move] = []
     if factored is not None and factored.chunks > 1 and len(factored.row) % len(dst.rows) == 0:
@@ -105,7 +160,7 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         moves, pads = gather_chunks(need, dx_, dr, read, factored.chunks, width)
         moves = _cheaper(moves, bits, max_shift)
         kinds = classes(need, read, factored.chunks, width, dst.xbs.start) \
-            if dst.xbs.step == 1 else None
+            if dst.xbs.step == 1 and words < room else None  # (a word for the copies)
         for near, joined in ((False, True), (False, False), (True, False)) if kinds else ():
             alt = extracted(need, dx_, dr, read, kinds, width, dst.xbs.start, near, joined)
             if alt is None:
@@ -119,8 +174,13 @@ def plan(src: TensorIO, dst: TensorIO, max_shift: int = Arch().max_shift) -> Pla
         moves, pads, _ = gather(need, dx_, dr, read)
         moves = _cheaper(moves, bits, max_shift)
     fills = tuple(Fill(tuple(lanes), xbs, span, low) for (low, xbs, span), lanes in pads.items())
-    return Plan(tuple(moves), (*fills, *blank), tuple(copies), tuple(spread), home_zero,
-                tuple(down), tuple(extract))
+    return moves, fills, spread, home_zero, extract
+
+
+def _in_copy(m: np.ndarray, per_xb: int, length: int) -> np.ndarray:
+    """Map crossbars (from the copy's first) as crossbars of a copy over several words
+    of `length` crossbars each (word w's crossbar i named i + w * length)."""
+    return m // per_xb * length + m % per_xb if length else m
 
 
 def _spent(moves: tuple[Move, ...] | list[Move], bits: int, max_shift: int) -> int:
@@ -324,51 +384,60 @@ def _in_chunks(groups: list[tuple[tuple[int, int], Span, Span]], f: Factored, ds
             for run in every_chunk(np.concatenate(parts), np.arange(chunks) * step, step)]
 
 
-def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray
-            ) -> tuple[list[Move], tuple[int, int, int] | None, tuple[Span, Span] | None]:
+def _spread(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], held: np.ndarray,
+            room: int, by_words: bool
+            ) -> tuple[list[Move], tuple[int, int, int] | None, tuple[Span, Span, int] | None,
+                       int]:
     """The moves that copy the producer's word into dst's crossbars, so that each lane
     is gathered from a copy near it rather than from the producer, which may be tens of
     thousands of crossbars off (a TRANSFER costs its distance): when dst's lanes are
     split in chunks of whole crossbars, into every chunk if each is wide enough, else
-    into every group of the fewest chunks that are (once into the first, then doubling);
-    otherwise once at the start of dst's crossbars, over several home words where the
-    map has more crossbars than dst (VGG-19's pool1 reads a map of 3,136 crossbars into
-    a stage of 1,792: gathered from its producer, every lane crossed 262,144 crossbars).
-    And (the producer's first crossbar, crossbars per copy, dst's first crossbar), and
-    the crossbars of the first copy to zero first (so that each doubling copies whole
-    blocks of crossbars, one TRANSFER a level)."""
+    (`by_words`) into every chunk over several home words, or into every group of the
+    fewest chunks that are (once into the first, then doubling); otherwise once at the
+    start of dst's crossbars, over several home words where the map has more crossbars
+    than dst (VGG-19's pool1 reads a map of 3,136 crossbars into a stage of 1,792:
+    gathered from its producer, every lane crossed 262,144 crossbars). At most `room`
+    words. And (the producer's first crossbar, a copy's crossbars in a word (copies
+    that far apart), dst's first crossbar); the crossbars of the first copy to zero
+    first, and their word (so that each doubling copies whole blocks of crossbars, one
+    TRANSFER a level); the home words a copy takes."""
     chunks = shape[0] if len(shape) == 3 else 1
     per = math.prod(shape[1:-1]) if len(shape) == 3 else 0
     rows = len(dst.rows)
-    if not len(held) or dst.xbs.step != 1:  # (whole crossbars' rows are copied, row for row)
-        return [], None, None
+    if not len(held) or dst.xbs.step != 1 or room < 1:  # (whole crossbars' rows are
+        return [], None, None, 1  # copied, row for row)
     lo, span = int(held.min()), int(held.max() - held.min()) + 1
     width = per // rows if chunks > 1 and per % rows == 0 else 0  # a chunk's crossbars
     group = max(1, -(-span // width)) if width else chunks  # chunks a copy serves
-    while group < chunks and (-(-chunks // group) - 1) * group * width + span > len(dst.xbs):
-        group += 1  # the last copy must fit in dst's crossbars
     first, end, length = dst.xbs.start, dst.xbs.stop, len(dst.xbs)
-    if group < chunks:
-        per_xb, chunks = group * width, -(-chunks // group)  # a copy every `group` chunks
-    elif span <= length:
-        per_xb, chunks = length, 1  # one copy, at the start of dst's crossbars
-    elif span <= MAX_WORDS * length:  # one copy over several words of dst's crossbars
-        words = -(-span // length)
-        return ([Move((), lo + w * length - first, 0,
-                      Span(first, first + min(length, span - w * length)), src.rows, word=w)
-                 for w in range(words)], (lo, words * length, first), None)
+    words = 1
+    if by_words and 1 < group <= min(room, MAX_WORDS):  # every chunk, over `group` words
+        per_xb, words = width, group
     else:
-        return [], None, None
-    moves = [Move((), lo - first, 0, Span(first, first + span), src.rows)]
+        while group < chunks and (-(-chunks // group) - 1) * group * width + span > length:
+            group += 1  # the last copy must fit in dst's crossbars
+        if group < chunks:
+            per_xb, chunks = group * width, -(-chunks // group)  # a copy every `group` chunks
+        elif span <= length:
+            per_xb, chunks = length, 1  # one copy, at the start of dst's crossbars
+        elif span <= min(room, MAX_WORDS) * length:  # one copy over several words
+            per_xb, chunks, words = length, 1, -(-span // length)
+        else:
+            return [], None, None, 1
+    moves = [Move((), lo + w * per_xb - first, 0,
+                  Span(first, first + min(per_xb, span - w * per_xb)), src.rows, word=w)
+             for w in range(words)]
     done = 1
     while done < chunks:  # whole blocks, the last cut at dst's end (the next stage's)
         count = min(done, chunks - done)
         at = first + done * per_xb
-        moves.append(Move((), -done * per_xb, 0, Span(at, min(at + count * per_xb, end)),
-                          src.rows, local=True))
+        moves += [Move((), -done * per_xb, 0, Span(at, min(at + count * per_xb, end)),
+                       src.rows, local=True, word=w) for w in range(words)]
         done += count
-    zero = (Span(first, first + per_xb), src.rows) if chunks > 1 and span < per_xb else None
-    return moves, (lo, per_xb, first), zero
+    last = span - (words - 1) * per_xb  # crossbars the last word's first copy fills
+    zero = (Span(first, first + per_xb), src.rows, words - 1) \
+        if chunks > 1 and last < per_xb else None
+    return moves, (lo, per_xb, first), zero, words
 
 
 def _doubling(need: np.ndarray, shape: tuple[int, ...], xb: np.ndarray, row: np.ndarray
