@@ -633,35 +633,47 @@ def test_a_cnn_runs_bit_exact_with_its_maps_kept_in_the_crossbars(tmp_path, mode
     assert moves > 0  # the maps moved inside the memory; the host wrote only x and weights
 
 
+def _plans(monkeypatch) -> list:
+    """Every plan move_ops makes from here on, in order (the last are the emitted ones)."""
+    import pimc.lower.move_ops as move_ops
+
+    made = []
+    plan_ = move_ops.plan
+
+    def spy(src, dst, max_shift, room):
+        made.append(plan_(src, dst, max_shift, room))
+        return made[-1]
+
+    monkeypatch.setattr(move_ops, "plan", spy)
+    return made
+
+
+def _saved(tmp_path, nodes, x_shape, y_shape, weights) -> onnx.ModelProto:
+    """A float32 model of `nodes` from x to y, saved where the reference reads it."""
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    return model
+
+
 def test_a_pool_smaller_than_its_map_reads_a_copy_over_two_words(tmp_path, capsys,
                                                                   monkeypatch):
     """A 24-channel 16 x 16 map pooled 2 x 2 / 2 by a stage of fewer crossbars (128
     rows each): the map is copied into the pool's crossbars over two home words and
     each tap gathered from there; the program runs bit-exact."""
-    import pimc.lower.move_ops as move_ops
     from pimc.isa.arch import Arch
 
-    words = []
-    plan_ = move_ops.plan
-
-    def spy(src, dst, max_shift, room):
-        p = plan_(src, dst, max_shift, room)
-        words.append(1 + max((m.word for m in p.spread), default=-1))
-        return p
-
-    monkeypatch.setattr(move_ops, "plan", spy)
-    w = np.random.default_rng(5).normal(0, 0.3, (24, 2, 3, 3)).astype(np.float32)
+    plans = _plans(monkeypatch)
+    w = np.random.default_rng(5).normal(0, 0.3, (24, 2, 3, 3))
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
-    graph = helper.make_graph(
-        nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 8, 8])],
-        [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(tmp_path / "m.onnx"))  # (the reference reads the file)
+    model = _saved(tmp_path, nodes, [1, 2, 16, 16], [1, 24, 8, 8], {"w": w})
     prog, imported = compile_model(model, str(tmp_path / "m.onnx"), arch=Arch(rows=128))
-    assert prog is not None and words[-1] == 2
+    assert prog is not None and 1 + max(m.word for m in plans[-1].spread) == 2
     x = np.random.default_rng(6).normal(0, 1, (1, 2, 16, 16)).astype(np.float32)
     inputs = {**imported.constants, "x": x}
     outputs, _ = run_program(prog, inputs)
@@ -675,31 +687,18 @@ def test_chunks_narrower_than_their_map_each_read_a_copy_over_words(tmp_path, ca
     crossbars are narrower than the map they read: the map is copied into every chunk
     over two home words, rather than once every few chunks (AlexNet's conv1: 2.72M ->
     1.44M cycles), when that counts fewer cycles; the program runs bit-exact."""
-    import pimc.lower.move_ops as move_ops
     from pimc.isa.arch import Arch
 
-    words = []
-    plan_ = move_ops.plan
-
-    def spy(src, dst, max_shift, room):
-        p = plan_(src, dst, max_shift, room)
-        words.append((1 + max((m.word for m in p.spread), default=-1),
-                      any(m.local for m in p.spread)))
-        return p
-
-    monkeypatch.setattr(move_ops, "plan", spy)
-    w = np.random.default_rng(3).normal(0, 0.4, (24, 3, 11, 11)).astype(np.float32)
+    plans = _plans(monkeypatch)
+    w = np.random.default_rng(3).normal(0, 0.4, (24, 3, 11, 11))
     nodes = [helper.make_node("Relu", ["x"], ["r"]),
              helper.make_node("Conv", ["r", "w"], ["y"], strides=[4, 4])]
-    graph = helper.make_graph(
-        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 67, 67])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 15, 15])],
-        [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(tmp_path / "m.onnx"))  # (the reference reads the file)
+    model = _saved(tmp_path, nodes, [1, 3, 67, 67], [1, 24, 15, 15], {"w": w})
     prog, imported = compile_model(model, str(tmp_path / "m.onnx"),
                                    arch=Arch(rows=64, max_crossbars=16384))
-    assert prog is not None and words[-1] == (2, True)  # doubled into every chunk
+    spread = plans[-1].spread
+    assert prog is not None and 1 + max(m.word for m in spread) == 2
+    assert any(m.local for m in spread)  # doubled into every chunk
     x = np.random.default_rng(6).normal(0, 1, (1, 3, 67, 67)).astype(np.float32)
     inputs = {**imported.constants, "x": x}
     outputs, _ = run_program(prog, inputs)
@@ -714,32 +713,18 @@ def test_chunks_of_one_channel_each_gather_from_canonical_copies_bit_exact(
     crossbar) on a memory of 128 crossbars, which splits its inner axis in chunks of
     one channel's taps: each chunk's cells are moved into the same place of its own
     crossbars first (gather.extracted), and the program runs bit-exact."""
-    import pimc.lower.move_ops as move_ops
     from pimc.isa.arch import Arch
 
-    extracted = []
-    plan_ = move_ops.plan
-
-    def spy(src, dst, max_shift, room):
-        p = plan_(src, dst, max_shift, room)
-        extracted.append(bool(p.extract))
-        return p
-
-    monkeypatch.setattr(move_ops, "plan", spy)
+    plans = _plans(monkeypatch)
     rng = np.random.default_rng(3)
     w = {"w1": rng.normal(0, 0.4, (64, 2, 3, 3)), "w2": rng.normal(0, 0.3, (8, 64, 3, 3))}
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1] * 4),
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1] * 4, strides=[2, 2])]
-    graph = helper.make_graph(
-        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 14, 14])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 7, 7])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in w.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(tmp_path / "m.onnx"))  # (the reference reads the file)
+    model = _saved(tmp_path, nodes, [1, 2, 14, 14], [1, 8, 7, 7], w)
     prog, imported = compile_model(model, str(tmp_path / "m.onnx"), dtype=dtype,
                                    arch=Arch(max_crossbars=128))
-    assert prog is not None and any(extracted[-2:])  # (the last plans are the emitted ones)
+    assert prog is not None and any(p.extract for p in plans[-2:])  # (the emitted ones)
     x = np.random.default_rng(6).normal(0, 1, (1, 2, 14, 14)).astype(np.float32)
     if dtype == "bf16":
         from pimc.isa.dtypes import parse_dtype
