@@ -17,7 +17,7 @@ from pimc.frontend.onnx_import import import_model
 from pimc.isa.uop import Shift, Span, TensorIO, Transfer, ViewOp, apply_view, view_shape
 from pimc.isa.view import LOWEST, ZERO
 from pimc.lower.factor import factor
-from pimc.lower.moves import Move, on_words, strided
+from pimc.lower.moves import Move, on_words, row_spans, runs, strided
 from pimc.lower.orders import resident_view
 from pimc.lower.relayout import PAD_LOWEST, plan
 from pimc.lower.stages import split_stages
@@ -232,6 +232,20 @@ def test_phase_planes_into_phase_blocks_of_another_size_are_one_transfer():
     assert len(got) == 1 and got[0].src_step == 13 and got[0].xbs == Span(0, 253, 4)
     meeting = [Move((0,), 13 * p - 4 * p + 5, 0, Span(4 * p, 4 * p + 1), rows) for p in range(64)]
     assert 1 < len(strided(meeting)) < 8
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3000), min_size=1, max_size=400, unique=True),
+       st.lists(st.integers(1, 40), max_size=4))
+@example([0, 1, 2, 10, 11, 12, 20, 21, 22], [])  # a pattern repeating every 10
+def test_runs_cover_the_crossbars_once_in_no_more_runs_than_greedy(xs, hint):
+    """runs() partitions sorted crossbars into evenly spaced runs: every crossbar in
+    exactly one, none added, and never more runs than the greedy cut."""
+    xs = sorted(xs)
+    got = runs(xs, tuple(hint))
+    covered = [x for span in got for x in span.indices()]
+    assert sorted(covered) == xs
+    assert len(got) <= len(row_spans(np.asarray(xs))) or len(xs) > 256
 
 
 @settings(max_examples=30, deadline=None)

@@ -211,26 +211,38 @@ def runs(xs: list[int], hint: tuple[int, ...] = ()) -> list[Span]:
     residue class modulo q (q = 1..16, or a common gap between crossbars 1 to 16 apart
     in the list: a layout's crossbars repeat their pattern with some period), or greedy
     runs of any step (for short lists); `hint`: more steps to try."""
+    if len(xs) == 1:  # (most calls: a plan asks for every crossbar's moves)
+        return [Span(int(xs[0]), int(xs[0]) + 1)]
     arr = np.asarray(xs, dtype=np.int64)
-    if len(arr) == 1:
-        return [Span(int(arr[0]), int(arr[0]) + 1)]
+    n = len(arr)
     gap = arr[1] - arr[0]
-    if gap > 0 and np.all(arr[2:] - arr[1:-1] == gap):  # (most are one run)
+    if gap > 0 and np.all(arr[2:] - arr[1:-1] == gap):  # (most others are one run)
         return [Span(int(arr[0]), int(arr[-1]) + 1, int(gap))]
-    steps = set(range(1, min(16, len(arr)) + 1)) | set(hint)
-    for lag in range(1, min(16, len(arr) - 1) + 1):  # a pattern of `lag` crossbars repeating
-        gaps, counts = np.unique(arr[lag:] - arr[:-lag], return_counts=True)
-        steps |= set(gaps[np.argsort(-counts)[:4 if lag == 1 else 1]].tolist())
-
-    def starts(q: int) -> np.ndarray:  # whether x begins a run of step q (x - q absent)
-        at = np.searchsorted(arr, arr - q)
-        return (at >= len(arr)) | (arr[np.minimum(at, len(arr) - 1)] != arr - q)
-
-    q = min(sorted(steps), key=lambda q: int(starts(q).sum()))
-    count = int(starts(q).sum())
-    if len(arr) <= 256:
+    lags = np.arange(1, min(16, n - 1) + 1)  # a pattern of `lag` crossbars repeating:
+    i = np.arange(n)  # the most frequent gaps between crossbars `lag` apart in the list
+    gaps = arr[np.minimum(i[None, :] + lags[:, None], n - 1)] - arr[None, :]
+    wide = int(gaps.max()) + 1
+    key, count = np.unique((lags[:, None] * wide + gaps)[i[None, :] + lags[:, None] < n],
+                           return_counts=True)
+    lag, gap_ = key // wide, key % wide
+    first = np.lexsort((gap_, -count, lag))
+    rank = np.arange(len(first)) - np.searchsorted(lag[first], lag[first])
+    qs = np.union1d(np.r_[np.arange(1, min(16, n) + 1), np.asarray(hint, dtype=np.int64)],
+                    gap_[first[rank < np.where(lag[first] == 1, 4, 1)]])
+    back = arr[None, :] - qs[:, None]  # x - q: whether x begins a run of step q
+    span = int(arr[-1] - arr[0]) + 1
+    if span <= 64 * n:  # looked up in a bitmap of the crossbars
+        held = np.zeros(span, dtype=bool)
+        held[arr - arr[0]] = True
+        back -= arr[0]
+        starts = n - (held[np.clip(back, 0, span - 1)] & (back >= 0)).sum(axis=1)
+    else:
+        starts = (arr[np.minimum(np.searchsorted(arr, back), n - 1)] != back).sum(axis=1)
+    best = int(np.argmin(starts))  # (the least step of the fewest runs)
+    q, count_ = int(qs[best]), int(starts[best])
+    if n <= 256:
         greedy = row_spans(arr)
-        if len(greedy) < count:
+        if len(greedy) < count_:
             return list(greedy)
     order = np.lexsort((arr, arr % q))  # by class, then crossbar
     cls = arr[order]
