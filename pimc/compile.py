@@ -28,7 +28,7 @@ from pimc.lower.layers import layer_order
 from pimc.lower.layout import Lowered
 from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
-from pimc.lower.move_ops import first_free, move_cycles
+from pimc.lower.move_ops import first_free, move_cycles, prefetch
 from pimc.lower.rowtree import row_tree
 from pimc.lower.splits import Option, split_lanes, split_matmuls, with_chunks, within
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
@@ -206,13 +206,12 @@ def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], f
     bases = list(itertools.accumulate((f[1].crossbars for f in found), initial=0))
     made = {o.name: relocated(o, bases[j]) for j, f in enumerate(found)
             for o in f[1].outputs}
-    costs = []
-    for i, (st, f) in enumerate(zip(stages, found, strict=True)):
-        free = first_free(f[1].inputs + f[1].outputs)
-        moves = sum(move_cycles(made[t.name], relocated(t, bases[i]), free, arch)
-                    for t in f[1].inputs if t.name in st.residents) \
-            if objective == "latency" else 0
-        costs.append([(o[0] + moves, *o[1:]) for o in options[i]])
+    pairs = [[(made[t.name], relocated(t, bases[i]), first_free(f[1].inputs + f[1].outputs))
+              for t in f[1].inputs if t.name in st.residents] if objective == "latency" else []
+             for i, (st, f) in enumerate(zip(stages, found, strict=True))]
+    prefetch([p for ps in pairs for p in ps], arch)
+    moves = [sum(move_cycles(*p, arch) for p in ps) for ps in pairs]
+    costs = [[(o[0] + m, *o[1:]) for o in opts] for m, opts in zip(moves, options, strict=True)]
     picks = within(costs, arch.max_crossbars)
     if picks is None:
         need = sum(min(o[1] for o in opts) for opts in options)

@@ -12,7 +12,7 @@ from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Call, Item, Loop, Program, TensorIO, Transfer
-from pimc.lower.move_ops import emit_moves, first_free, relocated, shifted
+from pimc.lower.move_ops import emit_moves, first_free, prefetch, relocated, shifted
 
 
 @dataclass(frozen=True)
@@ -63,38 +63,41 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
         raise PimError(f"{file}: the stages need {total} crossbars ({sizes}), the "
                        f"architecture has {arch.max_crossbars}")
     b = ProgramBuilder(total, arch=arch, source=file, meta=meta)
-    made: dict[str, TensorIO] = {}  # resident name -> where its stage left it
     routines = {}
     bases = placed_bases([s.program.crossbars for s in stages], order)
-    starts = []
+    made: dict[str, TensorIO] = {}  # resident name -> where its stage left it
+    moves: list[list[tuple[TensorIO, TensorIO, int]]] = []  # each stage's relayouts
     kept: list[tuple[TensorIO, int, str]] = []  # placements a result replaces, and from what
     targets = set((state or {}).values())
     for j, s in enumerate(stages):
-        p, base = s.program, bases[j]
-        starts.append(len(b.ops))
-        ins = tuple(relocated(t, base) for t in p.inputs)
-        outs = tuple(relocated(t, base) for t in p.outputs)
+        ins = tuple(relocated(t, bases[j]) for t in s.program.inputs)
+        outs = tuple(relocated(t, bases[j]) for t in s.program.outputs)
         staging = first_free(ins + outs)
-        b.source_note = s.label
+        moves.append([(made[t.name], t, staging) for t in ins if t.name in s.residents])
         for k, t in enumerate(ins):
-            if t.name in s.residents:
-                emit_moves(b, made[t.name], t, staging, arch)
-            else:
+            if t.name not in s.residents:
                 b.inputs.append(t)
                 if t.name in targets:
                     kept.append((t, staging, (sources or {}).get((j, k), "")))
+        made.update((t.name, t) for t in outs)
+    back = [(name, (made[source or result], t, staging)) for result, name in
+            (state or {}).items() for t, staging, source in kept if t.name == name]
+    prefetch([m for ms in moves for m in ms] + [m for _, m in back], arch)
+    starts = []
+    for j, s in enumerate(stages):
+        starts.append(len(b.ops))
+        b.source_note = s.label
+        for src, dst, staging in moves[j]:
+            emit_moves(b, src, dst, staging, arch)
         b.source_note = ""
-        b.ops += [relocate(i, base) for i in p.ops]
-        for r in p.routines:
+        b.ops += [relocate(i, bases[j]) for i in s.program.ops]
+        for r in s.program.routines:
             routines[r.name] = r
-        for t in outs:
-            made[t.name] = t
-    for result, name in (state or {}).items():
+    for name, (src, dst, staging) in back:
         b.source_note = f"update/{name} write-back"
-        for t, staging, source in kept:
-            if t.name == name:
-                emit_moves(b, made[source or result], t, staging, arch)
+        emit_moves(b, src, dst, staging, arch)
     b.source_note = ""
+    outs = tuple(relocated(t, bases[-1]) for t in stages[-1].program.outputs)
     b.outputs = [made[r] for r in results] if results else list(outs)
     b.meta += (("stage-starts", " ".join(map(str, starts))),)  # the pipeline's stages
     routines.update((r.name, r) for r in b.routines)  # the moves' own (shifts in hops)

@@ -4,8 +4,11 @@ copies into a stage's placement of a value another stage left, the padding fille
 from __future__ import annotations
 
 import dataclasses
-import functools
+import multiprocessing
+import os
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -30,25 +33,67 @@ def _room(dst: TensorIO, staging: int, arch: Arch) -> int:
     return (arch.cols - staging) // parse_dtype(dst.dtype).bits - 1
 
 
+Key = tuple[TensorIO, TensorIO, int, int]  # both ends from the first crossbar of either,
+# unnamed; max_shift; room
+_PLANS: OrderedDict[Key, Plan] = OrderedDict()  # the plans made, the most recent last
+KEEP = 512
+
+
+def _key(src: TensorIO, dst: TensorIO, max_shift: int, room: int) -> tuple[Key, int]:
+    at = min(src.xbs.start, dst.xbs.start)
+    return (dataclasses.replace(relocated(src, -at), name=""),
+            dataclasses.replace(relocated(dst, -at), name=""), max_shift, room), at
+
+
 def placed_plan(src: TensorIO, dst: TensorIO, max_shift: int, room: int) -> Plan:
     """plan(src, dst), planned once per placement relative to the first crossbar of
     either: a plan moved by whole crossbars with both ends is the same plan moved (a
     network's repeated blocks, and the splits a compile within a memory counts before
     it links)."""
-    at = min(src.xbs.start, dst.xbs.start)
+    key, at = _key(src, dst, max_shift, room)
+    if key in _PLANS:
+        _PLANS.move_to_end(key)
+        return _moved(_PLANS[key], at)
     try:
-        return _moved(_relative(dataclasses.replace(relocated(src, -at), name=""),
-                                dataclasses.replace(relocated(dst, -at), name=""), max_shift,
-                                room), at)
+        made = plan(*key)
     except PimError as exc:  # planned unnamed: the message names the placement again
         if not str(exc).startswith(":"):
             raise
         raise PimError(f"{dst.name}{exc}") from None
+    _keep(key, made)
+    return _moved(made, at)
 
 
-@functools.lru_cache(maxsize=512)
-def _relative(src: TensorIO, dst: TensorIO, max_shift: int, room: int) -> Plan:
-    return plan(src, dst, max_shift, room)
+def _keep(key: Key, made: Plan) -> None:
+    _PLANS[key] = made
+    while len(_PLANS) > KEEP:
+        _PLANS.popitem(last=False)
+
+
+def prefetch(pairs: list[tuple[TensorIO, TensorIO, int]], arch: Arch) -> None:
+    """Make the plans of these (src, dst, staging) relayouts not made yet, in parallel
+    over the processors this process may use (each plan is a pure function of its two
+    ends, and planning is most of a large compile). Fewer than four, or one processor
+    (or PIMC_JOBS=1): left to placed_plan, one at a time. A plan that fails here is
+    made again there, to raise its error."""
+    keys = list(dict.fromkeys(_key(s, d, arch.max_shift, _room(d, staging, arch))[0]
+                              for s, d, staging in pairs))
+    keys = [k for k in keys if k not in _PLANS]
+    jobs = min(int(os.environ.get("PIMC_JOBS", len(os.sched_getaffinity(0)))), len(keys))
+    if jobs < 2 or len(keys) < 4:
+        return
+    keys.sort(key=lambda k: -len(k[1].xbs) * k[1].lanes)  # the largest first
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        for key, made in zip(keys, pool.map(_plan_or_none, keys), strict=True):
+            if made is not None:
+                _keep(key, made)
+
+
+def _plan_or_none(key: Key) -> Plan | None:
+    try:
+        return plan(*key)
+    except PimError:
+        return None
 
 
 def shifted(span: Span, by: int) -> Span:
