@@ -1136,3 +1136,30 @@ def test_a_value_placed_down_a_crossbars_rows_is_moved_once_and_doubled(c, side,
     _rebuilds(shape, (), dst_view, lanes, rows)
     p = plan(_io("x", shape, (), 1, 0, rows), _io("x", shape, dst_view, lanes, 70, rows))
     assert len(p.moves) <= 2 * blocks * lanes + 8  # a move a plane or crossbar, not a row
+
+
+def test_plans_made_in_parallel_are_the_plans_made_one_by_one(tmp_path, monkeypatch):
+    """move_ops.prefetch makes a link's plans in worker processes; the program is the
+    same as with PIMC_JOBS=1, and the parent made none of them itself."""
+    import pimc.lower.move_ops as move_ops
+
+    model = small_cnn()
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    made = []
+    plan_ = move_ops.plan
+
+    def spy(*args):
+        made.append(args)
+        return plan_(*args)
+
+    monkeypatch.setattr(move_ops, "plan", spy)
+    programs = []
+    for jobs in ("1", "2"):
+        monkeypatch.setenv("PIMC_JOBS", jobs)
+        move_ops._PLANS.clear()
+        made.clear()
+        programs.append(compile_model(model, str(tmp_path / "m.onnx"))[0])
+        if jobs == "1":
+            assert len(made) >= 4  # (enough for a pool)
+    assert not made  # every plan came from the workers
+    assert programs[0].ops == programs[1].ops
