@@ -21,7 +21,7 @@ from pimc.isa.arch import Arch
 from pimc.isa.cost import item_counts
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import LocatedError, PimError
-from pimc.isa.uop import Program
+from pimc.isa.uop import Program, TensorIO
 from pimc.lower.build import build_word_program
 from pimc.lower.inspace import RelayoutError
 from pimc.lower.layers import layer_order
@@ -30,7 +30,7 @@ from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
 from pimc.lower.move_ops import first_free, move_cycles, prefetch
 from pimc.lower.rowtree import row_tree
-from pimc.lower.splits import Option, split_lanes, split_matmuls, with_chunks, within
+from pimc.lower.splits import Option, channel_chunks, split_lanes, split_matmuls, with_chunks, within
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
 from pimc.lower.tensors import lower_tensors
 from pimc.lower.views import View
@@ -199,28 +199,49 @@ def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], f
          arch: Arch, mode: str, head: Meta, objective: str) -> list[Split]:
     """Each stage's split, together within the memory, the slowest stage as fast as can
     be (pimc.lower.splits.within). For latency a stage's cost counts the moves that
-    build its inputs too (a gather can cost more than the arithmetic): those of its best
-    split, the stages side by side, for each of its splits (a ranking, not the linked
-    program's count; counted per split, they cost a compile twice the time and changed
-    no slowest stage of ResNet-50)."""
+    build its inputs too (a gather can cost more than the arithmetic, and depends on the
+    split: chunks of whole channels gather once a class), the stages side by side at
+    their best splits: those of its best split for each of its splits, until a stage is
+    the slowest; then every split of that stage is built and its moves counted, and the
+    splits chosen again, until the slowest stage's are all counted (counting every
+    stage's every split costs a compile twice the time)."""
     bases = list(itertools.accumulate((f[1].crossbars for f in found), initial=0))
     made = {o.name: relocated(o, bases[j]) for j, f in enumerate(found)
             for o in f[1].outputs}
-    pairs = [[(made[t.name], relocated(t, bases[i]), first_free(f[1].inputs + f[1].outputs))
-              for t in f[1].inputs if t.name in st.residents] if objective == "latency" else []
-             for i, (st, f) in enumerate(zip(stages, found, strict=True))]
+
+    def inputs(i: int, split: Split) -> list[tuple[TensorIO, TensorIO, int]]:
+        free = first_free(split[1].inputs + split[1].outputs)
+        return [(made[t.name], relocated(t, bases[i]), free) for t in split[1].inputs
+                if t.name in stages[i].residents] if objective == "latency" else []
+
+    pairs = [inputs(i, f) for i, f in enumerate(found)]
     prefetch([p for ps in pairs for p in ps], arch)
     moves = [sum(move_cycles(*p, arch) for p in ps) for ps in pairs]
-    costs = [[(o[0] + m, *o[1:]) for o in opts] for m, opts in zip(moves, options, strict=True)]
-    picks = within(costs, arch.max_crossbars)
-    if picks is None:
-        need = sum(min(o[1] for o in opts) for opts in options)
-        raise PimError(f"{file}: its {len(stages)} stages need at least {need} "
-                       f"crossbars, the architecture has {arch.max_crossbars}")
-    return [f if f[1].crossbars <= p[1] else
+    built: dict[tuple[int, int], tuple[Split, int]] = {}  # (stage, chunks) -> split, moves
+    while True:
+        costs = [[(o[0] + built[(i, o[2])][1] if (i, o[2]) in built else o[0] + moves[i],
+                   *o[1:]) for o in opts] for i, opts in enumerate(options)]
+        picks = within(costs, arch.max_crossbars)
+        if picks is None:
+            need = sum(min(o[1] for o in opts) for opts in options)
+            raise PimError(f"{file}: its {len(stages)} stages need at least {need} "
+                           f"crossbars, the architecture has {arch.max_crossbars}")
+        slow = max(range(len(stages)), key=lambda i: picks[i][0])
+        todo = [o[2] for o in options[slow] if o[2] and (slow, o[2]) not in built]
+        if not pairs[slow] or len(options[slow]) < 2 or not todo:
+            break
+        st = stages[slow]
+        splits = {c: _best_split(st.kernel, file, arch, mode, head, objective,
+                                 st.result_view, only=c, pack=not st.residents) for c in todo}
+        prefetch([p for c in todo for p in inputs(slow, splits[c])], arch)
+        built.update(((slow, c), (splits[c], sum(move_cycles(*p, arch)
+                                                 for p in inputs(slow, splits[c]))))
+                     for c in todo)
+    return [built[(i, p[2])][0] if (i, p[2]) in built else
+            f if f[1].crossbars <= p[1] else
             _best_split(st.kernel, file, arch, mode, head, objective, st.result_view,
                         only=p[2], pack=not st.residents)
-            for st, f, p in zip(stages, found, picks, strict=True)]
+            for i, (st, f, p) in enumerate(zip(stages, found, picks, strict=True))]
 
 
 def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram],
@@ -326,6 +347,11 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
         # powers of two, the widest axis, and the power of two above it (whose chunks
         # pack whole crossbars: lower.tensors.chunk_geometry)
         chunks = min(2 * chunks, widest) if chunks < widest else 1 << (chunks - 1).bit_length()
+    if not only:  # chunks of whole channels (or kernel rows) where the powers cut them
+        done = {o[2] for o in tried}
+        for c in [c for c in channel_chunks(kernel, widest) if c > last and c not in done
+                  and (outcome != "crossbars" or c < chunks)][:2]:
+            attempt(c)
     if best is None and last and chunks > last + 1 and not only:
         # between too few columns and too many crossbars: the fewest chunks that fit
         lo, hi = last, chunks

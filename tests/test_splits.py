@@ -77,3 +77,41 @@ def test_a_network_compiled_into_less_memory_fits_and_runs_bit_exact(tmp_path, c
     outputs, _ = run_program(prog, inputs)
     assert verify_model(prog, inputs, outputs, "m") == 0
     assert "bit-exact" in capsys.readouterr().out
+
+
+def test_chunks_of_whole_channels_or_kernel_rows_are_tried_and_run_bit_exact(tmp_path,
+                                                                               capsys):
+    """A 5 x 5 convolution over 6 channels (150 lanes) within a small memory: the split
+    takes chunks of whole kernel rows (30 chunks of 5 lanes), which no power of two
+    gives, and the program runs bit-exact."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pimc.frontend.onnx_import import import_model
+    from pimc.isa.dtypes import parse_dtype
+    from pimc.lower.splits import channel_chunks
+    from pimc.lower.stages import split_stages
+
+    rng = np.random.default_rng(3)
+    w = {"w1": rng.normal(0, 0.4, (6, 2, 3, 3)), "w2": rng.normal(0, 0.3, (4, 6, 5, 5))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[2] * 4)]
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 12, 12])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in w.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    prog, imported = compile_model(model, str(tmp_path / "m.onnx"), dtype="bf16",
+                                   arch=Arch(rows=64, max_crossbars=480))
+    chunks = sorted(int(c.split(":")[1]) for c in dict(prog.meta)["node-chunks"].split())
+    assert chunks == [6, 30]  # 3 and 5 lanes a chunk: a kernel row of each convolution
+    k = next(s.kernel for s in split_stages(import_model(model, "m").kernel, 64)
+             if any(s.kernel.node(n).attr("inner") == 150 for n in s.kernel.graph))
+    assert channel_chunks(k, 150) == [1, 2, 3, 6, 30]  # 150, 75, 50, 25 and 5 lanes
+    x = np.random.default_rng(6).normal(0, 1, (1, 2, 12, 12)).astype(np.float32)
+    x = parse_dtype("bf16").from_bits(parse_dtype("bf16").to_bits(x))
+    inputs = {**imported.constants, "x": x}
+    outputs, _ = run_program(prog, inputs)
+    verify_model(prog, inputs, outputs, "m")
+    assert "576 of 576 elements bit-exact" in capsys.readouterr().out

@@ -5,8 +5,10 @@ IR with the same records, so it follows the hardware's order of operations."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from pimc.ir import Kernel
+from pimc.isa.uop import ViewOp
 from pimc.ops import REDUCTIONS
 from pimc.passes.dce import dce
 
@@ -30,6 +32,23 @@ def split_matmuls(kernel: Kernel, chunks: int) -> Kernel:
                                 if kernel.node(n).op == "matmul"
                                 or (chunks > 1 and kernel.node(n).op in REDUCTIONS
                                     and _placed(kernel, n))})
+
+
+def channel_chunks(k: Kernel, inner: int) -> list[int]:
+    """Chunk counts whose chunks each take whole input channels of a convolution's taps,
+    or whole kernel rows of one, when `inner` is channels x taps (one window shape in
+    the kernel): such chunks are alike but for where their channel lies, so the
+    relayout gathers their windows once a class (gather.extracted), where chunks cut
+    across channels take moves of their own each. Ascending."""
+    taps = {math.prod(a[0] for a in ViewOp("window", tuple(k.node(n).attr("step"))).window()[2])
+            for n in k.graph if k.node(n).op == "window"}
+    if len(taps) != 1 or inner % min(taps) or min(taps) == 1:
+        return []
+    (t,) = taps
+    rows = {w[0] for n in k.graph if k.node(n).op == "window"
+            for w in ViewOp("window", tuple(k.node(n).attr("step"))).window()[2][-1:]}
+    sizes = {t * d for d in range(1, inner // t + 1) if inner // t % d == 0} | rows
+    return sorted(inner // m for m in sizes if inner % m == 0)
 
 
 def split_lanes(k: Kernel, n: int) -> int:
