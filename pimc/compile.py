@@ -8,6 +8,7 @@ can rebuild the order-matched reference from it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 
@@ -227,16 +228,24 @@ def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], f
             raise PimError(f"{file}: its {len(stages)} stages need at least {need} "
                            f"crossbars, the architecture has {arch.max_crossbars}")
         slow = max(range(len(stages)), key=lambda i: picks[i][0])
-        todo = [o[2] for o in options[slow] if o[2] and (slow, o[2]) not in built]
-        if not pairs[slow] or len(options[slow]) < 2 or not todo:
+        st, have = stages[slow], {o[2] for o in options[slow]}
+        todo = [c for c in sorted(have) if c and (slow, c) not in built]
+        if not pairs[slow] or len(have) < 2 or not todo:
             break
-        st = stages[slow]
-        splits = {c: _best_split(st.kernel, file, arch, mode, head, objective,
-                                 st.result_view, only=c, pack=not st.residents) for c in todo}
-        prefetch([p for c in todo for p in inputs(slow, splits[c])], arch)
-        built.update(((slow, c), (splits[c], sum(move_cycles(*p, arch)
-                                                 for p in inputs(slow, splits[c]))))
-                     for c in todo)
+        if not any(k[0] == slow for k in built):  # chunks of whole channels or kernel rows
+            widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
+            todo += [c for c in channel_chunks(st.kernel, widest)
+                     if min(have) // 2 < c < max(have) and c not in have][:3]
+        splits = {}
+        for c in todo:
+            with contextlib.suppress(PimError):  # (too few columns, or crossbars)
+                splits[c] = _best_split(st.kernel, file, arch, mode, head, objective,
+                                        st.result_view, only=c, pack=not st.residents)
+        prefetch([p for c in splits for p in inputs(slow, splits[c])], arch)
+        for c, split in splits.items():
+            built[(slow, c)] = split, sum(move_cycles(*p, arch) for p in inputs(slow, split))
+            if c not in have:
+                options[slow] = [*options[slow], (*split[0], c)]
     return [built[(i, p[2])][0] if (i, p[2]) in built else
             f if f[1].crossbars <= p[1] else
             _best_split(st.kernel, file, arch, mode, head, objective, st.result_view,
@@ -347,11 +356,6 @@ def _best_split(kernel: Kernel, file: str, arch: Arch, mode: str, head: Meta,
         # powers of two, the widest axis, and the power of two above it (whose chunks
         # pack whole crossbars: lower.tensors.chunk_geometry)
         chunks = min(2 * chunks, widest) if chunks < widest else 1 << (chunks - 1).bit_length()
-    if not only:  # chunks of whole channels (or kernel rows) where the powers cut them
-        done = {o[2] for o in tried}
-        for c in [c for c in channel_chunks(kernel, widest) if c > last and c not in done
-                  and (outcome != "crossbars" or c < chunks)][:2]:
-            attempt(c)
     if best is None and last and chunks > last + 1 and not only:
         # between too few columns and too many crossbars: the fewest chunks that fit
         lo, hi = last, chunks

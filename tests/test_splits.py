@@ -81,9 +81,10 @@ def test_a_network_compiled_into_less_memory_fits_and_runs_bit_exact(tmp_path, c
 
 def test_chunks_of_whole_channels_or_kernel_rows_are_tried_and_run_bit_exact(tmp_path,
                                                                                capsys):
-    """A 5 x 5 convolution over 6 channels (150 lanes) within a small memory: the split
-    takes chunks of whole kernel rows (30 chunks of 5 lanes), which no power of two
-    gives, and the program runs bit-exact."""
+    """A 5 x 5 convolution over 6 channels (150 lanes), the slowest stage within a small
+    memory: its splits are counted with their gathers, chunks of whole kernel rows
+    among them (30 chunks of 5 lanes, which no power of two gives), that one is taken,
+    and the program runs bit-exact."""
     from onnx import TensorProto, helper, numpy_helper
 
     from pimc.frontend.onnx_import import import_model
@@ -105,7 +106,7 @@ def test_chunks_of_whole_channels_or_kernel_rows_are_tried_and_run_bit_exact(tmp
     prog, imported = compile_model(model, str(tmp_path / "m.onnx"), dtype="bf16",
                                    arch=Arch(rows=64, max_crossbars=480))
     chunks = sorted(int(c.split(":")[1]) for c in dict(prog.meta)["node-chunks"].split())
-    assert chunks == [6, 30]  # 3 and 5 lanes a chunk: a kernel row of each convolution
+    assert chunks == [4, 30]  # the second convolution: 5 lanes a chunk, a kernel row
     k = next(s.kernel for s in split_stages(import_model(model, "m").kernel, 64)
              if any(s.kernel.node(n).attr("inner") == 150 for n in s.kernel.graph))
     assert channel_chunks(k, 150) == [1, 2, 3, 6, 30]  # 150, 75, 50, 25 and 5 lanes
