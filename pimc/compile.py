@@ -219,6 +219,7 @@ def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], f
     prefetch([p for ps in pairs for p in ps], arch)
     moves = [sum(move_cycles(*p, arch) for p in ps) for ps in pairs]
     built: dict[tuple[int, int], tuple[Split, int]] = {}  # (stage, chunks) -> split, moves
+    counted: set[int] = set()  # the stages whose every split was built
     while True:
         costs = [[(o[0] + built[(i, o[2])][1] if (i, o[2]) in built else o[0] + moves[i],
                    *o[1:]) for o in opts] for i, opts in enumerate(options)]
@@ -229,13 +230,13 @@ def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], f
                            f"crossbars, the architecture has {arch.max_crossbars}")
         slow = max(range(len(stages)), key=lambda i: picks[i][0])
         st, have = stages[slow], {o[2] for o in options[slow]}
-        todo = [c for c in sorted(have) if c and (slow, c) not in built]
-        if not pairs[slow] or len(have) < 2 or not todo:
+        if slow in counted or not pairs[slow] or len(have) < 2:
             break
-        if not any(k[0] == slow for k in built):  # chunks of whole channels or kernel rows
-            widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
-            todo += [c for c in channel_chunks(st.kernel, widest)
-                     if min(have) // 2 < c < max(have) and c not in have][:3]
+        counted.add(slow)
+        widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
+        todo = [c for c in sorted(have) if c] + [  # and chunks of whole channels or rows
+            c for c in channel_chunks(st.kernel, widest)
+            if min(have) // 2 < c < max(have) and c not in have][:3]
         splits = {}
         for c in todo:
             with contextlib.suppress(PimError):  # (too few columns, or crossbars)
