@@ -18,8 +18,8 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO
 from pimc.isa.view import lowest
-from pimc.lower.moves import Move, emit_move, on_words, staged
-from pimc.lower.relayout import Plan, plan, real_cycles
+from pimc.lower.moves import Move, emit_move, staged
+from pimc.lower.relayout import Plan, pieces, plan, real_cycles
 
 
 def first_free(ts: tuple[TensorIO, ...]) -> int:
@@ -156,14 +156,14 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         emit_move(b, m, homes[m.word] if m.local else src.columns(bits), homes[m.word],
                   staging, arch, dst.name)
     for m in p.extract:  # each chunk's cells into its canonical copy (the last word)
-        for piece, w in _pieces(m, words, dst):
+        for piece, w in pieces(m, p.spread, dst):
             emit_move(b, piece, homes[w] if m.local else src.columns(bits), homes[-1],
                       staging, arch, dst.name)
     for m in sorted(p.moves, key=lambda m: not m.early):  # bridged runs, then the rest
         if p.extract:
             emit_move(b, m, homes[-1], lanes(m.lanes), staging, arch, dst.name)
             continue
-        for piece, w in _pieces(m, words, dst):
+        for piece, w in pieces(m, p.spread, dst):
             emit_move(b, piece, homes[w] if m.local else src.columns(bits), lanes(m.lanes),
                   staging, arch, dst.name)
     width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
@@ -176,11 +176,6 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     for m in p.copies:
         _copy(b, m, lanes, width, staging, arch, dst.name)
     return len(b.ops) - start
-
-
-def _pieces(m: Move, words: int, dst: TensorIO) -> list[tuple[Move, int]]:
-    """A move from the map's copy over several home words cut into a move a word."""
-    return on_words(m, dst.xbs.start, len(dst.xbs)) if m.local and words > 1 else [(m, 0)]
 
 
 def _copy(b: ProgramBuilder, m: Move, lanes: Callable[[tuple[int, ...]], list[int]],

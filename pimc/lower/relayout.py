@@ -120,13 +120,19 @@ def _words(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], have: np.ndarra
         <= min(room, MAX_WORDS)
 
 
+def pieces(m: Move, spread: tuple[Move, ...] | list[Move], dst: TensorIO
+           ) -> list[tuple[Move, int]]:
+    """A move as emitted, with the home word it reads: one from a map's copy over
+    several home words cut into a move a word (moves.on_words)."""
+    if m.local and any(s.word for s in spread):
+        return on_words(m, dst.xbs.start, len(dst.xbs))
+    return [(m, 0)]
+
+
 def real_cycles(m: Move, dst: TensorIO, bits: int, max_shift: int,
                 spread: tuple[Move, ...] | list[Move]) -> int:
-    """Move.cycles of a move as emitted: a move from a map's copy over several home
-    words in the pieces it is cut into, one a word (moves.on_words)."""
-    if m.local and any(s.word for s in spread):
-        return sum(p.cycles(bits, max_shift) for p, _ in on_words(m, dst.xbs.start, len(dst.xbs)))
-    return m.cycles(bits, max_shift)
+    """Move.cycles of a move as emitted (pieces)."""
+    return sum(p.cycles(bits, max_shift) for p, _ in pieces(m, spread, dst))
 
 
 def _planned(src: TensorIO, dst: TensorIO, shape: tuple[int, ...], sx: np.ndarray,

@@ -40,14 +40,15 @@ def channel_chunks(k: Kernel, inner: int) -> list[int]:
     the kernel): such chunks are alike but for where their channel lies, so the
     relayout gathers their windows once a class (gather.extracted), where chunks cut
     across channels take moves of their own each. Ascending."""
-    taps = {math.prod(a[0] for a in ViewOp("window", tuple(k.node(n).attr("step"))).window()[2])
-            for n in k.graph if k.node(n).op == "window"}
-    if len(taps) != 1 or inner % min(taps) or min(taps) == 1:
+    shapes = {tuple(a[0] for a in ViewOp("window", tuple(k.node(n).attr("step"))).window()[2])
+              for n in k.graph if k.node(n).op == "window"}
+    if len(shapes) != 1:
         return []
-    (t,) = taps
-    rows = {w[0] for n in k.graph if k.node(n).op == "window"
-            for w in ViewOp("window", tuple(k.node(n).attr("step"))).window()[2][-1:]}
-    sizes = {t * d for d in range(1, inner // t + 1) if inner // t % d == 0} | rows
+    (shape,) = shapes
+    t = math.prod(shape)
+    if t == 1 or inner % t:
+        return []
+    sizes = {t * d for d in range(1, inner // t + 1) if inner // t % d == 0} | {shape[-1]}
     return sorted(inner // m for m in sizes if inner % m == 0)
 
 
