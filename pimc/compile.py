@@ -8,13 +8,13 @@ can rebuild the order-matched reference from it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 
 import numpy as np
 import onnx
 
+from pimc.fit import Split, fit
 from pimc.frontend.dsl import deep_recursion, located_error, parse_kernels
 from pimc.frontend.onnx_import import Imported, import_model
 from pimc.ir import Kernel
@@ -22,16 +22,16 @@ from pimc.isa.arch import Arch
 from pimc.isa.cost import item_counts
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import LocatedError, PimError
-from pimc.isa.uop import Program, TensorIO
+from pimc.isa.uop import Program
 from pimc.lower.build import build_word_program
+from pimc.lower.fold import Fold
 from pimc.lower.inspace import RelayoutError
 from pimc.lower.layers import layer_order
-from pimc.lower.layout import Lowered
 from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
-from pimc.lower.move_ops import first_free, move_cycles, prefetch
+from pimc.lower.move_ops import first_free, move_cycles
 from pimc.lower.rowtree import row_tree
-from pimc.lower.splits import Option, channel_chunks, split_lanes, split_matmuls, with_chunks, within
+from pimc.lower.splits import Option, split_lanes, split_matmuls, with_chunks
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
 from pimc.lower.tensors import lower_tensors
 from pimc.lower.views import View
@@ -83,8 +83,8 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
 
 
 OBJECTIVES = ("latency", "energy")
+ROOM = 1 << 24  # crossbars a stage too big for the memory is counted on, to be folded
 Meta = tuple[tuple[str, str], ...]  # a program's records of what it computes
-Split = tuple[tuple[float, int], Program, Kernel, Lowered | None]  # (cost, crossbars), ...
 
 
 def compile_model(model: onnx.ModelProto, file: str, *, arch: Arch | None = None,
@@ -145,6 +145,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         return prog, imported
     options: list[list[Option]] = []
     found = []
+    roomy = dataclasses.replace(arch, max_crossbars=max(arch.max_crossbars, ROOM))
     placed = {s.kernel.results[0].name: s.result_view for s in stages if s.kernel.results}
     for st in stages:
         key = (st.kernel.name, tuple(sorted(st.kernel.graph)), st.result_view, st.residents)
@@ -157,13 +158,28 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             memo[key] = ((cost, pool, st.kernel, None), [(*cost, 0)])
         if key not in memo:
             tried: list[list[Option]] = []
-            memo[key] = (_best_split(st.kernel, file, arch, mode, head, objective,
-                                     st.result_view, tried, pack=not st.residents), tried[0])
+            try:
+                split = _best_split(st.kernel, file, arch, mode, head, objective,
+                                    st.result_view, tried, pack=not st.residents)
+            except PimError:  # a stage alone too big for the memory: counted, to be folded
+                split = _best_split(st.kernel, file, roomy, mode, head, objective,
+                                    st.result_view, tried, pack=not st.residents)
+            memo[key] = (split, tried[0])
         found.append(memo[key][0])
         options.append(memo[key][1])
     fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
+    folds: list[Fold | None] = [None] * len(stages)
+
+    def build(i: int, chunks: int, view: View | None = None, at: Arch | None = None) -> Split:
+        st = stages[i]
+        return _best_split(st.kernel, file, at or roomy, mode, head, objective,
+                           st.result_view if view is None else view, only=chunks,
+                           pack=not st.residents)
+
     if sum(f[1].crossbars for f in found) > arch.max_crossbars:
-        found = _fit(stages, found, options, file, arch, mode, head, objective)
+        setup = set(imported.constants)
+        found, folds = fit(stages, found, options, file, arch, objective, build,
+                           lambda i: _foldable(stages[i], ran, setup))
     built, chunks, searched = [], {}, []
     for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
         searched += [int(v) for m, v in prog.meta if m == "searched"]
@@ -175,7 +191,8 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             if c is not None and k.node(n).op != "input" and chunks.setdefault(n, c) != c:
                 raise PimError(f"{file}: {k.node(n).loc.label or k.node(n).op} is "
                                "computed in two stages split differently")
-        built.append(StageProgram(prog, st.residents, _reader(st.kernel, st.residents)))
+        built.append(StageProgram(prog, st.residents, _reader(st.kernel, st.residents),
+                                  folds[i], st.result_view))
     imported.kernel = with_chunks(with_chunks(ran, chunks), dict.fromkeys(searched, 1),
                                   "searched")
     meta = (*head, ("objective", objective),
@@ -183,7 +200,9 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             *([("node-chunks", " ".join(f"{n}:{c}" for n, c in sorted(chunks.items())))]
               if chunks else []),
             *([("node-searched", " ".join(map(str, sorted(searched))))] if searched else []),
-            ("fewest-crossbars", str(sum(c for _, c, _ in fewest))))  # with the slowest splits
+            ("fewest-crossbars", str(sum(c for _, c, _ in fewest))),  # with the slowest splits
+            *([("folds", " ".join(f"{i}:{f.parts}" for i, f in enumerate(folds) if f))]
+              if any(folds) else []))  # stage: passes
     params = {r: imported.names[w] for r, w in (state or {}).items()}
     sources: dict[tuple[int, int], str] = {}
     order = None
@@ -196,62 +215,13 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
                 sources, order), imported
 
 
-def _fit(stages: list[Stage], found: list[Split], options: list[list[Option]], file: str,
-         arch: Arch, mode: str, head: Meta, objective: str) -> list[Split]:
-    """Each stage's split, together within the memory, the slowest stage as fast as can
-    be (pimc.lower.splits.within). For latency a stage's cost counts the moves that
-    build its inputs too (a gather can cost more than the arithmetic, and depends on the
-    split: chunks of whole channels gather once a class), the stages side by side at
-    their best splits: those of its best split for each of its splits, until a stage is
-    the slowest; then every split of that stage is built and its moves counted, and the
-    splits chosen again, until the slowest stage's are all counted (counting every
-    stage's every split costs a compile twice the time)."""
-    bases = list(itertools.accumulate((f[1].crossbars for f in found), initial=0))
-    made = {o.name: relocated(o, bases[j]) for j, f in enumerate(found)
-            for o in f[1].outputs}
-
-    def inputs(i: int, split: Split) -> list[tuple[TensorIO, TensorIO, int]]:
-        free = first_free(split[1].inputs + split[1].outputs)
-        return [(made[t.name], relocated(t, bases[i]), free) for t in split[1].inputs
-                if t.name in stages[i].residents] if objective == "latency" else []
-
-    pairs = [inputs(i, f) for i, f in enumerate(found)]
-    prefetch([p for ps in pairs for p in ps], arch)
-    moves = [sum(move_cycles(*p, arch) for p in ps) for ps in pairs]
-    built: dict[tuple[int, int], tuple[Split, int]] = {}  # (stage, chunks) -> split, moves
-    counted: set[int] = set()  # the stages whose every split was built
-    while True:
-        costs = [[(o[0] + built[(i, o[2])][1] if (i, o[2]) in built else o[0] + moves[i],
-                   *o[1:]) for o in opts] for i, opts in enumerate(options)]
-        picks = within(costs, arch.max_crossbars)
-        if picks is None:
-            need = sum(min(o[1] for o in opts) for opts in options)
-            raise PimError(f"{file}: its {len(stages)} stages need at least {need} "
-                           f"crossbars, the architecture has {arch.max_crossbars}")
-        slow = max(range(len(stages)), key=lambda i: picks[i][0])
-        st, have = stages[slow], {o[2] for o in options[slow]}
-        if slow in counted or not pairs[slow] or len(have) < 2:
-            break
-        counted.add(slow)
-        widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
-        todo = [c for c in sorted(have) if c] + [  # and chunks of whole channels or rows
-            c for c in channel_chunks(st.kernel, widest)
-            if min(have) // 2 < c < max(have) and c not in have][:3]
-        splits = {}
-        for c in todo:
-            with contextlib.suppress(PimError):  # (too few columns, or crossbars)
-                splits[c] = _best_split(st.kernel, file, arch, mode, head, objective,
-                                        st.result_view, only=c, pack=not st.residents)
-        prefetch([p for c in splits for p in inputs(slow, splits[c])], arch)
-        for c, split in splits.items():
-            built[(slow, c)] = split, sum(move_cycles(*p, arch) for p in inputs(slow, split))
-            if c not in have:
-                options[slow] = [*options[slow], (*split[0], c)]
-    return [built[(i, p[2])][0] if (i, p[2]) in built else
-            f if f[1].crossbars <= p[1] else
-            _best_split(st.kernel, file, arch, mode, head, objective, st.result_view,
-                        only=p[2], pack=not st.residents)
-            for i, (st, f, p) in enumerate(zip(stages, found, picks, strict=True))]
+def _foldable(st: Stage, kernel: Kernel, setup: set[str]) -> bool:
+    """Whether a stage may be folded: it reads no per-run host input, and its result is
+    no result of the program (which the host reads, unfolded)."""
+    results = {r.name for r in kernel.results}
+    return (bool(st.residents) and len(st.kernel.results) == 1
+            and st.kernel.results[0].name not in results
+            and all(p.name in st.residents or p.name in setup for p in st.kernel.params))
 
 
 def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram],

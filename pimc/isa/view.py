@@ -13,17 +13,18 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from pimc.isa.errors import PimError
 
-KINDS = ("reshape", "transpose", "broadcast", "pad", "window")
+KINDS = ("reshape", "transpose", "broadcast", "pad", "window", "slice")
 ZERO, LOWEST = 0, 1  # a window's padding value: zero, or the dtype's lowest (max pooling)
 
 
 @dataclass(frozen=True)
 class ViewOp:
     """One step (numpy semantics): reshape to `dims`, transpose by the permutation `dims`,
-    broadcast to `dims`, pad with zeros at the end of each axis up to `dims`, or `window`:
+    broadcast to `dims`, pad with zeros at the end of each axis up to `dims`, `window`:
     dims = (axis, fill, k.., s.., pad_begin.., pad_end.., dilation..) over r spatial axes
     from `axis` on, which become r output axes followed by r kernel axes (padding filled
-    with zero, or with the lowest value when fill is 1)."""
+    with zero, or with the lowest value when fill is 1), or `slice`: dims = (axis, start,
+    stop), the values start..stop-1 along that axis (one pass of a folded stage)."""
 
     kind: str
     dims: tuple[int, ...]
@@ -38,6 +39,10 @@ class ViewOp:
             raise PimError(f"malformed window step {self}: expected axis, fill (0 or 1), then "
                            f"kernels, strides (positive), pads at the beginning and at the end, "
                            f"dilations (positive) per axis")
+        if self.kind == "slice" and (len(self.dims) != 3 or min(self.dims) < 0
+                                     or self.dims[1] >= self.dims[2]):
+            raise PimError(f"malformed slice step {self}: expected axis, start, stop "
+                           f"(0 <= start < stop)")
 
     def window(self) -> tuple[int, int, list[tuple[int, int, int, int, int]]]:
         """(axis, fill, per spatial axis (kernel, stride, pad begin, pad end, dilation))."""
@@ -57,6 +62,10 @@ class ViewOp:
         if self.kind == "pad" and len(self.dims) == len(shape) and all(
                 a <= b for a, b in zip(shape, self.dims, strict=True)):
             return self.dims
+        if self.kind == "slice":
+            axis, start, stop = self.dims
+            if axis < len(shape) and stop <= shape[axis]:
+                return (*shape[:axis], stop - start, *shape[axis + 1:])
         if self.kind == "window":
             axis, _, axes = self.window()
             if axis + len(axes) <= len(shape):
@@ -107,6 +116,11 @@ def windows(values: np.ndarray, step: ViewOp, low: object = None) -> np.ndarray:
     return np.ascontiguousarray(win.transpose(order))
 
 
+def _sliced(step: ViewOp) -> tuple[slice, ...]:
+    axis, start, stop = step.dims
+    return (*[slice(None)] * axis, slice(start, stop))
+
+
 def view_shape(shape: tuple[int, ...], view: tuple[ViewOp, ...]) -> tuple[int, ...]:
     for step in view:
         shape = step.shape_after(shape)
@@ -125,6 +139,8 @@ def apply_view(values: np.ndarray, view: tuple[ViewOp, ...], low: object = None)
                                                                  strict=True)])
         elif step.kind == "window":
             values = windows(values, step, low)
+        elif step.kind == "slice":
+            values = values[_sliced(step)]
         else:
             values = np.broadcast_to(values, step.dims)
     return values
@@ -132,7 +148,7 @@ def apply_view(values: np.ndarray, view: tuple[ViewOp, ...], low: object = None)
 
 def unview(placed: np.ndarray, shape: tuple[int, ...], view: tuple[ViewOp, ...]) -> np.ndarray:
     """The tensor back from its placement (the view undone step by step; of replicated
-    copies the first is read, padding is dropped; values no window covers read 0)."""
+    copies the first is read, padding is dropped; values no window or slice covers read 0)."""
     shapes = [tuple(shape)]
     for step in view:
         shapes.append(step.shape_after(shapes[-1]))
@@ -143,6 +159,10 @@ def unview(placed: np.ndarray, shape: tuple[int, ...], view: tuple[ViewOp, ...])
             placed = placed.transpose(np.argsort(step.dims))
         elif step.kind == "pad":
             placed = placed[tuple(slice(0, d) for d in before)]
+        elif step.kind == "slice":
+            out = np.zeros(before, dtype=placed.dtype)
+            out[_sliced(step)] = placed
+            placed = out
         elif step.kind == "window":
             ids = np.arange(1, math.prod(before) + 1).reshape(before)
             where = windows(ids, ViewOp("window", (step.dims[0], ZERO, *step.dims[2:])))

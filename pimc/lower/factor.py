@@ -42,6 +42,8 @@ def _by_rows(op: ViewOp, shape: tuple[int, ...]) -> bool:
         return bool(op.dims) and op.dims[-1] == shape[-1]
     if op.kind == "transpose":
         return op.dims[-1] == len(shape) - 1
+    if op.kind == "slice":
+        return op.dims[0] < len(shape) - 1
     return op.kind == "pad"
 
 
@@ -78,6 +80,8 @@ def factor(shape: tuple[int, ...], view: tuple[ViewOp, ...], low: object = None
             row = row.transpose(op.dims[:-1])
         elif op.kind == "broadcast":
             row = np.broadcast_to(row, op.dims[:-1])
+        elif op.kind == "slice":
+            row = apply_view(row, (op,))
         else:
             row = np.pad(row, [(0, b - a) for a, b in zip(row.shape, op.dims[:-1], strict=True)])
             col = np.pad(col, (0, op.dims[-1] - len(col)))

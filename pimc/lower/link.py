@@ -10,9 +10,12 @@ from dataclasses import dataclass
 
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
+from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Call, Item, Loop, Program, TensorIO, Transfer
-from pimc.lower.move_ops import emit_moves, first_free, prefetch, relocated, shifted
+from pimc.lower.fold import Fold, below_store, store_columns
+from pimc.lower.move_ops import Folded, emit_moves, first_free, prefetch, relocated, shifted
+from pimc.lower.views import View
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class StageProgram:
     program: Program
     residents: tuple[str, ...]  # inputs built by moves, not written by the host
     label: str  # what its moves are annotated with
+    fold: Fold | None = None  # its program computes one band, run once a pass
+    result_view: View = ()  # its result's order in the space unfolded (with a fold)
 
 
 def relocate(item: Item, by: int) -> Item:
@@ -66,36 +71,57 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
     routines = {}
     bases = placed_bases([s.program.crossbars for s in stages], order)
     made: dict[str, TensorIO] = {}  # resident name -> where its stage left it
-    moves: list[list[tuple[TensorIO, TensorIO, int]]] = []  # each stage's relayouts
+    folded: dict[str, Folded] = {}  # a folded stage's resident -> its store
+    moves: list[list[list[tuple[TensorIO, TensorIO, int]]]] = []  # each stage's
+    # relayouts, a list a pass
     kept: list[tuple[TensorIO, int, str]] = []  # placements a result replaces, and from what
     targets = set((state or {}).values())
     for j, s in enumerate(stages):
         ins = tuple(relocated(t, bases[j]) for t in s.program.inputs)
         outs = tuple(relocated(t, bases[j]) for t in s.program.outputs)
         staging = first_free(ins + outs)
-        moves.append([(made[t.name], t, staging) for t in ins if t.name in s.residents])
+        mine = [t for t in ins if t.name in s.residents]
+        moves.append([[(made[t.name], s.fold.passed(t, f) if s.fold else t, staging)
+                       for t in mine] for f in range(s.fold.parts if s.fold else 1)])
         for k, t in enumerate(ins):
             if t.name not in s.residents:
                 b.inputs.append(t)
                 if t.name in targets:
                     kept.append((t, staging, (sources or {}).get((j, k), "")))
         made.update((t.name, t) for t in outs)
+        if s.fold:
+            for t in outs:
+                made[t.name] = s.fold.unfolded(s.result_view, t)
+                folded[t.name] = (t.xbs.start, len(t.xbs), _store(s, t, arch))
     back = [(name, (made[source or result], t, staging)) for result, name in
             (state or {}).items() for t, staging, source in kept if t.name == name]
-    prefetch([m for ms in moves for m in ms] + [m for _, m in back], arch)
+    by_arch: dict[Arch, list[tuple[TensorIO, TensorIO, int]]] = {}  # (a fold's store is
+    # no room for copies)
+    for s, ms in zip(stages, moves, strict=True):
+        by_arch.setdefault(_below_store(s, arch), []).extend(m for pass_ in ms for m in pass_)
+    by_arch.setdefault(arch, []).extend(m for _, m in back)
+    for a, pairs in by_arch.items():
+        prefetch(pairs, a)
     starts = []
     for j, s in enumerate(stages):
         starts.append(len(b.ops))
-        b.source_note = s.label
-        for src, dst, staging in moves[j]:
-            emit_moves(b, src, dst, staging, arch)
-        b.source_note = ""
-        b.ops += [relocate(i, bases[j]) for i in s.program.ops]
+        ops = [relocate(i, bases[j]) for i in s.program.ops]
+        for f, pass_ in enumerate(moves[j]):
+            b.source_note = s.label
+            for src, dst, staging in pass_:
+                emit_moves(b, src, dst, staging, _below_store(s, arch), folded.get(src.name))
+            b.source_note = ""
+            b.ops += ops
+            if s.fold:  # the band's result into its pass's word of the store
+                for t in s.program.outputs:
+                    t = relocated(t, bases[j])
+                    b.shift(t.columns(parse_dtype(t.dtype).bits), _store(s, t, arch)[f], 0,
+                            xbs=t.xbs, rows=t.rows)
         for r in s.program.routines:
             routines[r.name] = r
     for name, (src, dst, staging) in back:
         b.source_note = f"update/{name} write-back"
-        emit_moves(b, src, dst, staging, arch)
+        emit_moves(b, src, dst, staging, arch, folded.get(src.name))
     b.source_note = ""
     outs = tuple(relocated(t, bases[-1]) for t in stages[-1].program.outputs)
     b.outputs = [made[r] for r in results] if results else list(outs)
@@ -103,3 +129,16 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
     routines.update((r.name, r) for r in b.routines)  # the moves' own (shifts in hops)
     b.routines = sorted(routines.values(), key=lambda r: r.name)
     return b.build()
+
+
+def _store(s: StageProgram, out: TensorIO, arch: Arch) -> list[list[int]]:
+    assert s.fold is not None
+    return store_columns(arch.cols, parse_dtype(out.dtype).bits, s.fold.parts)
+
+
+def _below_store(s: StageProgram, arch: Arch) -> Arch:
+    """The columns a folded stage's moves may use: those below its store."""
+    if s.fold is None:
+        return arch
+    bits = max(parse_dtype(t.dtype).bits for t in s.program.outputs)
+    return below_store(arch, bits, s.fold.parts)

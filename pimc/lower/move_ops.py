@@ -18,7 +18,7 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO
 from pimc.isa.view import lowest
-from pimc.lower.moves import Move, emit_move, staged
+from pimc.lower.moves import Move, emit_move, on_words, staged
 from pimc.lower.relayout import Plan, pieces, plan, real_cycles
 
 
@@ -129,10 +129,16 @@ def move_cycles(src: TensorIO, dst: TensorIO, staging: int, arch: Arch) -> int:
             + len(p.fills))
 
 
+Folded = tuple[int, int, list[list[int]]]  # a folded map's first crossbar, crossbars a
+# pass, and each pass's columns (pimc.lower.fold)
+
+
 def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
-               arch: Arch) -> int:
+               arch: Arch, folded: Folded | None = None) -> int:
     """Append the micro-ops of plan(src, dst); columns from `staging` on are free in
-    dst's crossbars (a TRANSFER lands there before its SHIFT). The count of ops."""
+    dst's crossbars (a TRANSFER lands there before its SHIFT). `folded`: src is a folded
+    stage's map as if unfolded, each move cut into a move a pass's word. The count of
+    ops."""
     p = placed_plan(src, dst, arch.max_shift, _room(dst, staging, arch))
     assert all(dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop
                for m in (*p.spread, *p.extract, *p.moves, *p.fills, *p.copies)), \
@@ -145,6 +151,13 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
     def lanes(ls: tuple[int, ...]) -> list[int]:
         return [c for lane in ls for c in cols[lane * bits:(lane + 1) * bits]]
 
+    def from_src(m: Move) -> list[tuple[Move, list[int]]]:
+        """A move from the map, with the columns it reads: one a word of a folded map."""
+        if folded is None:
+            return [(m, src.columns(bits))]
+        first, length, store = folded
+        return [(piece, store[w]) for piece, w in on_words(m, first, length)]
+
     words = 1 + max((m.word for m in p.spread), default=0)
     homes = [list(range(staging + bits * (1 + w), staging + bits * (2 + w)))
              for w in range(words + bool(p.extract))]  # the map's copies in dst's crossbars
@@ -152,20 +165,25 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
     if p.home_zero is not None:
         b.init(homes[p.home_zero[2]], 0, xbs=p.home_zero[0], rows=p.home_zero[1])
+    def read(m: Move) -> list[tuple[Move, list[int]]]:
+        """The pieces of a move, each with the columns it reads: a word of the map's
+        copy over dst's home words, or of the map."""
+        if not m.local:
+            return from_src(m)
+        return [(piece, homes[w]) for piece, w in pieces(m, p.spread, dst)]
+
     for m in p.spread:
-        emit_move(b, m, homes[m.word] if m.local else src.columns(bits), homes[m.word],
-                  staging, arch, dst.name)
+        for piece, cols_ in ([(m, homes[m.word])] if m.local else from_src(m)):
+            emit_move(b, piece, cols_, homes[m.word], staging, arch, dst.name)
     for m in p.extract:  # each chunk's cells into its canonical copy (the last word)
-        for piece, w in pieces(m, p.spread, dst):
-            emit_move(b, piece, homes[w] if m.local else src.columns(bits), homes[-1],
-                      staging, arch, dst.name)
+        for piece, cols_ in read(m):
+            emit_move(b, piece, cols_, homes[-1], staging, arch, dst.name)
     for m in sorted(p.moves, key=lambda m: not m.early):  # bridged runs, then the rest
         if p.extract:
             emit_move(b, m, homes[-1], lanes(m.lanes), staging, arch, dst.name)
             continue
-        for piece, w in pieces(m, p.spread, dst):
-            emit_move(b, piece, homes[w] if m.local else src.columns(bits), lanes(m.lanes),
-                  staging, arch, dst.name)
+        for piece, cols_ in read(m):
+            emit_move(b, piece, cols_, lanes(m.lanes), staging, arch, dst.name)
     width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
     for m in p.down:
         _copy(b, m, lanes, width, staging, arch, dst.name)

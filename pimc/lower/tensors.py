@@ -338,7 +338,7 @@ def lower_tensors(kernel: Kernel, mode: str = "ieee", chunks: int = 1, arch: Arc
                                   ViewOp("reshape", (*space, 1))))
         (word,) = low.words(n, to_space)
         outputs.append((r, word))
-        if any(step.kind in ("pad", "transpose") for step in to_space):
+        if any(step.kind in ("pad", "transpose", "slice") for step in to_space):
             views[r.name] = to_space[:-1]
     elements = chunks * low.slots if chunks > 1 else low.size
     lowered = Lowered(low.net, elements, outputs, low.col, max_rows=low.geo.rows,

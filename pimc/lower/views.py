@@ -64,7 +64,7 @@ def widen(view: View, k: int) -> View:
     """The view acting on arrays with one more trailing axis of length k."""
     out = []
     for step in view:
-        if step.kind == "window":  # acts on axes counted from the front
+        if step.kind in ("window", "slice"):  # act on axes counted from the front
             out.append(step)
         elif step.kind == "transpose":
             out.append(ViewOp("transpose", (*step.dims, len(step.dims))))

@@ -1,0 +1,188 @@
+"""Fitting a network's stages into the memory: each stage's split chosen together within
+the crossbars the architecture has (the slowest stage as fast as can be), and where even
+the fewest crossbars do not fit, the biggest stages folded (pimc.lower.fold)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Callable
+
+from pimc.ir import Kernel
+from pimc.isa.arch import Arch
+from pimc.isa.dtypes import parse_dtype
+from pimc.isa.errors import PimError
+from pimc.isa.uop import Program, TensorIO, view_shape
+from pimc.lower.fold import Fold, below_store
+from pimc.lower.layout import Lowered
+from pimc.lower.link import relocated
+from pimc.lower.move_ops import first_free, move_cycles, prefetch
+from pimc.lower.splits import Option, channel_chunks, split_lanes, within
+from pimc.lower.stages import Stage
+from pimc.lower.tensors import result_space
+
+Split = tuple[tuple[float, int], Program, Kernel, Lowered | None]  # (cost, crossbars), ...
+Build = Callable[..., Split]  # (stage index, chunks, result view, arch) -> its split
+ROUNDS = 4  # tries to fold a network into its memory
+PARTS = 6  # pass counts tried a stage
+
+
+def fit(stages: list[Stage], found: list[Split], options: list[list[Option]], file: str,
+        arch: Arch, objective: str, build: Build, foldable: Callable[[int], bool]
+        ) -> tuple[list[Split], list[Fold | None]]:
+    """Each stage's split, together within the memory, the slowest stage as fast as can
+    be (pimc.lower.splits.within), and each stage's fold (None: computed in one pass;
+    see _fold, where even the fewest crossbars do not fit). For latency a stage's cost
+    counts the moves that build its inputs too (a gather can cost more than the
+    arithmetic, and depends on the split: chunks of whole channels gather once a
+    class), the stages side by side at their best splits: those of its best split for
+    each of its splits, until a stage is the slowest; then every split of that stage is
+    built and its moves counted, and the splits chosen again, until the slowest stage's
+    are all counted (counting every stage's every split costs a compile twice the
+    time)."""
+    bases = list(itertools.accumulate((f[1].crossbars for f in found), initial=0))
+    made = {o.name: relocated(o, bases[j]) for j, f in enumerate(found)
+            for o in f[1].outputs}
+
+    def inputs(i: int, split: Split) -> list[tuple[TensorIO, TensorIO, int]]:
+        free = first_free(split[1].inputs + split[1].outputs)
+        return [(made[t.name], relocated(t, bases[i]), free) for t in split[1].inputs
+                if t.name in stages[i].residents] if objective == "latency" else []
+
+    pairs = [inputs(i, f) for i, f in enumerate(found)]
+    prefetch([p for ps in pairs for p in ps], arch)
+    moves = [sum(move_cycles(*p, arch) for p in ps) for ps in pairs]
+    built: dict[tuple[int, int], tuple[Split, int]] = {}  # (stage, chunks) -> split, moves
+    counted: set[int] = set()  # the stages whose every split was built
+    while True:
+        costs = [[(o[0] + built[(i, o[2])][1] if (i, o[2]) in built else o[0] + moves[i],
+                   *o[1:]) for o in opts] for i, opts in enumerate(options)]
+        picks = within(costs, arch.max_crossbars)
+        if picks is None:
+            return _fold(stages, found, options, file, arch, build, foldable)
+        slow = max(range(len(stages)), key=lambda i: picks[i][0])
+        st, have = stages[slow], {o[2] for o in options[slow]}
+        if slow in counted or not pairs[slow] or len(have) < 2:
+            break
+        counted.add(slow)
+        widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
+        todo = [c for c in sorted(have) if c] + [  # and chunks of whole channels or rows
+            c for c in channel_chunks(st.kernel, widest)
+            if min(have) // 2 < c < max(have) and c not in have][:3]
+        splits = {}
+        for c in todo:
+            with contextlib.suppress(PimError):  # (too few columns, or crossbars)
+                splits[c] = build(slow, c)
+        prefetch([p for c in splits for p in inputs(slow, splits[c])], arch)
+        for c, split in splits.items():
+            built[(slow, c)] = split, sum(move_cycles(*p, arch) for p in inputs(slow, split))
+            if c not in have:
+                options[slow] = [*options[slow], (*split[0], c)]
+    return [built[(i, p[2])][0] if (i, p[2]) in built else
+            f if f[1].crossbars <= p[1] else build(i, p[2])
+            for i, (f, p) in enumerate(zip(found, picks, strict=True))], [None] * len(stages)
+
+
+def _fold(stages: list[Stage], found: list[Split], options: list[list[Option]], file: str,
+          arch: Arch, build: Build, foldable: Callable[[int], bool]
+          ) -> tuple[list[Split], list[Fold | None]]:
+    """The stages at their fewest crossbars, the biggest folded until they fit: a cap on
+    any stage's crossbars is found that the stages, each cut to it, fit under; each stage
+    above it is folded into the fewest passes that bring it under (FloatPIM computes a
+    layer's outputs in turn when its blocks cannot hold them all at once)."""
+    limit = arch.max_crossbars
+    fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
+    splits = [f if f[1].crossbars == o[1] else build(i, o[2])
+              for i, (f, o) in enumerate(zip(found, fewest, strict=True))]
+    folds: list[Fold | None] = [None] * len(stages)
+    out = list(splits)
+    can = [foldable(i) and fewest[i][2] > 0 for i in range(len(stages))]  # (0: a row tree)
+    bad: set[tuple[int, int, int]] = set()  # (stage, axis, parts): the weights vary
+    for _ in range(ROUNDS):
+        if sum(s[1].crossbars for s in out) <= limit:
+            return out, folds
+        fixed = sum(s[1].crossbars for s, c in zip(out, can, strict=True) if not c)
+        cap = _cap([s[1].crossbars for s, c in zip(splits, can, strict=True) if c],
+                   limit - fixed)
+        if cap < 1:
+            break
+        for i, s in enumerate(splits):
+            if can[i] and out[i][1].crossbars > cap:
+                made = _folded(stages[i], i, s, cap, arch, build, bad)
+                if made is None:  # as it is: the others share what is left
+                    can[i] = False
+                else:
+                    out[i], folds[i] = made
+    need = sum(min(o[1] for o in opts) for opts in options)
+    raise PimError(f"{file}: its {len(stages)} stages need at least {need} crossbars "
+                   f"(folded where they can be: {sum(s[1].crossbars for s in out)}), "
+                   f"the architecture has {limit}")
+
+
+def _cap(sizes: list[int], room: int) -> int:
+    """The largest c with sum(min(size, c)) <= room (0 if none)."""
+    lo, hi = 0, max(sizes, default=0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if sum(min(s, mid) for s in sizes) <= room else (lo, mid - 1)
+    return lo
+
+
+def _folded(st: Stage, i: int, split: Split, cap: int, arch: Arch, build: Build,
+            bad: set[tuple[int, int, int]]) -> tuple[Split, Fold] | None:
+    """The stage folded into the fewest passes that take at most `cap` crossbars, along
+    an axis of its space its weights do not vary along, at `split`'s chunks or more (a
+    row gives up a word a pass to the store, so it may hold fewer lanes); None if none
+    does."""
+    (r,) = st.kernel.results
+    rv = st.result_view
+    space = view_shape(tuple(r.shape), rv) if rv else tuple(r.shape)
+    if not rv and result_space(st.kernel) != space:
+        return None
+    first = int(dict(split[1].meta).get("chunks", 1))
+    widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
+    chunks = [first << k for k in range(max(1, widest.bit_length() + 1))
+              if first << k <= max(first, 2 * widest)]
+    bits = parse_dtype(r.dtype).bits
+    least = math.ceil(split[1].crossbars / cap)
+    counts = sorted({p for n in space for p in range(max(2, least), n + 1) if n % p == 0})
+    for parts in counts[:PARTS]:
+        try:
+            small = below_store(arch, bits, parts)
+        except ValueError:
+            return None
+        for c in chunks:
+            built = [b for axis, n in enumerate(space)
+                     if not n % parts and (i, axis, parts) not in bad
+                     if (b := _band(st, i, Fold(space, axis, parts), c, small, build, bad))]
+            if not built:
+                continue
+            band, fold = min(built, key=lambda b: b[0][0])
+            if band[1].crossbars <= cap:
+                return ((parts * band[0][0], band[1].crossbars), *band[1:]), fold
+            break  # more passes
+    return None
+
+
+def _band(st: Stage, i: int, fold: Fold, chunks: int, arch: Arch, build: Build,
+          bad: set[tuple[int, int, int]]) -> tuple[Split, Fold] | None:
+    """The stage's program for one band of `fold`, if it builds and its weights stay
+    (else the fold is marked `bad`)."""
+    try:
+        band = build(i, chunks, (*st.result_view, *fold.band()), arch)
+    except PimError:
+        return None
+    prog = band[1]
+    try:
+        for t in prog.inputs:
+            if t.name in st.residents:
+                fold.passed(t, 0)
+            elif not fold.stationary(t):
+                raise ValueError(t.name)
+        for o in prog.outputs:
+            fold.unfolded(st.result_view, o)
+    except ValueError:
+        bad.add((i, fold.axis, fold.parts))
+        return None
+    return band, fold

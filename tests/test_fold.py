@@ -1,0 +1,148 @@
+"""Folding: a stage computed in passes over the same crossbars (pimc.lower.fold), the
+`slice` view step it places its inputs with, and whole networks folded to fit a memory
+smaller than their fewest crossbars, run bit-exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import helper
+from pimc.runtime import run_program
+
+from pimc.compile import compile_model
+from pimc.isa.arch import Arch
+from pimc.isa.errors import PimError
+from pimc.isa.parse import parse_program
+from pimc.isa.text import print_program
+from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
+from pimc.isa.view import unview
+from pimc.lower.fold import Fold, below_store, store_columns
+from pimc.lower.views import element_ids
+from pimc.reference.onnx_verify import verify_model
+from tests.test_stages import _saved
+
+
+def test_a_slice_step_takes_a_range_along_an_axis_and_is_undone():
+    a = np.arange(24).reshape(2, 3, 4)
+    step = ViewOp("slice", (1, 1, 3))
+    assert np.array_equal(apply_view(a, (step,)), a[:, 1:3])
+    assert view_shape((2, 3, 4), (step,)) == (2, 2, 4)
+    back = unview(apply_view(a, (step,)), (2, 3, 4), (step,))
+    assert np.array_equal(back[:, 1:3], a[:, 1:3]) and not back[:, 0].any()
+    for dims in [(0, 2, 2), (0, 3), (0, -1, 1)]:
+        with pytest.raises(PimError, match="slice"):
+            ViewOp("slice", dims)
+    with pytest.raises(PimError, match="does not apply"):
+        step.shape_after((2, 2, 4))
+
+
+def test_a_sliced_placement_round_trips_through_the_text_format():
+    from pimc.isa.builder import ProgramBuilder
+
+    b = ProgramBuilder(1, arch=Arch(rows=64, cols=64, max_crossbars=1))
+    b.inputs.append(TensorIO("x", "f32", (4, 8), Span(0, 1), Span(0, 32), 0, view=(
+        ViewOp("reshape", (4, 2, 4)), ViewOp("slice", (1, 1, 2)), ViewOp("reshape", (4, 4)),
+        ViewOp("transpose", (1, 0)), ViewOp("reshape", (16,)), ViewOp("pad", (32,)))))
+    prog = b.build()
+    text = print_program(prog)
+    assert "slice(1,1,2)" in text
+    assert parse_program(text).inputs == prog.inputs
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.data())
+def test_the_bands_of_a_fold_cover_its_space_once_in_order(dims, data):
+    """Pass f's band is the elements at f along the axis cut in `parts`: together the
+    passes place every element once, and the unfolded placement is the bands in turn."""
+    axis = data.draw(st.integers(0, len(dims) - 1))
+    parts = data.draw(st.integers(1, 4))
+    space = tuple(d * (parts if i == axis else 1) for i, d in enumerate(dims))
+    fold = Fold(space, axis, parts)
+    ids = element_ids(space)
+    bands = [apply_view(ids, fold.band(f)).reshape(-1) for f in range(parts)]
+    assert sorted(np.concatenate(bands).tolist()) == list(range(1, ids.size + 1))
+    for f, band in enumerate(bands):
+        along = np.moveaxis(ids.reshape(space), axis, 0)
+        n = space[axis] // parts
+        assert np.array_equal(band, np.moveaxis(along[f * n:(f + 1) * n], 0, axis).reshape(-1))
+    rows = data.draw(st.sampled_from([1, 2, 4]))
+    per = -(-ids.size // parts // rows) * rows
+    out = TensorIO("y", "f32", space, Span(3, 3 + per // rows), Span(0, rows), 0,
+                   view=(*fold.band(), ViewOp("reshape", (ids.size // parts,)),
+                         *((ViewOp("pad", (per,)),) if per > ids.size // parts else ())))
+    whole = fold.unfolded((), out)
+    assert whole.xbs == Span(3, 3 + parts * (per // rows))
+    placed = apply_view(ids, whole.view).reshape(parts, per)
+    for f in range(parts):
+        assert np.array_equal(placed[f, :ids.size // parts], bands[f])
+
+
+def test_a_weight_is_stationary_only_along_an_axis_it_does_not_vary_along():
+    """A weight broadcast over positions stays put whichever band of positions a pass
+    computes; folded along its channels, each pass would need other weights."""
+    w = (ViewOp("reshape", (4, 1, 3)), ViewOp("broadcast", (4, 6, 3)))  # (ch, pos, lanes)
+    by_pos, by_ch = Fold((4, 6), 1, 3), Fold((4, 6), 0, 2)
+    t = TensorIO("w", "f32", (4, 3), Span(0, 1), Span(0, 8), 0, lanes=3)
+    assert by_pos.stationary(_banded(t, w, by_pos))
+    assert not by_ch.stationary(_banded(t, w, by_ch))
+    with pytest.raises(ValueError, match="slice"):
+        by_pos.passed(t, 1)
+
+
+def _banded(t: TensorIO, view: tuple[ViewOp, ...], fold: Fold) -> TensorIO:
+    """t placed as a band program reads it: its view to the space, the band, its lanes."""
+    from pimc.lower.views import widen
+
+    return TensorIO(t.name, t.dtype, t.shape, t.xbs, t.rows, t.col, lanes=t.lanes,
+                    view=(*view, *widen(fold.band(), 3)))
+
+
+def test_the_store_is_a_word_a_pass_at_the_top_of_the_rows():
+    assert store_columns(64, 8, 2) == [list(range(48, 56)), list(range(56, 64))]
+    assert below_store(Arch(cols=1024, partitions=8), 32, 3).cols == 928
+    with pytest.raises(ValueError):
+        below_store(Arch(cols=64), 32, 2)
+
+
+def _two_convs(tmp_path):
+    rng = np.random.default_rng(3)
+    w = {"w1": rng.normal(0, 0.4, (16, 2, 3, 3)), "w2": rng.normal(0, 0.3, (8, 16, 3, 3))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1] * 4),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("MaxPool", ["r2"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    return _saved(tmp_path, nodes, [1, 2, 16, 16], [1, 8, 8, 8], w)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_a_network_bigger_than_its_memory_is_folded_and_runs_bit_exact(tmp_path, capsys,
+                                                                        dtype):
+    """Two convolutions whose stages need 656 crossbars at the fewest (64 rows each) on a
+    memory of 300: the second is computed in passes over an eighth of its crossbars, its
+    weights written once, its map kept a word a pass; the pool reads it from there. The
+    program runs bit-exact against the order-matched reference."""
+    model = _two_convs(tmp_path)
+    prog, imported = compile_model(model, str(tmp_path / "m.onnx"), dtype=dtype,
+                                   arch=Arch(rows=64, max_crossbars=300))
+    assert prog is not None and prog.crossbars <= 300
+    meta = dict(prog.meta)
+    assert int(meta["fewest-crossbars"]) > 300 and meta["folds"]
+    x = np.random.default_rng(6).normal(0, 1, (1, 2, 16, 16)).astype(np.float32)
+    if dtype == "bf16":
+        from pimc.isa.dtypes import parse_dtype
+
+        x = parse_dtype("bf16").from_bits(parse_dtype("bf16").to_bits(x))
+    inputs = {**imported.constants, "x": x}
+    outputs, _ = run_program(prog, inputs)
+    failed = verify_model(prog, inputs, outputs, "m")
+    assert "512 of 512 elements bit-exact" in capsys.readouterr().out
+    assert dtype == "bf16" or failed == 0
+
+
+def test_a_network_that_cannot_fold_small_enough_is_a_clear_error(tmp_path):
+    model = _two_convs(tmp_path)
+    with pytest.raises(PimError, match="folded where they can be"):
+        compile_model(model, str(tmp_path / "m.onnx"), arch=Arch(rows=64, max_crossbars=40))
