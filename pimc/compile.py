@@ -191,8 +191,10 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             if c is not None and k.node(n).op != "input" and chunks.setdefault(n, c) != c:
                 raise PimError(f"{file}: {k.node(n).loc.label or k.node(n).op} is "
                                "computed in two stages split differently")
+        fold = folds[i]
         built.append(StageProgram(prog, st.residents, _reader(st.kernel, st.residents),
-                                  folds[i], st.result_view))
+                                  fold, st.result_view,
+                                  fold.stored(prog.outputs, arch.cols) if fold else 0))
     imported.kernel = with_chunks(with_chunks(ran, chunks), dict.fromkeys(searched, 1),
                                   "searched")
     meta = (*head, ("objective", objective),

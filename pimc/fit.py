@@ -11,10 +11,9 @@ from collections.abc import Callable
 
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
-from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Program, TensorIO, view_shape
-from pimc.lower.fold import Fold, below_store
+from pimc.lower.fold import Fold
 from pimc.lower.layout import Lowered
 from pimc.lower.link import relocated
 from pimc.lower.move_ops import first_free, move_cycles, prefetch
@@ -144,33 +143,29 @@ def _folded(st: Stage, i: int, split: Split, cap: int, arch: Arch, build: Build,
     widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
     chunks = [first << k for k in range(max(1, widest.bit_length() + 1))
               if first << k <= max(first, 2 * widest)]
-    bits = parse_dtype(r.dtype).bits
     least = math.ceil(split[1].crossbars / cap)
     counts = sorted({p for n in space for p in range(max(2, least), n + 1) if n % p == 0})
     for parts in counts[:PARTS]:
-        try:
-            small = below_store(arch, bits, parts)
-        except ValueError:
-            return None
         for c in chunks:
             built = [b for axis, n in enumerate(space)
                      if not n % parts and (i, axis, parts) not in bad
-                     if (b := _band(st, i, Fold(space, axis, parts), c, small, build, bad))]
+                     if (b := _band(st, i, Fold(space, axis, parts), c, build, bad))]
             if not built:
                 continue
             band, fold = min(built, key=lambda b: b[0][0])
-            if band[1].crossbars <= cap:
-                return ((parts * band[0][0], band[1].crossbars), *band[1:]), fold
+            size = band[1].crossbars + fold.stored(band[1].outputs, arch.cols)
+            if size <= cap:
+                return ((parts * band[0][0], size), *band[1:]), fold
             break  # more passes
     return None
 
 
-def _band(st: Stage, i: int, fold: Fold, chunks: int, arch: Arch, build: Build,
+def _band(st: Stage, i: int, fold: Fold, chunks: int, build: Build,
           bad: set[tuple[int, int, int]]) -> tuple[Split, Fold] | None:
     """The stage's program for one band of `fold`, if it builds and its weights stay
     (else the fold is marked `bad`)."""
     try:
-        band = build(i, chunks, (*st.result_view, *fold.band()), arch)
+        band = build(i, chunks, (*st.result_view, *fold.band()))
     except PimError:
         return None
     prog = band[1]
@@ -181,7 +176,7 @@ def _band(st: Stage, i: int, fold: Fold, chunks: int, arch: Arch, build: Build,
             elif not fold.stationary(t):
                 raise ValueError(t.name)
         for o in prog.outputs:
-            fold.unfolded(st.result_view, o)
+            fold.unfolded(st.result_view, o, fold.store(o, prog.crossbars, 1024))
     except ValueError:
         bad.add((i, fold.axis, fold.parts))
         return None

@@ -18,7 +18,8 @@ from pimc.isa.parse import parse_program
 from pimc.isa.text import print_program
 from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
 from pimc.isa.view import unview
-from pimc.lower.fold import Fold, below_store, store_columns
+from pimc.lower.fold import Fold, Store
+from pimc.lower.moves import Move
 from pimc.lower.views import element_ids
 from pimc.reference.onnx_verify import verify_model
 from tests.test_stages import _saved
@@ -72,8 +73,8 @@ def test_the_bands_of_a_fold_cover_its_space_once_in_order(dims, data):
     out = TensorIO("y", "f32", space, Span(3, 3 + per // rows), Span(0, rows), 0,
                    view=(*fold.band(), ViewOp("reshape", (ids.size // parts,)),
                          *((ViewOp("pad", (per,)),) if per > ids.size // parts else ())))
-    whole = fold.unfolded((), out)
-    assert whole.xbs == Span(3, 3 + parts * (per // rows))
+    whole = fold.unfolded((), out, Store(7, per // rows, 32, 32))
+    assert whole.xbs == Span(7, 7 + parts * (per // rows))
     placed = apply_view(ids, whole.view).reshape(parts, per)
     for f in range(parts):
         assert np.array_equal(placed[f, :ids.size // parts], bands[f])
@@ -99,11 +100,21 @@ def _banded(t: TensorIO, view: tuple[ViewOp, ...], fold: Fold) -> TensorIO:
                     view=(*view, *widen(fold.band(), 3)))
 
 
-def test_the_store_is_a_word_a_pass_at_the_top_of_the_rows():
-    assert store_columns(64, 8, 2) == [list(range(48, 56)), list(range(56, 64))]
-    assert below_store(Arch(cols=1024, partitions=8), 32, 3).cols == 928
-    with pytest.raises(ValueError):
-        below_store(Arch(cols=64), 32, 2)
+def test_the_store_keeps_a_word_a_pass_and_a_move_from_the_map_reads_its_pass_word():
+    """Pass f's result goes to word f % words of the block f // words of the store; a
+    move planned from the unfolded map (pass f's crossbars numbered on past pass
+    f - 1's) is cut into moves from the store, each reading its pass's columns."""
+    store = Store(first=100, length=3, bits=16, words=2)
+    assert store.crossbars(5) == 9
+    assert store.at(0) == (Span(100, 103), list(range(16)))
+    assert store.at(3) == (Span(103, 106), list(range(16, 32)))
+    m = Move((0,), 100 - 10, 0, Span(10, 16), Span(0, 64))  # virtual 100..105: passes 0, 1
+    got = store.pieces(m)
+    assert [(p.sources, cols[0]) for p, cols in got] == [(Span(100, 103), 0),
+                                                          (Span(100, 103), 16)]
+    assert [p.xbs for p, _ in got] == [Span(10, 13), Span(13, 16)]
+    m = Move((0,), 106 - 10, 0, Span(10, 12), Span(0, 64))  # pass 2: the second block
+    assert [(p.sources, cols[0]) for p, cols in store.pieces(m)] == [(Span(103, 105), 0)]
 
 
 def _two_convs(tmp_path):

@@ -6,9 +6,9 @@ The stage's space (its result, in the order its resident is kept) is cut along o
 axis into `parts` bands. The stage is lowered for one band: its inputs' views reach the
 band through a `slice` step, so the same program serves every pass, its inputs moved in
 for that pass (the slice moved on), while the weights, which do not vary along the axis,
-are written once. After each pass the result is copied into a word of its own at the
-top of the rows (the store), so the whole map stays in the stage's crossbars, one word a
-pass. Readers plan their moves from the map as if it were unfolded (pass f's crossbars
+are written once. After each pass one TRANSFER keeps the band's result in a word of its
+own in the store, crossbars after the band's that hold the whole map, a word a pass.
+Readers plan their moves from the map as if it were unfolded (pass f's crossbars
 numbered on from pass f - 1's) and cut each move into a move a word as it is emitted,
 as they do for a map copied over several words (pimc.lower.moves.on_words).
 """
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pimc.isa.arch import Arch
+from pimc.isa.dtypes import parse_dtype
 from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
+from pimc.lower.moves import Move, on_words
 from pimc.lower.views import View, element_ids
 
 
@@ -50,26 +51,38 @@ class Fold:
         return dataclasses.replace(t, view=tuple(view))
 
     def stationary(self, t: TensorIO) -> bool:
-        """Whether every pass places the same elements of t where the first does (a
-        weight that does not vary along the axis: written once, at set-up)."""
+        """Whether every pass places the elements of t the first does, where it places
+        any (a weight that does not vary along the axis: written once, at set-up; a
+        slot padding in a later pass computes nothing anyone reads)."""
         if not any(op.kind == "slice" for op in t.view):
             return True
         ids = element_ids(t.shape)
         first = apply_view(ids, self.passed(t, 0).view)
-        return all(np.array_equal(first, apply_view(ids, self.passed(t, f).view))
-                   for f in range(1, self.parts))
+        for f in range(1, self.parts):
+            other = apply_view(ids, self.passed(t, f).view)
+            if not np.all((other == first) | (other == 0)):
+                return False
+        return True
 
-    def unfolded(self, result_view: View, out: TensorIO) -> TensorIO:
-        """The band program's output `out` as every pass leaves it, as one placement:
-        pass f's crossbars numbered on past the last pass's (the store's word f of
-        crossbar i is crossbar out.xbs.start + f * len(out.xbs) + i)."""
+    def store(self, out: TensorIO, first: int, cols: int) -> Store:
+        """Where the passes keep the band program's result `out`: from crossbar
+        `first`, `cols` columns a row."""
+        bits = parse_dtype(out.dtype).bits
+        return Store(first, len(out.xbs), bits, cols // bits)
+
+    def stored(self, outs: tuple[TensorIO, ...], cols: int) -> int:
+        """The crossbars of the store of a band program's results."""
+        return sum(self.store(t, 0, cols).crossbars(self.parts) for t in outs)
+
+    def unfolded(self, result_view: View, out: TensorIO, store: Store) -> TensorIO:
+        """The band program's output `out` as the passes leave it in the store, as one
+        placement: pass f's crossbars numbered on past pass f - 1's (Store.pieces)."""
         per = len(out.xbs) * len(out.rows)
         band = math.prod(self.space) // self.parts
-        s, a = self.space, self.axis
         view = (*result_view, *self.band()[:2], ViewOp("reshape", (self.parts, band)),
                 *((ViewOp("pad", (self.parts, per)),) if per > band else ()),
                 ViewOp("reshape", (self.parts * per,)))
-        if view_shape(out.shape, view) != (self.parts * per,) or s[a] % self.parts:
+        if view_shape(out.shape, view) != (self.parts * per,):
             raise ValueError(f"{out.name}: its band does not fill its crossbars' slots")
         ids = element_ids(out.shape)
         whole = apply_view(ids, view).reshape(self.parts, per)
@@ -77,20 +90,34 @@ class Fold:
             mine = apply_view(ids, self.passed(out, f).view).reshape(-1)
             if not np.array_equal(mine, whole[f, :mine.size]):
                 raise ValueError(f"{out.name}: its band is not placed in the space's order")
-        return dataclasses.replace(out, view=view, xbs=Span(
-            out.xbs.start, out.xbs.start + self.parts * len(out.xbs)))
+        return dataclasses.replace(out, view=view, col=0, xbs=Span(
+            store.first, store.first + self.parts * store.length))
 
 
-def below_store(arch: Arch, bits: int, parts: int) -> Arch:
-    """The architecture a folded stage's program and moves see: the columns below its
-    store (as many as the partitions divide)."""
-    cols = (arch.cols - parts * bits) // arch.partitions * arch.partitions
-    if cols <= 0:
-        raise ValueError(f"no room for a store of {parts} words")
-    return dataclasses.replace(arch, cols=cols)
+@dataclass(frozen=True)
+class Store:
+    """The passes' results: pass f's word in crossbars first + (f // words) * length
+    + i (i < length, the band's result crossbars), columns (f % words) * bits on."""
 
+    first: int
+    length: int
+    bits: int
+    words: int
 
-def store_columns(cols: int, bits: int, parts: int) -> list[list[int]]:
-    """The store: pass f's word, at the top of the rows."""
-    first = cols - parts * bits
-    return [list(range(first + f * bits, first + (f + 1) * bits)) for f in range(parts)]
+    def crossbars(self, parts: int) -> int:
+        return -(-parts // self.words) * self.length
+
+    def at(self, f: int) -> tuple[Span, list[int]]:
+        """Pass f's crossbars and columns."""
+        x = self.first + f // self.words * self.length
+        w = f % self.words
+        return Span(x, x + self.length), list(range(w * self.bits, (w + 1) * self.bits))
+
+    def pieces(self, m: Move) -> list[tuple[Move, list[int]]]:
+        """A move from the unfolded map (Fold.unfolded) as moves from the store, each
+        with the columns it reads."""
+        out = []
+        for piece, f in on_words(m, self.first, self.length):
+            x, cols = self.at(f)
+            out.append((dataclasses.replace(piece, dx=piece.dx + x.start - self.first), cols))
+        return out

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
-from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Call, Item, Loop, Program, TensorIO, Transfer
-from pimc.lower.fold import Fold, below_store, store_columns
-from pimc.lower.move_ops import Folded, emit_moves, first_free, prefetch, relocated, shifted
+from pimc.lower.fold import Fold, Store
+from pimc.lower.move_ops import emit_moves, first_free, prefetch, relocated, shifted
 from pimc.lower.views import View
 
 
@@ -25,6 +24,11 @@ class StageProgram:
     label: str  # what its moves are annotated with
     fold: Fold | None = None  # its program computes one band, run once a pass
     result_view: View = ()  # its result's order in the space unfolded (with a fold)
+    stored: int = 0  # the crossbars of a fold's store, after its program's
+
+    @property
+    def crossbars(self) -> int:
+        return self.program.crossbars + self.stored
 
 
 def relocate(item: Item, by: int) -> Item:
@@ -62,16 +66,16 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
     instead (the same values, computed in its order: pimc.lower.mirror). `order`: the
     stages as they sit in the crossbars, if not as they run (a TRANSFER costs its
     distance, so stages that trade values sit close)."""
-    total = sum(s.program.crossbars for s in stages)
+    total = sum(s.crossbars for s in stages)
     if total > arch.max_crossbars:
-        sizes = ", ".join(str(s.program.crossbars) for s in stages)
+        sizes = ", ".join(str(s.crossbars) for s in stages)
         raise PimError(f"{file}: the stages need {total} crossbars ({sizes}), the "
                        f"architecture has {arch.max_crossbars}")
     b = ProgramBuilder(total, arch=arch, source=file, meta=meta)
     routines = {}
-    bases = placed_bases([s.program.crossbars for s in stages], order)
+    bases = placed_bases([s.crossbars for s in stages], order)
     made: dict[str, TensorIO] = {}  # resident name -> where its stage left it
-    folded: dict[str, Folded] = {}  # a folded stage's resident -> its store
+    folded: dict[str, Store] = {}  # a folded stage's resident -> its store
     moves: list[list[list[tuple[TensorIO, TensorIO, int]]]] = []  # each stage's
     # relayouts, a list a pass
     kept: list[tuple[TensorIO, int, str]] = []  # placements a result replaces, and from what
@@ -91,32 +95,25 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
         made.update((t.name, t) for t in outs)
         if s.fold:
             for t in outs:
-                made[t.name] = s.fold.unfolded(s.result_view, t)
-                folded[t.name] = (t.xbs.start, len(t.xbs), _store(s, t, arch))
+                folded[t.name] = s.fold.store(t, bases[j] + s.program.crossbars, arch.cols)
+                made[t.name] = s.fold.unfolded(s.result_view, t, folded[t.name])
     back = [(name, (made[source or result], t, staging)) for result, name in
             (state or {}).items() for t, staging, source in kept if t.name == name]
-    by_arch: dict[Arch, list[tuple[TensorIO, TensorIO, int]]] = {}  # (a fold's store is
-    # no room for copies)
-    for s, ms in zip(stages, moves, strict=True):
-        by_arch.setdefault(_below_store(s, arch), []).extend(m for pass_ in ms for m in pass_)
-    by_arch.setdefault(arch, []).extend(m for _, m in back)
-    for a, pairs in by_arch.items():
-        prefetch(pairs, a)
+    prefetch([m for ms in moves for pass_ in ms for m in pass_] + [m for _, m in back], arch)
     starts = []
     for j, s in enumerate(stages):
         starts.append(len(b.ops))
         ops = [relocate(i, bases[j]) for i in s.program.ops]
+        outs = tuple(relocated(t, bases[j]) for t in s.program.outputs)
         for f, pass_ in enumerate(moves[j]):
             b.source_note = s.label
             for src, dst, staging in pass_:
-                emit_moves(b, src, dst, staging, _below_store(s, arch), folded.get(src.name))
+                emit_moves(b, src, dst, staging, arch, folded.get(src.name))
             b.source_note = ""
             b.ops += ops
-            if s.fold:  # the band's result into its pass's word of the store
-                for t in s.program.outputs:
-                    t = relocated(t, bases[j])
-                    b.shift(t.columns(parse_dtype(t.dtype).bits), _store(s, t, arch)[f], 0,
-                            xbs=t.xbs, rows=t.rows)
+            for t in outs if s.fold else ():  # the band's result into its pass's word
+                xbs, cols = folded[t.name].at(f)
+                b.transfer(t.xbs, xbs, t.columns(folded[t.name].bits), cols, rows=t.rows)
         for r in s.program.routines:
             routines[r.name] = r
     for name, (src, dst, staging) in back:
@@ -129,16 +126,3 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
     routines.update((r.name, r) for r in b.routines)  # the moves' own (shifts in hops)
     b.routines = sorted(routines.values(), key=lambda r: r.name)
     return b.build()
-
-
-def _store(s: StageProgram, out: TensorIO, arch: Arch) -> list[list[int]]:
-    assert s.fold is not None
-    return store_columns(arch.cols, parse_dtype(out.dtype).bits, s.fold.parts)
-
-
-def _below_store(s: StageProgram, arch: Arch) -> Arch:
-    """The columns a folded stage's moves may use: those below its store."""
-    if s.fold is None:
-        return arch
-    bits = max(parse_dtype(t.dtype).bits for t in s.program.outputs)
-    return below_store(arch, bits, s.fold.parts)

@@ -18,7 +18,8 @@ from pimc.isa.dtypes import parse_dtype
 from pimc.isa.errors import PimError
 from pimc.isa.uop import Span, TensorIO
 from pimc.isa.view import lowest
-from pimc.lower.moves import Move, emit_move, on_words, staged
+from pimc.lower.fold import Store
+from pimc.lower.moves import Move, emit_move, staged
 from pimc.lower.relayout import Plan, pieces, plan, real_cycles
 
 
@@ -129,16 +130,11 @@ def move_cycles(src: TensorIO, dst: TensorIO, staging: int, arch: Arch) -> int:
             + len(p.fills))
 
 
-Folded = tuple[int, int, list[list[int]]]  # a folded map's first crossbar, crossbars a
-# pass, and each pass's columns (pimc.lower.fold)
-
-
 def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
-               arch: Arch, folded: Folded | None = None) -> int:
+               arch: Arch, folded: Store | None = None) -> int:
     """Append the micro-ops of plan(src, dst); columns from `staging` on are free in
     dst's crossbars (a TRANSFER lands there before its SHIFT). `folded`: src is a folded
-    stage's map as if unfolded, each move cut into a move a pass's word. The count of
-    ops."""
+    stage's map as if unfolded, kept there (pimc.lower.fold). The count of ops."""
     p = placed_plan(src, dst, arch.max_shift, _room(dst, staging, arch))
     assert all(dst.xbs.start <= m.xbs.start and m.xbs.stop <= dst.xbs.stop
                for m in (*p.spread, *p.extract, *p.moves, *p.fills, *p.copies)), \
@@ -152,11 +148,9 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         return [c for lane in ls for c in cols[lane * bits:(lane + 1) * bits]]
 
     def from_src(m: Move) -> list[tuple[Move, list[int]]]:
-        """A move from the map, with the columns it reads: one a word of a folded map."""
-        if folded is None:
-            return [(m, src.columns(bits))]
-        first, length, store = folded
-        return [(piece, store[w]) for piece, w in on_words(m, first, length)]
+        """A move from the map, with the columns it reads (a folded map's: a move a
+        pass's word)."""
+        return [(m, src.columns(bits))] if folded is None else folded.pieces(m)
 
     words = 1 + max((m.word for m in p.spread), default=0)
     homes = [list(range(staging + bits * (1 + w), staging + bits * (2 + w)))
