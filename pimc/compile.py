@@ -193,8 +193,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
                                "computed in two stages split differently")
         fold = folds[i]
         built.append(StageProgram(prog, st.residents, _reader(st.kernel, st.residents),
-                                  fold, st.result_view,
-                                  fold.stored(prog.outputs, arch.cols) if fold else 0))
+                                  fold, fold.stored(prog.outputs, arch.cols) if fold else 0))
     imported.kernel = with_chunks(with_chunks(ran, chunks), dict.fromkeys(searched, 1),
                                   "searched")
     meta = (*head, ("objective", objective),

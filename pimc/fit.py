@@ -9,10 +9,12 @@ import itertools
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 from pimc.ir import Kernel
 from pimc.isa.arch import Arch
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Program, TensorIO, view_shape
+from pimc.isa.uop import Program, TensorIO, apply_view
 from pimc.lower.fold import Fold
 from pimc.lower.layout import Lowered
 from pimc.lower.link import relocated
@@ -97,7 +99,7 @@ def _fold(stages: list[Stage], found: list[Split], options: list[list[Option]], 
     folds: list[Fold | None] = [None] * len(stages)
     out = list(splits)
     can = [foldable(i) and fewest[i][2] > 0 for i in range(len(stages))]  # (0: a row tree)
-    bad: set[tuple[int, int, int]] = set()  # (stage, axis, parts): the weights vary
+    bad: set[Fold] = set()  # folds whose weights vary
     for _ in range(ROUNDS):
         if sum(s[1].crossbars for s in out) <= limit:
             return out, folds
@@ -129,43 +131,55 @@ def _cap(sizes: list[int], room: int) -> int:
 
 
 def _folded(st: Stage, i: int, split: Split, cap: int, arch: Arch, build: Build,
-            bad: set[tuple[int, int, int]]) -> tuple[Split, Fold] | None:
-    """The stage folded into the fewest passes that take at most `cap` crossbars, along
-    an axis of its space its weights do not vary along, at `split`'s chunks or more (a
-    row gives up a word a pass to the store, so it may hold fewer lanes); None if none
-    does."""
+            bad: set[Fold]) -> tuple[Split, Fold] | None:
+    """The stage folded into the fewest passes that take at most `cap` crossbars
+    (with the store), at `split`'s chunks or more; None if no fold does. The fold cuts
+    an axis of the result, as the stage's result view orders it at some step, along
+    which the channels do not vary (so that the weights stay: checked on the built
+    band too); the later the step, the more of the view's layout the band keeps."""
     (r,) = st.kernel.results
-    rv = st.result_view
-    space = view_shape(tuple(r.shape), rv) if rv else tuple(r.shape)
-    if not rv and result_space(st.kernel) != space:
+    rv, shape = st.result_view, tuple(r.shape)
+    if (not rv and result_space(st.kernel) != shape) or len(shape) < 2:
         return None
     first = int(dict(split[1].meta).get("chunks", 1))
     widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
-    chunks = [first << k for k in range(max(1, widest.bit_length() + 1))
+    chunks = [first << k for k in range(widest.bit_length() + 1)
               if first << k <= max(first, 2 * widest)]
     least = math.ceil(split[1].crossbars / cap)
-    counts = sorted({p for n in space for p in range(max(2, least), n + 1) if n % p == 0})
-    for parts in counts[:PARTS]:
-        for c in chunks:
-            built = [b for axis, n in enumerate(space)
-                     if not n % parts and (i, axis, parts) not in bad
-                     if (b := _band(st, i, Fold(space, axis, parts), c, build, bad))]
-            if not built:
-                continue
-            band, fold = min(built, key=lambda b: b[0][0])
-            size = band[1].crossbars + fold.stored(band[1].outputs, arch.cols)
-            if size <= cap:
-                return ((parts * band[0][0], size), *band[1:]), fold
-            break  # more passes
+    channel = np.broadcast_to(np.arange(1, shape[1] + 1).reshape(
+        1, -1, *[1] * (len(shape) - 2)), shape)
+    folds = []
+    for k in range(len(rv), -1, -1):
+        ids = apply_view(channel, rv[:k])
+        for axis, n in enumerate(ids.shape):
+            folds += [Fold(ids.shape, axis, p, rv[:k]) for p in range(max(2, least), n + 1)
+                      if n % p == 0 and _alike(ids, axis, p)]
+    folds.sort(key=lambda f: (f.parts, -len(f.lead)))
+    for parts in sorted({f.parts for f in folds})[:PARTS]:
+        made = next(((b, f) for f in folds if f.parts == parts and f not in bad
+                     for c in chunks if (b := _band(st, i, f, c, build, bad))), None)
+        if made is None:
+            continue
+        band, fold = made
+        size = band[1].crossbars + fold.stored(band[1].outputs, arch.cols)
+        if size <= cap:
+            return ((parts * band[0][0], size), *band[1:]), fold
     return None
 
 
+def _alike(ids: np.ndarray, axis: int, parts: int) -> bool:
+    """Whether every band of `ids` along `axis` holds what the first does, where it
+    holds anything (0: padding)."""
+    bands = np.moveaxis(ids, axis, 0).reshape(parts, -1)
+    return bool(np.all((bands == bands[0]) | (bands == 0)))
+
+
 def _band(st: Stage, i: int, fold: Fold, chunks: int, build: Build,
-          bad: set[tuple[int, int, int]]) -> tuple[Split, Fold] | None:
+          bad: set[Fold]) -> Split | None:
     """The stage's program for one band of `fold`, if it builds and its weights stay
     (else the fold is marked `bad`)."""
     try:
-        band = build(i, chunks, (*st.result_view, *fold.band()))
+        band = build(i, chunks, fold.band())
     except PimError:
         return None
     prog = band[1]
@@ -176,8 +190,8 @@ def _band(st: Stage, i: int, fold: Fold, chunks: int, build: Build,
             elif not fold.stationary(t):
                 raise ValueError(t.name)
         for o in prog.outputs:
-            fold.unfolded(st.result_view, o, fold.store(o, prog.crossbars, 1024))
+            fold.unfolded(o, fold.store(o, prog.crossbars, prog.arch.cols))
     except ValueError:
-        bad.add((i, fold.axis, fold.parts))
+        bad.add(fold)
         return None
-    return band, fold
+    return band

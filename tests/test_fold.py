@@ -73,7 +73,7 @@ def test_the_bands_of_a_fold_cover_its_space_once_in_order(dims, data):
     out = TensorIO("y", "f32", space, Span(3, 3 + per // rows), Span(0, rows), 0,
                    view=(*fold.band(), ViewOp("reshape", (ids.size // parts,)),
                          *((ViewOp("pad", (per,)),) if per > ids.size // parts else ())))
-    whole = fold.unfolded((), out, Store(7, per // rows, 32, 32))
+    whole = fold.unfolded(out, Store(7, per // rows, 32, 32))
     assert whole.xbs == Span(7, 7 + parts * (per // rows))
     placed = apply_view(ids, whole.view).reshape(parts, per)
     for f in range(parts):

@@ -29,14 +29,17 @@ from pimc.lower.views import View, element_ids
 
 @dataclass(frozen=True)
 class Fold:
-    space: tuple[int, ...]  # the stage's space, unfolded
+    space: tuple[int, ...]  # the stage's result after `lead`, unfolded
     axis: int  # cut into bands along this axis
     parts: int  # the passes
+    lead: View = ()  # the first steps of the stage's result view (its order of the
+    # result; the rest, which lays it out in crossbars, gives way to the band's own)
 
     def band(self, f: int = 0) -> View:
-        """The steps from the space to pass f's band of it."""
+        """The steps from the result to pass f's band of it: the band's elements in
+        order, filling its crossbars' rows."""
         s, a, n = self.space, self.axis, self.space[self.axis] // self.parts
-        return (ViewOp("reshape", (*s[:a], self.parts, n, *s[a + 1:])),
+        return (*self.lead, ViewOp("reshape", (*s[:a], self.parts, n, *s[a + 1:])),
                 ViewOp("transpose", (a, *range(a), *range(a + 1, len(s) + 1))),
                 ViewOp("slice", (0, f, f + 1)),
                 ViewOp("reshape", (*s[:a], n, *s[a + 1:])))
@@ -74,12 +77,12 @@ class Fold:
         """The crossbars of the store of a band program's results."""
         return sum(self.store(t, 0, cols).crossbars(self.parts) for t in outs)
 
-    def unfolded(self, result_view: View, out: TensorIO, store: Store) -> TensorIO:
+    def unfolded(self, out: TensorIO, store: Store) -> TensorIO:
         """The band program's output `out` as the passes leave it in the store, as one
         placement: pass f's crossbars numbered on past pass f - 1's (Store.pieces)."""
         per = len(out.xbs) * len(out.rows)
         band = math.prod(self.space) // self.parts
-        view = (*result_view, *self.band()[:2], ViewOp("reshape", (self.parts, band)),
+        view = (*self.band()[:-2], ViewOp("reshape", (self.parts, band)),
                 *((ViewOp("pad", (self.parts, per)),) if per > band else ()),
                 ViewOp("reshape", (self.parts * per,)))
         if view_shape(out.shape, view) != (self.parts * per,):

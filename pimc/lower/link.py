@@ -14,7 +14,6 @@ from pimc.isa.errors import PimError
 from pimc.isa.uop import Call, Item, Loop, Program, TensorIO, Transfer
 from pimc.lower.fold import Fold, Store
 from pimc.lower.move_ops import emit_moves, first_free, prefetch, relocated, shifted
-from pimc.lower.views import View
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,6 @@ class StageProgram:
     residents: tuple[str, ...]  # inputs built by moves, not written by the host
     label: str  # what its moves are annotated with
     fold: Fold | None = None  # its program computes one band, run once a pass
-    result_view: View = ()  # its result's order in the space unfolded (with a fold)
     stored: int = 0  # the crossbars of a fold's store, after its program's
 
     @property
@@ -96,7 +94,7 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
         if s.fold:
             for t in outs:
                 folded[t.name] = s.fold.store(t, bases[j] + s.program.crossbars, arch.cols)
-                made[t.name] = s.fold.unfolded(s.result_view, t, folded[t.name])
+                made[t.name] = s.fold.unfolded(t, folded[t.name])
     back = [(name, (made[source or result], t, staging)) for result, name in
             (state or {}).items() for t, staging, source in kept if t.name == name]
     prefetch([m for ms in moves for pass_ in ms for m in pass_] + [m for _, m in back], arch)
