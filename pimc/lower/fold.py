@@ -71,7 +71,7 @@ class Fold:
         """Where the passes keep the band program's result `out`: from crossbar
         `first`, `cols` columns a row."""
         bits = parse_dtype(out.dtype).bits
-        return Store(first, len(out.xbs), bits, cols // bits)
+        return Store(first, -(-out.placed_elements // len(out.rows)), bits, cols // bits)
 
     def stored(self, outs: tuple[TensorIO, ...], cols: int) -> int:
         """The crossbars of the store of a band program's results."""
@@ -80,7 +80,7 @@ class Fold:
     def unfolded(self, out: TensorIO, store: Store) -> TensorIO:
         """The band program's output `out` as the passes leave it in the store, as one
         placement: pass f's crossbars numbered on past pass f - 1's (Store.pieces)."""
-        per = len(out.xbs) * len(out.rows)
+        per = store.length * len(out.rows)
         band = math.prod(self.space) // self.parts
         view = (*self.band()[:-2], ViewOp("reshape", (self.parts, band)),
                 *((ViewOp("pad", (self.parts, per)),) if per > band else ()),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pimc.isa.arch import Arch
 from pimc.isa.builder import ProgramBuilder
 from pimc.isa.errors import PimError
-from pimc.isa.uop import Call, Item, Loop, Program, TensorIO, Transfer
+from pimc.isa.uop import Call, Item, Loop, Program, Span, TensorIO, Transfer
 from pimc.lower.fold import Fold, Store
 from pimc.lower.move_ops import emit_moves, first_free, prefetch, relocated, shifted
 
@@ -111,7 +111,8 @@ def link(stages: list[StageProgram], arch: Arch, file: str,
             b.ops += ops
             for t in outs if s.fold else ():  # the band's result into its pass's word
                 xbs, cols = folded[t.name].at(f)
-                b.transfer(t.xbs, xbs, t.columns(folded[t.name].bits), cols, rows=t.rows)
+                b.transfer(Span(t.xbs.start, t.xbs.start + len(xbs)), xbs,
+                           t.columns(folded[t.name].bits), cols, rows=t.rows)
         for r in s.program.routines:
             routines[r.name] = r
     for name, (src, dst, staging) in back:
