@@ -17,10 +17,11 @@ runs under the issue's limit of 8 GB of address space (and a timeout); what does
 compile within them is listed with its error.
 
 A case is compiled again within a memory when its fastest splits need more crossbars
-than the memory has and its slowest would fit (the compiler's fewest-crossbars; it then
-chooses the stages' splits for the least slowest stage); a whole network also within 1/k of the
-memory (k up to 8) where that holds, so that k copies fill it. The program with the
-most images/s is reported (counted, not executed).
+than the memory has (the compiler then chooses the stages' splits for the least slowest
+stage, and where even the slowest splits do not fit, the compiler's fewest-crossbars,
+folds its biggest stages into passes); a whole network also within 1/k of the memory
+(k up to 8) where its slowest splits fit that, so that k copies fill it. The program
+with the most images/s is reported (counted, not executed).
 
 Throughput follows FloatPIM Sec. 5: every stage (layer) in its own crossbars works on
 another image, so a copy of the network delivers one image per interval of its slowest
@@ -106,10 +107,12 @@ def _stage_cycles(prog) -> list[tuple[int, str]]:
 def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,
             most: int = 1, dtype: str = "f32") -> dict:
     """Per memory: (the program, its compile record, whether it is the one compiled
-    without a limit). A network is also compiled within 1/k of a memory (k = 1 ..
-    `most`) where its fastest splits need more and its slowest would fit (the program's
-    fewest-crossbars): the compiler then chooses the splits for the least slowest stage,
-    and k copies fill the memory. The program with the most images/s is kept."""
+    without a limit). A network is also compiled within a memory its fastest splits do
+    not fit (its biggest stages folded where even the slowest do not: docs/onnx.md),
+    and within 1/k of it (k = 2 .. `most`) where its slowest splits would fit (the
+    program's fewest-crossbars): the compiler then chooses the splits for the least
+    slowest stage, and k copies fill the memory. The program with the most images/s
+    is kept."""
     from pimc.isa.text import load_program
 
     prog = load_program(out)
@@ -120,8 +123,8 @@ def _fitted(path: Path, out: Path, compiled: dict, tmp: Path, timeout: float,
         best = (_rate(prog, limit), 0)
         fits[memory] = (prog, compiled, True)
         for k in range(1, most + 1):
-            if not prog.crossbars > limit // k >= fewest:
-                continue
+            if not prog.crossbars > limit // k >= (fewest if k > 1 else 0):
+                continue  # (within the whole memory even below the fewest: folded)
             arch, again = tmp / f"{memory}{k}.toml", out.with_suffix(f".{memory}{k}.uop")
             arch.write_text(f"max_crossbars = {limit // k}\n")
             rec = _compile(path, again, arch, timeout, dtype)
