@@ -27,6 +27,8 @@ Split = tuple[tuple[float, int], Program, Kernel, Lowered | None]  # (cost, cros
 Build = Callable[..., Split]  # (stage index, chunks, result view, arch) -> its split
 ROUNDS = 4  # tries to fold a network into its memory
 PARTS = 6  # pass counts tried a stage
+WASTE = 4  # a fold whose last band runs past its axis by more than 1/WASTE of it is not
+# tried (the rows past it compute nothing)
 
 
 def fit(stages: list[Stage], found: list[Split], options: list[list[Option]], file: str,
@@ -156,7 +158,7 @@ def _folded(st: Stage, i: int, split: Split, cap: int, arch: Arch, build: Build,
         ids = apply_view(channel, rv[:k])
         for axis, n in enumerate(ids.shape):
             folds += [Fold(ids.shape, axis, p, rv[:k]) for p in range(max(2, least), n + 1)
-                      if n % p == 0 and _alike(ids, axis, p)]
+                      if -(-n // p) * p - n <= n // WASTE and _alike(ids, axis, p)]
     tries = 0
     for lead in sorted({len(f.lead) for f in folds}, reverse=True):
         for parts in sorted({f.parts for f in folds if len(f.lead) == lead}):
@@ -177,8 +179,12 @@ def _folded(st: Stage, i: int, split: Split, cap: int, arch: Arch, build: Build,
 
 def _alike(ids: np.ndarray, axis: int, parts: int) -> bool:
     """Whether every band of `ids` along `axis` holds what the first does, where it
-    holds anything (0: padding)."""
-    bands = np.moveaxis(ids, axis, 0).reshape(parts, -1)
+    holds anything (0: padding, also where the last band runs past the axis)."""
+    along = np.moveaxis(ids, axis, 0)
+    width = -(-len(along) // parts)
+    along = np.concatenate([along, np.zeros((width * parts - len(along), *along.shape[1:]),
+                                            dtype=along.dtype)])
+    bands = along.reshape(parts, -1)
     return bool(np.all((bands == bands[0]) | (bands == 0)))
 
 

@@ -35,11 +35,19 @@ class Fold:
     lead: View = ()  # the first steps of the stage's result view (its order of the
     # result; the rest, which lays it out in crossbars, gives way to the band's own)
 
+    @property
+    def width(self) -> int:
+        """A band's extent along the axis (the last band padded where the passes do
+        not divide it)."""
+        return -(-self.space[self.axis] // self.parts)
+
     def band(self, f: int = 0) -> View:
         """The steps from the result to pass f's band of it: the band's elements in
         order, filling its crossbars' rows."""
-        s, a, n = self.space, self.axis, self.space[self.axis] // self.parts
-        return (*self.lead, ViewOp("reshape", (*s[:a], self.parts, n, *s[a + 1:])),
+        s, a, n = self.space, self.axis, self.width
+        pad = (ViewOp("pad", (*s[:a], n * self.parts, *s[a + 1:])),) if n * self.parts > s[a] \
+            else ()
+        return (*self.lead, *pad, ViewOp("reshape", (*s[:a], self.parts, n, *s[a + 1:])),
                 ViewOp("transpose", (a, *range(a), *range(a + 1, len(s) + 1))),
                 ViewOp("slice", (0, f, f + 1)),
                 ViewOp("reshape", (*s[:a], n, *s[a + 1:])))
@@ -81,7 +89,7 @@ class Fold:
         """The band program's output `out` as the passes leave it in the store, as one
         placement: pass f's crossbars numbered on past pass f - 1's (Store.pieces)."""
         per = store.length * len(out.rows)
-        band = math.prod(self.space) // self.parts
+        band = math.prod(self.space) // self.space[self.axis] * self.width
         view = (*self.band()[:-2], ViewOp("reshape", (self.parts, band)),
                 *((ViewOp("pad", (self.parts, per)),) if per > band else ()),
                 ViewOp("reshape", (self.parts * per,)))
