@@ -179,13 +179,14 @@ def _folded(st: Stage, i: int, split: Split, cap: int, arch: Arch, build: Build,
 
 def _alike(ids: np.ndarray, axis: int, parts: int) -> bool:
     """Whether every band of `ids` along `axis` holds what the first does, where it
-    holds anything (0: padding, also where the last band runs past the axis)."""
+    holds anything (0: padding, also where the last band runs past the axis), and
+    holds something (a band of padding alone would be a pass that computes nothing)."""
     along = np.moveaxis(ids, axis, 0)
     width = -(-len(along) // parts)
     along = np.concatenate([along, np.zeros((width * parts - len(along), *along.shape[1:]),
                                             dtype=along.dtype)])
     bands = along.reshape(parts, -1)
-    return bool(np.all((bands == bands[0]) | (bands == 0)))
+    return bool(np.all((bands == bands[0]) | (bands == 0)) and np.all(bands.any(axis=1)))
 
 
 def _band(st: Stage, i: int, fold: Fold, chunks: int, build: Build,

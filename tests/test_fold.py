@@ -164,3 +164,17 @@ def test_a_network_that_cannot_fold_small_enough_is_a_clear_error(tmp_path):
     model = _two_convs(tmp_path)
     with pytest.raises(PimError, match="folded where they can be"):
         compile_model(model, str(tmp_path / "m.onnx"), arch=Arch(rows=64, max_crossbars=40))
+
+
+def test_a_fold_is_offered_only_along_an_axis_whose_bands_hold_the_same_channels():
+    """Channels (1..3) down axis 0, seven positions along axis 1 (the last padding): cut
+    along positions in two, every band holds the same channels (the second padded on
+    to four); along channels, each band its own; cut in three, the last band would
+    hold padding alone, which is no fold."""
+    from pimc.fit import _alike
+
+    ids = np.repeat(np.arange(1, 4)[:, None], 7, axis=1)
+    ids[:, 6] = 0
+    assert _alike(ids, 1, 2)
+    assert not _alike(ids, 0, 3)
+    assert not _alike(ids, 1, 3)
