@@ -179,7 +179,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
     if sum(f[1].crossbars for f in found) > arch.max_crossbars:
         setup = set(imported.constants)
         found, folds = fit(stages, found, options, file, arch, objective, build,
-                           lambda i: _foldable(stages[i], ran, setup))
+                           lambda i: not state and _foldable(stages[i], ran, setup))
     built, chunks, searched = [], {}, []
     for i, (st, (_, prog, k, low)) in enumerate(zip(stages, found, strict=True)):
         searched += [int(v) for m, v in prog.meta if m == "searched"]
@@ -218,7 +218,8 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
 
 def _foldable(st: Stage, kernel: Kernel, setup: set[str]) -> bool:
     """Whether a stage may be folded: it reads no per-run host input, and its result is
-    no result of the program (which the host reads, unfolded)."""
+    no result of the program (which the host reads, unfolded). (Nor a training step's:
+    its write-backs and mirrored updates place stages unfolded.)"""
     results = {r.name for r in kernel.results}
     return (bool(st.residents) and len(st.kernel.results) == 1
             and st.kernel.results[0].name not in results
