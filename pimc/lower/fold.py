@@ -23,6 +23,7 @@ import numpy as np
 
 from pimc.isa.dtypes import parse_dtype
 from pimc.isa.uop import Span, TensorIO, ViewOp, apply_view, view_shape
+from pimc.lower.factor import factor
 from pimc.lower.moves import Move, on_words
 from pimc.lower.views import View, element_ids
 
@@ -66,6 +67,15 @@ class Fold:
         any (a weight that does not vary along the axis: written once, at set-up; a
         slot padding in a later pass computes nothing anyone reads)."""
         if not any(op.kind == "slice" for op in t.view):
+            return True
+        rows = factor(t.shape, self.passed(t, 0).view)
+        if rows is not None:  # a value repeated down the rows (a weight over positions):
+            # compared by which repeat each slot holds, not slot by slot (VGG-19's would
+            # take 9 GB)
+            for f in range(1, self.parts):
+                other = factor(t.shape, self.passed(t, f).view)
+                if other is None or not np.all((other.row == rows.row) | (other.row < 0)):
+                    return False
             return True
         ids = element_ids(t.shape)
         first = apply_view(ids, self.passed(t, 0).view)
