@@ -170,9 +170,9 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
     fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
     folds: list[Fold | None] = [None] * len(stages)
 
-    def build(i: int, chunks: int, view: View | None = None, at: Arch | None = None) -> Split:
+    def build(i: int, chunks: int, view: View | None = None) -> Split:
         st = stages[i]
-        return _best_split(st.kernel, file, at or roomy, mode, head, objective,
+        return _best_split(st.kernel, file, roomy, mode, head, objective,
                            st.result_view if view is None else view, only=chunks,
                            pack=not st.residents)
 

@@ -24,7 +24,7 @@ from pimc.lower.stages import Stage
 from pimc.lower.tensors import result_space
 
 Split = tuple[tuple[float, int], Program, Kernel, Lowered | None]  # (cost, crossbars), ...
-Build = Callable[..., Split]  # (stage index, chunks, result view, arch) -> its split
+Build = Callable[..., Split]  # (stage index, chunks[, result view]) -> its split
 ROUNDS = 4  # tries to fold a network into its memory
 PARTS = 6  # pass counts tried a stage
 WASTE = 4  # a fold whose last band runs past its axis by more than 1/WASTE of it is not

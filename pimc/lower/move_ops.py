@@ -159,6 +159,7 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
     if p.home_zero is not None:
         b.init(homes[p.home_zero[2]], 0, xbs=p.home_zero[0], rows=p.home_zero[1])
+
     def read(m: Move) -> list[tuple[Move, list[int]]]:
         """The pieces of a move, each with the columns it reads: a word of the map's
         copy over dst's home words, or of the map."""
