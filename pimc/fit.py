@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -25,8 +25,8 @@ from pimc.lower.tensors import result_space
 
 Split = tuple[tuple[float, int], Program, Kernel, Lowered | None]  # (cost, crossbars), ...
 Build = Callable[..., Split]  # (stage index, chunks[, result view]) -> its split
-ROUNDS = 4  # tries to fold a network into its memory
-PARTS = 6  # pass counts tried a stage
+Pair = tuple[TensorIO, TensorIO, int]  # a relayout: from, to, its staging column
+Inputs = Callable[..., list[Pair]]  # (stage index, split[, fold, pass]) -> its gathers
 WASTE = 4  # a fold whose last band runs past its axis by more than 1/WASTE of it is not
 # tried (the rows past it compute nothing)
 
@@ -48,9 +48,11 @@ def fit(stages: list[Stage], found: list[Split], options: list[list[Option]], fi
     made = {o.name: relocated(o, bases[j]) for j, f in enumerate(found)
             for o in f[1].outputs}
 
-    def inputs(i: int, split: Split) -> list[tuple[TensorIO, TensorIO, int]]:
+    def inputs(i: int, split: Split, fold: Fold | None = None, f: int = 0) -> list[Pair]:
+        """The gathers of stage i at `split` (pass f of `fold`'s)."""
         free = first_free(split[1].inputs + split[1].outputs)
-        return [(made[t.name], relocated(t, bases[i]), free) for t in split[1].inputs
+        return [(made[t.name], relocated(fold.passed(t, f) if fold else t, bases[i]), free)
+                for t in split[1].inputs
                 if t.name in stages[i].residents] if objective == "latency" else []
 
     pairs = [inputs(i, f) for i, f in enumerate(found)]
@@ -63,7 +65,7 @@ def fit(stages: list[Stage], found: list[Split], options: list[list[Option]], fi
                    *o[1:]) for o in opts] for i, opts in enumerate(options)]
         picks = within(costs, arch.max_crossbars)
         if picks is None:
-            return _fold(stages, found, options, file, arch, build, foldable)
+            return _fold(stages, found, options, costs, file, arch, build, foldable, inputs)
         slow = max(range(len(stages)), key=lambda i: picks[i][0])
         st, have = stages[slow], {o[2] for o in options[slow]}
         if slow in counted or not pairs[slow] or len(have) < 2:
@@ -87,94 +89,139 @@ def fit(stages: list[Stage], found: list[Split], options: list[list[Option]], fi
             for i, (f, p) in enumerate(zip(found, picks, strict=True))], [None] * len(stages)
 
 
-def _fold(stages: list[Stage], found: list[Split], options: list[list[Option]], file: str,
-          arch: Arch, build: Build, foldable: Callable[[int], bool]
+def _fold(stages: list[Stage], found: list[Split], options: list[list[Option]],
+          costs: list[list[Option]], file: str, arch: Arch, build: Build,
+          foldable: Callable[[int], bool], inputs: Inputs
           ) -> tuple[list[Split], list[Fold | None]]:
-    """The stages at their fewest crossbars, the biggest folded until they fit: a cap on
-    any stage's crossbars is found that the stages, each cut to it, fit under; each stage
-    above it is folded into the fewest passes that bring it under (FloatPIM computes a
-    layer's outputs in turn when its blocks cannot hold them all at once)."""
+    """Where even the fewest crossbars do not fit: each foldable stage's folds offered
+    beside its splits (FloatPIM computes a layer's outputs in turn when its blocks cannot
+    hold them all at once), and one choice a stage made together within the memory, the
+    slowest stage as fast as can be (within). A fold costs its passes' arithmetic and
+    their gathers, which can cost far more (a band cut finer than the map's crossbars
+    gathers short runs: AlexNet's conv2 in 26 passes of a row each spent 98% of its
+    cycles on moves). The gathers of the folds chosen are counted (every pass's: they
+    vary by half from pass to pass), and the choice made again, until every fold chosen
+    is counted (before: _guess)."""
     limit = arch.max_crossbars
-    fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
-    splits = [f if f[1].crossbars == o[1] else build(i, o[2])
-              for i, (f, o) in enumerate(zip(found, fewest, strict=True))]
-    folds: list[Fold | None] = [None] * len(stages)
-    out = list(splits)
-    can = [foldable(i) and fewest[i][2] > 0 for i in range(len(stages))]  # (0: a row tree)
-    bad: set[Fold] = set()  # folds whose weights vary
-    for _ in range(ROUNDS):
-        if sum(s[1].crossbars for s in out) <= limit:
-            return out, folds
-        fixed = sum(s[1].crossbars for s, c in zip(out, can, strict=True) if not c)
-        cap = _cap([s[1].crossbars for s, c in zip(splits, can, strict=True) if c],
-                   limit - fixed)
-        if cap < 1:
+    choices = [list(c) for c in costs]
+    bands: dict[tuple[int, int], tuple[Split, Fold]] = {}  # (stage, tag < 0) -> band
+    steps: dict[int, Iterator[list[tuple[Split, Fold]]]] = {}  # the folds not offered yet
+    moved: dict[int, float] = {}  # the gathers at the stage's fewest crossbars, unfolded
+
+    def offer(i: int) -> None:
+        """Stage i's folds at the next step of its view (none left: forgotten)."""
+        step = next(steps[i], None)
+        if step is None:
+            del steps[i]
+        for band, fold in step or ():
+            tag = -1 - len(bands)
+            bands[(i, tag)] = band, fold
+            size = band[1].crossbars + fold.stored(band[1].outputs, arch.cols)
+            choices[i].append((fold.parts * band[0][0] + moved[i], size, tag))
+
+    for i, st in enumerate(stages):
+        least = min(options[i], key=lambda c: (c[1], c[0]))
+        if foldable(i) and least[2] > 0:  # (0: a row tree)
+            moved[i] = min(c[0] for c in costs[i] if c[2] == least[2]) - least[0]
+            split = found[i] if found[i][1].crossbars == least[1] else build(i, least[2])
+            steps[i] = _bands(st, i, split, build, math.ceil(least[1] / limit))
+            offer(i)
+    counted: dict[tuple[int, int], int] = {}  # (stage, tag) -> its gathers' cycles
+    while True:
+        picks = within(choices, limit)
+        if picks is None and steps:  # the stage whose smallest choice is the biggest:
+            # its folds at an earlier step too
+            offer(max(steps, key=lambda i: min(c[1] for c in choices[i])))
+            continue
+        if picks is None:
+            need = sum(min(o[1] for o in opts) for opts in options)
+            folded = sum(min(o[1] for o in opts) for opts in choices)
+            raise PimError(f"{file}: its {len(stages)} stages need at least {need} crossbars "
+                           f"(folded where they can be: {folded}), the architecture has "
+                           f"{limit}")
+        todo = {(i, p[2]): [inputs(i, *bands[(i, p[2])], f)
+                            for f in range(bands[(i, p[2])][1].parts)]
+                for i, p in enumerate(picks) if p[2] < 0 and (i, p[2]) not in counted}
+        if not todo:
             break
-        for i, s in enumerate(splits):
-            if can[i] and out[i][1].crossbars > cap:
-                made = _folded(stages[i], i, s, cap, arch, build, bad)
-                if made is None:  # as it is: the others share what is left
-                    can[i] = False
-                else:
-                    out[i], folds[i] = made
-    need = sum(min(o[1] for o in opts) for opts in options)
-    raise PimError(f"{file}: its {len(stages)} stages need at least {need} crossbars "
-                   f"(folded where they can be: {sum(s[1].crossbars for s in out)}), "
-                   f"the architecture has {limit}")
+        prefetch([p for passes in todo.values() for ps in passes for p in ps], arch)
+        for (i, tag), passes in todo.items():
+            counted[(i, tag)] = sum(move_cycles(*p, arch) for ps in passes for p in ps)
+            choices[i] = [_guess(c, i, bands, counted) for c in choices[i]]
+    out, folds = [], []
+    for i, (f, p) in enumerate(zip(found, picks, strict=True)):
+        if p[2] < 0:
+            band, fold = bands[(i, p[2])]
+            out.append(((p[0], p[1]), *band[1:]))
+            folds.append(fold)
+        else:
+            out.append(f if int(dict(f[1].meta).get("chunks", 0)) == p[2] or p[2] == 0
+                       else build(i, p[2]))
+            folds.append(None)
+    return out, folds
 
 
-def _cap(sizes: list[int], room: int) -> int:
-    """The largest c with sum(min(size, c)) <= room (0 if none)."""
-    lo, hi = 0, max(sizes, default=0)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if sum(min(s, mid) for s in sizes) <= room else (lo, mid - 1)
-    return lo
+def _guess(c: Option, i: int, bands: dict[tuple[int, int], tuple[Split, Fold]],
+           counted: dict[tuple[int, int], int]) -> Option:
+    """Option c of stage i, its cost counted, or if it is a fold not counted yet, guessed
+    from the fold into fewer passes along its axis whose gathers are counted, if any
+    (more passes gather at least as much)."""
+    if c[2] >= 0:
+        return c
+    band, fold = bands[(i, c[2])]
+    if (i, c[2]) in counted:
+        return (fold.parts * band[0][0] + counted[(i, c[2])], *c[1:])
+    like = [m for (j, tag), m in counted.items() if j == i and (f := bands[(j, tag)][1]).axis
+            == fold.axis and f.lead == fold.lead and f.parts < fold.parts]
+    return (max(c[0], fold.parts * band[0][0] + max(like, default=0)), *c[1:])
 
 
-def _folded(st: Stage, i: int, split: Split, cap: int, arch: Arch, build: Build,
-            bad: set[Fold]) -> tuple[Split, Fold] | None:
-    """The stage folded into the fewest passes that take at most `cap` crossbars
-    (with the store), at `split`'s chunks or more; None if no fold does. The fold cuts
-    an axis of the result, as the stage's result view orders it at some step, along
-    which the channels do not vary (so that the weights stay: checked on the built
-    band too). The later the step, the more of the view's layout the band keeps (its
-    readers' moves stay whole blocks, and its own gathers too: cut at an earlier step,
-    AlexNet's conv2 in 13 passes moved 60 times the cycles of its unfolded gather), so
-    the latest steps are tried first."""
+def _bands(st: Stage, i: int, split: Split, build: Build, least: int
+           ) -> Iterator[list[tuple[Split, Fold]]]:
+    """The stage's folds into `least` passes or more, each built for its first band, at
+    `split`'s chunks or more (the first that builds), a step of its result view at a
+    time, the latest first. A fold cuts an axis of the result, as the view orders it at
+    that step, along which the channels do not vary (so that the weights stay: checked
+    on the built band too). The later the step, the more of the view's layout a band
+    keeps, so the fewer and longer its gathers' runs (and its readers'): AlexNet's conv2
+    in 8 passes cut at its view's last step gathers in 1.6M cycles, in 13 cut at the
+    first in 75M. So an earlier step offers only more passes than the later ones did
+    (smaller bands); and of the pass counts whose bands are as wide, the fewest alone
+    (more would only pad)."""
     (r,) = st.kernel.results
     rv, shape = st.result_view, tuple(r.shape)
     if (not rv and result_space(st.kernel) != shape) or len(shape) < 2:
-        return None
+        return
     first = int(dict(split[1].meta).get("chunks", 1))
     widest = max(split_lanes(st.kernel, n) for n in st.kernel.graph)
     chunks = [first << k for k in range(widest.bit_length() + 1)
               if first << k <= max(first, 2 * widest)]
-    least = math.ceil(split[1].crossbars / cap)
     channel = np.broadcast_to(np.arange(1, shape[1] + 1).reshape(
         1, -1, *[1] * (len(shape) - 2)), shape)
-    folds = []
+    most = 1
     for k in range(len(rv), -1, -1):
         ids = apply_view(channel, rv[:k])
+        step: list[tuple[Split, Fold]] = []
         for axis, n in enumerate(ids.shape):
-            folds += [Fold(ids.shape, axis, p, rv[:k]) for p in range(max(2, least), n + 1)
-                      if -(-n // p) * p - n <= n // WASTE and _alike(ids, axis, p)]
-    tries = 0
-    for lead in sorted({len(f.lead) for f in folds}, reverse=True):
-        for parts in sorted({f.parts for f in folds if len(f.lead) == lead}):
-            tries += 1
-            made = next(((b, f) for f in folds if f.parts == parts and len(f.lead) == lead
-                         and f not in bad
-                         for c in chunks if (b := _band(st, i, f, c, build, bad))), None)
-            if made is None:
-                continue
-            band, fold = made
-            size = band[1].crossbars + fold.stored(band[1].outputs, arch.cols)
-            if size <= cap:
-                return ((parts * band[0][0], size), *band[1:]), fold
-            if tries >= PARTS:
-                return None
-    return None
+            widths = set()
+            same = bool(np.all(ids == ids.take([0], axis)))  # the same channels all along
+            for p in range(max(2, least, most + 1), n + 1):
+                width = -(-n // p)
+                if width in widths or width * p - n > n // WASTE or width * (p - 1) >= n \
+                        or not (same or _alike(ids, axis, p)):
+                    continue
+                widths.add(width)
+                fold = Fold(ids.shape, axis, p, rv[:k])
+                try:
+                    made = next((b for c in chunks if (b := _band(st, i, fold, c, build))),
+                                None)
+                except ValueError:  # its weights vary along the axis
+                    continue
+                if made is not None:
+                    step.append((made, fold))
+        if step:
+            most = max(f.parts for _, f in step)
+            yield step
 
 
 def _alike(ids: np.ndarray, axis: int, parts: int) -> bool:
@@ -189,24 +236,19 @@ def _alike(ids: np.ndarray, axis: int, parts: int) -> bool:
     return bool(np.all((bands == bands[0]) | (bands == 0)) and np.all(bands.any(axis=1)))
 
 
-def _band(st: Stage, i: int, fold: Fold, chunks: int, build: Build,
-          bad: set[Fold]) -> Split | None:
-    """The stage's program for one band of `fold`, if it builds and its weights stay
-    (else the fold is marked `bad`)."""
+def _band(st: Stage, i: int, fold: Fold, chunks: int, build: Build) -> Split | None:
+    """The stage's program for one band of `fold`, if it builds; ValueError if its
+    weights do not stay."""
     try:
         band = build(i, chunks, fold.band())
     except PimError:
         return None
     prog = band[1]
-    try:
-        for t in prog.inputs:
-            if t.name in st.residents:
-                fold.passed(t, 0)
-            elif not fold.stationary(t):
-                raise ValueError(t.name)
-        for o in prog.outputs:
-            fold.unfolded(o, fold.store(o, prog.crossbars, prog.arch.cols))
-    except ValueError:
-        bad.add(fold)
-        return None
+    for t in prog.inputs:
+        if t.name in st.residents:
+            fold.passed(t, 0)
+        elif not fold.stationary(t):
+            raise ValueError(t.name)
+    for o in prog.outputs:
+        fold.unfolded(o, fold.store(o, prog.crossbars, prog.arch.cols))
     return band

@@ -4,6 +4,8 @@ smaller than their fewest crossbars, run bit-exact."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -139,8 +141,8 @@ def _two_convs(tmp_path):
 def test_a_network_bigger_than_its_memory_is_folded_and_runs_bit_exact(tmp_path, capsys,
                                                                         dtype):
     """Two convolutions whose stages need 656 crossbars at the fewest (64 rows each) on a
-    memory of 300: the second is computed in passes over an eighth of its crossbars, its
-    weights written once, its map kept a word a pass; the pool reads it from there. The
+    memory of 300: they are computed in passes over part of their crossbars, their weights
+    written once, their maps kept a word a pass; their readers read them from there. The
     program runs bit-exact against the order-matched reference."""
     model = _two_convs(tmp_path)
     prog, imported = compile_model(model, str(tmp_path / "m.onnx"), dtype=dtype,
@@ -163,7 +165,7 @@ def test_a_network_bigger_than_its_memory_is_folded_and_runs_bit_exact(tmp_path,
 def test_a_network_that_cannot_fold_small_enough_is_a_clear_error(tmp_path):
     model = _two_convs(tmp_path)
     with pytest.raises(PimError, match="folded where they can be"):
-        compile_model(model, str(tmp_path / "m.onnx"), arch=Arch(rows=64, max_crossbars=40))
+        compile_model(model, str(tmp_path / "m.onnx"), arch=Arch(rows=64, max_crossbars=20))
 
 
 def test_a_fold_is_offered_only_along_an_axis_whose_bands_hold_the_same_channels():
@@ -178,3 +180,40 @@ def test_a_fold_is_offered_only_along_an_axis_whose_bands_hold_the_same_channels
     assert _alike(ids, 1, 2)
     assert not _alike(ids, 0, 3)
     assert not _alike(ids, 1, 3)
+
+
+def test_folds_are_offered_a_step_of_the_view_at_a_time_the_latest_first(tmp_path,
+                                                                         monkeypatch):
+    """Each stage's folds come a step of its result view at a time, the latest first
+    (its bands whole crossbars of the map's layout), an earlier step only with more
+    passes than the later ones offered; and a fold is chosen only after its gathers are
+    counted, every pass's."""
+    import pimc.fit as fit
+
+    offered: dict[int, list[list[Fold]]] = {}
+    counted: set[int] = set()  # the passes whose gathers were counted
+    bands, cycles = fit._bands, fit.move_cycles
+
+    def recorded(st_, i, *args):
+        for step in bands(st_, i, *args):
+            offered.setdefault(i, []).append([f for _, f in step])
+            yield step
+
+    def counting(src, dst, *args):
+        counted.update(op.dims[1] for op in dst.view if op.kind == "slice")  # pass f's
+        return cycles(src, dst, *args)
+
+    monkeypatch.setattr(fit, "_bands", recorded)
+    monkeypatch.setattr(fit, "move_cycles", counting)
+    prog, _ = compile_model(_two_convs(tmp_path), str(tmp_path / "m.onnx"),
+                            arch=Arch(rows=64, max_crossbars=100))
+    assert prog is not None and prog.crossbars <= 100
+    chosen = dict(map(int, c.split(":")) for c in dict(prog.meta)["folds"].split())
+    assert chosen and set(chosen) <= set(offered)
+    for steps in offered.values():
+        leads = [{len(f.lead) for f in fs} for fs in steps]
+        assert all(len(lead) == 1 for lead in leads)  # a step at a time
+        assert [*map(min, leads)] == sorted({*map(min, leads)}, reverse=True)
+        for before, after in itertools.pairwise(steps):
+            assert min(f.parts for f in after) > max(f.parts for f in before)
+    assert counted >= set(range(max(chosen.values())))  # every pass of the folds chosen
