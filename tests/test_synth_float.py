@@ -41,12 +41,47 @@ def test_oracle_is_numpy(dtype, op):
     e_ones = np.uint64(((1 << fmt.exp_bits) - 1) << fmt.frac_bits)
     a[5000:6000] |= e_ones  # many NaN and infinity operands, some in both
     b[5500:6500] |= e_ones
-    want = float_reference(op, a, b, fmt.exp_bits, fmt.frac_bits, "ieee",
-                           numpy_nan_rule(dtype, op))
+    rule = numpy_nan_rule(dtype, op)
+    want = np.array([float_reference_one(op, int(x), int(y), fmt.exp_bits, fmt.frac_bits,
+                                         "ieee", rule) for x, y in zip(a, b, strict=True)],
+                    dtype=np.uint64)
     ftype, store = NUMPY[dtype]
     with np.errstate(all="ignore"):
         got = UFUNC[op](a.astype(store).view(ftype), b.astype(store).view(ftype))
     assert np.array_equal(got.view(store).astype(np.uint64), want)
+
+
+@pytest.mark.parametrize("rule", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("mode", ["ieee", "ftz"])
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
+@pytest.mark.parametrize("op", sorted(UFUNC))
+def test_16_bit_floats_by_float32_rounded_again_are_the_exact_oracle(op, dtype, mode, rule):
+    """float_reference takes float32 operations rounded once more for bfloat16 and
+    float16 (rounding twice rounds as once: float32 has more than 2p + 2 bits); they
+    agree with the integer oracle on random bit patterns with every edge, products
+    near the subnormal boundary among them, in both float modes and NaN rules."""
+    fmt = FORMATS[dtype]
+    e, m = fmt.exp_bits, fmt.frac_bits
+    rng = np.random.default_rng(13)
+    n = 12000
+    a = rng.integers(0, 1 << 16, n, dtype=np.uint64)
+    b = rng.integers(0, 1 << 16, n, dtype=np.uint64)
+    b[:2000] = a[:2000] ^ rng.integers(0, 64, 2000, dtype=np.uint64)  # cancellations
+    tiny = np.uint64(1 << 15 | (1 << m) - 1)
+    a[2000:3000] &= tiny  # subnormals and zeros
+    b[2500:3500] &= tiny
+    ones = np.uint64(((1 << e) - 1) << m)
+    a[3500:4000] |= ones  # NaNs and infinities
+    b[3800:4300] |= ones
+    bias, lowest = (1 << (e - 1)) - 1, (1 << (e - 1)) - 2 + m  # products near the
+    # smallest subnormal's half: exponent fields summing to about 2 * bias - lowest
+    ea = rng.integers(0, bias, 3000)
+    eb = np.clip(2 * bias - lowest - 1 - ea + rng.integers(-4, 4, 3000), 0, 2 * bias)
+    a[5000:8000] = a[5000:8000] & np.uint64(1 << 15 | (1 << m) - 1) | (ea << m).astype(np.uint64)
+    b[5000:8000] = b[5000:8000] & np.uint64(1 << 15 | (1 << m) - 1) | (eb << m).astype(np.uint64)
+    want = [float_reference_one(op, int(x), int(y), e, m, mode, rule)
+            for x, y in zip(a, b, strict=True)]
+    assert float_reference(op, a, b, e, m, mode, rule).tolist() == want
 
 
 @pytest.mark.parametrize("mode", ["ieee", "ftz"])
