@@ -171,8 +171,9 @@ def _guess(c: Option, i: int, bands: dict[tuple[int, int], tuple[Split, Fold]],
     band, fold = bands[(i, c[2])]
     if (i, c[2]) in counted:
         return (fold.parts * band[0][0] + counted[(i, c[2])], *c[1:])
-    like = [m for (j, tag), m in counted.items() if j == i and (f := bands[(j, tag)][1]).axis
-            == fold.axis and f.lead == fold.lead and f.parts < fold.parts]
+    like = [m for key, m in counted.items() if key[0] == i
+            and (f := bands[key][1]).axis == fold.axis and f.lead == fold.lead
+            and f.parts < fold.parts]
     return (max(c[0], fold.parts * band[0][0] + max(like, default=0)), *c[1:])
 
 

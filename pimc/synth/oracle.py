@@ -211,13 +211,12 @@ def _narrow(op: str, a: np.ndarray, b: np.ndarray, e_bits: int, m_bits: int, mod
 
 def float_reference(op: str, a: np.ndarray, b: np.ndarray, e_bits: int, m_bits: int,
                     mode: str, nan_rule: tuple[bool, bool] = (False, False)) -> np.ndarray:
-    if (e_bits, m_bits) == (8, 23) and nan_rule == (False, False) and op in ("add", "sub",
-                                                                             "mul"):
+    if op in ("add", "sub", "mul"):  # whole arrays by numpy where it is exact
         a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
-        return _float32(op, a, b, mode)
-    if (e_bits, m_bits) in ((8, 7), (5, 10)) and op in ("add", "sub", "mul"):
-        a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
-        return _narrow(op, a, b, e_bits, m_bits, mode, nan_rule)
+        if (e_bits, m_bits) == (8, 23) and nan_rule == (False, False):
+            return _float32(op, a, b, mode)
+        if (e_bits, m_bits) in ((8, 7), (5, 10)):
+            return _narrow(op, a, b, e_bits, m_bits, mode, nan_rule)
     out = [float_reference_one(op, int(x), int(y), e_bits, m_bits, mode, nan_rule)
            for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True)]
     return np.array(out, dtype=np.uint64).reshape(a.shape)
