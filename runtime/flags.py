@@ -31,8 +31,11 @@ class SpanTable:
 
     @property
     def subset(self) -> np.ndarray:
-        n = len(self.ids)
-        return self._subset[:n, :n]
+        """The whole table, room to grow included (only ids in use are looked up): always
+        C-contiguous, so the kernel is compiled for one array type. (A slice of it was
+        contiguous or not with its size, two variants in numba's on-disk cache, which
+        concurrent processes, a Dask cluster's workers, left mismatched: a segfault.)"""
+        return self._subset
 
     def id(self, rows: range, mask: np.ndarray) -> int:
         sid = self.ids.get(rows)

@@ -175,4 +175,6 @@ def test_span_table_grows_its_subset_relation_in_place(spans):
         table.id(rows, row_mask(64, rows))
     m = table.masks
     want = ~np.any(m[None, :, :] & ~m[:, None, :], axis=-1)  # [a, b]: b in a
-    assert np.array_equal(table.subset, want)
+    n = len(m)
+    assert np.array_equal(table.subset[:n, :n], want) and not table.subset[n:].any()
+    assert table.subset.flags.c_contiguous  # one array type for the kernel
