@@ -20,7 +20,7 @@ from pimc.lower.factor import factor
 from pimc.lower.moves import Move, on_words, row_spans, runs, strided
 from pimc.lower.orders import resident_view
 from pimc.lower.relayout import PAD_LOWEST, plan
-from pimc.lower.stages import split_stages
+from pimc.lower.stages import cuts, split_stages
 from pimc.passes.pipeline import run_passes
 from pimc.reference.onnx_verify import verify_model
 from samples.make_onnx_samples import small_cnn
@@ -885,6 +885,44 @@ def test_a_global_pool_runs_down_the_rows_where_its_map_lies(pool, tmp_path, cap
     assert row_tree(stages[-1].kernel, phased, prog.arch, "ieee", "pool.onnx") is None
 
 
+@pytest.mark.parametrize("pool, side, max_shift", [
+    ("GlobalAveragePool", 40, 1023), ("GlobalAveragePool", 33, 6), ("GlobalMaxPool", 45, 1023)])
+def test_a_pool_over_planes_longer_than_a_crossbar_runs_down_their_crossbars(
+        pool, side, max_shift, tmp_path, capsys):
+    """Planes of 1,089 to 2,025 positions, each in crossbars of its own: the tree's
+    partners a crossbar or more away come over the switches (a TRANSFER per crossbar of
+    a plane, every plane at once), the nearer ones by SHIFTs (in hops with FloatPIM's
+    shifter); bit-exact in the reference's pairwise order, a few dozen moves where
+    gathering the positions into lanes took one an element (12,315 for 6 planes of
+    40 x 40, on 1,036 crossbars instead of 24)."""
+    import dataclasses
+
+    from onnx.reference import ReferenceEvaluator
+
+    from pimc.isa.arch import Arch
+
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["t"]), helper.make_node(pool, ["t"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["y"])], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "pool.onnx"
+    onnx.save(model, str(path))
+    arch = dataclasses.replace(Arch(), max_shift=max_shift)
+    prog, _ = compile_model(model, str(path), arch=arch)
+    x = np.random.default_rng(4).normal(size=(1, 6, side, side)).astype(np.float32)
+    outputs, _ = run_program(prog, {"x": x})
+    assert verify_model(prog, {"x": x}, outputs, "pool") == 0
+    assert "6 of 6 elements bit-exact" in capsys.readouterr().out
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    assert np.allclose(outputs["y"], want, rtol=1e-6, atol=1e-6)
+    span = -(-side * side // 1024)
+    assert prog.crossbars < 6 * span * 4  # (gathered into lanes: 1,036 for 40 x 40)
+    moved = [o for o in prog.ops if isinstance(o, (Shift, Transfer)) and pool in o.src]
+    assert any(isinstance(o, Transfer) for o in moved) and len(moved) < 60
+
+
 def test_a_bfloat16_global_pool_runs_down_the_rows_and_casts_there(tmp_path, capsys):
     """In bfloat16 a softmax after the pool computes in float32, so the pool's stage
     ends with a cast after its mean: the cast is called in the planes' first rows too,
@@ -1163,3 +1201,29 @@ def test_plans_made_in_parallel_are_the_plans_made_one_by_one(tmp_path, monkeypa
             assert len(made) >= 4  # (enough for a pool)
     assert not made  # every plan came from the workers
     assert programs[0].ops == programs[1].ops
+
+
+def test_a_sum_of_a_map_that_meets_other_values_is_cut_and_a_softmax_max_is_not():
+    """A channel's sum of a computed map subtracted from a placed vector (a bias and its
+    gradient) ends a stage of its own, so that it reduces the map alone, down its rows;
+    Softmax's maximum, broadcast back over the map it reduces, stays with its readers."""
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["t"]),
+         helper.make_node("ReduceSum", ["t", "axes"], ["s"], keepdims=0),
+         helper.make_node("Sub", ["b", "s"], ["y"]),
+         helper.make_node("Flatten", ["t"], ["f"]),
+         helper.make_node("Softmax", ["f"], ["p"])], "met",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 48])],
+        [numpy_helper.from_array(np.array([0, 2, 3], dtype=np.int64), "axes")])
+    k = _kernel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    cut = [k.node(n).op for n in cuts(k)]
+    assert cut.count("sum") == 1 and "reduce_max" not in cut
+    (summed,) = [n for n in cuts(k) if k.node(n).op == "sum"]
+    stages = split_stages(k, 1024)
+    alone = [s for s in stages if summed in s.kernel.graph and
+             s.kernel.outputs.get(s.kernel.results[0].name) == summed]
+    assert len(alone) == 1 and not any(
+        alone[0].kernel.node(n).op == "sub" for n in alone[0].kernel.graph)

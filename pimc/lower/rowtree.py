@@ -33,7 +33,8 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
     """The program of a stage that only reduces a resident over its trailing axes (a
     global pool, then perhaps its mean's division), when `placed` (the resident's
     placement, its producer's result view) keeps each reduced run in one crossbar, runs
-    at a fixed pitch (see _runs); None otherwise (the stage is lowered as usual).
+    at a fixed pitch, or a run longer than a crossbar in order (see _runs); None
+    otherwise (the stage is lowered as usual).
 
     `by`: "tree", the reference's pairwise tree of the op; or, for a maximum, "search":
     FloatPIM's max pooling, a SEARCH for the largest in each plane (see _search_max),
@@ -42,12 +43,14 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
     found = _pattern(kernel)
     if found is None or (by == "search" and kernel.node(found[3]).op != "reduce_max"):
         return None
-    name, shape, length, n, after = found
+    name, shape, length, n, after, pre = found
     node = kernel.node(n)
-    runs = _runs(shape, length, placed, arch.rows)
-    if runs is None:
+    runs = _runs(shape, length, placed, arch.rows, pre)
+    if runs is None or (by == "search" and runs[2] > 1):
         return None
-    pitch, count, own = runs
+    pitch, count, span, flat = runs
+    outer = math.prod(shape) // length
+    own = simplify(shape, (*pre, ViewOp("reshape", (outer, length)), *flat))
     dt = str(node.dtype)
     d = parse_dtype(dt)
     bits = d.bits
@@ -68,7 +71,9 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
     tail = [arith_routine(op, (dt, dt), dt, mode, arch, inplace=True) for op, _ in after]
     mask = 2 * bits  # the search variant's column of the planes' largest
     out, out_bits = mask + 1, parse_dtype(result.dtype).bits  # a cast's result
-    if any(mask + (by == "search") > arch.cols - r.starts()["t"][1]
+    stage = range(out, out + bits)  # (runs over crossbars) a partner on its way
+    if any(max(mask + (by == "search"), stage.stop if span > 1 else 0)
+           > arch.cols - r.starts()["t"][1]
            for r in (acc, *key, *tail)) or any(
             out + out_bits > arch.cols - r.starts()["t"][1] for r in cast):
         return None
@@ -83,19 +88,28 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
         _search_max(b, word, partner, mask, key, Span(0, length), pitch, count)
     b.init(partner, identity)
     for size, m in tree_levels(length):  # position j takes j + m; j in [size - m, m) none
-        shift_hops(b, list(word), list(partner), -m, list(partner), rows=Span(0, arch.rows - m))
-        for j in range(size - m, m):
-            b.init(partner, identity, rows=Span(j, count * pitch, pitch))
-        b.call(acc.name, a=0, b=bits, t=arch.cols - acc.starts()["t"][1])
+        where: dict[str, Span] = {}
+        if span > 1:
+            _across(b, list(word), list(partner), list(stage), size, m, span, outer, identity)
+            if m <= arch.rows:  # what is left of the runs is in their first crossbars
+                where = {"xbs": Span(0, crossbars, span), "rows": Span(0, m)}
+        else:
+            shift_hops(b, list(word), list(partner), -m, list(partner),
+                       rows=Span(0, arch.rows - m))
+            for j in range(size - m, m):
+                b.init(partner, identity, rows=Span(j, count * pitch, pitch))
+        b.call(acc.name, a=0, b=bits, t=arch.cols - acc.starts()["t"][1], **where)
     firsts = Span(0, count * pitch, pitch)  # the planes' first rows: the results
+    heads = None if span == 1 else Span(0, crossbars, span)  # (runs over crossbars)
     for r, (_, value) in zip(tail, after, strict=True):  # e.g. a mean's division
-        b.init(partner, value, rows=firsts)
-        b.call(r.name, a=0, b=bits, t=arch.cols - r.starts()["t"][1], rows=firsts)
+        b.init(partner, value, xbs=heads, rows=firsts)
+        b.call(r.name, a=0, b=bits, t=arch.cols - r.starts()["t"][1], xbs=heads, rows=firsts)
     for r in cast:  # (its other rows zero: a block move into the reader carries them)
         b.init(range(out, out + out_bits), 0)
-        b.call(r.name, a=0, out=out, t=arch.cols - r.starts()["t"][1], rows=firsts)
-    view = (ViewOp("reshape", (*result.shape, 1)), ViewOp("pad", (*result.shape, length)),
-            ViewOp("reshape", shape), *own)
+        b.call(r.name, a=0, out=out, t=arch.cols - r.starts()["t"][1], xbs=heads,
+               rows=firsts)
+    view = simplify(tuple(result.shape), (
+        ViewOp("reshape", (outer, 1)), ViewOp("pad", (outer, length)), *flat))
     b.outputs.append(TensorIO(result.name, result.dtype, tuple(result.shape), Span(0, crossbars),
                               Span(0, arch.rows), out if cast else 0, view=view))
     b.source_note = ""
@@ -124,15 +138,21 @@ def _search_max(b: ProgramBuilder, word: range, keys: range, mask: int, key: lis
     b.init(word, 0, pred=True)
 
 
-def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[tuple[str, int]]] | None:
+def _pattern(kernel: Kernel
+             ) -> tuple[str, tuple[int, ...], int, int, list[tuple[str, int]], View] | None:
     """(resident name, its shape, the reduced length, the reduction node, the ops after
-    it) when the kernel is input -> reshape to (..., L) -> sum or max over that last
-    axis, then reshapes and arithmetic with scalar constants (a mean's division) up to
-    its one result, perhaps cast last (a bfloat16 network's float32 output). A window
-    over the whole of the trailing axes (an AveragePool as large as its map) may come
-    before the reshape: it only reshapes."""
+    it, the view before the reshape) when the kernel is input -> reshape to (..., L) ->
+    sum or max over that last axis, then reshapes and arithmetic with scalar constants
+    (a mean's division) up to its one result, perhaps cast last (a bfloat16 network's
+    float32 output). A window over the whole of the trailing axes (an AveragePool as
+    large as its map) may come before the reshape: it only reshapes; so may a transpose
+    (a bias gradient's sum over the batch and the positions of each channel)."""
     nodes = [n for n in kernel.nodes_in_order() if kernel.node(n).op != "const"]
     if len(nodes) > 3 and _whole(kernel, nodes[1]):
+        nodes = [nodes[0], *nodes[2:]]
+    pre: View = ()
+    if len(nodes) > 3 and kernel.node(nodes[1]).op == "transpose":  # a channel's sum over
+        pre = (ViewOp("transpose", tuple(kernel.node(nodes[1]).attr("perm"))),)  # the batch
         nodes = [nodes[0], *nodes[2:]]
     if len(nodes) < 3 or len(kernel.results) != 1:
         return None
@@ -158,7 +178,7 @@ def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[tuple
             return None
     if kernel.outputs[kernel.results[0].name] != nodes[-1]:
         return None
-    return str(i.attr("name")), shape, flat[-1], nodes[2], after
+    return str(i.attr("name")), shape, flat[-1], nodes[2], after, pre
 
 
 def _whole(kernel: Kernel, n: int) -> bool:
@@ -175,18 +195,27 @@ def _whole(kernel: Kernel, n: int) -> bool:
         for (k, _, pb, pe, d), size in zip(axes, shape[axis:], strict=True))
 
 
-def _runs(shape: tuple[int, ...], length: int, placed: View, rows: int
-          ) -> tuple[int, int, View] | None:
-    """(pitch, runs a crossbar, the stage's own placement) when the producer's placement
-    keeps each run of `length` elements (a plane, perhaps with padding amid it) in one
-    crossbar, the runs' first rows k * pitch (k < runs a crossbar) in crossbar after
-    crossbar: the stage's own placement keeps that, with each run's elements in
-    consecutive rows, so the copy into it moves whole blocks (a row of a padded plane
-    at a time), and the tree's partners are a constant number of rows apart."""
-    have = apply_view(element_ids(shape), placed).reshape(-1)
-    slot = element_slots(have, math.prod(shape))[1:].reshape(-1, length)
-    xb, row = slot // rows, slot % rows
+def _runs(shape: tuple[int, ...], length: int, placed: View, rows: int, pre: View
+          ) -> tuple[int, int, int, View] | None:
+    """(pitch, runs a crossbar, crossbars a run, the stage's own placement of the runs
+    matrix (outer, length)) when the producer's placement keeps each run of `length`
+    elements (a plane, perhaps with padding amid it; the runs are `pre` of the tensor,
+    reshaped) in one crossbar, the runs' first rows k * pitch (k < runs a crossbar) in
+    crossbar after crossbar, or, for a run longer than a crossbar, keeps its elements in
+    order: the stage's own placement keeps that, with each run's elements in consecutive
+    rows (a long run in whole crossbars of its own), so the copy into it moves whole
+    blocks (a row of a padded plane at a time), and the tree's partners are a constant
+    number of rows apart."""
+    at = element_slots(apply_view(element_ids(shape), placed).reshape(-1), math.prod(shape))
+    slot = at[apply_view(element_ids(shape), pre).reshape(-1, length)]
     outer = len(slot)
+    if length > rows:
+        if (slot[:, 1:] <= slot[:, :-1]).any():
+            return None
+        span = -(-length // rows)
+        return rows, 1, span, (ViewOp("pad", (outer, span * rows)),
+                               ViewOp("reshape", (outer * span, rows)))
+    xb, row = slot // rows, slot % rows
     if not (xb == xb[:, :1]).all() or (row[:, 1:] <= row[:, :-1]).any():
         return None
     count = int(np.count_nonzero(xb[:, 0] == xb[0, 0]))
@@ -196,7 +225,39 @@ def _runs(shape: tuple[int, ...], length: int, placed: View, rows: int
             or (row[:, 0] != k % count * pitch).any()):
         return None
     padded = -(-outer // count) * count
-    own = (ViewOp("reshape", (outer, length)), ViewOp("pad", (padded, pitch)),
-           ViewOp("reshape", (padded // count, count * pitch)),
-           ViewOp("pad", (padded // count, rows)))
-    return pitch, count, simplify(shape, own)
+    return pitch, count, 1, (ViewOp("pad", (padded, pitch)),
+                             ViewOp("reshape", (padded // count, count * pitch)),
+                             ViewOp("pad", (padded // count, rows)))
+
+
+def _across(b: ProgramBuilder, word: list[int], partner: list[int], stage: list[int],
+            size: int, m: int, span: int, runs: int, identity: int) -> None:
+    """One level of the tree over runs of `span` crossbars each (position r of a run in
+    its crossbar r // rows, row r % rows): positions r < size - m get r + m's word in
+    `partner`, a row SHIFT inside a crossbar and, from the crossbars m // rows on, a
+    SHIFT into `stage` and a TRANSFER over the switches (one per crossbar of a run, every
+    run at once); positions size - m <= r < m get the identity."""
+    rows = b.arch.rows
+    a, s = divmod(m, rows)
+    last = size - m - 1  # the last position that takes a partner
+
+    def xbs(q: int) -> Span:  # crossbar q of every run
+        return Span(q, q + (runs - 1) * span + 1, span)
+
+    # rows [0, rows - s) of crossbar q take rows [s, rows) of crossbar q + a
+    if a == 0:
+        shift_hops(b, word, partner, -s, partner, rows=Span(0, rows - s))
+    else:
+        src = word
+        if s:
+            shift_hops(b, word, stage, -s, stage, rows=Span(0, rows - s))
+            src = stage
+        for q in range(last // rows + 1):
+            b.transfer(xbs(q + a), xbs(q), src, partner, rows=Span(0, rows - s))
+    # rows [rows - s, rows) of crossbar q take rows [0, s) of crossbar q + a + 1
+    if s and last >= rows - s:
+        shift_hops(b, word, stage, rows - s, stage, rows=Span(rows - s, rows))
+        for q in range((last - (rows - s)) // rows + 1):
+            b.transfer(xbs(q + a + 1), xbs(q), stage, partner, rows=Span(rows - s, rows))
+    for p in range(size - m, m):
+        b.init(partner, identity, xbs=xbs(p // rows), rows=Span(p % rows, p % rows + 1))
