@@ -830,6 +830,36 @@ def test_only_a_windowed_network_input_gets_a_copy_stage():
     assert copy_windowed_inputs(k, set()).graph.number_of_nodes() == len(k.graph)  # weights
 
 
+def _pooled(nodes: list[onnx.NodeProto], pool: str, attrs: dict, channels: int, side: int,
+            tmp_path) -> tuple[onnx.ModelProto, object]:
+    """x (1, channels, side, side) -> nodes (ending in t) -> the pool -> Flatten -> y,
+    saved as pool.onnx."""
+    graph = helper.make_graph(
+        [*nodes, helper.make_node(pool, ["t"], ["p"], **attrs),
+         helper.make_node("Flatten", ["p"], ["y"])], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "pool.onnx"
+    onnx.save(model, str(path))
+    return model, path
+
+
+def _run_pooled(prog, model: onnx.ModelProto, channels: int, side: int, capsys
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Run a _pooled model on random x: bit-exact against the order-matched reference,
+    within rtol of onnx's evaluator; (the outputs, onnx's y)."""
+    from onnx.reference import ReferenceEvaluator
+
+    x = np.random.default_rng(4).normal(size=(1, channels, side, side)).astype(np.float32)
+    outputs, _ = run_program(prog, {"x": x})
+    assert verify_model(prog, {"x": x}, outputs, "pool") == 0
+    assert f"{channels} of {channels} elements bit-exact" in capsys.readouterr().out
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    assert np.allclose(outputs["y"], want, rtol=1e-6, atol=1e-6)
+    return outputs, want
+
+
 @pytest.mark.parametrize("pool", ["GlobalAveragePool", "GlobalMaxPool", "AveragePool",
                                   "AveragePool padded", "AveragePool padded counted",
                                   "MaxPool padded",
@@ -842,7 +872,6 @@ def test_a_global_pool_runs_down_the_rows_where_its_map_lies(pool, tmp_path, cap
     CALLs in every plane at once, the map copied in whole blocks, no element gathered
     alone; bit-exact against the reference in the hardware's order, and onnx's within
     rtol."""
-    from onnx.reference import ReferenceEvaluator
 
     from pimc.lower.rowtree import row_tree
 
@@ -858,22 +887,10 @@ def test_a_global_pool_runs_down_the_rows_where_its_map_lies(pool, tmp_path, cap
                                       strides=[2, 2]))
         nodes[0].output[0], nodes[1].input[0], nodes[1].output[0] = "t0", "t0", "t"
         pool, side = "GlobalAveragePool", 11
-    graph = helper.make_graph(
-        [*nodes, helper.make_node(pool, ["t"], ["p"], **attrs),
-         helper.make_node("Flatten", ["p"], ["y"])], "pool",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48, side, side])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    path = tmp_path / "pool.onnx"
-    onnx.save(model, str(path))
+    model, path = _pooled(nodes, pool, attrs, 48, side, tmp_path)
     prog, _ = compile_model(model, str(path))
     assert prog is not None
-    x = np.random.default_rng(4).normal(size=(1, 48, side, side)).astype(np.float32)
-    outputs, _ = run_program(prog, {"x": x})
-    assert verify_model(prog, {"x": x}, outputs, "pool") == 0
-    assert "48 of 48 elements bit-exact" in capsys.readouterr().out
-    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
-    assert np.allclose(outputs["y"], want, rtol=1e-6, atol=1e-6)
+    outputs, want = _run_pooled(prog, model, 48, side, capsys)
     if pool == "GlobalMaxPool":
         assert np.array_equal(outputs["y"], want)
     moved = [o for o in prog.ops if isinstance(o, (Shift, Transfer)) and pool in o.src]
@@ -897,26 +914,13 @@ def test_a_pool_over_planes_longer_than_a_crossbar_runs_down_their_crossbars(
     40 x 40, on 1,036 crossbars instead of 24)."""
     import dataclasses
 
-    from onnx.reference import ReferenceEvaluator
-
     from pimc.isa.arch import Arch
 
-    graph = helper.make_graph(
-        [helper.make_node("Neg", ["x"], ["t"]), helper.make_node(pool, ["t"], ["p"]),
-         helper.make_node("Flatten", ["p"], ["y"])], "pool",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, side, side])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    path = tmp_path / "pool.onnx"
-    onnx.save(model, str(path))
+    model, path = _pooled([helper.make_node("Neg", ["x"], ["t"])], pool, {}, 6, side,
+                          tmp_path)
     arch = dataclasses.replace(Arch(), max_shift=max_shift)
     prog, _ = compile_model(model, str(path), arch=arch)
-    x = np.random.default_rng(4).normal(size=(1, 6, side, side)).astype(np.float32)
-    outputs, _ = run_program(prog, {"x": x})
-    assert verify_model(prog, {"x": x}, outputs, "pool") == 0
-    assert "6 of 6 elements bit-exact" in capsys.readouterr().out
-    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
-    assert np.allclose(outputs["y"], want, rtol=1e-6, atol=1e-6)
+    _run_pooled(prog, model, 6, side, capsys)
     span = -(-side * side // 1024)
     assert prog.crossbars < 6 * span * 4  # (gathered into lanes: 1,036 for 40 x 40)
     moved = [o for o in prog.ops if isinstance(o, (Shift, Transfer)) and pool in o.src]
