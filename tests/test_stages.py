@@ -20,7 +20,7 @@ from pimc.lower.factor import factor
 from pimc.lower.moves import Move, on_words, row_spans, runs, strided
 from pimc.lower.orders import resident_view
 from pimc.lower.relayout import PAD_LOWEST, plan
-from pimc.lower.stages import cuts, split_stages
+from pimc.lower.stages import split_stages
 from pimc.passes.pipeline import run_passes
 from pimc.reference.onnx_verify import verify_model
 from samples.make_onnx_samples import small_cnn
@@ -1206,28 +1206,3 @@ def test_plans_made_in_parallel_are_the_plans_made_one_by_one(tmp_path, monkeypa
     assert not made  # every plan came from the workers
     assert programs[0].ops == programs[1].ops
 
-
-def test_a_sum_of_a_map_that_meets_other_values_is_cut_and_a_softmax_max_is_not():
-    """A channel's sum of a computed map subtracted from a placed vector (a bias and its
-    gradient) ends a stage of its own, so that it reduces the map alone, down its rows;
-    Softmax's maximum, broadcast back over the map it reduces, stays with its readers."""
-    graph = helper.make_graph(
-        [helper.make_node("Neg", ["x"], ["t"]),
-         helper.make_node("ReduceSum", ["t", "axes"], ["s"], keepdims=0),
-         helper.make_node("Sub", ["b", "s"], ["y"]),
-         helper.make_node("Flatten", ["t"], ["f"]),
-         helper.make_node("Softmax", ["f"], ["p"])], "met",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4]),
-         helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3]),
-         helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 48])],
-        [numpy_helper.from_array(np.array([0, 2, 3], dtype=np.int64), "axes")])
-    k = _kernel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
-    cut = [k.node(n).op for n in cuts(k)]
-    assert cut.count("sum") == 1 and "reduce_max" not in cut
-    (summed,) = [n for n in cuts(k) if k.node(n).op == "sum"]
-    stages = split_stages(k, 1024)
-    alone = [s for s in stages if summed in s.kernel.graph and
-             s.kernel.outputs.get(s.kernel.results[0].name) == summed]
-    assert len(alone) == 1 and not any(
-        alone[0].kernel.node(n).op == "sub" for n in alone[0].kernel.graph)

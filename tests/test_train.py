@@ -486,10 +486,10 @@ def test_a_training_steps_stages_sit_layer_by_layer():
 
 def test_bias_and_batch_norm_gradients_run_down_the_rows_of_their_maps(tmp_path, capsys):
     """A convolution's bias gradient and a batch norm's two (sums over the batch and the
-    positions of each channel, here 2 x 576 a channel, two crossbars) each reduce alone,
-    down the rows where the map lies (lower.rowtree), not gathered into a row's lanes:
-    a few dozen moves each (over 1,000 crossbars and 110k cycles each before), and two
-    steps bit-exact."""
+    positions of each channel, here 2 x 576 a channel, two crossbars) run down the rows
+    where the map lies (lower.rowtree), the update B - lr dB in the planes' first rows
+    beside them, not gathered into a row's lanes: a few dozen moves each (over 1,000
+    crossbars and 110k cycles each before), and two steps bit-exact."""
     from pimc.isa.parse import load_program
     from pimc.isa.uop import Shift, Transfer
 
@@ -518,3 +518,4 @@ def test_bias_and_batch_norm_gradients_run_down_the_rows_of_their_maps(tmp_path,
     assert {o.src.split()[0] for o in sums} and len(sums) < 3 * 120
     assert 0 < sum(isinstance(o, (Shift, Transfer)) for o in sums) < 3 * 40
     assert prog.crossbars < 2000  # (each sum's lanes took 1,028 crossbars before)
+    assert not any(f"update/{name} Sub" in o.src for o in prog.ops for name in ("b1", "beta"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,14 +67,16 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
         identity = reduction_identity(node.op, d)
     result = kernel.results[0]
     cast = [arith_routine("cast", (dt,), result.dtype, mode, arch)] if (
-        after and after[-1][0] == "cast") else []
+        after and after[-1].op == "cast") else []
     after = after[:len(after) - len(cast)]
-    tail = [arith_routine(op, (dt, dt), dt, mode, arch, inplace=True) for op, _ in after]
+    tail = [arith_routine(a.op, (dt, dt), dt, mode, arch, inplace=True) for a in after]
     mask = 2 * bits  # the search variant's column of the planes' largest
     out, out_bits = mask + 1, parse_dtype(result.dtype).bits  # a cast's result
     stage = range(out, out + bits)  # (runs over crossbars) a partner on its way
-    if any(max(mask + (by == "search"), stage.stop if span > 1 else 0)
-           > arch.cols - r.starts()["t"][1]
+    held = range(out + max(bits, out_bits), out + max(bits, out_bits) + bits)  # an input
+    needs = max(mask + (by == "search"), stage.stop if span > 1 else 0,
+                held.stop if any(isinstance(a.value, str) for a in after) else 0)
+    if any(needs > arch.cols - r.starts()["t"][1]
            for r in (acc, *key, *tail)) or any(
             out + out_bits > arch.cols - r.starts()["t"][1] for r in cast):
         return None
@@ -101,15 +104,26 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
         b.call(acc.name, a=0, b=bits, t=arch.cols - acc.starts()["t"][1], **where)
     firsts = Span(0, count * pitch, pitch)  # the planes' first rows: the results
     heads = None if span == 1 else Span(0, crossbars, span)  # (runs over crossbars)
-    for r, (_, value) in zip(tail, after, strict=True):  # e.g. a mean's division
-        b.init(partner, value, xbs=heads, rows=firsts)
-        b.call(r.name, a=0, b=bits, t=arch.cols - r.starts()["t"][1], xbs=heads, rows=firsts)
+    for r, a in zip(tail, after, strict=True):  # a mean's division, a bias's update
+        if isinstance(a.value, str):
+            b.shift(list(held), list(partner), 0, xbs=heads, rows=firsts)
+        else:
+            b.init(partner, a.value, xbs=heads, rows=firsts)
+        x, y = (bits, 0) if a.flipped else (0, bits)
+        b.call(r.name, a=x, b=y, t=arch.cols - r.starts()["t"][1], xbs=heads, rows=firsts)
+        if a.flipped:
+            b.shift(list(partner), list(word), 0, xbs=heads, rows=firsts)
     for r in cast:  # (its other rows zero: a block move into the reader carries them)
         b.init(range(out, out + out_bits), 0)
         b.call(r.name, a=0, out=out, t=arch.cols - r.starts()["t"][1], xbs=heads,
                rows=firsts)
-    view = simplify(tuple(result.shape), (
-        ViewOp("reshape", (outer, 1)), ViewOp("pad", (outer, length)), *flat))
+    heads_view = (ViewOp("reshape", (outer, 1)), ViewOp("pad", (outer, length)), *flat)
+    view = simplify(tuple(result.shape), heads_view)
+    for a in after:  # the placed input, in the runs' first rows (a bias beside its sum)
+        if isinstance(a.value, str):
+            b.inputs.append(TensorIO(a.value, dt, a.shape, Span(0, crossbars),
+                                     Span(0, arch.rows), held.start,
+                                     view=simplify(a.shape, heads_view)))
     b.outputs.append(TensorIO(result.name, result.dtype, tuple(result.shape), Span(0, crossbars),
                               Span(0, arch.rows), out if cast else 0, view=view))
     b.source_note = ""
@@ -138,23 +152,31 @@ def _search_max(b: ProgramBuilder, word: range, keys: range, mask: int, key: lis
     b.init(word, 0, pred=True)
 
 
-def _pattern(kernel: Kernel
-             ) -> tuple[str, tuple[int, ...], int, int, list[tuple[str, int]], View] | None:
+def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[After], View] | None:
     """(resident name, its shape, the reduced length, the reduction node, the ops after
     it, the view before the reshape) when the kernel is input -> reshape to (..., L) ->
     sum or max over that last axis, then reshapes and arithmetic with scalar constants
-    (a mean's division) up to its one result, perhaps cast last (a bfloat16 network's
+    (a mean's division) or with one placed input of the result's shape (a bias minus
+    its scaled gradient) up to its one result, perhaps cast last (a bfloat16 network's
     float32 output). A window over the whole of the trailing axes (an AveragePool as
     large as its map) may come before the reshape: it only reshapes; so may a transpose
     (a bias gradient's sum over the batch and the positions of each channel)."""
     nodes = [n for n in kernel.nodes_in_order() if kernel.node(n).op != "const"]
+    reductions = [n for n in nodes if kernel.node(n).op in ("sum", "reduce_max")]
+    if len(reductions) != 1 or len(kernel.results) != 1:
+        return None
+    first = reductions[0]
+    while kernel.node(first).op != "input" and len(kernel.operands(first)) == 1:
+        (first,) = kernel.operands(first)
+    placed = [n for n in nodes if kernel.node(n).op == "input" and n != first]
+    nodes = [first, *(n for n in nodes if kernel.node(n).op != "input")]
     if len(nodes) > 3 and _whole(kernel, nodes[1]):
         nodes = [nodes[0], *nodes[2:]]
     pre: View = ()
     if len(nodes) > 3 and kernel.node(nodes[1]).op == "transpose":  # a channel's sum over
         pre = (ViewOp("transpose", tuple(kernel.node(nodes[1]).attr("perm"))),)  # the batch
         nodes = [nodes[0], *nodes[2:]]
-    if len(nodes) < 3 or len(kernel.results) != 1:
+    if len(nodes) < 3 or len(placed) > 1:
         return None
     i, r, n = (kernel.node(x) for x in nodes[:3])
     if (i.op, r.op, n.op) not in (("input", "reshape", "sum"), ("input", "reshape", "reduce_max")):
@@ -162,23 +184,39 @@ def _pattern(kernel: Kernel
     shape, flat = tuple(i.shape or ()), tuple(r.shape or ())
     if n.attr("axis") != len(flat) - 1 or len(flat) < 2 or math.prod(flat) != math.prod(shape):
         return None
-    after: list[tuple[str, int]] = []
+    after: list[After] = []
     for prev, u in itertools.pairwise(nodes[2:]):
         node, ops = kernel.node(u), kernel.operands(u)
-        if ops[0] != prev:
-            return None
-        if node.op in ("div", "mul", "add", "sub") and len(ops) == 2:
-            c = kernel.node(ops[1])
-            if c.op != "const" or math.prod(c.shape or ()) != 1 or c.dtype != n.dtype:
+        if node.op in ("div", "mul", "add", "sub") and len(ops) == 2 and ops.count(prev) == 1:
+            other = kernel.node(ops[1 - ops.index(prev)])
+            if (other.op == "const" and ops[0] == prev and math.prod(other.shape or ()) == 1
+                    and other.dtype == n.dtype):
+                after.append(After(node.op, int(other.attr("raw"))))
+            elif (other.op == "input" and other.dtype == n.dtype
+                  and tuple(other.shape or ()) == tuple(node.shape or ())):
+                after.append(After(node.op, str(other.attr("name")), ops[0] != prev,
+                                   tuple(other.shape or ())))
+            else:
                 return None
-            after.append((node.op, int(c.attr("raw"))))
-        elif node.op == "cast" and u == nodes[-1]:  # into the network's output type
-            after.append(("cast", 0))
-        elif node.op != "reshape":
+        elif node.op == "cast" and u == nodes[-1] and ops[0] == prev:  # into the output type
+            after.append(After("cast", 0))
+        elif node.op != "reshape" or ops[0] != prev:
             return None
     if kernel.outputs[kernel.results[0].name] != nodes[-1]:
         return None
     return str(i.attr("name")), shape, flat[-1], nodes[2], after, pre
+
+
+@dataclass(frozen=True)
+class After:
+    """An op after the reduction, in the runs' first rows: with a scalar constant (its
+    raw bits), or with a placed input (its name and shape; `flipped`: the reduced value
+    is the second operand, as in a bias minus its scaled gradient)."""
+
+    op: str
+    value: int | str
+    flipped: bool = False
+    shape: tuple[int, ...] = ()
 
 
 def _whole(kernel: Kernel, n: int) -> bool:

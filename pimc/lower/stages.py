@@ -83,8 +83,6 @@ def cuts(kernel: Kernel, products: bool = False) -> list[int]:
             out.add(n)
         if op == "matmul" and _broadcast(kernel, n):
             out.add(n)
-        if op in REDUCTIONS and _met(kernel, n):
-            out.add(n)
         if op != "window" and op not in REDUCTIONS:
             continue
         for x in kernel.operands(n):
@@ -104,29 +102,6 @@ def _broadcast(kernel: Kernel, n: int) -> bool:
     size = math.prod(kernel.node(n).shape or ())
     return any(kernel.node(u).op not in (*REDUCTIONS, "matmul")
                and math.prod(kernel.node(u).shape or ()) > size for u in _users(kernel, n))
-
-
-def _met(kernel: Kernel, n: int) -> bool:
-    """Whether reduction n of a computed value meets other computed or placed values
-    downstream in an op of its own size (a bias gradient, summed over a map, scaled and
-    subtracted from the bias): cut, it reduces the map alone, down the rows where the map
-    lies (lower.rowtree), as a global pool does, not gathered into a row's lanes. (A
-    reduction broadcast back over its operand, as Softmax's, stays with its readers.)"""
-    (x,) = kernel.operands(n)[:1]
-    while kernel.node(x).op in VIEWS:
-        (x,) = kernel.operands(x)
-    if kernel.node(x).op in KEPT:
-        return False
-    size = math.prod(kernel.node(n).shape or ())
-    down = nx.descendants(kernel.graph, n) | {n}
-
-    def fixed(y: int) -> bool:  # a constant, perhaps through views
-        return kernel.node(y).op == "const" or (
-            kernel.node(y).op in VIEWS and all(fixed(z) for z in kernel.operands(y)))
-
-    return any(kernel.node(d).op not in VIEWS and math.prod(kernel.node(d).shape or ()) == size
-               and any(y not in down and not fixed(y) for y in kernel.operands(d))
-               for d in down - {n})
 
 
 def _by_lanes(kernel: Kernel, n: int) -> bool:
