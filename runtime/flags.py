@@ -33,8 +33,9 @@ class SpanTable:
     def subset(self) -> np.ndarray:
         """The whole table, room to grow included (only ids in use are looked up): always
         C-contiguous, so the kernel is compiled for one array type. (A slice of it was
-        contiguous or not with its size, two variants in numba's on-disk cache, which
-        concurrent processes, a Dask cluster's workers, left mismatched: a segfault.)"""
+        contiguous or not with its size: two variants in numba's on-disk cache, once
+        found mismatched, a segfault; concurrent processes, a Dask cluster's workers,
+        compiling at once are the likely cause.)"""
         return self._subset
 
     def id(self, rows: range, mask: np.ndarray) -> int:
