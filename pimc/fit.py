@@ -186,9 +186,9 @@ def _bands(st: Stage, i: int, split: Split, build: Build, least: int
     on the built band too). The later the step, the more of the view's layout a band
     keeps, so the fewer and longer its gathers' runs (and its readers'): AlexNet's conv2
     in 8 passes cut at its view's last step gathers in 1.6M cycles, in 26 cut at the
-    first (a row a pass) in 70.3M. So an earlier step offers only more passes than the later ones did
-    (smaller bands); and of the pass counts whose bands are as wide, the fewest alone
-    (more would only pad)."""
+    first (a row a pass) in 70.3M. So an earlier step offers only more passes than the
+    later ones did (smaller bands); and of the pass counts whose bands are as wide, the
+    fewest alone (more would only pad)."""
     (r,) = st.kernel.results
     rv, shape = st.result_view, tuple(r.shape)
     if (not rv and result_space(st.kernel) != shape) or len(shape) < 2:

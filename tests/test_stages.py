@@ -1205,4 +1205,3 @@ def test_plans_made_in_parallel_are_the_plans_made_one_by_one(tmp_path, monkeypa
             assert len(made) >= 4  # (enough for a pool)
     assert not made  # every plan came from the workers
     assert programs[0].ops == programs[1].ops
-
