@@ -30,6 +30,7 @@ from pimc.lower.layers import layer_order
 from pimc.lower.link import StageProgram, link, relocated
 from pimc.lower.mirror import UNPLANNED, mirror_view, scattered
 from pimc.lower.move_ops import first_free, move_cycles
+from pimc.lower.rowproduct import row_product, row_products
 from pimc.lower.rowtree import row_tree
 from pimc.lower.splits import Option, split_lanes, split_matmuls, with_chunks
 from pimc.lower.stages import Stage, copy_windowed_inputs, split_stages
@@ -156,6 +157,12 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             cost, pool = min((((program_cost(p, objective), p.crossbars), p) for p in pools),
                              key=lambda c: c[0])
             memo[key] = ((cost, pool, st.kernel, None), [(*cost, 0)])
+        if key not in memo and (made := row_products(st.kernel, arch, mode, file)):
+            # a weight gradient down the rows, its lanes a row
+            splits = {n: ((program_cost(p, objective), p.crossbars), p, k, None)
+                      for p, k, n in made}
+            memo[key] = (min(splits.values(), key=lambda s: s[0]),
+                         [(*s[0], n) for n, s in splits.items()])
         if key not in memo:
             tried: list[list[Option]] = []
             try:
@@ -172,6 +179,9 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
 
     def build(i: int, chunks: int, view: View | None = None) -> Split:
         st = stages[i]
+        if "lanes-a-row" in dict(found[i][1].meta):  # a weight gradient down the rows
+            prog, k, _ = row_product(st.kernel, arch, mode, file, chunks)  # type: ignore[misc]
+            return (program_cost(prog, objective), prog.crossbars), prog, k, None
         return _best_split(st.kernel, file, roomy, mode, head, objective,
                            st.result_view if view is None else view, only=chunks,
                            pack=not st.residents)

@@ -274,8 +274,10 @@ def _across(b: ProgramBuilder, word: list[int], partner: list[int], stage: list[
     its crossbar r // rows, row r % rows): positions r < size - m get r + m's word in
     `partner`, a row SHIFT inside a crossbar and, from the crossbars m // rows on, a
     SHIFT into `stage` and a TRANSFER over the switches (one per crossbar of a run, every
-    run at once); positions size - m <= r < m get the identity."""
+    run at once); positions size - m <= r < m get the identity. (The runs are the
+    program's first runs x span crossbars.)"""
     rows = b.arch.rows
+    whole = Span(0, runs * span)
     a, s = divmod(m, rows)
     last = size - m - 1  # the last position that takes a partner
 
@@ -284,17 +286,17 @@ def _across(b: ProgramBuilder, word: list[int], partner: list[int], stage: list[
 
     # rows [0, rows - s) of crossbar q take rows [s, rows) of crossbar q + a
     if a == 0:
-        shift_hops(b, word, partner, -s, partner, rows=Span(0, rows - s))
+        shift_hops(b, word, partner, -s, partner, xbs=whole, rows=Span(0, rows - s))
     else:
         src = word
         if s:
-            shift_hops(b, word, stage, -s, stage, rows=Span(0, rows - s))
+            shift_hops(b, word, stage, -s, stage, xbs=whole, rows=Span(0, rows - s))
             src = stage
         for q in range(last // rows + 1):
             b.transfer(xbs(q + a), xbs(q), src, partner, rows=Span(0, rows - s))
     # rows [rows - s, rows) of crossbar q take rows [0, s) of crossbar q + a + 1
     if s and last >= rows - s:
-        shift_hops(b, word, stage, rows - s, stage, rows=Span(rows - s, rows))
+        shift_hops(b, word, stage, rows - s, stage, xbs=whole, rows=Span(rows - s, rows))
         for q in range((last - (rows - s)) // rows + 1):
             b.transfer(xbs(q + a + 1), xbs(q), stage, partner, rows=Span(rows - s, rows))
     for p in range(size - m, m):
