@@ -166,7 +166,9 @@ def row_product(kernel: Kernel, arch: Arch, mode: str, file: str, lanes: int
             if span > 1:
                 _across(b, w, partner, stage, size, m, span, groups * chunks, identity)
             else:
-                shift_hops(b, w, partner, -m, partner, xbs=planes, rows=Span(0, rows - m))
+                shift_hops(b, w, partner, -m, partner, xbs=planes,
+                           rows=Span(0, count * pitch - m))  # (what the planes hold)
+                b.init(partner, identity, xbs=planes, rows=Span(count * pitch - m, count * pitch))
                 for p in range(size - m, m):
                     b.init(partner, identity, xbs=planes, rows=Span(p, count * pitch, pitch))
             b.call(add.name, a=w[0], b=partner[0], t=arch.cols - scratch, **where)
