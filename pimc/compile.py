@@ -251,8 +251,8 @@ def _mirrored(stages: list[Stage], found: list[Split], built: list[StageProgram]
     free = [first_free(s.program.inputs + s.program.outputs) for s in built]
     for i, st in enumerate(stages):
         result = st.kernel.results[0].name if st.kernel.results else ""
-        if result not in params:
-            continue
+        if result not in params or "lanes-a-row" in dict(found[i][1].meta):
+            continue  # (a weight gradient down the rows writes back from its collection)
         chunks = int(dict(found[i][1].meta).get("chunks", 1))
         own = next(o for o in built[i].program.outputs if o.name == result)
         for j, sp in enumerate(built):

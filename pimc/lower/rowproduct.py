@@ -160,8 +160,8 @@ def row_product(kernel: Kernel, arch: Arch, mode: str, file: str, lanes: int
         where: dict[str, Span] = {"xbs": planes}
         if span > 1 and m <= rows:  # what is left of the planes is in their first crossbars
             where = {"xbs": heads, "rows": Span(0, m)}
-        elif span == 1:
-            where = {"xbs": planes, "rows": used}
+        elif span == 1:  # the rows still summing: each plane's first m (and those between)
+            where = {"xbs": planes, "rows": Span(0, (count - 1) * pitch + m)}
         for w in word:
             if span > 1:
                 _across(b, w, partner, stage, size, m, span, groups * chunks, identity)
