@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import numpy as np
 import onnx
@@ -85,6 +86,8 @@ def compile_source(text: str, file: str, *, kernel: str | None = None, arch: Arc
 
 OBJECTIVES = ("latency", "energy")
 ROOM = 1 << 24  # crossbars a stage too big for the memory is counted on, to be folded
+AS_ANY_PRODUCT = 1 << 20  # a weight gradient of at most these multiplications (and a
+# crossbar's rows of positions) is also lowered as any product, the cheaper kept
 Meta = tuple[tuple[str, str], ...]  # a program's records of what it computes
 
 
@@ -157,13 +160,13 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             cost, pool = min((((program_cost(p, objective), p.crossbars), p) for p in pools),
                              key=lambda c: c[0])
             memo[key] = ((cost, pool, st.kernel, None), [(*cost, 0)])
-        if key not in memo and (made := row_products(st.kernel, arch, mode, file)):
-            # a weight gradient down the rows, its lanes a row
+        down = row_products(st.kernel, arch, mode, file) if key not in memo else []
+        if down:  # a weight gradient down the rows, its lanes a row
             splits = {n: ((program_cost(p, objective), p.crossbars), p, k, None)
-                      for p, k, n in made}
+                      for p, k, n in down}
             memo[key] = (min(splits.values(), key=lambda s: s[0]),
                          [(*s[0], n) for n, s in splits.items()])
-        if key not in memo:
+        if key not in memo or (down and _small(st.kernel, arch.rows)):
             tried: list[list[Option]] = []
             try:
                 split = _best_split(st.kernel, file, arch, mode, head, objective,
@@ -171,7 +174,8 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             except PimError:  # a stage alone too big for the memory: counted, to be folded
                 split = _best_split(st.kernel, file, roomy, mode, head, objective,
                                     st.result_view, tried, pack=not st.residents)
-            memo[key] = (split, tried[0])
+            if key not in memo or split[0] < memo[key][0][0]:  # (a small one: the cheaper)
+                memo[key] = (split, tried[0])
         found.append(memo[key][0])
         options.append(memo[key][1])
     fewest = [min(o, key=lambda c: (c[1], c[0])) for o in options]
@@ -224,6 +228,15 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
         order = layer_order(built, params)
     return link(built, arch, file, meta, tuple(r.name for r in ran.results), params,
                 sources, order), imported
+
+
+def _small(kernel: Kernel, rows: int) -> bool:
+    """Whether a weight gradient is small enough to be lowered as any product too (the
+    cheaper stage kept, by its own cycles): its positions within a crossbar's rows, at
+    most AS_ANY_PRODUCT multiplications."""
+    (n,) = (n for n in kernel.graph if kernel.node(n).op == "matmul")
+    inner = int(kernel.node(n).attr("inner", 1))
+    return inner <= rows and math.prod(kernel.node(n).shape or ()) * inner <= AS_ANY_PRODUCT
 
 
 def _foldable(st: Stage, kernel: Kernel, setup: set[str]) -> bool:
