@@ -160,7 +160,7 @@ def _compile_stages(imported: Imported, stages: list[Stage], file: str, arch: Ar
             cost, pool = min((((program_cost(p, objective), p.crossbars), p) for p in pools),
                              key=lambda c: c[0])
             memo[key] = ((cost, pool, st.kernel, None), [(*cost, 0)])
-        down = row_products(st.kernel, arch, mode, file) if key not in memo else []
+        down = row_products(st.kernel, st.residents, arch, mode, file) if key not in memo else []
         if down:  # a weight gradient down the rows, its lanes a row
             splits = {n: ((program_cost(p, objective), p.crossbars), p, k, None)
                       for p, k, n in down}

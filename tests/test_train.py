@@ -484,6 +484,15 @@ def test_a_training_steps_stages_sit_layer_by_layer():
     assert layer_order(stages, params) == [0, 6, 7, 8, 1, 2, 3, 4, 5]
 
 
+def _two_steps(tmp_path, capsys, model: onnx.ModelProto, x: np.ndarray) -> str:
+    """Two steps of batch 2 over four samples, verified; the report."""
+    code, _ = _compile_and_run(tmp_path, model, {"x": x, "labels": np.array([0, 1, 1, 0])}, 2,
+                               "--batch", "2")
+    text = capsys.readouterr().out
+    assert code == 0, text
+    return text
+
+
 def test_bias_and_batch_norm_gradients_run_down_the_rows_of_their_maps(tmp_path, capsys):
     """A convolution's bias gradient and a batch norm's two (sums over the batch and the
     positions of each channel, here 2 x 576 a channel, two crossbars) run down the rows
@@ -505,12 +514,8 @@ def test_bias_and_batch_norm_gradients_run_down_the_rows_of_their_maps(tmp_path,
              "gamma": rng.normal(1, 0.1, 2), "beta": rng.normal(0, 0.1, 2),
              "mean": rng.normal(0, 0.1, 2), "var": rng.uniform(0.5, 1.5, 2),
              "w4": rng.normal(0, 0.5, (2, 2))}
-    model = _model(nodes, "bn", [1, 1, 24, 24], [1, 2], inits)
-    x = rng.normal(size=(4, 1, 24, 24)).astype(np.float32)
-    code, _ = _compile_and_run(tmp_path, model, {"x": x, "labels": np.array([0, 1, 1, 0])}, 2,
-                               "--batch", "2")
-    text = capsys.readouterr().out
-    assert code == 0, text
+    text = _two_steps(tmp_path, capsys, _model(nodes, "bn", [1, 1, 24, 24], [1, 2], inits),
+                      rng.normal(size=(4, 1, 24, 24)).astype(np.float32))
     for name in ("b1", "gamma", "beta"):
         assert f"{name} after the last step: 2 of 2 elements bit-exact" in text
     prog = load_program(tmp_path / "m.uop")
@@ -538,12 +543,8 @@ def test_weight_gradients_run_down_the_rows_with_few_moves(tmp_path, capsys):
              helper.make_node("Gemm", ["f", "w2"], ["z"], transB=1, name="fc")]
     inits = {"w1": rng.normal(0, 0.3, (4, 3, 3, 3)), "b1": rng.normal(0, 0.1, 4),
              "w2": rng.normal(0, 0.5, (2, 4))}
-    model = _model(nodes, "wgrad", [1, 3, 24, 24], [1, 2], inits)
-    x = rng.normal(size=(4, 3, 24, 24)).astype(np.float32)
-    code, _ = _compile_and_run(tmp_path, model, {"x": x, "labels": np.array([0, 1, 1, 0])}, 2,
-                               "--batch", "2")
-    text = capsys.readouterr().out
-    assert code == 0, text
+    text = _two_steps(tmp_path, capsys, _model(nodes, "wgrad", [1, 3, 24, 24], [1, 2], inits),
+                      rng.normal(size=(4, 3, 24, 24)).astype(np.float32))
     assert "w1 after the last step: 108 of 108 elements bit-exact" in text
     prog = load_program(tmp_path / "m.uop")
     grad = [o for o in prog.ops if "backward/conv1 Conv" in o.src]

@@ -29,7 +29,7 @@ from pimc.isa.dtypes import Kind, parse_dtype
 from pimc.isa.uop import Program, Span, TensorIO, ViewOp
 from pimc.lower.arith import REGISTRY, arith_routine
 from pimc.lower.moves import shift_hops
-from pimc.lower.rowtree import After, _across
+from pimc.lower.rowtree import After, _across, after_op
 from pimc.lower.splits import with_chunks
 from pimc.lower.trees import reduction_identity, tree_levels
 from pimc.lower.views import View, simplify
@@ -51,21 +51,25 @@ class Product:
     after: tuple[After, ...]
 
 
-def row_products(kernel: Kernel, arch: Arch, mode: str, file: str
-                 ) -> list[tuple[Program, Kernel, int]]:
+def row_products(kernel: Kernel, residents: tuple[str, ...], arch: Arch, mode: str,
+                 file: str) -> list[tuple[Program, Kernel, int]]:
     """The stage's programs down the rows (row_product) with the most lanes a row that
     fit, a half and a quarter of them, each with its lanes: fewer lanes take more
     crossbars and fewer cycles (a row's lanes are computed one after another); none if
-    the stage is not a weight gradient. Lanes come in whole windows of an input channel
+    the stage is not a weight gradient with its update (its second operand a map another
+    stage made, one of `residents`, not a weight as a forward convolution's; the weight
+    placed after it, as W - lr dW: not an input gradient). Lanes come in whole windows of an input channel
     (or whole kernel rows), as the forward convolution's chunks (splits.channel_chunks),
     so the windows gather once a channel. (Fewer lanes still would multiply the
     crossbars, and the slots the relayout plans, for little: the moves stay.)"""
+    found = _pattern(kernel)
+    if (found is None or found.b[0] not in residents
+            or not any(isinstance(a.value, str) for a in found.after)):
+        return []
     first = row_product(kernel, arch, mode, file, 1 << 30)
     if first is None:
         return []
     most = first[2]
-    found = _pattern(kernel)
-    assert found is not None
     shape = found.a[1]
     for v in found.a[2]:  # the windows' positions: the forward kernel's taps
         if v.kind == "window":
@@ -371,21 +375,12 @@ def _pattern(kernel: Kernel) -> Product | None:
         if len(users) != 1:
             return None
         (u,) = users
-        node, ops = kernel.node(u), kernel.operands(u)
+        node = kernel.node(u)
         if node.op in ("transpose", "reshape") and not after:
             view.append(_as_view(kernel, u))
-        elif node.op in ("mul", "sub", "add", "div") and len(ops) == 2 and ops.count(prev) == 1:
-            other = kernel.node(ops[1 - ops.index(prev)])
-            if (other.op == "const" and ops[0] == prev and math.prod(other.shape or ()) == 1
-                    and other.dtype == node.dtype):
-                after.append(After(node.op, int(other.attr("raw"))))
-            elif (other.op == "input" and other.dtype == node.dtype
-                  and tuple(other.shape or ()) == tuple(node.shape or ())
-                  and not any(isinstance(x.value, str) for x in after)):
-                after.append(After(node.op, str(other.attr("name")), ops[0] != prev,
-                                   tuple(other.shape or ())))
-            else:
-                return None
+        elif (op := after_op(kernel, u, prev, str(node.dtype))) is not None and not (
+                isinstance(op.value, str) and any(isinstance(x.value, str) for x in after)):
+            after.append(op)  # (one placed input at most)
         else:
             return None
         prev = u

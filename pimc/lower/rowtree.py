@@ -187,17 +187,8 @@ def _pattern(kernel: Kernel) -> tuple[str, tuple[int, ...], int, int, list[After
     after: list[After] = []
     for prev, u in itertools.pairwise(nodes[2:]):
         node, ops = kernel.node(u), kernel.operands(u)
-        if node.op in ("div", "mul", "add", "sub") and len(ops) == 2 and ops.count(prev) == 1:
-            other = kernel.node(ops[1 - ops.index(prev)])
-            if (other.op == "const" and ops[0] == prev and math.prod(other.shape or ()) == 1
-                    and other.dtype == n.dtype):
-                after.append(After(node.op, int(other.attr("raw"))))
-            elif (other.op == "input" and other.dtype == n.dtype
-                  and tuple(other.shape or ()) == tuple(node.shape or ())):
-                after.append(After(node.op, str(other.attr("name")), ops[0] != prev,
-                                   tuple(other.shape or ())))
-            else:
-                return None
+        if (op := after_op(kernel, u, prev, str(n.dtype))) is not None:
+            after.append(op)
         elif node.op == "cast" and u == nodes[-1] and ops[0] == prev:  # into the output type
             after.append(After("cast", 0))
         elif node.op != "reshape" or ops[0] != prev:
@@ -217,6 +208,23 @@ class After:
     value: int | str
     flipped: bool = False
     shape: tuple[int, ...] = ()
+
+
+def after_op(kernel: Kernel, u: int, prev: int, dtype: str) -> After | None:
+    """Node u as an op after a reduction's value `prev`: arithmetic with a scalar
+    constant (after it), or with one placed input of its shape (either side); None if
+    it is neither."""
+    node, ops = kernel.node(u), kernel.operands(u)
+    if node.op not in ("div", "mul", "add", "sub") or len(ops) != 2 or ops.count(prev) != 1:
+        return None
+    other = kernel.node(ops[1 - ops.index(prev)])
+    if other.dtype != dtype:
+        return None
+    if other.op == "const" and ops[0] == prev and math.prod(other.shape or ()) == 1:
+        return After(node.op, int(other.attr("raw")))
+    if other.op == "input" and tuple(other.shape or ()) == tuple(node.shape or ()):
+        return After(node.op, str(other.attr("name")), ops[0] != prev, tuple(other.shape or ()))
+    return None
 
 
 def _whole(kernel: Kernel, n: int) -> bool:
