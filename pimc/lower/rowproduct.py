@@ -29,7 +29,7 @@ from pimc.isa.dtypes import Kind, parse_dtype
 from pimc.isa.uop import Program, Span, TensorIO, ViewOp
 from pimc.lower.arith import REGISTRY, arith_routine
 from pimc.lower.moves import shift_hops
-from pimc.lower.rowtree import After, _across, after_op
+from pimc.lower.rowtree import After, _across, after_op, apply_after
 from pimc.lower.splits import with_chunks
 from pimc.lower.trees import reduction_identity, tree_levels
 from pimc.lower.views import View, simplify
@@ -189,13 +189,7 @@ def row_product(kernel: Kernel, arch: Arch, mode: str, file: str, lanes: int
         if isinstance(a.value, str):  # W placed beside its new gradient, one word a row
             b.inputs.append(TensorIO(a.value, dt, a.shape, collection, filled, held,
                                      view=simplify(a.shape, (*back, *layout.collected()))))
-            b.shift(range(held, held + bits), partner, 0, xbs=collection, rows=filled)
-        else:
-            b.init(partner, a.value, xbs=collection, rows=filled)
-        x, y = (partner[0], 0) if a.flipped else (0, partner[0])
-        b.call(r.name, a=x, b=y, t=arch.cols - scratch, xbs=collection, rows=filled)
-        if a.flipped:
-            b.shift(partner, word[0], 0, xbs=collection, rows=filled)
+        apply_after(b, r, a, word[0], partner, range(held, held + bits), collection, filled)
     b.outputs.append(TensorIO(result.name, dt, tuple(result.shape), collection, filled, 0,
                               view=simplify(tuple(result.shape), (*back, *layout.collected()))))
     b.source_note = ""

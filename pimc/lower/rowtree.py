@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,14 +106,7 @@ def row_tree(kernel: Kernel, placed: View, arch: Arch, mode: str, file: str,
     firsts = Span(0, count * pitch, pitch)  # the planes' first rows: the results
     heads = None if span == 1 else Span(0, crossbars, span)  # (runs over crossbars)
     for r, a in zip(tail, after, strict=True):  # a mean's division, a bias's update
-        if isinstance(a.value, str):
-            b.shift(list(held), list(partner), 0, xbs=heads, rows=firsts)
-        else:
-            b.init(partner, a.value, xbs=heads, rows=firsts)
-        x, y = (bits, 0) if a.flipped else (0, bits)
-        b.call(r.name, a=x, b=y, t=arch.cols - r.starts()["t"][1], xbs=heads, rows=firsts)
-        if a.flipped:
-            b.shift(list(partner), list(word), 0, xbs=heads, rows=firsts)
+        apply_after(b, r, a, word, partner, held, heads, firsts)
     for r in cast:  # (its other rows zero: a block move into the reader carries them)
         b.init(range(out, out + out_bits), 0)
         b.call(r.name, a=0, out=out, t=arch.cols - r.starts()["t"][1], xbs=heads,
@@ -208,6 +202,22 @@ class After:
     value: int | str
     flipped: bool = False
     shape: tuple[int, ...] = ()
+
+
+def apply_after(b: ProgramBuilder, r: Routine, a: After, word: Sequence[int],
+                partner: Sequence[int], held: Sequence[int], xbs: Span | None, rows: Span
+                ) -> None:
+    """An op after the reduction on the words in `word` (the result stays there): its
+    other operand into `partner`, the placed input from `held` or the constant, then
+    the routine `r` (a flipped op computed as such, then its result moved back)."""
+    if isinstance(a.value, str):
+        b.shift(list(held), list(partner), 0, xbs=xbs, rows=rows)
+    else:
+        b.init(partner, a.value, xbs=xbs, rows=rows)
+    x, y = (partner[0], word[0]) if a.flipped else (word[0], partner[0])
+    b.call(r.name, a=x, b=y, t=b.arch.cols - r.starts()["t"][1], xbs=xbs, rows=rows)
+    if a.flipped:
+        b.shift(list(partner), list(word), 0, xbs=xbs, rows=rows)
 
 
 def after_op(kernel: Kernel, u: int, prev: int, dtype: str) -> After | None:
