@@ -27,7 +27,7 @@ from pimc.runtime import run_program
 # (op type, input position) pairs whose value decides a shape, not data.
 SHAPE_INPUTS = {("Reshape", 1), ("Squeeze", 1), ("Unsqueeze", 1), ("Dropout", 1),
                 ("Dropout", 2), ("ConstantOfShape", 0), ("Expand", 1), ("Pad", 1), ("Pad", 2),
-                ("Pad", 3)}
+                ("Pad", 3), ("Slice", 1), ("Slice", 2), ("Slice", 3), ("Slice", 4)}
 
 
 def shape_inputs(model: onnx.ModelProto) -> set[str]:

@@ -46,6 +46,7 @@ OPS: dict[str, OpInfo] = {
     "reshape": OpInfo(Kind.VIEW, 1),
     "transpose": OpInfo(Kind.VIEW, 1),
     "window": OpInfo(Kind.VIEW, 1),
+    "slice": OpInfo(Kind.VIEW, 1),  # values start..stop-1 along one axis (a crop)
     "bitcast": OpInfo(Kind.VIEW, 1),  # the same bits read as another type
     "copy": _e(1),  # a value placed again (a network input's one-element-a-row copy)
     "add": _e(2, True),

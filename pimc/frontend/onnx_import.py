@@ -44,7 +44,7 @@ ELEMENTWISE = {"Add": "add", "Sub": "sub", "Mul": "mul", "Neg": "neg", "Abs": "a
                "Relu": "relu", "Div": "div", "Sqrt": "sqrt"}
 VARIADIC = {"Max": "max", "Min": "min", "Sum": "add"}
 SHAPE_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze")
-WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Pad",
+WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Pad", "Slice",
            "ReduceMax", "ReduceSum", "Concat")
 SUPPORTED = (*ELEMENTWISE, *VARIADIC, *COMPARE, *SHAPE_OPS, *WINDOWS, "Transpose", "MatMul",
              "Gemm", "Clip", "LeakyRelu", "BatchNormalization", "Where", "Cast", "CastLike",

@@ -117,6 +117,48 @@ class WindowOps:
         fill = self._scalar(value, dt)
         return self.node("select", dt, out[:r], (self.value(name), y, fill))
 
+    def slice(self, x: int, axis: int, start: int, stop: int, step: int = 1) -> int:
+        """Values start, start + step, ... before stop along `axis` (a view): a slice,
+        then a window of one value striding `step`."""
+        shape = self.info(x).shape
+        dt = str(self.info(x).dtype)
+        if (start, stop) != (0, shape[axis]):
+            x = self.node("slice", dt, (*shape[:axis], stop - start, *shape[axis + 1:]), (x,),
+                          step=(axis, start, stop))
+        if step == 1:
+            return x
+        r = len(shape) - axis
+        win = (axis, ZERO, *[1] * r, step, *[1] * (r - 1), *[0] * (2 * r), *[1] * r)
+        out = ViewOp("window", win).shape_after(self.info(x).shape)
+        return self.reshape(self.node("window", dt, out, (x,), step=win), out[:len(shape)])
+
+    def op_Slice(self, nd, attrs):
+        """Constant starts, ends, axes and positive steps (ONNX's clamping rules)."""
+        x = self.operand(nd.input[0])
+        shape = self.info(x).shape
+        if self.opset < 10:
+            starts, ends = list(attrs["starts"]), list(attrs["ends"])
+            axes = list(attrs.get("axes", range(len(starts))))
+            steps = [1] * len(starts)
+        else:
+            given = [len(nd.input) > i and nd.input[i] for i in range(5)]
+            starts, ends = (self._static(nd.input[i], f"Slice's {w}").reshape(-1).tolist()
+                            for i, w in ((1, "starts"), (2, "ends")))
+            axes = (self._static(nd.input[3], "Slice's axes").reshape(-1).tolist()
+                    if given[3] else list(range(len(starts))))
+            steps = (self._static(nd.input[4], "Slice's steps").reshape(-1).tolist()
+                     if given[4] else [1] * len(starts))
+        if min(steps, default=1) < 1:
+            raise Unsupported(f"steps {steps} (only positive steps)")
+        for a, b, e, st in zip(axes, starts, ends, steps, strict=True):
+            a, n = int(a) % len(shape), shape[int(a) % len(shape)]
+            b = min(max(int(b) + n if b < 0 else int(b), 0), n)
+            e = min(max(int(e) + n if e < 0 else int(e), 0), n)
+            if e <= b:
+                raise Unsupported(f"an empty slice of axis {a} ({b}:{e})")
+            x = self.slice(x, a, b, e, int(st))
+        return x
+
     def op_Concat(self, nd, attrs):
         """Along `axis`: each input padded with zeros to the whole length (a window of
         size 1, as Pad), then taken where a host-written mask says the element is its,

@@ -51,6 +51,14 @@ class StepGraph:
                             where, shape)
         return self.add("Pad", [x], where, shape, pads=pads)
 
+    def slice(self, x: str, starts: list[int], ends: list[int], axes: list[int], where: str,
+              shape: tuple[int, ...]) -> str:
+        if self.opset >= 10:
+            ints = [self.const(np.array(v, dtype=np.int64), h)
+                    for v, h in ((starts, "starts"), (ends, "ends"), (axes, "axes"))]
+            return self.add("Slice", [x, *ints], where, shape)
+        return self.add("Slice", [x], where, shape, starts=starts, ends=ends, axes=axes)
+
     def product(self, a: str, ta: bool, b: str, tb: bool, where: str, alpha: float = 1.0
                 ) -> str:
         """alpha A' B' (A' = A transposed if ta, B' likewise), as MatMul: every opset."""

@@ -4,6 +4,8 @@ channel-wise ones (Concat, BatchNormalization), written as ONNX nodes of a train
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnx
 
@@ -258,51 +260,72 @@ def pool_grad(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: StepGr
 
 def _window_pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: StepGraph,
                  where: str) -> str:
-    """A pool whose windows overlap or reach into padding: each window's k taps are
-    taken by a depthwise convolution with one-hot kernels, the gradient shared among
-    them (the first maximum's, or the average's share), and added back to the input by
-    the transpose of that convolution."""
+    """A pool whose windows overlap or reach into padding, tap by tap (row-major): a
+    tap's elements of the input (_tap) take the gradient of the windows where the tap
+    is the first maximum (or its share of the average); each tap's gradient is spread
+    back to the positions it read (zeros between, by the strides) and added to the
+    taps' before it. Every step is elementwise or a view: nothing is multiplied by a
+    one-hot kernel, and no map is gathered an element at a time."""
     x = node.input[0]
     n, c, h, w = g.shapes[x]
     oh, ow = g.shapes[dy][2:]
     (kh, kw) = [int(v) for v in attrs["kernel_shape"]]
     sh, sw = [int(v) for v in attrs.get("strides", [1, 1])]
-    pt, pl, pb, pr = [int(v) for v in attrs.get("pads", [0] * 4)]
-    kk = kh * kw
-    taps = np.zeros((c * kk, 1, kh, kw), dtype=np.float32)  # channel (c, t): tap t of c
-    taps[np.arange(c * kk), 0, np.tile(np.arange(kk) // kw, c), np.tile(np.arange(kk) % kw, c)] = 1
-    rows = np.arange(oh)[:, None] * sh + np.arange(kk)[None, :] // kw - pt  # (oh, kk)
-    cols = np.arange(ow)[:, None] * sw + np.arange(kk)[None, :] % kw - pl  # (ow, kk)
-    inside = (((rows >= 0) & (rows < h))[:, None, :] & ((cols >= 0) & (cols < w))[None, :, :])
-    lanes = (n, c, oh, ow, kk)
-    one = (n, c, oh, ow, 1)
-    if node.op_type == "MaxPool":
-        t = g.add("Conv", [x, g.const(taps, "taps")], where, (n, c * kk, oh, ow), group=c,
-                  strides=[sh, sw], pads=[pt, pl, pb, pr])
-        t = g.add("Reshape", [t, g.const(np.array((n, c, kk, oh, ow), dtype=np.int64),
-                                         "shape")], where, (n, c, kk, oh, ow))
-        t = g.add("Transpose", [t], where, lanes, perm=[0, 1, 3, 4, 2])
-        y = g.add("Reshape", [node.output[0], g.const(np.array(one, dtype=np.int64), "shape")],
-                  where, one)
-        hit = g.add("Where", [g.add("Less", [t, y], where, lanes), g.const(0.0),
-                              g.const(inside[None, None].astype(np.float32), "inside")],
-                    where, lanes)  # a padding tap is never the maximum
-        earlier = g.add("MatMul", [hit, g.const(np.triu(np.ones((kk, kk), np.float32), 1),
-                                                 "earlier")], where, lanes)
-        share = g.add("Where", [g.add("Greater", [earlier, g.const(0.5)], where, lanes),
-                                g.const(0.0), hit], where, lanes)
-    else:
-        counted = np.full(inside.shape, float(kk)) if int(attrs.get("count_include_pad", 0)) \
-            else np.broadcast_to(inside.sum(axis=-1, keepdims=True), inside.shape)
-        share = g.const((inside / counted)[None, None].astype(np.float32), "share")
-    grad = g.add("Mul", [share, g.add("Reshape", [dy, g.const(np.array(one, dtype=np.int64),
-                                                                "shape")], where, one)],
-                 where, lanes)
-    grad = g.add("Transpose", [grad], where, (n, c, kk, oh, ow), perm=[0, 1, 4, 2, 3])
-    grad = g.add("Reshape", [grad, g.const(np.array((n, c * kk, oh, ow), dtype=np.int64),
-                                           "shape")], where, (n, c * kk, oh, ow))
-    turned = np.zeros((c, kk, kh, kw), dtype=np.float32)  # the taps' kernels turned
-    turned[np.repeat(np.arange(c), kk), np.tile(np.arange(kk), c),
-           kh - 1 - np.tile(np.arange(kk) // kw, c), kw - 1 - np.tile(np.arange(kk) % kw, c)] = 1
-    return _transposed(grad, g.const(turned, "turned"), c, (n, c, h, w), (kh, kw), (sh, sw),
-                       (pt, pl), g, where)
+    pt, pl, _, _ = [int(v) for v in attrs.get("pads", [0] * 4)]
+    full = (kh - 1 + sh * oh, kw - 1 + sw * ow)  # every tap's rows and columns, padded
+    big = (n, c, max(full[0], pt + h), max(full[1], pl + w))
+    rows = np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] - pt  # (oh, kh)
+    cols = np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] - pl  # (ow, kw)
+    one = (n, c, oh, ow)
+    phased = (n, c, oh, sh, ow, sw)
+    total, seen = None, None
+    for i, j in itertools.product(range(kh), range(kw)):
+        inside = (((rows[:, i] >= 0) & (rows[:, i] < h))[:, None]
+                  & ((cols[:, j] >= 0) & (cols[:, j] < w))[None, :])
+        if node.op_type == "MaxPool":
+            tap = _tap(x, (i - pt, j - pl), (sh, sw), (oh, ow), g, where)
+            hit = g.add("Where", [g.add("Less", [tap, node.output[0]], where, one),
+                                  g.const(0.0), g.const(inside[None, None].astype(np.float32),
+                                                        "inside")], where, one)
+            first = hit if seen is None else g.add(
+                "Where", [g.add("Greater", [seen, g.const(0.5)], where, one), g.const(0.0), hit],
+                where, one)
+            seen = hit if seen is None else g.add("Max", [seen, hit], where, one)
+            share = first
+        else:
+            counted = kh * kw if int(attrs.get("count_include_pad", 0)) else \
+                ((((rows >= 0) & (rows < h)).sum(axis=1))[:, None]
+                 * (((cols >= 0) & (cols < w)).sum(axis=1))[None, :])
+            share = g.const((inside / counted)[None, None].astype(np.float32), "share")
+        grad = g.add("Mul", [share, dy], where, one)
+        spread = g.pad(_shape(grad, (n, c, oh, 1, ow, 1), g, where),
+                       [0] * 6 + [0, 0, 0, sh - 1, 0, sw - 1], where, phased)
+        spread = g.pad(_shape(spread, (n, c, sh * oh, sw * ow), g, where),
+                       [0, 0, i, j, 0, 0, big[2] - i - sh * oh, big[3] - j - sw * ow], where, big)
+        total = spread if total is None else g.add("Add", [total, spread], where, big)
+    return g.slice(total, [pt, pl], [pt + h, pl + w], [2, 3], where, (n, c, h, w))
+
+
+def _tap(x: str, at: tuple[int, int], strides: tuple[int, int], out: tuple[int, int],
+         g: StepGraph, where: str) -> str:
+    """x[..., s * o + a, s * p + b] for o, p < out (padding reads the lowest value): a 1 x 1
+    max pool of strides s, padded so that its windows start at a tap's offset, then the
+    leading windows before it dropped. The map is read through a strided window, as the
+    pool itself reads it, so it stays in the pool's phase order."""
+    n, c, h, w = g.shapes[x]
+    skip = [max(0, -(-a // s)) for a, s in zip(at, strides, strict=True)]  # windows dropped
+    begin = [s * q - a for a, s, q in zip(at, strides, skip, strict=True)]
+    end = [max(0, s * (q + o - 1) + 1 - size - b) for s, q, o, size, b in
+           zip(strides, skip, out, (h, w), begin, strict=True)]
+    made = [(size + b + e - 1) // s + 1 for size, b, e, s in
+            zip((h, w), begin, end, strides, strict=True)]
+    pooled = g.add("MaxPool", [x], where, (n, c, *made), kernel_shape=[1, 1],
+                   strides=list(strides), pads=[*begin, *end])
+    if skip == [0, 0] and made == list(out):
+        return pooled
+    return g.slice(pooled, skip, [q + o for q, o in zip(skip, out, strict=True)], [2, 3], where,
+                   (n, c, *out))
+
+
+def _shape(t: str, shape: tuple[int, ...], g: StepGraph, where: str) -> str:
+    return g.add("Reshape", [t, g.const(np.array(shape, dtype=np.int64), "shape")], where, shape)

@@ -74,7 +74,7 @@ def pitches(kernel: Kernel, roots: list[int], where: dict[int, list[int]],
                 axis, _, axes = ViewOp("window", tuple(node.attr("step"))).window()
                 if axis + len(axes) != len(shape) or max(a[1] for a in axes) > 1:
                     continue
-            elif node.op in ("reshape", "transpose", "bitcast", "matmul", *REDUCTIONS):
+            elif node.op in ("reshape", "transpose", "slice", "bitcast", "matmul", *REDUCTIONS):
                 continue
             for r in where.get(u, []):
                 if (phase.get(r) == phase[n] and r in pitch and pitch[r] <= 2 * shape[-3]
@@ -130,7 +130,7 @@ def _want(kernel: Kernel, u: int, shape: tuple[int, ...], t: Phase, nested: bool
     """The order node u, computed in order t, wants of its operand (of `shape`), in
     two levels if `nested`."""
     node = kernel.node(u)
-    if node.op in ("reshape", "transpose", "bitcast", "matmul", *REDUCTIONS):
+    if node.op in ("reshape", "transpose", "slice", "bitcast", "matmul", *REDUCTIONS):
         return None
     if node.op != "window":  # in place
         return t if t is None or _fits(t, shape, tuple(node.shape or ())) else None
@@ -211,7 +211,7 @@ def _window_strides(kernel: Kernel, n: int) -> set[tuple[int, tuple[int, ...]]] 
             s = tuple(a[1] for a in axes)
             if axis + len(axes) == len(kernel.node(n).shape or ()) or max(s) > 1:
                 strides.add((axis, s))
-        elif op in ("reshape", "transpose", "bitcast", *REDUCTIONS):
+        elif op in ("reshape", "transpose", "slice", "bitcast", *REDUCTIONS):
             return None
     return strides
 

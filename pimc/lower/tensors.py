@@ -111,8 +111,8 @@ class _TensorLowering(InSpaceMoves):
         if node.op == "transpose":
             perm = tuple(node.attr("perm"))
             return self.words(ops[0], (ViewOp("transpose", perm), *view), chunked)
-        if node.op == "window":
-            step = ViewOp("window", tuple(node.attr("step")))
+        if node.op in ("window", "slice"):
+            step = ViewOp(node.op, tuple(node.attr("step")))
             return self.words(ops[0], (step, *view), chunked)
         if node.op == "bitcast":  # the same words read as another type
             return self.words(ops[0], view, chunked)
@@ -230,8 +230,8 @@ class _TensorLowering(InSpaceMoves):
         if dot:
             dt = str(node.dtype)
             routine = arith_routine("mul", (dt, dt), dt, self.mode, self.arch)
-        elif (node.op not in ("input", "const", "reshape", "transpose", "window", "matmul",
-                                 *REDUCTIONS)
+        elif (node.op not in ("input", "const", "reshape", "transpose", "window", "slice",
+                                 "matmul", *REDUCTIONS)
               and self.k.graph.out_degree(ops[0]) == 1):
             inner = self.k.operands(ops[0])
             dtypes = tuple(str(self.k.node(o).dtype) for o in inner)

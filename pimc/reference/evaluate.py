@@ -12,7 +12,7 @@ import numpy as np
 from pimc.ir import Kernel
 from pimc.isa.dtypes import DType, Kind, parse_dtype
 from pimc.isa.errors import PimError
-from pimc.isa.view import LOWEST, ViewOp, windows
+from pimc.isa.view import LOWEST, ViewOp, apply_view, windows
 from pimc.lower.trees import reduction_axes, reduction_identity, tree_levels
 from pimc.ops import REDUCTIONS
 from pimc.synth.floating import FORMATS
@@ -77,7 +77,7 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee"
         args = [values[o] for o in kernel.operands(n)]
         arg_dt = [parse_dtype(str(kernel.node(o).dtype)) for o in kernel.operands(n)]
         here = np.ones((), dtype=bool)
-        if node.op not in ("reshape", "transpose", "matmul", "window"):
+        if node.op not in ("reshape", "transpose", "matmul", "window", "slice"):
             for o in kernel.operands(n):
                 here = here & ok[o]
         else:
@@ -104,6 +104,10 @@ def evaluate(kernel: Kernel, inputs: dict[str, np.ndarray], mode: str = "ieee"
             values[n] = windows(np.asarray(args[0], dtype=np.uint64), step, low)
             here = windows(np.broadcast_to(ok[kernel.operands(n)[0]], np.shape(args[0])),
                            ViewOp("window", (step.dims[0], LOWEST, *step.dims[2:])), True)
+        elif node.op == "slice":
+            step = (ViewOp("slice", tuple(node.attr("step"))),)
+            values[n] = apply_view(np.asarray(args[0]), step)
+            here = apply_view(np.broadcast_to(here, np.shape(args[0])), step)
         elif node.op == "matmul":
             values[n], seen = _matmul(node, arg_dt[0], args, mode)
             b_ok = np.broadcast_to(ok[kernel.operands(n)[1]], np.shape(args[1]))
