@@ -333,9 +333,21 @@ POOLS = [("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 
 
 @pytest.mark.parametrize("pool, attrs", POOLS)
 def test_overlapping_pool_gradients_match_finite_differences(pool, attrs):
-    """Windows that overlap and reach into padding: the taps' shares added back by the
-    transposed convolution."""
+    """Windows that overlap and reach into padding: the taps' shares spread back and
+    added tap by tap."""
     _matches_finite_differences(overlapping(pool, **attrs), 3, 6)
+
+
+def test_an_overlapping_pools_gradient_reads_its_taps_through_strided_windows():
+    """The taps of a 3 x 3, stride 2 max pool: nine 1 x 1 max pools of stride 2 read the
+    input (strided windows, as the pool does: the map keeps its phase order), and no
+    convolution multiplies by one-hot kernels."""
+    step = training_step(overlapping(POOLS[0][0], **POOLS[0][1]), TrainSpec(batch=2))
+    back = [n for n in step.model.graph.node if n.name == "backward/pool1"]
+    assert back and not any(n.op_type == "Conv" for n in back)
+    taps = [n for n in back if "r1" in n.input]
+    assert len(taps) == 9 and {n.op_type for n in taps} == {"MaxPool"}
+    assert all(list(a.ints) == [2, 2] for n in taps for a in n.attribute if a.name == "strides")
 
 
 def grouped(depthwise: bool) -> onnx.ModelProto:
