@@ -100,12 +100,14 @@ def _replay(src: TensorIO, dst: TensorIO) -> np.ndarray:
                 home[at, r] = (before[at + m.dx, r - m.by] if m.local
                                else held.get((x + m.dx, r - m.by), -7))
                 assert home[at, r] != -9, "a copy reads a cell never written (strict runs fail)"
-    canon = np.full_like(home, -9)  # each chunk's cells, extracted from the copies
-    for m in p.extract:
+    canon = np.full_like(home, -9)  # each chunk's cells, extracted from the copies (word
+    for m in p.extract:  # w of crossbar x named x + w * len(dst.xbs), as the spread's)
         for x, y in zip(m.xbs.indices(), m.sources.indices(), strict=True):
             for r in m.rows.indices():
-                canon[x, r] = home[y, r - m.by] if m.local else held.get((y, r - m.by), -7)
-                assert canon[x, r] != -9, "an extraction reads a cell never written"
+                canon[x + m.word * len(dst.xbs), r] = (home[y, r - m.by] if m.local
+                                                       else held.get((y, r - m.by), -7))
+                assert canon[x + m.word * len(dst.xbs), r] != -9, \
+                    "an extraction reads a cell never written"
     for m in sorted(p.moves, key=lambda m: not m.early):  # as emit_moves orders them
         assert not m.src_step or not set(m.xbs.indices()) & set(m.sources.indices()), m
         for x, y in zip(m.xbs.indices(), m.sources.indices(), strict=True):
@@ -506,6 +508,30 @@ def test_a_map_larger_than_its_reader_is_copied_over_several_words(src_rows):
     assert len(p.spread) == -(-256 // src_rows // 16) and p.moves
     assert all(m.local for m in p.moves)
     _rebuilds(shape, src_view, dst_view, 1, 16, src_rows)
+
+
+@given(st.integers(2, 6), st.sampled_from([8, 16]), st.booleans(), st.sampled_from([16, 8]))
+@settings(max_examples=16, deadline=None)
+@example(3, 16, False, 8)  # each channel's planes in 32 crossbars, its block 16: two words
+def test_a_phase_ordered_map_is_copied_channel_by_channel_into_a_natural_one(c, side, wide,
+                                                                             src_rows):
+    """A map stored in stride-2 phase planes (as a strided pool reads it) into a natural
+    placement of a few crossbars a channel (as the backward pass reads it): each
+    channel's planes are first copied into its own crossbars (over several home words
+    where they take more crossbars than it has), so that the gather is planned once for
+    every channel, a move per distinct row shift, not one per element and channel."""
+    shape, rows = (1, c, side, side), 16
+    h = side // 2
+    plane = -(-h * h // src_rows) * src_rows
+    src_view = (ViewOp("reshape", (1, c, h, 2, h, 2)), ViewOp("transpose", (3, 5, 0, 1, 2, 4)),
+                ViewOp("reshape", (4 * c, h * h)), ViewOp("pad", (4 * c, plane)))
+    per = -(-side * side // rows) * rows + (rows if wide else 0)  # a channel's slots
+    dst_view = (ViewOp("reshape", (c, side * side)), ViewOp("pad", (c, per)),
+                ViewOp("reshape", (c, per // rows, rows, 1)))
+    p = plan(_io("x", shape, src_view, 1, 0, src_rows), _io("x", shape, dst_view, 1, 70, rows))
+    assert p.extract and len(p.moves) <= side * side
+    assert any(m.word for m in p.extract) == (4 * plane // src_rows > per // rows)
+    _rebuilds(shape, src_view, dst_view, 1, rows, src_rows)
 
 
 def _chain() -> onnx.ModelProto:

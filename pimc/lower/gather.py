@@ -324,7 +324,7 @@ def classes(need: np.ndarray, src: Source, chunks: int, width: int, first: int
 
 
 def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, kinds: Classes,
-              width: int, first: int, near: bool, joined: bool
+              width: int, first: int, near: bool, joined: bool, words: int = 1, length: int = 0
               ) -> tuple[list[Move], list[Move], dict[tuple[bool, Span, Span], list[int]]] | None:
     """For chunks whose slots read the same cells of the map but for one crossbar and
     row offset each (a convolution's chunks of one input channel's taps, the channels
@@ -336,9 +336,12 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ki
     most of its readers are in (`near`: the gather is then mostly SHIFTs, but the
     copies scatter), or all in order from the chunk's first (one TRANSFER a chunk);
     `joined`: every crossbar's copy takes the rows of all (if they exist), so that the
-    copies of a chunk are one strided TRANSFER, not one a crossbar.
+    copies of a chunk are one strided TRANSFER, not one a crossbar. A class that reads
+    more crossbars than a chunk has takes up to `words` home words (source crossbar k in
+    word k // width of crossbar k % width; word w of crossbar x named x + w * `length`,
+    as moves.on_words reads it): a map's phase planes into a layer's channel blocks.
     (The moves that make the copies, the gather from them, its fills); None when a
-    class reads more crossbars than a chunk has, or a cell that does not exist."""
+    class reads more crossbars than its words hold, or a cell that does not exist."""
     n = len(need) // len(kinds.base)
     blocks = need.reshape(len(kinds.base), n, -1)
     xs, rs, base = kinds.xs, kinds.rs, kinds.base
@@ -353,7 +356,8 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ki
         slot = src.at[blocks[rep][data]]
         u, rank = np.unique(x[0], return_inverse=True)
         part = slice(rep * n, (rep + 1) * n)
-        if len(u) > width:
+        many = -(-len(u) // width)  # home words the copy takes
+        if many > words or (many > 1 and (near or not length)):
             return None
         if not len(u):  # chunks of padding lanes only: their fills
             got, holes, _ = gather(need[part], dx_[part], dr[part], src)
@@ -361,16 +365,18 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ki
             at = first + rep * width
             place = (_homes(rank, dx_[rep * n + np.nonzero(data)[0]] - at, len(u), width)
                      if near else np.arange(len(u)))
+            span = length if many > 1 else 0  # a word's crossbars, as names count them
             made = _class_copies(x, row, u, rank, place, base[members][:, None],
-                                 first + members * width, src, width, joined)
+                                 first + members * width, src, width, joined, span)
             if made is None:
                 return None
             extract += made[0]
             canon_x = np.zeros(len(src.sx), dtype=np.int64)
-            canon_x[slot] = place[rank]
+            canon_x[slot] = (place % width + place // width * span)[rank]
             got, holes, _ = gather(need[part], dx_[part], dr[part],  # (its own copy only:
                                    Source(src.at, canon_x, src.sr, made[1], 0,  # classes
-                                          (0, width, at), at + width))  # differ)
+                                          (0, width, at), at + (many - 1) * span + width,
+                                          span))  # differ)
         alike: dict[object, list[range]] = {}
         for m in got:
             alike.setdefault(dataclasses.replace(m, xbs=Span(0, 1)), []).append(m.xbs.indices())
@@ -387,11 +393,13 @@ def extracted(need: np.ndarray, dx_: np.ndarray, dr: np.ndarray, src: Source, ki
 
 def _class_copies(x: np.ndarray, row: np.ndarray, u: np.ndarray, rank: np.ndarray,
                   place: np.ndarray, base: np.ndarray, starts: np.ndarray, src: Source,
-                  width: int, joined: bool) -> tuple[list[Move], np.ndarray] | None:
+                  width: int, joined: bool, span: int = 0
+                  ) -> tuple[list[Move], np.ndarray] | None:
     """The moves that copy a class's cells into its chunks (from `starts`), source
-    crossbar u[k] of its first chunk to crossbar place[k] of each, in its first chunk's
-    rows (x, row: each member's cells; base: the copy each reads), and the cells the
-    copies hold; None where a member's cell does not exist."""
+    crossbar u[k] of its first chunk to crossbar place[k] of each (place[k] // width:
+    the home word, its crossbars named `span` on), in its first chunk's rows (x, row:
+    each member's cells; base: the copy each reads), and the cells the copies hold;
+    None where a member's cell does not exist."""
     tx, tr = x[:, :1] - x[0, 0], row[:, :1] - row[0, 0]
     lo_r = np.full(len(u), src.cells.shape[1])
     hi_r = np.full(len(u), -1)
@@ -400,15 +408,17 @@ def _class_copies(x: np.ndarray, row: np.ndarray, u: np.ndarray, rank: np.ndarra
     if joined and all(_exist(u[k] + tx - base - src.x0, np.arange(lo_r.min(), hi_r.max() + 1)
                              + tr, src) for k in range(len(u))):  # the same rows from each
         lo_r[:], hi_r[:] = lo_r.min(), hi_r.max()
-    own = np.zeros((width, src.cells.shape[1]), dtype=bool)
+    words = -(-len(u) // width)
+    own = np.zeros(((words - 1) * span + width, src.cells.shape[1]), dtype=bool)
     moves: list[Move] = []
-    for k, home in enumerate(place.tolist()):
+    for k, at in enumerate(place.tolist()):
         if not _exist(u[k] + tx - base - src.x0, np.arange(lo_r[k], hi_r[k] + 1) + tr, src):
             return None
-        own[home, lo_r[k]:hi_r[k] + 1] = True
-        span = Span(int(lo_r[k]), int(hi_r[k]) + 1)
-        moves += [Move((), int(u[k] + t - d), int(-b), Span(d, d + 1), span,
-                       local=src.local is not None)
+        word, home = divmod(at, width)
+        own[home + word * span, lo_r[k]:hi_r[k] + 1] = True
+        rows = Span(int(lo_r[k]), int(hi_r[k]) + 1)
+        moves += [Move((), int(u[k] + t - d), int(-b), Span(d, d + 1), rows,
+                       local=src.local is not None, word=word)
                   for d, t, b in zip((starts + home).tolist(), tx[:, 0].tolist(),
                                      tr[:, 0].tolist(), strict=True)]
     return moves, own
@@ -440,8 +450,8 @@ def _homes(rank: np.ndarray, dest: np.ndarray, count: int, width: int) -> np.nda
 
 def _joined(moves: list[Move]) -> list[Move]:
     """Single-crossbar moves alike but for their crossbar joined into runs."""
-    alike: dict[tuple[int, int, Span, bool], list[int]] = {}
+    alike: dict[tuple[int, int, Span, bool, int], list[int]] = {}
     for m in moves:
-        alike.setdefault((m.dx, m.by, m.rows, m.local), []).append(m.xbs.start)
-    return [Move((), dx, by, run, rows, local=local)
-            for (dx, by, rows, local), xs in alike.items() for run in runs(sorted(xs))]
+        alike.setdefault((m.dx, m.by, m.rows, m.local, m.word), []).append(m.xbs.start)
+    return [Move((), dx, by, run, rows, local=local, word=word)
+            for (dx, by, rows, local, word), xs in alike.items() for run in runs(sorted(xs))]

@@ -125,7 +125,7 @@ def move_cycles(src: TensorIO, dst: TensorIO, staging: int, arch: Arch) -> int:
     (Move.cycles, as emitted), one a fill."""
     p = placed_plan(src, dst, arch.max_shift, _room(dst, staging, arch))
     bits = parse_dtype(dst.dtype).bits
-    return (sum(real_cycles(m, dst, bits, arch.max_shift, p.spread)
+    return (sum(real_cycles(m, dst, bits, arch.max_shift, (*p.spread, *p.extract))
                 for m in (*p.spread, *p.extract, *p.moves, *p.down, *p.copies))
             + len(p.fills))
 
@@ -153,31 +153,31 @@ def emit_moves(b: ProgramBuilder, src: TensorIO, dst: TensorIO, staging: int,
         return [(m, src.columns(bits))] if folded is None else folded.pieces(m)
 
     words = 1 + max((m.word for m in p.spread), default=0)
+    copied = 1 + max((m.word for m in p.extract), default=-1)  # the canonical copies' words
     homes = [list(range(staging + bits * (1 + w), staging + bits * (2 + w)))
-             for w in range(words + bool(p.extract))]  # the map's copies in dst's crossbars
+             for w in range(words + copied)]  # the map's copies in dst's crossbars
     if (p.spread or p.extract) and homes[-1][-1] >= arch.cols:
         raise PimError(f"{dst.name}: no free columns for a copy of the map in each chunk")
     if p.home_zero is not None:
         b.init(homes[p.home_zero[2]], 0, xbs=p.home_zero[0], rows=p.home_zero[1])
 
-    def read(m: Move) -> list[tuple[Move, list[int]]]:
+    def read(m: Move, first: int = 0) -> list[tuple[Move, list[int]]]:
         """The pieces of a move, each with the columns it reads: a word of the map's
-        copy over dst's home words, or of the map."""
+        copy over dst's home words (those of the canonical copies from `first`), or of
+        the map."""
         if not m.local:
             return from_src(m)
-        return [(piece, homes[w]) for piece, w in pieces(m, p.spread, dst)]
+        return [(piece, homes[first + w]) for piece, w in pieces(m, (*p.spread, *p.extract),
+                                                                  dst)]
 
     for m in p.spread:
         for piece, cols_ in ([(m, homes[m.word])] if m.local else from_src(m)):
             emit_move(b, piece, cols_, homes[m.word], staging, arch, dst.name)
-    for m in p.extract:  # each chunk's cells into its canonical copy (the last word)
+    for m in p.extract:  # each chunk's cells into its canonical copy (the last words)
         for piece, cols_ in read(m):
-            emit_move(b, piece, cols_, homes[-1], staging, arch, dst.name)
+            emit_move(b, piece, cols_, homes[words + m.word], staging, arch, dst.name)
     for m in sorted(p.moves, key=lambda m: not m.early):  # bridged runs, then the rest
-        if p.extract:
-            emit_move(b, m, homes[-1], lanes(m.lanes), staging, arch, dst.name)
-            continue
-        for piece, cols_ in read(m):
+        for piece, cols_ in read(m, words if p.extract else 0):
             emit_move(b, piece, cols_, lanes(m.lanes), staging, arch, dst.name)
     width = max(1, (arch.cols - staging) // bits)  # lanes a staged copy can carry
     for m in p.down:
