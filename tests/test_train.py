@@ -350,6 +350,40 @@ def test_an_overlapping_pools_gradient_reads_its_taps_through_strided_windows():
     assert all(list(a.ints) == [2, 2] for n in taps for a in n.attribute if a.name == "strides")
 
 
+def test_a_strided_pools_map_crosses_to_the_backward_order_by_channel_copies(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A 24 x 24 map (crossbars of 64 rows) stored in the 3 x 3 / 2 pool's phase order
+    and read in natural order by the backward pass: each channel's planes are copied
+    into its own crossbars over two home words (more crossbars than its block has), and
+    the step runs bit-exact."""
+    import pimc.lower.link as link
+    from pimc.lower.move_ops import _room, emit_moves, placed_plan
+
+    words = []
+
+    def counted(b, src, dst, staging, arch, folded=None):
+        p = placed_plan(src, dst, arch.max_shift, _room(dst, staging, arch))
+        words.append(max((m.word for m in p.extract), default=0))
+        return emit_moves(b, src, dst, staging, arch, folded)
+
+    monkeypatch.setattr(link, "emit_moves", counted)
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4, name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[3, 3],
+                              strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["p1"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2"], ["z"], transB=1, name="fc")]
+    inits = {"w1": rng.normal(0, 0.5, (2, 1, 3, 3)), "w2": rng.normal(0, 0.1, (2, 2 * 12 * 12))}
+    model = _model(nodes, "pooled", [1, 1, 24, 24], [1, 2], inits)
+    (tmp_path / "rows.toml").write_text("rows = 64\n")
+    x = rng.normal(size=(2, 1, 24, 24)).astype(np.float32)
+    code, _ = _compile_and_run(tmp_path, model, {"x": x, "labels": np.array([0, 1])}, 1,
+                               "--batch", "2", "--arch", str(tmp_path / "rows.toml"))
+    assert code == 0, capsys.readouterr().out
+    assert max(words) >= 1
+
+
 def grouped(depthwise: bool) -> onnx.ModelProto:
     """Grouped convolutions: 2 groups (or depthwise, 4), strided and padded, then a
     grouped 1 x 1."""
