@@ -277,7 +277,6 @@ def _window_pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: Ste
     rows = np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] - pt  # (oh, kh)
     cols = np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] - pl  # (ow, kw)
     one = (n, c, oh, ow)
-    phased = (n, c, oh, sh, ow, sw)
     total, seen = None, None
     for i, j in itertools.product(range(kh), range(kw)):
         inside = (((rows[:, i] >= 0) & (rows[:, i] < h))[:, None]
@@ -298,9 +297,7 @@ def _window_pool(node: onnx.NodeProto, dy: str, attrs: dict[str, object], g: Ste
                  * (((cols >= 0) & (cols < w)).sum(axis=1))[None, :])
             share = g.const((inside / counted)[None, None].astype(np.float32), "share")
         grad = g.add("Mul", [share, dy], where, one)
-        spread = g.pad(_shape(grad, (n, c, oh, 1, ow, 1), g, where),
-                       [0] * 6 + [0, 0, 0, sh - 1, 0, sw - 1], where, phased)
-        spread = g.pad(_shape(spread, (n, c, sh * oh, sw * ow), g, where),
+        spread = g.pad(_spread(grad, one, (sh, sw), g, where),
                        [0, 0, i, j, 0, 0, big[2] - i - sh * oh, big[3] - j - sw * ow], where, big)
         total = spread if total is None else g.add("Add", [total, spread], where, big)
     return g.slice(total, [pt, pl], [pt + h, pl + w], [2, 3], where, (n, c, h, w))
@@ -325,7 +322,3 @@ def _tap(x: str, at: tuple[int, int], strides: tuple[int, int], out: tuple[int, 
         return pooled
     return g.slice(pooled, skip, [q + o for q, o in zip(skip, out, strict=True)], [2, 3], where,
                    (n, c, *out))
-
-
-def _shape(t: str, shape: tuple[int, ...], g: StepGraph, where: str) -> str:
-    return g.add("Reshape", [t, g.const(np.array(shape, dtype=np.int64), "shape")], where, shape)
